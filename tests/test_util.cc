@@ -7,21 +7,25 @@
 
 namespace kvshare::testing {
 
+namespace {
+// $NAME when set, else the value the build configured.
+std::string setting(const char* name, const char* fallback) {
+  const char* env = std::getenv(name);
+  return env != nullptr && *env != '\0' ? env : fallback;
+}
+}  // namespace
+
 std::string shared_dir() {
-  const char* env = std::getenv("KVSHARE_SHARED_DIR");
-  std::string dir = env != nullptr ? env : "";
+  const std::string dir = setting("KVSHARE_SHARED_DIR", KVSHARE_SHARED_DIR_DEFAULT);
   if (dir.empty() || !file_exists(dir)) return "";
   return std::filesystem::canonical(dir).string();
 }
 
-std::string source_dir() {
-  const char* env = std::getenv("KVSHARE_SOURCE_DIR");
-  return env != nullptr ? env : ".";
-}
+std::string source_dir() { return setting("KVSHARE_SOURCE_DIR", KVSHARE_SOURCE_DIR_DEFAULT); }
 
 std::string temp_dir(const std::string& name) {
-  const char* bin = std::getenv("KVSHARE_BINARY_DIR");
-  std::filesystem::path p = std::filesystem::path(bin != nullptr ? bin : "/tmp") / "test_tmp" / name;
+  std::filesystem::path p =
+      std::filesystem::path(setting("KVSHARE_BINARY_DIR", KVSHARE_BINARY_DIR_DEFAULT)) / "test_tmp" / name;
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();

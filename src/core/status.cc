@@ -1,4 +1,4 @@
-#include "core/status.h"
+#include "kvshare/status.h"
 
 namespace kvshare {
 

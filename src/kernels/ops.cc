@@ -1,0 +1,118 @@
+#include "kernels/ops.h"
+
+#include <cmath>
+
+namespace kvshare {
+
+void rms_norm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out) {
+#pragma omp parallel for if (rows * dim > 32768)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* o = out + r * dim;
+    float ss = 0.f;
+    for (int64_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
+    for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * inv * weight[i];
+  }
+}
+
+void layer_norm(const float* x, const float* weight, const float* bias, float eps, int64_t rows, int64_t dim,
+                float* out) {
+#pragma omp parallel for if (rows * dim > 32768)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* o = out + r * dim;
+    float sum = 0.f;
+    for (int64_t i = 0; i < dim; ++i) sum += xr[i];
+    const float mean = sum / static_cast<float>(dim);
+    float var = 0.f;
+    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    const float inv = 1.0f / std::sqrt(var / static_cast<float>(dim) + eps);
+    for (int64_t i = 0; i < dim; ++i) o[i] = (xr[i] - mean) * inv * weight[i] + bias[i];
+  }
+}
+
+void rope_tables(const int32_t* positions, int64_t tokens, const float* inv_freq, int64_t half_dim, float* cos,
+                 float* sin) {
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t i = 0; i < half_dim; ++i) {
+      const float angle = static_cast<float>(positions[t]) * inv_freq[i];
+      cos[t * half_dim + i] = std::cos(angle);
+      sin[t * half_dim + i] = std::sin(angle);
+    }
+  }
+}
+
+void apply_rope(float* x, int64_t tokens, int64_t num_heads, int64_t head_dim, const float* cos, const float* sin,
+                RopeStyle style) {
+  const int64_t half = head_dim / 2;
+#pragma omp parallel for if (tokens * num_heads * head_dim > 32768)
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* c = cos + t * half;
+    const float* s = sin + t * half;
+    for (int64_t h = 0; h < num_heads; ++h) {
+      float* v = x + (t * num_heads + h) * head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t a = style == RopeStyle::kHalf ? i : 2 * i;
+        const int64_t b = style == RopeStyle::kHalf ? i + half : 2 * i + 1;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * c[i] - x1 * s[i];
+        v[b] = x1 * c[i] + x0 * s[i];
+      }
+    }
+  }
+}
+
+void gelu_tanh(float* x, int64_t n) {
+  const float k = std::sqrt(2.0f / static_cast<float>(M_PI));
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void silu_mul(const float* gate, const float* up, int64_t rows, int64_t ffn, float* out) {
+  const int64_t n = rows * ffn;
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+namespace reference {
+
+void rms_norm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(x[r * dim + i]) * x[r * dim + i];
+    const double inv = 1.0 / std::sqrt(ss / dim + eps);
+    for (int64_t i = 0; i < dim; ++i) out[r * dim + i] = static_cast<float>(x[r * dim + i] * inv * weight[i]);
+  }
+}
+
+void layer_norm(const float* x, const float* weight, const float* bias, float eps, int64_t rows, int64_t dim,
+                float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < dim; ++i) mean += x[r * dim + i];
+    mean /= dim;
+    for (int64_t i = 0; i < dim; ++i) var += (x[r * dim + i] - mean) * (x[r * dim + i] - mean);
+    var /= dim;
+    const double inv = 1.0 / std::sqrt(var + eps);
+    for (int64_t i = 0; i < dim; ++i)
+      out[r * dim + i] = static_cast<float>((x[r * dim + i] - mean) * inv * weight[i] + bias[i]);
+  }
+}
+
+void gelu_tanh(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i];
+    x[i] = static_cast<float>(0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v))));
+  }
+}
+
+}  // namespace reference
+}  // namespace kvshare

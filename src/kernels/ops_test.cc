@@ -1,0 +1,89 @@
+#include "kernels/ops.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+namespace kvshare {
+namespace {
+
+std::vector<float> random_floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, 1.f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, float tol) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], tol * (1 + std::fabs(b[i]))) << i;
+}
+
+TEST(Ops, RmsNormMatchesReference) {
+  const int64_t rows = 5, dim = 100;
+  auto x = random_floats(rows * dim, 1), w = random_floats(dim, 2);
+  std::vector<float> y(x.size()), r(x.size());
+  rms_norm(x.data(), w.data(), 1e-6f, rows, dim, y.data());
+  reference::rms_norm(x.data(), w.data(), 1e-6f, rows, dim, r.data());
+  expect_close(y, r, 1e-5f);
+}
+
+TEST(Ops, LayerNormMatchesReference) {
+  const int64_t rows = 5, dim = 100;
+  auto x = random_floats(rows * dim, 1), w = random_floats(dim, 2), b = random_floats(dim, 3);
+  for (auto& v : x) v += 3.0f;  // a mean far from zero
+  std::vector<float> y(x.size()), r(x.size());
+  layer_norm(x.data(), w.data(), b.data(), 1e-5f, rows, dim, y.data());
+  reference::layer_norm(x.data(), w.data(), b.data(), 1e-5f, rows, dim, r.data());
+  expect_close(y, r, 1e-5f);
+}
+
+TEST(Ops, GeluMatchesReference) {
+  auto x = random_floats(1000, 4);
+  for (auto& v : x) v *= 4;
+  auto y = x, r = x;
+  gelu_tanh(y.data(), y.size());
+  reference::gelu_tanh(r.data(), r.size());
+  expect_close(y, r, 1e-6f);
+  float zero = 0.f;
+  gelu_tanh(&zero, 1);
+  EXPECT_EQ(zero, 0.f);
+}
+
+TEST(Ops, SiluMul) {
+  std::vector<float> gate = {1.0f, -2.0f}, up = {3.0f, 0.5f};
+  std::vector<float> out(2);
+  silu_mul(gate.data(), up.data(), 1, 2, out.data());
+  EXPECT_NEAR(out[0], 1.0 / (1 + std::exp(-1.0)) * 3.0, 1e-6);
+  EXPECT_NEAR(out[1], -2.0 / (1 + std::exp(2.0)) * 0.5, 1e-6);
+}
+
+TEST(Ops, RopeStylesAgreeUpToPermutation) {
+  // Rotating with interleaved pairs equals rotating with half pairs after permuting the head's elements.
+  const int64_t hd = 8, half = 4;
+  std::vector<float> inv_freq(half);
+  for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(10000.f, -2.f * i / hd);
+  std::vector<int32_t> pos = {5};
+  std::vector<float> c(half), s(half);
+  rope_tables(pos.data(), 1, inv_freq.data(), half, c.data(), s.data());
+  auto x = random_floats(hd, 5);
+  std::vector<float> inter(hd);
+  for (int i = 0; i < half; ++i) {
+    inter[2 * i] = x[i];
+    inter[2 * i + 1] = x[i + half];
+  }
+  apply_rope(x.data(), 1, 1, hd, c.data(), s.data(), RopeStyle::kHalf);
+  apply_rope(inter.data(), 1, 1, hd, c.data(), s.data(), RopeStyle::kInterleaved);
+  for (int i = 0; i < half; ++i) {
+    EXPECT_FLOAT_EQ(inter[2 * i], x[i]);
+    EXPECT_FLOAT_EQ(inter[2 * i + 1], x[i + half]);
+  }
+  // Rotation keeps the norm of each pair.
+  EXPECT_NEAR(x[0] * x[0] + x[4] * x[4], inter[0] * inter[0] + inter[1] * inter[1], 1e-5);
+}
+
+}  // namespace
+}  // namespace kvshare
