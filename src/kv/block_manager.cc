@@ -1,0 +1,327 @@
+#include "kv/block_manager.h"
+
+#include <algorithm>
+
+namespace kvshare {
+namespace {
+
+// Hashing for the prefix index. It need not be cryptographic: every hit is confirmed exactly, so the hash
+// only has to spread blocks well. Tokens are absorbed two per 64-bit word with a multiply-rotate step and
+// the result goes through a final xor-shift/multiply avalanche.
+constexpr uint64_t kRootHash = 0x6b76736861726531ULL;  // "kvshare1": the "parent hash" of a first block
+constexpr uint64_t kMulA = 0x9e3779b97f4a7c15ULL;      // 2^64 / golden ratio, odd
+constexpr uint64_t kMulB = 0x8cb92ba72f3d8dd7ULL;      // an arbitrary odd constant with mixed bits
+constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
+constexpr uint64_t kFnvPrime = 0x100000001b3ULL;
+
+inline uint64_t rotate_left(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+inline uint64_t absorb(uint64_t h, uint64_t word) {
+  h ^= word * kMulA;
+  return rotate_left(h, 29) * kMulB;
+}
+
+inline uint64_t avalanche(uint64_t h) {
+  h ^= h >> 32;
+  h *= kMulA;
+  h ^= h >> 29;
+  h *= kMulB;
+  h ^= h >> 32;
+  return h;
+}
+
+// FNV-1a over the salt's bytes, then mixed with its length and avalanched.
+uint64_t hash_salt(std::string_view salt) {
+  uint64_t h = kFnvOffset;
+  for (unsigned char c : salt) {
+    h ^= c;
+    h *= kFnvPrime;
+  }
+  return avalanche(absorb(h, salt.size()));
+}
+
+// The index key of a block: chained from its parent's key, so equal keys imply (barring collisions) equal
+// whole prefixes, not just equal blocks.
+uint64_t hash_block(uint64_t parent_hash, uint64_t salt_hash, std::span<const int32_t> tokens) {
+  uint64_t h = absorb(parent_hash, salt_hash);
+  size_t i = 0;
+  for (; i + 1 < tokens.size(); i += 2) {
+    const uint64_t word = static_cast<uint64_t>(static_cast<uint32_t>(tokens[i])) |
+                          (static_cast<uint64_t>(static_cast<uint32_t>(tokens[i + 1])) << 32);
+    h = absorb(h, word);
+  }
+  if (i < tokens.size()) h = absorb(h, static_cast<uint32_t>(tokens[i]) | (uint64_t{1} << 63));
+  return avalanche(absorb(h, tokens.size()));
+}
+
+}  // namespace
+
+BlockManager::BlockManager(int32_t num_blocks, int32_t block_size, bool enable_prefix_caching, int32_t hash_bits)
+    : num_blocks_(num_blocks),
+      block_size_(block_size),
+      enable_prefix_caching_(enable_prefix_caching),
+      hash_mask_(hash_bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << std::max(hash_bits, 0)) - 1) {
+  KV_CHECK(num_blocks > 0 && block_size > 0,
+           "block manager: num_blocks " + std::to_string(num_blocks) + ", block_size " + std::to_string(block_size));
+  KV_CHECK(hash_bits >= 0 && hash_bits <= 64, "block manager: hash_bits " + std::to_string(hash_bits));
+  blocks_.resize(static_cast<size_t>(num_blocks));
+  tokens_.assign(static_cast<size_t>(num_blocks) * static_cast<size_t>(block_size), 0);
+  free_list_.reserve(static_cast<size_t>(num_blocks));
+  // A stack popped from the back: push in reverse so a fresh manager hands out 0, 1, 2, ...
+  for (int32_t b = num_blocks - 1; b >= 0; --b) {
+    free_list_.push_back(b);
+    blocks_[b].in_free_list = true;
+  }
+}
+
+void BlockManager::check_id(int32_t block) const {
+  KV_CHECK(block >= 0 && block < num_blocks_,
+           "block id " + std::to_string(block) + " out of range [0, " + std::to_string(num_blocks_) + ")");
+}
+
+int32_t BlockManager::ref_count(int32_t block) const {
+  check_id(block);
+  return blocks_[block].ref_count;
+}
+
+bool BlockManager::is_published(int32_t block) const {
+  check_id(block);
+  return blocks_[block].published;
+}
+
+uint64_t BlockManager::block_key(uint64_t parent_key, uint64_t salt_hash, std::span<const int32_t> tokens) const {
+  return hash_block(parent_key, salt_hash, tokens) & hash_mask_;
+}
+
+std::span<const int32_t> BlockManager::stored_tokens(int32_t block) const {
+  return std::span<const int32_t>(tokens_).subspan(static_cast<size_t>(block) * block_size_, block_size_);
+}
+
+bool BlockManager::parent_link_live(const Block& b) const {
+  if (b.parent == kNone) return true;
+  const Block& p = blocks_[b.parent];
+  return p.published && p.generation == b.parent_generation;
+}
+
+bool BlockManager::same_content(int32_t b, int32_t parent, std::span<const int32_t> tokens,
+                                std::string_view salt) const {
+  const Block& blk = blocks_[b];
+  if (!blk.published || blk.parent != parent) return false;
+  if (parent != kNone && blk.parent_generation != blocks_[parent].generation) return false;
+  if (blk.salt != salt) return false;
+  const auto stored = stored_tokens(b);
+  return std::equal(stored.begin(), stored.end(), tokens.begin(), tokens.end());
+}
+
+std::vector<int32_t> BlockManager::match_prefix(std::span<const int32_t> tokens, std::string_view salt,
+                                                int32_t max_blocks) const {
+  KV_CHECK(max_blocks >= 0, "match_prefix: max_blocks " + std::to_string(max_blocks));
+  std::vector<int32_t> hits;
+  if (!enable_prefix_caching_ || index_.empty()) return hits;
+  const size_t n = std::min(tokens.size() / static_cast<size_t>(block_size_), static_cast<size_t>(max_blocks));
+  const uint64_t salt_hash = hash_salt(salt);
+  uint64_t hash = kRootHash;
+  int32_t prev = kNone;
+  for (size_t i = 0; i < n; ++i) {
+    const auto chunk = tokens.subspan(i * block_size_, block_size_);
+    hash = block_key(hash, salt_hash, chunk);
+    const auto it = index_.find(hash);
+    if (it == index_.end()) break;
+    // The hash only nominates a candidate; confirm parent link, salt and tokens exactly.
+    if (!same_content(it->second, prev, chunk, salt)) break;
+    hits.push_back(it->second);
+    prev = it->second;
+  }
+  return hits;
+}
+
+void BlockManager::acquire(std::span<const int32_t> blocks) {
+  for (const int32_t b : blocks) {
+    check_id(b);
+    Block& blk = blocks_[b];
+    if (blk.ref_count == 0) {
+      KV_CHECK(blk.in_lru, "acquire: block " + std::to_string(b) + " is free (holds nothing to share)");
+      lru_remove(b);
+      --num_evictable_;
+    }
+    ++blk.ref_count;
+  }
+}
+
+std::optional<int32_t> BlockManager::allocate() {
+  if (free_list_.empty()) {
+    if (lru_head_ == kNone) return std::nullopt;  // every block is referenced
+    drop_cache_entry(lru_head_);                  // moves the LRU victim onto the free list
+  }
+  const int32_t b = free_list_.back();
+  free_list_.pop_back();
+  Block& blk = blocks_[b];
+  blk.in_free_list = false;
+  ++blk.generation;
+  blk.ref_count = 1;
+  return b;
+}
+
+void BlockManager::release(std::span<const int32_t> blocks) {
+  for (const int32_t b : blocks) {
+    check_id(b);
+    Block& blk = blocks_[b];
+    KV_CHECK(blk.ref_count > 0, "release: block " + std::to_string(b) + " is not referenced");
+    if (--blk.ref_count > 0) continue;
+    if (blk.published) {
+      lru_push_back(b);
+      ++num_evictable_;
+    } else {
+      free_list_.push_back(b);
+      blk.in_free_list = true;
+    }
+  }
+}
+
+int32_t BlockManager::publish(int32_t block, int32_t parent, std::span<const int32_t> tokens,
+                              std::string_view salt) {
+  check_id(block);
+  KV_CHECK(blocks_[block].ref_count > 0, "publish: block " + std::to_string(block) + " is not referenced");
+  KV_CHECK(tokens.size() == static_cast<size_t>(block_size_),
+           "publish: " + std::to_string(tokens.size()) + " tokens for a block of " + std::to_string(block_size_));
+  KV_CHECK(parent == kNone || (parent >= 0 && parent < num_blocks_ && parent != block),
+           "publish: parent " + std::to_string(parent) + " of block " + std::to_string(block));
+  if (!enable_prefix_caching_) return block;
+  if (blocks_[block].published) {
+    KV_CHECK(same_content(block, parent, tokens, salt),
+             "publish: block " + std::to_string(block) + " is already published with other content");
+    return block;
+  }
+  if (parent != kNone && !blocks_[parent].published) return block;  // unreachable through the index anyway
+
+  const uint64_t parent_hash = parent == kNone ? kRootHash : blocks_[parent].hash;
+  const uint64_t hash = block_key(parent_hash, hash_salt(salt), tokens);
+  if (const auto it = index_.find(hash); it != index_.end()) {
+    const int32_t existing = it->second;
+    if (same_content(existing, parent, tokens, salt)) return existing;
+    // Same key, different identity. A stale entry (its parent evicted since) can never match again: it
+    // yields the slot. A live one is a true 64-bit collision: keep it and leave `block` unpublished.
+    if (parent_link_live(blocks_[existing])) return block;
+    drop_cache_entry(existing);
+  }
+
+  Block& blk = blocks_[block];
+  blk.published = true;
+  blk.hash = hash;
+  blk.parent = parent;
+  blk.parent_generation = parent == kNone ? 0 : blocks_[parent].generation;
+  blk.salt.assign(salt);
+  std::copy(tokens.begin(), tokens.end(), tokens_.begin() + static_cast<ptrdiff_t>(block) * block_size_);
+  index_.emplace(hash, block);
+  return block;
+}
+
+void BlockManager::drop_cache_entry(int32_t block) {
+  Block& blk = blocks_[block];
+  index_.erase(blk.hash);
+  blk.published = false;
+  blk.hash = 0;
+  blk.parent = kNone;
+  blk.parent_generation = 0;
+  blk.salt.clear();
+  ++blk.generation;  // children recorded the old generation: they are stale from now on
+  if (blk.in_lru) {
+    lru_remove(block);
+    --num_evictable_;
+    free_list_.push_back(block);
+    blk.in_free_list = true;
+  }
+}
+
+void BlockManager::lru_push_back(int32_t block) {
+  Block& blk = blocks_[block];
+  blk.in_lru = true;
+  blk.lru_prev = lru_tail_;
+  blk.lru_next = kNone;
+  if (lru_tail_ == kNone) {
+    lru_head_ = block;
+  } else {
+    blocks_[lru_tail_].lru_next = block;
+  }
+  lru_tail_ = block;
+}
+
+void BlockManager::lru_remove(int32_t block) {
+  Block& blk = blocks_[block];
+  if (blk.lru_prev == kNone) {
+    lru_head_ = blk.lru_next;
+  } else {
+    blocks_[blk.lru_prev].lru_next = blk.lru_next;
+  }
+  if (blk.lru_next == kNone) {
+    lru_tail_ = blk.lru_prev;
+  } else {
+    blocks_[blk.lru_next].lru_prev = blk.lru_prev;
+  }
+  blk.in_lru = false;
+  blk.lru_prev = kNone;
+  blk.lru_next = kNone;
+}
+
+Status BlockManager::check_invariants() const {
+  auto fail = [](const std::string& what) { return internal_error("block manager invariant violated: " + what); };
+  auto name = [](int32_t b) { return "block " + std::to_string(b); };
+  const size_t n = static_cast<size_t>(num_blocks_);
+  if (blocks_.size() != n || tokens_.size() != n * static_cast<size_t>(block_size_))
+    return fail("per-block storage has the wrong size");
+
+  std::vector<char> on_free_list(n, 0);
+  for (const int32_t b : free_list_) {
+    if (b < 0 || b >= num_blocks_) return fail("free list holds out-of-range id " + std::to_string(b));
+    if (on_free_list[b]) return fail(name(b) + " is on the free list twice");
+    on_free_list[b] = 1;
+  }
+
+  std::vector<char> on_lru(n, 0);
+  int32_t lru_length = 0;
+  int32_t prev = kNone;
+  for (int32_t b = lru_head_; b != kNone; b = blocks_[b].lru_next) {
+    if (b < 0 || b >= num_blocks_) return fail("LRU holds out-of-range id " + std::to_string(b));
+    if (on_lru[b]) return fail(name(b) + " is in the LRU twice");
+    on_lru[b] = 1;
+    if (blocks_[b].lru_prev != prev) return fail(name(b) + " has a wrong LRU back link");
+    ++lru_length;
+    prev = b;
+  }
+  if (prev != lru_tail_) return fail("the LRU tail is not the last block reached from its head");
+  if (lru_length != num_evictable_)
+    return fail("LRU holds " + std::to_string(lru_length) + " blocks but the evictable count is " +
+                std::to_string(num_evictable_));
+
+  size_t num_published = 0;
+  for (int32_t b = 0; b < num_blocks_; ++b) {
+    const Block& blk = blocks_[b];
+    if (blk.ref_count < 0) return fail(name(b) + " has ref count " + std::to_string(blk.ref_count));
+    const int states = int{blk.in_free_list} + int{blk.in_lru} + int{blk.ref_count > 0};
+    if (states != 1) return fail(name(b) + " is in " + std::to_string(states) + " of free/evictable/referenced");
+    if (blk.in_free_list != static_cast<bool>(on_free_list[b]))
+      return fail(name(b) + ": free flag disagrees with the free list");
+    if (blk.in_lru != static_cast<bool>(on_lru[b])) return fail(name(b) + ": LRU flag disagrees with the LRU");
+    if (blk.in_lru != (blk.published && blk.ref_count == 0))
+      return fail(name(b) + (blk.in_lru ? " is evictable but not a published unreferenced block"
+                                        : " is published and unreferenced but not evictable"));
+    if (!blk.published) continue;
+    ++num_published;
+    if (!enable_prefix_caching_) return fail(name(b) + " is published with prefix caching off");
+    if (blk.parent != kNone && (blk.parent < 0 || blk.parent >= num_blocks_ || blk.parent == b))
+      return fail(name(b) + " has invalid parent " + std::to_string(blk.parent));
+    const auto it = index_.find(blk.hash);
+    if (it == index_.end() || it->second != b) return fail(name(b) + " is published but not indexed");
+  }
+  for (const auto& [hash, b] : index_) {
+    if (b < 0 || b >= num_blocks_) return fail("index maps to out-of-range id " + std::to_string(b));
+    if (!blocks_[b].published) return fail("index maps to unpublished " + name(b));
+    if (blocks_[b].hash != hash) return fail("index maps a foreign hash to " + name(b));
+  }
+  if (index_.size() != num_published)
+    return fail("index has " + std::to_string(index_.size()) + " entries for " + std::to_string(num_published) +
+                " published blocks");
+  return Status::ok_status();
+}
+
+}  // namespace kvshare
