@@ -1,0 +1,40 @@
+#include "kv/kv_storage.h"
+
+#include <algorithm>
+#include <new>
+
+namespace kvshare {
+
+Result<KvStorage> KvStorage::create(const KvShape& shape) {
+  if (shape.num_layers <= 0 || shape.num_kv_heads <= 0 || shape.head_dim <= 0 || shape.block_size <= 0 ||
+      shape.num_blocks <= 0)
+    return invalid_argument("KV cache: every dimension must be positive (num_blocks " +
+                            std::to_string(shape.num_blocks) + ", block_size " + std::to_string(shape.block_size) + ")");
+  KvStorage s;
+  s.shape_ = shape;
+  const int64_t n = shape.num_layers * shape.num_blocks * shape.num_kv_heads * shape.block_size * shape.head_dim;
+  s.k_.reset(new (std::nothrow) float[static_cast<size_t>(n)]);
+  s.v_.reset(new (std::nothrow) float[static_cast<size_t>(n)]);
+  if (!s.k_ || !s.v_) {
+    return resource_exhausted("KV cache: cannot allocate " + std::to_string(2 * n * 4 / (1 << 20)) +
+                              " MiB; lower --kv-cache-memory");
+  }
+  return s;
+}
+
+PagedKvLayer KvStorage::layer(int64_t i) {
+  const int64_t per_layer = shape_.num_blocks * shape_.num_kv_heads * shape_.block_size * shape_.head_dim;
+  return PagedKvLayer{k_.get() + i * per_layer, v_.get() + i * per_layer, shape_.block_size, shape_.num_kv_heads,
+                      shape_.head_dim};
+}
+
+void KvStorage::copy_block(int32_t src, int32_t dst) {
+  const int64_t block = shape_.num_kv_heads * shape_.block_size * shape_.head_dim;
+  for (int64_t l = 0; l < shape_.num_layers; ++l) {
+    PagedKvLayer layer_view = layer(l);
+    std::copy_n(layer_view.k + src * block, block, layer_view.k + dst * block);
+    std::copy_n(layer_view.v + src * block, block, layer_view.v + dst * block);
+  }
+}
+
+}  // namespace kvshare

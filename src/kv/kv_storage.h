@@ -1,0 +1,50 @@
+// KvStorage: the bytes of the paged KV cache. For every layer, K and V as
+// [num_blocks, num_kv_heads, block_size, head_dim] floats. It knows nothing of which block holds what:
+// the block pool and the prefix index (engine) decide that.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/status.h"
+#include "kernels/attention.h"
+
+namespace kvshare {
+
+struct KvShape {
+  int64_t num_layers = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t block_size = 16;
+  int64_t num_blocks = 0;
+
+  // K and V of one token over all layers: 2 * layers * kv_heads * head_dim * sizeof(float).
+  int64_t bytes_per_token() const { return 2 * num_layers * num_kv_heads * head_dim * 4; }
+  int64_t bytes_per_block() const { return bytes_per_token() * block_size; }
+};
+
+class KvStorage {
+ public:
+  // Allocates num_blocks blocks for every layer. Fails (not crashes) when the memory cannot be had.
+  static Result<KvStorage> create(const KvShape& shape);
+  KvStorage(KvStorage&&) = default;
+  KvStorage& operator=(KvStorage&&) = default;
+
+  const KvShape& shape() const { return shape_; }
+  PagedKvLayer layer(int64_t i);
+  int64_t total_bytes() const { return shape_.bytes_per_block() * shape_.num_blocks; }
+  // Copies one block's K/V (all layers) onto another: used to give a sequence its own copy of a partly
+  // filled shared block. Explicit, since it moves block_size tokens of every layer.
+  void copy_block(int32_t src, int32_t dst);
+
+ private:
+  KvStorage() = default;
+  KvShape shape_;
+  // Left uninitialized: pages are only touched (and become resident) as blocks are first written, so a
+  // generous budget costs nothing until it is used. Attention reads only positions written before.
+  std::unique_ptr<float[]> k_;  // [layers, num_blocks, kv_heads, block_size, head_dim]
+  std::unique_ptr<float[]> v_;  // same
+};
+
+}  // namespace kvshare

@@ -1,0 +1,223 @@
+#include "model/config.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "formats/gguf.h"
+
+namespace kvshare {
+
+const char* arch_name(Arch arch) { return arch == Arch::kGpt2 ? "gpt2" : "llama"; }
+
+Status ModelConfig::validate() const {
+  auto positive = [](int64_t v, const char* name) -> Status {
+    if (v <= 0) return invalid_argument(std::string("model config: ") + name + " must be positive, got " + std::to_string(v));
+    return {};
+  };
+  KV_RETURN_IF_ERROR(positive(vocab_size, "vocab_size"));
+  KV_RETURN_IF_ERROR(positive(hidden_size, "hidden_size"));
+  KV_RETURN_IF_ERROR(positive(num_layers, "num_layers"));
+  KV_RETURN_IF_ERROR(positive(num_heads, "num_heads"));
+  KV_RETURN_IF_ERROR(positive(num_kv_heads, "num_kv_heads"));
+  KV_RETURN_IF_ERROR(positive(head_dim, "head_dim"));
+  KV_RETURN_IF_ERROR(positive(ffn_size, "ffn_size"));
+  KV_RETURN_IF_ERROR(positive(max_context, "max_context"));
+  if (num_heads % num_kv_heads != 0)
+    return invalid_argument("model config: num_attention_heads (" + std::to_string(num_heads) +
+                            ") must be a multiple of num_key_value_heads (" + std::to_string(num_kv_heads) + ")");
+  if (head_dim % 2 != 0) return invalid_argument("model config: head_dim must be even for RoPE");
+  if (arch == Arch::kGpt2 && head_dim * num_heads != hidden_size)
+    return invalid_argument("model config: n_embd must equal n_head * head_dim for GPT-2");
+  if (vocab_size > (int64_t{1} << 31) || hidden_size > (1 << 20) || num_layers > 4096 || ffn_size > (1 << 22) ||
+      num_heads > 4096)
+    return invalid_argument("model config: sizes are implausibly large");
+  return {};
+}
+
+std::vector<float> ModelConfig::rope_inv_freq() const {
+  const int64_t half = head_dim / 2;
+  std::vector<float> inv(half);
+  for (int64_t i = 0; i < half; ++i) {
+    // As Hugging Face computes it: 1 / theta^(2i/d) in float32.
+    inv[i] = 1.0f / std::pow(static_cast<float>(rope_theta), static_cast<float>(2 * i) / static_cast<float>(head_dim));
+  }
+  if (rope_scaling.enabled) {
+    const double low_wavelen = rope_scaling.original_max_position_embeddings / rope_scaling.low_freq_factor;
+    const double high_wavelen = rope_scaling.original_max_position_embeddings / rope_scaling.high_freq_factor;
+    for (auto& f : inv) {
+      const double wavelen = 2 * M_PI / f;
+      if (wavelen > low_wavelen) {
+        f = static_cast<float>(f / rope_scaling.factor);
+      } else if (wavelen >= high_wavelen) {
+        const double smooth = (rope_scaling.original_max_position_embeddings / wavelen - rope_scaling.low_freq_factor) /
+                              (rope_scaling.high_freq_factor - rope_scaling.low_freq_factor);
+        f = static_cast<float>((1 - smooth) * f / rope_scaling.factor + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+int64_t ModelConfig::num_parameters() const {
+  const int64_t d = hidden_size, kv = num_kv_heads * head_dim, q = num_heads * head_dim;
+  int64_t per_layer;
+  if (arch == Arch::kGpt2) {
+    per_layer = 4 * d + d * 3 * d + 3 * d + d * d + d + d * ffn_size + ffn_size + ffn_size * d + d;
+  } else {
+    per_layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * ffn_size + (qkv_bias ? q + 2 * kv : 0);
+  }
+  int64_t total = num_layers * per_layer + vocab_size * d + d * (arch == Arch::kGpt2 ? 2 : 1);
+  if (arch == Arch::kGpt2) total += max_context * d;
+  if (!tie_embeddings) total += vocab_size * d;
+  return total;
+}
+
+namespace {
+
+using nlohmann::json;
+
+Result<int64_t> get_int(const json& j, std::initializer_list<const char*> keys) {
+  for (const char* k : keys) {
+    auto it = j.find(k);
+    if (it != j.end() && it->is_number_integer()) return it->get<int64_t>();
+  }
+  return invalid_argument(std::string("config.json: missing integer '") + *keys.begin() + "'");
+}
+
+double get_number(const json& j, const char* key, double fallback) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+}  // namespace
+
+namespace {
+Result<ModelConfig> parse_hf_config_json(const json& j);
+}  // namespace
+
+Result<ModelConfig> parse_hf_config(const std::string& text) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return invalid_argument("config.json is not a valid JSON object");
+  try {
+    return parse_hf_config_json(j);
+  } catch (const json::exception& e) {  // a field of the wrong type
+    return invalid_argument(std::string("config.json: a field has the wrong type: ") + e.what());
+  }
+}
+
+namespace {
+Result<ModelConfig> parse_hf_config_json(const json& j) {
+  ModelConfig c;
+  if (!j.contains("model_type") || !j["model_type"].is_string())
+    return invalid_argument("config.json has no \"model_type\"; kvshare needs it to pick the architecture");
+  c.model_type = j.at("model_type").get<std::string>();
+  if (c.model_type == "gpt2") {
+    c.arch = Arch::kGpt2;
+    KV_ASSIGN_OR_RETURN(c.vocab_size, get_int(j, {"vocab_size"}));
+    KV_ASSIGN_OR_RETURN(c.hidden_size, get_int(j, {"n_embd", "hidden_size"}));
+    KV_ASSIGN_OR_RETURN(c.num_layers, get_int(j, {"n_layer", "num_hidden_layers"}));
+    KV_ASSIGN_OR_RETURN(c.num_heads, get_int(j, {"n_head", "num_attention_heads"}));
+    KV_ASSIGN_OR_RETURN(c.max_context, get_int(j, {"n_positions", "max_position_embeddings"}));
+    c.num_kv_heads = c.num_heads;
+    c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
+    auto inner = j.find("n_inner");
+    c.ffn_size = inner != j.end() && inner->is_number_integer() ? inner->get<int64_t>() : 4 * c.hidden_size;
+    c.norm_eps = static_cast<float>(get_number(j, "layer_norm_epsilon", 1e-5));
+    c.tie_embeddings = true;
+    if (j.value("scale_attn_by_inverse_layer_idx", false) || j.value("reorder_and_upcast_attn", false))
+      return unimplemented("config.json: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported");
+    auto act = j.find("activation_function");
+    if (act != j.end() && act->is_string() && *act != "gelu_new")
+      return unimplemented("config.json: GPT-2 activation_function '" + act->get<std::string>() +
+                           "' is not supported (only gelu_new)");
+  } else if (c.model_type == "llama" || c.model_type == "qwen2" || c.model_type == "mistral") {
+    c.arch = Arch::kLlama;
+    KV_ASSIGN_OR_RETURN(c.vocab_size, get_int(j, {"vocab_size"}));
+    KV_ASSIGN_OR_RETURN(c.hidden_size, get_int(j, {"hidden_size"}));
+    KV_ASSIGN_OR_RETURN(c.num_layers, get_int(j, {"num_hidden_layers"}));
+    KV_ASSIGN_OR_RETURN(c.num_heads, get_int(j, {"num_attention_heads"}));
+    KV_ASSIGN_OR_RETURN(c.ffn_size, get_int(j, {"intermediate_size"}));
+    KV_ASSIGN_OR_RETURN(c.max_context, get_int(j, {"max_position_embeddings"}));
+    auto kvh = get_int(j, {"num_key_value_heads"});
+    c.num_kv_heads = kvh.ok() ? *kvh : c.num_heads;
+    auto hd = get_int(j, {"head_dim"});
+    c.head_dim = hd.ok() ? *hd : (c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
+    c.norm_eps = static_cast<float>(get_number(j, "rms_norm_eps", 1e-6));
+    c.rope_theta = get_number(j, "rope_theta", 10000.0);
+    c.tie_embeddings = j.value("tie_word_embeddings", false);
+    const bool attention_bias = j.value("attention_bias", false);
+    c.qkv_bias = c.model_type == "qwen2" || attention_bias;
+    c.o_bias = c.model_type != "qwen2" && attention_bias;
+    if (j.value("mlp_bias", false)) return unimplemented("config.json: mlp_bias is not supported");
+    auto hidden_act = j.find("hidden_act");
+    if (hidden_act != j.end() && hidden_act->is_string() && *hidden_act != "silu")
+      return unimplemented("config.json: hidden_act '" + hidden_act->get<std::string>() + "' is not supported (only silu)");
+    auto rs = j.find("rope_scaling");
+    if (rs != j.end() && rs->is_object()) {
+      const std::string type = rs->value("rope_type", rs->value("type", std::string()));
+      if (type == "llama3") {
+        c.rope_scaling.enabled = true;
+        c.rope_scaling.factor = get_number(*rs, "factor", 8.0);
+        c.rope_scaling.low_freq_factor = get_number(*rs, "low_freq_factor", 1.0);
+        c.rope_scaling.high_freq_factor = get_number(*rs, "high_freq_factor", 4.0);
+        c.rope_scaling.original_max_position_embeddings = get_number(*rs, "original_max_position_embeddings", 8192);
+      } else if (type != "default") {
+        return unimplemented("config.json: rope_scaling type '" + type + "' is not supported (only llama3)");
+      }
+    }
+  } else {
+    return unimplemented("config.json: model_type '" + c.model_type +
+                         "' is not supported; kvshare runs gpt2, llama and qwen2 models");
+  }
+  KV_RETURN_IF_ERROR(c.validate());
+  return c;
+}
+}  // namespace
+
+Result<ModelConfig> config_from_gguf(const GgufFile& g) {
+  KV_ASSIGN_OR_RETURN(std::string arch, g.get_string("general.architecture"));
+  ModelConfig c;
+  c.model_type = arch;
+  if (arch == "gpt2") {
+    c.arch = Arch::kGpt2;
+  } else if (arch == "llama") {
+    c.arch = Arch::kLlama;
+    c.rope_style = RopeStyle::kInterleaved;
+  } else {
+    return unimplemented("GGUF general.architecture '" + arch + "' is not supported; kvshare runs gpt2 and llama");
+  }
+  const std::string p = arch + ".";
+  KV_ASSIGN_OR_RETURN(c.hidden_size, g.get_int(p + "embedding_length"));
+  KV_ASSIGN_OR_RETURN(c.num_layers, g.get_int(p + "block_count"));
+  KV_ASSIGN_OR_RETURN(c.num_heads, g.get_int(p + "attention.head_count"));
+  KV_ASSIGN_OR_RETURN(c.ffn_size, g.get_int(p + "feed_forward_length"));
+  KV_ASSIGN_OR_RETURN(c.max_context, g.get_int(p + "context_length"));
+  auto kvh = g.get_int(p + "attention.head_count_kv");
+  c.num_kv_heads = kvh.ok() ? *kvh : c.num_heads;
+  c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
+  if (c.arch == Arch::kGpt2) {
+    auto eps = g.get_float(p + "attention.layer_norm_epsilon");
+    c.norm_eps = eps.ok() ? static_cast<float>(*eps) : 1e-5f;
+  } else {
+    auto eps = g.get_float(p + "attention.layer_norm_rms_epsilon");
+    c.norm_eps = eps.ok() ? static_cast<float>(*eps) : 1e-5f;
+    auto theta = g.get_float(p + "rope.freq_base");
+    c.rope_theta = theta.ok() ? *theta : 10000.0;
+    auto rot = g.get_int(p + "rope.dimension_count");
+    if (rot.ok() && *rot != c.head_dim)
+      return unimplemented("GGUF: partial rotary embeddings (rope.dimension_count " + std::to_string(*rot) +
+                           " != head dim " + std::to_string(c.head_dim) + ") are not supported");
+  }
+  auto vocab = g.get_int(p + "vocab_size");
+  if (vocab.ok()) {
+    c.vocab_size = *vocab;
+  } else {
+    KV_ASSIGN_OR_RETURN(auto tokens, g.get_string_array("tokenizer.ggml.tokens"));
+    c.vocab_size = static_cast<int64_t>(tokens.size());
+  }
+  c.tie_embeddings = g.tensors().find("output.weight") == nullptr;
+  KV_RETURN_IF_ERROR(c.validate());
+  return c;
+}
+
+}  // namespace kvshare

@@ -1,0 +1,30 @@
+#include "model/weights.h"
+
+namespace kvshare {
+
+Result<const TensorView*> WeightLoader::find(const std::string& name, const std::vector<int64_t>& shape) const {
+  const TensorView* t = store_.find(name);
+  if (t == nullptr) return not_found("the model has no tensor '" + name + "'");
+  if (t->shape != shape)
+    return invalid_argument("tensor '" + name + "' has shape " + shape_to_string(t->shape) + " but the config implies " +
+                            shape_to_string(shape));
+  return t;
+}
+
+Result<const float*> WeightLoader::floats(const std::string& name, const std::vector<int64_t>& shape) {
+  KV_ASSIGN_OR_RETURN(const TensorView* t, find(name, shape));
+  if (t->dtype == DType::kF32) return static_cast<const float*>(t->data);
+  if (t->dtype == DType::kQ8_0 && t->num_elements() % kQ8_0BlockSize != 0)
+    return invalid_argument("Q8_0 tensor '" + name + "' has a size that is not a multiple of 32");
+  std::vector<float>& buf = owned_.emplace_back(static_cast<size_t>(t->num_elements()));
+  to_f32(t->dtype, t->data, buf.data(), buf.size());
+  return static_cast<const float*>(buf.data());
+}
+
+Result<Linear> WeightLoader::linear(const std::string& name, const std::vector<int64_t>& shape, WeightLayout layout,
+                                    const float* bias) {
+  KV_ASSIGN_OR_RETURN(const float* data, floats(name, shape));
+  return Linear::create(TensorView{DType::kF32, shape, data}, layout, bias);
+}
+
+}  // namespace kvshare
