@@ -1,0 +1,126 @@
+// kvshare's public C++ API: an Engine runs many requests over one model, computing every shared prompt
+// prefix once (paged KV cache indexed by prefix) and decoding all running requests together.
+//
+//   auto engine = kvshare::Engine::create({.model_path = "models/gpt2"}).value();
+//   std::vector<kvshare::Request> reqs = {{.prompt = "Once upon a time"}};
+//   for (const kvshare::Output& out : engine->generate(reqs)) std::cout << out.text << "\n";
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvshare/sampling_params.h"
+#include "kvshare/status.h"
+
+namespace kvshare {
+
+struct EngineConfig {
+  std::string model_path;              // a Hugging Face folder or a .gguf file
+  // KV cache budget: bytes when > 0, else this fraction of the memory available at start-up.
+  int64_t kv_cache_bytes = 0;
+  double kv_cache_fraction = 0.25;
+  int32_t block_size = 16;             // tokens per KV block
+  int32_t max_num_seqs = 64;           // sequences in one step at most
+  int32_t max_num_batched_tokens = 512;  // tokens computed in one step at most (chunked prefill)
+  bool enable_prefix_caching = true;   // reuse the K/V of shared prompt prefixes
+  int32_t max_model_len = 0;           // context length; 0 = the model's
+  uint64_t seed = 0;                   // seeds requests that give no seed of their own
+};
+
+struct Request {
+  std::string prompt;                     // text; ignored when prompt_token_ids is given
+  std::vector<int32_t> prompt_token_ids;  // tokens as they are (no BOS added)
+  SamplingParams params;
+  std::string cache_salt;                 // requests share cached blocks only when their salts are equal
+};
+
+enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
+const char* finish_reason_name(FinishReason reason);  // "stop", "length", "abort", "error"; "" for kNone
+
+struct Output {
+  int64_t request_id = -1;
+  std::string text;                       // the generated text so far
+  std::vector<int32_t> token_ids;         // the generated tokens so far
+  std::vector<int32_t> prompt_token_ids;
+  int64_t num_cached_tokens = 0;          // prompt tokens served from the prefix cache
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kNone;
+  Status error;                           // why, when finish_reason is kError
+};
+
+struct EngineMetrics {
+  int64_t prefix_queried_tokens = 0;  // prompt tokens looked up in the prefix cache
+  int64_t prefix_hit_tokens = 0;      // of them, found
+  int64_t computed_tokens = 0;        // tokens that went through the model
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  int64_t preemptions = 0;
+  int64_t steps = 0;
+  double step_seconds_total = 0;
+  double last_step_seconds = 0;
+  // For hardware-efficiency reports: steps that ran any prompt token count as prefill, the rest as decode.
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  double prefill_flops = 0;  // matrix multiplies and attention of prefill steps
+  double decode_flops = 0;
+  double decode_bytes = 0;   // weights read once per decode step plus the K/V each sequence reads
+  int32_t peak_blocks_in_use = 0;  // most blocks holding K/V at once (referenced or cached)
+  int64_t kv_cache_bytes_peak_used = 0;  // those blocks' bytes
+  int32_t blocks_total = 0;
+  int32_t blocks_used = 0;       // referenced by a running sequence or a pinned prefix
+  int32_t blocks_cached = 0;     // holding a published prefix, unreferenced, evictable
+  int32_t blocks_free = 0;
+  int32_t num_running = 0;
+  int32_t num_waiting = 0;
+  int64_t kv_cache_bytes = 0;
+  int64_t kv_bytes_per_token = 0;
+};
+
+class Tokenizer;
+struct ModelConfig;
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> create(const EngineConfig& config);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Offline batch: runs every request to the end and returns their outputs in request order. Requests are
+  // reordered internally so that each shared prefix is computed once. A bad request gets an output with
+  // finish_reason kError and its message; the others run as usual.
+  // `on_finished`, when given, is called as each request finishes (for progress reports).
+  std::vector<Output> generate(const std::vector<Request>& requests,
+                               const std::function<void(const Output&)>& on_finished = {});
+
+  // Online use: queue a request (its id, or why it cannot run), then call step() until has_unfinished()
+  // is false. step() returns an Output for every request that made progress this step.
+  Result<int64_t> add_request(const Request& request);
+  std::vector<Output> step();
+  bool has_unfinished() const;
+  // Stops a request; its blocks are released and its output finishes with kAbort. Unknown ids are ignored.
+  void abort(int64_t request_id);
+
+  // Explicit prefix: computes the prefix's K/V once and pins its full blocks until release_prefix(), so
+  // requests that start with it (and the same cache_salt) reuse them. Returns a handle.
+  Result<int64_t> cache_prefix(const std::vector<int32_t>& tokens, const std::string& cache_salt = "");
+  Result<int64_t> cache_prefix(const std::string& text, const std::string& cache_salt = "");
+  Status release_prefix(int64_t handle);
+
+  const Tokenizer& tokenizer() const;
+  const ModelConfig& model_config() const;
+  const EngineConfig& config() const;
+  EngineMetrics metrics() const;
+  // FLOPs of the model's forward pass for `tokens` tokens at mean context `context` (for benchmark reports).
+  double forward_flops(int64_t tokens, double context) const;
+
+ private:
+  Engine();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvshare

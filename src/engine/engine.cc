@@ -1,0 +1,395 @@
+// The engine: owns the model, the tokenizer, the KV cache and the scheduler, and runs the step loop.
+//   add_request -> Sequence (waiting) -> each step: schedule -> build one batch -> one forward pass over
+//   all planned tokens -> sample where a sequence reached its end -> stop checks -> outputs.
+#include "kvshare/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <unordered_map>
+
+#include "engine/loader.h"
+#include "engine/scheduler.h"
+#include "kv/block_manager.h"
+#include "kv/kv_storage.h"
+
+namespace kvshare {
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kNone: return "";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kAbort: return "abort";
+    case FinishReason::kError: return "error";
+  }
+  return "";
+}
+
+namespace {
+
+// Bytes the machine can still give (MemAvailable), for a KV budget given as a fraction.
+int64_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t value = 0;
+  std::string unit;
+  while (in >> key >> value >> unit)
+    if (key == "MemAvailable:") return value * 1024;
+  return int64_t{4} << 30;
+}
+
+uint64_t mix_seed(uint64_t seed, int64_t id) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(id + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  EngineConfig config;
+  LoadedModel loaded;
+  int64_t max_model_len = 0;
+  std::unique_ptr<KvStorage> kv;
+  std::unique_ptr<BlockManager> blocks;
+  std::unique_ptr<Scheduler> scheduler;
+  Activations act;
+  std::vector<float> logits;
+  std::vector<std::pair<float, int32_t>> sample_scratch;
+  std::unordered_map<int64_t, std::unique_ptr<Sequence>> seqs;
+  std::unordered_map<int64_t, std::unique_ptr<IncrementalDecoder>> decoders;
+  std::map<int64_t, std::vector<int32_t>> pinned;  // explicit prefixes: handle -> blocks held
+  std::vector<Output> pending;  // outputs produced while cache_prefix drove the loop, for the next step()
+  int64_t next_id = 0;
+  EngineMetrics m;
+
+  Status validate(const Request& r, std::vector<int32_t>& prompt) const;
+  Output make_output(const Sequence& s) const;
+  void finish(Sequence& s, FinishReason reason, std::vector<Output>& out, Status error = {});
+  std::vector<Output> step();
+  Result<int64_t> add(const Request& r, bool prefill_only);
+};
+
+Engine::Engine() : impl_(std::make_unique<Impl>()) {}
+Engine::~Engine() = default;
+
+Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
+  if (config.block_size < 1 || config.block_size > 1024)
+    return invalid_argument("block_size must be between 1 and 1024, got " + std::to_string(config.block_size));
+  if (config.max_num_seqs < 1) return invalid_argument("max_num_seqs must be at least 1");
+  if (config.max_num_batched_tokens < 1) return invalid_argument("max_num_batched_tokens must be at least 1");
+  if (config.kv_cache_bytes < 0) return invalid_argument("the KV cache size must not be negative");
+  if (!(config.kv_cache_fraction > 0 && config.kv_cache_fraction <= 0.95))
+    return invalid_argument("the KV cache fraction must be in (0, 0.95]");
+  std::unique_ptr<Engine> engine(new Engine());
+  Impl& e = *engine->impl_;
+  e.config = config;
+  KV_ASSIGN_OR_RETURN(e.loaded, load_pretrained(config.model_path));
+  const ModelConfig& mc = e.loaded.model->config();
+  e.max_model_len = config.max_model_len > 0 ? std::min<int64_t>(config.max_model_len, mc.max_context) : mc.max_context;
+
+  KvShape shape;
+  shape.num_layers = mc.num_layers;
+  shape.num_kv_heads = mc.num_kv_heads;
+  shape.head_dim = mc.head_dim;
+  shape.block_size = config.block_size;
+  const int64_t budget = config.kv_cache_bytes > 0
+                             ? config.kv_cache_bytes
+                             : static_cast<int64_t>(static_cast<double>(available_memory_bytes()) * config.kv_cache_fraction);
+  shape.num_blocks = std::min<int64_t>(budget / shape.bytes_per_block(), int64_t{1} << 30);
+  if (shape.num_blocks < 1)
+    return invalid_argument("the KV cache budget of " + std::to_string(budget) + " bytes holds no block of " +
+                            std::to_string(shape.bytes_per_block()) + " bytes; raise --kv-cache-memory");
+  KV_ASSIGN_OR_RETURN(KvStorage storage, KvStorage::create(shape));
+  e.kv = std::make_unique<KvStorage>(std::move(storage));
+  e.blocks = std::make_unique<BlockManager>(static_cast<int32_t>(shape.num_blocks), config.block_size,
+                                            config.enable_prefix_caching);
+  e.scheduler = std::make_unique<Scheduler>(
+      SchedulerConfig{config.max_num_seqs, config.max_num_batched_tokens, config.enable_prefix_caching}, *e.blocks);
+  e.m.kv_cache_bytes = e.kv->total_bytes();
+  e.m.kv_bytes_per_token = shape.bytes_per_token();
+  return engine;
+}
+
+Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) const {
+  KV_RETURN_IF_ERROR(r.params.validate());
+  if (!r.prompt_token_ids.empty()) {
+    prompt = r.prompt_token_ids;
+  } else {
+    prompt = loaded.tokenizer->encode(r.prompt);
+    if (prompt.empty()) {  // an empty prompt starts from BOS alone
+      if (loaded.tokenizer->bos_id() < 0)
+        return invalid_argument("the prompt is empty and the model has no BOS token to start from");
+      prompt.push_back(loaded.tokenizer->bos_id());
+    }
+  }
+  const int64_t vocab = loaded.model->config().vocab_size;
+  for (int32_t t : prompt)
+    if (t < 0 || t >= vocab)
+      return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                              std::to_string(vocab) + ")");
+  if (static_cast<int64_t>(prompt.size()) >= max_model_len)
+    return out_of_range("the prompt has " + std::to_string(prompt.size()) + " tokens but the context holds " +
+                        std::to_string(max_model_len) + " (prompt and at least one generated token); shorten the prompt" +
+                        (max_model_len < loaded.model->config().max_context ? " or raise --max-model-len" : ""));
+  return {};
+}
+
+Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
+  std::vector<int32_t> prompt;
+  KV_RETURN_IF_ERROR(validate(r, prompt));
+  const int64_t id = next_id++;
+  const uint64_t seed = r.params.seed.has_value() ? *r.params.seed : mix_seed(config.seed, id);
+  auto seq = std::make_unique<Sequence>(id, std::move(prompt), r.params, r.cache_salt, seed);
+  seq->prefill_only = prefill_only;
+  seq->max_total_tokens = prefill_only ? seq->num_prompt_tokens
+                                       : std::min<int64_t>(seq->num_prompt_tokens + r.params.max_tokens, max_model_len);
+  if (!prefill_only) m.prompt_tokens += seq->num_prompt_tokens;
+  scheduler->add(seq.get());
+  decoders[id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, /*skip_special=*/true);
+  seqs[id] = std::move(seq);
+  return id;
+}
+
+Output Engine::Impl::make_output(const Sequence& s) const {
+  Output o;
+  o.request_id = s.id;
+  o.text = s.text;
+  o.token_ids.assign(s.tokens.begin() + s.num_prompt_tokens, s.tokens.end());
+  o.prompt_token_ids.assign(s.tokens.begin(), s.tokens.begin() + s.num_prompt_tokens);
+  o.num_cached_tokens = std::max<int64_t>(s.num_cached_tokens, 0);
+  o.finished = s.state == SeqState::kFinished;
+  o.finish_reason = s.finish_reason;
+  return o;
+}
+
+void Engine::Impl::finish(Sequence& s, FinishReason reason, std::vector<Output>& out, Status error) {
+  scheduler->finish(&s);
+  s.finish_reason = reason;
+  auto dec = decoders.find(s.id);
+  if (dec != decoders.end()) {
+    s.text += dec->second->flush();
+    decoders.erase(dec);
+  }
+  Output o = make_output(s);
+  o.error = std::move(error);
+  out.push_back(std::move(o));
+  seqs.erase(s.id);
+}
+
+std::vector<Output> Engine::Impl::step() {
+  std::vector<Output> out = std::exchange(pending, {});
+  const auto t0 = std::chrono::steady_clock::now();
+  StepPlan plan = scheduler->schedule();
+  for (Sequence* s : scheduler->take_unschedulable()) {
+    finish(*s, FinishReason::kError, out,
+           resource_exhausted("the request needs " + std::to_string(s->max_total_tokens) +
+                              " tokens of KV cache but the whole cache holds " +
+                              std::to_string(int64_t{blocks->num_blocks()} * blocks->block_size()) +
+                              "; raise --kv-cache-memory or lower max_tokens"));
+  }
+  if (plan.empty()) {
+    // Nothing could run although work waits: the blocks that pinned prefixes hold leave too little room.
+    if (scheduler->num_running() == 0 && scheduler->num_waiting() > 0) {
+      std::vector<Sequence*> stuck;
+      for (auto& [id, s] : seqs)
+        if (s->state == SeqState::kWaiting) stuck.push_back(s.get());
+      for (Sequence* s : stuck)
+        finish(*s, FinishReason::kError, out,
+               resource_exhausted("the KV cache has no room for this request while pinned prefixes hold " +
+                                  std::to_string(blocks->num_used_blocks()) +
+                                  " blocks; release prefixes or raise --kv-cache-memory"));
+    }
+    return out;
+  }
+
+  // One batch over every planned token of every sequence.
+  ForwardBatch batch;
+  const int64_t bs = blocks->block_size();
+  for (const PlannedSeq& p : plan.seqs) {
+    Sequence& s = *p.seq;
+    AttentionSeq a;
+    a.q_begin = batch.num_tokens();
+    a.q_len = p.num_tokens;
+    a.context_len = s.num_computed + p.num_tokens;
+    a.block_table = s.block_table.data();
+    for (int64_t i = s.num_computed; i < s.num_computed + p.num_tokens; ++i) {
+      batch.tokens.push_back(s.tokens[i]);
+      batch.positions.push_back(static_cast<int32_t>(i));
+      batch.slots.push_back(static_cast<int32_t>(s.block_table[i / bs] * bs + i % bs));
+    }
+    if (a.context_len == s.num_tokens()) batch.logit_rows.push_back(batch.num_tokens() - 1);
+    batch.seqs.push_back(a);
+  }
+  const int64_t vocab = loaded.model->config().vocab_size;
+  double step_flops = 0, kv_read_bytes = 0;
+  bool has_prefill = false;
+  for (const PlannedSeq& p : plan.seqs) {
+    const double mean_ctx = static_cast<double>(p.seq->num_computed) + static_cast<double>(p.num_tokens + 1) / 2;
+    step_flops += loaded.model->forward_flops(p.num_tokens, mean_ctx);
+    kv_read_bytes += (static_cast<double>(p.seq->num_computed + p.num_tokens)) * static_cast<double>(m.kv_bytes_per_token);
+    has_prefill = has_prefill || p.seq->num_computed < p.seq->num_prompt_tokens;
+  }
+  if (static_cast<int64_t>(logits.size()) < static_cast<int64_t>(batch.logit_rows.size()) * vocab)
+    logits.resize(batch.logit_rows.size() * vocab);
+  Status st = loaded.model->forward(batch, *kv, act, logits.data());
+  m.computed_tokens += batch.num_tokens();
+  if (!st.ok()) {  // a bug or a bad token slipped through validation: fail these requests, keep the engine
+    for (const PlannedSeq& p : plan.seqs) finish(*p.seq, FinishReason::kError, out, st);
+    return out;
+  }
+
+  int64_t row = 0;
+  for (const PlannedSeq& p : plan.seqs) {
+    Sequence& s = *p.seq;
+    s.num_computed += p.num_tokens;
+    if (s.num_computed < s.num_tokens()) continue;  // a prefill chunk short of the end
+    const float* row_logits = logits.data() + row++ * vocab;
+    if (s.prefill_only) {
+      finish(s, FinishReason::kStop, out);
+      continue;
+    }
+    const int32_t token = sample_token(row_logits, vocab, s.params, s.rng, sample_scratch);
+    s.tokens.push_back(token);
+    ++m.generated_tokens;
+    s.text += decoders[s.id]->push(token);
+    const bool is_eos = std::find(loaded.eos_ids.begin(), loaded.eos_ids.end(), token) != loaded.eos_ids.end();
+    const bool is_stop = std::find(s.params.stop_token_ids.begin(), s.params.stop_token_ids.end(), token) !=
+                         s.params.stop_token_ids.end();
+    if ((is_eos && !s.params.ignore_eos) || is_stop) {
+      finish(s, FinishReason::kStop, out);
+    } else if (s.num_tokens() >= s.max_total_tokens) {
+      finish(s, FinishReason::kLength, out);
+    } else {
+      out.push_back(make_output(s));
+    }
+  }
+  m.steps++;
+  m.last_step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.step_seconds_total += m.last_step_seconds;
+  if (has_prefill) {
+    m.prefill_seconds += m.last_step_seconds;
+    m.prefill_flops += step_flops;
+  } else {
+    m.decode_seconds += m.last_step_seconds;
+    m.decode_flops += step_flops;
+    m.decode_bytes += loaded.model->weight_bytes() + kv_read_bytes;
+  }
+  m.peak_blocks_in_use = std::max(m.peak_blocks_in_use,
+                                  blocks->num_blocks() - (blocks->num_free_blocks() - blocks->num_evictable_blocks()));
+  m.kv_cache_bytes_peak_used = int64_t{m.peak_blocks_in_use} * kv->shape().bytes_per_block();
+  return out;
+}
+
+std::vector<Output> Engine::generate(const std::vector<Request>& requests,
+                                     const std::function<void(const Output&)>& on_finished) {
+  std::vector<Output> results(requests.size());
+  std::unordered_map<int64_t, size_t> index_of;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto id = impl_->add(requests[i], /*prefill_only=*/false);
+    if (id.ok()) {
+      index_of[*id] = i;
+    } else {
+      results[i].finished = true;
+      results[i].finish_reason = FinishReason::kError;
+      results[i].error = id.status();
+      if (on_finished) on_finished(results[i]);
+    }
+  }
+  impl_->scheduler->sort_waiting_by_prefix();
+  while (impl_->scheduler->has_work() || !impl_->pending.empty()) {
+    for (Output& o : impl_->step()) {
+      auto it = index_of.find(o.request_id);
+      if (!o.finished || it == index_of.end()) continue;
+      if (on_finished) on_finished(o);
+      results[it->second] = std::move(o);
+    }
+  }
+  return results;
+}
+
+Result<int64_t> Engine::add_request(const Request& request) {
+  return impl_->add(request, /*prefill_only=*/false);
+}
+
+std::vector<Output> Engine::step() { return impl_->step(); }
+
+bool Engine::has_unfinished() const { return impl_->scheduler->has_work() || !impl_->pending.empty(); }
+
+void Engine::abort(int64_t request_id) {
+  auto it = impl_->seqs.find(request_id);
+  if (it == impl_->seqs.end()) return;
+  impl_->finish(*it->second, FinishReason::kAbort, impl_->pending);
+}
+
+Result<int64_t> Engine::cache_prefix(const std::vector<int32_t>& tokens, const std::string& cache_salt) {
+  if (!impl_->config.enable_prefix_caching)
+    return invalid_argument("cache_prefix needs prefix caching; it is switched off (--no-prefix-cache)");
+  if (tokens.empty()) return invalid_argument("cache_prefix: the prefix is empty");
+  Request r;
+  r.prompt_token_ids = tokens;
+  r.cache_salt = cache_salt;
+  KV_ASSIGN_OR_RETURN(int64_t id, impl_->add(r, /*prefill_only=*/true));
+  // Drive the loop until the prefix is computed; other requests' outputs wait in `pending`.
+  bool done = false;
+  Status error;
+  while (!done) {
+    std::vector<Output> outs = impl_->step();
+    for (Output& o : outs) {
+      if (o.request_id == id) {
+        done = true;
+        error = o.error;
+      } else {
+        impl_->pending.push_back(std::move(o));
+      }
+    }
+  }
+  if (!error.ok()) return error;
+  // Pin the prefix's full blocks: find them again in the index and hold a reference.
+  const int32_t full = static_cast<int32_t>(tokens.size() / impl_->blocks->block_size());
+  std::vector<int32_t> held = impl_->blocks->match_prefix(tokens, cache_salt, full);
+  impl_->blocks->acquire(held);
+  const int64_t handle = id;
+  impl_->pinned[handle] = std::move(held);
+  return handle;
+}
+
+Result<int64_t> Engine::cache_prefix(const std::string& text, const std::string& cache_salt) {
+  std::vector<int32_t> tokens = impl_->loaded.tokenizer->encode(text);
+  return cache_prefix(tokens, cache_salt);
+}
+
+Status Engine::release_prefix(int64_t handle) {
+  auto it = impl_->pinned.find(handle);
+  if (it == impl_->pinned.end()) return not_found("no pinned prefix with handle " + std::to_string(handle));
+  impl_->blocks->release(it->second);
+  impl_->pinned.erase(it);
+  return {};
+}
+
+const Tokenizer& Engine::tokenizer() const { return *impl_->loaded.tokenizer; }
+const ModelConfig& Engine::model_config() const { return impl_->loaded.model->config(); }
+const EngineConfig& Engine::config() const { return impl_->config; }
+double Engine::forward_flops(int64_t tokens, double context) const {
+  return impl_->loaded.model->forward_flops(tokens, context);
+}
+
+EngineMetrics Engine::metrics() const {
+  EngineMetrics m = impl_->m;
+  const SchedulerStats& st = impl_->scheduler->stats();
+  m.prefix_queried_tokens = st.prefix_queried_tokens;
+  m.prefix_hit_tokens = st.prefix_hit_tokens;
+  m.preemptions = st.preemptions;
+  m.blocks_total = impl_->blocks->num_blocks();
+  m.blocks_used = impl_->blocks->num_used_blocks();
+  m.blocks_cached = impl_->blocks->num_evictable_blocks();
+  m.blocks_free = impl_->blocks->num_free_blocks() - m.blocks_cached;
+  m.num_running = impl_->scheduler->num_running();
+  m.num_waiting = impl_->scheduler->num_waiting();
+  return m;
+}
+
+}  // namespace kvshare

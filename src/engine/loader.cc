@@ -1,0 +1,83 @@
+#include "engine/loader.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/mapped_file.h"
+#include "formats/gguf.h"
+
+namespace kvshare {
+namespace {
+
+bool is_dir(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_directory(path, ec);
+}
+
+Status check_exists(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    return not_found("model path '" + path + "' does not exist; give a Hugging Face model folder or a .gguf file");
+  return {};
+}
+
+// eos_token_id from generation_config.json: a number or a list of numbers.
+std::vector<int32_t> generation_eos_ids(const std::string& dir) {
+  std::vector<int32_t> ids;
+  auto text = read_text_file((std::filesystem::path(dir) / "generation_config.json").string());
+  if (!text.ok()) return ids;
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("eos_token_id")) return ids;
+  const auto& e = j["eos_token_id"];
+  if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
+  if (e.is_array())
+    for (const auto& v : e)
+      if (v.is_number_integer()) ids.push_back(v.get<int32_t>());
+  return ids;
+}
+
+void merge_ids(std::vector<int32_t>& into, const std::vector<int32_t>& more) {
+  for (int32_t id : more)
+    if (id >= 0 && std::find(into.begin(), into.end(), id) == into.end()) into.push_back(id);
+}
+
+}  // namespace
+
+Result<LoadedModel> load_pretrained(const std::string& path) {
+  KV_RETURN_IF_ERROR(check_exists(path));
+  LoadedModel loaded;
+  if (is_dir(path)) {
+    auto tok = Tokenizer::from_hf_dir(path);
+    if (!tok.ok()) return tok.status().with_context("loading the tokenizer of " + path);
+    loaded.tokenizer = std::move(tok).value();
+    KV_ASSIGN_OR_RETURN(loaded.model, load_model(path));
+    loaded.eos_ids = loaded.tokenizer->eos_ids();
+    merge_ids(loaded.eos_ids, generation_eos_ids(path));
+  } else {
+    auto gguf = GgufFile::open(path);
+    if (!gguf.ok()) return gguf.status();
+    auto config = config_from_gguf(*gguf);
+    if (!config.ok()) return config.status().with_context(path);
+    auto tok = Tokenizer::from_gguf(*gguf);
+    if (!tok.ok()) return tok.status().with_context("loading the tokenizer stored in " + path);
+    loaded.tokenizer = std::move(tok).value();
+    auto model = build_model(*config, gguf->tensors(), WeightSource::kGguf);
+    if (!model.ok()) return model.status().with_context(path);
+    loaded.model = std::move(model).value();
+    loaded.eos_ids = loaded.tokenizer->eos_ids();
+  }
+  if (loaded.tokenizer->vocab_size() > loaded.model->config().vocab_size)
+    return invalid_argument(path + ": the tokenizer has " + std::to_string(loaded.tokenizer->vocab_size()) +
+                            " tokens but the model only " + std::to_string(loaded.model->config().vocab_size));
+  return loaded;
+}
+
+Result<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& path) {
+  KV_RETURN_IF_ERROR(check_exists(path));
+  if (is_dir(path)) return Tokenizer::from_hf_dir(path);
+  KV_ASSIGN_OR_RETURN(GgufFile gguf, GgufFile::open(path));
+  return Tokenizer::from_gguf(gguf);
+}
+
+}  // namespace kvshare

@@ -1,0 +1,147 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+
+namespace kvshare {
+
+Scheduler::Scheduler(const SchedulerConfig& config, BlockManager& blocks) : config_(config), blocks_(blocks) {}
+
+void Scheduler::add(Sequence* seq) {
+  seq->state = SeqState::kWaiting;
+  waiting_.push_back(seq);
+}
+
+void Scheduler::sort_waiting_by_prefix() {
+  std::stable_sort(waiting_.begin(), waiting_.end(), [](const Sequence* a, const Sequence* b) {
+    if (a->salt != b->salt) return a->salt < b->salt;
+    return a->tokens < b->tokens;
+  });
+}
+
+std::vector<Sequence*> Scheduler::take_unschedulable() { return std::exchange(unschedulable_, {}); }
+
+bool Scheduler::allocate_until(Sequence* seq, int64_t end) {
+  const int64_t bs = blocks_.block_size();
+  const int64_t needed = (end + bs - 1) / bs - static_cast<int64_t>(seq->block_table.size());
+  if (needed <= 0) return true;
+  if (needed > blocks_.num_free_blocks()) return false;
+  for (int64_t i = 0; i < needed; ++i) {
+    auto block = blocks_.allocate();
+    KV_CHECK(block.has_value(), "a free block was counted but none could be allocated");
+    seq->block_table.push_back(*block);
+  }
+  return true;
+}
+
+void Scheduler::publish_full_blocks(Sequence* seq, int64_t end) {
+  if (!config_.enable_prefix_caching) return;
+  const int64_t bs = blocks_.block_size();
+  const int64_t full = end / bs;
+  for (int64_t b = seq->num_published_blocks; b < full; ++b) {
+    const int32_t parent = b == 0 ? -1 : seq->block_table[b - 1];
+    std::span<const int32_t> tokens(seq->tokens.data() + b * bs, static_cast<size_t>(bs));
+    // An identical block published by another sequence leaves ours unpublished: ours is still computed
+    // (bitwise the same) and used by this sequence, and freed when it finishes.
+    blocks_.publish(seq->block_table[b], parent, tokens, seq->salt);
+  }
+  seq->num_published_blocks = std::max(seq->num_published_blocks, full);
+}
+
+void Scheduler::release_blocks(Sequence* seq) {
+  blocks_.release(seq->block_table);
+  seq->block_table.clear();
+  seq->num_published_blocks = 0;
+  seq->num_computed = 0;
+}
+
+void Scheduler::preempt(Sequence* seq) {
+  release_blocks(seq);
+  seq->state = SeqState::kWaiting;
+  waiting_.push_front(seq);
+  ++stats_.preemptions;
+}
+
+void Scheduler::finish(Sequence* seq) {
+  release_blocks(seq);
+  seq->state = SeqState::kFinished;
+  running_.erase(std::remove(running_.begin(), running_.end(), seq), running_.end());
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), seq), waiting_.end());
+}
+
+bool Scheduler::admit(Sequence* seq, int64_t& budget, StepPlan& plan) {
+  const int64_t bs = blocks_.block_size();
+  const int64_t len = seq->num_tokens();
+  // Blocks this sequence needs to hold all its tokens: if even an empty cache cannot give them, it never can.
+  const int64_t blocks_ever = (seq->max_total_tokens + bs - 1) / bs;
+  if (blocks_ever > blocks_.num_blocks()) {
+    unschedulable_.push_back(seq);
+    return true;  // handled: removed from the queue
+  }
+  std::vector<int32_t> hits;
+  if (config_.enable_prefix_caching) {
+    // At least one token is always computed, so that the step yields logits for the next token.
+    hits = blocks_.match_prefix(seq->tokens, seq->salt, static_cast<int32_t>((len - 1) / bs));
+  }
+  const int64_t start = static_cast<int64_t>(hits.size()) * bs;
+  const int64_t n = std::min(len - start, budget);
+  int64_t evictable_hits = 0;
+  for (int32_t b : hits) evictable_hits += blocks_.ref_count(b) == 0 ? 1 : 0;
+  const int64_t new_blocks = (start + n + bs - 1) / bs - static_cast<int64_t>(hits.size());
+  if (new_blocks > blocks_.num_free_blocks() - evictable_hits) return false;
+
+  blocks_.acquire(hits);
+  seq->block_table = hits;
+  seq->num_published_blocks = static_cast<int64_t>(hits.size());
+  seq->num_computed = start;
+  KV_CHECK(allocate_until(seq, start + n));
+  if (seq->num_cached_tokens < 0) {  // first admission: count the prompt against the prefix cache
+    seq->num_cached_tokens = start;
+    stats_.prefix_queried_tokens += seq->num_prompt_tokens;
+    stats_.prefix_hit_tokens += start;
+  }
+  publish_full_blocks(seq, start + n);
+  seq->state = SeqState::kRunning;
+  running_.push_back(seq);
+  plan.seqs.push_back({seq, n});
+  budget -= n;
+  return true;
+}
+
+StepPlan Scheduler::schedule() {
+  StepPlan plan;
+  int64_t budget = config_.max_num_batched_tokens;
+  bool preempted = false;
+  // 1. Running sequences, oldest first: a decode token, or the next chunk of a prefill.
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Sequence* seq = running_[i];
+    const int64_t n = std::min(seq->num_tokens() - seq->num_computed, budget);
+    bool scheduled = true;
+    while (!allocate_until(seq, seq->num_computed + n)) {
+      // Out of blocks: preempt the newest running sequence (never one already planned this step).
+      Sequence* victim = running_.back();
+      running_.pop_back();
+      preempt(victim);
+      preempted = true;
+      if (victim == seq) {
+        scheduled = false;
+        break;
+      }
+    }
+    if (!scheduled) break;
+    publish_full_blocks(seq, seq->num_computed + n);
+    plan.seqs.push_back({seq, n});
+    budget -= n;
+    ++i;
+  }
+  // 2. Waiting sequences, in queue order, while budgets and blocks allow (not after a preemption: the
+  // cache is under pressure and the preempted sequence goes first next time).
+  while (!preempted && !waiting_.empty() && budget > 0 &&
+         static_cast<int32_t>(running_.size()) < config_.max_num_seqs) {
+    Sequence* seq = waiting_.front();
+    if (!admit(seq, budget, plan)) break;
+    waiting_.pop_front();
+  }
+  return plan;
+}
+
+}  // namespace kvshare

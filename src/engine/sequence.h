@@ -1,0 +1,41 @@
+// Sequence: one request's mutable state while the engine runs it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kvshare/engine.h"
+#include "sampling/sampler.h"
+
+namespace kvshare {
+
+enum class SeqState { kWaiting, kRunning, kFinished };
+
+struct Sequence {
+  Sequence(int64_t id, std::vector<int32_t> prompt, SamplingParams params, std::string salt, uint64_t seed)
+      : id(id), tokens(std::move(prompt)), num_prompt_tokens(static_cast<int64_t>(tokens.size())),
+        params(std::move(params)), salt(std::move(salt)), rng(seed) {}
+
+  int64_t id;
+  std::vector<int32_t> tokens;  // the prompt, then every generated token
+  int64_t num_prompt_tokens;
+  SamplingParams params;
+  std::string salt;             // cache_salt: blocks are shared only between equal salts
+  Rng rng;                      // advances only with this sequence's own samples
+
+  SeqState state = SeqState::kWaiting;
+  int64_t num_computed = 0;         // leading tokens whose K/V are in the cache (or written this step)
+  int64_t num_cached_tokens = -1;   // prompt tokens served by the prefix cache at first admission (-1: not yet)
+  std::vector<int32_t> block_table; // the blocks holding its K/V, in order
+  int64_t num_published_blocks = 0; // leading blocks already in the prefix index (hit or published)
+  int64_t max_total_tokens = 0;     // prompt + max_tokens, capped by the context length
+  bool prefill_only = false;        // an explicit prefix: stops once the prompt is computed, samples nothing
+  FinishReason finish_reason = FinishReason::kNone;
+  std::string text;                 // detokenized output so far
+
+  int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
+  int64_t num_generated() const { return num_tokens() - num_prompt_tokens; }
+};
+
+}  // namespace kvshare

@@ -1,0 +1,120 @@
+// Models against independent references: real models' known outputs (../shared/models) and goldens
+// that tools/reference (PyTorch, written from the Hugging Face definitions) computed for the same weights.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/mapped_file.h"
+#include "engine/loader.h"
+#include "kvshare/engine.h"
+#include "test_util.h"
+
+namespace kvshare {
+namespace {
+
+using nlohmann::json;
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return json::parse(in);
+}
+
+// Logits of every prompt position, from one forward pass over the prompt.
+std::vector<std::vector<float>> prompt_logits(const Model& model, const std::vector<int32_t>& prompt) {
+  const ModelConfig& c = model.config();
+  KvShape shape{c.num_layers, c.num_kv_heads, c.head_dim, 16, static_cast<int64_t>(prompt.size() / 16 + 1)};
+  KvStorage kv = KvStorage::create(shape).value();
+  std::vector<int32_t> table(shape.num_blocks);
+  for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
+  ForwardBatch b;
+  const auto n = static_cast<int64_t>(prompt.size());
+  for (int64_t i = 0; i < n; ++i) {
+    b.tokens.push_back(prompt[i]);
+    b.positions.push_back(static_cast<int32_t>(i));
+    b.slots.push_back(static_cast<int32_t>(i));
+    b.logit_rows.push_back(i);
+  }
+  b.seqs.push_back(AttentionSeq{0, n, n, table.data()});
+  Activations act;
+  std::vector<float> logits(n * c.vocab_size);
+  Status st = model.forward(b, kv, act, logits.data());
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  std::vector<std::vector<float>> rows;
+  for (int64_t i = 0; i < n; ++i) rows.emplace_back(logits.begin() + i * c.vocab_size, logits.begin() + (i + 1) * c.vocab_size);
+  return rows;
+}
+
+std::vector<int32_t> greedy(const std::string& model_path, const std::vector<int32_t>& prompt, int steps) {
+  EngineConfig config;
+  config.model_path = model_path;
+  config.kv_cache_bytes = int64_t{64} << 20;
+  auto engine = Engine::create(config);
+  EXPECT_TRUE(engine.ok()) << engine.status().to_string();
+  if (!engine.ok()) return {};
+  Request r;
+  r.prompt_token_ids = prompt;
+  r.params.temperature = 0;
+  r.params.max_tokens = steps;
+  r.params.ignore_eos = true;
+  auto outs = (*engine)->generate({r});
+  EXPECT_NE(outs[0].finish_reason, FinishReason::kError) << outs[0].error.to_string();
+  return outs[0].token_ids;
+}
+
+// Checks a model folder or file against a golden of tools/reference/make_goldens.py.
+void check_golden(const std::string& model_path, const std::string& golden_path, float rel_tol) {
+  const json g = read_json(golden_path);
+  auto loaded = load_pretrained(model_path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  const std::vector<int32_t> prompt = g["prompt_token_ids"].get<std::vector<int32_t>>();
+  const auto rows = prompt_logits(*loaded->model, prompt);
+  const int64_t prefix = g["logits_prefix_len"].get<int64_t>();
+  auto compare = [&](const std::vector<float>& got, const json& want, const std::string& what) {
+    float max_abs = 0;
+    for (const json& v : want) max_abs = std::max(max_abs, std::fabs(v.get<float>()));
+    int bad = 0;
+    for (int64_t i = 0; i < prefix; ++i) {
+      const float w = want[i].get<float>();
+      if (std::fabs(got[i] - w) > rel_tol * std::max(std::fabs(w), 1.0f) && bad++ < 5)
+        ADD_FAILURE() << what << " logit " << i << ": got " << got[i] << ", reference " << w;
+    }
+    EXPECT_EQ(bad, 0) << what << ": " << bad << " logits off by more than " << rel_tol << " relative";
+  };
+  compare(rows.back(), g["logits_last"], "last position");
+  for (const auto& [pos, want] : g["logits_rows"].items()) compare(rows[std::stoi(pos)], want, "position " + pos);
+  for (const json& pair : g["top20_last"]) {
+    const int32_t id = pair[0].get<int32_t>();
+    const float w = pair[1].get<float>();
+    EXPECT_NEAR(rows.back()[id], w, rel_tol * std::max(std::fabs(w), 1.0f)) << "top-20 id " << id;
+  }
+  const auto want_tokens = g["greedy_token_ids"].get<std::vector<int32_t>>();
+  EXPECT_EQ(greedy(model_path, prompt, static_cast<int>(want_tokens.size())), want_tokens);
+}
+
+TEST(Golden, Stories260KGgufReproducesLlama2cGreedyContinuation) {
+  KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  const std::string dir = testing::shared_dir() + "/models/stories260K";
+  const json g = read_json(dir + "/golden/once_upon_a_time.json");
+  auto tok = load_tokenizer(dir + "/stories260K.gguf");
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  const auto prompt = (*tok)->encode(g["prompt"].get<std::string>());
+  EXPECT_EQ(prompt, g["prompt_token_ids"].get<std::vector<int32_t>>());
+  const auto want = g["completion_token_ids"].get<std::vector<int32_t>>();
+  const auto got = greedy(dir + "/stories260K.gguf", prompt, static_cast<int>(want.size()));
+  EXPECT_EQ(got, want);
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), got.begin(), got.end());
+  EXPECT_EQ((*tok)->decode(all, /*skip_special=*/true), g["text"].get<std::string>());
+}
+
+TEST(Golden, TinyStories656KMatchesPyTorchReference) {
+  KV_REQUIRE_SHARED("models/tinystories-656k/model.safetensors");
+  check_golden(testing::shared_dir() + "/models/tinystories-656k", testing::source_dir() + "/tests/goldens/tinystories-656k.json",
+               1e-4f);
+}
+
+}  // namespace
+}  // namespace kvshare
