@@ -10,6 +10,7 @@
 #include "core/mapped_file.h"
 #include "engine/loader.h"
 #include "kvshare/engine.h"
+#include "model/make_model.h"
 #include "test_util.h"
 
 namespace kvshare {
@@ -115,6 +116,51 @@ TEST(Golden, TinyStories656KMatchesPyTorchReference) {
   check_golden(testing::shared_dir() + "/models/tinystories-656k", testing::source_dir() + "/tests/goldens/tinystories-656k.json",
                1e-4f);
 }
+
+// Models that make-model generates (deterministic from the seed), checked in the Hugging Face folder and
+// in the GGUF file, against goldens that tools/reference computed from the same folder.
+struct GeneratedCase {
+  const char* arch;
+  const char* shape;
+  const char* dtype;
+};
+
+class GeneratedModelGolden : public ::testing::TestWithParam<GeneratedCase> {};
+
+TEST_P(GeneratedModelGolden, MatchesPyTorchReference) {
+  KV_REQUIRE_GPT2_TOKENIZER();
+  const GeneratedCase c = GetParam();
+  const std::string name = std::string(c.arch) + "-" + c.shape + "-" + c.dtype;
+  MakeModelOptions o;
+  o.arch = c.arch;
+  o.shape = c.shape;
+  o.dtype = c.dtype;
+  o.seed = 7;  // the goldens were made from seed 7: see tools/reference/README.md
+  o.tokenizer_dir = testing::gpt2_tokenizer_dir();
+  o.out_dir = testing::temp_dir("golden-" + name);
+  ASSERT_TRUE(make_model(o).ok());
+  const std::string golden = testing::source_dir() + "/tests/goldens/" + name + ".json";
+  {
+    SCOPED_TRACE("Hugging Face folder");
+    check_golden(o.out_dir, golden, 1e-4f);
+  }
+  {
+    SCOPED_TRACE("GGUF");
+    check_golden(o.out_dir + "/model.gguf", golden, 1e-4f);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, GeneratedModelGolden,
+                         ::testing::Values(GeneratedCase{"gpt2", "tiny", "f32"}, GeneratedCase{"gpt2", "tiny", "bf16"},
+                                           GeneratedCase{"llama", "tiny", "f32"}, GeneratedCase{"llama", "tiny", "f16"},
+                                           GeneratedCase{"qwen2", "tiny", "f32"},
+                                           GeneratedCase{"llama", "tiny-llama3", "f32"}),
+                         [](const ::testing::TestParamInfo<GeneratedCase>& i) {
+                           std::string n = std::string(i.param.arch) + "_" + i.param.shape + "_" + i.param.dtype;
+                           for (auto& ch : n)
+                             if (ch == '-') ch = '_';
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace kvshare

