@@ -99,6 +99,7 @@ struct RunReport {
   EngineMetrics metrics;
   std::vector<std::vector<int32_t>> prompts;
   std::vector<std::vector<int32_t>> outputs;
+  IdealFlops ideal;  // of the prompts this run sent (multi-turn prompts hold generated tokens)
 };
 
 Result<RunReport> run_once(EngineConfig config, const WorkloadOptions& base, bool prefix_cache) {
@@ -124,6 +125,7 @@ Result<RunReport> run_once(EngineConfig config, const WorkloadOptions& base, boo
     r.prompts.push_back(out.prompt_token_ids);
     r.outputs.push_back(out.token_ids);
   }
+  r.ideal = ideal_flops(*engine, r.prompts, w.output_len, config.block_size);
   return r;
 }
 
@@ -199,15 +201,7 @@ int run_bench(const std::vector<std::string>& argv) {
     if (!r.ok()) return fail("bench", r.status());
     runs.push_back(std::move(r).value());
   }
-  // Ideal reuse from the prompts actually run (multi-turn prompts hold generated tokens).
-  auto engine_for_flops = Engine::create([&] {
-    EngineConfig c = *config;
-    c.kv_cache_bytes = int64_t{1} << 20;
-    return c;
-  }());
-  if (!engine_for_flops.ok()) return fail("bench", engine_for_flops.status());
-  const int64_t out_len = runs[0].outputs.empty() ? 0 : static_cast<int64_t>(runs[0].outputs[0].size());
-  const IdealFlops ideal = ideal_flops(**engine_for_flops, runs.back().prompts, out_len, config->block_size);
+  const IdealFlops& ideal = runs.back().ideal;
 
   json j;
   j["workload"] = wopts->name;

@@ -196,16 +196,13 @@ std::vector<Output> Engine::Impl::step() {
                               "; raise --kv-cache-memory or lower max_tokens"));
   }
   if (plan.empty()) {
-    // Nothing could run although work waits: the blocks that pinned prefixes hold leave too little room.
-    if (scheduler->num_running() == 0 && scheduler->num_waiting() > 0) {
-      std::vector<Sequence*> stuck;
-      for (auto& [id, s] : seqs)
-        if (s->state == SeqState::kWaiting) stuck.push_back(s.get());
-      for (Sequence* s : stuck)
-        finish(*s, FinishReason::kError, out,
-               resource_exhausted("the KV cache has no room for this request while pinned prefixes hold " +
-                                  std::to_string(blocks->num_used_blocks()) +
-                                  " blocks; release prefixes or raise --kv-cache-memory"));
+    // Nothing could run although work waits, and no preemption freed blocks for the next try: the head of
+    // the queue cannot fit beside the blocks that pinned prefixes hold. It fails; the others may fit.
+    if (!plan.preempted && scheduler->num_running() == 0 && scheduler->first_waiting() != nullptr) {
+      finish(*scheduler->first_waiting(), FinishReason::kError, out,
+             resource_exhausted("the KV cache has no room for this request while pinned prefixes hold " +
+                                std::to_string(blocks->num_used_blocks()) +
+                                " blocks; release prefixes or raise --kv-cache-memory"));
     }
     return out;
   }
@@ -242,6 +239,7 @@ std::vector<Output> Engine::Impl::step() {
   Status st = loaded.model->forward(batch, *kv, act, logits.data());
   m.computed_tokens += batch.num_tokens();
   if (!st.ok()) {  // a bug or a bad token slipped through validation: fail these requests, keep the engine
+    scheduler->abandon_step(plan);
     for (const PlannedSeq& p : plan.seqs) finish(*p.seq, FinishReason::kError, out, st);
     return out;
   }
@@ -369,7 +367,8 @@ Result<int64_t> Engine::cache_prefix(const std::string& text, const std::string&
 Status Engine::release_prefix(int64_t handle) {
   auto it = impl_->pinned.find(handle);
   if (it == impl_->pinned.end()) return not_found("no pinned prefix with handle " + std::to_string(handle));
-  impl_->blocks->release(it->second);
+  std::vector<int32_t> tail_first(it->second.rbegin(), it->second.rend());
+  impl_->blocks->release(tail_first);
   impl_->pinned.erase(it);
   return {};
 }

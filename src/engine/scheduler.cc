@@ -48,7 +48,10 @@ void Scheduler::publish_full_blocks(Sequence* seq, int64_t end) {
 }
 
 void Scheduler::release_blocks(Sequence* seq) {
-  blocks_.release(seq->block_table);
+  // Tail first: the tail then sits nearer the LRU's front, so a chain is evicted from its tail inward and
+  // its head, the part other requests share, stays cached longest.
+  std::vector<int32_t> tail_first(seq->block_table.rbegin(), seq->block_table.rend());
+  blocks_.release(tail_first);
   seq->block_table.clear();
   seq->num_published_blocks = 0;
   seq->num_computed = 0;
@@ -107,10 +110,14 @@ bool Scheduler::admit(Sequence* seq, int64_t& budget, StepPlan& plan) {
   return true;
 }
 
+void Scheduler::abandon_step(const StepPlan& plan) {
+  for (const PlannedSeq& p : plan.seqs) blocks_.unpublish(p.seq->block_table);
+}
+
 StepPlan Scheduler::schedule() {
   StepPlan plan;
   int64_t budget = config_.max_num_batched_tokens;
-  bool preempted = false;
+  bool& preempted = plan.preempted;
   // 1. Running sequences, oldest first: a decode token, or the next chunk of a prefill.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence* seq = running_[i];

@@ -32,6 +32,7 @@ struct PlannedSeq {
 
 struct StepPlan {
   std::vector<PlannedSeq> seqs;
+  bool preempted = false;  // a running sequence was preempted while planning
   bool empty() const { return seqs.empty(); }
 };
 
@@ -45,12 +46,17 @@ class Scheduler {
  public:
   Scheduler(const SchedulerConfig& config, BlockManager& blocks);
 
-  // Queues a sequence at the back (or, for an offline batch, wherever add_all puts it).
+  // Queues a sequence at the back (sort_waiting_by_prefix may reorder the queue for an offline batch).
   void add(Sequence* seq);
   // Plans the next step; sequences in the plan have blocks for their planned tokens.
   StepPlan schedule();
   // Releases a finished (or aborted) sequence's blocks and forgets it.
   void finish(Sequence* seq);
+  // The step planned by `plan` did not run (the forward pass failed): blocks published for it hold no
+  // K/V, so their cache entries are dropped before the sequences are finished.
+  void abandon_step(const StepPlan& plan);
+  // The sequence at the head of the waiting queue, or nullptr.
+  Sequence* first_waiting() const { return waiting_.empty() ? nullptr : waiting_.front(); }
   // Sorts the waiting queue so that sequences sharing a prefix are adjacent (lexicographic order of
   // (salt, tokens): a depth-first walk of the prefix tree), so each shared prefix is computed once and
   // stays cached while its group runs. Stable: equal prompts keep their order.

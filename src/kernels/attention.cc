@@ -5,83 +5,99 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/vec_math.h"
+
 namespace kvshare {
 namespace {
 
-constexpr int kLanes = 16;
+// Query vectors attended together: up to kTileRows consecutive rows of one sequence, times the query heads
+// that share one KV head. Each K/V block loaded from memory then serves all of them. Every vector's
+// arithmetic is the same as if it were alone: the tile only shares loads.
+constexpr int kTileRows = 4;
+constexpr int kMaxTile = 64;
 
-// Dot product with a fixed order: 16 independent lane sums, then a fixed pairwise tree, then the tail.
-// The explicit lanes let the compiler vectorize without reassociating, so the order never changes.
-[[gnu::always_inline]] inline float dot(const float* a, const float* b, int64_t n) {
-  float acc[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) acc[l] += a[i + l] * b[i + l];
-  for (int w = kLanes / 2; w > 0; w /= 2)
-    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-  float s = acc[0];
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
+struct Tile {
+  int n = 0;
+  const float* q[kMaxTile];
+  float* out[kMaxTile];
+  int64_t pos[kMaxTile];  // the vector's position: it attends to context 0..pos
+};
 
-[[gnu::always_inline]] inline void axpy(float a, const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-// One (query row, KV head) work item: all query heads of the group attend over the row's context.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void attend_group(
-    const float* q_row, const PagedKvLayer& c, const AttentionSeq& s, int64_t pos, int64_t g, int64_t group,
-    int64_t num_heads, float scale, float* scores, float* out_row) {
-  const int64_t hd = c.head_dim;
-  const int64_t n_ctx = pos + 1;
-  // scores[h * n_ctx + j]
-  for (int64_t j0 = 0; j0 < n_ctx; j0 += c.block_size) {
-    const int64_t block = s.block_table[j0 / c.block_size];
-    const float* kb = c.k + ((block * c.num_kv_heads + g) * c.block_size) * hd;
-    const int64_t jn = std::min(c.block_size, n_ctx - j0);
-    for (int64_t hi = 0; hi < group; ++hi) {
-      const float* qh = q_row + (g * group + hi) * hd;
-      float* sc = scores + hi * n_ctx + j0;
-      for (int64_t j = 0; j < jn; ++j) sc[j] = dot(qh, kb + j * hd, hd) * scale;
+__attribute__((target_clones("avx512f", "avx2", "default"))) void attend_tile(const Tile& t,
+                                                                                const PagedKvLayer& c,
+                                                                                const int32_t* block_table,
+                                                                                int64_t g, float scale,
+                                                                                float* scores, int64_t stride) {
+  const int64_t hd = c.head_dim, bs = c.block_size;
+  int64_t n_ctx = 0;
+  for (int i = 0; i < t.n; ++i) n_ctx = std::max(n_ctx, t.pos[i] + 1);
+  // scores[i * stride + j] = q_i · k_j * scale, for j < n_ctx. K blocks are [head_dim, block_size]: for each
+  // dimension a contiguous run of keys, so a block's scores accumulate as vectors over its keys, summing
+  // over dimensions in order.
+  for (int64_t j0 = 0; j0 < n_ctx; j0 += bs) {
+    const float* kb = c.k + (static_cast<int64_t>(block_table[j0 / bs]) * c.num_kv_heads + g) * hd * bs;
+    const int64_t jn = std::min(bs, n_ctx - j0);
+    for (int i = 0; i < t.n; ++i) {
+      float* sc = scores + i * stride + j0;
+      const float* q = t.q[i];
+      for (int64_t j = 0; j < jn; ++j) sc[j] = 0.f;
+      for (int64_t d = 0; d < hd; ++d) {
+        const float qd = q[d];
+        const float* kd = kb + d * bs;
+        for (int64_t j = 0; j < jn; ++j) sc[j] += qd * kd[j];
+      }
+      for (int64_t j = 0; j < jn; ++j) sc[j] *= scale;
     }
   }
-  for (int64_t hi = 0; hi < group; ++hi) {
-    float* sc = scores + hi * n_ctx;
+  // Softmax numerators over each vector's own context; the sum uses 16 fixed lanes.
+  float inv_sum[kMaxTile];
+  for (int i = 0; i < t.n; ++i) {
+    float* sc = scores + i * stride;
+    const int64_t n = t.pos[i] + 1;
     float mx = -INFINITY;
-    for (int64_t j = 0; j < n_ctx; ++j) mx = std::max(mx, sc[j]);
-    float sum = 0.f;
-    for (int64_t j = 0; j < n_ctx; ++j) {
-      sc[j] = std::exp(sc[j] - mx);
-      sum += sc[j];
-    }
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < n_ctx; ++j) sc[j] *= inv;
-    float* oh = out_row + (g * group + hi) * hd;
-    std::memset(oh, 0, sizeof(float) * hd);
+    for (int64_t j = 0; j < n; ++j) mx = std::max(mx, sc[j]);
+    for (int64_t j = 0; j < n; ++j) sc[j] = vec::exp(sc[j] - mx);
+    float lanes[16] = {};
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16)
+      for (int l = 0; l < 16; ++l) lanes[l] += sc[j + l];
+    for (int w = 8; w > 0; w /= 2)
+      for (int l = 0; l < w; ++l) lanes[l] += lanes[l + w];
+    float sum = lanes[0];
+    for (; j < n; ++j) sum += sc[j];
+    inv_sum[i] = 1.0f / sum;
+    std::memset(t.out[i], 0, sizeof(float) * hd);
   }
-  for (int64_t j0 = 0; j0 < n_ctx; j0 += c.block_size) {
-    const int64_t block = s.block_table[j0 / c.block_size];
-    const float* vb = c.v + ((block * c.num_kv_heads + g) * c.block_size) * hd;
-    const int64_t jn = std::min(c.block_size, n_ctx - j0);
-    for (int64_t hi = 0; hi < group; ++hi) {
-      const float* sc = scores + hi * n_ctx + j0;
-      float* oh = out_row + (g * group + hi) * hd;
-      for (int64_t j = 0; j < jn; ++j) axpy(sc[j], vb + j * hd, oh, hd);
+  // out_i = sum_j p_ij v_j / sum_i, keys in ascending order. V blocks are [block_size, head_dim].
+  for (int64_t j0 = 0; j0 < n_ctx; j0 += bs) {
+    const float* vb = c.v + (static_cast<int64_t>(block_table[j0 / bs]) * c.num_kv_heads + g) * bs * hd;
+    const int64_t jn = std::min(bs, n_ctx - j0);
+    for (int i = 0; i < t.n; ++i) {
+      const float* sc = scores + i * stride + j0;
+      float* o = t.out[i];
+      const int64_t jend = std::min(jn, t.pos[i] + 1 - j0);
+      for (int64_t j = 0; j < jend; ++j) {
+        const float p = sc[j];
+        const float* vj = vb + j * hd;
+        for (int64_t d = 0; d < hd; ++d) o[d] += p * vj[d];
+      }
     }
   }
-  (void)num_heads;
+  for (int i = 0; i < t.n; ++i)
+    for (int64_t d = 0; d < hd; ++d) t.out[i][d] *= inv_sum[i];
 }
 
 }  // namespace
 
 void write_kv(const PagedKvLayer& c, const float* k, const float* v, const int32_t* slots, int64_t tokens) {
-  const int64_t hd = c.head_dim;
+  const int64_t hd = c.head_dim, bs = c.block_size;
   for (int64_t t = 0; t < tokens; ++t) {
-    const int64_t block = slots[t] / c.block_size, off = slots[t] % c.block_size;
+    const int64_t block = slots[t] / bs, off = slots[t] % bs;
     for (int64_t g = 0; g < c.num_kv_heads; ++g) {
-      const int64_t dst = ((block * c.num_kv_heads + g) * c.block_size + off) * hd;
-      std::memcpy(c.k + dst, k + (t * c.num_kv_heads + g) * hd, sizeof(float) * hd);
-      std::memcpy(c.v + dst, v + (t * c.num_kv_heads + g) * hd, sizeof(float) * hd);
+      const int64_t base = (block * c.num_kv_heads + g) * hd * bs;
+      const float* kt = k + (t * c.num_kv_heads + g) * hd;
+      for (int64_t d = 0; d < hd; ++d) c.k[base + d * bs + off] = kt[d];  // K: [head_dim, block_size]
+      std::memcpy(c.v + base + off * hd, v + (t * c.num_kv_heads + g) * hd, sizeof(float) * hd);
     }
   }
 }
@@ -89,58 +105,74 @@ void write_kv(const PagedKvLayer& c, const float* k, const float* v, const int32
 void paged_attention(const float* q, const PagedKvLayer& c, std::span<const AttentionSeq> seqs, int64_t num_heads,
                      float scale, float* out) {
   const int64_t group = num_heads / c.num_kv_heads;
-  // Work items: (sequence, row, kv head), flattened so threads balance across sequences.
+  const int64_t rows_per_tile = std::max<int64_t>(1, std::min<int64_t>(kTileRows, kMaxTile / group));
+  // Work items: (sequence, KV head, a run of rows), KV head outer so neighbouring items share K/V in cache.
   struct Item {
     int32_t seq;
+    int32_t g;
     int32_t row;
+    int32_t nrows;
   };
   std::vector<Item> items;
   int64_t max_ctx = 0;
   for (size_t s = 0; s < seqs.size(); ++s) {
-    for (int64_t r = 0; r < seqs[s].q_len; ++r) items.push_back({static_cast<int32_t>(s), static_cast<int32_t>(r)});
     max_ctx = std::max(max_ctx, seqs[s].context_len);
+    for (int64_t g = 0; g < c.num_kv_heads; ++g)
+      for (int64_t r = 0; r < seqs[s].q_len; r += rows_per_tile)
+        items.push_back({static_cast<int32_t>(s), static_cast<int32_t>(g), static_cast<int32_t>(r),
+                         static_cast<int32_t>(std::min(rows_per_tile, seqs[s].q_len - r))});
   }
-  const int64_t n_items = static_cast<int64_t>(items.size()) * c.num_kv_heads;
-  const int64_t row_width = num_heads * c.head_dim;
-#pragma omp parallel
+  const int64_t hd = c.head_dim, row_width = num_heads * hd;
+  const int64_t stride = (max_ctx + 15) / 16 * 16;
+  const auto n_items = static_cast<int64_t>(items.size());
+#pragma omp parallel if (n_items > 1)
   {
-    std::vector<float> scores(static_cast<size_t>(group * max_ctx));
-#pragma omp for schedule(dynamic, 4)
+    std::vector<float> scores(static_cast<size_t>(kMaxTile * stride));
+#pragma omp for schedule(dynamic, 1)
     for (int64_t w = 0; w < n_items; ++w) {
-      const Item it = items[w / c.num_kv_heads];
-      const int64_t g = w % c.num_kv_heads;
+      const Item it = items[w];
       const AttentionSeq& s = seqs[it.seq];
-      const int64_t t = s.q_begin + it.row;
-      const int64_t pos = s.context_len - s.q_len + it.row;
-      attend_group(q + t * row_width, c, s, pos, g, group, num_heads, scale, scores.data(), out + t * row_width);
+      Tile tile;
+      for (int r = 0; r < it.nrows; ++r) {
+        const int64_t row = it.row + r;
+        const int64_t t = s.q_begin + row;
+        for (int64_t hi = 0; hi < group; ++hi) {
+          const int64_t h = it.g * group + hi;
+          tile.q[tile.n] = q + t * row_width + h * hd;
+          tile.out[tile.n] = out + t * row_width + h * hd;
+          tile.pos[tile.n] = s.context_len - s.q_len + row;
+          ++tile.n;
+        }
+      }
+      attend_tile(tile, c, s.block_table, it.g, scale, scores.data(), stride);
     }
   }
 }
 
 void paged_attention_reference(const float* q, const PagedKvLayer& c, std::span<const AttentionSeq> seqs,
                                int64_t num_heads, float scale, float* out) {
-  const int64_t hd = c.head_dim, group = num_heads / c.num_kv_heads;
+  const int64_t hd = c.head_dim, bs = c.block_size, group = num_heads / c.num_kv_heads;
   for (const AttentionSeq& s : seqs) {
     for (int64_t r = 0; r < s.q_len; ++r) {
       const int64_t t = s.q_begin + r, pos = s.context_len - s.q_len + r;
       for (int64_t h = 0; h < num_heads; ++h) {
         const int64_t g = h / group;
-        auto at = [&](const float* base, int64_t j) {
-          return base + ((s.block_table[j / c.block_size] * c.num_kv_heads + g) * c.block_size + j % c.block_size) * hd;
-        };
+        auto base = [&](int64_t j) { return (s.block_table[j / bs] * c.num_kv_heads + g) * hd * bs; };
+        auto key = [&](int64_t j, int64_t d) { return c.k[base(j) + d * bs + j % bs]; };
+        auto value = [&](int64_t j, int64_t d) { return c.v[base(j) + (j % bs) * hd + d]; };
         std::vector<double> p(pos + 1);
         double mx = -INFINITY, sum = 0;
         for (int64_t j = 0; j <= pos; ++j) {
-          double d = 0;
-          for (int64_t i = 0; i < hd; ++i) d += static_cast<double>(q[(t * num_heads + h) * hd + i]) * at(c.k, j)[i];
-          p[j] = d * scale;
+          double dot = 0;
+          for (int64_t d = 0; d < hd; ++d) dot += static_cast<double>(q[(t * num_heads + h) * hd + d]) * key(j, d);
+          p[j] = dot * scale;
           mx = std::max(mx, p[j]);
         }
         for (auto& x : p) sum += (x = std::exp(x - mx));
-        for (int64_t i = 0; i < hd; ++i) {
+        for (int64_t d = 0; d < hd; ++d) {
           double o = 0;
-          for (int64_t j = 0; j <= pos; ++j) o += p[j] / sum * at(c.v, j)[i];
-          out[(t * num_heads + h) * hd + i] = static_cast<float>(o);
+          for (int64_t j = 0; j <= pos; ++j) o += p[j] / sum * value(j, d);
+          out[(t * num_heads + h) * hd + d] = static_cast<float>(o);
         }
       }
     }

@@ -1,8 +1,9 @@
 // Causal attention over a paged KV cache.
 //
-// K and V of one layer live in fixed-size blocks: [num_blocks, num_kv_heads, block_size, head_dim], so
-// one head's keys in a block are contiguous. A sequence names its blocks in order through a block table;
-// blocks holding a shared prefix appear in many tables and are stored once.
+// K and V of one layer live in fixed-size blocks. K is stored transposed within a block,
+// [num_blocks, num_kv_heads, head_dim, block_size], so the scores of a block's keys accumulate as one
+// vector per dimension; V is [num_blocks, num_kv_heads, block_size, head_dim]. A sequence names its blocks
+// in order through a block table; blocks holding a shared prefix appear in many tables and are stored once.
 //
 // Batch invariance: each query row's output is computed from its own q row and its context only, summing
 // over context positions in ascending order, whatever else is in the batch and however the prompt was
@@ -15,7 +16,7 @@
 namespace kvshare {
 
 struct PagedKvLayer {
-  float* k = nullptr;  // [num_blocks, num_kv_heads, block_size, head_dim]
+  float* k = nullptr;  // [num_blocks, num_kv_heads, head_dim, block_size]
   float* v = nullptr;  // [num_blocks, num_kv_heads, block_size, head_dim]
   int64_t block_size = 0;
   int64_t num_kv_heads = 0;

@@ -5,7 +5,7 @@
 // many rows are multiplied together. oneDNN's matmul keeps each row's reduction order for every M
 // for F32 (checked by matmul_test); the engine relies on this for "reuse on = reuse off" bitwise. With BF16
 // weights the same holds only where oneDNN runs its brgemm kernels (AVX512-BF16 or AMX CPUs), so the models
-// compute in F32 and BF16 is kept for an opt-in fast path.
+// compute in F32 (BF16 weights are converted at load).
 #pragma once
 
 #include <cstdint>

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/vec_math.h"
+
 namespace kvshare {
 
 void rms_norm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out) {
@@ -63,19 +65,33 @@ void apply_rope(float* x, int64_t tokens, int64_t num_heads, int64_t head_dim, c
   }
 }
 
-void gelu_tanh(float* x, int64_t n) {
-  const float k = std::sqrt(2.0f / static_cast<float>(M_PI));
-#pragma omp parallel for if (n > 65536)
+namespace {
+
+// Element-wise loops run row by row, so an element's place in the SIMD body or the scalar tail depends
+// only on its column, never on how many rows the batch has.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void gelu_row(float* x, int64_t n) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
-    x[i] = 0.5f * v * (1.0f + std::tanh(k * (v + 0.044715f * v * v * v)));
+    x[i] = 0.5f * v * (1.0f + vec::tanh(k * (v + 0.044715f * v * v * v)));
   }
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default"))) void silu_mul_row(const float* gate, const float* up,
+                                                                                 int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = vec::silu(gate[i]) * up[i];
+}
+
+}  // namespace
+
+void gelu_tanh(float* x, int64_t rows, int64_t cols) {
+#pragma omp parallel for if (rows * cols > 65536)
+  for (int64_t r = 0; r < rows; ++r) gelu_row(x + r * cols, cols);
+}
+
 void silu_mul(const float* gate, const float* up, int64_t rows, int64_t ffn, float* out) {
-  const int64_t n = rows * ffn;
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+#pragma omp parallel for if (rows * ffn > 65536)
+  for (int64_t r = 0; r < rows; ++r) silu_mul_row(gate + r * ffn, up + r * ffn, ffn, out + r * ffn);
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {

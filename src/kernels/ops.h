@@ -1,6 +1,6 @@
 // Element-wise and row-wise kernels. Each works on rows independently with a fixed reduction order,
 // so a row's result never depends on the other rows in the batch (batch invariance).
-// Each has a plain reference in ops_reference.cc used as the test oracle.
+// The norms and GELU have plain references (namespace reference, in ops.cc) used as test oracles.
 #pragma once
 
 #include <cstdint>
@@ -26,8 +26,8 @@ void apply_rope(float* x, int64_t tokens, int64_t num_heads, int64_t head_dim, c
 void rope_tables(const int32_t* positions, int64_t tokens, const float* inv_freq, int64_t half_dim, float* cos,
                  float* sin);
 
-// GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place.
-void gelu_tanh(float* x, int64_t n);
+// GPT-2's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place over [rows, cols].
+void gelu_tanh(float* x, int64_t rows, int64_t cols);
 // out = silu(gate) * up, element-wise over [rows, ffn]; out may alias gate.
 void silu_mul(const float* gate, const float* up, int64_t rows, int64_t ffn, float* out);
 // x += y

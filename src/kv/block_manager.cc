@@ -216,6 +216,13 @@ int32_t BlockManager::publish(int32_t block, int32_t parent, std::span<const int
   return block;
 }
 
+void BlockManager::unpublish(std::span<const int32_t> blocks) {
+  for (int32_t b : blocks) {
+    check_id(b);
+    if (blocks_[b].published) drop_cache_entry(b);
+  }
+}
+
 void BlockManager::drop_cache_entry(int32_t block) {
   Block& blk = blocks_[block];
   index_.erase(blk.hash);

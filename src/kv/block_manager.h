@@ -84,6 +84,11 @@ class BlockManager {
   // or a valid id other than `block`; an already published `block` is republished only with its own content.
   int32_t publish(int32_t block, int32_t parent, std::span<const int32_t> tokens, std::string_view salt);
 
+  // Drops the cache entries of those of `blocks` that are published, so nothing matches them again (their
+  // cached descendants become stale too). For blocks published for a step that then failed: their K/V were
+  // never written. They stay referenced by their owner.
+  void unpublish(std::span<const int32_t> blocks);
+
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
   bool prefix_caching_enabled() const { return enable_prefix_caching_; }

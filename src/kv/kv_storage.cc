@@ -28,13 +28,4 @@ PagedKvLayer KvStorage::layer(int64_t i) {
                       shape_.head_dim};
 }
 
-void KvStorage::copy_block(int32_t src, int32_t dst) {
-  const int64_t block = shape_.num_kv_heads * shape_.block_size * shape_.head_dim;
-  for (int64_t l = 0; l < shape_.num_layers; ++l) {
-    PagedKvLayer layer_view = layer(l);
-    std::copy_n(layer_view.k + src * block, block, layer_view.k + dst * block);
-    std::copy_n(layer_view.v + src * block, block, layer_view.v + dst * block);
-  }
-}
-
 }  // namespace kvshare

@@ -1,6 +1,6 @@
-// KvStorage: the bytes of the paged KV cache. For every layer, K and V as
-// [num_blocks, num_kv_heads, block_size, head_dim] floats. It knows nothing of which block holds what:
-// the block pool and the prefix index (engine) decide that.
+// KvStorage: the bytes of the paged KV cache. For every layer, K as [num_blocks, num_kv_heads, head_dim,
+// block_size] and V as [num_blocks, num_kv_heads, block_size, head_dim] floats (see kernels/attention.h). It knows nothing of which block holds what:
+// the block manager (kv/block_manager.h) and the scheduler decide that.
 #pragma once
 
 #include <cstdint>
@@ -34,17 +34,14 @@ class KvStorage {
   const KvShape& shape() const { return shape_; }
   PagedKvLayer layer(int64_t i);
   int64_t total_bytes() const { return shape_.bytes_per_block() * shape_.num_blocks; }
-  // Copies one block's K/V (all layers) onto another: used to give a sequence its own copy of a partly
-  // filled shared block. Explicit, since it moves block_size tokens of every layer.
-  void copy_block(int32_t src, int32_t dst);
 
  private:
   KvStorage() = default;
   KvShape shape_;
   // Left uninitialized: pages are only touched (and become resident) as blocks are first written, so a
   // generous budget costs nothing until it is used. Attention reads only positions written before.
-  std::unique_ptr<float[]> k_;  // [layers, num_blocks, kv_heads, block_size, head_dim]
-  std::unique_ptr<float[]> v_;  // same
+  std::unique_ptr<float[]> k_;  // [layers, num_blocks, kv_heads, head_dim, block_size]
+  std::unique_ptr<float[]> v_;  // [layers, num_blocks, kv_heads, block_size, head_dim]
 };
 
 }  // namespace kvshare

@@ -146,6 +146,9 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
     auto hd = get_int(j, {"head_dim"});
     c.head_dim = hd.ok() ? *hd : (c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
     c.norm_eps = static_cast<float>(get_number(j, "rms_norm_eps", 1e-6));
+    if (j.contains("sliding_window") && !j["sliding_window"].is_null() &&
+        j.value("use_sliding_window", c.model_type == "mistral"))
+      return unimplemented("config.json: sliding-window attention is not supported");
     c.rope_theta = get_number(j, "rope_theta", 10000.0);
     c.tie_embeddings = j.value("tie_word_embeddings", false);
     const bool attention_bias = j.value("attention_bias", false);

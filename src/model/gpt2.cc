@@ -108,7 +108,7 @@ class Gpt2Model final : public Model {
 
       layer_norm(x, L.ln2_w, L.ln2_b, c.norm_eps, n, d, xn);
       L.fc.forward(xn, n, ffn);
-      gelu_tanh(ffn, n * c.ffn_size);
+      gelu_tanh(ffn, n, c.ffn_size);
       L.proj.forward(ffn, n, proj);
       add_inplace(x, proj, n * d);
     }

@@ -40,7 +40,7 @@
 //  - gpt2 and llama use general.architecture "gpt2" / "llama". qwen2 models use "qwen2", as llama.cpp does; then,
 //    also as llama.cpp does, Q/K are NOT permuted (llama.cpp runs qwen2 with NEOX-style RoPE), and llama3 rope
 //    scaling cannot be expressed (llama.cpp's qwen2 reads no rope_freqs), so a qwen2 "tiny-llama3"/"llama-1b"
-//    GGUF runs without it. kvshare's own GGUF loader reads only gpt2 and llama files.
+//    GGUF runs without it. kvshare reads all three (qwen2 with half-style RoPE, as stored).
 //  - llama3 rope scaling is written as llama.cpp's convert does: a `rope_freqs.weight` F32 tensor of head_dim / 2
 //    per-dimension frequency divisors (1 for short wavelengths, `factor` for long, smooth between).
 //  - tokenizer.ggml.model is "gpt2"; tokenizer.ggml.pre is "gpt-2" for vocab.json/encoder.json sources, and for a

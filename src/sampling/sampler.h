@@ -31,7 +31,7 @@ class Rng {
 int32_t argmax(const float* logits, int64_t vocab);
 
 // Samples from `logits` (not modified) with temperature, top-k, then top-p; greedy when temperature == 0.
-// `scratch` is reused between calls to avoid allocation.
+// `scratch` holds the sorted candidates between calls, so the vocabulary-sized sort buffer is not reallocated.
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& params, Rng& rng,
                      std::vector<std::pair<float, int32_t>>& scratch);
 

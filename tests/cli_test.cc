@@ -1,0 +1,615 @@
+// The kvshare binary end to end, run as a user runs it: each test spawns the real executable, captures its
+// stdout, stderr and exit status, and checks what a user would see. The tiny models are made with
+// `kvshare make-model`, so that command is tested too. Bad input must fail with a message naming the
+// problem and a non-zero exit code, never with a crash (a signal).
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+extern char** environ;
+
+namespace kvshare {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr int32_t kGpt2Bos = 50256;
+
+// This process's scratch folder (ctest runs each test in its own process); removed at the end when every
+// test passed, kept for a look otherwise.
+const std::string& scratch() {
+  static const std::string dir = testing::temp_dir("cli");
+  return dir;
+}
+
+class RemoveScratchWhenAllPassed : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (::testing::UnitTest::GetInstance()->Passed()) std::filesystem::remove_all(scratch());
+  }
+};
+const auto* const kRemoveScratch = ::testing::AddGlobalTestEnvironment(new RemoveScratchWhenAllPassed);
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+struct CliRun {
+  int exit_code = -1;  // the exit status when the process exited
+  int signal = 0;      // the signal that killed it, 0 when it exited
+  std::string out, err;
+  std::string command;
+};
+
+std::ostream& operator<<(std::ostream& os, const CliRun& r) {
+  os << "\n$ " << r.command << "\n";
+  if (r.signal != 0)
+    os << "killed by signal " << r.signal;
+  else
+    os << "exit code " << r.exit_code;
+  return os << "\n--- stdout:\n" << r.out.substr(0, 3000) << "\n--- stderr:\n" << r.err.substr(0, 3000) << "\n";
+}
+
+// Runs `kvshare ARGS...` with stdin from /dev/null and waits for it.
+CliRun kvshare(const std::vector<std::string>& args) {
+  static int counter = 0;
+  const std::string base = scratch() + "/run" + std::to_string(++counter);
+  const std::string out_path = base + ".out", err_path = base + ".err";
+  CliRun r;
+  r.command = "kvshare";
+  for (const std::string& a : args) r.command += " " + (a.size() > 80 ? a.substr(0, 80) + "..." : a);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  std::vector<std::string> argv_s = {KVSHARE_BIN};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, KVSHARE_BIN, &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) {
+    ADD_FAILURE() << "cannot start " << KVSHARE_BIN << ": " << std::strerror(rc);
+    return r;
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  return r;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// A failure as a user should see it: a non-zero exit (not a signal), and stderr naming the problem.
+void expect_clean_failure(const CliRun& r, const std::vector<std::string>& in_stderr) {
+  EXPECT_EQ(r.signal, 0) << "crashed" << r;
+  EXPECT_NE(r.exit_code, 0) << "should have failed" << r;
+  EXPECT_FALSE(contains(r.err, "terminate called")) << r;
+  EXPECT_TRUE(contains(r.err, "kvshare")) << "messages start with the program name" << r;
+  for (const std::string& s : in_stderr) EXPECT_TRUE(contains(r.err, s)) << "stderr should mention '" << s << "'" << r;
+}
+
+void expect_success(const CliRun& r) {
+  EXPECT_EQ(r.signal, 0) << "crashed" << r;
+  EXPECT_EQ(r.exit_code, 0) << r;
+}
+
+// A tiny model of `arch` made by `kvshare make-model`, once per process; "" when that failed.
+const std::string& tiny_model(const std::string& arch) {
+  static std::map<std::string, std::string> made;
+  auto it = made.find(arch);
+  if (it != made.end()) return it->second;
+  const std::string dir = scratch() + "/tiny-" + arch;
+  const CliRun r = kvshare({"make-model", "--arch", arch, "--shape", "tiny", "--tokenizer", testing::gpt2_tokenizer_dir(),
+                         "--out", dir, "--seed", "5"});
+  expect_success(r);
+  EXPECT_TRUE(contains(r.out, "wrote")) << r;
+  for (const char* f : {"config.json", "model.safetensors", "model.gguf"})
+    EXPECT_TRUE(fs::exists(dir + "/" + f)) << "make-model did not write " << f << r;
+  const bool ok = r.exit_code == 0 && fs::exists(dir + "/model.gguf");
+  return made[arch] = ok ? dir : "";
+}
+
+// A copy of the tiny llama Hugging Face folder (without its .gguf) to break.
+std::string copy_of_tiny(const std::string& name) {
+  const std::string dst = scratch() + "/" + name;
+  fs::remove_all(dst);
+  fs::create_directories(dst);
+  for (const auto& e : fs::directory_iterator(tiny_model("llama")))
+    if (e.path().extension() != ".gguf") fs::copy_file(e.path(), dst + "/" + e.path().filename().string());
+  return dst;
+}
+
+void truncate_to_half(const std::string& path) { fs::resize_file(path, fs::file_size(path) / 2); }
+
+std::string words(int n) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += "word ";
+  return s;
+}
+
+json parse_json(const std::string& text) {
+  json j = json::parse(text, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "not valid JSON:\n" << text;
+  return j;
+}
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::vector<json> lines;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(parse_json(line));
+  return lines;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    KV_REQUIRE_GPT2_TOKENIZER();
+    model_ = tiny_model("llama");
+    ASSERT_FALSE(model_.empty()) << "kvshare make-model failed";
+  }
+  std::string model_;
+};
+
+// ---- usage ------------------------------------------------------------------------------------------
+
+TEST(CliUsage, NoArgumentsPrintsUsageAndFailsHelpSucceeds) {
+  const CliRun none = kvshare({});
+  expect_clean_failure(none, {"usage: kvshare COMMAND"});
+  EXPECT_EQ(none.exit_code, 2) << none;
+  const CliRun help = kvshare({"--help"});
+  expect_success(help);
+  EXPECT_TRUE(contains(help.out, "generate")) << help;
+  for (const char* cmd : {"generate", "tokenize", "make-model", "bench"}) {
+    const CliRun r = kvshare({cmd, "--help"});
+    expect_success(r);
+    EXPECT_TRUE(contains(r.out, std::string("usage: kvshare ") + cmd)) << r;
+  }
+}
+
+// ---- 1. one prompt ----------------------------------------------------------------------------------
+
+class CliGenerate : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    KV_REQUIRE_GPT2_TOKENIZER();
+    model_ = tiny_model(GetParam());
+    ASSERT_FALSE(model_.empty()) << "kvshare make-model failed";
+  }
+  std::string model_;
+};
+
+TEST_P(CliGenerate, GreedyJsonIsTheSameFromGgufAndMatchesTokenize) {
+  const std::string prompt = "The quick brown fox jumps over";
+  const std::vector<std::string> flags = {"--prompt", prompt, "--json", "--temperature", "0", "--max-tokens", "5",
+                                          "--ignore-eos"};
+  std::vector<std::string> hf = {"generate", "--model", model_};
+  hf.insert(hf.end(), flags.begin(), flags.end());
+  const CliRun a = kvshare(hf);
+  expect_success(a);
+  const json j = parse_json(a.out);
+  ASSERT_TRUE(j.is_object()) << a;
+  ASSERT_TRUE(j.contains("text") && j["text"].is_string()) << a;
+  ASSERT_TRUE(j.contains("token_ids") && j["token_ids"].is_array()) << a;
+  ASSERT_TRUE(j.contains("prompt_token_ids") && j["prompt_token_ids"].is_array()) << a;
+  EXPECT_EQ(j["token_ids"].size(), 5u) << a;
+  EXPECT_FALSE(j["prompt_token_ids"].empty()) << a;
+  EXPECT_EQ(j.value("finish_reason", ""), "length") << a;
+
+  std::vector<std::string> gguf = {"generate", "--model", model_ + "/model.gguf"};
+  gguf.insert(gguf.end(), flags.begin(), flags.end());
+  const CliRun b = kvshare(gguf);
+  expect_success(b);
+  const json jb = parse_json(b.out);
+  EXPECT_EQ(jb["token_ids"], j["token_ids"]) << "HF folder and GGUF disagree" << a << b;
+  EXPECT_EQ(jb["prompt_token_ids"], j["prompt_token_ids"]) << a << b;
+  EXPECT_EQ(jb["text"], j["text"]) << a << b;
+
+  const CliRun t = kvshare({"tokenize", "--model", model_, prompt});
+  expect_success(t);
+  EXPECT_EQ(parse_json(t.out), j["prompt_token_ids"]) << t << a;
+  const CliRun tg = kvshare({"tokenize", "--model", model_ + "/model.gguf", prompt});
+  expect_success(tg);
+  EXPECT_EQ(parse_json(tg.out), j["prompt_token_ids"]) << tg;
+
+  // Without --json the text alone is printed.
+  std::vector<std::string> plain = {"generate", "--model", model_, "--prompt", prompt, "--temperature", "0",
+                                    "--max-tokens", "5", "--ignore-eos"};
+  const CliRun p = kvshare(plain);
+  expect_success(p);
+  EXPECT_EQ(p.out, j["text"].get<std::string>() + "\n") << p;
+}
+
+TEST_P(CliGenerate, EmptyPromptStartsFromBosAlone) {
+  const CliRun r = kvshare({"generate", "--model", model_, "--prompt", "", "--json", "--temperature", "0",
+                         "--max-tokens", "4", "--ignore-eos"});
+  expect_success(r);
+  const json j = parse_json(r.out);
+  EXPECT_EQ(j["prompt_token_ids"], json::array({kGpt2Bos})) << r;
+  EXPECT_EQ(j["token_ids"].size(), 4u) << r;
+}
+
+INSTANTIATE_TEST_SUITE_P(Arch, CliGenerate, ::testing::Values("llama", "gpt2"));
+
+// ---- 2. batch jobs ----------------------------------------------------------------------------------
+
+TEST_F(CliTest, BatchJobAnswersEveryLineInOrderAndReportsBadLines) {
+  std::string system;
+  for (int i = 0; i < 10; ++i) system += "You are a helpful assistant. ";
+  auto line = [](const json& j) { return j.dump() + "\n"; };
+  std::string in;
+  in += line({{"prompt", system + "What is one?"}, {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true}});
+  in += line({{"prompt_token_ids", {15496, 995, 11, 703}}, {"max_tokens", 3}, {"temperature", 0}, {"ignore_eos", true}});
+  in += "{\"prompt\": \"malformed\", \n";                              // line 3
+  in += line({{"max_tokens", 3}});                                     // line 4: no prompt
+  in += line({{"prompt", "bad top p"}, {"top_p", 0}});                 // line 5
+  in += line({{"prompt", words(600)}, {"max_tokens", 2}});             // line 6: longer than the context
+  in += line({{"prompt", system + "What is two?"}, {"max_tokens", 5}, {"temperature", 0.8}, {"seed", 7},
+              {"cache_salt", "tenant-b"}, {"ignore_eos", true}});
+  in += line({{"prompt", system + "What is three?"}, {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true}});
+  in += line({{"prompt", "Short one"}, {"max_tokens", 6}, {"temperature", 0}});  // may stop early at EOS
+  const std::string in_path = scratch() + "/batch.jsonl";
+  write_file(in_path, in);
+  const std::vector<int> bad_lines = {3, 4, 5, 6};
+  const std::vector<int> good_lines = {1, 2, 7, 8, 9};
+  const std::map<int, size_t> max_tokens = {{1, 4}, {2, 3}, {7, 5}, {8, 4}, {9, 6}};
+
+  auto check = [&](const CliRun& r, const std::vector<json>& outs, bool prefix_cache) {
+    EXPECT_EQ(r.signal, 0) << r;
+    EXPECT_EQ(r.exit_code, 1) << "bad lines make the job fail" << r;
+    ASSERT_EQ(outs.size(), 9u) << r;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const json& o = outs[i];
+      const int ln = static_cast<int>(i) + 1;
+      SCOPED_TRACE("output line " + std::to_string(ln) + ": " + o.dump());
+      EXPECT_EQ(o.value("index", -1), static_cast<int>(i));
+      EXPECT_EQ(o.value("line", -1), ln);
+      EXPECT_TRUE(o.contains("finish_reason"));
+      if (std::find(bad_lines.begin(), bad_lines.end(), ln) != bad_lines.end()) {
+        EXPECT_EQ(o.value("finish_reason", ""), "error");
+        ASSERT_TRUE(o.contains("error") && o["error"].is_string());
+        EXPECT_TRUE(contains(o["error"].get<std::string>(), "line " + std::to_string(ln)));
+        EXPECT_FALSE(o.contains("token_ids"));
+        EXPECT_TRUE(contains(r.err, "line " + std::to_string(ln) + ":")) << "stderr should name line " << ln << r;
+      } else {
+        EXPECT_FALSE(o.contains("error"));
+        for (const char* key : {"text", "token_ids", "prompt_tokens", "cached_tokens"}) EXPECT_TRUE(o.contains(key)) << key;
+        const size_t n = o["token_ids"].size();
+        if (ln == 9) {
+          EXPECT_GE(n, 1u);
+          EXPECT_LE(n, max_tokens.at(ln));
+        } else {
+          EXPECT_EQ(n, max_tokens.at(ln)) << "per-line max_tokens with ignore_eos";
+          EXPECT_EQ(o.value("finish_reason", ""), "length");
+        }
+        if (!prefix_cache) {
+          EXPECT_EQ(o.value("cached_tokens", -1), 0);
+        }
+      }
+    }
+    // What each bad line's error says.
+    EXPECT_TRUE(contains(outs[2].value("error", ""), "JSON"));
+    EXPECT_TRUE(contains(outs[3].value("error", ""), "prompt"));
+    EXPECT_TRUE(contains(outs[4].value("error", ""), "top_p"));
+    EXPECT_TRUE(contains(outs[5].value("error", ""), "context"));
+    EXPECT_EQ(outs[1].value("prompt_tokens", -1), 4);
+    // The summary.
+    EXPECT_TRUE(contains(r.err, "hit rate")) << r;
+    EXPECT_TRUE(contains(r.err, "6 requests (3 bad lines, 1 failed)")) << r;
+  };
+
+  const std::string out_on = scratch() + "/batch-on.jsonl";
+  const CliRun on = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_on});
+  const std::vector<json> a = read_jsonl(out_on);
+  {
+    SCOPED_TRACE("prefix cache on");
+    check(on, a, true);
+  }
+  ASSERT_EQ(a.size(), 9u);
+  // Lines 1 and 8 share a 60-token system prompt: one of them finds it cached. Line 7 has its own salt.
+  EXPECT_GT(a[0].value("cached_tokens", 0) + a[7].value("cached_tokens", 0), 0) << on;
+  EXPECT_EQ(a[6].value("cached_tokens", -1), 0) << "a request with another cache_salt shares nothing" << on;
+  EXPECT_FALSE(contains(on.err, "hit rate 0.0%")) << on;
+  EXPECT_TRUE(contains(on.err, "progress: 6/6 requests")) << "progress lines when stderr is not a terminal" << on;
+
+  const std::string out_off = scratch() + "/batch-off.jsonl";
+  const CliRun off = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_off, "--no-prefix-cache",
+                           "--no-progress", "--kv-cache-memory", "64MiB"});
+  const std::vector<json> b = read_jsonl(out_off);
+  {
+    SCOPED_TRACE("prefix cache off");
+    check(off, b, false);
+  }
+  ASSERT_EQ(b.size(), 9u);
+  EXPECT_TRUE(contains(off.err, "hit rate 0.0%")) << off;
+  EXPECT_FALSE(contains(off.err, "progress:")) << "--no-progress" << off;
+  for (int ln : good_lines)
+    EXPECT_EQ(a[ln - 1]["token_ids"], b[ln - 1]["token_ids"]) << "line " << ln << " differs with the prefix cache off";
+}
+
+// Numbers in a line are taken as they are or refused: never wrapped or cut to fit.
+TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
+  std::string in;
+  in += "{\"prompt_token_ids\": [4294967301, 6], \"max_tokens\": 2, \"temperature\": 0}\n";  // 2^32 + 5
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 4294967297, \"temperature\": 0}\n";  // 2^32 + 1
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 1e10, \"temperature\": 0}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2.7, \"temperature\": 0}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"seed\": -1}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"stop_token_ids\": 5}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"stop_token_ids\": [\"abc\"]}\n";
+  in += "{\"prompt_token_ids\": [5, 60000], \"max_tokens\": 2}\n";  // outside the vocabulary
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2.0, \"temperature\": 0, \"ignore_eos\": true}\n";  // fine
+  const std::string in_path = scratch() + "/numbers.jsonl", out_path = scratch() + "/numbers-out.jsonl";
+  write_file(in_path, in);
+  const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
+                         "--kv-cache-memory", "64MiB"});
+  EXPECT_EQ(r.signal, 0) << r;
+  EXPECT_EQ(r.exit_code, 1) << r;
+  const std::vector<json> outs = read_jsonl(out_path);
+  ASSERT_EQ(outs.size(), 9u) << r;
+  const std::vector<std::string> want = {"token id", "max_tokens", "max_tokens", "max_tokens", "seed",
+                                         "stop_token_ids", "stop token id", "vocabulary"};
+  for (size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE("line " + std::to_string(i + 1) + ": " + outs[i].dump());
+    EXPECT_EQ(outs[i].value("finish_reason", ""), "error");
+    EXPECT_TRUE(contains(outs[i].value("error", ""), want[i]));
+    EXPECT_TRUE(contains(r.err, "line " + std::to_string(i + 1) + ":")) << r;
+    EXPECT_FALSE(contains(outs[i].value("error", ""), "json.exception")) << "a library message, not ours";
+  }
+  EXPECT_EQ(outs[8].value("finish_reason", ""), "length") << outs[8].dump();
+  EXPECT_EQ(outs[8]["token_ids"].size(), 2u) << outs[8].dump();
+}
+
+TEST_F(CliTest, BatchInputAndOutputProblemsFailClearly) {
+  const std::string in_path = scratch() + "/small.jsonl";
+  write_file(in_path, "{\"prompt\": \"hello\", \"max_tokens\": 2}\n");
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--input", scratch() + "/missing.jsonl", "--output",
+                                scratch() + "/x.jsonl"}),
+                       {"cannot open the input file", "missing.jsonl"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--input", in_path}), {"--output"});
+  // An unwritable output fails before any work is done, not after the whole job.
+  const CliRun unwritable =
+      kvshare({"generate", "--model", model_, "--input", in_path, "--output", scratch() + "/no/such/dir/out.jsonl"});
+  expect_clean_failure(unwritable, {"cannot write the output file"});
+  EXPECT_FALSE(contains(unwritable.err, "progress:")) << "the job ran before the output was checked" << unwritable;
+  // A write that fails (disk full) is an error, not a silent success.
+  if (fs::exists("/dev/full")) {
+    const CliRun full = kvshare({"generate", "--model", model_, "--input", in_path, "--output", "/dev/full",
+                              "--kv-cache-memory", "64MiB"});
+    expect_clean_failure(full, {"/dev/full"});
+  }
+  // An empty input is an empty job.
+  const std::string empty = scratch() + "/empty.jsonl", empty_out = scratch() + "/empty-out.jsonl";
+  write_file(empty, "");
+  const CliRun e = kvshare({"generate", "--model", model_, "--input", empty, "--output", empty_out, "--kv-cache-memory",
+                         "64MiB"});
+  expect_success(e);
+  EXPECT_TRUE(fs::exists(empty_out) && fs::file_size(empty_out) == 0) << e;
+}
+
+// ---- 3. errors --------------------------------------------------------------------------------------
+
+TEST_F(CliTest, UsageErrorsNameTheProblem) {
+  const CliRun flag = kvshare({"generate", "--model", model_, "--prompt", "hi", "--bogus"});
+  expect_clean_failure(flag, {"unknown flag --bogus"});
+  EXPECT_EQ(flag.exit_code, 2) << flag;
+  const CliRun cmd = kvshare({"frobnicate"});
+  expect_clean_failure(cmd, {"unknown command 'frobnicate'"});
+  EXPECT_EQ(cmd.exit_code, 2) << cmd;
+  expect_clean_failure(kvshare({"generate", "--prompt", "hi"}), {"--model is required"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt"}), {"--prompt needs a value"});
+  expect_clean_failure(kvshare({"generate", "--model", model_}), {"--prompt"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "stray"}), {"unexpected argument 'stray'"});
+  expect_clean_failure(kvshare({"tokenize", "hi"}), {"--model is required"});
+  expect_clean_failure(kvshare({"tokenize", "--model", model_}), {"TEXT"});
+}
+
+TEST_F(CliTest, BadModelFilesAreReportedNotCrashedOn) {
+  expect_clean_failure(kvshare({"generate", "--model", scratch() + "/no-such-model", "--prompt", "hi"}),
+                       {"no-such-model", "does not exist"});
+
+  const std::string bert = copy_of_tiny("bert");
+  {
+    std::string config = read_file(bert + "/config.json");
+    const std::string from = "\"model_type\": \"llama\"";
+    ASSERT_NE(config.find(from), std::string::npos) << config;
+    config.replace(config.find(from), from.size(), "\"model_type\": \"bert\"");
+    write_file(bert + "/config.json", config);
+  }
+  expect_clean_failure(kvshare({"generate", "--model", bert, "--prompt", "hi"}), {"bert", "not supported"});
+
+  const std::string trunc = copy_of_tiny("truncated");
+  truncate_to_half(trunc + "/model.safetensors");
+  expect_clean_failure(kvshare({"generate", "--model", trunc, "--prompt", "hi"}), {"model.safetensors", "past the end"});
+
+  const std::string half_gguf = scratch() + "/half.gguf";
+  fs::copy_file(model_ + "/model.gguf", half_gguf, fs::copy_options::overwrite_existing);
+  truncate_to_half(half_gguf);
+  expect_clean_failure(kvshare({"generate", "--model", half_gguf, "--prompt", "hi"}), {"half.gguf", "past the end"});
+
+  const std::string bad_magic = scratch() + "/bad-magic.gguf";
+  fs::copy_file(model_ + "/model.gguf", bad_magic, fs::copy_options::overwrite_existing);
+  {
+    std::fstream f(bad_magic, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0);
+    f.write("XXXX", 4);
+  }
+  expect_clean_failure(kvshare({"generate", "--model", bad_magic, "--prompt", "hi"}), {"not a GGUF file"});
+  expect_clean_failure(kvshare({"tokenize", "--model", bad_magic, "hi"}), {"not a GGUF file"});
+
+  const std::string shape = copy_of_tiny("wrong-shape");
+  {
+    std::string config = read_file(shape + "/config.json");
+    const std::string from = "\"hidden_size\": 64";
+    ASSERT_NE(config.find(from), std::string::npos) << config;
+    config.replace(config.find(from), from.size(), "\"hidden_size\": 96");
+    write_file(shape + "/config.json", config);
+  }
+  expect_clean_failure(kvshare({"generate", "--model", shape, "--prompt", "hi"}), {"shape"});
+
+  const std::string notok = copy_of_tiny("no-tokenizer");
+  for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json"}) fs::remove(notok + "/" + f);
+  expect_clean_failure(kvshare({"generate", "--model", notok, "--prompt", "hi"}), {"tokenizer"});
+  expect_clean_failure(kvshare({"tokenize", "--model", notok, "hi"}), {"tokenizer"});
+}
+
+TEST_F(CliTest, BadGenerateValuesNameTheProblem) {
+  // The tiny model's context is 512 tokens.
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", words(600)}), {"601 tokens", "context"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hello there friend", "--max-model-len", "3"}),
+                       {"context", "--max-model-len"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--max-tokens", "0"}), {"--max-tokens"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--max-tokens", "many"}),
+                       {"--max-tokens", "many"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--temperature", "-1"}), {"temperature"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--top-p", "0"}), {"top_p"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--kv-cache-memory", "12apples"}),
+                       {"--kv-cache-memory", "apples"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--kv-cache-memory", "1e30"}),
+                       {"--kv-cache-memory", "too large"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--kv-cache-memory", "1"}),
+                       {"--kv-cache-memory"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--block-size", "0"}), {"--block-size"});
+}
+
+TEST_F(CliTest, MakeModelRejectsBadArguments) {
+  const std::string tok = testing::gpt2_tokenizer_dir();
+  const std::string out = scratch() + "/mm";
+  expect_clean_failure(kvshare({"make-model", "--arch", "bert", "--shape", "tiny", "--tokenizer", tok, "--out", out}),
+                       {"unknown architecture 'bert'"});
+  expect_clean_failure(kvshare({"make-model", "--arch", "llama", "--shape", "huge", "--tokenizer", tok, "--out", out}),
+                       {"unknown shape 'huge'"});
+  expect_clean_failure(kvshare({"make-model", "--arch", "llama", "--shape", "tiny", "--out", out}), {"--tokenizer"});
+  expect_clean_failure(
+      kvshare({"make-model", "--arch", "llama", "--shape", "tiny", "--tokenizer", scratch() + "/nope", "--out", out}),
+      {"nope"});
+  expect_clean_failure(
+      kvshare({"make-model", "--arch", "llama", "--shape", "tiny", "--tokenizer", tok, "--out", out, "--dtype", "f64"}),
+      {"f64"});
+  expect_clean_failure(kvshare({"make-model", "--arch", "llama", "--shape", "tiny", "--tokenizer", tok, "--out", out,
+                                "stray"}),
+                       {"unexpected argument 'stray'"});
+  EXPECT_FALSE(fs::exists(out + "/model.gguf"));
+}
+
+// ---- 4. bench ---------------------------------------------------------------------------------------
+
+TEST_F(CliTest, BenchGspCompareReportsReuse) {
+  const CliRun r = kvshare({"bench", "--model", model_, "--workload", "gsp", "--compare", "--groups", "2",
+                         "--prompts-per-group", "3", "--system-len", "64", "--question-len", "8", "--output-len", "4",
+                         "--json", "--kv-cache-memory", "64MiB"});
+  expect_success(r);
+  const json j = parse_json(r.out);
+  ASSERT_TRUE(j.is_object()) << r;
+  ASSERT_TRUE(j.contains("runs") && j["runs"].is_array()) << r;
+  ASSERT_EQ(j["runs"].size(), 2u) << r;
+  EXPECT_EQ(j["workload"], "gsp");
+  EXPECT_FALSE(j["runs"][0].value("prefix_cache", true)) << r;
+  EXPECT_TRUE(j["runs"][1].value("prefix_cache", false)) << r;
+  EXPECT_GT(j.value("ideal_speedup", 0.0), 1.0) << r;
+  EXPECT_TRUE(j.value("outputs_identical", false)) << r;
+  EXPECT_GT(j["runs"][1].value("prefix_hit_fraction", 0.0), 0.5) << r;
+  EXPECT_EQ(j["runs"][0].value("prefix_hit_fraction", -1.0), 0.0) << r;
+  for (const json& run : j["runs"]) {
+    EXPECT_EQ(run.value("requests", 0), 6) << r;
+    EXPECT_EQ(run.value("output_tokens", 0), 24) << r;
+  }
+  EXPECT_LT(j["runs"][1].value("computed_tokens", 0), j["runs"][0].value("computed_tokens", 0)) << r;
+}
+
+TEST_F(CliTest, BenchRunsEveryWorkload) {
+  struct Case {
+    std::string name;
+    std::vector<std::string> flags;
+    bool expect_hits;
+  };
+  const std::vector<Case> cases = {
+      {"prefix-repetition",
+       {"--num-prompts", "4", "--num-prefixes", "2", "--prefix-len", "32", "--suffix-len", "8", "--output-len", "2"},
+       true},
+      {"long-doc-qa", {"--order", "tile", "--num-docs", "2", "--doc-len", "64", "--repeats", "2", "--output-len", "2"}, true},
+      {"multi-turn", {"--conversations", "2", "--turns", "2", "--user-len", "20", "--output-len", "2"}, true},
+      {"control", {"--num-prompts", "3", "--input-len", "16", "--output-len", "2"}, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::string> args = {"bench", "--model", model_, "--workload", c.name, "--kv-cache-memory", "64MiB", "--json"};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    const CliRun r = kvshare(args);
+    expect_success(r);
+    const json j = parse_json(r.out);
+    if (!j.is_object()) continue;
+    EXPECT_EQ(j.value("workload", ""), c.name) << r;
+    ASSERT_TRUE(j.contains("runs") && j["runs"].size() == 1u) << r;
+    const json& run = j["runs"][0];
+    EXPECT_GT(run.value("requests", 0), 0) << r;
+    EXPECT_GT(run.value("prompt_tokens", 0), 0) << r;
+    EXPECT_GT(run.value("output_tokens", 0), 0) << r;
+    if (c.expect_hits) {
+      EXPECT_GT(run.value("cached_prompt_tokens", 0), 0) << r;
+    } else {
+      EXPECT_EQ(run.value("cached_prompt_tokens", -1), 0) << r;
+    }
+  }
+  // The text report.
+  const CliRun text = kvshare({"bench", "--model", model_, "--workload", "control", "--num-prompts", "2", "--input-len", "8",
+                            "--output-len", "2", "--kv-cache-memory", "64MiB"});
+  expect_success(text);
+  EXPECT_TRUE(contains(text.out, "kvshare bench control")) << text;
+  EXPECT_TRUE(contains(text.out, "prefix cache on")) << text;
+  EXPECT_TRUE(contains(text.out, "ideal speedup")) << text;
+}
+
+TEST_F(CliTest, BenchRejectsBadWorkloadsAndSizes) {
+  const std::vector<std::string> base = {"bench", "--model", model_, "--kv-cache-memory", "64MiB"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  expect_clean_failure(kvshare(with({"--workload", "nonsense"})), {"unknown workload 'nonsense'"});
+  // A workload name given without --workload must not silently run gsp.
+  expect_clean_failure(kvshare(with({"prefix-repetition"})), {"unexpected argument 'prefix-repetition'"});
+  expect_clean_failure(kvshare(with({"--groups", "0"})), {"--groups"});
+  expect_clean_failure(kvshare(with({"--output-len", "0"})), {"--output-len"});
+  expect_clean_failure(kvshare(with({"--workload", "long-doc-qa", "--order", "sideways"})), {"sideways"});
+  expect_clean_failure(kvshare(with({"--workload", "control", "--num-prompts", "-5"})), {"--num-prompts"});
+  expect_clean_failure(kvshare({"bench", "--workload", "gsp"}), {"--model is required"});
+}
+
+}  // namespace
+}  // namespace kvshare
