@@ -101,6 +101,7 @@ Result<MemorySize> parse_memory_size(const std::string& text) {
   } else {
     return invalid_argument("--kv-cache-memory: unknown unit '" + unit + "' (use KiB, MiB or GiB)");
   }
+  if (x * mult >= 0x1p62) return invalid_argument("--kv-cache-memory '" + text + "' is too large");
   return MemorySize{static_cast<int64_t>(x * mult), 0};
 }
 

@@ -79,6 +79,7 @@ Result<WorkloadOptions> workload_options(const Args& a) {
     KV_ASSIGN_OR_RETURN(*f.field, a.get_int(f.name, *f.field));
   }
   KV_ASSIGN_OR_RETURN(int64_t n, a.get_int("num-prompts", -1));
+  if (a.has("num-prompts") && n < 1) return invalid_argument("--num-prompts must be at least 1, got " + std::to_string(n));
   if (n >= 0) o.num_prompts = o.control_prompts = n;
   if (seed < 0) return invalid_argument("--seed must not be negative");
   o.seed = static_cast<uint64_t>(seed);
@@ -180,11 +181,14 @@ void print_run(const json& j) {
 int run_bench(const std::vector<std::string>& argv) {
   const auto specs = bench_specs();
   auto args = Args::parse("bench", specs, argv);
-  if (!args.ok()) return fail("bench", args.status());
+  if (!args.ok()) return usage_error("bench", args.status());
   if (args->has("help")) {
     std::fputs(usage("bench", "Run a benchmark workload (see ../shared/docs/workloads.md).", specs).c_str(), stdout);
     return 0;
   }
+  if (!args->positional().empty())
+    return fail("bench", invalid_argument("unexpected argument '" + args->positional()[0] +
+                                          "'; choose the workload with --workload NAME"));
   auto config = engine_config_from(*args);
   if (!config.ok()) return fail("bench", config.status());
   auto wopts = workload_options(*args);

@@ -1,5 +1,6 @@
 // The CLI's commands. Each parses its own flags and returns the process exit code: 0 on success,
-// 1 when the work failed (the message is on stderr), 2 for bad usage.
+// 1 when the work failed or a value is wrong (the message on stderr says which), 2 when the command line
+// cannot be parsed (an unknown command or flag, a flag without its value).
 #pragma once
 
 #include <string>

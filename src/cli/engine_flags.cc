@@ -76,7 +76,12 @@ Result<SamplingParams> sampling_params_from(const Args& a) {
 
 int fail(const std::string& command, const Status& status) {
   std::fprintf(stderr, "kvshare %s: %s\n", command.c_str(), status.message().c_str());
-  return status.code() == StatusCode::kInvalidArgument && status.message().find("flag") != std::string::npos ? 2 : 1;
+  return 1;
+}
+
+int usage_error(const std::string& command, const Status& status) {
+  fail(command, status);
+  return 2;
 }
 
 }  // namespace kvshare::cli

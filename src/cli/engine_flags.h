@@ -14,7 +14,9 @@ Result<EngineConfig> engine_config_from(const Args& args);
 std::vector<FlagSpec> sampling_flag_specs();
 Result<SamplingParams> sampling_params_from(const Args& args);
 
-// Prints "kvshare COMMAND: message" to stderr; returns 1 (or 2 for usage errors).
+// Prints "kvshare COMMAND: message" to stderr and returns 1: the work failed or a value was wrong.
 int fail(const std::string& command, const Status& status);
+// The same for a command line that cannot be parsed (unknown flag, a flag without its value): returns 2.
+int usage_error(const std::string& command, const Status& status);
 
 }  // namespace kvshare::cli

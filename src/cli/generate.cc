@@ -1,5 +1,7 @@
 // kvshare generate: one prompt (--prompt), or a JSONL batch job (--input/--output).
 #include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -34,13 +36,26 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
   if (!j.is_object()) return invalid_argument("a line must be a JSON object");
   Request r;
   r.params = defaults;
+  // A whole number in [lo, hi] (5.0 counts); a fraction or an out-of-range number is an error, not cut to fit.
+  auto whole = [](const json& v, const std::string& what, int64_t lo, int64_t hi) -> int64_t {
+    if (v.is_number_unsigned() && v.get<uint64_t>() <= static_cast<uint64_t>(hi))
+      return static_cast<int64_t>(v.get<uint64_t>());
+    if (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() >= lo && v.get<int64_t>() <= hi)
+      return v.get<int64_t>();
+    if (v.is_number_float() && v.get<double>() == std::floor(v.get<double>()) &&
+        v.get<double>() >= static_cast<double>(lo) && v.get<double>() < static_cast<double>(hi) + 1)
+      return static_cast<int64_t>(v.get<double>());
+    throw std::invalid_argument(what + " must be a whole number from " + std::to_string(lo) + " to " +
+                                std::to_string(hi) + ", got " + v.dump());
+  };
+  constexpr int64_t kMin32 = INT32_MIN, kMax32 = INT32_MAX;
   try {
     if (j.contains("prompt_token_ids")) {
       const json& ids = j["prompt_token_ids"];
       if (!ids.is_array() || ids.empty()) return invalid_argument("\"prompt_token_ids\" must be a non-empty array of integers");
       for (const json& v : ids) {
         if (!v.is_number_integer()) return invalid_argument("\"prompt_token_ids\" must hold integers only");
-        r.prompt_token_ids.push_back(v.get<int32_t>());
+        r.prompt_token_ids.push_back(static_cast<int32_t>(whole(v, "a prompt token id", kMin32, kMax32)));
       }
     } else if (j.contains("prompt")) {
       if (!j["prompt"].is_string()) return invalid_argument("\"prompt\" must be a string");
@@ -54,11 +69,11 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
       if (!it->is_number()) throw std::invalid_argument(std::string("\"") + key + "\" must be a number");
       return &*it;
     };
-    if (const json* v = number("max_tokens")) r.params.max_tokens = v->get<int32_t>();
+    if (const json* v = number("max_tokens")) r.params.max_tokens = static_cast<int32_t>(whole(*v, "\"max_tokens\"", kMin32, kMax32));
     if (const json* v = number("temperature")) r.params.temperature = v->get<float>();
     if (const json* v = number("top_p")) r.params.top_p = v->get<float>();
-    if (const json* v = number("top_k")) r.params.top_k = v->get<int32_t>();
-    if (const json* v = number("seed")) r.params.seed = v->get<uint64_t>();
+    if (const json* v = number("top_k")) r.params.top_k = static_cast<int32_t>(whole(*v, "\"top_k\"", kMin32, kMax32));
+    if (const json* v = number("seed")) r.params.seed = static_cast<uint64_t>(whole(*v, "\"seed\"", 0, INT64_MAX));
     if (j.contains("ignore_eos")) {
       if (!j["ignore_eos"].is_boolean()) return invalid_argument("\"ignore_eos\" must be true or false");
       r.params.ignore_eos = j["ignore_eos"].get<bool>();
@@ -68,7 +83,9 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
       r.cache_salt = j["cache_salt"].get<std::string>();
     }
     if (j.contains("stop_token_ids")) {
-      for (const json& v : j.at("stop_token_ids")) r.params.stop_token_ids.push_back(v.get<int32_t>());
+      if (!j["stop_token_ids"].is_array()) return invalid_argument("\"stop_token_ids\" must be an array of integers");
+      for (const json& v : j.at("stop_token_ids"))
+        r.params.stop_token_ids.push_back(static_cast<int32_t>(whole(v, "a stop token id", kMin32, kMax32)));
     }
   } catch (const std::exception& e) {
     return invalid_argument(e.what());
@@ -111,6 +128,9 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
     requests.push_back(std::move(r).value());
   }
 
+  // Opened before the work, so an unwritable path fails at once rather than after the whole job.
+  std::ofstream out(*out_path);
+  if (!out) return fail("generate", invalid_argument("cannot write the output file " + *out_path));
   auto config = engine_config_from(args);
   if (!config.ok()) return fail("generate", config.status());
   auto engine = Engine::create(*config);
@@ -122,8 +142,6 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   progress.done();
 
-  std::ofstream out(*out_path);
-  if (!out) return fail("generate", invalid_argument("cannot write the output file " + *out_path));
   int64_t index = 0, failed = 0, out_tokens = 0, prompt_tokens = 0;
   for (size_t i = 0; i < request_of_line.size(); ++i) {
     if (request_of_line[i] == -2) continue;  // blank lines are skipped, not answered
@@ -151,6 +169,8 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
     }
     out << o.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
   }
+  out.close();
+  if (!out) return fail("generate", internal_error("writing the output file " + *out_path + " failed (disk full?)"));
   const EngineMetrics m = (*engine)->metrics();
   const double hit = m.prefix_queried_tokens > 0 ? 100.0 * static_cast<double>(m.prefix_hit_tokens) /
                                                        static_cast<double>(m.prefix_queried_tokens)
@@ -173,7 +193,7 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
 int run_generate(const std::vector<std::string>& argv) {
   const auto specs = generate_specs();
   auto args = Args::parse("generate", specs, argv);
-  if (!args.ok()) return fail("generate", args.status());
+  if (!args.ok()) return usage_error("generate", args.status());
   if (args->has("help")) {
     std::fputs(usage("generate", "Complete one prompt, or run a JSONL file of prompts as a batch job.", specs).c_str(),
                stdout);
@@ -184,7 +204,12 @@ int run_generate(const std::vector<std::string>& argv) {
                                              "'; pass the prompt with --prompt TEXT"));
   auto defaults = sampling_params_from(*args);
   if (!defaults.ok()) return fail("generate", defaults.status());
-  if (args->has("input")) return run_batch(*args, *defaults);
+  if (args->has("input")) {
+    if (args->has("prompt") || args->has("json"))
+      return fail("generate", invalid_argument("--input runs a batch job from a file: it takes no --prompt or --json "
+                                               "(results go to --output as JSON lines)"));
+    return run_batch(*args, *defaults);
+  }
   if (!args->has("prompt"))
     return fail("generate", invalid_argument("give --prompt TEXT, or --input FILE --output FILE for a batch job"));
 

@@ -18,11 +18,13 @@ int run_make_model(const std::vector<std::string>& argv) {
       {"help", false, "show this help"},
   };
   auto args = Args::parse("make-model", specs, argv);
-  if (!args.ok()) return fail("make-model", args.status());
+  if (!args.ok()) return usage_error("make-model", args.status());
   if (args->has("help")) {
     std::fputs(usage("make-model", "Write a model with random weights for tests and benchmarks.", specs).c_str(), stdout);
     return 0;
   }
+  if (!args->positional().empty())
+    return fail("make-model", invalid_argument("unexpected argument '" + args->positional()[0] + "'"));
   MakeModelOptions o;
   for (const char* required : {"arch", "shape", "tokenizer", "out"})
     if (!args->has(required)) return fail("make-model", invalid_argument(std::string("--") + required + " is required"));

@@ -17,7 +17,7 @@ int run_tokenize(const std::vector<std::string>& argv) {
       {"help", false, "show this help"},
   };
   auto args = Args::parse("tokenize", specs, argv);
-  if (!args.ok()) return fail("tokenize", args.status());
+  if (!args.ok()) return usage_error("tokenize", args.status());
   if (args->has("help")) {
     std::fputs(usage("tokenize --model PATH TEXT", "Print TEXT's token ids as a JSON array.", specs).c_str(), stdout);
     return 0;

@@ -89,7 +89,10 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   e.config = config;
   KV_ASSIGN_OR_RETURN(e.loaded, load_pretrained(config.model_path));
   const ModelConfig& mc = e.loaded.model->config();
-  e.max_model_len = config.max_model_len > 0 ? std::min<int64_t>(config.max_model_len, mc.max_context) : mc.max_context;
+  if (config.max_model_len > mc.max_context)
+    return invalid_argument("max_model_len " + std::to_string(config.max_model_len) + " exceeds the model's context of " +
+                            std::to_string(mc.max_context) + " tokens");
+  e.max_model_len = config.max_model_len > 0 ? config.max_model_len : mc.max_context;
 
   KvShape shape;
   shape.num_layers = mc.num_layers;

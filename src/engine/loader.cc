@@ -48,6 +48,9 @@ Result<LoadedModel> load_pretrained(const std::string& path) {
   KV_RETURN_IF_ERROR(check_exists(path));
   LoadedModel loaded;
   if (is_dir(path)) {
+    if (!file_exists((std::filesystem::path(path) / "config.json").string()))
+      return not_found(path + " is not a model folder: it has no config.json (a Hugging Face model folder holds "
+                       "config.json, model.safetensors and tokenizer files)");
     auto tok = Tokenizer::from_hf_dir(path);
     if (!tok.ok()) return tok.status().with_context("loading the tokenizer of " + path);
     loaded.tokenizer = std::move(tok).value();

@@ -23,30 +23,40 @@ struct Tile {
   int64_t pos[kMaxTile];  // the vector's position: it attends to context 0..pos
 };
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void attend_tile(const Tile& t,
-                                                                                const PagedKvLayer& c,
-                                                                                const int32_t* block_table,
-                                                                                int64_t g, float scale,
-                                                                                float* scores, int64_t stride) {
-  const int64_t hd = c.head_dim, bs = c.block_size;
+// Sizes known at compile time let the compiler keep a block's 16 scores and a head's output in registers;
+// 0 means "given at run time". Every instantiation performs the same operations in the same order, so the
+// results do not depend on which one runs.
+template <int64_t kBs, int64_t kHd>
+[[gnu::always_inline]] inline void attend_tile_impl(const Tile& t, const PagedKvLayer& c, const int32_t* block_table,
+                                                    int64_t g, float scale, float* scores, int64_t stride) {
+  const int64_t hd = kHd > 0 ? kHd : c.head_dim;
+  const int64_t bs = kBs > 0 ? kBs : c.block_size;
   int64_t n_ctx = 0;
   for (int i = 0; i < t.n; ++i) n_ctx = std::max(n_ctx, t.pos[i] + 1);
-  // scores[i * stride + j] = q_i · k_j * scale, for j < n_ctx. K blocks are [head_dim, block_size]: for each
-  // dimension a contiguous run of keys, so a block's scores accumulate as vectors over its keys, summing
-  // over dimensions in order.
+  // scores[i * stride + j] = q_i . k_j * scale. K blocks are [head_dim, block_size]: per dimension a
+  // contiguous run of keys, so a block's scores accumulate as a vector, summing over dimensions in order.
+  // Whole blocks are scored (stride is a multiple of the block size); scores past a vector's position are
+  // never used.
   for (int64_t j0 = 0; j0 < n_ctx; j0 += bs) {
     const float* kb = c.k + (static_cast<int64_t>(block_table[j0 / bs]) * c.num_kv_heads + g) * hd * bs;
-    const int64_t jn = std::min(bs, n_ctx - j0);
     for (int i = 0; i < t.n; ++i) {
       float* sc = scores + i * stride + j0;
       const float* q = t.q[i];
-      for (int64_t j = 0; j < jn; ++j) sc[j] = 0.f;
-      for (int64_t d = 0; d < hd; ++d) {
-        const float qd = q[d];
-        const float* kd = kb + d * bs;
-        for (int64_t j = 0; j < jn; ++j) sc[j] += qd * kd[j];
+      if constexpr (kBs > 0) {
+        float acc[kBs] = {};
+        for (int64_t d = 0; d < hd; ++d) {
+          const float qd = q[d];
+          for (int64_t j = 0; j < kBs; ++j) acc[j] += qd * kb[d * kBs + j];
+        }
+        for (int64_t j = 0; j < kBs; ++j) sc[j] = acc[j] * scale;
+      } else {
+        for (int64_t j = 0; j < bs; ++j) sc[j] = 0.f;
+        for (int64_t d = 0; d < hd; ++d) {
+          const float qd = q[d];
+          for (int64_t j = 0; j < bs; ++j) sc[j] += qd * kb[d * bs + j];
+        }
+        for (int64_t j = 0; j < bs; ++j) sc[j] *= scale;
       }
-      for (int64_t j = 0; j < jn; ++j) sc[j] *= scale;
     }
   }
   // Softmax numerators over each vector's own context; the sum uses 16 fixed lanes.
@@ -66,25 +76,41 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void attend_tile(co
     float sum = lanes[0];
     for (; j < n; ++j) sum += sc[j];
     inv_sum[i] = 1.0f / sum;
-    std::memset(t.out[i], 0, sizeof(float) * hd);
   }
-  // out_i = sum_j p_ij v_j / sum_i, keys in ascending order. V blocks are [block_size, head_dim].
-  for (int64_t j0 = 0; j0 < n_ctx; j0 += bs) {
-    const float* vb = c.v + (static_cast<int64_t>(block_table[j0 / bs]) * c.num_kv_heads + g) * bs * hd;
-    const int64_t jn = std::min(bs, n_ctx - j0);
-    for (int i = 0; i < t.n; ++i) {
-      const float* sc = scores + i * stride + j0;
-      float* o = t.out[i];
-      const int64_t jend = std::min(jn, t.pos[i] + 1 - j0);
-      for (int64_t j = 0; j < jend; ++j) {
+  // out_i = (sum_j p_ij v_j) / sum_i, keys in ascending order. V blocks are [block_size, head_dim].
+  for (int i = 0; i < t.n; ++i) {
+    const float* sc = scores + i * stride;
+    const int64_t n = t.pos[i] + 1;
+    float* o = t.out[i];
+    if constexpr (kHd > 0) {
+      float acc[kHd] = {};
+      for (int64_t j = 0; j < n; ++j) {
+        const float* vj = c.v + (static_cast<int64_t>(block_table[j / bs]) * c.num_kv_heads + g) * bs * kHd + (j % bs) * kHd;
         const float p = sc[j];
-        const float* vj = vb + j * hd;
+        for (int64_t d = 0; d < kHd; ++d) acc[d] += p * vj[d];
+      }
+      for (int64_t d = 0; d < kHd; ++d) o[d] = acc[d] * inv_sum[i];
+    } else {
+      std::memset(o, 0, sizeof(float) * hd);
+      for (int64_t j = 0; j < n; ++j) {
+        const float* vj = c.v + (static_cast<int64_t>(block_table[j / bs]) * c.num_kv_heads + g) * bs * hd + (j % bs) * hd;
+        const float p = sc[j];
         for (int64_t d = 0; d < hd; ++d) o[d] += p * vj[d];
       }
+      for (int64_t d = 0; d < hd; ++d) o[d] *= inv_sum[i];
     }
   }
-  for (int i = 0; i < t.n; ++i)
-    for (int64_t d = 0; d < hd; ++d) t.out[i][d] *= inv_sum[i];
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) void attend_tile(const Tile& t, const PagedKvLayer& c,
+                                                                                const int32_t* block_table, int64_t g,
+                                                                                float scale, float* scores,
+                                                                                int64_t stride) {
+  if (c.block_size == 16 && c.head_dim == 64) return attend_tile_impl<16, 64>(t, c, block_table, g, scale, scores, stride);
+  if (c.block_size == 16 && c.head_dim == 128) return attend_tile_impl<16, 128>(t, c, block_table, g, scale, scores, stride);
+  if (c.block_size == 16) return attend_tile_impl<16, 0>(t, c, block_table, g, scale, scores, stride);
+  if (c.head_dim == 64) return attend_tile_impl<0, 64>(t, c, block_table, g, scale, scores, stride);
+  attend_tile_impl<0, 0>(t, c, block_table, g, scale, scores, stride);
 }
 
 }  // namespace
@@ -123,7 +149,7 @@ void paged_attention(const float* q, const PagedKvLayer& c, std::span<const Atte
                          static_cast<int32_t>(std::min(rows_per_tile, seqs[s].q_len - r))});
   }
   const int64_t hd = c.head_dim, row_width = num_heads * hd;
-  const int64_t stride = (max_ctx + 15) / 16 * 16;
+  const int64_t stride = (max_ctx + c.block_size - 1) / c.block_size * c.block_size;
   const auto n_items = static_cast<int64_t>(items.size());
 #pragma omp parallel if (n_items > 1)
   {

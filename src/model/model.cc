@@ -38,7 +38,7 @@ Result<std::unique_ptr<Model>> load_model(const std::string& path) {
     auto text = read_text_file(config_path);
     if (!text.ok()) return not_found(path + " has no config.json; a model folder needs config.json and safetensors");
     auto config = parse_hf_config(*text);
-    if (!config.ok()) return config.status().with_context(config_path);
+    if (!config.ok()) return config.status().with_context(path);
     KV_ASSIGN_OR_RETURN(TensorStore store, load_safetensors_dir(path));
     auto model = build_model(*config, std::move(store), WeightSource::kHuggingFace);
     if (!model.ok()) return model.status().with_context(path);
