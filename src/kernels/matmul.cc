@@ -25,9 +25,7 @@ struct Linear::Impl {
   mutable std::mutex mu;
   mutable std::unordered_map<int64_t, dnnl::matmul> primitives;
   mutable std::vector<uint16_t> x_bf16;  // scratch for bf16 inputs
-  // BF16 weights are reordered once into the blocked layout oneDNN's AMX/AVX-512 kernels want: with the
-  // plain layout oneDNN falls back to a gemm whose rows are not batch invariant. One packed layout,
-  // chosen for a mid-sized m, serves every m.
+  // The weights in oneDNN's blocked layout (see create()); empty when the stored layout is used in place.
   std::optional<dnnl::memory::desc> packed_md;
   std::optional<dnnl::memory> packed;
 };
@@ -54,20 +52,31 @@ Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, con
     lin.in_ = weight.shape[0];
     lin.out_ = weight.shape[1];
   }
-  if (weight.dtype == DType::kBF16) {
-    using dt = dnnl::memory::data_type;
-    using tag = dnnl::memory::format_tag;
-    const dnnl::memory::desc plain_md({lin.in_, lin.out_}, dt::bf16, layout == WeightLayout::kOutIn ? tag::ba : tag::ab);
-    const dnnl::memory::desc any_md({lin.in_, lin.out_}, dt::bf16, tag::any);
-    const dnnl::memory::desc src_md({64, lin.in_}, dt::bf16, tag::ab);
-    const dnnl::memory::desc dst_md({64, lin.out_}, dt::f32, tag::ab);
+  // Reorder the weights once into the blocked layout oneDNN's kernels want for prefill-sized multiplies:
+  // about 2x the plain layout's speed here (brgemm avx512_core: ~240 vs ~100-140 GFLOP/s at M = 512), and
+  // for BF16 the layout its row-invariant kernels need. One layout, chosen for kPackRows rows, serves every m.
+  // When it is the stored layout already, the stored tensor is used in place.
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  const dt wdt = weight.dtype == DType::kBF16 ? dt::bf16 : dt::f32;
+  constexpr int64_t kPackRows = 512;
+  const dnnl::memory::desc plain_md({lin.in_, lin.out_}, wdt, layout == WeightLayout::kOutIn ? tag::ba : tag::ab);
+  const dnnl::memory::desc any_md({lin.in_, lin.out_}, wdt, tag::any);
+  const dnnl::memory::desc src_md({kPackRows, lin.in_}, wdt, tag::ab);
+  const dnnl::memory::desc dst_md({kPackRows, lin.out_}, dt::f32, tag::ab);
+  try {
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, any_md, dst_md), cpu_engine());
-    lin.impl_->packed_md = pd.weights_desc();
-    lin.impl_->packed.emplace(*lin.impl_->packed_md, cpu_engine());
-    dnnl::memory plain(plain_md, cpu_engine(), const_cast<void*>(weight.data));
-    dnnl::stream stream(cpu_engine());
-    dnnl::reorder(plain, *lin.impl_->packed).execute(stream, plain, *lin.impl_->packed);
-    stream.wait();
+    if (pd.weights_desc() != plain_md) {
+      lin.impl_->packed_md = pd.weights_desc();
+      lin.impl_->packed.emplace(*lin.impl_->packed_md, cpu_engine());
+      dnnl::memory plain(plain_md, cpu_engine(), const_cast<void*>(weight.data));
+      dnnl::stream stream(cpu_engine());
+      dnnl::reorder(plain, *lin.impl_->packed).execute(stream, plain, *lin.impl_->packed);
+      stream.wait();
+    }
+  } catch (const dnnl::error& e) {
+    return internal_error(std::string("oneDNN could not prepare a ") + std::to_string(lin.in_) + "x" +
+                          std::to_string(lin.out_) + " matmul: " + e.what());
   }
   return lin;
 }

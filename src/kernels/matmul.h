@@ -21,11 +21,13 @@ enum class WeightLayout {
   kInOut,  // [in_features, out_features]: GPT-2's Conv1D
 };
 
-// y[m, out] = x[m, in] · W (+ bias). W is F32 or BF16 and is used in place (not copied).
+// y[m, out] = x[m, in] · W (+ bias). W is F32 or BF16. It is reordered once into oneDNN's blocked layout
+// (a copy, about twice as fast as the stored layout for prefill) unless that is the stored layout already.
 // With BF16 weights the input rows are rounded to bf16 and products accumulate in f32.
 class Linear {
  public:
-  // Preconditions: `weight` is 2-D, F32 or BF16; its memory and `bias` ([out], may be null) outlive this.
+  // Preconditions: `weight` is 2-D, F32 or BF16; its memory (in case it is used in place) and `bias`
+  // ([out], may be null) outlive this.
   static Result<Linear> create(const TensorView& weight, WeightLayout layout, const float* bias);
   Linear();  // empty, for members filled in later from create()
   Linear(Linear&&) noexcept;
