@@ -25,19 +25,24 @@ typedef float F16Unaligned __attribute__((vector_size(64), aligned(4)));
 [[gnu::always_inline]] inline void store16(float* p, F16 v) { *reinterpret_cast<F16Unaligned*>(p) = v; }
 constexpr int kMaxTile = 64;
 
+// Decode rows of sequences that share their first KV block (a common prefix) are attended together, up to
+// this many per tile, so each shared block is read from memory once per step for all of them.
+constexpr int kDecodeTileSeqs = 16;
+
 struct Tile {
   int n = 0;
   const float* q[kMaxTile];
   float* out[kMaxTile];
-  int64_t pos[kMaxTile];  // the vector's position: it attends to context 0..pos
+  int64_t pos[kMaxTile];             // the vector's position: it attends to context 0..pos
+  const int32_t* table[kMaxTile];    // its sequence's block table
 };
 
 // Sizes known at compile time let the compiler keep a block's 16 scores and a head's output in registers;
 // 0 means "given at run time". Every instantiation performs the same operations in the same order, so the
 // results do not depend on which one runs.
 template <int64_t kBs, int64_t kHd>
-[[gnu::always_inline]] inline void attend_tile_impl(const Tile& t, const PagedKvLayer& c, const int32_t* block_table,
-                                                    int64_t g, float scale, float* scores, int64_t stride) {
+[[gnu::always_inline]] inline void attend_tile_impl(const Tile& t, const PagedKvLayer& c, int64_t g, float scale,
+                                                    float* scores, int64_t stride) {
   const int64_t hd = kHd > 0 ? kHd : c.head_dim;
   const int64_t bs = kBs > 0 ? kBs : c.block_size;
   int64_t n_ctx = 0;
@@ -45,10 +50,11 @@ template <int64_t kBs, int64_t kHd>
   // scores[i * stride + j] = q_i . k_j * scale. K blocks are [head_dim, block_size]: per dimension a
   // contiguous run of keys, so a block's scores accumulate as a vector, summing over dimensions in order.
   // Whole blocks are scored (stride is a multiple of the block size); scores past a vector's position are
-  // never used.
+  // never used. Blocks outer, vectors inner: vectors that share a block read it back to back.
   for (int64_t j0 = 0; j0 < n_ctx; j0 += bs) {
-    const float* kb = c.k + (static_cast<int64_t>(block_table[j0 / bs]) * c.num_kv_heads + g) * hd * bs;
     for (int i = 0; i < t.n; ++i) {
+      if (j0 > t.pos[i]) continue;
+      const float* kb = c.k + (static_cast<int64_t>(t.table[i][j0 / bs]) * c.num_kv_heads + g) * hd * bs;
       float* sc = scores + i * stride + j0;
       const float* q = t.q[i];
       if constexpr (kBs == 16) {
@@ -92,7 +98,7 @@ template <int64_t kBs, int64_t kHd>
       constexpr int kVecs = kHd / 16;
       F16 acc[kVecs] = {};
       for (int64_t j = 0; j < n; ++j) {
-        const float* vj = c.v + (static_cast<int64_t>(block_table[j / bs]) * c.num_kv_heads + g) * bs * kHd + (j % bs) * kHd;
+        const float* vj = c.v + (static_cast<int64_t>(t.table[i][j / bs]) * c.num_kv_heads + g) * bs * kHd + (j % bs) * kHd;
         const float p = sc[j];
         for (int k = 0; k < kVecs; ++k) acc[k] += p * load16(vj + 16 * k);
       }
@@ -100,7 +106,7 @@ template <int64_t kBs, int64_t kHd>
     } else {
       std::memset(o, 0, sizeof(float) * hd);
       for (int64_t j = 0; j < n; ++j) {
-        const float* vj = c.v + (static_cast<int64_t>(block_table[j / bs]) * c.num_kv_heads + g) * bs * hd + (j % bs) * hd;
+        const float* vj = c.v + (static_cast<int64_t>(t.table[i][j / bs]) * c.num_kv_heads + g) * bs * hd + (j % bs) * hd;
         const float p = sc[j];
         for (int64_t d = 0; d < hd; ++d) o[d] += p * vj[d];
       }
@@ -110,14 +116,13 @@ template <int64_t kBs, int64_t kHd>
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) void attend_tile(const Tile& t, const PagedKvLayer& c,
-                                                                                const int32_t* block_table, int64_t g,
-                                                                                float scale, float* scores,
+                                                                                int64_t g, float scale, float* scores,
                                                                                 int64_t stride) {
-  if (c.block_size == 16 && c.head_dim == 64) return attend_tile_impl<16, 64>(t, c, block_table, g, scale, scores, stride);
-  if (c.block_size == 16 && c.head_dim == 128) return attend_tile_impl<16, 128>(t, c, block_table, g, scale, scores, stride);
-  if (c.block_size == 16) return attend_tile_impl<16, 0>(t, c, block_table, g, scale, scores, stride);
-  if (c.head_dim == 64) return attend_tile_impl<0, 64>(t, c, block_table, g, scale, scores, stride);
-  attend_tile_impl<0, 0>(t, c, block_table, g, scale, scores, stride);
+  if (c.block_size == 16 && c.head_dim == 64) return attend_tile_impl<16, 64>(t, c, g, scale, scores, stride);
+  if (c.block_size == 16 && c.head_dim == 128) return attend_tile_impl<16, 128>(t, c, g, scale, scores, stride);
+  if (c.block_size == 16) return attend_tile_impl<16, 0>(t, c, g, scale, scores, stride);
+  if (c.head_dim == 64) return attend_tile_impl<0, 64>(t, c, g, scale, scores, stride);
+  attend_tile_impl<0, 0>(t, c, g, scale, scores, stride);
 }
 
 }  // namespace
@@ -139,21 +144,47 @@ void paged_attention(const float* q, const PagedKvLayer& c, std::span<const Atte
                      float scale, float* out) {
   const int64_t group = num_heads / c.num_kv_heads;
   const int64_t rows_per_tile = std::max<int64_t>(1, std::min<int64_t>(kTileRows, kMaxTile / group));
-  // Work items: (sequence, KV head, a run of rows), KV head outer so neighbouring items share K/V in cache.
+  // Work items, KV head outer so neighbouring items share K/V in cache: for a prefill chunk, a run of up to
+  // rows_per_tile rows of one sequence; for decode rows, up to kDecodeTileSeqs sequences that share their
+  // first block (so, very likely, a prefix): their shared blocks are read once for all of them.
   struct Item {
-    int32_t seq;
     int32_t g;
-    int32_t row;
-    int32_t nrows;
+    int32_t first;  // index into `members`
+    int32_t count;  // members of this item
   };
+  struct Member {
+    int32_t seq;
+    int32_t row;
+  };
+  std::vector<Member> members;
   std::vector<Item> items;
   int64_t max_ctx = 0;
+  std::vector<int32_t> decode;  // sequences with one row, grouped by their first block
   for (size_t s = 0; s < seqs.size(); ++s) {
     max_ctx = std::max(max_ctx, seqs[s].context_len);
-    for (int64_t g = 0; g < c.num_kv_heads; ++g)
-      for (int64_t r = 0; r < seqs[s].q_len; r += rows_per_tile)
-        items.push_back({static_cast<int32_t>(s), static_cast<int32_t>(g), static_cast<int32_t>(r),
-                         static_cast<int32_t>(std::min(rows_per_tile, seqs[s].q_len - r))});
+    if (seqs[s].q_len == 1) decode.push_back(static_cast<int32_t>(s));
+  }
+  std::stable_sort(decode.begin(), decode.end(),
+                   [&](int32_t a, int32_t b) { return seqs[a].block_table[0] < seqs[b].block_table[0]; });
+  const int64_t decode_per_tile = std::max<int64_t>(1, std::min<int64_t>(kDecodeTileSeqs, kMaxTile / group));
+  for (int64_t g = 0; g < c.num_kv_heads; ++g) {
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      if (seqs[s].q_len == 1) continue;
+      for (int64_t r = 0; r < seqs[s].q_len; r += rows_per_tile) {
+        const int64_t n = std::min(rows_per_tile, seqs[s].q_len - r);
+        items.push_back({static_cast<int32_t>(g), static_cast<int32_t>(members.size()), static_cast<int32_t>(n)});
+        for (int64_t k = 0; k < n; ++k) members.push_back({static_cast<int32_t>(s), static_cast<int32_t>(r + k)});
+      }
+    }
+    for (size_t i = 0; i < decode.size();) {
+      size_t j = i + 1;
+      while (j < decode.size() && static_cast<int64_t>(j - i) < decode_per_tile &&
+             seqs[decode[j]].block_table[0] == seqs[decode[i]].block_table[0])
+        ++j;
+      items.push_back({static_cast<int32_t>(g), static_cast<int32_t>(members.size()), static_cast<int32_t>(j - i)});
+      for (size_t k = i; k < j; ++k) members.push_back({decode[k], 0});
+      i = j;
+    }
   }
   const int64_t hd = c.head_dim, row_width = num_heads * hd;
   const int64_t stride = (max_ctx + c.block_size - 1) / c.block_size * c.block_size;
@@ -164,20 +195,20 @@ void paged_attention(const float* q, const PagedKvLayer& c, std::span<const Atte
 #pragma omp for schedule(dynamic, 1)
     for (int64_t w = 0; w < n_items; ++w) {
       const Item it = items[w];
-      const AttentionSeq& s = seqs[it.seq];
       Tile tile;
-      for (int r = 0; r < it.nrows; ++r) {
-        const int64_t row = it.row + r;
-        const int64_t t = s.q_begin + row;
+      for (int32_t m = it.first; m < it.first + it.count; ++m) {
+        const AttentionSeq& s = seqs[members[m].seq];
+        const int64_t t = s.q_begin + members[m].row;
         for (int64_t hi = 0; hi < group; ++hi) {
           const int64_t h = it.g * group + hi;
           tile.q[tile.n] = q + t * row_width + h * hd;
           tile.out[tile.n] = out + t * row_width + h * hd;
-          tile.pos[tile.n] = s.context_len - s.q_len + row;
+          tile.pos[tile.n] = s.context_len - s.q_len + members[m].row;
+          tile.table[tile.n] = s.block_table;
           ++tile.n;
         }
       }
-      attend_tile(tile, c, s.block_table, it.g, scale, scores.data(), stride);
+      attend_tile(tile, c, it.g, scale, scores.data(), stride);
     }
   }
 }

@@ -83,5 +83,38 @@ TEST(Attention, RowsAreBitwiseIndependentOfChunkingAndBatch) {
   EXPECT_EQ(std::memcmp(out2.data(), full.data() + 13 * row, 5 * row * sizeof(float)), 0);
 }
 
+// Decode rows of sequences sharing prefix blocks are attended together: each row's output must equal the
+// reference and, bitwise, the output of that row attended alone.
+TEST(Attention, SharedPrefixDecodeRowsMatchAloneBitwise) {
+  Fixture f;
+  // Blocks 0 and 1 hold a shared 8-token prefix; each sequence then has its own tail.
+  std::vector<std::vector<int32_t>> tables = {{0, 1, 10}, {0, 1, 11, 12}, {0, 1, 13}, {5, 6}};
+  std::vector<int64_t> lens = {11, 15, 9, 7};
+  auto kin = random_floats(20 * 4 * f.kvh * f.hd, 7), vin = random_floats(kin.size(), 8);
+  int64_t next = 0;
+  for (size_t s = 0; s < tables.size(); ++s) {
+    for (int64_t i = (s > 0 && s < 3) ? 8 : 0; i < lens[s]; ++i) {
+      const int32_t slot = tables[s][i / f.block_size] * f.block_size + i % f.block_size;
+      write_kv(f.layer(), kin.data() + next * f.kvh * f.hd, vin.data() + next * f.kvh * f.hd, &slot, 1);
+      ++next;
+    }
+  }
+  const int64_t row = f.heads * f.hd;
+  auto q = random_floats(tables.size() * row, 9);
+  std::vector<AttentionSeq> batch;
+  for (size_t s = 0; s < tables.size(); ++s)
+    batch.push_back({static_cast<int64_t>(s), 1, lens[s], tables[s].data()});
+  std::vector<float> out(q.size()), ref(q.size());
+  paged_attention(q.data(), f.layer(), batch, f.heads, 0.3f, out.data());
+  paged_attention_reference(q.data(), f.layer(), batch, f.heads, 0.3f, ref.data());
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 1e-5f * (1 + std::fabs(ref[i]))) << i;
+  for (size_t s = 0; s < tables.size(); ++s) {
+    std::vector<AttentionSeq> alone = {{0, 1, lens[s], tables[s].data()}};
+    std::vector<float> o(row);
+    paged_attention(q.data() + s * row, f.layer(), alone, f.heads, 0.3f, o.data());
+    EXPECT_EQ(std::memcmp(o.data(), out.data() + s * row, row * sizeof(float)), 0) << "sequence " << s;
+  }
+}
+
 }  // namespace
 }  // namespace kvshare

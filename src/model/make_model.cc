@@ -50,7 +50,7 @@ struct ShapeSpec {
 
 constexpr ShapeSpec kGpt2Shapes[] = {
     {"tiny", 64, 2, 4, 4, 256, 512, 0, true, false, 1, 0},
-    {"gpt2-small", 768, 12, 12, 12, 3072, 1024, 0, true, false, 1, 0},
+    {"gpt2-small", 768, 12, 12, 12, 3072, 2048, 0, true, false, 1, 0},
 };
 
 constexpr ShapeSpec kLlamaShapes[] = {

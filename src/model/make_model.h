@@ -25,7 +25,7 @@
 //
 // Architectures and shapes (vocab size always = the tokenizer's):
 //   gpt2:  "tiny"        n_embd 64, 2 layers, 4 heads, n_positions 512, n_inner 256
-//          "gpt2-small"  n_embd 768, 12 layers, 12 heads, n_positions 1024, n_inner 3072
+//          "gpt2-small"  n_embd 768, 12 layers, 12 heads, n_positions 2048 (GPT-2 has 1024: the benchmark workloads need 1024+64+32), n_inner 3072
 //   llama, qwen2 (qwen2 = Llama with q/k/v biases, model_type "qwen2"):
 //          "tiny"         hidden 64, 2 layers, 4 heads, 2 KV heads, ffn 192, 512 positions, rope_theta 1e4,
 //                         untied lm_head for llama (so that path is exercised), tied for qwen2
