@@ -28,6 +28,12 @@ class MappedFile {
   std::string path_;
 };
 
+// Asks the kernel to reclaim the whole pages inside [data, data + bytes) (MADV_PAGEOUT): for a file mapping,
+// clean pages are dropped and read again from the file if touched later. Never loses data, whatever the
+// memory is (anonymous pages would be swapped, or kept where there is no swap). For bytes read once, such as
+// weights repacked at load, so they do not stay resident twice. Does nothing where unsupported.
+void release_pages(const void* data, size_t bytes);
+
 // Reads a whole (small) file into a string: config.json, tokenizer.json.
 Result<std::string> read_text_file(const std::string& path);
 bool file_exists(const std::string& path);

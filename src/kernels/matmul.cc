@@ -81,6 +81,8 @@ Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, con
   return lin;
 }
 
+bool Linear::packed() const { return impl_ != nullptr && impl_->packed.has_value(); }
+
 void Linear::forward(const float* x, int64_t m, float* y) const {
   using dt = dnnl::memory::data_type;
   using tag = dnnl::memory::format_tag;

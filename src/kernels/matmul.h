@@ -39,6 +39,8 @@ class Linear {
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
   DType weight_dtype() const { return dtype_; }
+  // Whether the weights were reordered into a copy (then the stored tensor is not read again).
+  bool packed() const;
 
  private:
   struct Impl;
