@@ -28,6 +28,9 @@ struct EngineConfig {
   bool enable_prefix_caching = true;   // reuse the K/V of shared prompt prefixes
   int32_t max_model_len = 0;           // context length; 0 = the model's
   uint64_t seed = 0;                   // seeds requests that give no seed of their own
+  // Reorder matmul weights once into oneDNN's blocked layout (about 2x prefill speed; the stored bytes are
+  // released from memory). false: all F32 weights are used in place, zero-copy, at about half the speed.
+  bool repack_weights = true;
 };
 
 struct Request {

@@ -87,7 +87,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   std::unique_ptr<Engine> engine(new Engine());
   Impl& e = *engine->impl_;
   e.config = config;
-  KV_ASSIGN_OR_RETURN(e.loaded, load_pretrained(config.model_path));
+  KV_ASSIGN_OR_RETURN(e.loaded, load_pretrained(config.model_path, LoadOptions{config.repack_weights}));
   const ModelConfig& mc = e.loaded.model->config();
   if (config.max_model_len > mc.max_context)
     return invalid_argument("max_model_len " + std::to_string(config.max_model_len) + " exceeds the model's context of " +

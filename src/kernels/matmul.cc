@@ -35,7 +35,7 @@ Linear::Linear(Linear&&) noexcept = default;
 Linear& Linear::operator=(Linear&&) noexcept = default;
 Linear::~Linear() = default;
 
-Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, const float* bias) {
+Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, const float* bias, bool repack) {
   if (weight.shape.size() != 2) return invalid_argument("a linear weight must be 2-D, got " + shape_to_string(weight.shape));
   if (weight.dtype != DType::kF32 && weight.dtype != DType::kBF16)
     return unimplemented(std::string("linear weights must be F32 or BF16 here, got ") + dtype_name(weight.dtype));
@@ -66,7 +66,7 @@ Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, con
   const dnnl::memory::desc dst_md({kPackRows, lin.out_}, dt::f32, tag::ab);
   try {
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, any_md, dst_md), cpu_engine());
-    if (pd.weights_desc() != plain_md) {
+    if (repack && pd.weights_desc() != plain_md) {
       lin.impl_->packed_md = pd.weights_desc();
       lin.impl_->packed.emplace(*lin.impl_->packed_md, cpu_engine());
       dnnl::memory plain(plain_md, cpu_engine(), const_cast<void*>(weight.data));

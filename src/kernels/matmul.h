@@ -28,7 +28,8 @@ class Linear {
  public:
   // Preconditions: `weight` is 2-D, F32 or BF16; its memory (in case it is used in place) and `bias`
   // ([out], may be null) outlive this.
-  static Result<Linear> create(const TensorView& weight, WeightLayout layout, const float* bias);
+  // `repack`: reorder the weights into oneDNN's blocked layout (see above); false uses them in place.
+  static Result<Linear> create(const TensorView& weight, WeightLayout layout, const float* bias, bool repack = true);
   Linear();  // empty, for members filled in later from create()
   Linear(Linear&&) noexcept;
   Linear& operator=(Linear&&) noexcept;

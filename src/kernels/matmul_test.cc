@@ -50,6 +50,14 @@ TEST_P(LinearTest, MatchesReference) {
   lin->forward(x.data(), m, y.data());
   linear_reference(w, c.layout, c.bias ? bias.data() : nullptr, x.data(), m, ref.data());
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-4f * (1 + std::fabs(ref[i]))) << i;
+  // In place, without repacking: the stored bytes are what the multiply reads.
+  if (c.dtype == DType::kF32) {
+    auto in_place = Linear::create(w, c.layout, c.bias ? bias.data() : nullptr, /*repack=*/false);
+    ASSERT_TRUE(in_place.ok());
+    EXPECT_FALSE(in_place->packed());
+    in_place->forward(x.data(), m, y.data());
+    for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-4f * (1 + std::fabs(ref[i]))) << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(All, LinearTest,

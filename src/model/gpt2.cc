@@ -28,10 +28,11 @@ struct Gpt2Layer {
 
 class Gpt2Model final : public Model {
  public:
-  static Result<std::unique_ptr<Model>> create(const ModelConfig& c, TensorStore store, WeightSource src) {
+  static Result<std::unique_ptr<Model>> create(const ModelConfig& c, TensorStore store, WeightSource src,
+                                              const LoadOptions& options) {
     std::unique_ptr<Gpt2Model> m(new Gpt2Model(c));
     m->store_ = std::move(store);
-    WeightLoader w(m->store_);
+    WeightLoader w(m->store_, options.repack_weights);
     const bool gguf = src == WeightSource::kGguf;
     const int64_t d = c.hidden_size, f = c.ffn_size;
     // Hugging Face checkpoints name tensors with or without the "transformer." prefix.
@@ -69,8 +70,7 @@ class Gpt2Model final : public Model {
     if (w.has(head)) {
       KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear(head, {c.vocab_size, d}, WeightLayout::kOutIn));
     } else {
-      KV_ASSIGN_OR_RETURN(m->lm_head_, Linear::create(TensorView{DType::kF32, {c.vocab_size, d}, m->wte_},
-                                                      WeightLayout::kOutIn, nullptr));
+      KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear_over(m->wte_, {c.vocab_size, d}, WeightLayout::kOutIn));
     }
     m->owned_ = w.take_owned();
     return std::unique_ptr<Model>(std::move(m));
@@ -134,8 +134,9 @@ class Gpt2Model final : public Model {
 
 }  // namespace
 
-Result<std::unique_ptr<Model>> build_gpt2(const ModelConfig& c, TensorStore store, WeightSource src) {
-  return Gpt2Model::create(c, std::move(store), src);
+Result<std::unique_ptr<Model>> build_gpt2(const ModelConfig& c, TensorStore store, WeightSource src,
+                                          const LoadOptions& options) {
+  return Gpt2Model::create(c, std::move(store), src, options);
 }
 
 }  // namespace kvshare

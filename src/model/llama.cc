@@ -31,10 +31,11 @@ struct LlamaLayer {
 
 class LlamaModel final : public Model {
  public:
-  static Result<std::unique_ptr<Model>> create(const ModelConfig& c, TensorStore store, WeightSource src) {
+  static Result<std::unique_ptr<Model>> create(const ModelConfig& c, TensorStore store, WeightSource src,
+                                              const LoadOptions& options) {
     std::unique_ptr<LlamaModel> m(new LlamaModel(c));
     m->store_ = std::move(store);
-    WeightLoader w(m->store_);
+    WeightLoader w(m->store_, options.repack_weights);
     const bool gguf = src == WeightSource::kGguf;
     const int64_t d = c.hidden_size, qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim, f = c.ffn_size;
     // A tied checkpoint may store the shared matrix once, as lm_head.weight only (safetensors has no aliases).
@@ -74,8 +75,7 @@ class LlamaModel final : public Model {
     if (w.has(head)) {
       KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear(head, {c.vocab_size, d}, WeightLayout::kOutIn));
     } else if (c.tie_embeddings || gguf) {
-      KV_ASSIGN_OR_RETURN(m->lm_head_, Linear::create(TensorView{DType::kF32, {c.vocab_size, d}, m->embed_},
-                                                      WeightLayout::kOutIn, nullptr));
+      KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear_over(m->embed_, {c.vocab_size, d}, WeightLayout::kOutIn));
     } else {
       return not_found("the model has no tensor 'lm_head.weight' and config.json says tie_word_embeddings is false");
     }
@@ -143,8 +143,9 @@ class LlamaModel final : public Model {
 
 }  // namespace
 
-Result<std::unique_ptr<Model>> build_llama(const ModelConfig& c, TensorStore store, WeightSource src) {
-  return LlamaModel::create(c, std::move(store), src);
+Result<std::unique_ptr<Model>> build_llama(const ModelConfig& c, TensorStore store, WeightSource src,
+                                          const LoadOptions& options) {
+  return LlamaModel::create(c, std::move(store), src, options);
 }
 
 }  // namespace kvshare

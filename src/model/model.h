@@ -65,14 +65,22 @@ class Model {
   ModelConfig config_;
 };
 
+struct LoadOptions {
+  // Reorder every matmul weight once into oneDNN's blocked layout: about twice the prefill speed of the
+  // stored layout; the stored bytes are then released from memory. false: every F32 tensor is used in place
+  // (zero-copy) and matmuls read the stored layout.
+  bool repack_weights = true;
+};
+
 // Where the weights come from: their names differ between Hugging Face folders and GGUF files.
 enum class WeightSource { kHuggingFace, kGguf };
 
 // Builds the architecture's model over `store` (kept alive by the model). F32 tensors are used in place;
 // F16, BF16 and Q8_0 are converted to F32 once, at load.
-Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStore store, WeightSource source);
+Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStore store, WeightSource source,
+                                           const LoadOptions& options = {});
 
 // Loads a model from a Hugging Face folder (config.json + safetensors) or a .gguf file.
-Result<std::unique_ptr<Model>> load_model(const std::string& path);
+Result<std::unique_ptr<Model>> load_model(const std::string& path, const LoadOptions& options = {});
 
 }  // namespace kvshare

@@ -26,12 +26,17 @@ Result<const float*> WeightLoader::floats(const std::string& name, const std::ve
 Result<Linear> WeightLoader::linear(const std::string& name, const std::vector<int64_t>& shape, WeightLayout layout,
                                     const float* bias) {
   KV_ASSIGN_OR_RETURN(const float* data, floats(name, shape));
-  KV_ASSIGN_OR_RETURN(Linear lin, Linear::create(TensorView{DType::kF32, shape, data}, layout, bias));
+  KV_ASSIGN_OR_RETURN(Linear lin, Linear::create(TensorView{DType::kF32, shape, data}, layout, bias, repack_));
   // The packed copy is what runs from now on: let the stored bytes leave memory (a mapped file's pages are
   // read again only if something else, such as a tied embedding lookup, touches them).
   const TensorView* t = store_.find(name);
   if (lin.packed() && t->dtype == DType::kF32) release_pages(t->data, t->num_bytes());
   return lin;
+}
+
+Result<Linear> WeightLoader::linear_over(const float* data, const std::vector<int64_t>& shape,
+                                         WeightLayout layout) const {
+  return Linear::create(TensorView{DType::kF32, shape, data}, layout, nullptr, repack_);
 }
 
 }  // namespace kvshare
