@@ -9,6 +9,7 @@
 
 #include "core/mapped_file.h"
 #include "engine/loader.h"
+#include "formats/gguf.h"
 #include "kvshare/engine.h"
 #include "model/make_model.h"
 #include "test_util.h"
@@ -175,6 +176,49 @@ INSTANTIATE_TEST_SUITE_P(All, GeneratedModelGolden,
                              if (ch == '-') ch = '_';
                            return n;
                          });
+
+// A GGUF whose matrices are Q8_0 (as llama.cpp quantizes them): it loads, dequantizes at load, and gives the
+// F32 model's logits within quantization error, with the same top token.
+TEST(Golden, Q8_0GgufRunsTheQuantizedModel) {
+  KV_REQUIRE_GPT2_TOKENIZER();
+  MakeModelOptions o;
+  o.arch = "llama";
+  o.shape = "tiny";
+  o.seed = 7;
+  o.tokenizer_dir = testing::gpt2_tokenizer_dir();
+  o.out_dir = testing::temp_dir("golden-q8_0");
+  ASSERT_TRUE(make_model(o).ok());
+  auto f32 = GgufFile::open(o.out_dir + "/model.gguf");
+  ASSERT_TRUE(f32.ok()) << f32.status().to_string();
+  GgufWriter w;
+  for (const std::string& key : f32->keys()) w.set_value(key, *f32->find(key));
+  w.set_u32("general.file_type", 7);  // llama.cpp's MOSTLY_Q8_0
+  std::vector<std::vector<uint8_t>> buffers;
+  for (const auto& [name, view] : f32->tensors().tensors()) {
+    if (view.shape.size() != 2 || view.shape[1] % kQ8_0BlockSize != 0) {
+      w.add_tensor(name, view);
+      continue;
+    }
+    std::vector<uint8_t>& q = buffers.emplace_back(dtype_bytes(DType::kQ8_0, view.num_elements()));
+    from_f32(DType::kQ8_0, static_cast<const float*>(view.data), q.data(), view.num_elements());
+    w.add_tensor(name, TensorView{DType::kQ8_0, view.shape, q.data()});
+  }
+  const std::string q8 = o.out_dir + "/model-q8_0.gguf";
+  ASSERT_TRUE(w.write(q8).ok());
+  auto a = load_pretrained(o.out_dir + "/model.gguf");
+  auto b = load_pretrained(q8);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status().to_string();
+  const std::vector<int32_t> prompt = {464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13};
+  const auto ra = prompt_logits(*a->model, prompt).back(), rb = prompt_logits(*b->model, prompt).back();
+  float max_abs = 0, max_diff = 0;
+  for (size_t i = 0; i < ra.size(); ++i) {
+    max_abs = std::max(max_abs, std::fabs(ra[i]));
+    max_diff = std::max(max_diff, std::fabs(ra[i] - rb[i]));
+  }
+  EXPECT_GT(max_diff, 0.0f);               // the weights really were quantized
+  EXPECT_LT(max_diff, 0.05f * max_abs);    // 8-bit blocks: a few per cent at most
+  EXPECT_EQ(std::max_element(ra.begin(), ra.end()) - ra.begin(), std::max_element(rb.begin(), rb.end()) - rb.begin());
+}
 
 }  // namespace
 }  // namespace kvshare
