@@ -52,16 +52,43 @@ template <int64_t kBs, int64_t kHd>
   // Whole blocks are scored (stride is a multiple of the block size); scores past a vector's position are
   // never used. Blocks outer, vectors inner: vectors that share a block read it back to back.
   for (int64_t j0 = 0; j0 < n_ctx; j0 += bs) {
-    for (int i = 0; i < t.n; ++i) {
-      if (j0 > t.pos[i]) continue;
-      const float* kb = c.k + (static_cast<int64_t>(t.table[i][j0 / bs]) * c.num_kv_heads + g) * hd * bs;
-      float* sc = scores + i * stride + j0;
-      const float* q = t.q[i];
+    const auto block_of = [&](int i) {
+      return c.k + (static_cast<int64_t>(t.table[i][j0 / bs]) * c.num_kv_heads + g) * hd * bs;
+    };
+    for (int i = 0; i < t.n;) {
+      if (j0 > t.pos[i]) {
+        ++i;
+        continue;
+      }
+      const float* kb = block_of(i);
       if constexpr (kBs == 16) {
+        // Four vectors reading the same block share each load and run four independent FMA chains; each
+        // vector's sum still runs over the dimensions in order, exactly as alone.
+        if (i + 4 <= t.n && j0 <= t.pos[i + 1] && j0 <= t.pos[i + 2] && j0 <= t.pos[i + 3] &&
+            block_of(i + 1) == kb && block_of(i + 2) == kb && block_of(i + 3) == kb) {
+          const float *q0 = t.q[i], *q1 = t.q[i + 1], *q2 = t.q[i + 2], *q3 = t.q[i + 3];
+          F16 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+          for (int64_t d = 0; d < hd; ++d) {
+            const F16 k = load16(kb + d * 16);
+            a0 += q0[d] * k;
+            a1 += q1[d] * k;
+            a2 += q2[d] * k;
+            a3 += q3[d] * k;
+          }
+          store16(scores + i * stride + j0, a0 * scale);
+          store16(scores + (i + 1) * stride + j0, a1 * scale);
+          store16(scores + (i + 2) * stride + j0, a2 * scale);
+          store16(scores + (i + 3) * stride + j0, a3 * scale);
+          i += 4;
+          continue;
+        }
         F16 acc = {};
+        const float* q = t.q[i];
         for (int64_t d = 0; d < hd; ++d) acc += q[d] * load16(kb + d * 16);
-        store16(sc, acc * scale);
+        store16(scores + i * stride + j0, acc * scale);
       } else {
+        float* sc = scores + i * stride + j0;
+        const float* q = t.q[i];
         for (int64_t j = 0; j < bs; ++j) sc[j] = 0.f;
         for (int64_t d = 0; d < hd; ++d) {
           const float qd = q[d];
@@ -69,6 +96,7 @@ template <int64_t kBs, int64_t kHd>
         }
         for (int64_t j = 0; j < bs; ++j) sc[j] *= scale;
       }
+      ++i;
     }
   }
   // Softmax numerators over each vector's own context; the sum uses 16 fixed lanes.
@@ -90,20 +118,54 @@ template <int64_t kBs, int64_t kHd>
     inv_sum[i] = 1.0f / sum;
   }
   // out_i = (sum_j p_ij v_j) / sum_i, keys in ascending order. V blocks are [block_size, head_dim].
-  for (int i = 0; i < t.n; ++i) {
-    const float* sc = scores + i * stride;
-    const int64_t n = t.pos[i] + 1;
-    float* o = t.out[i];
+  for (int i = 0; i < t.n;) {
     if constexpr (kHd > 0 && kHd % 16 == 0) {
       constexpr int kVecs = kHd / 16;
-      F16 acc[kVecs] = {};
-      for (int64_t j = 0; j < n; ++j) {
-        const float* vj = c.v + (static_cast<int64_t>(t.table[i][j / bs]) * c.num_kv_heads + g) * bs * kHd + (j % bs) * kHd;
-        const float p = sc[j];
-        for (int k = 0; k < kVecs; ++k) acc[k] += p * load16(vj + 16 * k);
+      // Four rows of one sequence (a prefill tile) share each V load and run independent FMA chains over
+      // the keys they all see; each row then finishes its own last keys. Per row, keys stay in order.
+      if (kVecs <= 4 && i + 4 <= t.n && t.table[i + 1] == t.table[i] && t.table[i + 2] == t.table[i] &&
+          t.table[i + 3] == t.table[i]) {
+        const int64_t n_common = std::min(std::min(t.pos[i], t.pos[i + 1]), std::min(t.pos[i + 2], t.pos[i + 3])) + 1;
+        F16 acc[4][kVecs] = {};
+        for (int64_t j0 = 0; j0 < n_common; j0 += bs) {
+          const float* vb = c.v + (static_cast<int64_t>(t.table[i][j0 / bs]) * c.num_kv_heads + g) * bs * kHd;
+          const int64_t jn = std::min(bs, n_common - j0);
+          for (int64_t j = 0; j < jn; ++j) {
+            F16 v[kVecs];
+            for (int k = 0; k < kVecs; ++k) v[k] = load16(vb + j * kHd + 16 * k);
+            for (int r = 0; r < 4; ++r) {
+              const float p = scores[(i + r) * stride + j0 + j];
+              for (int k = 0; k < kVecs; ++k) acc[r][k] += p * v[k];
+            }
+          }
+        }
+        for (int r = 0; r < 4; ++r) {
+          const float* sc = scores + (i + r) * stride;
+          for (int64_t j = n_common; j <= t.pos[i + r]; ++j) {
+            const float* vj = c.v + (static_cast<int64_t>(t.table[i][j / bs]) * c.num_kv_heads + g) * bs * kHd + (j % bs) * kHd;
+            for (int k = 0; k < kVecs; ++k) acc[r][k] += sc[j] * load16(vj + 16 * k);
+          }
+          for (int k = 0; k < kVecs; ++k) store16(t.out[i + r] + 16 * k, acc[r][k] * inv_sum[i + r]);
+        }
+        i += 4;
+        continue;
       }
-      for (int k = 0; k < kVecs; ++k) store16(o + 16 * k, acc[k] * inv_sum[i]);
+      const float* sc = scores + i * stride;
+      const int64_t n = t.pos[i] + 1;
+      F16 acc[kVecs] = {};
+      for (int64_t j0 = 0; j0 < n; j0 += bs) {
+        const float* vb = c.v + (static_cast<int64_t>(t.table[i][j0 / bs]) * c.num_kv_heads + g) * bs * kHd;
+        const int64_t jn = std::min(bs, n - j0);
+        for (int64_t j = 0; j < jn; ++j) {
+          const float p = sc[j0 + j];
+          for (int k = 0; k < kVecs; ++k) acc[k] += p * load16(vb + j * kHd + 16 * k);
+        }
+      }
+      for (int k = 0; k < kVecs; ++k) store16(t.out[i] + 16 * k, acc[k] * inv_sum[i]);
     } else {
+      const float* sc = scores + i * stride;
+      const int64_t n = t.pos[i] + 1;
+      float* o = t.out[i];
       std::memset(o, 0, sizeof(float) * hd);
       for (int64_t j = 0; j < n; ++j) {
         const float* vj = c.v + (static_cast<int64_t>(t.table[i][j / bs]) * c.num_kv_heads + g) * bs * hd + (j % bs) * hd;
@@ -112,6 +174,7 @@ template <int64_t kBs, int64_t kHd>
       }
       for (int64_t d = 0; d < hd; ++d) o[d] *= inv_sum[i];
     }
+    ++i;
   }
 }
 
