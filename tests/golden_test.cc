@@ -136,6 +136,9 @@ struct GeneratedCase {
   const char* dtype;
 };
 
+// Names the case in test output (instead of its bytes).
+void PrintTo(const GeneratedCase& c, std::ostream* os) { *os << c.arch << "-" << c.shape << "-" << c.dtype; }
+
 class GeneratedModelGolden : public ::testing::TestWithParam<GeneratedCase> {};
 
 TEST_P(GeneratedModelGolden, MatchesPyTorchReference) {
