@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <vector>
 #include <unistd.h>
 
 #include "core/mapped_file.h"
@@ -32,12 +33,31 @@ std::string gpt2_tokenizer_dir() {
   return "";
 }
 
+namespace {
+// Removes this process's scratch folders when it exits, so repeated test runs do not pile up gigabytes.
+// Set KVSHARE_KEEP_TEST_TMP=1 to keep them for a look after a failure.
+struct ScratchCleanup {
+  std::vector<std::filesystem::path> dirs;
+  ~ScratchCleanup() {
+    const char* keep = std::getenv("KVSHARE_KEEP_TEST_TMP");
+    if (keep != nullptr && *keep != '\0' && *keep != '0') return;
+    std::error_code ec;
+    for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
+  }
+};
+ScratchCleanup& scratch_cleanup() {
+  static ScratchCleanup cleanup;
+  return cleanup;
+}
+}  // namespace
+
 std::string temp_dir(const std::string& name) {
   std::filesystem::path p =
       std::filesystem::path(setting("KVSHARE_BINARY_DIR", KVSHARE_BINARY_DIR_DEFAULT)) / "test_tmp" /
       (name + "." + std::to_string(::getpid()));  // ctest runs tests in parallel processes
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
+  scratch_cleanup().dirs.push_back(p);
   return p.string();
 }
 

