@@ -232,6 +232,25 @@ TEST_F(EngineBehaviour, BadRequestsFailAloneWithClearErrors) {
   EXPECT_NE(outs[3].error.message().find("top_p"), std::string::npos);
 }
 
+TEST_F(EngineBehaviour, GenerateKeepsTheOutputsOfEarlierOnlineRequests) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true);
+  Request r;
+  r.prompt = "Online first";
+  r.params.max_tokens = 4;
+  r.params.temperature = 0;
+  const int64_t online = engine->add_request(r).value();
+  Request b = r;
+  b.prompt = "Offline batch";
+  auto outs = engine->generate({b});
+  EXPECT_EQ(outs[0].token_ids.size(), 4u);
+  bool seen = false;
+  for (const Output& o : engine->step())
+    if (o.request_id == online && o.finished) seen = o.token_ids.size() == 4;
+  EXPECT_TRUE(seen);
+  EXPECT_FALSE(engine->has_unfinished());
+}
+
 TEST_F(EngineBehaviour, OnlineStepAndAbort) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true);

@@ -95,7 +95,8 @@ class Engine {
   // Offline batch: runs every request to the end and returns their outputs in request order. Requests are
   // reordered internally so that each shared prefix is computed once. A bad request gets an output with
   // finish_reason kError and its message; the others run as usual.
-  // `on_finished`, when given, is called as each request finishes (for progress reports).
+  // `on_finished`, when given, is called as each request finishes (for progress reports). Requests queued
+  // earlier with add_request run to the end too; their outputs come from the next step().
   std::vector<Output> generate(const std::vector<Request>& requests,
                                const std::function<void(const Output&)>& on_finished = {});
 

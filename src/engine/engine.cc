@@ -305,14 +305,21 @@ std::vector<Output> Engine::generate(const std::vector<Request>& requests,
     }
   }
   impl_->scheduler->sort_waiting_by_prefix();
+  // Requests added earlier through add_request run along; their outputs are kept for the next step().
+  std::vector<Output> others;
   while (impl_->scheduler->has_work() || !impl_->pending.empty()) {
     for (Output& o : impl_->step()) {
       auto it = index_of.find(o.request_id);
-      if (!o.finished || it == index_of.end()) continue;
+      if (it == index_of.end()) {
+        others.push_back(std::move(o));
+        continue;
+      }
+      if (!o.finished) continue;
       if (on_finished) on_finished(o);
       results[it->second] = std::move(o);
     }
   }
+  impl_->pending = std::move(others);
   return results;
 }
 
