@@ -377,8 +377,7 @@ Result<int64_t> Engine::cache_prefix(const std::string& text, const std::string&
 Status Engine::release_prefix(int64_t handle) {
   auto it = impl_->pinned.find(handle);
   if (it == impl_->pinned.end()) return not_found("no pinned prefix with handle " + std::to_string(handle));
-  std::vector<int32_t> tail_first(it->second.rbegin(), it->second.rend());
-  impl_->blocks->release(tail_first);
+  impl_->blocks->release_chain(it->second);
   impl_->pinned.erase(it);
   return {};
 }

@@ -48,10 +48,8 @@ void Scheduler::publish_full_blocks(Sequence* seq, int64_t end) {
 }
 
 void Scheduler::release_blocks(Sequence* seq) {
-  // Tail first: the tail then sits nearer the LRU's front, so a chain is evicted from its tail inward and
-  // its head, the part other requests share, stays cached longest.
-  std::vector<int32_t> tail_first(seq->block_table.rbegin(), seq->block_table.rend());
-  blocks_.release(tail_first);
+  // Tail first, so a chain is evicted from its tail inward and its shared head stays cached longest.
+  blocks_.release_chain(seq->block_table);
   seq->block_table.clear();
   seq->num_published_blocks = 0;
   seq->num_computed = 0;

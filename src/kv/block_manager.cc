@@ -162,6 +162,10 @@ std::optional<int32_t> BlockManager::allocate() {
   return b;
 }
 
+void BlockManager::release_chain(std::span<const int32_t> chain) {
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) release(std::span<const int32_t>(&*it, 1));
+}
+
 void BlockManager::release(std::span<const int32_t> blocks) {
   for (const int32_t b : blocks) {
     check_id(b);

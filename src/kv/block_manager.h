@@ -68,6 +68,8 @@ class BlockManager {
   // nearer the LRU front than its head, so a chain is evicted from its tail inward: a cached head stays
   // useful to every request sharing that prefix, whereas a tail whose head is gone can never match again.
   void release(std::span<const int32_t> blocks);
+  // Releases a sequence's block table (first block first in `chain`) in the order above: tail first.
+  void release_chain(std::span<const int32_t> chain);
 
   // Records that `block` (referenced, now full) holds `tokens` (exactly block_size of them) following
   // `parent` (the previous block of the same sequence, or -1 for the first block) under `salt`, so that

@@ -42,11 +42,6 @@ std::vector<int32_t> publish_chain(BlockManager& bm, const Tokens& tokens, std::
 }
 
 // Releases a sequence's blocks the documented way: last to first.
-void release_tail_first(BlockManager& bm, std::vector<int32_t> blocks) {
-  std::reverse(blocks.begin(), blocks.end());
-  bm.release(blocks);
-}
-
 TEST(BlockManager, FreshManagerCounts) {
   BlockManager bm(8, 4, true);
   EXPECT_EQ(bm.num_blocks(), 8);
@@ -72,7 +67,7 @@ TEST(BlockManager, HitAfterPublish) {
   EXPECT_EQ(bm.match_prefix(t, "", 2), chain);
   // Matching does not reference.
   EXPECT_EQ(bm.ref_count(0), 1);
-  release_tail_first(bm, chain);
+  bm.release_chain(chain);
   EXPECT_EQ(bm.num_evictable_blocks(), 2);
   EXPECT_EQ(bm.num_used_blocks(), 0);
   EXPECT_EQ(bm.match_prefix(t, "", 2), chain);  // evictable blocks still match
@@ -202,7 +197,7 @@ TEST(BlockManager, PrefixCachingOffNeverMatches) {
   auto b = bm.allocate();
   ASSERT_TRUE(b);
   EXPECT_EQ(bm.publish(*b, -1, std::span(t).first(2), ""), *b);
-  release_tail_first(bm, chain);
+  bm.release_chain(chain);
   EXPECT_EQ(bm.num_evictable_blocks(), 0);  // unpublished blocks become free
   EXPECT_EQ(bm.num_free_blocks(), 3);
   EXPECT_INVARIANTS(bm);
@@ -268,7 +263,7 @@ TEST(BlockManager, TailFirstReleaseEvictsTheTailBeforeTheHead) {
   BlockManager bm(3, 2, true);
   const Tokens t = {1, 2, 3, 4, 5, 6};
   const auto chain = publish_chain(bm, t, "");
-  release_tail_first(bm, chain);  // LRU: 2 1 0
+  bm.release_chain(chain);  // LRU: 2 1 0
   EXPECT_EQ(bm.allocate(), chain[2]);
   EXPECT_EQ(bm.match_prefix(t, "", 3), (std::vector<int32_t>{chain[0], chain[1]}));
   EXPECT_EQ(bm.allocate(), chain[1]);
