@@ -210,11 +210,17 @@ std::vector<Output> Engine::Impl::step() {
     return out;
   }
 
-  // One batch over every planned token of every sequence.
+  // One batch over every planned token of every sequence, and the step's work for the metrics.
   ForwardBatch batch;
   const int64_t bs = blocks->block_size();
+  double step_flops = 0, kv_read_bytes = 0;
+  bool has_prefill = false;
   for (const PlannedSeq& p : plan.seqs) {
     Sequence& s = *p.seq;
+    const double mean_ctx = static_cast<double>(s.num_computed) + static_cast<double>(p.num_tokens + 1) / 2;
+    step_flops += loaded.model->forward_flops(p.num_tokens, mean_ctx);
+    kv_read_bytes += static_cast<double>(s.num_computed + p.num_tokens) * static_cast<double>(m.kv_bytes_per_token);
+    has_prefill = has_prefill || s.num_computed < s.num_prompt_tokens;
     AttentionSeq a;
     a.q_begin = batch.num_tokens();
     a.q_len = p.num_tokens;
@@ -229,14 +235,6 @@ std::vector<Output> Engine::Impl::step() {
     batch.seqs.push_back(a);
   }
   const int64_t vocab = loaded.model->config().vocab_size;
-  double step_flops = 0, kv_read_bytes = 0;
-  bool has_prefill = false;
-  for (const PlannedSeq& p : plan.seqs) {
-    const double mean_ctx = static_cast<double>(p.seq->num_computed) + static_cast<double>(p.num_tokens + 1) / 2;
-    step_flops += loaded.model->forward_flops(p.num_tokens, mean_ctx);
-    kv_read_bytes += (static_cast<double>(p.seq->num_computed + p.num_tokens)) * static_cast<double>(m.kv_bytes_per_token);
-    has_prefill = has_prefill || p.seq->num_computed < p.seq->num_prompt_tokens;
-  }
   if (static_cast<int64_t>(logits.size()) < static_cast<int64_t>(batch.logit_rows.size()) * vocab)
     logits.resize(batch.logit_rows.size() * vocab);
   Status st = loaded.model->forward(batch, *kv, act, logits.data());
