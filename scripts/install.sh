@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ cmake ninja-build pkg-config libdnnl-dev libpcre2-dev nlohmann-json3-dev libgtest-dev)
+packages=(g++ cmake ninja-build pkg-config libpcre2-dev nlohmann-json3-dev libgtest-dev python3 ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -49,11 +49,9 @@ std::vector<std::vector<float>> prompt_logits(const Model& model, const std::vec
   return rows;
 }
 
-std::vector<int32_t> greedy(const std::string& model_path, const std::vector<int32_t>& prompt, int steps,
-                            bool repack_weights = true) {
+std::vector<int32_t> greedy(const std::string& model_path, const std::vector<int32_t>& prompt, int steps) {
   EngineConfig config;
   config.model_path = model_path;
-  config.repack_weights = repack_weights;
   config.kv_cache_bytes = int64_t{64} << 20;
   auto engine = Engine::create(config);
   EXPECT_TRUE(engine.ok()) << engine.status().to_string();
@@ -69,10 +67,9 @@ std::vector<int32_t> greedy(const std::string& model_path, const std::vector<int
 }
 
 // Checks a model folder or file against a golden of tools/reference/make_goldens.py.
-void check_golden(const std::string& model_path, const std::string& golden_path, float rel_tol,
-                  bool repack_weights = true) {
+void check_golden(const std::string& model_path, const std::string& golden_path, float rel_tol) {
   const json g = read_json(golden_path);
-  auto loaded = load_pretrained(model_path, LoadOptions{repack_weights});
+  auto loaded = load_pretrained(model_path);
   ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
   const std::vector<int32_t> prompt = g["prompt_token_ids"].get<std::vector<int32_t>>();
   const auto rows = prompt_logits(*loaded->model, prompt);
@@ -96,7 +93,7 @@ void check_golden(const std::string& model_path, const std::string& golden_path,
     EXPECT_NEAR(rows.back()[id], w, rel_tol * std::max(std::fabs(w), 1.0f)) << "top-20 id " << id;
   }
   const auto want_tokens = g["greedy_token_ids"].get<std::vector<int32_t>>();
-  EXPECT_EQ(greedy(model_path, prompt, static_cast<int>(want_tokens.size()), repack_weights), want_tokens);
+  EXPECT_EQ(greedy(model_path, prompt, static_cast<int>(want_tokens.size())), want_tokens);
 }
 
 TEST(Golden, Stories260KGgufReproducesLlama2cGreedyContinuation) {
@@ -119,13 +116,6 @@ TEST(Golden, TinyStories656KMatchesPyTorchReference) {
   KV_REQUIRE_SHARED("models/tinystories-656k/model.safetensors");
   check_golden(testing::shared_dir() + "/models/tinystories-656k", testing::source_dir() + "/tests/goldens/tinystories-656k.json",
                1e-4f);
-}
-
-// The zero-copy path (weights used in place, in their stored layout) computes the same model.
-TEST(Golden, TinyStories656KInPlaceWeightsMatchPyTorchReference) {
-  KV_REQUIRE_SHARED("models/tinystories-656k/model.safetensors");
-  check_golden(testing::shared_dir() + "/models/tinystories-656k", testing::source_dir() + "/tests/goldens/tinystories-656k.json",
-               1e-4f, /*repack_weights=*/false);
 }
 
 // Models that make-model generates (deterministic from the seed), checked in the Hugging Face folder and
@@ -161,10 +151,6 @@ TEST_P(GeneratedModelGolden, MatchesPyTorchReference) {
   {
     SCOPED_TRACE("GGUF");
     check_golden(o.out_dir + "/model.gguf", golden, 1e-4f);
-  }
-  {
-    SCOPED_TRACE("Hugging Face folder, weights in place (--no-repack-weights)");
-    check_golden(o.out_dir, golden, 1e-4f, /*repack_weights=*/false);
   }
 }
 

@@ -28,9 +28,6 @@ struct EngineConfig {
   bool enable_prefix_caching = true;   // reuse the K/V of shared prompt prefixes
   int32_t max_model_len = 0;           // context length; 0 = the model's
   uint64_t seed = 0;                   // seeds requests that give no seed of their own
-  // Reorder matmul weights once into oneDNN's blocked layout (about 2x prefill speed; the stored bytes are
-  // released from memory). false: all F32 weights are used in place, zero-copy, at about half the speed.
-  bool repack_weights = true;
 };
 
 struct Request {
@@ -38,6 +35,9 @@ struct Request {
   std::vector<int32_t> prompt_token_ids;  // tokens as they are (no BOS added)
   SamplingParams params;
   std::string cache_salt;                 // requests share cached blocks only when their salts are equal
+  // Keep the float32 logits each generated token was sampled from (vocab floats per token), for comparing
+  // results bit for bit across machines. They come back in the finished Output only.
+  bool keep_logits = false;
 };
 
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
@@ -52,6 +52,7 @@ struct Output {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   Status error;                           // why, when finish_reason is kError
+  std::vector<float> logits;              // [token_ids.size(), vocab] when the request set keep_logits
 };
 
 struct EngineMetrics {

@@ -10,6 +10,7 @@
 #include "bench/workloads.h"
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
+#include "kernels/calibrate.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
 
@@ -194,9 +195,13 @@ int run_bench(const std::vector<std::string>& argv) {
   if (!config.ok()) return fail("bench", config.status());
   auto wopts = workload_options(*args);
   if (!wopts.ok()) return fail("bench", wopts.status());
-  // The machine's measured peaks (../shared/docs/machine.md): fp32 GEMM with oneDNN on 2 threads, and
-  // sequential read bandwidth on 2 cores.
-  constexpr double kPeakFp32Gflops = 260.0, kPeakGbps = 18.5;
+  // This machine's limits, measured now: reports give fractions of them.
+  const MachinePeaks peaks = measure_machine_peaks();
+  const double kPeakFp32Gflops = peaks.fma_gflops, kPeakGbps = peaks.read_gbps;
+  if (!args->has("json"))
+    std::printf("calibration (%.1f s): %s, %s kernels, %d threads: FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n",
+                peaks.seconds, cpu_model_name().c_str(), peaks.isa.c_str(), peaks.threads, peaks.fma_gflops,
+                peaks.read_gbps);
 
   auto repeat = args->get_int("repeat", 1);
   if (!repeat.ok()) return fail("bench", repeat.status());
@@ -235,6 +240,8 @@ int run_bench(const std::vector<std::string>& argv) {
   j["flops_with_reuse"] = ideal.with_reuse;
   j["machine_peak_fp32_gflops"] = kPeakFp32Gflops;
   j["machine_peak_gbps"] = kPeakGbps;
+  j["machine"] = {{"cpu", cpu_model_name()}, {"isa", peaks.isa}, {"threads", peaks.threads},
+                  {"calibration_seconds", peaks.seconds}};
   if (runs.size() == 2) {
     const double speedup = runs[0].seconds / runs[1].seconds;
     j["speedup"] = speedup;

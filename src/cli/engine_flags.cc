@@ -13,7 +13,6 @@ std::vector<FlagSpec> engine_flag_specs() {
       {"max-num-batched-tokens", true, "tokens computed in one step at most (512)"},
       {"max-model-len", true, "context length (the model's)"},
       {"no-prefix-cache", false, "switch prefix reuse off"},
-      {"no-repack-weights", false, "use F32 weights in place, zero-copy (about half the prefill speed)"},
   };
 }
 
@@ -40,7 +39,6 @@ Result<EngineConfig> engine_config_from(const Args& a) {
   c.max_num_batched_tokens = static_cast<int32_t>(tokens);
   c.max_model_len = static_cast<int32_t>(len);
   c.enable_prefix_caching = !a.has("no-prefix-cache");
-  c.repack_weights = !a.has("no-repack-weights");
   return c;
 }
 

@@ -25,9 +25,39 @@ std::vector<FlagSpec> generate_specs() {
   specs.push_back({"input", true, "a JSONL file of requests: {\"prompt\": ...} or {\"prompt_token_ids\": [...]} per line"});
   specs.push_back({"output", true, "where to write the results, one JSON line per input line, in input order"});
   specs.push_back({"no-progress", false, "no progress bar on stderr"});
+  specs.push_back({"dump-logits", true,
+                   "write the float32 logits each generated token was sampled from to FILE: raw little-endian rows "
+                   "of vocab floats, request by request (input order), token by token"});
   specs.push_back({"help", false, "show this help"});
   return specs;
 }
+
+// --dump-logits: the file is opened before the run, so an unwritable path fails at once.
+class LogitsDump {
+ public:
+  Status open(const Args& args) {
+    auto path = args.get("dump-logits");
+    if (!path) return {};
+    path_ = *path;
+    out_.open(path_, std::ios::binary | std::ios::trunc);
+    if (!out_) return invalid_argument("cannot write the logits file " + path_);
+    return {};
+  }
+  bool wanted() const { return !path_.empty(); }
+  void write(const Output& o) {
+    if (wanted()) out_.write(reinterpret_cast<const char*>(o.logits.data()), static_cast<std::streamsize>(o.logits.size() * 4));
+  }
+  Status close() {
+    if (!wanted()) return {};
+    out_.close();
+    if (!out_) return internal_error("writing the logits file " + path_ + " failed (disk full?)");
+    return {};
+  }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
 
 // One input line -> a Request, with the command line's sampling flags as defaults.
 Result<Request> parse_request_line(const std::string& line, const SamplingParams& defaults) {
@@ -131,6 +161,9 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   // Opened before the work, so an unwritable path fails at once rather than after the whole job.
   std::ofstream out(*out_path);
   if (!out) return fail("generate", invalid_argument("cannot write the output file " + *out_path));
+  LogitsDump dump;
+  if (Status st = dump.open(args); !st.ok()) return fail("generate", st);
+  for (Request& r : requests) r.keep_logits = dump.wanted();
   auto config = engine_config_from(args);
   if (!config.ok()) return fail("generate", config.status());
   auto engine = Engine::create(*config);
@@ -163,6 +196,7 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
         o["prompt_tokens"] = r.prompt_token_ids.size();
         o["cached_tokens"] = r.num_cached_tokens;
         out_tokens += static_cast<int64_t>(r.token_ids.size());
+        dump.write(r);
         prompt_tokens += static_cast<int64_t>(r.prompt_token_ids.size());
       }
       o["finish_reason"] = finish_reason_name(r.finish_reason);
@@ -171,6 +205,7 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   }
   out.close();
   if (!out) return fail("generate", internal_error("writing the output file " + *out_path + " failed (disk full?)"));
+  if (Status st = dump.close(); !st.ok()) return fail("generate", st);
   const EngineMetrics m = (*engine)->metrics();
   const double hit = m.prefix_queried_tokens > 0 ? 100.0 * static_cast<double>(m.prefix_hit_tokens) /
                                                        static_cast<double>(m.prefix_queried_tokens)
@@ -217,14 +252,19 @@ int run_generate(const std::vector<std::string>& argv) {
   if (!config.ok()) return fail("generate", config.status());
   // One prompt needs little KV memory: size the cache for it rather than taking a share of the machine.
   if (!args->has("kv-cache-memory")) config->kv_cache_bytes = int64_t{256} << 20;
+  LogitsDump dump;
+  if (Status st = dump.open(*args); !st.ok()) return fail("generate", st);
   auto engine = Engine::create(*config);
   if (!engine.ok()) return fail("generate", engine.status());
   Request r;
   r.prompt = *args->get("prompt");
   r.params = *defaults;
+  r.keep_logits = dump.wanted();
   std::vector<Output> outs = (*engine)->generate({r});
   const Output& o = outs[0];
   if (o.finish_reason == FinishReason::kError) return fail("generate", o.error);
+  dump.write(o);
+  if (Status st = dump.close(); !st.ok()) return fail("generate", st);
   if (args->has("json")) {
     json j;
     j["text"] = o.text;

@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "kernels/isa.h"
 
 namespace {
 
@@ -31,6 +32,10 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
+  if (kvshare::Status isa = kvshare::check_isa_env(); !isa.ok()) {
+    std::fprintf(stderr, "kvshare: %s\n", isa.message().c_str());
+    return 2;
+  }
   std::vector<std::string> rest(argv + 2, argv + argc);
   using namespace kvshare::cli;
   if (command == "generate") return run_generate(rest);

@@ -36,7 +36,9 @@ TEST(DType, Bf16RoundsToNearestEven) {
   EXPECT_EQ(bf16_to_f32(0x3f80), 1.0f);
   for (uint32_t h = 0; h < 0x10000; h += 7) {
     const float f = bf16_to_f32(static_cast<uint16_t>(h));
-    if (!std::isnan(f)) EXPECT_EQ(f32_to_bf16(f), h);
+    if (!std::isnan(f)) {
+      EXPECT_EQ(f32_to_bf16(f), h);
+    }
   }
 }
 

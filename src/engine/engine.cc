@@ -11,6 +11,7 @@
 
 #include "engine/loader.h"
 #include "engine/scheduler.h"
+#include "kernels/isa.h"
 #include "kv/block_manager.h"
 #include "kv/kv_storage.h"
 
@@ -84,10 +85,11 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   if (config.kv_cache_bytes < 0) return invalid_argument("the KV cache size must not be negative");
   if (!(config.kv_cache_fraction > 0 && config.kv_cache_fraction <= 0.95))
     return invalid_argument("the KV cache fraction must be in (0, 0.95]");
+  KV_RETURN_IF_ERROR(isa_from_env().status());  // a bad KVSHARE_ISA is reported, not silently replaced
   std::unique_ptr<Engine> engine(new Engine());
   Impl& e = *engine->impl_;
   e.config = config;
-  KV_ASSIGN_OR_RETURN(e.loaded, load_pretrained(config.model_path, LoadOptions{config.repack_weights}));
+  KV_ASSIGN_OR_RETURN(e.loaded, load_pretrained(config.model_path));
   const ModelConfig& mc = e.loaded.model->config();
   if (config.max_model_len > mc.max_context)
     return invalid_argument("max_model_len " + std::to_string(config.max_model_len) + " exceeds the model's context of " +
@@ -148,6 +150,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   const uint64_t seed = r.params.seed.has_value() ? *r.params.seed : mix_seed(config.seed, id);
   auto seq = std::make_unique<Sequence>(id, std::move(prompt), r.params, r.cache_salt, seed);
   seq->prefill_only = prefill_only;
+  seq->keep_logits = r.keep_logits && !prefill_only;
   seq->max_total_tokens = prefill_only ? seq->num_prompt_tokens
                                        : std::min<int64_t>(seq->num_prompt_tokens + r.params.max_tokens, max_model_len);
   if (!prefill_only) m.prompt_tokens += seq->num_prompt_tokens;
@@ -183,6 +186,7 @@ void Engine::Impl::finish(Sequence& s, FinishReason reason, std::vector<Output>&
   }
   Output o = make_output(s);
   o.error = std::move(error);
+  o.logits = std::move(s.logits);
   out.push_back(std::move(o));
   seqs.erase(s.id);
 }
@@ -255,6 +259,7 @@ std::vector<Output> Engine::Impl::step() {
       finish(s, FinishReason::kStop, out);
       continue;
     }
+    if (s.keep_logits) s.logits.insert(s.logits.end(), row_logits, row_logits + vocab);
     const int32_t token = sample_token(row_logits, vocab, s.params, s.rng, sample_scratch);
     s.tokens.push_back(token);
     ++m.generated_tokens;

@@ -44,7 +44,7 @@ void merge_ids(std::vector<int32_t>& into, const std::vector<int32_t>& more) {
 
 }  // namespace
 
-Result<LoadedModel> load_pretrained(const std::string& path, const LoadOptions& options) {
+Result<LoadedModel> load_pretrained(const std::string& path) {
   KV_RETURN_IF_ERROR(check_exists(path));
   LoadedModel loaded;
   if (is_dir(path)) {
@@ -54,7 +54,7 @@ Result<LoadedModel> load_pretrained(const std::string& path, const LoadOptions& 
     auto tok = Tokenizer::from_hf_dir(path);
     if (!tok.ok()) return tok.status().with_context("loading the tokenizer of " + path);
     loaded.tokenizer = std::move(tok).value();
-    KV_ASSIGN_OR_RETURN(loaded.model, load_model(path, options));
+    KV_ASSIGN_OR_RETURN(loaded.model, load_model(path));
     loaded.eos_ids = loaded.tokenizer->eos_ids();
     merge_ids(loaded.eos_ids, generation_eos_ids(path));
   } else {
@@ -65,7 +65,7 @@ Result<LoadedModel> load_pretrained(const std::string& path, const LoadOptions& 
     auto tok = Tokenizer::from_gguf(*gguf);
     if (!tok.ok()) return tok.status().with_context("loading the tokenizer stored in " + path);
     loaded.tokenizer = std::move(tok).value();
-    auto model = build_model(*config, gguf->tensors(), WeightSource::kGguf, options);
+    auto model = build_model(*config, gguf->tensors(), WeightSource::kGguf);
     if (!model.ok()) return model.status().with_context(path);
     loaded.model = std::move(model).value();
     loaded.eos_ids = loaded.tokenizer->eos_ids();

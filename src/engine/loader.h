@@ -17,7 +17,7 @@ struct LoadedModel {
   std::vector<int32_t> eos_ids;  // every token that ends generation: the tokenizer's and generation_config's
 };
 
-Result<LoadedModel> load_pretrained(const std::string& path, const LoadOptions& options = {});
+Result<LoadedModel> load_pretrained(const std::string& path);
 // Only the tokenizer (for `kvshare tokenize`): no weights are read.
 Result<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& path);
 

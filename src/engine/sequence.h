@@ -33,6 +33,8 @@ struct Sequence {
   bool prefill_only = false;        // an explicit prefix: stops once the prompt is computed, samples nothing
   FinishReason finish_reason = FinishReason::kNone;
   std::string text;                 // detokenized output so far
+  bool keep_logits = false;         // Request::keep_logits
+  std::vector<float> logits;        // [generated tokens, vocab] when keep_logits
 
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
   int64_t num_generated() const { return num_tokens() - num_prompt_tokens; }

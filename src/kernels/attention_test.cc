@@ -8,8 +8,14 @@
 #include <random>
 #include <vector>
 
+#include "isa_paths.h"
+#include "kernels/kernel_table.h"
+
 namespace kvshare {
 namespace {
+
+using testing::IsaScope;
+using testing::supported_isas;
 
 struct Fixture {
   int64_t block_size = 4, kvh = 2, hd = 16, heads = 6, num_blocks = 32;
@@ -113,6 +119,124 @@ TEST(Attention, SharedPrefixDecodeRowsMatchAloneBitwise) {
     std::vector<float> o(row);
     paged_attention(q.data() + s * row, f.layer(), alone, f.heads, 0.3f, o.data());
     EXPECT_EQ(std::memcmp(o.data(), out.data() + s * row, row * sizeof(float)), 0) << "sequence " << s;
+  }
+}
+
+// A cache of any shape, with one sequence of `len` tokens written through a scattered block table.
+struct Shape {
+  int64_t block_size, kv_heads, head_dim, heads;
+};
+void PrintTo(const Shape& s, std::ostream* os) {
+  *os << "block " << s.block_size << ", " << s.heads << " heads over " << s.kv_heads << " KV heads of " << s.head_dim;
+}
+
+struct Cache {
+  Shape s;
+  int64_t len;
+  std::vector<float> k, v;
+  std::vector<int32_t> table;
+  PagedKvLayer layer() { return PagedKvLayer{k.data(), v.data(), s.block_size, s.kv_heads, s.head_dim}; }
+  Cache(Shape shape, int64_t n) : s(shape), len(n) {
+    const int64_t blocks = (len + s.block_size - 1) / s.block_size;
+    const int64_t num_blocks = 2 * blocks + 3;
+    k.assign(num_blocks * s.kv_heads * s.block_size * s.head_dim, 0.0f);
+    v.assign(k.size(), 0.0f);
+    for (int64_t b = 0; b < blocks; ++b) table.push_back(static_cast<int32_t>(num_blocks - 1 - 2 * b));  // scattered
+    auto kin = random_floats(len * s.kv_heads * s.head_dim, 21), vin = random_floats(kin.size(), 22);
+    std::vector<int32_t> slots(len);
+    for (int64_t i = 0; i < len; ++i) slots[i] = table[i / s.block_size] * s.block_size + i % s.block_size;
+    write_kv(layer(), kin.data(), vin.data(), slots.data(), len);
+  }
+};
+
+class AttentionShapes : public ::testing::TestWithParam<Shape> {};
+
+// For every path: the full prefill is close to the reference; every row's bits are the same whether it is
+// computed in the full prefill, in a chunk after a cached prefix, or alone as a decode row beside another
+// sequence; and every path gives the scalar path's bits.
+TEST_P(AttentionShapes, RowsAreExactAcrossChunkingBatchesAndPaths) {
+  const Shape sh = GetParam();
+  const int64_t len = 45;
+  Cache cache(sh, len);
+  Cache other(sh, 20);  // another sequence for the decode batch: same storage layout, separate arrays
+  const int64_t row = sh.heads * sh.head_dim;
+  auto q = random_floats(len * row, 23);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(sh.head_dim));
+  std::vector<AttentionSeq> whole = {{0, len, len, cache.table.data()}};
+  std::vector<float> ref(q.size());
+  paged_attention_reference(q.data(), cache.layer(), whole, sh.heads, scale, ref.data());
+  std::vector<float> scalar_full;
+  for (Isa isa : supported_isas()) {
+    IsaScope scope(isa);
+    std::vector<float> full(q.size());
+    paged_attention(q.data(), cache.layer(), whole, sh.heads, scale, full.data());
+    for (size_t i = 0; i < full.size(); ++i)
+      ASSERT_NEAR(full[i], ref[i], 1e-5f * (1 + std::fabs(ref[i]))) << isa_name(isa) << " element " << i;
+    if (isa == Isa::kScalar) scalar_full = full;
+    EXPECT_EQ(std::memcmp(full.data(), scalar_full.data(), full.size() * sizeof(float)), 0) << isa_name(isa);
+    // Chunks after a cached prefix: rows [from, len).
+    for (int64_t from : {1, 13, 16, 17, 31, 44}) {
+      std::vector<AttentionSeq> chunk = {{0, len - from, len, cache.table.data()}};
+      std::vector<float> out((len - from) * row);
+      paged_attention(q.data() + from * row, cache.layer(), chunk, sh.heads, scale, out.data());
+      EXPECT_EQ(std::memcmp(out.data(), full.data() + from * row, out.size() * sizeof(float)), 0)
+          << isa_name(isa) << " chunk from " << from;
+    }
+    // Each of the last rows as a decode row (context up to itself), in one call with several of them: each
+    // is its own sequence sharing the same blocks, so they form one shared-prefix decode tile.
+    std::vector<AttentionSeq> decode;
+    std::vector<float> qd;
+    for (int64_t r = 30; r < len; ++r) {
+      decode.push_back({static_cast<int64_t>(decode.size()), 1, r + 1, cache.table.data()});
+      qd.insert(qd.end(), q.begin() + r * row, q.begin() + (r + 1) * row);
+    }
+    std::vector<float> out(qd.size());
+    paged_attention(qd.data(), cache.layer(), decode, sh.heads, scale, out.data());
+    EXPECT_EQ(std::memcmp(out.data(), full.data() + 30 * row, out.size() * sizeof(float)), 0)
+        << isa_name(isa) << " decode rows";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, AttentionShapes,
+                         ::testing::Values(Shape{16, 2, 64, 6},    // the vector path, groups of 3
+                                           Shape{16, 1, 128, 4},   // head_dim 128, groups of 4
+                                           Shape{32, 2, 32, 2},    // block 32, no grouping
+                                           Shape{16, 2, 16, 4},    // head_dim 16
+                                           Shape{4, 2, 16, 6},     // block 4: per-element path
+                                           Shape{16, 2, 8, 4},     // head_dim 8: per-element path
+                                           Shape{16, 1, 16, 130}), // 130 query heads per KV head
+                         [](const ::testing::TestParamInfo<Shape>& i) {
+                           return "b" + std::to_string(i.param.block_size) + "_kv" + std::to_string(i.param.kv_heads) +
+                                  "_hd" + std::to_string(i.param.head_dim) + "_h" + std::to_string(i.param.heads);
+                         });
+
+// The vector kernel and the per-element one are two ways of writing the same arithmetic: same bits, on a
+// tile mixing vectors of different lengths and block tables.
+TEST(Attention, VectorAndPerElementKernelsAgreeBitwise) {
+  Cache a(Shape{16, 1, 64, 1}, 70), b(Shape{16, 1, 64, 1}, 70);
+  // b shares a's first two blocks (a prefix), then its own: copy a's storage so the tables index one array.
+  b.k = a.k;
+  b.v = a.v;
+  std::vector<int32_t> table_b = {a.table[0], a.table[1], 0, 2, 4};
+  auto q = random_floats(9 * 64, 24);
+  const int64_t lens[] = {70, 33, 32, 17, 16, 1, 64, 40, 50};
+  for (Isa isa : supported_isas()) {
+    const KernelTable& kt = kernels_for(isa);
+    AttentionTile t;
+    std::vector<float> out1(9 * 64), out2(9 * 64);
+    for (int i = 0; i < 9; ++i) {
+      t.q[i] = q.data() + i * 64;
+      t.len[i] = lens[i];
+      t.table[i] = i % 3 == 2 ? table_b.data() : a.table.data();
+      t.out[i] = out1.data() + i * 64;
+    }
+    t.n = 9;
+    const int64_t stride = 80;
+    std::vector<float> scratch(t.n * stride);
+    kt.attend(t, a.layer(), 0.125f, scratch.data(), stride);
+    for (int i = 0; i < 9; ++i) t.out[i] = out2.data() + i * 64;
+    kt.attend_any_shape(t, a.layer(), 0.125f, scratch.data(), stride);
+    EXPECT_EQ(std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float)), 0) << isa_name(isa);
   }
 }
 

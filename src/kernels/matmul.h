@@ -1,11 +1,11 @@
-// Matrix multiply for the linear layers, through oneDNN (see ../shared/docs/machine.md: ~8x OpenBLAS's
-// default kernels here, and AMX for bf16 where the CPU has it).
+// Matrix multiply for the linear layers: our own GEMM (kernels_impl.inc) over weights packed once, at load,
+// into 16-column panels in their stored dtype (F32, BF16 or F16; 16-bit weights are widened inside the kernel,
+// so they take half the memory and half the bytes per decode step).
 //
-// Batch invariance: row i of the output depends only on row i of the input and the weights, never on how
-// many rows are multiplied together. oneDNN's matmul keeps each row's reduction order for every M
-// for F32 (checked by matmul_test); the engine relies on this for "reuse on = reuse off" bitwise. With BF16
-// weights the same holds only where oneDNN runs its brgemm kernels (AVX512-BF16 or AMX CPUs), so the models
-// compute in F32 (BF16 weights are converted at load).
+// Exactness by design: y[i][j] is one FMA chain over k = 0 … K-1 in ascending order, then + bias[j]. A row's
+// bits therefore depend on nothing but that row and the weights: not on how many rows are multiplied together,
+// the blocking, the thread count or the SIMD path (scalar, AVX2 and AVX-512 give the same bits). The engine
+// relies on this for "reuse on = reuse off" bitwise, and for the same logits on every CPU.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +13,7 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "kernels/kernel_table.h"
 
 namespace kvshare {
 
@@ -21,36 +22,33 @@ enum class WeightLayout {
   kInOut,  // [in_features, out_features]: GPT-2's Conv1D
 };
 
-// y[m, out] = x[m, in] · W (+ bias). W is F32 or BF16. It is reordered once into oneDNN's blocked layout
-// (a copy, about twice as fast as the stored layout for prefill) unless that is the stored layout already.
-// With BF16 weights the input rows are rounded to bf16 and products accumulate in f32.
+// y[m, out] = x[m, in] · W (+ bias).
 class Linear {
  public:
-  // Preconditions: `weight` is 2-D, F32 or BF16; its memory (in case it is used in place) and `bias`
-  // ([out], may be null) outlive this.
-  // `repack`: reorder the weights into oneDNN's blocked layout (see above); false uses them in place.
-  static Result<Linear> create(const TensorView& weight, WeightLayout layout, const float* bias, bool repack = true);
-  Linear();  // empty, for members filled in later from create()
-  Linear(Linear&&) noexcept;
-  Linear& operator=(Linear&&) noexcept;
-  ~Linear();
+  // Packs `weight` (2-D; F32, BF16 or F16) into panels; the stored tensor is not read again.
+  // Precondition: `bias` ([out], may be null) outlives this.
+  static Result<Linear> create(const TensorView& weight, WeightLayout layout, const float* bias);
+  Linear() = default;  // empty, for members filled in later from create()
 
+  // Multithreaded (OpenMP) over column panels. x: [m, in], y: [m, out]; they must not overlap.
   void forward(const float* x, int64_t m, float* y) const;
 
-  int64_t in_features() const { return in_; }
-  int64_t out_features() const { return out_; }
-  DType weight_dtype() const { return dtype_; }
-  // Whether the weights were reordered into a copy (then the stored tensor is not read again).
-  bool packed() const;
+  int64_t in_features() const { return packed_.k; }
+  int64_t out_features() const { return packed_.n; }
+  DType weight_dtype() const { return packed_.dtype; }
+  int64_t packed_bytes() const;
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-  int64_t in_ = 0, out_ = 0;
-  DType dtype_ = DType::kF32;
+  struct FreeAligned {
+    void operator()(void* p) const;
+  };
+  std::unique_ptr<uint8_t, FreeAligned> storage_;
+  PackedB packed_;
+  const float* bias_ = nullptr;
 };
 
-// The oracle: plain loops, double accumulation. Same contract as Linear::forward.
+// The definition, element by element: y[i][j] = (fma chain over k ascending of x[i][k] · w[k][j]) + bias[j],
+// with std::fma. Linear::forward must equal it bit for bit on every path.
 void linear_reference(const TensorView& weight, WeightLayout layout, const float* bias, const float* x, int64_t m,
                       float* y);
 

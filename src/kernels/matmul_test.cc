@@ -1,14 +1,20 @@
 #include "kernels/matmul.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "isa_paths.h"
+
 namespace kvshare {
 namespace {
+
+using testing::IsaScope;
+using testing::supported_isas;
 
 std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
@@ -18,45 +24,83 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
+// A weight of `dtype` with random values, owning its bytes.
+struct Weight {
+  std::vector<float> f32;
+  std::vector<uint16_t> half;
+  TensorView view;
+  Weight(DType dtype, WeightLayout layout, int64_t in, int64_t out, uint32_t seed) : f32(random_floats(in * out, seed)) {
+    view.dtype = dtype;
+    view.shape = layout == WeightLayout::kOutIn ? std::vector<int64_t>{out, in} : std::vector<int64_t>{in, out};
+    if (dtype == DType::kF32) {
+      view.data = f32.data();
+    } else {
+      half.resize(f32.size());
+      from_f32(dtype, f32.data(), half.data(), half.size());
+      view.data = half.data();
+    }
+  }
+};
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
 struct Case {
   DType dtype;
   WeightLayout layout;
   bool bias;
 };
 
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << dtype_name(c.dtype) << (c.layout == WeightLayout::kOutIn ? " [out,in]" : " [in,out]")
+      << (c.bias ? " +bias" : "");
+}
+
 class LinearTest : public ::testing::TestWithParam<Case> {};
 
-TEST_P(LinearTest, MatchesReference) {
+// Every path gives exactly the definition's bits (linear_reference: one fma chain per element), for row
+// counts below, at and above the microkernel's, widths that leave partial panels, and K blocked or not.
+TEST_P(LinearTest, EveryPathEqualsTheDefinitionBitwise) {
   const Case c = GetParam();
-  const int64_t in = 96, out = 72, m = 17;
-  std::vector<float> w32 = random_floats(in * out, 1);
-  std::vector<uint16_t> w16(w32.size());
-  TensorView w;
-  w.dtype = c.dtype;
-  w.shape = c.layout == WeightLayout::kOutIn ? std::vector<int64_t>{out, in} : std::vector<int64_t>{in, out};
-  if (c.dtype == DType::kBF16) {
-    from_f32(DType::kBF16, w32.data(), w16.data(), w16.size());
-    w.data = w16.data();
-  } else {
-    w.data = w32.data();
+  for (const auto& [in, out] : std::vector<std::pair<int64_t, int64_t>>{{96, 72}, {100, 5}, {600, 33}}) {
+    Weight w(c.dtype, c.layout, in, out, 1);
+    std::vector<float> bias = random_floats(out, 2);
+    auto lin = Linear::create(w.view, c.layout, c.bias ? bias.data() : nullptr);
+    ASSERT_TRUE(lin.ok()) << lin.status().to_string();
+    EXPECT_EQ(lin->in_features(), in);
+    EXPECT_EQ(lin->out_features(), out);
+    EXPECT_EQ(lin->weight_dtype(), c.dtype);
+    for (int64_t m : {1, 2, 3, 5, 6, 7, 8, 9, 13, 17, 100}) {
+      std::vector<float> x = random_floats(m * in, 3);
+      std::vector<float> ref(m * out);
+      linear_reference(w.view, c.layout, c.bias ? bias.data() : nullptr, x.data(), m, ref.data());
+      for (Isa isa : supported_isas()) {
+        IsaScope scope(isa);
+        std::vector<float> y(m * out, NAN);
+        lin->forward(x.data(), m, y.data());
+        EXPECT_TRUE(bitwise_equal(y, ref)) << isa_name(isa) << " in=" << in << " out=" << out << " m=" << m;
+      }
+    }
   }
-  std::vector<float> bias = random_floats(out, 2);
-  auto lin = Linear::create(w, c.layout, c.bias ? bias.data() : nullptr);
-  ASSERT_TRUE(lin.ok()) << lin.status().to_string();
-  EXPECT_EQ(lin->in_features(), in);
-  EXPECT_EQ(lin->out_features(), out);
-  std::vector<float> x = random_floats(m * in, 3);
-  std::vector<float> y(m * out), ref(m * out);
-  lin->forward(x.data(), m, y.data());
-  linear_reference(w, c.layout, c.bias ? bias.data() : nullptr, x.data(), m, ref.data());
-  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-4f * (1 + std::fabs(ref[i]))) << i;
-  // In place, without repacking: the stored bytes are what the multiply reads.
-  if (c.dtype == DType::kF32) {
-    auto in_place = Linear::create(w, c.layout, c.bias ? bias.data() : nullptr, /*repack=*/false);
-    ASSERT_TRUE(in_place.ok());
-    EXPECT_FALSE(in_place->packed());
-    in_place->forward(x.data(), m, y.data());
-    for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-4f * (1 + std::fabs(ref[i]))) << i;
+}
+
+// The definition is a matrix multiply: within float rounding of a double-precision sum.
+TEST_P(LinearTest, DefinitionIsCloseToADoubleSum) {
+  const Case c = GetParam();
+  const int64_t in = 96, out = 72, m = 5;
+  Weight w(c.dtype, c.layout, in, out, 4);
+  std::vector<float> bias = random_floats(out, 5);
+  std::vector<float> x = random_floats(m * in, 6), y(m * out), wf(in * out);
+  to_f32(c.dtype, w.view.data, wf.data(), wf.size());
+  linear_reference(w.view, c.layout, c.bias ? bias.data() : nullptr, x.data(), m, y.data());
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < out; ++j) {
+      double acc = c.bias ? bias[j] : 0.0;
+      for (int64_t k = 0; k < in; ++k)
+        acc += static_cast<double>(x[i * in + k]) * (c.layout == WeightLayout::kOutIn ? wf[j * in + k] : wf[k * out + j]);
+      EXPECT_NEAR(y[i * out + j], acc, 1e-4 * (1 + std::fabs(acc)));
+    }
   }
 }
 
@@ -64,30 +108,51 @@ INSTANTIATE_TEST_SUITE_P(All, LinearTest,
                          ::testing::Values(Case{DType::kF32, WeightLayout::kOutIn, false},
                                            Case{DType::kF32, WeightLayout::kInOut, true},
                                            Case{DType::kBF16, WeightLayout::kOutIn, true},
-                                           Case{DType::kBF16, WeightLayout::kInOut, false}));
+                                           Case{DType::kBF16, WeightLayout::kInOut, false},
+                                           Case{DType::kF16, WeightLayout::kOutIn, true}));
 
-// A row's result must not depend on how many rows are multiplied with it. Checked for F32, the dtype the
-// models compute in; oneDNN's bf16 matmul is invariant only where it runs its brgemm kernels (CPUs with
-// AVX512-BF16 or AMX), not with the gemm fallback it takes elsewhere.
-TEST(Linear, RowsAreBitwiseIndependentOfBatchSize) {
-  for (DType dtype : {DType::kF32}) {
-    const int64_t in = 256, out = 384;
-    std::vector<float> w32 = random_floats(in * out, 4, 0.1f);
-    std::vector<uint16_t> w16(w32.size());
-    from_f32(DType::kBF16, w32.data(), w16.data(), w16.size());
-    TensorView w{dtype, {out, in}, dtype == DType::kBF16 ? static_cast<const void*>(w16.data()) : w32.data()};
-    auto lin = Linear::create(w, WeightLayout::kOutIn, nullptr);
-    ASSERT_TRUE(lin.ok());
-    const int64_t max_m = 700;
-    std::vector<float> x = random_floats(max_m * in, 5);
-    std::vector<float> single(out);
-    lin->forward(x.data() + in, 1, single.data());  // row 1 alone
-    for (int64_t m : {2, 3, 8, 9, 16, 31, 64, 100, 255, 300, 512, 700}) {
-      std::vector<float> y(m * out);
-      lin->forward(x.data(), m, y.data());
-      EXPECT_EQ(std::memcmp(y.data() + out, single.data(), out * sizeof(float)), 0)
-          << dtype_name(dtype) << " m=" << m;
+// A row's result must not depend on how many rows are multiplied with it, nor on the thread count, on any
+// path: reuse on = reuse off bitwise rests on this.
+TEST(Linear, RowsAreBitwiseIndependentOfBatchSizeAndThreads) {
+  const int64_t in = 700, out = 384;  // K is blocked (700 > 256) and the panels split unevenly
+  Weight w(DType::kF32, WeightLayout::kOutIn, in, out, 7);
+  auto lin = Linear::create(w.view, WeightLayout::kOutIn, nullptr);
+  ASSERT_TRUE(lin.ok());
+  const int64_t max_m = 700;
+  std::vector<float> x = random_floats(max_m * in, 8);
+  std::vector<float> single(out);
+  lin->forward(x.data() + in, 1, single.data());  // row 1 alone
+  const int saved_threads = omp_get_max_threads();
+  for (Isa isa : supported_isas()) {
+    IsaScope scope(isa);
+    for (int threads : {1, 2, 3}) {
+      omp_set_num_threads(threads);
+      for (int64_t m : {2, 3, 8, 9, 16, 31, 64, 100, 255, 300, 512, 700}) {
+        std::vector<float> y(m * out);
+        lin->forward(x.data(), m, y.data());
+        EXPECT_EQ(std::memcmp(y.data() + out, single.data(), out * sizeof(float)), 0)
+            << isa_name(isa) << " threads=" << threads << " m=" << m;
+      }
     }
+  }
+  omp_set_num_threads(saved_threads);
+}
+
+// 16-bit weights are widened exactly: a BF16 layer computes what an F32 layer over the widened values does.
+TEST(Linear, SixteenBitWeightsComputeAsTheirF32Values) {
+  const int64_t in = 64, out = 48, m = 9;
+  for (DType dtype : {DType::kBF16, DType::kF16}) {
+    Weight w(dtype, WeightLayout::kOutIn, in, out, 9);
+    std::vector<float> widened(in * out);
+    to_f32(dtype, w.view.data, widened.data(), widened.size());
+    auto half = Linear::create(w.view, WeightLayout::kOutIn, nullptr);
+    auto full = Linear::create(TensorView{DType::kF32, w.view.shape, widened.data()}, WeightLayout::kOutIn, nullptr);
+    ASSERT_TRUE(half.ok() && full.ok());
+    EXPECT_EQ(half->packed_bytes() * 2, full->packed_bytes());
+    std::vector<float> x = random_floats(m * in, 10), a(m * out), b(m * out);
+    half->forward(x.data(), m, a.data());
+    full->forward(x.data(), m, b.data());
+    EXPECT_TRUE(bitwise_equal(a, b)) << dtype_name(dtype);
   }
 }
 
@@ -95,6 +160,7 @@ TEST(Linear, RejectsBadWeights) {
   std::vector<float> w(8);
   EXPECT_FALSE(Linear::create(TensorView{DType::kF32, {8}, w.data()}, WeightLayout::kOutIn, nullptr).ok());
   EXPECT_FALSE(Linear::create(TensorView{DType::kQ8_0, {1, 32}, w.data()}, WeightLayout::kOutIn, nullptr).ok());
+  EXPECT_FALSE(Linear::create(TensorView{DType::kF32, {0, 8}, w.data()}, WeightLayout::kOutIn, nullptr).ok());
 }
 
 }  // namespace

@@ -2,36 +2,21 @@
 
 #include <cmath>
 
-#include "kernels/vec_math.h"
+#include "kernels/kernel_table.h"
 
 namespace kvshare {
 
 void rms_norm(const float* x, const float* weight, float eps, int64_t rows, int64_t dim, float* out) {
+  const KernelTable& kt = kernels();
 #pragma omp parallel for if (rows * dim > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * dim;
-    float* o = out + r * dim;
-    float ss = 0.f;
-    for (int64_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
-    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
-    for (int64_t i = 0; i < dim; ++i) o[i] = xr[i] * inv * weight[i];
-  }
+  for (int64_t r = 0; r < rows; ++r) kt.rms_norm_row(x + r * dim, weight, eps, dim, out + r * dim);
 }
 
 void layer_norm(const float* x, const float* weight, const float* bias, float eps, int64_t rows, int64_t dim,
                 float* out) {
+  const KernelTable& kt = kernels();
 #pragma omp parallel for if (rows * dim > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * dim;
-    float* o = out + r * dim;
-    float sum = 0.f;
-    for (int64_t i = 0; i < dim; ++i) sum += xr[i];
-    const float mean = sum / static_cast<float>(dim);
-    float var = 0.f;
-    for (int64_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
-    const float inv = 1.0f / std::sqrt(var / static_cast<float>(dim) + eps);
-    for (int64_t i = 0; i < dim; ++i) o[i] = (xr[i] - mean) * inv * weight[i] + bias[i];
-  }
+  for (int64_t r = 0; r < rows; ++r) kt.layer_norm_row(x + r * dim, weight, bias, eps, dim, out + r * dim);
 }
 
 void rope_tables(const int32_t* positions, int64_t tokens, const float* inv_freq, int64_t half_dim, float* cos,
@@ -65,33 +50,16 @@ void apply_rope(float* x, int64_t tokens, int64_t num_heads, int64_t head_dim, c
   }
 }
 
-namespace {
-
-// Element-wise loops run row by row, so an element's place in the SIMD body or the scalar tail depends
-// only on its column, never on how many rows the batch has.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void gelu_row(float* x, int64_t n) {
-  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i];
-    x[i] = 0.5f * v * (1.0f + vec::tanh(k * (v + 0.044715f * v * v * v)));
-  }
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default"))) void silu_mul_row(const float* gate, const float* up,
-                                                                                 int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = vec::silu(gate[i]) * up[i];
-}
-
-}  // namespace
-
 void gelu_tanh(float* x, int64_t rows, int64_t cols) {
+  const KernelTable& kt = kernels();
 #pragma omp parallel for if (rows * cols > 65536)
-  for (int64_t r = 0; r < rows; ++r) gelu_row(x + r * cols, cols);
+  for (int64_t r = 0; r < rows; ++r) kt.gelu_tanh_row(x + r * cols, cols);
 }
 
 void silu_mul(const float* gate, const float* up, int64_t rows, int64_t ffn, float* out) {
+  const KernelTable& kt = kernels();
 #pragma omp parallel for if (rows * ffn > 65536)
-  for (int64_t r = 0; r < rows; ++r) silu_mul_row(gate + r * ffn, up + r * ffn, ffn, out + r * ffn);
+  for (int64_t r = 0; r < rows; ++r) kt.silu_mul_row(gate + r * ffn, up + r * ffn, ffn, out + r * ffn);
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {

@@ -1,16 +1,27 @@
 #include "kernels/ops.h"
-#include "kernels/vec_math.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <random>
 #include <vector>
+
+#include "isa_paths.h"
+#include "kernels/kernel_table.h"
 
 namespace kvshare {
 namespace {
 
-float vec_exp_for_test(float x) { return vec::exp(x); }
+using testing::IsaScope;
+using testing::supported_isas;
+
+float vec_exp_for_test(float x) {
+  float y;
+  kernels().exp_row(&x, 1, &y);
+  return y;
+}
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -94,6 +105,69 @@ TEST(Ops, RopeStylesAgreeUpToPermutation) {
   }
   // Rotation keeps the norm of each pair.
   EXPECT_NEAR(x[0] * x[0] + x[4] * x[4], inter[0] * inter[0] + inter[1] * inter[1], 1e-5);
+}
+
+// Every element-wise and row kernel gives the same bits on every path as on the scalar one, for row lengths
+// with and without a tail shorter than 16, and for extreme inputs.
+TEST(Ops, EveryPathGivesTheScalarBits) {
+  auto x = random_floats(3 * 200, 11), w = random_floats(200, 12), b = random_floats(200, 13);
+  for (size_t i = 0; i < x.size(); i += 37) x[i] *= 40.0f;  // some large values: exp and tanh saturate
+  x[5] = 0.0f;
+  x[6] = -0.0f;
+  x[7] = 1e-30f;
+  using Run = std::function<std::vector<float>(int64_t dim)>;
+  const std::vector<std::pair<const char*, Run>> kernels_under_test = {
+      {"rms_norm", [&](int64_t dim) {
+         std::vector<float> y(3 * dim);
+         rms_norm(x.data(), w.data(), 1e-6f, 3, dim, y.data());
+         return y;
+       }},
+      {"layer_norm", [&](int64_t dim) {
+         std::vector<float> y(3 * dim);
+         layer_norm(x.data(), w.data(), b.data(), 1e-5f, 3, dim, y.data());
+         return y;
+       }},
+      {"gelu_tanh", [&](int64_t dim) {
+         std::vector<float> y(x.begin(), x.begin() + 3 * dim);
+         gelu_tanh(y.data(), 3, dim);
+         return y;
+       }},
+      {"silu_mul", [&](int64_t dim) {
+         std::vector<float> y(3 * dim);
+         silu_mul(x.data(), x.data() + 200, 3, dim, y.data());
+         return y;
+       }},
+      {"exp", [&](int64_t dim) {
+         std::vector<float> y(3 * dim);
+         kernels().exp_row(x.data(), 3 * dim, y.data());
+         return y;
+       }},
+  };
+  for (const auto& [name, run] : kernels_under_test) {
+    for (int64_t dim : {1, 7, 16, 100, 200}) {
+      std::vector<float> want;
+      {
+        IsaScope scope(Isa::kScalar);
+        want = run(dim);
+      }
+      for (Isa isa : supported_isas()) {
+        IsaScope scope(isa);
+        const std::vector<float> got = run(dim);
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0)
+            << name << " dim=" << dim << " on " << isa_name(isa);
+      }
+    }
+  }
+}
+
+TEST(Ops, ExpSaturatesWithoutInfinitiesOrDenormals) {
+  for (Isa isa : supported_isas()) {
+    IsaScope scope(isa);
+    EXPECT_GT(vec_exp_for_test(-1000.f), 0.f) << isa_name(isa);
+    EXPECT_LT(vec_exp_for_test(-1000.f), 1e-37f) << isa_name(isa);
+    EXPECT_TRUE(std::isfinite(vec_exp_for_test(1000.f))) << isa_name(isa);
+    EXPECT_EQ(vec_exp_for_test(0.f), 1.f) << isa_name(isa);
+  }
 }
 
 }  // namespace

@@ -28,11 +28,10 @@ struct Gpt2Layer {
 
 class Gpt2Model final : public Model {
  public:
-  static Result<std::unique_ptr<Model>> create(const ModelConfig& c, TensorStore store, WeightSource src,
-                                              const LoadOptions& options) {
+  static Result<std::unique_ptr<Model>> create(const ModelConfig& c, TensorStore store, WeightSource src) {
     std::unique_ptr<Gpt2Model> m(new Gpt2Model(c));
     m->store_ = std::move(store);
-    WeightLoader w(m->store_, options.repack_weights);
+    WeightLoader w(m->store_);
     const bool gguf = src == WeightSource::kGguf;
     const int64_t d = c.hidden_size, f = c.ffn_size;
     // Hugging Face checkpoints name tensors with or without the "transformer." prefix.
@@ -70,9 +69,13 @@ class Gpt2Model final : public Model {
     if (w.has(head)) {
       KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear(head, {c.vocab_size, d}, WeightLayout::kOutIn));
     } else {
-      KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear_over(m->wte_, {c.vocab_size, d}, WeightLayout::kOutIn));
+      KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear(gguf ? "token_embd.weight" : hf("wte.weight"), {c.vocab_size, d},
+                                                WeightLayout::kOutIn, nullptr, /*keep_stored=*/true));
     }
     m->owned_ = w.take_owned();
+    m->matmul_weight_bytes_ = m->lm_head_.packed_bytes();
+    for (const Gpt2Layer& L : m->layers_)
+      m->matmul_weight_bytes_ += L.qkv.packed_bytes() + L.attn_out.packed_bytes() + L.fc.packed_bytes() + L.proj.packed_bytes();
     return std::unique_ptr<Model>(std::move(m));
   }
 
@@ -134,9 +137,8 @@ class Gpt2Model final : public Model {
 
 }  // namespace
 
-Result<std::unique_ptr<Model>> build_gpt2(const ModelConfig& c, TensorStore store, WeightSource src,
-                                          const LoadOptions& options) {
-  return Gpt2Model::create(c, std::move(store), src, options);
+Result<std::unique_ptr<Model>> build_gpt2(const ModelConfig& c, TensorStore store, WeightSource src) {
+  return Gpt2Model::create(c, std::move(store), src);
 }
 
 }  // namespace kvshare

@@ -31,11 +31,10 @@ struct LlamaLayer {
 
 class LlamaModel final : public Model {
  public:
-  static Result<std::unique_ptr<Model>> create(const ModelConfig& c, TensorStore store, WeightSource src,
-                                              const LoadOptions& options) {
+  static Result<std::unique_ptr<Model>> create(const ModelConfig& c, TensorStore store, WeightSource src) {
     std::unique_ptr<LlamaModel> m(new LlamaModel(c));
     m->store_ = std::move(store);
-    WeightLoader w(m->store_, options.repack_weights);
+    WeightLoader w(m->store_);
     const bool gguf = src == WeightSource::kGguf;
     const int64_t d = c.hidden_size, qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim, f = c.ffn_size;
     // A tied checkpoint may store the shared matrix once, as lm_head.weight only (safetensors has no aliases).
@@ -75,12 +74,16 @@ class LlamaModel final : public Model {
     if (w.has(head)) {
       KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear(head, {c.vocab_size, d}, WeightLayout::kOutIn));
     } else if (c.tie_embeddings || gguf) {
-      KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear_over(m->embed_, {c.vocab_size, d}, WeightLayout::kOutIn));
+      KV_ASSIGN_OR_RETURN(m->lm_head_,
+                          w.linear(embed_name, {c.vocab_size, d}, WeightLayout::kOutIn, nullptr, /*keep_stored=*/true));
     } else {
       return not_found("the model has no tensor 'lm_head.weight' and config.json says tie_word_embeddings is false");
     }
     m->inv_freq_ = c.rope_inv_freq();
     m->owned_ = w.take_owned();
+    m->matmul_weight_bytes_ = m->lm_head_.packed_bytes();
+    for (const LlamaLayer& L : m->layers_)
+      for (const Linear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) m->matmul_weight_bytes_ += lin->packed_bytes();
     return std::unique_ptr<Model>(std::move(m));
   }
 
@@ -143,9 +146,8 @@ class LlamaModel final : public Model {
 
 }  // namespace
 
-Result<std::unique_ptr<Model>> build_llama(const ModelConfig& c, TensorStore store, WeightSource src,
-                                          const LoadOptions& options) {
-  return LlamaModel::create(c, std::move(store), src, options);
+Result<std::unique_ptr<Model>> build_llama(const ModelConfig& c, TensorStore store, WeightSource src) {
+  return LlamaModel::create(c, std::move(store), src);
 }
 
 }  // namespace kvshare

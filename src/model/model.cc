@@ -8,10 +8,8 @@
 
 namespace kvshare {
 
-Result<std::unique_ptr<Model>> build_gpt2(const ModelConfig& c, TensorStore store, WeightSource src,
-                                          const LoadOptions& options);
-Result<std::unique_ptr<Model>> build_llama(const ModelConfig& c, TensorStore store, WeightSource src,
-                                           const LoadOptions& options);
+Result<std::unique_ptr<Model>> build_gpt2(const ModelConfig& c, TensorStore store, WeightSource src);
+Result<std::unique_ptr<Model>> build_llama(const ModelConfig& c, TensorStore store, WeightSource src);
 
 double Model::forward_flops(int64_t tokens, double mean_context) const {
   const ModelConfig& c = config_;
@@ -23,17 +21,16 @@ double Model::forward_flops(int64_t tokens, double mean_context) const {
   return static_cast<double>(tokens) * static_cast<double>(c.num_layers) * per_token_layer;
 }
 
-Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStore store, WeightSource source,
-                                           const LoadOptions& options) {
+Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStore store, WeightSource source) {
   KV_RETURN_IF_ERROR(config.validate());
   switch (config.arch) {
-    case Arch::kGpt2: return build_gpt2(config, std::move(store), source, options);
-    case Arch::kLlama: return build_llama(config, std::move(store), source, options);
+    case Arch::kGpt2: return build_gpt2(config, std::move(store), source);
+    case Arch::kLlama: return build_llama(config, std::move(store), source);
   }
   return unimplemented("unknown architecture");
 }
 
-Result<std::unique_ptr<Model>> load_model(const std::string& path, const LoadOptions& options) {
+Result<std::unique_ptr<Model>> load_model(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
@@ -43,7 +40,7 @@ Result<std::unique_ptr<Model>> load_model(const std::string& path, const LoadOpt
     auto config = parse_hf_config(*text);
     if (!config.ok()) return config.status().with_context(path);
     KV_ASSIGN_OR_RETURN(TensorStore store, load_safetensors_dir(path));
-    auto model = build_model(*config, std::move(store), WeightSource::kHuggingFace, options);
+    auto model = build_model(*config, std::move(store), WeightSource::kHuggingFace);
     if (!model.ok()) return model.status().with_context(path);
     return model;
   }
@@ -51,7 +48,7 @@ Result<std::unique_ptr<Model>> load_model(const std::string& path, const LoadOpt
   KV_ASSIGN_OR_RETURN(GgufFile gguf, GgufFile::open(path));
   auto config = config_from_gguf(gguf);
   if (!config.ok()) return config.status().with_context(path);
-  auto model = build_model(*config, gguf.tensors(), WeightSource::kGguf, options);
+  auto model = build_model(*config, gguf.tensors(), WeightSource::kGguf);
   if (!model.ok()) return model.status().with_context(path);
   return model;
 }

@@ -57,30 +57,24 @@ class Model {
   // FLOPs of a forward pass over `tokens` new tokens attending to `context` tokens on average
   // (matrix multiplies and attention), for benchmark reports.
   double forward_flops(int64_t tokens, double mean_context) const;
-  // Bytes of weights one forward pass reads (the compute dtype, F32).
-  double weight_bytes() const { return static_cast<double>(config_.num_parameters()) * 4.0; }
+  // Bytes of matrix weights one forward pass reads (as packed: 2 per parameter for BF16/F16, else 4).
+  double weight_bytes() const { return static_cast<double>(matmul_weight_bytes_); }
 
  protected:
   explicit Model(ModelConfig config) : config_(std::move(config)) {}
   ModelConfig config_;
-};
-
-struct LoadOptions {
-  // Reorder every matmul weight once into oneDNN's blocked layout: about twice the prefill speed of the
-  // stored layout; the stored bytes are then released from memory. false: every F32 tensor is used in place
-  // (zero-copy) and matmuls read the stored layout.
-  bool repack_weights = true;
+  int64_t matmul_weight_bytes_ = 0;  // set by the architecture once its Linear layers are packed
 };
 
 // Where the weights come from: their names differ between Hugging Face folders and GGUF files.
 enum class WeightSource { kHuggingFace, kGguf };
 
-// Builds the architecture's model over `store` (kept alive by the model). F32 tensors are used in place;
-// F16, BF16 and Q8_0 are converted to F32 once, at load.
-Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStore store, WeightSource source,
-                                           const LoadOptions& options = {});
+// Builds the architecture's model over `store` (kept alive by the model). Matrix weights are packed once for
+// the GEMM in their stored dtype (F32, BF16, F16; Q8_0 as F32) and their stored bytes released; embeddings,
+// norms and biases are used in place when F32, else converted to F32 once.
+Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStore store, WeightSource source);
 
 // Loads a model from a Hugging Face folder (config.json + safetensors) or a .gguf file.
-Result<std::unique_ptr<Model>> load_model(const std::string& path, const LoadOptions& options = {});
+Result<std::unique_ptr<Model>> load_model(const std::string& path);
 
 }  // namespace kvshare

@@ -13,16 +13,15 @@ namespace kvshare {
 
 class WeightLoader {
  public:
-  // `repack_weights`: the Linear layers reorder their weights into oneDNN's blocked layout (LoadOptions).
-  WeightLoader(const TensorStore& store, bool repack_weights) : store_(store), repack_(repack_weights) {}
+  explicit WeightLoader(const TensorStore& store) : store_(store) {}
 
   // A tensor of exactly `shape` as F32 floats: the stored bytes when F32, else a converted copy kept here.
   Result<const float*> floats(const std::string& name, const std::vector<int64_t>& shape);
   // A linear layer over `name`, whose stored shape must be `shape` ([out, in] for kOutIn, [in, out] for kInOut).
+  // F32, BF16 and F16 weights are packed in their own dtype, Q8_0 ones as F32; the stored bytes are then
+  // released from memory, unless `keep_stored` (a tied LM head whose matrix is also the embedding table).
   Result<Linear> linear(const std::string& name, const std::vector<int64_t>& shape, WeightLayout layout,
-                        const float* bias = nullptr);
-  // A linear layer over floats another tensor also uses (a tied LM head over the embedding).
-  Result<Linear> linear_over(const float* data, const std::vector<int64_t>& shape, WeightLayout layout) const;
+                        const float* bias = nullptr, bool keep_stored = false);
   bool has(const std::string& name) const { return store_.find(name) != nullptr; }
 
   // Moves the converted buffers out, for the model to keep.
@@ -31,7 +30,6 @@ class WeightLoader {
  private:
   Result<const TensorView*> find(const std::string& name, const std::vector<int64_t>& shape) const;
   const TensorStore& store_;
-  bool repack_;
   std::vector<std::vector<float>> owned_;
 };
 

@@ -1,0 +1,32 @@
+// The kernels of kernels_impl.inc compiled for the avx2 path: AVX2 + FMA + F16C.
+// Standard headers come before the target pragma so that only this file's own functions get the wider
+// instructions (inline library functions instantiated here stay baseline x86-64 code).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "kernels/kernel_table.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace kvshare::isa_avx2 {
+namespace {
+#include "kernels/simd_avx2.inc"
+#include "kernels/kernels_impl.inc"
+}  // namespace
+}  // namespace kvshare::isa_avx2
+#pragma GCC pop_options
+
+namespace kvshare {
+
+const KernelTable& avx2_kernels() {
+  static const KernelTable table = isa_avx2::make_table(Isa::kAvx2);
+  return table;
+}
+
+}  // namespace kvshare
