@@ -26,9 +26,10 @@ MachinePeaks measure_machine_peaks() {
   MachinePeaks p;
   p.isa = isa_name(kt.isa);
   p.threads = omp_get_max_threads();
-  // FMA: every thread runs its chains for the same number of rounds; the slowest thread sets the time.
-  constexpr int64_t kRounds = 4'000'000;
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  // FMA: every thread runs its chains for the same number of rounds (about 20 ms); the slowest thread sets
+  // the time. The first attempts also wake the threads and the clocks up: the best of several counts.
+  constexpr int64_t kRounds = 10'000'000;
+  for (int attempt = 0; attempt < 8; ++attempt) {
     double flops = 0;
     const auto t0 = std::chrono::steady_clock::now();
 #pragma omp parallel reduction(+ : flops)

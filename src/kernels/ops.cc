@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/det_math.h"
 #include "kernels/kernel_table.h"
 
 namespace kvshare {
@@ -23,9 +24,11 @@ void rope_tables(const int32_t* positions, int64_t tokens, const float* inv_freq
                  float* sin) {
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t i = 0; i < half_dim; ++i) {
-      const float angle = static_cast<float>(positions[t]) * inv_freq[i];
-      cos[t * half_dim + i] = std::cos(angle);
-      sin[t * half_dim + i] = std::sin(angle);
+      const float angle = static_cast<float>(positions[t]) * inv_freq[i];  // in float, as Hugging Face does
+      double s, c;
+      det::sincos(angle, &s, &c);  // not libm: the same bits on every CPU
+      cos[t * half_dim + i] = static_cast<float>(c);
+      sin[t * half_dim + i] = static_cast<float>(s);
     }
   }
 }

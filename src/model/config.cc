@@ -1,3 +1,4 @@
+#include "core/det_math.h"
 #include "model/config.h"
 
 #include <cmath>
@@ -38,8 +39,9 @@ std::vector<float> ModelConfig::rope_inv_freq() const {
   const int64_t half = head_dim / 2;
   std::vector<float> inv(half);
   for (int64_t i = 0; i < half; ++i) {
-    // As Hugging Face computes it: 1 / theta^(2i/d) in float32.
-    inv[i] = 1.0f / std::pow(static_cast<float>(rope_theta), static_cast<float>(2 * i) / static_cast<float>(head_dim));
+    // As Hugging Face computes it: 1 / theta^(2i/d) in float32 (the power by det::powf: the same bits on
+    // every CPU, where the C library's may differ between CPUs).
+    inv[i] = 1.0f / det::powf(static_cast<float>(rope_theta), static_cast<float>(2 * i) / static_cast<float>(head_dim));
   }
   if (!rope_freq_factors.empty()) {
     for (int64_t i = 0; i < half && i < static_cast<int64_t>(rope_freq_factors.size()); ++i) inv[i] /= rope_freq_factors[i];

@@ -1,3 +1,4 @@
+#include "core/det_math.h"
 #include "core/hash.h"
 #include "model/make_model.h"
 
@@ -716,7 +717,7 @@ std::vector<float> llama3_rope_factors(const ShapeSpec& s, int64_t head_dim) {
   const double low_wavelen = s.original_context / kLowFreqFactor;
   const double high_wavelen = s.original_context / kHighFreqFactor;
   for (int64_t i = 0; i < head_dim; i += 2) {
-    const float freq = 1.0f / std::pow(static_cast<float>(s.rope_theta), static_cast<float>(i) / static_cast<float>(head_dim));
+    const float freq = 1.0f / det::powf(static_cast<float>(s.rope_theta), static_cast<float>(i) / static_cast<float>(head_dim));
     const double wavelen = 2 * M_PI / freq;
     double factor = 1.0;
     if (wavelen > low_wavelen) {

@@ -1,5 +1,7 @@
 #include "sampling/sampler.h"
 
+#include "core/det_math.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -69,7 +71,8 @@ int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p
   const double mx = cand[0].first;
   std::vector<double> probs(static_cast<size_t>(keep));
   double sum = 0;
-  for (int64_t i = 0; i < keep; ++i) sum += probs[i] = std::exp((cand[i].first - mx) / p.temperature);
+  // det::exp, not libm's: the same probabilities, so the same tokens for a seed, on every CPU.
+  for (int64_t i = 0; i < keep; ++i) sum += probs[i] = det::exp((cand[i].first - mx) / p.temperature);
   if (p.top_p < 1.0f) {
     double cum = 0;
     int64_t n = 0;

@@ -1,0 +1,136 @@
+// kernel_bench: the kernels' speed against this machine's measured FMA peak and read bandwidth.
+//   build/bench/kernel_bench [--isa scalar|avx2|avx512] [--seconds S]
+// GEMM at GPT-2-small's shapes for row counts from decode (1) to prefill (512), in GFLOP/s and as a
+// fraction of the FMA peak (GB/s of weights for few rows, against the read bandwidth); attention of a
+// 512-token prefill and of decode rows over a 512-token context.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/calibrate.h"
+#include "kernels/isa.h"
+#include "kernels/matmul.h"
+
+namespace {
+
+using namespace kvshare;
+using Clock = std::chrono::steady_clock;
+
+std::vector<float> random_floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// Runs f repeatedly for about `seconds` and returns the best time of one call.
+template <class F>
+double best_seconds(double seconds, F f) {
+  f();  // warm up
+  double best = 1e30, total = 0;
+  int runs = 0;
+  while (total < seconds || runs < 3) {
+    const auto t0 = Clock::now();
+    f();
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::min(best, s);
+    total += s;
+    ++runs;
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double seconds = 0.5;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--isa" && i + 1 < argc) {
+      const std::string name = argv[++i];
+      bool ok = false;
+      for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512})
+        if (name == isa_name(isa)) ok = set_isa(isa).ok();
+      if (!ok) {
+        std::fprintf(stderr, "kernel_bench: cannot run the %s path here\n", name.c_str());
+        return 2;
+      }
+    } else if (a == "--seconds" && i + 1 < argc) {
+      seconds = std::atof(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: kernel_bench [--isa scalar|avx2|avx512] [--seconds S]\n");
+      return 2;
+    }
+  }
+  const MachinePeaks peaks = measure_machine_peaks();
+  std::printf("%s, %s kernels, %d threads: FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n", cpu_model_name().c_str(),
+              peaks.isa.c_str(), peaks.threads, peaks.fma_gflops, peaks.read_gbps);
+
+  struct Shape {
+    const char* name;
+    int64_t k, n;
+  };
+  const Shape shapes[] = {{"qkv 768->2304", 768, 2304}, {"fc 768->3072", 768, 3072}, {"proj 3072->768", 3072, 768}};
+  std::printf("\nGEMM (F32 weights)      rows:   GFLOP/s   of peak   weight GB/s\n");
+  for (const Shape& s : shapes) {
+    auto w = random_floats(s.k * s.n, 1);
+    Linear lin = Linear::create(TensorView{DType::kF32, {s.n, s.k}, w.data()}, WeightLayout::kOutIn, nullptr).value();
+    for (int64_t m : {1, 4, 16, 64, 128, 512}) {
+      auto x = random_floats(m * s.k, 2);
+      std::vector<float> y(m * s.n);
+      const double t = best_seconds(seconds, [&] { lin.forward(x.data(), m, y.data()); });
+      const double gflops = 2.0 * m * s.k * s.n / t / 1e9;
+      std::printf("  %-16s %4ld   %8.1f   %6.0f%%   %8.1f\n", s.name, static_cast<long>(m), gflops,
+                  100 * gflops / peaks.fma_gflops, lin.packed_bytes() / t / 1e9);
+    }
+  }
+
+  // Decode as it runs: one row through many matrices whose weights (226 MB) do not fit in any cache.
+  {
+    const int64_t k = 768, n = 3072, count = 24;
+    auto w = random_floats(k * n, 6);
+    std::vector<Linear> layers;
+    for (int64_t i = 0; i < count; ++i)
+      layers.push_back(Linear::create(TensorView{DType::kF32, {n, k}, w.data()}, WeightLayout::kOutIn, nullptr).value());
+    auto x = random_floats(4 * k, 7);
+    std::vector<float> y(4 * n);
+    for (int64_t m : {1, 4}) {
+      const double t = best_seconds(seconds, [&] {
+        for (const Linear& l : layers) l.forward(x.data(), m, y.data());
+      });
+      const double gbps = static_cast<double>(count) * layers[0].packed_bytes() / t / 1e9;
+      std::printf("  24 x fc, from memory %4ld   %8.1f   %6.0f%%   %8.1f (%.0f%% of read bandwidth)\n",
+                  static_cast<long>(m), 2.0 * m * k * n * count / t / 1e9,
+                  100 * 2.0 * m * k * n * count / t / 1e9 / peaks.fma_gflops, gbps, 100 * gbps / peaks.read_gbps);
+    }
+  }
+
+  // Attention, GPT-2 small: 12 heads of 64, block 16.
+  const int64_t heads = 12, hd = 64, bs = 16, ctx = 512;
+  const int64_t blocks = ctx / bs;
+  std::vector<float> k(blocks * heads * hd * bs), v(k.size());
+  PagedKvLayer cache{k.data(), v.data(), bs, heads, hd};
+  auto kin = random_floats(ctx * heads * hd, 3), vin = random_floats(kin.size(), 4);
+  std::vector<int32_t> table(blocks), slots(ctx);
+  for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(b);
+  for (int64_t i = 0; i < ctx; ++i) slots[i] = static_cast<int32_t>(i);
+  write_kv(cache, kin.data(), vin.data(), slots.data(), ctx);
+  auto q = random_floats(ctx * heads * hd, 5);
+  std::vector<float> out(q.size());
+  std::vector<AttentionSeq> prefill = {{0, ctx, ctx, table.data()}};
+  const double tp = best_seconds(seconds, [&] { paged_attention(q.data(), cache, prefill, heads, 0.125f, out.data()); });
+  const double flops = 4.0 * heads * hd * (ctx * (ctx + 1) / 2.0);
+  std::printf("\nattention, 512-token prefill (12 heads of 64): %.2f ms, %.1f GFLOP/s (%.0f%% of peak)\n", tp * 1e3,
+              flops / tp / 1e9, 100 * flops / tp / 1e9 / peaks.fma_gflops);
+  std::vector<AttentionSeq> decode;
+  for (int i = 0; i < 16; ++i) decode.push_back({i, 1, ctx, table.data()});
+  const double td = best_seconds(seconds, [&] { paged_attention(q.data(), cache, decode, heads, 0.125f, out.data()); });
+  std::printf("attention, 16 decode rows sharing a 512-token context: %.3f ms\n", td * 1e3);
+  return 0;
+}
