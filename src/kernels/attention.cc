@@ -21,6 +21,7 @@ constexpr int64_t kDecodeTileSeqs = 16;
 
 void write_kv(const PagedKvLayer& c, const float* k, const float* v, const int32_t* slots, int64_t tokens) {
   const int64_t hd = c.head_dim, bs = c.block_size;
+#pragma omp parallel for if (tokens * c.num_kv_heads * hd > 65536)
   for (int64_t t = 0; t < tokens; ++t) {
     const int64_t block = slots[t] / bs, off = slots[t] % bs;
     for (int64_t g = 0; g < c.num_kv_heads; ++g) {
@@ -94,7 +95,9 @@ void paged_attention(const float* q, const PagedKvLayer& c, std::span<const Atte
   const KernelTable& kt = kernels();
 #pragma omp parallel if (n_items > 1)
   {
-    std::vector<float> scores(static_cast<size_t>(kMaxTileVectors * stride));
+    // Each thread's scores, kept between calls (a fresh vector per call would be mapped and unmapped).
+    thread_local std::vector<float> scores;
+    if (scores.size() < static_cast<size_t>(kMaxTileVectors * stride)) scores.resize(static_cast<size_t>(kMaxTileVectors * stride));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t w = 0; w < n_items; ++w) {
       const Item it = items[w];

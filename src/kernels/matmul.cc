@@ -13,7 +13,8 @@ namespace kvshare {
 namespace {
 
 // Blocking (BLIS's loops): a KC-deep slice of a panel (16 KiB in F32) stays in L1 while the microkernel runs
-// over an MC-row block of A, which stays in L2. Threads take disjoint ranges of panels.
+// over an MC-row block of A, which stays in L2. The panels are cut into ranges, about four per thread, that
+// threads take as they come free: on a shared machine one core may run slower than the other.
 constexpr int64_t kKc = 256;
 constexpr int64_t kMcRows = 96;
 // Below this many multiply-adds a call runs on one thread (a parallel region costs a few microseconds).
@@ -83,11 +84,15 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
   // Fewer rows than one microkernel call: each weight is used once, so stream the whole K at once.
   const int64_t kc = m < kt.gemm_rows ? k_dim : kKc;
   const int64_t mc = std::max<int64_t>(kt.gemm_rows, kMcRows / kt.gemm_rows * kt.gemm_rows);
-#pragma omp parallel if (m * k_dim * packed_.n >= kParallelMinFmas)
-  {
-    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t p0 = num_panels * t / threads, p1 = num_panels * (t + 1) / threads;
-    for (int64_t k0 = 0; k0 < k_dim && p0 < p1; k0 += kc) {
+  const bool parallel = m * k_dim * packed_.n >= kParallelMinFmas;
+  // Ranges of a multiple of 8 panels, so that the microkernel's panel groups (up to 8 at once) stay whole.
+  const int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const int64_t range = (std::max<int64_t>(1, num_panels / (4 * threads)) + 7) / 8 * 8;
+  const int64_t num_ranges = (num_panels + range - 1) / range;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  for (int64_t r = 0; r < num_ranges; ++r) {
+    const int64_t p0 = r * range, p1 = std::min(num_panels, p0 + range);
+    for (int64_t k0 = 0; k0 < k_dim; k0 += kc) {  // a range's K slices in ascending order: the chains continue
       const int64_t k1 = std::min(k_dim, k0 + kc);
       for (int64_t i0 = 0; i0 < m; i0 += mc) kt.gemm(g, i0, std::min(m, i0 + mc), p0, p1, k0, k1);
     }

@@ -66,6 +66,7 @@ void silu_mul(const float* gate, const float* up, int64_t rows, int64_t ffn, flo
 }
 
 void add_inplace(float* x, const float* y, int64_t n) {
+#pragma omp parallel for simd if (n > 65536)
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 

@@ -100,6 +100,7 @@ class Gpt2Model final : public Model {
       const Gpt2Layer& L = layers_[l];
       layer_norm(x, L.ln1_w, L.ln1_b, c.norm_eps, n, d, xn);
       L.qkv.forward(xn, n, qkv);
+#pragma omp parallel for if (n >= 64)
       for (int64_t t = 0; t < n; ++t) {  // split [q | k | v] rows
         std::copy_n(qkv + t * 3 * d, d, q + t * d);
         std::copy_n(qkv + t * 3 * d + d, d, k + t * d);
