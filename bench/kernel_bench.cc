@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
   for (const Shape& s : shapes) {
     auto w = random_floats(s.k * s.n, 1);
     Linear lin = Linear::create(TensorView{DType::kF32, {s.n, s.k}, w.data()}, WeightLayout::kOutIn, nullptr).value();
-    for (int64_t m : {1, 4, 16, 64, 128, 512}) {
+    for (int64_t m : {1, 4, 8, 16, 64, 128, 512}) {
       auto x = random_floats(m * s.k, 2);
       std::vector<float> y(m * s.n);
       const double t = best_seconds(seconds, [&] { lin.forward(x.data(), m, y.data()); });
@@ -98,9 +98,9 @@ int main(int argc, char** argv) {
     std::vector<Linear> layers;
     for (int64_t i = 0; i < count; ++i)
       layers.push_back(Linear::create(TensorView{DType::kF32, {n, k}, w.data()}, WeightLayout::kOutIn, nullptr).value());
-    auto x = random_floats(4 * k, 7);
-    std::vector<float> y(4 * n);
-    for (int64_t m : {1, 4}) {
+    auto x = random_floats(16 * k, 7);
+    std::vector<float> y(16 * n);
+    for (int64_t m : {1, 4, 8, 16}) {
       const double t = best_seconds(seconds, [&] {
         for (const Linear& l : layers) l.forward(x.data(), m, y.data());
       });
