@@ -24,9 +24,10 @@ struct PackedB {
 // C [M, N] = A [M, K] · B (+ bias [N]). Each element is one FMA chain over k = 0 … K-1 in ascending order,
 // acc = fma(a[i][k], b[k][j], acc) from acc = 0, then + bias[j]: so a row's bits depend on nothing but that
 // row, the weights and the bias.
+// A is packed first (pack_a): in blocks of gemm_rows rows (the last block may have fewer), each block k-major,
+// [K][rows]; the block starting at row i begins at a_packed + i · K.
 struct GemmArgs {
-  const float* a = nullptr;
-  int64_t lda = 0;
+  const float* a_packed = nullptr;
   PackedB b;
   const float* bias = nullptr;  // may be null
   float* c = nullptr;
@@ -50,8 +51,10 @@ struct KernelTable {
   // Rows per GEMM microkernel: the driver blocks M in multiples of it.
   int gemm_rows;
   // Rows [m0, m1) of C, panels [p0, p1), k in [k0, k1): starts each chain when k0 == 0, else continues the
-  // partial sums C holds; adds the bias when k1 == K. Single-threaded.
+  // partial sums C holds; adds the bias when k1 == K. m0 is a multiple of gemm_rows. Single-threaded.
   void (*gemm)(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t k0, int64_t k1);
+  // out[k · rows + r] = a[r · lda + k]: one block of packed A (rows <= gemm_rows).
+  void (*pack_a)(const float* a, int64_t lda, int64_t rows, int64_t k, float* out);
 
   // softmax(q · K[0 … len-1]ᵀ · scale) · V[0 … len-1] for each vector of the tile, over a paged layer.
   // scratch: at least tile.n * stride floats, stride ≥ the longest len rounded up to whole blocks.

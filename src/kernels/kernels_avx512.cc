@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #include "kernels/kernel_table.h"
 

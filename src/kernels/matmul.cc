@@ -79,8 +79,15 @@ Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, con
 void Linear::forward(const float* x, int64_t m, float* y) const {
   if (m <= 0) return;
   const KernelTable& kt = kernels();
-  const GemmArgs g{x, packed_.k, packed_, bias_, y, packed_.n};
   const int64_t num_panels = packed_.num_panels(), k_dim = packed_.k;
+  // x packed once per call (kernel_table.h: GemmArgs), shared by every thread and panel range.
+  thread_local std::vector<float> x_packed;
+  if (x_packed.size() < static_cast<size_t>(m * k_dim)) x_packed.resize(static_cast<size_t>(m * k_dim));
+  float* a_packed = x_packed.data();  // (inside the parallel regions, x_packed would be each thread's own)
+  const int64_t mr = kt.gemm_rows;
+#pragma omp parallel for if (m * k_dim >= (1 << 16))
+  for (int64_t i = 0; i < m; i += mr) kt.pack_a(x + i * k_dim, k_dim, std::min(mr, m - i), k_dim, a_packed + i * k_dim);
+  const GemmArgs g{a_packed, packed_, bias_, y, packed_.n};
   // Fewer rows than one microkernel call: each weight is used once, so stream the whole K at once.
   const int64_t kc = m < kt.gemm_rows ? k_dim : kKc;
   const int64_t mc = std::max<int64_t>(kt.gemm_rows, kMcRows / kt.gemm_rows * kt.gemm_rows);

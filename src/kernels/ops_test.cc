@@ -110,7 +110,8 @@ TEST(Ops, RopeStylesAgreeUpToPermutation) {
 // Every element-wise and row kernel gives the same bits on every path as on the scalar one, for row lengths
 // with and without a tail shorter than 16, and for extreme inputs.
 TEST(Ops, EveryPathGivesTheScalarBits) {
-  auto x = random_floats(3 * 200, 11), w = random_floats(200, 12), b = random_floats(200, 13);
+  // 4 rows: silu_mul reads its gate from rows 0-2 and its up from rows 1-3.
+  auto x = random_floats(4 * 200, 11), w = random_floats(200, 12), b = random_floats(200, 13);
   for (size_t i = 0; i < x.size(); i += 37) x[i] *= 40.0f;  // some large values: exp and tanh saturate
   x[5] = 0.0f;
   x[6] = -0.0f;
