@@ -1,7 +1,7 @@
 #include "kv/kv_storage.h"
 
 #include <algorithm>
-#include <new>
+#include <sys/mman.h>
 
 namespace kvshare {
 
@@ -13,13 +13,26 @@ Result<KvStorage> KvStorage::create(const KvShape& shape) {
   KvStorage s;
   s.shape_ = shape;
   const int64_t n = shape.num_layers * shape.num_blocks * shape.num_kv_heads * shape.block_size * shape.head_dim;
-  s.k_.reset(new (std::nothrow) float[static_cast<size_t>(n)]);
-  s.v_.reset(new (std::nothrow) float[static_cast<size_t>(n)]);
+  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+  auto map = [&]() -> std::unique_ptr<float[], KvUnmap> {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return std::unique_ptr<float[], KvUnmap>(nullptr, KvUnmap{bytes});
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE);  // a hint: ignored where transparent huge pages are off
+#endif
+    return std::unique_ptr<float[], KvUnmap>(static_cast<float*>(p), KvUnmap{bytes});
+  };
+  s.k_ = map();
+  s.v_ = map();
   if (!s.k_ || !s.v_) {
     return resource_exhausted("KV cache: cannot allocate " + std::to_string(2 * n * 4 / (1 << 20)) +
                               " MiB; lower --kv-cache-memory");
   }
   return s;
+}
+
+void KvUnmap::operator()(float* p) const {
+  if (p != nullptr) munmap(p, bytes);
 }
 
 PagedKvLayer KvStorage::layer(int64_t i) {

@@ -24,6 +24,12 @@ struct KvShape {
   int64_t bytes_per_block() const { return bytes_per_token() * block_size; }
 };
 
+// Unmaps KvStorage's arrays.
+struct KvUnmap {
+  size_t bytes = 0;
+  void operator()(float* p) const;
+};
+
 class KvStorage {
  public:
   // Allocates num_blocks blocks for every layer. Fails (not crashes) when the memory cannot be had.
@@ -38,10 +44,12 @@ class KvStorage {
  private:
   KvStorage() = default;
   KvShape shape_;
-  // Left uninitialized: pages are only touched (and become resident) as blocks are first written, so a
-  // generous budget costs nothing until it is used. Attention reads only positions written before.
-  std::unique_ptr<float[]> k_;  // [layers, num_blocks, kv_heads, head_dim, block_size]
-  std::unique_ptr<float[]> v_;  // [layers, num_blocks, kv_heads, block_size, head_dim]
+  // Anonymous mappings: pages become resident only as blocks are first written, so a generous budget costs
+  // nothing until it is used, and a page never written reads as zeros (attention scores whole 16-key groups;
+  // positions past a sequence's end are computed and dropped, never from undefined memory). Transparent huge
+  // pages are asked for: a prefill then takes one page fault per 2 MiB of K/V instead of per 4 KiB.
+  std::unique_ptr<float[], KvUnmap> k_;  // [layers, num_blocks, kv_heads, head_dim, block_size]
+  std::unique_ptr<float[], KvUnmap> v_;  // [layers, num_blocks, kv_heads, block_size, head_dim]
 };
 
 }  // namespace kvshare
