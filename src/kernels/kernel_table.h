@@ -24,8 +24,8 @@ struct PackedB {
 // C [M, N] = A [M, K] · B (+ bias [N]). Each element is one FMA chain over k = 0 … K-1 in ascending order,
 // acc = fma(a[i][k], b[k][j], acc) from acc = 0, then + bias[j]: so a row's bits depend on nothing but that
 // row, the weights and the bias.
-// A is packed first (pack_a): in blocks of gemm_rows rows (the last block may have fewer), each block k-major,
-// [K][rows]; the block starting at row i begins at a_packed + i · K.
+// A is packed first (pack_a), in the row blocks one gemm call runs (gemm_row_block_start), each block
+// k-major, [K][rows]; the block starting at row i begins at a_packed + i · K.
 struct GemmArgs {
   const float* a_packed = nullptr;
   PackedB b;
@@ -46,12 +46,19 @@ struct AttentionTile {
   const int32_t* table[kMaxTileVectors];  // its sequence's block table
 };
 
+// A gemm call over `rows` rows cuts them into gemm_row_blocks(rows, mr) blocks of nearly equal size, at most mr
+// rows each (8 rows with mr = 6: 4 + 4, not 6 + 2, so that every microkernel call runs enough chains and the
+// weights are read in one pass); block b covers [start(b), start(b + 1)).
+inline int64_t gemm_row_blocks(int64_t rows, int64_t mr) { return (rows + mr - 1) / mr; }
+inline int64_t gemm_row_block_start(int64_t rows, int64_t mr, int64_t b) { return b * rows / gemm_row_blocks(rows, mr); }
+
 struct KernelTable {
   Isa isa;
-  // Rows per GEMM microkernel: the driver blocks M in multiples of it.
+  // Rows per GEMM microkernel call at most (the row blocks of gemm_row_block_start; M blocks of the driver are
+  // multiples of it).
   int gemm_rows;
   // Rows [m0, m1) of C, panels [p0, p1), k in [k0, k1): starts each chain when k0 == 0, else continues the
-  // partial sums C holds; adds the bias when k1 == K. m0 is a multiple of gemm_rows. Single-threaded.
+  // partial sums C holds; adds the bias when k1 == K. A was packed in this call's row blocks. Single-threaded.
   void (*gemm)(const GemmArgs& g, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t k0, int64_t k1);
   // out[k · rows + r] = a[r · lda + k]: one block of packed A (rows <= gemm_rows).
   void (*pack_a)(const float* a, int64_t lda, int64_t rows, int64_t k, float* out);

@@ -127,7 +127,7 @@ TEST(Linear, RowsAreBitwiseIndependentOfBatchSizeAndThreads) {
     IsaScope scope(isa);
     for (int threads : {1, 2, 3}) {
       omp_set_num_threads(threads);
-      for (int64_t m : {2, 3, 8, 9, 16, 31, 64, 100, 255, 300, 512, 700}) {
+      for (int64_t m : {2, 3, 7, 8, 9, 16, 18, 19, 25, 31, 64, 97, 100, 255, 300, 512, 700}) {
         std::vector<float> y(m * out);
         lin->forward(x.data(), m, y.data());
         EXPECT_EQ(std::memcmp(y.data() + out, single.data(), out * sizeof(float)), 0)
