@@ -13,7 +13,7 @@ namespace kvshare {
 namespace {
 
 // Blocking (BLIS's loops): a KC-deep slice of a panel (16 KiB in F32) stays in L1 while the microkernel runs
-// over an MC-row block of A, which stays in L2. The panels are cut into ranges, about four per thread, that
+// over an MC-row block of A, which stays in L2. The work is cut into items (a panel range × an M block) that
 // threads take as they come free: on a shared machine one core may run slower than the other.
 constexpr int64_t kKc = 256;
 constexpr int64_t kMcRows = 96;
@@ -101,17 +101,18 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
   // FMA peak in K slices of 256, 84-98% in one; from memory the same). Many rows: K slices that stay in L1.
   const int64_t kc = m <= 3 * mr ? k_dim : kKc;
   const bool parallel = m * k_dim * packed_.n >= kParallelMinFmas;
-  // Ranges of a multiple of 8 panels, so that the microkernel's panel groups (up to 8 at once) stay whole.
+  // Work items are (panel range, M block) pairs that threads take as they come free: ranges of a multiple of 8
+  // panels (the microkernel's panel groups, up to 8 at once, stay whole), about four per thread, times the M
+  // blocks, so that a prefill has many items and the threads finish together. Each item runs its K slices in
+  // ascending order: every chain continues where it stopped.
   const int64_t threads = parallel ? omp_get_max_threads() : 1;
   const int64_t range = (std::max<int64_t>(1, num_panels / (4 * threads)) + 7) / 8 * 8;
-  const int64_t num_ranges = (num_panels + range - 1) / range;
+  const int64_t num_ranges = (num_panels + range - 1) / range, m_blocks = (m + mc - 1) / mc;
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
-  for (int64_t r = 0; r < num_ranges; ++r) {
-    const int64_t p0 = r * range, p1 = std::min(num_panels, p0 + range);
-    for (int64_t k0 = 0; k0 < k_dim; k0 += kc) {  // a range's K slices in ascending order: the chains continue
-      const int64_t k1 = std::min(k_dim, k0 + kc);
-      for (int64_t i0 = 0; i0 < m; i0 += mc) kt.gemm(g, i0, std::min(m, i0 + mc), p0, p1, k0, k1);
-    }
+  for (int64_t item = 0; item < num_ranges * m_blocks; ++item) {
+    const int64_t p0 = item % num_ranges * range, p1 = std::min(num_panels, p0 + range);
+    const int64_t i0 = item / num_ranges * mc, i1 = std::min(m, i0 + mc);
+    for (int64_t k0 = 0; k0 < k_dim; k0 += kc) kt.gemm(g, i0, i1, p0, p1, k0, std::min(k_dim, k0 + kc));
   }
 }
 
