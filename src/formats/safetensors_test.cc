@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <random>
 
@@ -199,6 +200,39 @@ TEST(Safetensors, MalformedFiles) {
   Result<TensorStore> missing = load_safetensors(testing::temp_dir("safetensors_bad") + "/nope.safetensors");
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("nope.safetensors"), std::string::npos);
+}
+
+// A header listing 100,000 tensors (about 6 MB) loads in a moment: parsing is linear in the entry count (it was
+// quadratic, over two minutes for this file), and duplicate keys are still caught among that many.
+TEST(Safetensors, HeaderWithManyTensorsParsesInLinearTime) {
+  constexpr int kTensors = 100000;
+  std::string header = "{";
+  for (int i = 0; i < kTensors; ++i) {
+    if (i > 0) header += ",";
+    header += "\"t" + std::to_string(i) + "\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" +
+              std::to_string(4 * i) + "," + std::to_string(4 * i + 4) + "]}";
+  }
+  const std::string data(4 * kTensors, '\0');
+  const std::string path = testing::temp_dir("safetensors_many") + "/many.safetensors";
+  write_file(path, make_file(header + "}", data));
+  const auto start = std::chrono::steady_clock::now();
+  Result<TensorStore> r = load_safetensors(path);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->size(), static_cast<size_t>(kTensors));
+  ASSERT_NE(r->find("t99999"), nullptr);
+  EXPECT_EQ(r->find("t99999")->shape, (std::vector<int64_t>{1}));
+  EXPECT_LT(seconds, 10.0) << "loading a header of " << kTensors << " tensors took " << seconds << " s";
+
+  // The same entries with the first one repeated at the end: still an error, found as fast.
+  const std::string dup = header + ",\"t0\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+  write_file(path, make_file(dup, data));
+  const auto start2 = std::chrono::steady_clock::now();
+  Result<TensorStore> r2 = load_safetensors(path);
+  const double seconds2 = std::chrono::duration<double>(std::chrono::steady_clock::now() - start2).count();
+  ASSERT_FALSE(r2.ok());
+  EXPECT_NE(r2.status().message().find("'t0' appears twice"), std::string::npos) << r2.status().to_string();
+  EXPECT_LT(seconds2, 10.0);
 }
 
 TEST(Safetensors, EveryTruncationAndCorruptionIsHandled) {
