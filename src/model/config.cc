@@ -2,6 +2,7 @@
 #include "model/config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "formats/gguf.h"
@@ -9,6 +10,15 @@
 namespace kvshare {
 
 const char* arch_name(Arch arch) { return arch == Arch::kGpt2 ? "gpt2" : "llama"; }
+
+namespace {
+// A number for an error message: shortest form that reads back ("-1", "1e-05", "inf", "nan").
+std::string number_string(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+}  // namespace
 
 Status ModelConfig::validate() const {
   auto positive = [](int64_t v, const char* name) -> Status {
@@ -32,6 +42,30 @@ Status ModelConfig::validate() const {
   if (vocab_size > (int64_t{1} << 31) || hidden_size > (1 << 20) || num_layers > 4096 || ffn_size > (1 << 22) ||
       num_heads > 4096)
     return invalid_argument("model config: sizes are implausibly large");
+  // Real numbers that divide or take powers: zero, negative, infinite or NaN values give NaN or empty text.
+  auto finite_positive = [](double v, const std::string& name) -> Status {
+    if (!std::isfinite(v) || v <= 0)
+      return invalid_argument("model config: " + name + " must be a finite number greater than 0, got " +
+                              number_string(v));
+    return {};
+  };
+  KV_RETURN_IF_ERROR(finite_positive(norm_eps, arch == Arch::kGpt2 ? "norm_eps (layer_norm_epsilon)"
+                                                                  : "norm_eps (rms_norm_eps)"));
+  KV_RETURN_IF_ERROR(finite_positive(rope_theta, "rope_theta"));
+  if (rope_scaling.enabled) {
+    KV_RETURN_IF_ERROR(finite_positive(rope_scaling.factor, "rope_scaling.factor"));
+    KV_RETURN_IF_ERROR(finite_positive(rope_scaling.low_freq_factor, "rope_scaling.low_freq_factor"));
+    KV_RETURN_IF_ERROR(finite_positive(rope_scaling.high_freq_factor, "rope_scaling.high_freq_factor"));
+    KV_RETURN_IF_ERROR(finite_positive(rope_scaling.original_max_position_embeddings,
+                                       "rope_scaling.original_max_position_embeddings"));
+    if (!(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor))
+      return invalid_argument("model config: rope_scaling.high_freq_factor (" +
+                              number_string(rope_scaling.high_freq_factor) +
+                              ") must be greater than rope_scaling.low_freq_factor (" +
+                              number_string(rope_scaling.low_freq_factor) + ")");
+  }
+  for (size_t i = 0; i < rope_freq_factors.size(); ++i)
+    KV_RETURN_IF_ERROR(finite_positive(rope_freq_factors[i], "rope_freq_factors[" + std::to_string(i) + "]"));
   return {};
 }
 
@@ -81,17 +115,49 @@ namespace {
 
 using nlohmann::json;
 
+// A JSON value for an error message, shortened.
+std::string shown(const json& v) {
+  std::string s = v.dump();
+  return s.size() <= 40 ? s : s.substr(0, 40) + "...";
+}
+
+// The first of `keys` present (and not null), as an integer. Absent, or not an integer: invalid_argument naming
+// the key (and what it holds).
 Result<int64_t> get_int(const json& j, std::initializer_list<const char*> keys) {
   for (const char* k : keys) {
     auto it = j.find(k);
-    if (it != j.end() && it->is_number_integer()) return it->get<int64_t>();
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_number_integer())
+      return invalid_argument(std::string("config.json: \"") + k + "\" must be an integer, got " + shown(*it));
+    return it->get<int64_t>();
   }
-  return invalid_argument(std::string("config.json: missing integer '") + *keys.begin() + "'");
+  return invalid_argument(std::string("config.json: missing integer \"") + *keys.begin() + "\"");
 }
 
-double get_number(const json& j, const char* key, double fallback) {
+// An integer that may be absent (or null): `fallback` then; any other non-integer is an error.
+Result<int64_t> get_int_or(const json& j, const char* key, int64_t fallback) {
   auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+  if (it == j.end() || it->is_null()) return fallback;
+  return get_int(j, {key});
+}
+
+// A number that may be absent (or null): `fallback` then; a string, bool, array or object is an error naming
+// the key. (Whether its value makes sense is ModelConfig::validate's business.)
+Result<double> get_number(const json& j, const char* key, double fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number())
+    return invalid_argument(std::string("config.json: \"") + key + "\" must be a number, got " + shown(*it));
+  return it->get<double>();
+}
+
+// A finite number > 0 that may be absent: the check names the key as config.json spells it.
+Result<double> get_positive_number(const json& j, const char* key, double fallback) {
+  KV_ASSIGN_OR_RETURN(const double v, get_number(j, key, fallback));
+  if (!std::isfinite(v) || v <= 0)
+    return invalid_argument(std::string("config.json: \"") + key + "\" must be a finite number greater than 0, got " +
+                            shown(j.at(key)));
+  return v;
 }
 
 }  // namespace
@@ -125,9 +191,9 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
     KV_ASSIGN_OR_RETURN(c.max_context, get_int(j, {"n_positions", "max_position_embeddings"}));
     c.num_kv_heads = c.num_heads;
     c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
-    auto inner = j.find("n_inner");
-    c.ffn_size = inner != j.end() && inner->is_number_integer() ? inner->get<int64_t>() : 4 * c.hidden_size;
-    c.norm_eps = static_cast<float>(get_number(j, "layer_norm_epsilon", 1e-5));
+    KV_ASSIGN_OR_RETURN(c.ffn_size, get_int_or(j, "n_inner", 4 * c.hidden_size));
+    KV_ASSIGN_OR_RETURN(const double eps, get_positive_number(j, "layer_norm_epsilon", 1e-5));
+    c.norm_eps = static_cast<float>(eps);
     c.tie_embeddings = true;
     if (j.value("scale_attn_by_inverse_layer_idx", false) || j.value("reorder_and_upcast_attn", false))
       return unimplemented("config.json: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported");
@@ -143,15 +209,15 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
     KV_ASSIGN_OR_RETURN(c.num_heads, get_int(j, {"num_attention_heads"}));
     KV_ASSIGN_OR_RETURN(c.ffn_size, get_int(j, {"intermediate_size"}));
     KV_ASSIGN_OR_RETURN(c.max_context, get_int(j, {"max_position_embeddings"}));
-    auto kvh = get_int(j, {"num_key_value_heads"});
-    c.num_kv_heads = kvh.ok() ? *kvh : c.num_heads;
-    auto hd = get_int(j, {"head_dim"});
-    c.head_dim = hd.ok() ? *hd : (c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
-    c.norm_eps = static_cast<float>(get_number(j, "rms_norm_eps", 1e-6));
+    KV_ASSIGN_OR_RETURN(c.num_kv_heads, get_int_or(j, "num_key_value_heads", c.num_heads));
+    KV_ASSIGN_OR_RETURN(c.head_dim,
+                        get_int_or(j, "head_dim", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0));
+    KV_ASSIGN_OR_RETURN(const double eps, get_positive_number(j, "rms_norm_eps", 1e-6));
+    c.norm_eps = static_cast<float>(eps);
     if (j.contains("sliding_window") && !j["sliding_window"].is_null() &&
         j.value("use_sliding_window", c.model_type == "mistral"))
       return unimplemented("config.json: sliding-window attention is not supported");
-    c.rope_theta = get_number(j, "rope_theta", 10000.0);
+    KV_ASSIGN_OR_RETURN(c.rope_theta, get_positive_number(j, "rope_theta", 10000.0));
     c.tie_embeddings = j.value("tie_word_embeddings", false);
     const bool attention_bias = j.value("attention_bias", false);
     c.qkv_bias = c.model_type == "qwen2" || attention_bias;
@@ -165,10 +231,11 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
       const std::string type = rs->value("rope_type", rs->value("type", std::string()));
       if (type == "llama3") {
         c.rope_scaling.enabled = true;
-        c.rope_scaling.factor = get_number(*rs, "factor", 8.0);
-        c.rope_scaling.low_freq_factor = get_number(*rs, "low_freq_factor", 1.0);
-        c.rope_scaling.high_freq_factor = get_number(*rs, "high_freq_factor", 4.0);
-        c.rope_scaling.original_max_position_embeddings = get_number(*rs, "original_max_position_embeddings", 8192);
+        KV_ASSIGN_OR_RETURN(c.rope_scaling.factor, get_positive_number(*rs, "factor", 8.0));
+        KV_ASSIGN_OR_RETURN(c.rope_scaling.low_freq_factor, get_positive_number(*rs, "low_freq_factor", 1.0));
+        KV_ASSIGN_OR_RETURN(c.rope_scaling.high_freq_factor, get_positive_number(*rs, "high_freq_factor", 4.0));
+        KV_ASSIGN_OR_RETURN(c.rope_scaling.original_max_position_embeddings,
+                            get_positive_number(*rs, "original_max_position_embeddings", 8192));
       } else if (type != "default") {
         return unimplemented("config.json: rope_scaling type '" + type + "' is not supported (only llama3)");
       }
@@ -179,6 +246,23 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
   }
   KV_RETURN_IF_ERROR(c.validate());
   return c;
+}
+}  // namespace
+
+namespace {
+// Optional GGUF metadata: absent gives `fallback`; present with the wrong type is an error naming file and key.
+Result<int64_t> gguf_int_or(const GgufFile& g, const std::string& key, int64_t fallback) {
+  if (!g.contains(key)) return fallback;
+  return g.get_int(key);
+}
+
+Result<double> gguf_positive_or(const GgufFile& g, const std::string& key, double fallback) {
+  if (!g.contains(key)) return fallback;
+  KV_ASSIGN_OR_RETURN(const double v, g.get_float(key));
+  if (!std::isfinite(v) || v <= 0)
+    return invalid_argument("GGUF " + g.path() + ": " + key + " must be a finite number greater than 0, got " +
+                            number_string(v));
+  return v;
 }
 }  // namespace
 
@@ -203,25 +287,22 @@ Result<ModelConfig> config_from_gguf(const GgufFile& g) {
   KV_ASSIGN_OR_RETURN(c.num_heads, g.get_int(p + "attention.head_count"));
   KV_ASSIGN_OR_RETURN(c.ffn_size, g.get_int(p + "feed_forward_length"));
   KV_ASSIGN_OR_RETURN(c.max_context, g.get_int(p + "context_length"));
-  auto kvh = g.get_int(p + "attention.head_count_kv");
-  c.num_kv_heads = kvh.ok() ? *kvh : c.num_heads;
+  KV_ASSIGN_OR_RETURN(c.num_kv_heads, gguf_int_or(g, p + "attention.head_count_kv", c.num_heads));
   c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
   if (c.arch == Arch::kGpt2) {
-    auto eps = g.get_float(p + "attention.layer_norm_epsilon");
-    c.norm_eps = eps.ok() ? static_cast<float>(*eps) : 1e-5f;
+    KV_ASSIGN_OR_RETURN(const double eps, gguf_positive_or(g, p + "attention.layer_norm_epsilon", 1e-5));
+    c.norm_eps = static_cast<float>(eps);
   } else {
-    auto eps = g.get_float(p + "attention.layer_norm_rms_epsilon");
-    c.norm_eps = eps.ok() ? static_cast<float>(*eps) : 1e-5f;
-    auto theta = g.get_float(p + "rope.freq_base");
-    c.rope_theta = theta.ok() ? *theta : 10000.0;
-    auto rot = g.get_int(p + "rope.dimension_count");
-    if (rot.ok() && *rot != c.head_dim)
-      return unimplemented("GGUF: partial rotary embeddings (rope.dimension_count " + std::to_string(*rot) +
+    KV_ASSIGN_OR_RETURN(const double eps, gguf_positive_or(g, p + "attention.layer_norm_rms_epsilon", 1e-5));
+    c.norm_eps = static_cast<float>(eps);
+    KV_ASSIGN_OR_RETURN(c.rope_theta, gguf_positive_or(g, p + "rope.freq_base", 10000.0));
+    KV_ASSIGN_OR_RETURN(const int64_t rot, gguf_int_or(g, p + "rope.dimension_count", c.head_dim));
+    if (rot != c.head_dim)
+      return unimplemented("GGUF: partial rotary embeddings (rope.dimension_count " + std::to_string(rot) +
                            " != head dim " + std::to_string(c.head_dim) + ") are not supported");
   }
-  auto vocab = g.get_int(p + "vocab_size");
-  if (vocab.ok()) {
-    c.vocab_size = *vocab;
+  if (g.contains(p + "vocab_size")) {
+    KV_ASSIGN_OR_RETURN(c.vocab_size, g.get_int(p + "vocab_size"));
   } else {
     KV_ASSIGN_OR_RETURN(auto tokens, g.get_string_array("tokenizer.ggml.tokens"));
     c.vocab_size = static_cast<int64_t>(tokens.size());

@@ -1,0 +1,172 @@
+#include "model/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "formats/gguf.h"
+#include "test_util.h"
+
+namespace kvshare {
+namespace {
+
+using Json = nlohmann::json;
+
+Json llama_json() {
+  return Json{{"model_type", "llama"},  {"vocab_size", 32},          {"hidden_size", 16},
+              {"num_hidden_layers", 1}, {"num_attention_heads", 2},  {"num_key_value_heads", 1},
+              {"intermediate_size", 32}, {"max_position_embeddings", 64}, {"rms_norm_eps", 1e-6},
+              {"rope_theta", 10000.0}};
+}
+
+Json gpt2_json() {
+  return Json{{"model_type", "gpt2"}, {"vocab_size", 32}, {"n_embd", 16},        {"n_layer", 1},
+              {"n_head", 2},          {"n_positions", 64}, {"layer_norm_epsilon", 1e-5}};
+}
+
+// Expects parse_hf_config to fail with invalid_argument and a message holding every one of `words`.
+void expect_config_error(const std::string& text, std::initializer_list<const char*> words) {
+  Result<ModelConfig> r = parse_hf_config(text);
+  ASSERT_FALSE(r.ok()) << "accepted: " << text;
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().to_string();
+  for (const char* w : words) EXPECT_NE(r.status().message().find(w), std::string::npos) << r.status().to_string();
+}
+
+TEST(ModelConfig, ValidConfigsParse) {
+  Result<ModelConfig> llama = parse_hf_config(llama_json().dump());
+  ASSERT_TRUE(llama.ok()) << llama.status().to_string();
+  EXPECT_FLOAT_EQ(llama->norm_eps, 1e-6f);
+  EXPECT_EQ(llama->rope_theta, 10000.0);
+  // Optional numbers may be absent or null: the defaults apply.
+  Json j = llama_json();
+  j.erase("rope_theta");
+  j["rms_norm_eps"] = nullptr;
+  Result<ModelConfig> defaults = parse_hf_config(j.dump());
+  ASSERT_TRUE(defaults.ok()) << defaults.status().to_string();
+  EXPECT_EQ(defaults->rope_theta, 10000.0);
+  EXPECT_FLOAT_EQ(defaults->norm_eps, 1e-6f);
+  // An integer is a number.
+  j["rope_theta"] = 500000;
+  ASSERT_TRUE(parse_hf_config(j.dump()).ok());
+  ASSERT_TRUE(parse_hf_config(gpt2_json().dump()).ok());
+}
+
+TEST(ModelConfig, NonsenseEpsilonAndThetaAreRejected) {
+  for (double bad : {-1.0, 0.0, 1e-60 /* 0 as a float */}) {
+    Json j = llama_json();
+    j["rms_norm_eps"] = bad;
+    expect_config_error(j.dump(), {"rms_norm_eps", "greater than 0"});
+    j = llama_json();
+    j["rope_theta"] = bad;
+    if (bad != 1e-60) expect_config_error(j.dump(), {"\"rope_theta\"", "greater than 0"});
+    j = gpt2_json();
+    j["layer_norm_epsilon"] = bad;
+    expect_config_error(j.dump(), {"layer_norm_epsilon", "greater than 0"});
+  }
+  // Too large for a float: infinite.
+  Json j = llama_json();
+  j["rms_norm_eps"] = 1e300;
+  expect_config_error(j.dump(), {"rms_norm_eps", "finite"});
+  // JSON has no infinity; a number out of double range is refused by the JSON parser itself.
+  std::string text = llama_json().dump();
+  text.replace(text.find("10000.0"), 7, "1e999");
+  expect_config_error(text, {"config.json"});
+}
+
+TEST(ModelConfig, WrongJsonTypesNameTheField) {
+  Json j = llama_json();
+  j["rope_theta"] = "x";
+  expect_config_error(j.dump(), {"\"rope_theta\"", "must be a number", "\"x\""});
+  j = llama_json();
+  j["rms_norm_eps"] = Json::array({1e-6});
+  expect_config_error(j.dump(), {"\"rms_norm_eps\"", "must be a number"});
+  j = gpt2_json();
+  j["layer_norm_epsilon"] = true;
+  expect_config_error(j.dump(), {"\"layer_norm_epsilon\"", "must be a number"});
+  j = llama_json();
+  j["num_key_value_heads"] = "1";
+  expect_config_error(j.dump(), {"\"num_key_value_heads\"", "must be an integer"});
+  j = llama_json();
+  j["head_dim"] = 8.5;
+  expect_config_error(j.dump(), {"\"head_dim\"", "must be an integer"});
+  j = llama_json();
+  j["hidden_size"] = "16";
+  expect_config_error(j.dump(), {"\"hidden_size\"", "must be an integer"});
+  j = gpt2_json();
+  j["n_inner"] = "64";
+  expect_config_error(j.dump(), {"\"n_inner\"", "must be an integer"});
+  j = llama_json();
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", "8"}};
+  expect_config_error(j.dump(), {"\"factor\"", "must be a number"});
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", -8}};
+  expect_config_error(j.dump(), {"\"factor\"", "greater than 0"});
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"low_freq_factor", 4}, {"high_freq_factor", 4}};
+  expect_config_error(j.dump(), {"high_freq_factor", "must be greater than", "low_freq_factor"});
+}
+
+TEST(ModelConfig, ValidateChecksRealNumbers) {
+  Result<ModelConfig> c = parse_hf_config(llama_json().dump());
+  ASSERT_TRUE(c.ok());
+  ModelConfig bad = *c;
+  bad.norm_eps = -1;
+  EXPECT_NE(bad.validate().message().find("norm_eps"), std::string::npos) << bad.validate().to_string();
+  bad = *c;
+  bad.rope_theta = std::nan("");
+  EXPECT_NE(bad.validate().message().find("rope_theta"), std::string::npos) << bad.validate().to_string();
+  bad = *c;
+  bad.rope_freq_factors = {1.0f, 0.0f};
+  EXPECT_NE(bad.validate().message().find("rope_freq_factors[1]"), std::string::npos) << bad.validate().to_string();
+}
+
+// A minimal llama GGUF (metadata only: the config needs no tensors), with `edit` applied to the writer.
+Result<ModelConfig> gguf_config(const std::string& name, const std::function<void(GgufWriter&)>& edit) {
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  w.set_u32("llama.embedding_length", 16);
+  w.set_u32("llama.block_count", 1);
+  w.set_u32("llama.attention.head_count", 2);
+  w.set_u32("llama.attention.head_count_kv", 1);
+  w.set_u32("llama.feed_forward_length", 32);
+  w.set_u32("llama.context_length", 64);
+  w.set_u32("llama.vocab_size", 32);
+  w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  w.set_f32("llama.rope.freq_base", 10000.0f);
+  edit(w);
+  const std::string path = testing::temp_dir("config_gguf") + "/" + name + ".gguf";
+  KV_RETURN_IF_ERROR(w.write(path));
+  KV_ASSIGN_OR_RETURN(GgufFile g, GgufFile::open(path));
+  return config_from_gguf(g);
+}
+
+void expect_gguf_error(const std::string& name, const std::function<void(GgufWriter&)>& edit,
+                       std::initializer_list<const char*> words) {
+  Result<ModelConfig> r = gguf_config(name, edit);
+  ASSERT_FALSE(r.ok()) << name << " accepted";
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().to_string();
+  for (const char* w : words) EXPECT_NE(r.status().message().find(w), std::string::npos) << r.status().to_string();
+}
+
+TEST(ModelConfig, GgufMetadataIsCheckedToo) {
+  Result<ModelConfig> ok = gguf_config("ok", [](GgufWriter&) {});
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->rope_theta, 10000.0);
+  expect_gguf_error("eps_negative", [](GgufWriter& w) { w.set_f32("llama.attention.layer_norm_rms_epsilon", -1); },
+                    {"llama.attention.layer_norm_rms_epsilon", "greater than 0"});
+  expect_gguf_error("eps_zero", [](GgufWriter& w) { w.set_f64("llama.attention.layer_norm_rms_epsilon", 0); },
+                    {"llama.attention.layer_norm_rms_epsilon", "greater than 0"});
+  expect_gguf_error("theta_negative", [](GgufWriter& w) { w.set_f32("llama.rope.freq_base", -1); },
+                    {"llama.rope.freq_base", "greater than 0"});
+  expect_gguf_error("theta_nan", [](GgufWriter& w) { w.set_f64("llama.rope.freq_base", std::nan("")); },
+                    {"llama.rope.freq_base", "finite"});
+  expect_gguf_error("theta_string", [](GgufWriter& w) { w.set_string("llama.rope.freq_base", "x"); },
+                    {"llama.rope.freq_base", "not a number"});
+  expect_gguf_error("kv_heads_string", [](GgufWriter& w) { w.set_string("llama.attention.head_count_kv", "1"); },
+                    {"llama.attention.head_count_kv"});
+  expect_gguf_error("vocab_float", [](GgufWriter& w) { w.set_f32("llama.vocab_size", 32); },
+                    {"llama.vocab_size"});
+}
+
+}  // namespace
+}  // namespace kvshare
