@@ -406,6 +406,31 @@ TEST_F(CliTest, BatchInputAndOutputProblemsFailClearly) {
       kvshare({"generate", "--model", model_, "--input", in_path, "--output", scratch() + "/no/such/dir/out.jsonl"});
   expect_clean_failure(unwritable, {"cannot write the output file"});
   EXPECT_FALSE(contains(unwritable.err, "progress:")) << "the job ran before the output was checked" << unwritable;
+  // A folder as input is an error, not an empty job.
+  const CliRun folder =
+      kvshare({"generate", "--model", model_, "--input", scratch(), "--output", scratch() + "/folder-out.jsonl"});
+  expect_clean_failure(folder, {"--input", "is a folder"});
+  EXPECT_FALSE(fs::exists(scratch() + "/folder-out.jsonl")) << folder;
+  // An output that is the input (by the same path, another spelling of it, or a link to it) is refused before
+  // anything is written: the requests are still there afterwards.
+  const std::string requests = read_file(in_path);
+  fs::remove(scratch() + "/link-to-small.jsonl");
+  fs::create_symlink(in_path, scratch() + "/link-to-small.jsonl");
+  for (const std::string& same : {in_path, scratch() + "/./small.jsonl", scratch() + "/link-to-small.jsonl"}) {
+    const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", same});
+    expect_clean_failure(r, {"--output", "is the input file"});
+    EXPECT_FALSE(contains(r.err, "progress:")) << r;
+    EXPECT_EQ(read_file(in_path), requests) << "the input was overwritten by --output " << same;
+  }
+  const CliRun dump_over_input = kvshare({"generate", "--model", model_, "--input", in_path, "--output",
+                                          scratch() + "/o.jsonl", "--dump-logits", in_path});
+  expect_clean_failure(dump_over_input, {"--dump-logits", "is the input file"});
+  EXPECT_EQ(read_file(in_path), requests);
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--input", in_path, "--output", scratch() + "/o.jsonl",
+                                "--dump-logits", scratch() + "/o.jsonl"}),
+                       {"--dump-logits", "same file as --output"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--input", in_path, "--output", scratch()}),
+                       {"--output", "is a folder"});
   // A write that fails (disk full) is an error, not a silent success.
   if (fs::exists("/dev/full")) {
     const CliRun full = kvshare({"generate", "--model", model_, "--input", in_path, "--output", "/dev/full",

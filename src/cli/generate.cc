@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 namespace kvshare::cli {
 namespace {
 
+namespace fs = std::filesystem;
 using nlohmann::json;
 
 std::vector<FlagSpec> generate_specs() {
@@ -124,10 +126,50 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
   return r;
 }
 
+// True when `a` and `b` name one file: the same file if both exist (through links too), else the same path once
+// made absolute and normalized.
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (fs::exists(a, ec) && fs::exists(b, ec)) {
+    const bool same = fs::equivalent(a, b, ec);
+    return !ec && same;
+  }
+  const fs::path ca = fs::weakly_canonical(a, ec);
+  if (ec) return false;
+  const fs::path cb = fs::weakly_canonical(b, ec);
+  return !ec && ca == cb;
+}
+
+// The batch job's paths, checked before anything is read or written: the input must be a file, not a folder,
+// and no file the job writes may be the input (it would be emptied before it is read) or another output.
+Status check_batch_paths(const Args& args) {
+  const std::string in_path = *args.get("input");
+  std::error_code ec;
+  if (fs::is_directory(in_path, ec))
+    return invalid_argument("--input " + in_path + " is a folder; give a JSONL file of requests, one per line");
+  std::vector<std::pair<std::string, std::string>> written = {{"--output", *args.get("output")}};
+  if (auto dump = args.get("dump-logits")) written.emplace_back("--dump-logits", *dump);
+  for (size_t i = 0; i < written.size(); ++i) {
+    const auto& [flag, path] = written[i];
+    if (fs::is_directory(path, ec))
+      return invalid_argument(flag + " " + path + " is a folder; give the path of a file to write");
+    if (same_file(path, in_path))
+      return invalid_argument(flag + " " + path + " is the input file " + in_path +
+                              "; writing it would destroy the requests: give another path");
+    for (size_t j = 0; j < i; ++j) {
+      if (same_file(path, written[j].second))
+        return invalid_argument(flag + " " + path + " is the same file as " + written[j].first + " " +
+                                written[j].second + "; give each its own path");
+    }
+  }
+  return {};
+}
+
 int run_batch(const Args& args, const SamplingParams& defaults) {
   const std::string in_path = *args.get("input");
   auto out_path = args.get("output");
   if (!out_path) return fail("generate", invalid_argument("--input needs --output FILE for the results"));
+  if (Status st = check_batch_paths(args); !st.ok()) return fail("generate", st);
   std::ifstream in(in_path);
   if (!in) return fail("generate", not_found("cannot open the input file " + in_path));
 
