@@ -1,6 +1,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <span>
 
 namespace kvshare {
 
@@ -109,7 +110,19 @@ bool Scheduler::admit(Sequence* seq, int64_t& budget, StepPlan& plan) {
 }
 
 void Scheduler::abandon_step(const StepPlan& plan) {
-  for (const PlannedSeq& p : plan.seqs) blocks_.unpublish(p.seq->block_table);
+  const int64_t bs = blocks_.block_size();
+  for (const PlannedSeq& p : plan.seqs) {
+    Sequence* seq = p.seq;
+    // Only the blocks this step was to fill: from the one holding its first planned token to the one holding
+    // its last. Blocks before them hold K/V computed in earlier steps or matched from the cache (shared
+    // prefixes, pinned prefixes, another sequence's published blocks) and stay findable. Any other sequence
+    // referencing one of these blocks matched it during this plan, so it is in the plan and fails as well.
+    const auto first = static_cast<size_t>(seq->num_computed / bs);
+    const size_t end = std::min(static_cast<size_t>((seq->num_computed + p.num_tokens + bs - 1) / bs),
+                                seq->block_table.size());
+    if (first < end) blocks_.unpublish(std::span<const int32_t>(seq->block_table).subspan(first, end - first));
+    seq->num_published_blocks = std::min(seq->num_published_blocks, static_cast<int64_t>(first));
+  }
 }
 
 StepPlan Scheduler::schedule() {

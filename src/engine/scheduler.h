@@ -52,8 +52,10 @@ class Scheduler {
   StepPlan schedule();
   // Releases a finished (or aborted) sequence's blocks and forgets it.
   void finish(Sequence* seq);
-  // The step planned by `plan` did not run (the forward pass failed): blocks published for it hold no
-  // K/V, so their cache entries are dropped before the sequences are finished.
+  // The step planned by `plan` did not run (the forward pass failed): the blocks it was to fill hold no
+  // K/V, so their cache entries are dropped before the sequences are finished. Only those: blocks holding
+  // tokens computed before the step (cached prefixes, pinned prefixes, earlier steps) stay published.
+  // Call it before advancing num_computed; every sequence in the plan must then be finished.
   void abandon_step(const StepPlan& plan);
   // The sequence at the head of the waiting queue, or nullptr.
   Sequence* first_waiting() const { return waiting_.empty() ? nullptr : waiting_.front(); }
