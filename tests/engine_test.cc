@@ -251,6 +251,40 @@ TEST_F(EngineBehaviour, GenerateKeepsTheOutputsOfEarlierOnlineRequests) {
   EXPECT_FALSE(engine->has_unfinished());
 }
 
+// generate() orders its own batch by prefix, but requests queued before it keep their places: with one
+// sequence at a time, an earlier add_request runs first even though its prompt sorts after the batch's.
+TEST_F(EngineBehaviour, GenerateDoesNotReorderRequestsQueuedBeforeIt) {
+  EngineConfig c;
+  c.model_path = tiny_model("llama");
+  c.kv_cache_bytes = int64_t{64} << 20;
+  c.max_num_seqs = 1;
+  auto engine = Engine::create(c).value();
+  Request early;
+  early.prompt_token_ids = {900, 901, 902};
+  early.params.max_tokens = 3;
+  early.params.temperature = 0;
+  early.params.ignore_eos = true;
+  const int64_t early_id = engine->add_request(early).value();
+  std::vector<Request> batch(3, early);
+  batch[0].prompt_token_ids = {300, 1};
+  batch[1].prompt_token_ids = {100, 1};  // sorts first in the batch
+  batch[2].prompt_token_ids = {200, 1};
+  std::vector<int> finish_order;
+  std::vector<int32_t> waiting_at_finish;
+  const std::vector<Output> outs = engine->generate(batch, [&](const Output& o) {
+    finish_order.push_back(static_cast<int>(o.prompt_token_ids[0]));
+    waiting_at_finish.push_back(engine->metrics().num_waiting);
+  });
+  for (const Output& o : outs) EXPECT_EQ(o.finish_reason, FinishReason::kLength) << o.error.to_string();
+  // The batch ran in prefix order, each after the earlier request had finished (none waiting behind the last).
+  EXPECT_EQ(finish_order, (std::vector<int>{100, 200, 300}));
+  EXPECT_EQ(waiting_at_finish, (std::vector<int32_t>{2, 1, 0}));
+  bool early_finished = false;
+  for (const Output& o : engine->step())
+    if (o.request_id == early_id && o.finished) early_finished = o.token_ids.size() == 3;
+  EXPECT_TRUE(early_finished);
+}
+
 TEST_F(EngineBehaviour, OnlineStepAndAbort) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true);

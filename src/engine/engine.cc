@@ -296,6 +296,8 @@ std::vector<Output> Engine::generate(const std::vector<Request>& requests,
                                      const std::function<void(const Output&)>& on_finished) {
   std::vector<Output> results(requests.size());
   std::unordered_map<int64_t, size_t> index_of;
+  // Requests queued before this call (through add_request, or preempted) keep their places ahead of the batch.
+  const size_t queued_before = static_cast<size_t>(impl_->scheduler->num_waiting());
   for (size_t i = 0; i < requests.size(); ++i) {
     auto id = impl_->add(requests[i], /*prefill_only=*/false);
     if (id.ok()) {
@@ -307,7 +309,7 @@ std::vector<Output> Engine::generate(const std::vector<Request>& requests,
       if (on_finished) on_finished(results[i]);
     }
   }
-  impl_->scheduler->sort_waiting_by_prefix();
+  impl_->scheduler->sort_waiting_by_prefix(queued_before);
   // Requests added earlier through add_request run along; their outputs are kept for the next step().
   std::vector<Output> others;
   while (impl_->scheduler->has_work() || !impl_->pending.empty()) {

@@ -12,8 +12,9 @@ void Scheduler::add(Sequence* seq) {
   waiting_.push_back(seq);
 }
 
-void Scheduler::sort_waiting_by_prefix() {
-  std::stable_sort(waiting_.begin(), waiting_.end(), [](const Sequence* a, const Sequence* b) {
+void Scheduler::sort_waiting_by_prefix(size_t first) {
+  if (first >= waiting_.size()) return;
+  std::stable_sort(waiting_.begin() + static_cast<ptrdiff_t>(first), waiting_.end(), [](const Sequence* a, const Sequence* b) {
     if (a->salt != b->salt) return a->salt < b->salt;
     return a->tokens < b->tokens;
   });

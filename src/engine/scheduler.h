@@ -59,10 +59,12 @@ class Scheduler {
   void abandon_step(const StepPlan& plan);
   // The sequence at the head of the waiting queue, or nullptr.
   Sequence* first_waiting() const { return waiting_.empty() ? nullptr : waiting_.front(); }
-  // Sorts the waiting queue so that sequences sharing a prefix are adjacent (lexicographic order of
-  // (salt, tokens): a depth-first walk of the prefix tree), so each shared prefix is computed once and
-  // stays cached while its group runs. Stable: equal prompts keep their order.
-  void sort_waiting_by_prefix();
+  // Sorts the waiting queue from position `first` on (an offline batch just queued behind it) so that
+  // sequences sharing a prefix are adjacent (lexicographic order of (salt, tokens): a depth-first walk of the
+  // prefix tree), so each shared prefix is computed once and stays cached while its group runs. Stable: equal
+  // prompts keep their order. The first `first` sequences (queued earlier, preempted ones at the very front)
+  // keep their places.
+  void sort_waiting_by_prefix(size_t first);
 
   bool has_work() const { return !running_.empty() || !waiting_.empty(); }
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }

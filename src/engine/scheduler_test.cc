@@ -263,5 +263,21 @@ TEST_F(SchedulerTest, PreemptionTakesTheNewestAndItRunsFirstAfterwards) {
   EXPECT_EQ(blocks_->num_used_blocks(), 0);
 }
 
+// generate() sorts only the batch it queued: the head of the queue (earlier requests, preempted ones) stays.
+TEST_F(SchedulerTest, SortingTheWaitingQueueLeavesTheHeadInPlace) {
+  make(32, 4);
+  Sequence* early = add({900, 1}, 1);
+  Sequence* z = add({300}, 1);
+  Sequence* x = add({100}, 1);
+  Sequence* y = add({200}, 1);
+  sched_->sort_waiting_by_prefix(1);
+  std::vector<Sequence*> order;
+  while (Sequence* s = sched_->first_waiting()) {
+    order.push_back(s);
+    sched_->finish(s);
+  }
+  EXPECT_EQ(order, (std::vector<Sequence*>{early, x, y, z}));
+}
+
 }  // namespace
 }  // namespace kvshare
