@@ -285,6 +285,49 @@ TEST_F(EngineBehaviour, GenerateDoesNotReorderRequestsQueuedBeforeIt) {
   EXPECT_TRUE(early_finished);
 }
 
+// peak_blocks_in_use counts a finished sequence's blocks at their peak, also the ones it frees (unpublished)
+// when it finishes in the same step.
+TEST_F(EngineBehaviour, PeakBlocksCountBlocksReleasedAtFinish) {
+  auto engine = make_engine(tiny_model("llama"), /*prefix_cache=*/false, int64_t{64} << 20, 512, /*block_size=*/4);
+  Request r;
+  r.prompt_token_ids = {10, 11, 12, 13, 14};  // 5 tokens: 2 blocks of 4
+  r.params.max_tokens = 1;
+  r.params.temperature = 0;
+  const auto outs = engine->generate({r});
+  EXPECT_EQ(outs[0].finish_reason, FinishReason::kLength);
+  const EngineMetrics m = engine->metrics();
+  EXPECT_EQ(m.blocks_used + m.blocks_cached, 0);  // everything was freed
+  EXPECT_EQ(m.peak_blocks_in_use, 2);
+  EXPECT_EQ(m.kv_cache_bytes_peak_used, 2 * 4 * m.kv_bytes_per_token);
+}
+
+// An explicit prefix is not a request: neither its tokens nor its lookup count in the hit rate, so queried
+// tokens are exactly the requests' prompt tokens, and what requests find of the pinned prefix counts as hits.
+TEST_F(EngineBehaviour, CachePrefixIsNotCountedAsARequestInTheHitRate) {
+  auto engine = make_engine(tiny_model("llama"), true);
+  std::vector<int32_t> prefix;
+  for (int i = 0; i < 40; ++i) prefix.push_back(500 + i);
+  auto handle = engine->cache_prefix(prefix);
+  ASSERT_TRUE(handle.ok()) << handle.status().to_string();
+  EngineMetrics m = engine->metrics();
+  EXPECT_EQ(m.prompt_tokens, 0);
+  EXPECT_EQ(m.prefix_queried_tokens, 0);
+  EXPECT_EQ(m.prefix_hit_tokens, 0);
+  EXPECT_EQ(m.computed_tokens, 40);  // it did run through the model
+  Request r;
+  r.prompt_token_ids = prefix;
+  r.prompt_token_ids.push_back(7);
+  r.params.max_tokens = 2;
+  r.params.temperature = 0;
+  const auto outs = engine->generate({r, r});
+  m = engine->metrics();
+  EXPECT_EQ(m.prompt_tokens, 2 * 41);
+  EXPECT_EQ(m.prefix_queried_tokens, m.prompt_tokens);
+  EXPECT_EQ(m.prefix_hit_tokens, outs[0].num_cached_tokens + outs[1].num_cached_tokens);
+  EXPECT_EQ(m.prefix_hit_tokens, 2 * 32);
+  EXPECT_TRUE(engine->release_prefix(*handle).ok());
+}
+
 TEST_F(EngineBehaviour, OnlineStepAndAbort) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true);

@@ -56,7 +56,7 @@ struct Output {
 };
 
 struct EngineMetrics {
-  int64_t prefix_queried_tokens = 0;  // prompt tokens looked up in the prefix cache
+  int64_t prefix_queried_tokens = 0;  // requests' prompt tokens looked up in the prefix cache (not cache_prefix's)
   int64_t prefix_hit_tokens = 0;      // of them, found
   int64_t computed_tokens = 0;        // tokens that went through the model
   int64_t prompt_tokens = 0;
@@ -71,7 +71,7 @@ struct EngineMetrics {
   double prefill_flops = 0;  // matrix multiplies and attention of prefill steps
   double decode_flops = 0;
   double decode_bytes = 0;   // weights read once per decode step plus the K/V each sequence reads
-  int32_t peak_blocks_in_use = 0;  // most blocks holding K/V at once (referenced or cached)
+  int32_t peak_blocks_in_use = 0;  // most blocks holding K/V at once (referenced or cached), sampled after planning
   int64_t kv_cache_bytes_peak_used = 0;  // those blocks' bytes
   int32_t blocks_total = 0;
   int32_t blocks_used = 0;       // referenced by a running sequence or a pinned prefix

@@ -195,6 +195,11 @@ std::vector<Output> Engine::Impl::step() {
   std::vector<Output> out = std::exchange(pending, {});
   const auto t0 = std::chrono::steady_clock::now();
   StepPlan plan = scheduler->schedule();
+  // The most blocks hold K/V right after planning: the step's blocks are allocated, and none of the sequences
+  // finishing below has released its own yet.
+  m.peak_blocks_in_use = std::max(m.peak_blocks_in_use,
+                                  blocks->num_blocks() - (blocks->num_free_blocks() - blocks->num_evictable_blocks()));
+  m.kv_cache_bytes_peak_used = int64_t{m.peak_blocks_in_use} * kv->shape().bytes_per_block();
   for (Sequence* s : scheduler->take_unschedulable()) {
     finish(*s, FinishReason::kError, out,
            resource_exhausted("the request needs " + std::to_string(s->max_total_tokens) +
@@ -286,9 +291,6 @@ std::vector<Output> Engine::Impl::step() {
     m.decode_flops += step_flops;
     m.decode_bytes += loaded.model->weight_bytes() + kv_read_bytes;
   }
-  m.peak_blocks_in_use = std::max(m.peak_blocks_in_use,
-                                  blocks->num_blocks() - (blocks->num_free_blocks() - blocks->num_evictable_blocks()));
-  m.kv_cache_bytes_peak_used = int64_t{m.peak_blocks_in_use} * kv->shape().bytes_per_block();
   return out;
 }
 

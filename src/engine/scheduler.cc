@@ -99,8 +99,12 @@ bool Scheduler::admit(Sequence* seq, int64_t& budget, StepPlan& plan) {
   KV_CHECK(allocate_until(seq, start + n));
   if (seq->num_cached_tokens < 0) {  // first admission: count the prompt against the prefix cache
     seq->num_cached_tokens = start;
-    stats_.prefix_queried_tokens += seq->num_prompt_tokens;
-    stats_.prefix_hit_tokens += start;
+    // An explicit prefix (Engine::cache_prefix) is not a request: like EngineMetrics::prompt_tokens, the hit
+    // rate counts requests' prompts only (including what they find of pinned prefixes).
+    if (!seq->prefill_only) {
+      stats_.prefix_queried_tokens += seq->num_prompt_tokens;
+      stats_.prefix_hit_tokens += start;
+    }
   }
   publish_full_blocks(seq, start + n);
   seq->state = SeqState::kRunning;

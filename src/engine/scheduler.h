@@ -37,7 +37,7 @@ struct StepPlan {
 };
 
 struct SchedulerStats {
-  int64_t prefix_queried_tokens = 0;
+  int64_t prefix_queried_tokens = 0;  // requests' prompt tokens at first admission (not cache_prefix's)
   int64_t prefix_hit_tokens = 0;
   int64_t preemptions = 0;
 };
