@@ -151,6 +151,24 @@ Result<double> get_number(const json& j, const char* key, double fallback) {
   return it->get<double>();
 }
 
+// A boolean that may be absent (or null): `fallback` then; anything else but true/false is an error.
+Result<bool> get_bool_or(const json& j, const char* key, bool fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_boolean())
+    return invalid_argument(std::string("config.json: \"") + key + "\" must be true or false, got " + shown(*it));
+  return it->get<bool>();
+}
+
+// A string that may be absent (or null): `fallback` then; anything else but a string is an error.
+Result<std::string> get_string_or(const json& j, const char* key, const std::string& fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_string())
+    return invalid_argument(std::string("config.json: \"") + key + "\" must be a string, got " + shown(*it));
+  return it->get<std::string>();
+}
+
 // A finite number > 0 that may be absent: the check names the key as config.json spells it.
 Result<double> get_positive_number(const json& j, const char* key, double fallback) {
   KV_ASSIGN_OR_RETURN(const double v, get_number(j, key, fallback));
@@ -195,12 +213,13 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
     KV_ASSIGN_OR_RETURN(const double eps, get_positive_number(j, "layer_norm_epsilon", 1e-5));
     c.norm_eps = static_cast<float>(eps);
     c.tie_embeddings = true;
-    if (j.value("scale_attn_by_inverse_layer_idx", false) || j.value("reorder_and_upcast_attn", false))
+    KV_ASSIGN_OR_RETURN(const bool scale_by_layer, get_bool_or(j, "scale_attn_by_inverse_layer_idx", false));
+    KV_ASSIGN_OR_RETURN(const bool upcast, get_bool_or(j, "reorder_and_upcast_attn", false));
+    if (scale_by_layer || upcast)
       return unimplemented("config.json: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported");
-    auto act = j.find("activation_function");
-    if (act != j.end() && act->is_string() && *act != "gelu_new")
-      return unimplemented("config.json: GPT-2 activation_function '" + act->get<std::string>() +
-                           "' is not supported (only gelu_new)");
+    KV_ASSIGN_OR_RETURN(const std::string act, get_string_or(j, "activation_function", "gelu_new"));
+    if (act != "gelu_new")
+      return unimplemented("config.json: GPT-2 activation_function '" + act + "' is not supported (only gelu_new)");
   } else if (c.model_type == "llama" || c.model_type == "qwen2" || c.model_type == "mistral") {
     c.arch = Arch::kLlama;
     KV_ASSIGN_OR_RETURN(c.vocab_size, get_int(j, {"vocab_size"}));
@@ -214,21 +233,23 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
                         get_int_or(j, "head_dim", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0));
     KV_ASSIGN_OR_RETURN(const double eps, get_positive_number(j, "rms_norm_eps", 1e-6));
     c.norm_eps = static_cast<float>(eps);
-    if (j.contains("sliding_window") && !j["sliding_window"].is_null() &&
-        j.value("use_sliding_window", c.model_type == "mistral"))
+    KV_ASSIGN_OR_RETURN(const bool use_sliding_window, get_bool_or(j, "use_sliding_window", c.model_type == "mistral"));
+    if (j.contains("sliding_window") && !j["sliding_window"].is_null() && use_sliding_window)
       return unimplemented("config.json: sliding-window attention is not supported");
     KV_ASSIGN_OR_RETURN(c.rope_theta, get_positive_number(j, "rope_theta", 10000.0));
-    c.tie_embeddings = j.value("tie_word_embeddings", false);
-    const bool attention_bias = j.value("attention_bias", false);
+    KV_ASSIGN_OR_RETURN(c.tie_embeddings, get_bool_or(j, "tie_word_embeddings", false));
+    KV_ASSIGN_OR_RETURN(const bool attention_bias, get_bool_or(j, "attention_bias", false));
     c.qkv_bias = c.model_type == "qwen2" || attention_bias;
     c.o_bias = c.model_type != "qwen2" && attention_bias;
-    if (j.value("mlp_bias", false)) return unimplemented("config.json: mlp_bias is not supported");
-    auto hidden_act = j.find("hidden_act");
-    if (hidden_act != j.end() && hidden_act->is_string() && *hidden_act != "silu")
-      return unimplemented("config.json: hidden_act '" + hidden_act->get<std::string>() + "' is not supported (only silu)");
+    KV_ASSIGN_OR_RETURN(const bool mlp_bias, get_bool_or(j, "mlp_bias", false));
+    if (mlp_bias) return unimplemented("config.json: mlp_bias is not supported");
+    KV_ASSIGN_OR_RETURN(const std::string hidden_act, get_string_or(j, "hidden_act", "silu"));
+    if (hidden_act != "silu")
+      return unimplemented("config.json: hidden_act '" + hidden_act + "' is not supported (only silu)");
     auto rs = j.find("rope_scaling");
     if (rs != j.end() && rs->is_object()) {
-      const std::string type = rs->value("rope_type", rs->value("type", std::string()));
+      KV_ASSIGN_OR_RETURN(const std::string legacy_type, get_string_or(*rs, "type", ""));
+      KV_ASSIGN_OR_RETURN(const std::string type, get_string_or(*rs, "rope_type", legacy_type));
       if (type == "llama3") {
         c.rope_scaling.enabled = true;
         KV_ASSIGN_OR_RETURN(c.rope_scaling.factor, get_positive_number(*rs, "factor", 8.0));

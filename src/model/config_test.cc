@@ -98,6 +98,15 @@ TEST(ModelConfig, WrongJsonTypesNameTheField) {
   j["n_inner"] = "64";
   expect_config_error(j.dump(), {"\"n_inner\"", "must be an integer"});
   j = llama_json();
+  j["tie_word_embeddings"] = "true";
+  expect_config_error(j.dump(), {"\"tie_word_embeddings\"", "must be true or false"});
+  j = llama_json();
+  j["hidden_act"] = 1;
+  expect_config_error(j.dump(), {"\"hidden_act\"", "must be a string"});
+  j = llama_json();
+  j["rope_scaling"] = {{"rope_type", 3}};
+  expect_config_error(j.dump(), {"\"rope_type\"", "must be a string"});
+  j = llama_json();
   j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", "8"}};
   expect_config_error(j.dump(), {"\"factor\"", "must be a number"});
   j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", -8}};
