@@ -1,0 +1,140 @@
+#include "chat/chat_template.h"
+
+#include <sys/stat.h>
+
+#include "core/mapped_file.h"
+#include "formats/gguf.h"
+
+namespace kvshare {
+
+namespace {
+
+bool is_directory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+Result<nlohmann::ordered_json> read_json(const std::string& path) {
+  KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  auto j = nlohmann::ordered_json::parse(text, nullptr, false);
+  if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
+  return j;
+}
+
+// "<s>" or {"content": "<s>", ...}; "" when absent or null.
+std::string config_token(const nlohmann::ordered_json& config, const char* key) {
+  if (!config.contains(key)) return "";
+  const auto& v = config.at(key);
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v.at("content").is_string()) return v.at("content").get<std::string>();
+  return "";
+}
+
+// `chat_template` as a string, or the "default" entry of a list of {name, template}.
+Result<std::string> pick_template(const nlohmann::ordered_json& value, const std::string& where) {
+  if (value.is_string()) return value.get<std::string>();
+  if (value.is_array()) {
+    std::string names;
+    for (const auto& entry : value) {
+      if (!entry.is_object() || !entry.contains("name") || !entry.contains("template") ||
+          !entry.at("name").is_string() || !entry.at("template").is_string())
+        return invalid_argument(where + ": chat_template list entries must be {\"name\": ..., \"template\": ...}");
+      if (entry.at("name") == "default") return entry.at("template").get<std::string>();
+      names += (names.empty() ? "" : ", ") + entry.at("name").get<std::string>();
+    }
+    return not_found(where + ": chat_template has no \"default\" entry (it has: " + names + ")");
+  }
+  return invalid_argument(where + ": chat_template must be a string or a list of {name, template}");
+}
+
+Result<ChatTemplate> from_hf_dir(const std::string& dir) {
+  const std::string config_path = dir + "/tokenizer_config.json";
+  nlohmann::ordered_json config = nlohmann::ordered_json::object();
+  if (file_exists(config_path)) {
+    KV_ASSIGN_OR_RETURN(config, read_json(config_path));
+    if (!config.is_object()) return invalid_argument(config_path + " is not a JSON object");
+  }
+  std::string source;
+  bool found = false;
+  if (config.contains("chat_template") && !config.at("chat_template").is_null()) {
+    KV_ASSIGN_OR_RETURN(source, pick_template(config.at("chat_template"), config_path));
+    found = true;
+  } else if (file_exists(dir + "/chat_template.jinja")) {
+    KV_ASSIGN_OR_RETURN(source, read_text_file(dir + "/chat_template.jinja"));
+    found = true;
+  } else if (file_exists(dir + "/chat_template.json")) {
+    KV_ASSIGN_OR_RETURN(auto j, read_json(dir + "/chat_template.json"));
+    if (j.is_object() && j.contains("chat_template")) {
+      KV_ASSIGN_OR_RETURN(source, pick_template(j.at("chat_template"), dir + "/chat_template.json"));
+      found = true;
+    }
+  }
+  if (!found)
+    return not_found(dir + " has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)");
+  auto t = ChatTemplate::from_string(source, config_token(config, "bos_token"), config_token(config, "eos_token"));
+  if (!t.ok()) return t.status().with_context(dir);
+  return t;
+}
+
+Result<ChatTemplate> from_gguf(const std::string& path) {
+  KV_ASSIGN_OR_RETURN(GgufFile file, GgufFile::open(path));
+  const GgufValue* tpl = file.find("tokenizer.chat_template");
+  if (!tpl) return not_found(path + " has no tokenizer.chat_template");
+  if (!tpl->is_string()) return invalid_argument(path + ": tokenizer.chat_template is not a string");
+  std::string bos, eos;
+  if (const GgufValue* tokens = file.find("tokenizer.ggml.tokens"); tokens && tokens->is_array()) {
+    const auto& names = tokens->strings();
+    auto token = [&](const char* key) -> std::string {
+      auto id = file.get_int(key);
+      if (!id.ok() || *id < 0 || static_cast<size_t>(*id) >= names.size()) return "";
+      return names[static_cast<size_t>(*id)];
+    };
+    bos = token("tokenizer.ggml.bos_token_id");
+    eos = token("tokenizer.ggml.eos_token_id");
+  }
+  auto t = ChatTemplate::from_string(tpl->string_ref(), bos, eos);
+  if (!t.ok()) return t.status().with_context(path);
+  return t;
+}
+
+}  // namespace
+
+Result<ChatTemplate> ChatTemplate::from_string(const std::string& source, std::string bos_token,
+                                               std::string eos_token) {
+  KV_ASSIGN_OR_RETURN(jinja::Template parsed, jinja::Template::parse(source));
+  ChatTemplate t;
+  t.source_ = source;
+  t.template_ = std::move(parsed);
+  t.bos_token_ = std::move(bos_token);
+  t.eos_token_ = std::move(eos_token);
+  return t;
+}
+
+Result<ChatTemplate> ChatTemplate::from_model(const std::string& path) {
+  if (is_directory(path)) return from_hf_dir(path);
+  if (!file_exists(path)) return not_found(path + " does not exist");
+  return from_gguf(path);
+}
+
+Result<std::string> ChatTemplate::apply(const nlohmann::ordered_json& conversation, bool add_generation_prompt,
+                                        const jinja::RenderOptions& options) const {
+  std::vector<std::pair<std::string, jinja::Value>> vars;
+  if (conversation.is_array()) {
+    vars.emplace_back("messages", jinja::Value::from_json(conversation));
+  } else if (conversation.is_object()) {
+    if (!conversation.contains("messages"))
+      return invalid_argument("the conversation object has no \"messages\" list");
+    for (auto it = conversation.begin(); it != conversation.end(); ++it) {
+      if (it.key() == "add_generation_prompt" || it.key() == "bos_token" || it.key() == "eos_token") continue;
+      vars.emplace_back(it.key(), jinja::Value::from_json(it.value()));
+    }
+  } else {
+    return invalid_argument("the conversation must be a list of messages or an object with \"messages\"");
+  }
+  vars.emplace_back("add_generation_prompt", jinja::Value::boolean(add_generation_prompt));
+  vars.emplace_back("bos_token", jinja::Value::string(bos_token_));
+  vars.emplace_back("eos_token", jinja::Value::string(eos_token_));
+  return template_.render(vars, options);
+}
+
+}  // namespace kvshare

@@ -1,0 +1,131 @@
+// A Jinja template engine for chat templates, written to render exactly as Hugging Face's JavaScript
+// implementation (@huggingface/jinja, the one transformers.js uses) does, quirks included: trim_blocks and
+// lstrip_blocks on, a single trailing newline dropped, JavaScript number formatting and `==`, `tojson` that
+// keeps key order and prints 1.0 as 1, undefined values that render as "" but fail in `+`/`~`, and so on.
+//
+//   auto tpl = jinja::Template::parse(source);          // syntax errors: Status with line and column
+//   jinja::Value ctx = jinja::Value::from_json(json);   // nlohmann ordered_json (key order is kept)
+//   auto text = tpl->render(vars);                      // runtime errors and raise_exception: Status too
+//
+// Rendering never crashes on a hostile template: nesting depth, loop iterations, range() sizes and output size
+// are bounded and exceeding them is an error that says which limit was hit.
+#pragma once
+
+#include <ctime>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "core/status.h"
+
+namespace kvshare::jinja {
+
+struct Env;
+struct Value;
+
+// Keyword arguments travel as the last positional argument, an Object of kind kKwargs (as the reference does).
+using NativeFn = std::function<Value(std::vector<Value>& args, const std::shared_ptr<Env>& caller_env)>;
+
+enum class Kind { kUndefined, kNull, kBool, kInt, kFloat, kString, kArray, kObject, kFunction };
+enum class ObjectKind { kObject, kKwargs, kNamespace };
+
+// An insertion-ordered string map (JavaScript's Map).
+class OrderedMap {
+ public:
+  const Value* find(const std::string& key) const;
+  Value* find(const std::string& key);
+  void set(const std::string& key, Value v);
+  size_t size() const { return entries_.size(); }
+  const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
+
+ private:
+  std::vector<std::pair<std::string, Value>> entries_;
+  std::unordered_map<std::string, size_t> index_;
+};
+
+struct ArrayData {
+  std::vector<Value> items;
+  bool is_tuple = false;
+};
+
+struct ObjectData {
+  OrderedMap map;
+  ObjectKind kind = ObjectKind::kObject;
+  int loop_index0 = -1;  // >= 0 for a for-loop's `loop` object (loop.cycle)
+};
+
+struct Value {
+  Kind kind = Kind::kUndefined;
+  bool b = false;
+  double num = 0;  // kInt and kFloat (JavaScript numbers are doubles; the kind keeps int vs float)
+  std::string str;
+  std::shared_ptr<ArrayData> arr;
+  std::shared_ptr<ObjectData> obj;
+  std::shared_ptr<NativeFn> fn;
+
+  static Value undefined() { return {}; }
+  static Value null();
+  static Value boolean(bool v);
+  static Value integer(double v);
+  static Value floating(double v);
+  static Value string(std::string s);
+  static Value array(std::vector<Value> items = {}, bool tuple = false);
+  static Value object(ObjectKind kind = ObjectKind::kObject);
+  static Value function(NativeFn f);
+  // JSON to a value as JSON.parse + the reference's conversion do: integral numbers become integers, object
+  // keys keep their order (integer-like keys first, ascending, as JavaScript objects order them).
+  static Value from_json(const nlohmann::ordered_json& j);
+
+  bool is_undefined() const { return kind == Kind::kUndefined; }
+  bool is_null() const { return kind == Kind::kNull; }
+  bool is_string() const { return kind == Kind::kString; }
+  bool is_number() const { return kind == Kind::kInt || kind == Kind::kFloat; }
+  bool is_array() const { return kind == Kind::kArray; }
+  bool is_object() const { return kind == Kind::kObject; }  // any ObjectKind
+  bool is_mapping() const { return kind == Kind::kObject && obj->kind != ObjectKind::kNamespace; }
+  bool is_namespace() const { return kind == Kind::kObject && obj->kind == ObjectKind::kNamespace; }
+  bool is_function() const { return kind == Kind::kFunction; }
+  bool truthy() const;
+  // The name of the kind as the reference's error messages say it ("StringValue").
+  const char* type_name() const;
+};
+
+// Limits that keep a hostile template from exhausting the stack, memory or time.
+struct Limits {
+  int max_depth = 400;                        // nested statements/expressions/macro calls
+  size_t max_output_bytes = 64u << 20;        // any string built while rendering
+  uint64_t max_loop_iterations = 10'000'000;  // over the whole render
+  size_t max_range = 1'000'000;               // elements of one range()
+};
+
+struct RenderOptions {
+  Limits limits;
+  // The time strftime_now() formats (local time); unset: now.
+  std::function<std::tm()> now;
+};
+
+class Template {
+ public:
+  // Parses `source` (trim_blocks and lstrip_blocks on, as Hugging Face sets them). Errors are invalid_argument
+  // naming the line and column.
+  static Result<Template> parse(const std::string& source, const Limits& limits = {});
+
+  // Renders with `vars` as the template's global variables (plus the built-ins: namespace, range,
+  // raise_exception, strftime_now, true/false/none). Errors (raise_exception included) are invalid_argument
+  // with the line and column of the innermost failing expression.
+  Result<std::string> render(const std::vector<std::pair<std::string, Value>>& vars,
+                             const RenderOptions& options = {}) const;
+
+  struct Node;
+
+ private:
+  std::shared_ptr<Node> root_;
+  std::shared_ptr<const std::vector<size_t>> line_starts_;
+};
+
+}  // namespace kvshare::jinja

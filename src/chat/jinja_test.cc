@@ -1,0 +1,173 @@
+// Unit tests of the Jinja engine: expressions, filters, whitespace control, errors with positions, and the
+// limits that keep hostile templates from crashing or running away. The byte-for-byte comparison with the
+// reference implementation is in chat_template_test.cc.
+#include "chat/jinja.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "chat/jinja_text.h"
+
+namespace kvshare::jinja {
+namespace {
+
+using nlohmann::ordered_json;
+
+Result<std::string> render(const std::string& source, const std::string& context_json = "{}", Limits limits = {}) {
+  auto tpl = Template::parse(source, limits);
+  if (!tpl.ok()) return tpl.status();
+  std::vector<std::pair<std::string, Value>> vars;
+  const auto ctx = ordered_json::parse(context_json);
+  for (auto it = ctx.begin(); it != ctx.end(); ++it) vars.emplace_back(it.key(), Value::from_json(it.value()));
+  RenderOptions options;
+  options.limits = limits;
+  return tpl->render(vars, options);
+}
+
+std::string ok(const std::string& source, const std::string& context_json = "{}") {
+  auto r = render(source, context_json);
+  EXPECT_TRUE(r.ok()) << source << "\n" << r.status().message();
+  return r.ok() ? *r : "<error>";
+}
+
+std::string error(const std::string& source, const std::string& context_json = "{}", Limits limits = {}) {
+  auto r = render(source, context_json, limits);
+  EXPECT_FALSE(r.ok()) << source << " rendered as: " << (r.ok() ? *r : "");
+  return r.ok() ? "" : r.status().message();
+}
+
+TEST(Jinja, Expressions) {
+  EXPECT_EQ(ok("{{ 1 + 2 * 3 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ 2 ** 3 ** 2 }} {{ 10 / 4 }}"), "7 3 -4 1 64 2.5");
+  EXPECT_EQ(ok("{{ 1.0 }} {{ 3 * 1.0 }} {{ 0.1 + 0.2 }} {{ 1 / 3 }}"), "1.0 3.0 0.30000000000000004 0.3333333333333333");
+  EXPECT_EQ(ok("{{ 'a' ~ 1 ~ 2.0 }} {{ 'a' + 'b' }} {{ 'x' * 1 if false else 'y' }}"), "a12 ab y");
+  EXPECT_EQ(ok("{{ 'b' in 'abc' }} {{ 2 in [1, 2] }} {{ 'k' in {'k': 1} }} {{ 3 not in [1] }}"), "true true true true");
+  EXPECT_EQ(ok("{{ x.y.z }}|{{ x is defined }}|{{ none is none }}", "{}"), "|false|true");
+  EXPECT_EQ(ok("{{ [1, 2, 3][1:] }} {{ 'hello'[::-1] }} {{ [1, 2, 3][-1] }}"), "[2, 3] olleh 3");
+  EXPECT_EQ(ok("{{ {'a': 1, 'b': [true, none]} }}"), R"({"a": 1, "b": [true, null]})");
+  EXPECT_EQ(ok("{{ 'yes' if 0 else 'no' }} {{ 1 if true }}"), "no 1");
+  EXPECT_EQ(ok("{{ 1 == '1' }} {{ none == x }} {{ [1] == [1] }}"), "true true false");
+}
+
+TEST(Jinja, Statements) {
+  EXPECT_EQ(ok("{% for x in xs %}{{ loop.index }}{{ x }}{% if not loop.last %},{% endif %}{% endfor %}", R"({"xs": ["a", "b"]})"),
+            "1a,2b");
+  EXPECT_EQ(ok("{% for k, v in d.items() %}{{ k }}={{ v }} {% endfor %}", R"({"d": {"z": 1, "a": 2}})"), "z=1 a=2 ");
+  EXPECT_EQ(ok("{% set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}"), "6");
+  EXPECT_EQ(ok("{% macro m(a, b='B') %}{{ a }}{{ b }}{% endmacro %}{{ m(1) }}{{ m(1, b=2) }}"), "1B12");
+  EXPECT_EQ(ok("{% if a %}A{% elif b %}B{% else %}C{% endif %}", R"({"b": 1})"), "B");
+  EXPECT_EQ(ok("{% set x %}in{{ 1 }}{% endset %}{{ x }}"), "in1");
+  EXPECT_EQ(ok("{% for x in [] %}x{% else %}empty{% endfor %}"), "empty");
+  EXPECT_EQ(ok("{% raw %}{{ x }}{% endraw %}"), "{{ x }}");
+  EXPECT_EQ(ok("{% for x in [1, 2, 3] %}{{ loop.cycle('a', 'b') }}{% endfor %}"), "aba");
+}
+
+TEST(Jinja, Filters) {
+  EXPECT_EQ(ok("{{ '  a ' | trim }}|{{ 'ab' | upper }}|{{ [3, 1] | sort | join(',') }}|{{ 'x' | length }}"), "a|AB|1,3|1");
+  EXPECT_EQ(ok("{{ xs | selectattr('k', 'equalto', 'x') | map(attribute='n') | list }}",
+               R"({"xs": [{"k": "x", "n": "a"}, {"k": 2, "n": "b"}]})"),
+            R"(["a"])");
+  EXPECT_EQ(ok("{{ x | default('d') }} {{ '' | default('d', true) }} {{ '5' | int + 1 }} {{ 2 | float }}"), "d d 6 2.0");
+  EXPECT_EQ(ok("{{ d | tojson }} {{ d | tojson(indent=2) }}", R"({"d": {"b": 1.5, "a": [1]}})"),
+            "{\"b\": 1.5, \"a\": [1]} {\n  \"b\": 1.5,\n  \"a\": [\n    1\n  ]\n}");
+  EXPECT_EQ(ok("{{ 'a\\nb' | indent(2, true) }}"), "  a\n  b");
+  EXPECT_EQ(ok("{{ 'aXbX' | replace('X', '-') }} {{ [1, 1, 2] | unique | list }} {{ [1, 2] | reverse }}"), "a-b- [1, 2] [2, 1]");
+  EXPECT_EQ(ok("{{ -3 | abs }} {{ 2.7 | int }} {{ 'abc'.startswith('a') }} {{ 'a,b'.split(',') }}"), "3 2 true [\"a\", \"b\"]");
+  EXPECT_EQ(ok("{{ [1, 2.5] | sum }} {{ 2.567 | round(1) }}"), "3.5 2.6");
+}
+
+TEST(Jinja, WhitespaceControl) {
+  EXPECT_EQ(ok("a  {{- 'b' -}}  c"), "abc");
+  EXPECT_EQ(ok("a\n  {%- if true %}\nb{% endif %}"), "ab");  // trim_blocks drops the newline after %}
+  EXPECT_EQ(ok("x\n    {% if true %}y{% endif %}\n"), "x\ny");  // lstrip_blocks; one trailing newline dropped
+  EXPECT_EQ(ok("a {#- c -#} b"), "ab");
+  EXPECT_EQ(ok("{{ 1 }}\n{{ 2 }}"), "1\n2");  // trim_blocks does not touch }}
+}
+
+TEST(Jinja, ErrorsNameLineAndColumn) {
+  std::string e = error("line one\n{{ raise_exception('boom') }}");
+  EXPECT_NE(e.find("line 2, column"), std::string::npos) << e;
+  EXPECT_NE(e.find("boom"), std::string::npos) << e;
+  e = error("ok\n  {% if x %}\nno end");
+  EXPECT_NE(e.find("syntax error"), std::string::npos) << e;
+  EXPECT_NE(e.find("endif"), std::string::npos) << e;
+  e = error("{{ 1 + }}");
+  EXPECT_NE(e.find("line 1, column 8"), std::string::npos) << e;
+  e = error("{% frobnicate %}");
+  EXPECT_NE(e.find("Unknown statement type: frobnicate"), std::string::npos) << e;
+  e = error("{{ 'a' + x }}");
+  EXPECT_NE(e.find("undefined"), std::string::npos) << e;
+  e = error("{{ x | nosuch }}", R"({"x": [1]})");
+  EXPECT_NE(e.find("nosuch"), std::string::npos) << e;
+  e = error("{% break %}");
+  EXPECT_NE(e.find("outside of a loop"), std::string::npos) << e;
+}
+
+TEST(Jinja, LimitsStopRunawayTemplates) {
+  // Deep nesting at parse time.
+  std::string deep(5000, '(');
+  EXPECT_NE(error("{{ " + deep + "1" + std::string(5000, ')') + " }}").find("nests deeper"), std::string::npos);
+  std::string ifs;
+  for (int i = 0; i < 3000; ++i) ifs += "{% if true %}";
+  EXPECT_NE(error(ifs).find("nests deeper"), std::string::npos);
+  // Unbounded recursion at render time.
+  EXPECT_NE(error("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").find("nests deeper"), std::string::npos);
+  // Loops that go on and on.
+  Limits small;
+  small.max_loop_iterations = 10000;
+  EXPECT_NE(error("{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}", "{}", small)
+                .find("loop iterations"),
+            std::string::npos);
+  EXPECT_NE(error("{{ range(100000000) | length }}").find("range()"), std::string::npos);
+  // Output that doubles until it is huge.
+  Limits tiny;
+  tiny.max_output_bytes = 1 << 16;
+  EXPECT_NE(error("{% set ns = namespace(s='xx') %}{% for i in range(100) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+                  "{}", tiny)
+                .find("limit"),
+            std::string::npos);
+}
+
+TEST(Jinja, MalformedTemplatesNeverCrash) {
+  const std::string seed =
+      "{%- set ns = namespace(a=1) -%}{% for m in messages if m.role != 'x' %}{{ m['content'] | trim ~ loop.index }}"
+      "{% if loop.last and x is not defined %}{{ raise_exception('e') if false }}{% endif %}{% endfor %}"
+      "{% macro q(a, b=2) %}{{ a[1:] }}{{ b | tojson(indent=2) }}{% endmacro %}{{ q('xyz') }}{# c #}{{ {'k': [1, 2.5]} }}";
+  std::mt19937 rng(7);
+  const std::string alphabet = "{}%#-()[]|.,:'\"~+*/ \nabcinotfrsel=!<>0123456789\\";
+  const std::string ctx = R"({"messages": [{"role": "user", "content": " hi "}, {"role": "assistant", "content": 3}]})";
+  for (int i = 0; i < 3000; ++i) {
+    std::string t = seed;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const size_t pos = rng() % (t.size() + 1);
+      switch (rng() % 3) {
+        case 0: t.insert(pos, 1, alphabet[rng() % alphabet.size()]); break;
+        case 1: if (pos < t.size()) t.erase(pos, 1 + rng() % 3); break;
+        default: t = t.substr(0, pos); break;
+      }
+    }
+    (void)render(t, ctx);  // any Status is fine; crashing or hanging is not
+  }
+}
+
+TEST(JinjaText, JavaScriptNumbers) {
+  EXPECT_EQ(text::js_number(1e21), "1e+21");
+  EXPECT_EQ(text::js_number(123.456), "123.456");
+  EXPECT_EQ(text::js_number(1e-7), "1e-7");
+  EXPECT_EQ(text::js_number(0.000001), "0.000001");
+  EXPECT_EQ(text::js_number(-2.5), "-2.5");
+  EXPECT_EQ(text::js_float(3), "3.0");
+  EXPECT_EQ(text::js_float(-0.0), "-0.0");
+  EXPECT_EQ(text::json_quote("a\"\n\x01é", false), "\"a\\\"\\n\\u0001é\"");
+  EXPECT_EQ(text::json_quote("é😀", true), "\"\\u00e9\\ud83d\\ude00\"");
+  double d;
+  EXPECT_TRUE(text::parse_int("  42abc", d));
+  EXPECT_EQ(d, 42);
+  EXPECT_FALSE(text::parse_int("abc", d));
+  EXPECT_TRUE(text::to_number(" 12 ", d));
+  EXPECT_FALSE(text::to_number("12a", d));
+}
+
+}  // namespace
+}  // namespace kvshare::jinja
