@@ -12,5 +12,6 @@ int run_generate(const std::vector<std::string>& args);
 int run_tokenize(const std::vector<std::string>& args);
 int run_make_model(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
+int run_chat_template(const std::vector<std::string>& args);
 
 }  // namespace kvshare::cli

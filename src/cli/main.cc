@@ -1,4 +1,4 @@
-// kvshare's command line: generate | tokenize | make-model | bench.
+// kvshare's command line: generate | tokenize | chat-template | make-model | bench.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -22,6 +22,7 @@ const char* kUsage =
     "  generate     complete one prompt (--prompt) or a JSONL batch job (--input/--output)\n"
     "  bench        run a benchmark workload (gsp, prefix-repetition, long-doc-qa, multi-turn, control)\n"
     "  tokenize     print a text's token ids as a JSON array\n"
+    "  chat-template  print the prompt a model's chat template makes of a conversation\n"
     "  make-model   write a model with random weights (Hugging Face folder + GGUF) for tests and benchmarks\n";
 
 }  // namespace
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
   using namespace kvshare::cli;
   if (command == "generate") return run_generate(rest);
   if (command == "tokenize") return run_tokenize(rest);
+  if (command == "chat-template") return run_chat_template(rest);
   if (command == "make-model") return run_make_model(rest);
   if (command == "bench") return run_bench(rest);
   std::fprintf(stderr, "kvshare: unknown command '%s'\n\n%s", command.c_str(), kUsage);
