@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/mapped_file.h"
 #include "test_util.h"
 
 extern char** environ;
@@ -194,7 +195,7 @@ TEST(CliUsage, NoArgumentsPrintsUsageAndFailsHelpSucceeds) {
   const CliRun help = kvshare({"--help"});
   expect_success(help);
   EXPECT_TRUE(contains(help.out, "generate")) << help;
-  for (const char* cmd : {"generate", "tokenize", "make-model", "bench"}) {
+  for (const char* cmd : {"generate", "tokenize", "chat-template", "make-model", "bench"}) {
     const CliRun r = kvshare({cmd, "--help"});
     expect_success(r);
     EXPECT_TRUE(contains(r.out, std::string("usage: kvshare ") + cmd)) << r;
@@ -634,6 +635,96 @@ TEST_F(CliTest, BenchRejectsBadWorkloadsAndSizes) {
   expect_clean_failure(kvshare(with({"--workload", "long-doc-qa", "--order", "sideways"})), {"sideways"});
   expect_clean_failure(kvshare(with({"--workload", "control", "--num-prompts", "-5"})), {"--num-prompts"});
   expect_clean_failure(kvshare({"bench", "--workload", "gsp"}), {"--model is required"});
+}
+
+// ---- chat-template ------------------------------------------------------------------------------------
+
+const char* kChatMlTemplate =
+    "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+TEST(CliChatTemplate, PrintsThePromptByteForByte) {
+  const std::string dir = scratch() + "/chat";
+  fs::create_directories(dir);
+  write_file(dir + "/t.jinja", kChatMlTemplate);
+  write_file(dir + "/m.json", R"([{"role": "user", "content": "Hi é"}])");
+  const CliRun r = kvshare({"chat-template", "--template", dir + "/t.jinja", "--messages", dir + "/m.json"});
+  expect_success(r);
+  EXPECT_EQ(r.out, "<|im_start|>user\nHi é<|im_end|>\n<|im_start|>assistant\n") << r;
+  const CliRun no_gp = kvshare({"chat-template", "--template", dir + "/t.jinja", "--messages", dir + "/m.json",
+                                "--no-generation-prompt", "--bos-token", "<B>"});
+  expect_success(no_gp);
+  EXPECT_EQ(no_gp.out, "<B><|im_start|>user\nHi é<|im_end|>\n") << no_gp;
+  // An object with "messages" passes other variables to the template.
+  write_file(dir + "/t2.jinja", "{{ tools | length }} tools, {{ messages | length }} messages{{ eos_token }}");
+  write_file(dir + "/m2.json", R"({"messages": [], "tools": [{"name": "a"}, {"name": "b"}]})");
+  const CliRun vars = kvshare({"chat-template", "--template", dir + "/t2.jinja", "--messages", dir + "/m2.json",
+                               "--eos-token", "</s>"});
+  expect_success(vars);
+  EXPECT_EQ(vars.out, "2 tools, 0 messages</s>") << vars;
+}
+
+TEST(CliChatTemplate, TemplateErrorsFailWithTheirMessageAndPosition) {
+  const std::string dir = scratch() + "/chat-errors";
+  fs::create_directories(dir);
+  write_file(dir + "/m.json", R"([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])");
+  write_file(dir + "/raise.jinja",
+             "{% for m in messages %}\n{% if loop.index0 > 0 and m.role == messages[loop.index0 - 1].role %}"
+             "{{ raise_exception('Conversation roles must alternate') }}{% endif %}{% endfor %}");
+  const CliRun raised = kvshare({"chat-template", "--template", dir + "/raise.jinja", "--messages", dir + "/m.json"});
+  expect_clean_failure(raised, {"Conversation roles must alternate", "line 2, column"});
+  EXPECT_EQ(raised.out, "") << raised;
+  write_file(dir + "/syntax.jinja", "ok\n{% if x %}\n{{ 1 + }}\n{% endif %}");
+  expect_clean_failure(kvshare({"chat-template", "--template", dir + "/syntax.jinja", "--messages", dir + "/m.json"}),
+                       {"syntax error", "line 3, column 8"});
+  write_file(dir + "/deep.jinja", "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}");
+  expect_clean_failure(kvshare({"chat-template", "--template", dir + "/deep.jinja", "--messages", dir + "/m.json"}),
+                       {"nests deeper"});
+  write_file(dir + "/bad.json", "[{");
+  expect_clean_failure(kvshare({"chat-template", "--template", dir + "/deep.jinja", "--messages", dir + "/bad.json"}),
+                       {"not valid JSON"});
+  expect_clean_failure(kvshare({"chat-template", "--messages", dir + "/m.json"}), {"--model", "--template"});
+  expect_clean_failure(kvshare({"chat-template", "--template", dir + "/nope.jinja", "--messages", dir + "/m.json"}),
+                       {"nope.jinja"});
+}
+
+TEST(CliChatTemplate, RealTemplateMatchesTheReferenceGolden) {
+  KV_REQUIRE_SHARED("chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja");
+  const std::string goldens = testing::source_dir() + "/tests/goldens/chat_templates";
+  const json expected = json::parse(read_file(goldens + "/expected/Qwen-Qwen2.5-7B-Instruct.json"));
+  for (const char* c : {"multi_turn", "tool_calls"}) {
+    const CliRun r = kvshare({"chat-template", "--template",
+                              testing::shared_dir() + "/chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja", "--messages",
+                              goldens + "/cases/" + c + ".json", "--bos-token", "<s>", "--eos-token", "</s>"});
+    expect_success(r);
+    EXPECT_EQ(r.out, expected.at(c).at("generation_prompt").at("output").get<std::string>()) << c << r;
+  }
+}
+
+TEST(CliChatTemplate, ModelFolderAndGgufCarryTheTemplateAndTokens) {
+  KV_REQUIRE_GPT2_TOKENIZER();
+  const std::string tok = scratch() + "/chat-tokenizer";
+  fs::remove_all(tok);
+  fs::create_directories(tok);
+  for (const auto& e : fs::directory_iterator(testing::gpt2_tokenizer_dir()))
+    if (e.is_regular_file()) fs::copy_file(e.path(), tok + "/" + e.path().filename().string());
+  json config = {{"bos_token", "<|endoftext|>"}, {"eos_token", "<|endoftext|>"},
+                 {"chat_template", "[{{ bos_token }}]{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                                   "{% if add_generation_prompt %}assistant:{% endif %}"}};
+  write_file(tok + "/tokenizer_config.json", config.dump());
+  const std::string model = scratch() + "/chat-model";
+  const CliRun made = kvshare({"make-model", "--arch", "llama", "--shape", "tiny", "--tokenizer", tok, "--out", model});
+  expect_success(made);
+  write_file(scratch() + "/chat-m.json", R"([{"role": "user", "content": "hello"}])");
+  const std::string want = "[<|endoftext|>]user: hello\nassistant:";
+  for (const std::string& m : {model, model + "/model.gguf"}) {
+    const CliRun r = kvshare({"chat-template", "--model", m, "--messages", scratch() + "/chat-m.json"});
+    expect_success(r);
+    EXPECT_EQ(r.out, want) << m << r;
+  }
+  // A model without a chat template says so.
+  expect_clean_failure(kvshare({"chat-template", "--model", tiny_model("llama"), "--messages", scratch() + "/chat-m.json"}),
+                       {"no chat template"});
 }
 
 }  // namespace

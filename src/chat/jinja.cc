@@ -412,6 +412,14 @@ struct Token {
   size_t pos;  // original source offset
 };
 
+// "identifier 'foo'", "'}}'", "operator '+'": what an error message says it found.
+std::string describe(const Token& t) {
+  const std::string name = tok_name(t.type);
+  if (name[0] == '\'' || t.value.empty()) return name;
+  std::string v = t.value.size() > 40 ? t.value.substr(0, 40) + "..." : t.value;
+  return name + " '" + v + "'";
+}
+
 // The preprocessed source and, for every byte, its offset in the original.
 struct Source {
   std::string s;
@@ -841,7 +849,7 @@ class Parser {
     if (cur_ >= toks_.size()) fail(std::string("Unexpected end of template: ") + what, end_pos_);
     const Token& tok = toks_[cur_];
     if (tok.type != t)
-      fail(std::string(what) + ", got " + tok_name(tok.type) + (tok.value.empty() ? "" : " '" + tok.value + "'"), tok.pos);
+      fail(std::string(what) + ", got " + describe(tok), tok.pos);
     ++cur_;
     return tok;
   }
@@ -871,7 +879,7 @@ class Parser {
         expect(Tok::kCloseExpr, "Expected '}}' to close the expression");
         return e;
       }
-      default: fail(std::string("Unexpected ") + tok_name(t.type) + " '" + t.value + "'", t.pos);
+      default: fail("Unexpected " + describe(t), t.pos);
     }
   }
 
@@ -890,7 +898,7 @@ class Parser {
   NodeP parse_statement() {
     const size_t start = peek().pos;
     expect(Tok::kOpenStmt, "Expected '{%'");
-    if (!is(Tok::kIdent)) fail(std::string("Unknown statement, got ") + tok_name(peek().type), here());
+    if (!is(Tok::kIdent)) fail("Unknown statement, got " + describe(peek()), here());
     const std::string name = peek().value;
     ++cur_;
     if (name == "set") {
@@ -1326,7 +1334,7 @@ class Parser {
         return n;
       }
       default:
-        fail(std::string("Unexpected token: ") + tok_name(t.type) + (t.value.empty() ? "" : " '" + t.value + "'"), t.pos);
+        fail("Unexpected token: " + describe(t), t.pos);
     }
   }
 
