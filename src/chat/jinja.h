@@ -115,6 +115,7 @@ class Template {
   // naming the line and column.
   static Result<Template> parse(const std::string& source, const Limits& limits = {});
 
+  // Thread-safe: a parsed Template is immutable and each render has its own state.
   // Renders with `vars` as the template's global variables (plus the built-ins: namespace, range,
   // raise_exception, strftime_now, true/false/none). Errors (raise_exception included) are invalid_argument
   // with the line and column of the innermost failing expression.
