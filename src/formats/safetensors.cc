@@ -8,6 +8,7 @@
 
 #include "core/mapped_file.h"
 #include "formats/io_util.h"
+#include "formats/json_builder.h"
 
 namespace kvshare {
 
@@ -49,94 +50,11 @@ std::string offsets_string(uint64_t begin, uint64_t end) {
   return "[" + std::to_string(begin) + ", " + std::to_string(end) + "]";
 }
 
-// Builds a JSON value from SAX events, stopping at the first object key that appears twice in one object
-// (nlohmann's own parse would silently keep the last). Linear in the text: nlohmann's callback parser scans the
-// enclosing object for discarded values after every nested object ends, which made a header of n tensors take
-// time quadratic in n.
-class StrictJsonBuilder final : public json::json_sax_t {
- public:
-  json& result() { return root_; }
-  const std::string& duplicate() const { return duplicate_; }
-  const std::string& error() const { return error_; }
-
-  bool null() override { return put(nullptr) != nullptr; }
-  bool boolean(bool v) override { return put(v) != nullptr; }
-  bool number_integer(number_integer_t v) override { return put(v) != nullptr; }
-  bool number_unsigned(number_unsigned_t v) override { return put(v) != nullptr; }
-  bool number_float(number_float_t v, const string_t& /*text*/) override { return put(v) != nullptr; }
-  bool string(string_t& v) override { return put(std::move(v)) != nullptr; }
-  bool binary(binary_t& /*v*/) override {  // only the binary formats (CBOR, ...) have these
-    error_ = "a binary value";
-    return false;
-  }
-  bool start_object(std::size_t /*size*/) override {
-    stack_.push_back(put(json::object()));
-    return true;
-  }
-  bool key(string_t& k) override {
-    json::object_t& object = stack_.back()->get_ref<json::object_t&>();
-    const size_t before = object.size();
-    slot_ = &object[k];
-    if (object.size() == before) {  // the key was there already
-      duplicate_ = k;
-      return false;
-    }
-    return true;
-  }
-  bool end_object() override {
-    stack_.pop_back();
-    return true;
-  }
-  bool start_array(std::size_t /*size*/) override {
-    stack_.push_back(put(json::array()));
-    return true;
-  }
-  bool end_array() override {
-    stack_.pop_back();
-    return true;
-  }
-  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
-                   const nlohmann::detail::exception& e) override {
-    error_ = e.what();
-    return false;
-  }
-
- private:
-  // Stores `v` where the grammar says the next value goes, and returns where it went.
-  template <typename T>
-  json* put(T&& v) {
-    if (stack_.empty()) {
-      root_ = json(std::forward<T>(v));
-      return &root_;
-    }
-    json& parent = *stack_.back();
-    if (parent.is_array()) {
-      parent.get_ref<json::array_t&>().emplace_back(std::forward<T>(v));
-      return &parent.get_ref<json::array_t&>().back();
-    }
-    *slot_ = json(std::forward<T>(v));  // set by key(), which always comes first inside an object
-    return slot_;
-  }
-
-  json root_;
-  std::vector<json*> stack_;  // the open objects and arrays, innermost last
-  json* slot_ = nullptr;      // the value of the key just read
-  std::string duplicate_;
-  std::string error_;
-};
-
-// Parses JSON text, reporting duplicate object keys (which nlohmann would silently collapse) as errors.
+// Parses JSON text, reporting duplicate object keys (which nlohmann would silently collapse) as errors, in
+// time linear in the text (json_builder.h).
 Result<json> parse_json_strict(std::string_view text) {
-  StrictJsonBuilder builder;
-  bool ok = false;
-  try {
-    ok = json::sax_parse(text.begin(), text.end(), &builder);
-  } catch (const json::exception& e) {
-    return data_loss(std::string("invalid JSON: ") + e.what());
-  }
-  if (!builder.duplicate().empty())
-    return data_loss("invalid JSON: the key " + shown(builder.duplicate()) + " appears twice in one object");
-  if (!ok) return data_loss("invalid JSON: " + builder.error());
+  JsonBuilder builder(/*reject_duplicate_keys=*/true);
+  KV_RETURN_IF_ERROR(run_json_builder(text, builder));
   return std::move(builder.result());
 }
 

@@ -2,10 +2,12 @@
 // merges.txt, plus tokenizer_config.json and generation_config.json beside them.
 #include <algorithm>
 #include <sstream>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
 #include "core/mapped_file.h"
+#include "formats/json_builder.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_model.h"
 
@@ -68,84 +70,127 @@ bool split_merge(std::string_view merge, BpeTables& tables) {
   return true;
 }
 
-// Parses tokenizer.json, taking model.vocab and model.merges out into `tables` as they stream past instead of
-// building them as JSON values: that would take most of the loading time. The returned JSON holds the rest
-// (model.vocab and model.merges are left empty).
-Result<Json> parse_tokenizer_file(const std::string& path, BpeTables& tables) {
-  KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
-  using Event = Json::parse_event_t;
-  std::string key1, key2;  // the keys being read at depths 1 and 2
-  bool in_vocab = false, in_merges = false;
-  std::string piece;                // the vocab key whose id comes next
-  std::vector<std::string> pair;    // the parts of a merge written as ["a", "b"]
-  bool in_pair = false;
-  auto fail = [&](std::string message) {
-    if (tables.error.empty()) tables.error = std::move(message);
-  };
-  auto callback = [&](int depth, Event event, Json& parsed) -> bool {
-    switch (event) {
-      case Event::key:
-        if (depth == 1) key1 = parsed.get<std::string>(), key2.clear();
-        if (depth == 2) key2 = parsed.get<std::string>();
-        if (depth == 3 && in_vocab) {
-          piece = std::move(parsed.get_ref<std::string&>());
-          return false;  // no element is made for this key; its value is taken below
-        }
-        return true;
-      case Event::object_start:
-        if (depth == 2 && key1 == "model" && key2 == "vocab") in_vocab = tables.has_vocab = true;
-        if (depth == 3 && in_vocab) fail("vocab entry \"" + piece + "\" has no valid id");
-        return true;
-      case Event::object_end:
-        if (depth == 2) in_vocab = false;
-        return true;
-      case Event::array_start:
-        if (depth == 2 && key1 == "model" && key2 == "merges") in_merges = tables.has_merges = true;
-        if (depth == 3 && in_vocab) fail("vocab entry \"" + piece + "\" has no valid id");
-        if (depth == 3 && in_merges) in_pair = true, pair.clear();
-        return true;
-      case Event::array_end:
-        if (depth == 2) in_merges = false;
-        if (depth == 3 && in_pair) {
-          in_pair = false;
-          if (pair.size() == 2) {
-            tables.merges.emplace_back(std::move(pair[0]), std::move(pair[1]));
-          } else {
-            fail("a merge is neither \"a b\" nor [\"a\", \"b\"]");
-          }
-          return false;  // drop the array
-        }
-        return true;
-      case Event::value:
-        if (depth == 3 && in_vocab) {
-          if (parsed.is_number_integer() && parsed.get<int64_t>() >= 0 && parsed.get<int64_t>() < kMaxTokenId) {
-            tables.vocab.emplace_back(std::move(piece), parsed.get<int64_t>());
-          } else {
-            fail("vocab entry \"" + piece + "\" has no valid id");
-          }
-          return true;  // its key was dropped, so nothing is stored
-        }
-        if (depth == 3 && in_merges) {
-          if (!parsed.is_string() || !split_merge(parsed.get_ref<const std::string&>(), tables)) {
-            fail("merge " + parsed.dump() + " is neither \"a b\" nor [\"a\", \"b\"]");
-          }
-          return false;
-        }
-        if (depth == 4 && in_pair) {
-          if (parsed.is_string()) {
-            pair.push_back(std::move(parsed.get_ref<std::string&>()));
-          } else {
-            pair.resize(3);  // not a pair of strings
-          }
-          return false;
-        }
-        return true;
+// tokenizer.json's SAX handler: model.vocab and model.merges go into `tables` as they stream past instead of
+// being built as JSON values (that would take most of the loading time); the rest is built as JSON, with
+// model.vocab and model.merges left empty. Linear in the text (json_builder.h). A malformed vocab entry or
+// merge is noted in tables.error (the first one) and skipped.
+class TokenizerFileBuilder final : public JsonBuilder {
+ public:
+  explicit TokenizerFileBuilder(BpeTables& tables) : JsonBuilder(/*reject_duplicate_keys=*/false), t_(tables) {}
+
+  bool null() override { return taken() ? take(Json(nullptr)) : JsonBuilder::null(); }
+  bool boolean(bool v) override { return taken() ? take(Json(v)) : JsonBuilder::boolean(v); }
+  bool number_integer(number_integer_t v) override { return taken() ? take(Json(v)) : JsonBuilder::number_integer(v); }
+  bool number_unsigned(number_unsigned_t v) override {
+    return taken() ? take(Json(v)) : JsonBuilder::number_unsigned(v);
+  }
+  bool number_float(number_float_t v, const string_t& text) override {
+    return taken() ? take(Json(v)) : JsonBuilder::number_float(v, text);
+  }
+  bool string(string_t& v) override { return taken() ? take(Json(std::move(v))) : JsonBuilder::string(v); }
+
+  bool key(string_t& k) override {
+    if (skip_ > 0) return true;
+    if (depth_ == 1) key1_ = k, key2_.clear();
+    if (depth_ == 2) key2_ = k;
+    if (depth_ == 3 && in_vocab_) {
+      piece_ = std::move(k);
+      return true;
+    }
+    return JsonBuilder::key(k);
+  }
+  bool start_object(std::size_t size) override {
+    if (taken()) return start_skipped(in_merges_ && !in_pair_ ? "a merge is neither \"a b\" nor [\"a\", \"b\"]" : "");
+    if (depth_ == 2 && key1_ == "model" && key2_ == "vocab") in_vocab_ = t_.has_vocab = true;
+    ++depth_;
+    return JsonBuilder::start_object(size);
+  }
+  bool start_array(std::size_t size) override {
+    if (depth_ == 3 && in_merges_ && skip_ == 0) {  // a merge written as ["a", "b"]
+      in_pair_ = true;
+      pair_.clear();
+      ++depth_;
+      return true;
+    }
+    if (taken()) return start_skipped("");
+    if (depth_ == 2 && key1_ == "model" && key2_ == "merges") in_merges_ = t_.has_merges = true;
+    ++depth_;
+    return JsonBuilder::start_array(size);
+  }
+  bool end_object() override { return end_container() || JsonBuilder::end_object(); }
+  bool end_array() override { return end_container() || JsonBuilder::end_array(); }
+
+ private:
+  // Whether the next value is one this handler takes (or skips) rather than the builder.
+  bool taken() const { return skip_ > 0 || (depth_ == 3 && (in_vocab_ || in_merges_)) || (depth_ == 4 && in_pair_); }
+
+  bool take(const Json& v) {
+    if (skip_ > 0) return true;
+    if (in_pair_) {
+      if (v.is_string()) {
+        pair_.push_back(v.get<std::string>());
+      } else {
+        pair_.resize(3);  // not a pair of strings
+      }
+    } else if (in_vocab_) {
+      if (v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < kMaxTokenId) {
+        t_.vocab.emplace_back(std::move(piece_), v.get<int64_t>());
+      } else {
+        note("vocab entry \"" + piece_ + "\" has no valid id");
+      }
+    } else if (!v.is_string() || !split_merge(v.get_ref<const std::string&>(), t_)) {
+      note("merge " + v.dump() + " is neither \"a b\" nor [\"a\", \"b\"]");
     }
     return true;
-  };
-  Json j = Json::parse(text, callback, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
-  return j;
+  }
+  // A container where an entry of the vocabulary, a merge or a merge's part should be: skipped whole.
+  bool start_skipped(const std::string& merge_error) {
+    if (skip_ == 0) {
+      if (in_pair_) pair_.resize(3);
+      else if (in_vocab_) note("vocab entry \"" + piece_ + "\" has no valid id");
+      else if (!merge_error.empty()) note(merge_error);
+    }
+    ++skip_;
+    ++depth_;
+    return true;
+  }
+  // Closes a container this handler opened (true), or lets the builder close its own (false).
+  bool end_container() {
+    --depth_;
+    if (skip_ > 0) {
+      --skip_;
+      return true;
+    }
+    if (in_pair_ && depth_ == 3) {
+      in_pair_ = false;
+      if (pair_.size() == 2) {
+        t_.merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+      } else {
+        note("a merge is neither \"a b\" nor [\"a\", \"b\"]");
+      }
+      return true;
+    }
+    if (depth_ == 2) in_vocab_ = in_merges_ = false;
+    return false;
+  }
+  void note(std::string message) {
+    if (t_.error.empty()) t_.error = std::move(message);
+  }
+
+  BpeTables& t_;
+  int depth_ = 0;                 // containers open
+  int skip_ = 0;                  // containers open inside a skipped one (itself included)
+  std::string key1_, key2_;       // the keys being read at depths 1 and 2
+  bool in_vocab_ = false, in_merges_ = false, in_pair_ = false;
+  std::string piece_;             // the vocab key whose id comes next
+  std::vector<std::string> pair_;  // the parts of a merge written as ["a", "b"]
+};
+
+Result<Json> parse_tokenizer_file(const std::string& path, BpeTables& tables) {
+  KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  TokenizerFileBuilder builder(tables);
+  if (Status st = run_json_builder(text, builder); !st.ok()) return invalid_argument(path + " is not valid JSON (" + st.message() + ")");
+  return std::move(builder.result());
 }
 
 // Finds a token by its text: added tokens first, then the vocabulary. -1 when there is none.
@@ -170,7 +215,14 @@ void set_piece(TokenizerModel& m, int32_t id, std::string piece, TokenType type)
   m.types[id] = type;
 }
 
-Status add_added_token(TokenizerModel& m, const Json& t) {
+// The position in m.added_tokens of each id there (for add_added_token: a later entry with an id replaces it).
+std::unordered_map<int32_t, size_t> added_token_index(const TokenizerModel& m) {
+  std::unordered_map<int32_t, size_t> index;
+  for (size_t i = 0; i < m.added_tokens.size(); ++i) index[m.added_tokens[i].id] = i;
+  return index;
+}
+
+Status add_added_token(TokenizerModel& m, const Json& t, std::unordered_map<int32_t, size_t>& index) {
   const Json* id = member(t, "id");
   const Json* content = member(t, "content");
   if (id == nullptr || !id->is_number_integer() || content == nullptr || !content->is_string()) {
@@ -189,11 +241,10 @@ Status add_added_token(TokenizerModel& m, const Json& t) {
   added.lstrip = bool_member(t, "lstrip", false);
   added.rstrip = bool_member(t, "rstrip", false);
   set_piece(m, added.id, added.content, added.special ? TokenType::kControl : TokenType::kUserDefined);
-  auto same = std::find_if(m.added_tokens.begin(), m.added_tokens.end(),
-                           [&](const AddedToken& a) { return a.id == added.id; });
-  if (same != m.added_tokens.end()) {
-    *same = std::move(added);
+  if (auto same = index.find(added.id); same != index.end()) {
+    m.added_tokens[same->second] = std::move(added);
   } else {
+    index.emplace(added.id, m.added_tokens.size());
     m.added_tokens.push_back(std::move(added));
   }
   return Status::ok_status();
@@ -430,7 +481,8 @@ Status parse_tokenizer_json(const Json& j, BpeTables& tables, TokenizerModel& m,
 
   if (const Json* added = member(j, "added_tokens")) {
     if (!added->is_array()) return invalid_argument("\"added_tokens\" is not a list");
-    for (const Json& t : *added) KV_RETURN_IF_ERROR(add_added_token(m, t));
+    auto index = added_token_index(m);
+    for (const Json& t : *added) KV_RETURN_IF_ERROR(add_added_token(m, t, index));
   }
   const std::string unk = string_member(*model, "unk_token");
   if (!unk.empty()) {
@@ -511,6 +563,7 @@ Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& 
     KV_ASSIGN_OR_RETURN(Json config, parse_json_file(config_path));
     if (!config.is_object()) return invalid_argument(config_path + ": the top level is not a JSON object");
     if (const Json* decoder = member(config, "added_tokens_decoder"); decoder != nullptr && decoder->is_object()) {
+      auto index = added_token_index(m);
       for (const auto& [id_text, entry] : decoder->items()) {
         int64_t id = -1;
         try {
@@ -525,7 +578,7 @@ Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& 
         }
         Json t = entry;
         t["id"] = id;
-        KV_RETURN_IF_ERROR(add_added_token(m, t).with_context(config_path));
+        KV_RETURN_IF_ERROR(add_added_token(m, t, index).with_context(config_path));
       }
     }
     const std::string bos = token_name(member(config, "bos_token"));

@@ -548,6 +548,43 @@ TEST(TokenizerErrors, MinimalBpeWorks) {
   EXPECT_TRUE((*t)->eos_ids().empty());
 }
 
+// Loading is linear in the file: 100,000 added tokens (nlohmann's callback parser took ~18 s for these, time
+// growing with the square of the count) load in well under the bound, and every one is there.
+TEST(TokenizerErrors, ManyAddedTokensLoadInLinearTime) {
+  constexpr int kAdded = 100000;
+  std::string json = R"({"added_tokens": [)";
+  for (int i = 0; i < kAdded; ++i) {
+    json += (i ? ", " : "") + std::string(R"({"id": )") + std::to_string(4 + i) + R"(, "content": "<t)" +
+            std::to_string(i) + R"(>", "special": true})";
+  }
+  json += R"(], "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "<unk>": 3}, "merges": [["a", "b"]],
+             "unk_token": "<unk>"}})";
+  const auto start = std::chrono::steady_clock::now();
+  auto t = Tokenizer::from_hf_dir(write_dir("tokenizer_many_added", {{"tokenizer.json", json}}));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  EXPECT_LT(seconds, 8.0);
+  EXPECT_EQ((*t)->encode("ab<t99999>a", false), (std::vector<int32_t>{2, 4 + 99999, 0}));
+  EXPECT_EQ((*t)->token_piece(4 + 12345), "<t12345>");
+}
+
+// A malformed merge or vocab entry deep in the stream is reported, whatever its shape.
+TEST(TokenizerErrors, MalformedEntriesAreReportedWhateverTheirShape) {
+  for (const char* model : {R"("vocab": {"a": 0, "b": {"x": [1]}}, "merges": [])",
+                            R"("vocab": {"a": 0, "b": [1, 2]}, "merges": [])",
+                            R"("vocab": {"a": 0, "b": 1}, "merges": [{"a": "b"}])",
+                            R"("vocab": {"a": 0, "b": 1}, "merges": [["a", ["b"]]])",
+                            R"("vocab": {"a": 0, "b": 1}, "merges": [["a", "b", "c"]])",
+                            R"("vocab": {"a": 0, "b": 1}, "merges": ["ab"])"}) {
+    std::string message;
+    EXPECT_EQ(load_code(std::string(R"({"model": {"type": "BPE", )") + model + "}}", &message),
+              StatusCode::kInvalidArgument)
+        << model;
+    EXPECT_TRUE(message.find("vocab entry") != std::string::npos || message.find("merge") != std::string::npos)
+        << model << ": " << message;
+  }
+}
+
 // A Llama-2-style tokenizer.json (Metaspace pre-tokenizer and decoder, byte fallback) whose post_processor
 // adds BOS and EOS; no tokenizer_config.json, so the post_processor decides.
 TEST(Tokenizer, MetaspaceAndTemplateProcessing) {
