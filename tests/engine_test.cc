@@ -211,6 +211,32 @@ TEST_F(EngineBehaviour, ExplicitPrefixIsComputedOnceAndPinned) {
   EXPECT_EQ(engine->metrics().blocks_used, 0);
 }
 
+TEST_F(EngineBehaviour, ResetPrefixCacheForgetsCachedBlocksButNotPinnedOnes) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true, /*kv_bytes=*/int64_t{64} << 20);
+  std::vector<int32_t> shared, pinned;
+  for (int i = 0; i < 40; ++i) shared.push_back(300 + i), pinned.push_back(700 + i);
+  auto handle = engine->cache_prefix(pinned);
+  ASSERT_TRUE(handle.ok()) << handle.status().to_string();
+  auto request = [](std::vector<int32_t> prompt) {
+    Request r;
+    r.prompt_token_ids = std::move(prompt);
+    r.prompt_token_ids.push_back(7);
+    r.params.max_tokens = 3;
+    r.params.temperature = 0;
+    return r;
+  };
+  const auto first = engine->generate({request(shared)});
+  const auto again = engine->generate({request(shared)});
+  EXPECT_EQ(again[0].num_cached_tokens, 32);
+  EXPECT_GT(engine->reset_prefix_cache(), 0);
+  const auto after = engine->generate({request(shared), request(pinned)});
+  EXPECT_EQ(after[0].num_cached_tokens, 0);   // computed anew
+  EXPECT_EQ(after[0].token_ids, first[0].token_ids);
+  EXPECT_EQ(after[1].num_cached_tokens, 32);  // the pinned prefix is still there
+  EXPECT_TRUE(engine->release_prefix(*handle).ok());
+}
+
 TEST_F(EngineBehaviour, BadRequestsFailAloneWithClearErrors) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true);

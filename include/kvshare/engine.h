@@ -114,6 +114,10 @@ class Engine {
   Result<int64_t> cache_prefix(const std::vector<int32_t>& tokens, const std::string& cache_salt = "");
   Result<int64_t> cache_prefix(const std::string& text, const std::string& cache_salt = "");
   Status release_prefix(int64_t handle);
+  // Forgets every cached prefix block that no request holds, so later requests compute their prompts anew
+  // (for benchmarks, and for clients that want a cold cache); blocks of running requests and pinned prefixes
+  // stay findable. Returns the number of blocks it dropped.
+  int64_t reset_prefix_cache();
 
   const Tokenizer& tokenizer() const;
   const ModelConfig& model_config() const;

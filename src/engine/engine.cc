@@ -389,6 +389,8 @@ Status Engine::release_prefix(int64_t handle) {
   return {};
 }
 
+int64_t Engine::reset_prefix_cache() { return impl_->blocks->drop_evictable(); }
+
 const Tokenizer& Engine::tokenizer() const { return *impl_->loaded.tokenizer; }
 const ModelConfig& Engine::model_config() const { return impl_->loaded.model->config(); }
 const EngineConfig& Engine::config() const { return impl_->config; }

@@ -244,6 +244,12 @@ void BlockManager::drop_cache_entry(int32_t block) {
   }
 }
 
+int32_t BlockManager::drop_evictable() {
+  int32_t dropped = 0;
+  for (; lru_head_ != kNone; ++dropped) drop_cache_entry(lru_head_);  // least recent first: popped last
+  return dropped;
+}
+
 void BlockManager::lru_push_back(int32_t block) {
   Block& blk = blocks_[block];
   blk.in_lru = true;

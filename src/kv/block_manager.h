@@ -91,6 +91,11 @@ class BlockManager {
   // never written. They stay referenced by their owner.
   void unpublish(std::span<const int32_t> blocks);
 
+  // Drops the cache entry of every evictable block (published, unreferenced), which become free, the most
+  // recently used allocated first again. Referenced blocks (running sequences, pinned prefixes) stay
+  // published. Returns how many blocks were dropped. O(evictable blocks).
+  int32_t drop_evictable();
+
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
   bool prefix_caching_enabled() const { return enable_prefix_caching_; }

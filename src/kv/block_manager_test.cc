@@ -287,6 +287,27 @@ TEST(BlockManager, PinningIsHoldingAReference) {
   EXPECT_INVARIANTS(bm);
 }
 
+TEST(BlockManager, DropEvictableForgetsOnlyUnreferencedBlocks) {
+  BlockManager bm(8, 4, true);
+  const Tokens a = {1, 2, 3, 4, 5, 6, 7, 8}, b = {9, 9, 9, 9};
+  const auto chain_a = publish_chain(bm, a, "");
+  const auto chain_b = publish_chain(bm, b, "");  // stays referenced (a running sequence, or a pinned prefix)
+  bm.release_chain(chain_a);
+  ASSERT_EQ(bm.num_evictable_blocks(), 2);
+  EXPECT_EQ(bm.drop_evictable(), 2);
+  EXPECT_EQ(bm.num_evictable_blocks(), 0);
+  EXPECT_EQ(bm.num_free_blocks(), 7);
+  EXPECT_TRUE(bm.match_prefix(a, "", 2).empty());
+  EXPECT_EQ(bm.match_prefix(b, "", 1), chain_b);
+  EXPECT_INVARIANTS(bm);
+  // The dropped blocks are allocated again before never-used ones (their pages are already resident), the
+  // most recently used first: the chain was released tail first, so its head is the most recent.
+  EXPECT_EQ(bm.allocate(), chain_a[0]);
+  EXPECT_EQ(bm.allocate(), chain_a[1]);
+  EXPECT_EQ(bm.drop_evictable(), 0);
+  EXPECT_INVARIANTS(bm);
+}
+
 TEST(BlockManagerDeathTest, EngineBugsAreChecked) {
   BlockManager bm(2, 2, true);
   const int32_t zero[] = {0};
