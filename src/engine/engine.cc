@@ -71,6 +71,18 @@ struct Engine::Impl {
   Output make_output(const Sequence& s) const;
   void finish(Sequence& s, FinishReason reason, std::vector<Output>& out, Status error = {});
   std::vector<Output> step();
+
+  // The parts of a step, in order (step() reads as their table of contents).
+  struct StepWork {  // what a step computes, for the metrics
+    double flops = 0, kv_read_bytes = 0;
+    bool has_prefill = false;
+  };
+  void note_peak_blocks();
+  void fail_what_cannot_run(const StepPlan& plan, std::vector<Output>& out);
+  ForwardBatch build_batch(const StepPlan& plan, StepWork& work) const;
+  Status run_model(const ForwardBatch& batch);
+  void sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out);
+  void record_step(std::chrono::steady_clock::time_point start, const StepWork& work);
   Result<int64_t> add(const Request& r, bool prefill_only);
 };
 
@@ -193,13 +205,35 @@ void Engine::Impl::finish(Sequence& s, FinishReason reason, std::vector<Output>&
 
 std::vector<Output> Engine::Impl::step() {
   std::vector<Output> out = std::exchange(pending, {});
-  const auto t0 = std::chrono::steady_clock::now();
-  StepPlan plan = scheduler->schedule();
-  // The most blocks hold K/V right after planning: the step's blocks are allocated, and none of the sequences
-  // finishing below has released its own yet.
+  const auto start = std::chrono::steady_clock::now();
+  const StepPlan plan = scheduler->schedule();
+  note_peak_blocks();
+  fail_what_cannot_run(plan, out);
+  if (plan.empty()) return out;
+  StepWork work;
+  const ForwardBatch batch = build_batch(plan, work);
+  if (Status st = run_model(batch); !st.ok()) {  // a bug or a bad token slipped through validation
+    scheduler->abandon_step(plan);               // fail these requests, keep the engine
+    for (const PlannedSeq& p : plan.seqs) finish(*p.seq, FinishReason::kError, out, st);
+    return out;
+  }
+  sample_and_check_stops(plan, out);
+  record_step(start, work);
+  return out;
+}
+
+// The most blocks hold K/V right after planning: the step's blocks are allocated, and none of the sequences
+// finishing in this step has released its own yet.
+void Engine::Impl::note_peak_blocks() {
   m.peak_blocks_in_use = std::max(m.peak_blocks_in_use,
                                   blocks->num_blocks() - (blocks->num_free_blocks() - blocks->num_evictable_blocks()));
   m.kv_cache_bytes_peak_used = int64_t{m.peak_blocks_in_use} * kv->shape().bytes_per_block();
+}
+
+// Requests that can never fit fail; so does the head of the queue when nothing could run, nothing runs, and no
+// preemption freed blocks for the next try (it cannot fit beside the blocks pinned prefixes hold; the others
+// may fit).
+void Engine::Impl::fail_what_cannot_run(const StepPlan& plan, std::vector<Output>& out) {
   for (Sequence* s : scheduler->take_unschedulable()) {
     finish(*s, FinishReason::kError, out,
            resource_exhausted("the request needs " + std::to_string(s->max_total_tokens) +
@@ -207,29 +241,25 @@ std::vector<Output> Engine::Impl::step() {
                               std::to_string(int64_t{blocks->num_blocks()} * blocks->block_size()) +
                               "; raise --kv-cache-memory or lower max_tokens"));
   }
-  if (plan.empty()) {
-    // Nothing could run although work waits, and no preemption freed blocks for the next try: the head of
-    // the queue cannot fit beside the blocks that pinned prefixes hold. It fails; the others may fit.
-    if (!plan.preempted && scheduler->num_running() == 0 && scheduler->first_waiting() != nullptr) {
-      finish(*scheduler->first_waiting(), FinishReason::kError, out,
-             resource_exhausted("the KV cache has no room for this request while pinned prefixes hold " +
-                                std::to_string(blocks->num_used_blocks()) +
-                                " blocks; release prefixes or raise --kv-cache-memory"));
-    }
-    return out;
+  if (plan.empty() && !plan.preempted && scheduler->num_running() == 0 && scheduler->first_waiting() != nullptr) {
+    finish(*scheduler->first_waiting(), FinishReason::kError, out,
+           resource_exhausted("the KV cache has no room for this request while pinned prefixes hold " +
+                              std::to_string(blocks->num_used_blocks()) +
+                              " blocks; release prefixes or raise --kv-cache-memory"));
   }
+}
 
-  // One batch over every planned token of every sequence, and the step's work for the metrics.
+// One batch over every planned token of every sequence (its K/V slots, and a logits row where a sequence
+// reaches its end), and the step's work for the metrics.
+ForwardBatch Engine::Impl::build_batch(const StepPlan& plan, StepWork& work) const {
   ForwardBatch batch;
   const int64_t bs = blocks->block_size();
-  double step_flops = 0, kv_read_bytes = 0;
-  bool has_prefill = false;
   for (const PlannedSeq& p : plan.seqs) {
-    Sequence& s = *p.seq;
+    const Sequence& s = *p.seq;
     const double mean_ctx = static_cast<double>(s.num_computed) + static_cast<double>(p.num_tokens + 1) / 2;
-    step_flops += loaded.model->forward_flops(p.num_tokens, mean_ctx);
-    kv_read_bytes += static_cast<double>(s.num_computed + p.num_tokens) * static_cast<double>(m.kv_bytes_per_token);
-    has_prefill = has_prefill || s.num_computed < s.num_prompt_tokens;
+    work.flops += loaded.model->forward_flops(p.num_tokens, mean_ctx);
+    work.kv_read_bytes += static_cast<double>(s.num_computed + p.num_tokens) * static_cast<double>(m.kv_bytes_per_token);
+    work.has_prefill = work.has_prefill || s.num_computed < s.num_prompt_tokens;
     AttentionSeq a;
     a.q_begin = batch.num_tokens();
     a.q_len = p.num_tokens;
@@ -243,17 +273,21 @@ std::vector<Output> Engine::Impl::step() {
     if (a.context_len == s.num_tokens()) batch.logit_rows.push_back(batch.num_tokens() - 1);
     batch.seqs.push_back(a);
   }
+  return batch;
+}
+
+Status Engine::Impl::run_model(const ForwardBatch& batch) {
   const int64_t vocab = loaded.model->config().vocab_size;
   if (static_cast<int64_t>(logits.size()) < static_cast<int64_t>(batch.logit_rows.size()) * vocab)
     logits.resize(batch.logit_rows.size() * vocab);
-  Status st = loaded.model->forward(batch, *kv, act, logits.data());
   m.computed_tokens += batch.num_tokens();
-  if (!st.ok()) {  // a bug or a bad token slipped through validation: fail these requests, keep the engine
-    scheduler->abandon_step(plan);
-    for (const PlannedSeq& p : plan.seqs) finish(*p.seq, FinishReason::kError, out, st);
-    return out;
-  }
+  return loaded.model->forward(batch, *kv, act, logits.data());
+}
 
+// Each sequence that reached its end samples its next token from its logits row; EOS, a stop token or the
+// length limit finishes it.
+void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out) {
+  const int64_t vocab = loaded.model->config().vocab_size;
   int64_t row = 0;
   for (const PlannedSeq& p : plan.seqs) {
     Sequence& s = *p.seq;
@@ -280,18 +314,20 @@ std::vector<Output> Engine::Impl::step() {
       out.push_back(make_output(s));
     }
   }
+}
+
+void Engine::Impl::record_step(std::chrono::steady_clock::time_point start, const StepWork& work) {
   m.steps++;
-  m.last_step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  m.last_step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.step_seconds_total += m.last_step_seconds;
-  if (has_prefill) {
+  if (work.has_prefill) {
     m.prefill_seconds += m.last_step_seconds;
-    m.prefill_flops += step_flops;
+    m.prefill_flops += work.flops;
   } else {
     m.decode_seconds += m.last_step_seconds;
-    m.decode_flops += step_flops;
-    m.decode_bytes += loaded.model->weight_bytes() + kv_read_bytes;
+    m.decode_flops += work.flops;
+    m.decode_bytes += loaded.model->weight_bytes() + work.kv_read_bytes;
   }
-  return out;
 }
 
 std::vector<Output> Engine::generate(const std::vector<Request>& requests,
