@@ -9,6 +9,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "core/splitmix.h"
 #include "engine/loader.h"
 #include "engine/scheduler.h"
 #include "kernels/isa.h"
@@ -41,11 +42,9 @@ int64_t available_memory_bytes() {
   return int64_t{4} << 30;
 }
 
+// Request `id`'s seed under the engine's seed: the (id + 1)-th output of SplitMix64 from `seed`.
 uint64_t mix_seed(uint64_t seed, int64_t id) {
-  uint64_t z = seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(id + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+  return splitmix64_mix(seed + kSplitMixGamma * static_cast<uint64_t>(id + 1));
 }
 
 }  // namespace

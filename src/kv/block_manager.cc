@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/hash.h"
+
 namespace kvshare {
 namespace {
 
@@ -11,8 +13,6 @@ namespace {
 constexpr uint64_t kRootHash = 0x6b76736861726531ULL;  // "kvshare1": the "parent hash" of a first block
 constexpr uint64_t kMulA = 0x9e3779b97f4a7c15ULL;      // 2^64 / golden ratio, odd
 constexpr uint64_t kMulB = 0x8cb92ba72f3d8dd7ULL;      // an arbitrary odd constant with mixed bits
-constexpr uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
-constexpr uint64_t kFnvPrime = 0x100000001b3ULL;
 
 inline uint64_t rotate_left(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
@@ -30,15 +30,8 @@ inline uint64_t avalanche(uint64_t h) {
   return h;
 }
 
-// FNV-1a over the salt's bytes, then mixed with its length and avalanched.
-uint64_t hash_salt(std::string_view salt) {
-  uint64_t h = kFnvOffset;
-  for (unsigned char c : salt) {
-    h ^= c;
-    h *= kFnvPrime;
-  }
-  return avalanche(absorb(h, salt.size()));
-}
+// FNV-1a over the salt's bytes (core/hash.h), then mixed with its length and avalanched.
+uint64_t hash_salt(std::string_view salt) { return avalanche(absorb(fnv1a64(salt), salt.size())); }
 
 // The index key of a block: chained from its parent's key, so equal keys imply (barring collisions) equal
 // whole prefixes, not just equal blocks.

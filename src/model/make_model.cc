@@ -1,5 +1,6 @@
 #include "core/det_math.h"
 #include "core/hash.h"
+#include "core/splitmix.h"
 #include "model/make_model.h"
 
 #include <algorithm>
@@ -76,27 +77,8 @@ std::string join(const std::vector<std::string>& items) {
 // ---------------------------------------------------------------------------------------------------------------
 // The generator: SplitMix64 with a per-tensor seed.
 
-constexpr uint64_t kSplitMixGamma = 0x9e3779b97f4a7c15ull;
-
-uint64_t splitmix64_mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t state) : state_(state) {}
-  uint64_t next() {
-    state_ += kSplitMixGamma;
-    return splitmix64_mix(state_);
-  }
-  // Uniform in [0, 1) with 24 random bits: exact in float and in double.
-  double next_unit() { return static_cast<double>(next() >> 40) * (1.0 / 16777216.0); }
-
- private:
-  uint64_t state_;
-};
+// Uniform in [0, 1) with 24 random bits: exact in float and in double.
+double next_unit(SplitMix64& rng) { return static_cast<double>(rng.next() >> 40) * (1.0 / 16777216.0); }
 
 enum class InitKind { kMatrix, kEmbedding, kNormWeight, kBias };
 
@@ -109,7 +91,7 @@ void fill_values(uint64_t seed, const std::string& name, InitKind kind, int64_t 
     case InitKind::kNormWeight: offset = 1.0; break;
     case InitKind::kBias: break;
   }
-  for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(offset + bound * (2.0 * rng.next_unit() - 1.0));
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<float>(offset + bound * (2.0 * next_unit(rng) - 1.0));
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 #include "sampling/sampler.h"
 
-#include "core/det_math.h"
-
 #include <algorithm>
 #include <cmath>
+
+#include "core/det_math.h"
+#include "core/splitmix.h"
 
 namespace kvshare {
 
@@ -17,17 +18,12 @@ Status SamplingParams::validate() const {
 }
 
 namespace {
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 }  // namespace
 
 Rng::Rng(uint64_t seed) {
-  for (auto& s : s_) s = splitmix64(seed);
+  SplitMix64 seeder(seed);
+  for (auto& s : s_) s = seeder.next();
 }
 
 uint64_t Rng::next() {
