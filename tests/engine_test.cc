@@ -7,7 +7,7 @@
 #include "bench/workloads.h"
 #include "kvshare/engine.h"
 #include "model/config.h"
-#include "model/make_model.h"
+#include "make_model/make_model.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 

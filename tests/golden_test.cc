@@ -11,7 +11,7 @@
 #include "engine/loader.h"
 #include "formats/gguf.h"
 #include "kvshare/engine.h"
-#include "model/make_model.h"
+#include "make_model/make_model.h"
 #include "test_util.h"
 
 namespace kvshare {

@@ -16,7 +16,7 @@
 #include "core/mapped_file.h"
 #include "isa_paths.h"
 #include "kvshare/engine.h"
-#include "model/make_model.h"
+#include "make_model/make_model.h"
 #include "test_util.h"
 
 namespace kvshare {

@@ -3,7 +3,7 @@
 
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
-#include "model/make_model.h"
+#include "make_model/make_model.h"
 
 namespace kvshare::cli {
 

@@ -1,4 +1,4 @@
-#include "model/make_model.h"
+#include "make_model/make_model.h"
 
 #include <gtest/gtest.h>
 

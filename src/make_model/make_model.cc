@@ -1,7 +1,4 @@
-#include "core/det_math.h"
-#include "core/hash.h"
-#include "core/splitmix.h"
-#include "model/make_model.h"
+#include "make_model/make_model.h"
 
 #include <algorithm>
 #include <atomic>
@@ -17,8 +14,11 @@
 #include <thread>
 #include <utility>
 
+#include "core/det_math.h"
 #include "core/dtype.h"
+#include "core/hash.h"
 #include "core/mapped_file.h"
+#include "core/splitmix.h"
 #include "core/tensor.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
