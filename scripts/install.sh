@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(g++ cmake ninja-build pkg-config libpcre2-dev nlohmann-json3-dev libgtest-dev python3 ca-certificates)
+# The Python module (python/; README, "Python"): headers, pybind11, pytest for its tests, and what
+# `pip install --no-build-isolation --no-index .` needs in a venv (venv, pip, setuptools, wheel); tqdm draws
+# LLM.generate's progress bar.
+packages+=(python3-dev pybind11-dev python3-pybind11 python3-pytest python3-venv python3-pip python3-setuptools
+  python3-wheel python3-tqdm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

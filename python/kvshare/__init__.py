@@ -1,0 +1,297 @@
+"""kvshare from Python, in vLLM's shape: batched LLM inference on the CPU that computes every shared prompt
+prefix once.
+
+    from kvshare import LLM, SamplingParams
+    llm = LLM("path/to/model")                      # a Hugging Face folder or a .gguf file
+    params = SamplingParams(temperature=0, max_tokens=32)
+    for out in llm.generate(["Q: what is a KV cache?", "Q: why share prefixes?"], params):
+        print(out.outputs[0].text, out.num_cached_tokens)
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from ._kvshare import SamplingParams, Tokenizer, _Engine, _Request
+
+__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Tokenizer", "PrefixHandle"]
+__version__ = "0.1.0"
+
+PromptType = Union[str, Sequence[int], Dict[str, Any]]
+
+
+class CompletionOutput:
+    """One completion of a request: its text, token ids and why it stopped ("stop" or "length")."""
+
+    __slots__ = ("index", "text", "token_ids", "finish_reason")
+
+    def __init__(self, index: int, text: str, token_ids: List[int], finish_reason: Optional[str]):
+        self.index = index
+        self.text = text
+        self.token_ids = token_ids
+        self.finish_reason = finish_reason
+
+    def __repr__(self) -> str:
+        return (f"CompletionOutput(index={self.index}, text={self.text!r}, token_ids={self.token_ids}, "
+                f"finish_reason={self.finish_reason!r})")
+
+
+class RequestOutput:
+    """A finished request: its prompt (None when given as token ids), the prompt's token ids, how many of
+    them came from the prefix cache, and its completion in outputs[0]."""
+
+    __slots__ = ("request_id", "prompt", "prompt_token_ids", "num_cached_tokens", "outputs", "finished")
+
+    def __init__(self, request_id: str, prompt: Optional[str], prompt_token_ids: List[int], num_cached_tokens: int,
+                 outputs: List[CompletionOutput], finished: bool = True):
+        self.request_id = request_id
+        self.prompt = prompt
+        self.prompt_token_ids = prompt_token_ids
+        self.num_cached_tokens = num_cached_tokens
+        self.outputs = outputs
+        self.finished = finished
+
+    def __repr__(self) -> str:
+        return (f"RequestOutput(request_id={self.request_id!r}, prompt={self.prompt!r}, "
+                f"prompt_token_ids={self.prompt_token_ids}, num_cached_tokens={self.num_cached_tokens}, "
+                f"outputs={self.outputs!r}, finished={self.finished})")
+
+
+class PrefixHandle:
+    """A prefix pinned in the KV cache by LLM.cache_prefix; requests that begin with it (and have the same
+    cache_salt) reuse its K/V. release() (or leaving a `with` block) unpins it."""
+
+    def __init__(self, llm: "LLM", handle: int):
+        self._llm = llm
+        self.handle = handle
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self._llm._engine.release_prefix(self.handle)
+            self.released = True
+
+    def __enter__(self) -> "PrefixHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __int__(self) -> int:
+        return self.handle
+
+    def __repr__(self) -> str:
+        return f"PrefixHandle({self.handle}{', released' if self.released else ''})"
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
+          "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+def _kv_cache_budget(value: Union[None, int, float, str]) -> tuple:
+    """kv_cache_memory -> (bytes, fraction) for EngineConfig: None is the engine's default (a quarter of the
+    free memory), an int is bytes, a float below 1 a fraction of the free memory, a string a size like
+    "2GiB" or "512MiB" (or a fraction like "0.3"), as the CLI's --kv-cache-memory."""
+    if value is None:
+        return 0, 0.25
+    if isinstance(value, bool):
+        raise TypeError("kv_cache_memory must be a size in bytes, a fraction of free memory, or a string like '2GiB'")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"kv_cache_memory must be positive, got {value}")
+        return value, 0.25
+    if isinstance(value, float):
+        if not 0 < value < 1:
+            raise ValueError(f"kv_cache_memory as a float is a fraction of free memory in (0, 1), got {value}")
+        return 0, value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        unit = m.group(2).lower() if m else None
+        if m is None or unit not in _UNITS:
+            raise ValueError(f"kv_cache_memory must be a size like '2GiB' or '512MiB', or a fraction like '0.3'; "
+                             f"got {value!r}")
+        x = float(m.group(1))
+        if x <= 0:
+            raise ValueError(f"kv_cache_memory must be positive, got {value!r}")
+        if unit == "" and x < 1:
+            return 0, x
+        return int(x * _UNITS[unit]), 0.25
+    raise TypeError(f"kv_cache_memory must be None, an int, a float or a str, not {type(value).__name__}")
+
+
+def _int_arg(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def _is_token_ids(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(t, int) and not isinstance(t, bool)
+                                                                for t in x)
+
+
+class LLM:
+    """An engine over one model: a Hugging Face folder (config.json, safetensors, tokenizer files) or a .gguf
+    file. Shared prompt prefixes are computed once and reused across a batch and across calls.
+
+    kv_cache_memory: the KV cache budget, bytes (int), a fraction of free memory (float < 1), or a size
+    string ("2GiB"); None takes a quarter of the free memory. block_size: tokens per KV block.
+    max_num_seqs / max_num_batched_tokens: sequences and tokens in one step at most (longer prompts are
+    prefilled in chunks). max_model_len: the context length (None: the model's). enable_prefix_caching:
+    reuse shared prefixes (results are bitwise the same either way). seed: seeds every request that has no
+    seed of its own.
+
+    Raises FileNotFoundError when the model is missing, ValueError for a bad argument or model file.
+    """
+
+    def __init__(self, model: Union[str, os.PathLike], *, kv_cache_memory: Union[None, int, float, str] = None,
+                 block_size: int = 16, max_num_seqs: int = 64, max_num_batched_tokens: int = 512,
+                 max_model_len: Optional[int] = None, enable_prefix_caching: bool = True, seed: int = 0):
+        model = os.fspath(model)
+        kv_bytes, kv_fraction = _kv_cache_budget(kv_cache_memory)
+        if max_model_len is None:
+            max_model_len = 0
+        elif _int_arg("max_model_len", max_model_len) < 1:
+            raise ValueError(f"max_model_len must be positive, got {max_model_len}")
+        seed = _int_arg("seed", seed)
+        if not 0 <= seed < 1 << 64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        self._engine = _Engine(model, kv_bytes, kv_fraction, _int_arg("block_size", block_size),
+                               _int_arg("max_num_seqs", max_num_seqs),
+                               _int_arg("max_num_batched_tokens", max_num_batched_tokens), max_model_len,
+                               bool(enable_prefix_caching), seed)
+        self.model = model
+        self._next_request = 0
+
+    def get_tokenizer(self) -> Tokenizer:
+        """The model's tokenizer: encode(text, add_special_tokens=True), decode(ids, skip_special_tokens=False)."""
+        return self._engine.tokenizer()
+
+    def metrics(self) -> Dict[str, Any]:
+        """The engine's counters: prefix-cache queries and hits, tokens computed, KV blocks, step times."""
+        return self._engine.metrics()
+
+    def cache_prefix(self, prefix: Union[str, Sequence[int]], *, cache_salt: str = "") -> PrefixHandle:
+        """Computes the K/V of `prefix` (text, encoded as a prompt is, or token ids) once and pins its full
+        blocks until the handle is released, so requests that begin with it reuse them. Usable as a context
+        manager: `with llm.cache_prefix(instruction): llm.generate(...)`."""
+        if isinstance(prefix, str):
+            handle = self._engine.cache_prefix(prefix, None, cache_salt)
+        elif _is_token_ids(prefix):
+            handle = self._engine.cache_prefix(None, list(prefix), cache_salt)
+        else:
+            raise TypeError("cache_prefix takes a string or a non-empty list of token ids")
+        return PrefixHandle(self, handle)
+
+    def release_prefix(self, handle: Union[PrefixHandle, int]) -> None:
+        """Unpins a prefix from cache_prefix (its blocks stay cached until evicted)."""
+        if isinstance(handle, PrefixHandle):
+            handle.release()
+        else:
+            self._engine.release_prefix(int(handle))
+
+    def generate(self, prompts: Union[PromptType, Sequence[PromptType]],
+                 sampling_params: Union[None, SamplingParams, Sequence[SamplingParams]] = None, *,
+                 use_tqdm: Union[bool, Callable[..., Any]] = False) -> List[RequestOutput]:
+        """Runs every prompt to the end and returns their RequestOutputs in input order.
+
+        A prompt is a string, a list of token ids (used as they are: no BOS is added), or a dict with
+        "prompt" or "prompt_token_ids" and optionally "cache_salt" (prompts share cached blocks only when
+        their salts are equal). sampling_params is one SamplingParams for all prompts or a list with one per
+        prompt; None means SamplingParams(). use_tqdm shows a progress bar (when tqdm is installed).
+
+        Raises ValueError when a prompt or its parameters are bad (after the other prompts have run), and
+        RuntimeError when a prompt cannot run at all (it needs more KV cache than there is).
+        """
+        if isinstance(prompts, (str, dict)) or _is_token_ids(prompts):
+            prompts = [prompts]
+        prompts = list(prompts)
+        if sampling_params is None:
+            sampling_params = SamplingParams()
+        if isinstance(sampling_params, SamplingParams):
+            params_list = [sampling_params] * len(prompts)
+        else:
+            params_list = list(sampling_params)
+            if len(params_list) != len(prompts):
+                raise ValueError(f"got {len(params_list)} sampling_params for {len(prompts)} prompts; give one "
+                                 f"SamplingParams for all or one per prompt")
+            for i, p in enumerate(params_list):
+                if not isinstance(p, SamplingParams):
+                    raise TypeError(f"sampling_params[{i}] is a {type(p).__name__}, not a SamplingParams")
+
+        requests = []
+        shown = []  # the prompt text each output reports (None for token ids)
+        for i, (prompt, params) in enumerate(zip(prompts, params_list)):
+            text, ids, salt = _parse_prompt(i, prompt)
+            requests.append(_Request(text, ids, params, salt))
+            shown.append(text)
+        if not requests:
+            return []
+
+        bar = None
+        if use_tqdm and len(requests) > 1:
+            bar = _progress_bar(use_tqdm, len(requests))
+        try:
+            outputs = self._engine.generate(requests, bar.update if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
+
+        errors = [(i, o.error) for i, o in enumerate(outputs) if o.error is not None]
+        if errors:
+            lines = [f"prompt {i}: {message}" for i, (_, message) in errors]
+            text = "; ".join(lines[:5]) + (f" (and {len(lines) - 5} more)" if len(lines) > 5 else "")
+            codes = {code for _, (code, _) in errors}
+            cls = RuntimeError if codes & {"RESOURCE_EXHAUSTED", "INTERNAL"} else ValueError
+            raise cls(text)
+
+        results = []
+        for prompt_text, o in zip(shown, outputs):
+            request_id = str(self._next_request)
+            self._next_request += 1
+            results.append(RequestOutput(request_id, prompt_text, list(o.prompt_token_ids), o.num_cached_tokens,
+                                         [CompletionOutput(0, o.text, list(o.token_ids), o.finish_reason)]))
+        return results
+
+
+def _parse_prompt(i: int, prompt: Any) -> tuple:
+    """(text or None, token ids or None, cache salt) of one prompt."""
+    if isinstance(prompt, str):
+        return prompt, None, ""
+    if _is_token_ids(prompt):
+        return None, list(prompt), ""
+    if isinstance(prompt, dict):
+        unknown = set(prompt) - {"prompt", "prompt_token_ids", "cache_salt"}
+        if unknown:
+            raise ValueError(f"prompt {i}: unsupported keys {sorted(unknown)} (a prompt dict takes \"prompt\" or "
+                             f"\"prompt_token_ids\", and \"cache_salt\")")
+        salt = prompt.get("cache_salt") or ""
+        if not isinstance(salt, str):
+            raise TypeError(f"prompt {i}: cache_salt must be a string")
+        if "prompt_token_ids" in prompt:
+            ids = prompt["prompt_token_ids"]
+            if not _is_token_ids(ids):
+                raise ValueError(f"prompt {i}: prompt_token_ids must be a non-empty list of ints")
+            text = prompt.get("prompt")
+            return (text if isinstance(text, str) else None), list(ids), salt
+        if "prompt" in prompt:
+            if not isinstance(prompt["prompt"], str):
+                raise TypeError(f"prompt {i}: \"prompt\" must be a string")
+            return prompt["prompt"], None, salt
+        raise ValueError(f"prompt {i}: a prompt dict needs \"prompt\" or \"prompt_token_ids\"")
+    if isinstance(prompt, (list, tuple)) and not prompt:
+        raise ValueError(f"prompt {i}: an empty list of token ids (an empty string \"\" starts from BOS alone)")
+    raise TypeError(f"prompt {i}: a prompt is a str, a list of token ids or a dict, not {type(prompt).__name__}")
+
+
+def _progress_bar(use_tqdm: Any, total: int):
+    """A tqdm bar (use_tqdm may be tqdm itself or a replacement with its signature), or None without tqdm."""
+    factory = use_tqdm if callable(use_tqdm) else None
+    if factory is None:
+        try:
+            from tqdm.auto import tqdm as factory  # Debian: python3-tqdm
+        except ImportError:
+            return None
+    return factory(total=total, desc="Processed prompts", unit="prompt")

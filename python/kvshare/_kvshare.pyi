@@ -1,0 +1,52 @@
+# Type stubs for the C++ extension kvshare._kvshare (python/src/module.cc); the package's own classes are
+# typed in __init__.py.
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+class SamplingParams:
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    seed: Optional[int]
+    stop_token_ids: List[int]
+    ignore_eos: bool
+    def __init__(self, *, temperature: float = 1.0, top_p: float = 1.0, top_k: Optional[int] = None,
+                 max_tokens: int = 16, seed: Optional[int] = None, stop_token_ids: Optional[Sequence[int]] = None,
+                 ignore_eos: bool = False) -> None: ...
+
+class Tokenizer:
+    def encode(self, text: str, add_special_tokens: bool = True) -> List[int]: ...
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def bos_token_id(self) -> Optional[int]: ...
+    @property
+    def eos_token_id(self) -> Optional[int]: ...
+    @property
+    def eos_token_ids(self) -> List[int]: ...
+    def __len__(self) -> int: ...
+
+class _Request:
+    def __init__(self, prompt: Optional[str], prompt_token_ids: Optional[Sequence[int]], params: SamplingParams,
+                 cache_salt: str) -> None: ...
+
+class _Output:
+    request_id: int
+    text: str
+    token_ids: List[int]
+    prompt_token_ids: List[int]
+    num_cached_tokens: int
+    finished: bool
+    finish_reason: Optional[str]
+    error: Optional[Tuple[str, str]]
+
+class _Engine:
+    def __init__(self, model: str, kv_cache_bytes: int, kv_cache_fraction: float, block_size: int,
+                 max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, enable_prefix_caching: bool,
+                 seed: int) -> None: ...
+    def generate(self, requests: List[_Request], on_finished: Optional[Callable[[], Any]] = None) -> List[_Output]: ...
+    def tokenizer(self) -> Tokenizer: ...
+    def metrics(self) -> Dict[str, Any]: ...
+    def cache_prefix(self, text: Optional[str], token_ids: Optional[Sequence[int]], cache_salt: str) -> int: ...
+    def release_prefix(self, handle: int) -> None: ...

@@ -1,0 +1,312 @@
+// kvshare._kvshare: the C++ half of the Python module `kvshare`, a thin binding over the public API in
+// include/kvshare/ (plus the tokenizer, which Engine::tokenizer() hands out). The Python half
+// (python/kvshare/__init__.py) turns vLLM-style arguments into these calls.
+//
+// The engine runs with the GIL released. It is not thread-safe, so each engine has a mutex: two Python
+// threads that share an LLM take turns.
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kvshare/engine.h"
+#include "kvshare/sampling_params.h"
+#include "tokenizer/tokenizer.h"
+
+namespace py = pybind11;
+
+namespace kvshare::python {
+namespace {
+
+// Raises the Python exception that fits the status: FileNotFoundError for a missing file, ValueError for
+// bad input, RuntimeError otherwise. The message is the engine's own.
+[[noreturn]] void raise(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kNotFound:
+      PyErr_SetString(PyExc_FileNotFoundError, status.message().c_str());
+      throw py::error_already_set();
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kOutOfRange:
+    case StatusCode::kUnimplemented:
+    case StatusCode::kDataLoss:
+      throw py::value_error(status.message());
+    case StatusCode::kResourceExhausted:
+    case StatusCode::kInternal:
+    case StatusCode::kOk:
+      break;
+  }
+  throw std::runtime_error(status.message());
+}
+
+// Text from the engine as a Python str; bytes that are not UTF-8 (a token cut inside a character) become
+// U+FFFD, as in the CLI's JSON output.
+py::str to_str(const std::string& s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+  if (o == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+
+int32_t to_int32(int64_t v, const char* what) {
+  if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max())
+    throw py::value_error(std::string(what) + " " + std::to_string(v) + " does not fit in 32 bits");
+  return static_cast<int32_t>(v);
+}
+
+std::vector<int32_t> to_ids(const std::vector<int64_t>& ids, const char* what) {
+  std::vector<int32_t> out;
+  out.reserve(ids.size());
+  for (int64_t v : ids) out.push_back(to_int32(v, what));
+  return out;
+}
+
+SamplingParams make_sampling_params(double temperature, double top_p, std::optional<int64_t> top_k,
+                                    int64_t max_tokens, std::optional<int64_t> seed,
+                                    std::optional<std::vector<int64_t>> stop_token_ids, bool ignore_eos) {
+  SamplingParams p;
+  p.temperature = static_cast<float>(temperature);
+  p.top_p = static_cast<float>(top_p);
+  p.top_k = top_k ? to_int32(*top_k, "top_k") : -1;
+  p.max_tokens = to_int32(max_tokens, "max_tokens");
+  if (seed) {
+    if (*seed < 0) throw py::value_error("seed must be >= 0, got " + std::to_string(*seed));
+    p.seed = static_cast<uint64_t>(*seed);
+  }
+  if (stop_token_ids) p.stop_token_ids = to_ids(*stop_token_ids, "stop token id");
+  p.ignore_eos = ignore_eos;
+  if (Status st = p.validate(); !st.ok()) raise(st);
+  return p;
+}
+
+std::string repr(const SamplingParams& p) {
+  std::string s = "SamplingParams(temperature=" + py::repr(py::float_(p.temperature)).cast<std::string>() +
+                  ", top_p=" + py::repr(py::float_(p.top_p)).cast<std::string>() +
+                  ", top_k=" + std::to_string(p.top_k) + ", max_tokens=" + std::to_string(p.max_tokens) +
+                  ", seed=" + (p.seed ? std::to_string(*p.seed) : std::string("None")) + ", stop_token_ids=[";
+  for (size_t i = 0; i < p.stop_token_ids.size(); ++i) s += (i ? ", " : "") + std::to_string(p.stop_token_ids[i]);
+  s += std::string("], ignore_eos=") + (p.ignore_eos ? "True" : "False") + ")";
+  return s;
+}
+
+// One engine and the lock that keeps Python threads from driving it at the same time.
+struct PyEngine {
+  std::unique_ptr<Engine> engine;
+  std::mutex mu;
+};
+
+// Takes the engine's lock without holding the GIL while waiting (another thread may hold the lock and
+// need the GIL for a progress callback).
+std::unique_lock<std::mutex> lock_engine(PyEngine& e) {
+  py::gil_scoped_release release;
+  return std::unique_lock<std::mutex>(e.mu);
+}
+
+py::dict metrics_dict(const EngineMetrics& m) {
+  py::dict d;
+  d["prefix_queried_tokens"] = m.prefix_queried_tokens;
+  d["prefix_hit_tokens"] = m.prefix_hit_tokens;
+  d["computed_tokens"] = m.computed_tokens;
+  d["prompt_tokens"] = m.prompt_tokens;
+  d["generated_tokens"] = m.generated_tokens;
+  d["preemptions"] = m.preemptions;
+  d["steps"] = m.steps;
+  d["step_seconds_total"] = m.step_seconds_total;
+  d["last_step_seconds"] = m.last_step_seconds;
+  d["prefill_seconds"] = m.prefill_seconds;
+  d["decode_seconds"] = m.decode_seconds;
+  d["prefill_flops"] = m.prefill_flops;
+  d["decode_flops"] = m.decode_flops;
+  d["decode_bytes"] = m.decode_bytes;
+  d["peak_blocks_in_use"] = m.peak_blocks_in_use;
+  d["kv_cache_bytes_peak_used"] = m.kv_cache_bytes_peak_used;
+  d["blocks_total"] = m.blocks_total;
+  d["blocks_used"] = m.blocks_used;
+  d["blocks_cached"] = m.blocks_cached;
+  d["blocks_free"] = m.blocks_free;
+  d["num_running"] = m.num_running;
+  d["num_waiting"] = m.num_waiting;
+  d["kv_cache_bytes"] = m.kv_cache_bytes;
+  d["kv_bytes_per_token"] = m.kv_bytes_per_token;
+  return d;
+}
+
+}  // namespace
+}  // namespace kvshare::python
+
+PYBIND11_MODULE(_kvshare, m) {
+  using namespace kvshare;
+  using namespace kvshare::python;
+  m.doc() = "kvshare's C++ engine; use the classes of the kvshare package instead";
+
+  py::class_<SamplingParams>(m, "SamplingParams",
+                             "How a request's tokens are chosen and when its generation stops.")
+      .def(py::init(&make_sampling_params), py::kw_only(), py::arg("temperature") = 1.0, py::arg("top_p") = 1.0,
+           py::arg("top_k") = py::none(), py::arg("max_tokens") = 16, py::arg("seed") = py::none(),
+           py::arg("stop_token_ids") = py::none(), py::arg("ignore_eos") = false,
+           "temperature 0 is greedy; top_k -1, 0 or None is off; top_p 1 is off; seed None derives one from the "
+           "LLM's seed and the request; stop_token_ids end generation (the stop token is kept in the output); "
+           "ignore_eos keeps going past the model's end-of-sequence tokens. Raises ValueError for a value out of "
+           "range.")
+      .def_readwrite("temperature", &SamplingParams::temperature)
+      .def_readwrite("top_p", &SamplingParams::top_p)
+      .def_readwrite("top_k", &SamplingParams::top_k)
+      .def_readwrite("max_tokens", &SamplingParams::max_tokens)
+      .def_readwrite("seed", &SamplingParams::seed)
+      .def_readwrite("stop_token_ids", &SamplingParams::stop_token_ids)
+      .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
+      .def("__repr__", &repr)
+      .def("__copy__", [](const SamplingParams& p) { return p; })
+      .def("__deepcopy__", [](const SamplingParams& p, py::dict) { return p; }, py::arg("memo"));
+
+  py::class_<Request>(m, "_Request")
+      .def(py::init([](std::optional<std::string> prompt, std::optional<std::vector<int64_t>> prompt_token_ids,
+                       const SamplingParams& params, std::string cache_salt) {
+             Request r;
+             if (prompt) r.prompt = *prompt;
+             if (prompt_token_ids) r.prompt_token_ids = to_ids(*prompt_token_ids, "prompt token id");
+             r.params = params;
+             r.cache_salt = std::move(cache_salt);
+             return r;
+           }),
+           py::arg("prompt"), py::arg("prompt_token_ids"), py::arg("params"), py::arg("cache_salt"));
+
+  py::class_<Output>(m, "_Output")
+      .def_readonly("request_id", &Output::request_id)
+      .def_property_readonly("text", [](const Output& o) { return to_str(o.text); })
+      .def_readonly("token_ids", &Output::token_ids)
+      .def_readonly("prompt_token_ids", &Output::prompt_token_ids)
+      .def_readonly("num_cached_tokens", &Output::num_cached_tokens)
+      .def_readonly("finished", &Output::finished)
+      .def_property_readonly("finish_reason",
+                             [](const Output& o) -> py::object {
+                               if (o.finish_reason == FinishReason::kNone) return py::none();
+                               return py::str(finish_reason_name(o.finish_reason));
+                             })
+      .def_property_readonly("error", [](const Output& o) -> py::object {
+        if (o.error.ok()) return py::none();
+        return py::make_tuple(status_code_name(o.error.code()), o.error.message());
+      });
+
+  py::class_<Tokenizer>(m, "Tokenizer", "The model's tokenizer (text <-> token ids).")
+      .def(
+          "encode",
+          [](const Tokenizer& t, const std::string& text, bool add_special_tokens) {
+            py::gil_scoped_release release;
+            return t.encode(text, add_special_tokens, /*parse_special=*/true);
+          },
+          py::arg("text"), py::arg("add_special_tokens") = true,
+          "Token ids of `text`, with BOS (and EOS) as the model's files say when add_special_tokens is true; "
+          "special-token text in `text` becomes the special token.")
+      .def(
+          "decode",
+          [](const Tokenizer& t, const std::vector<int64_t>& ids, bool skip_special_tokens) {
+            std::vector<int32_t> ids32 = to_ids(ids, "token id");
+            for (int32_t id : ids32)
+              if (id < 0 || id >= t.vocab_size())
+                throw py::value_error("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                      std::to_string(t.vocab_size()) + ")");
+            return to_str(t.decode(ids32, skip_special_tokens));
+          },
+          py::arg("token_ids"), py::arg("skip_special_tokens") = false)
+      .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
+      .def_property_readonly("bos_token_id",
+                             [](const Tokenizer& t) -> py::object {
+                               if (t.bos_id() < 0) return py::none();
+                               return py::int_(t.bos_id());
+                             })
+      .def_property_readonly("eos_token_id",
+                             [](const Tokenizer& t) -> py::object {
+                               if (t.eos_id() < 0) return py::none();
+                               return py::int_(t.eos_id());
+                             })
+      .def_property_readonly("eos_token_ids", &Tokenizer::eos_ids)
+      .def("__len__", &Tokenizer::vocab_size);
+
+  py::class_<PyEngine>(m, "_Engine")
+      .def(py::init([](const std::string& model, int64_t kv_cache_bytes, double kv_cache_fraction, int64_t block_size,
+                       int64_t max_num_seqs, int64_t max_num_batched_tokens, int64_t max_model_len,
+                       bool enable_prefix_caching, uint64_t seed) {
+             EngineConfig c;
+             c.model_path = model;
+             c.kv_cache_bytes = kv_cache_bytes;
+             c.kv_cache_fraction = kv_cache_fraction;
+             c.block_size = to_int32(block_size, "block_size");
+             c.max_num_seqs = to_int32(max_num_seqs, "max_num_seqs");
+             c.max_num_batched_tokens = to_int32(max_num_batched_tokens, "max_num_batched_tokens");
+             c.max_model_len = to_int32(max_model_len, "max_model_len");
+             c.enable_prefix_caching = enable_prefix_caching;
+             c.seed = seed;
+             auto engine = std::make_unique<PyEngine>();
+             Result<std::unique_ptr<Engine>> created = Status();
+             {
+               py::gil_scoped_release release;
+               created = Engine::create(c);
+             }
+             if (!created.ok()) raise(created.status());
+             engine->engine = std::move(created).value();
+             return engine;
+           }),
+           py::arg("model"), py::arg("kv_cache_bytes"), py::arg("kv_cache_fraction"), py::arg("block_size"),
+           py::arg("max_num_seqs"), py::arg("max_num_batched_tokens"), py::arg("max_model_len"),
+           py::arg("enable_prefix_caching"), py::arg("seed"))
+      // Runs every request to the end (GIL released); outputs in request order. `on_finished`, when not
+      // None, is called with the GIL held as each request finishes; an exception it raises (Ctrl-C during
+      // the callback) is raised again once the batch is done.
+      .def("generate",
+           [](PyEngine& self, const std::vector<Request>& requests, py::object on_finished) {
+             auto lock = lock_engine(self);
+             std::vector<Output> outputs;
+             std::optional<py::error_already_set> callback_error;
+             std::function<void(const Output&)> cb;
+             if (!on_finished.is_none()) {
+               cb = [&](const Output&) {
+                 py::gil_scoped_acquire gil;
+                 if (callback_error) return;
+                 try {
+                   on_finished();
+                 } catch (py::error_already_set& e) {
+                   callback_error.emplace(std::move(e));
+                 }
+               };
+             }
+             {
+               py::gil_scoped_release release;
+               outputs = self.engine->generate(requests, cb);
+             }
+             if (callback_error) throw std::move(*callback_error);
+             return outputs;
+           },
+           py::arg("requests"), py::arg("on_finished") = py::none())
+      .def("tokenizer", [](PyEngine& self) { return &self.engine->tokenizer(); },
+           py::return_value_policy::reference_internal)
+      .def("metrics",
+           [](PyEngine& self) {
+             auto lock = lock_engine(self);
+             return metrics_dict(self.engine->metrics());
+           })
+      .def("cache_prefix",
+           [](PyEngine& self, std::optional<std::string> text, std::optional<std::vector<int64_t>> ids,
+              const std::string& cache_salt) {
+             std::vector<int32_t> ids32;
+             if (ids) ids32 = to_ids(*ids, "prefix token id");
+             auto lock = lock_engine(self);
+             Result<int64_t> handle = Status();
+             {
+               py::gil_scoped_release release;
+               handle = text ? self.engine->cache_prefix(*text, cache_salt) : self.engine->cache_prefix(ids32, cache_salt);
+             }
+             if (!handle.ok()) raise(handle.status());
+             return handle.value();
+           },
+           py::arg("text"), py::arg("token_ids"), py::arg("cache_salt"))
+      .def("release_prefix", [](PyEngine& self, int64_t handle) {
+        auto lock = lock_engine(self);
+        if (Status st = self.engine->release_prefix(handle); !st.ok()) raise(st);
+      });
+}
