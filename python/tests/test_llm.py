@@ -244,3 +244,28 @@ def test_bad_requests(stories):
         short.generate(STORY, GREEDY)
     # The engine still works after a failed call.
     assert len(stories.generate("The cat", GREEDY)[0].outputs[0].token_ids) == 24
+
+
+def test_gil_is_released_while_the_engine_runs(stories):
+    """Another Python thread keeps running while generate is inside the engine."""
+    import threading
+    import time
+
+    window = []
+
+    def run():
+        params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
+        t0 = time.monotonic()
+        stories.generate([STORY + e for e in ENDINGS] * 2, params)
+        window.extend([t0, time.monotonic()])
+
+    ticks = []
+    thread = threading.Thread(target=run)
+    thread.start()
+    while thread.is_alive():
+        ticks.append(time.monotonic())
+        time.sleep(0.001)
+    thread.join()
+    t0, t1 = window
+    inside = [t for t in ticks if t0 < t < t1]
+    assert len(inside) > 5, f"{len(inside)} ticks of the other thread in {t1 - t0:.3f} s of generate"
