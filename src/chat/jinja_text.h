@@ -8,11 +8,13 @@
 #include <string_view>
 #include <vector>
 
+#include "core/utf8.h"
+
 namespace kvshare::jinja::text {
 
 // Decodes the code point at `pos` (advancing `pos`); invalid bytes decode as themselves (one byte each).
 uint32_t decode(std::string_view s, size_t& pos);
-void append_utf8(std::string& out, uint32_t cp);
+using kvshare::append_utf8;  // core/utf8.h
 std::vector<std::string> code_points(std::string_view s);  // Array.from(s)
 size_t utf16_length(std::string_view s);
 

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "core/utf8.h"  // append_utf8
+
 namespace kvshare {
 
 // What starts at a position of a byte string, by the rules of Unicode's Table 3-7 (no overlongs,
@@ -20,7 +22,6 @@ struct Utf8Char {
 };
 Utf8Char scan_utf8_char(std::string_view s, size_t pos);
 
-void append_utf8(std::string& out, uint32_t codepoint);
 inline constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
 
 // `s` with every invalid subpart (and an incomplete tail) replaced by U+FFFD.
