@@ -192,6 +192,12 @@ class LLM:
         else:
             self._engine.release_prefix(int(handle))
 
+    def reset_prefix_cache(self) -> bool:
+        """Forgets every cached prefix block that no request holds (pinned prefixes stay), so later prompts are
+        computed anew. Returns True, as vLLM's does when nothing runs (here nothing runs between calls)."""
+        self._engine.reset_prefix_cache()
+        return True
+
     def generate(self, prompts: Union[PromptType, Sequence[PromptType]],
                  sampling_params: Union[None, SamplingParams, Sequence[SamplingParams]] = None, *,
                  use_tqdm: Union[bool, Callable[..., Any]] = False) -> List[RequestOutput]:

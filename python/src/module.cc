@@ -308,5 +308,9 @@ PYBIND11_MODULE(_kvshare, m) {
       .def("release_prefix", [](PyEngine& self, int64_t handle) {
         auto lock = lock_engine(self);
         if (Status st = self.engine->release_prefix(handle); !st.ok()) raise(st);
+      })
+      .def("reset_prefix_cache", [](PyEngine& self) {
+        auto lock = lock_engine(self);
+        return self.engine->reset_prefix_cache();
       });
 }

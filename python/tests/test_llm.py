@@ -159,6 +159,17 @@ def test_cache_prefix(stories_path):
         llm.release_prefix(handle2.handle)
 
 
+def test_reset_prefix_cache(stories_path):
+    llm = LLM(stories_path, kv_cache_memory="64MiB")
+    prompts = [STORY + e for e in ENDINGS]
+    first = llm.generate(prompts, GREEDY)
+    assert llm.generate(prompts[:1], GREEDY)[0].num_cached_tokens >= 16
+    assert llm.reset_prefix_cache() is True
+    again = llm.generate(prompts[:1], GREEDY)[0]
+    assert again.num_cached_tokens == 0
+    assert again.outputs[0].token_ids == first[0].outputs[0].token_ids
+
+
 def test_tokenizer(model_path):
     tok = LLM(model_path, kv_cache_memory="16MiB").get_tokenizer()
     ids = tok.encode(STORY)
