@@ -2,6 +2,8 @@
 // sampling never change a request's tokens.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "bench/workloads.h"
@@ -374,6 +376,224 @@ TEST_F(EngineBehaviour, OnlineStepAndAbort) {
   EXPECT_EQ(last[id2].finish_reason, FinishReason::kLength);
   EXPECT_EQ(last[id2].token_ids.size(), 50u);
   EXPECT_EQ(engine->metrics().blocks_used, 0);
+}
+
+// ---- Sampling features end to end (stop strings, min_tokens, n > 1, logprobs) ----
+
+Request greedy_request(const std::string& prompt, int32_t max_tokens) {
+  Request r;
+  r.prompt = prompt;
+  r.params.temperature = 0;
+  r.params.max_tokens = max_tokens;
+  r.params.ignore_eos = true;
+  return r;
+}
+
+// A stop string made of the end of one generated token's text and the start of the next one's: the request
+// stops at the token that completes it, its text ends before it (or with it), its tokens stay as generated,
+// and a streaming client never sees text that is later taken back.
+TEST_F(EngineBehaviour, StopStringAcrossTokensCutsTheTextAndStreamsNothingThatIsCut) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true);
+  const Request base = greedy_request("The story begins", 40);
+  const Output full = engine->generate({base})[0];
+  ASSERT_EQ(full.token_ids.size(), 40u);
+  // Find a boundary after token k with two plain characters on each side, whose 4 characters occur first there.
+  const Tokenizer& tok = engine->tokenizer();
+  std::string stop;
+  size_t boundary = 0, k = 0;
+  for (k = 1; k + 1 < full.token_ids.size() && stop.empty(); ++k) {
+    const std::vector<int32_t> head(full.token_ids.begin(), full.token_ids.begin() + static_cast<ptrdiff_t>(k));
+    const std::string text = tok.decode(head, true);
+    if (!full.text.starts_with(text) || text.size() < 2) continue;
+    const std::string cand = full.text.substr(text.size() - 2, 4);
+    bool plain = cand.size() == 4;
+    for (char c : cand) plain = plain && c > ' ' && c < 127;
+    if (plain && full.text.find(cand) == text.size() - 2) {
+      stop = cand;
+      boundary = text.size();
+    }
+  }
+  ASSERT_FALSE(stop.empty()) << "no boundary to test in " << full.text;
+  --k;  // the loop stepped past it: tokens [0, k) make the text before the boundary
+  const size_t completing = [&] {  // the first token count whose text holds all of the stop string
+    for (size_t n = k + 1; n <= full.token_ids.size(); ++n) {
+      const std::vector<int32_t> head(full.token_ids.begin(), full.token_ids.begin() + static_cast<ptrdiff_t>(n));
+      if (tok.decode(head, true).size() >= boundary + 2) return n;
+    }
+    return full.token_ids.size();
+  }();
+  SCOPED_TRACE("stop string '" + stop + "' in: " + full.text);
+
+  Request r = base;
+  r.params.stop = {"never appears \x01", stop};
+  const int64_t id = engine->add_request(r).value();
+  std::string streamed;
+  Output last;
+  while (engine->has_unfinished()) {
+    for (Output& o : engine->step()) {
+      ASSERT_EQ(o.request_id, id);
+      ASSERT_TRUE(o.text.starts_with(streamed)) << "streamed text was taken back: '" << streamed << "' -> '" << o.text << "'";
+      streamed = o.text;
+      last = o;
+    }
+  }
+  EXPECT_EQ(last.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(last.stop_str, stop);
+  EXPECT_EQ(last.stop_token_id, -1);
+  EXPECT_EQ(last.text, full.text.substr(0, boundary - 2));
+  EXPECT_EQ(last.token_ids, std::vector<int32_t>(full.token_ids.begin(), full.token_ids.begin() + static_cast<ptrdiff_t>(completing)));
+
+  r.params.include_stop_str_in_output = true;
+  const Output with = engine->generate({r})[0];
+  EXPECT_EQ(with.text, full.text.substr(0, boundary + 2));
+  EXPECT_EQ(with.token_ids, last.token_ids);
+}
+
+TEST_F(EngineBehaviour, MinTokensMasksStopTokensUntilReached) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true);
+  Request r = greedy_request("Once there was", 12);
+  const Output full = engine->generate({r})[0];
+  // Stop at the first token that differs from the first one (greedy: the same run up to there).
+  size_t at = 1;
+  while (at < full.token_ids.size() && full.token_ids[at] == full.token_ids[0]) ++at;
+  ASSERT_LT(at, full.token_ids.size());
+  const int32_t stop_token = full.token_ids[at];
+  r.params.stop_token_ids = {stop_token};
+  const Output early = engine->generate({r})[0];
+  EXPECT_EQ(early.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(early.stop_token_id, stop_token);
+  EXPECT_LE(early.token_ids.size(), at + 1);
+  r.params.min_tokens = 8;
+  const Output later = engine->generate({r})[0];
+  ASSERT_GE(later.token_ids.size(), 8u);
+  for (size_t i = 0; i + 1 < 8; ++i) EXPECT_NE(later.token_ids[i], stop_token) << "masked before min_tokens, at " << i;
+  EXPECT_NE(later.token_ids, early.token_ids);
+}
+
+TEST_F(EngineBehaviour, NCompletionsShareThePromptAndAreReproducible) {
+  const std::string model = tiny_model("llama");
+  std::vector<int32_t> prompt(70);  // 4 full blocks of 16 and 6 tokens more
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>(300 + 7 * i);
+  Request r;
+  r.prompt_token_ids = prompt;
+  r.params.temperature = 1.0f;
+  r.params.seed = 5;
+  r.params.max_tokens = 8;
+  r.params.ignore_eos = true;
+  r.params.n = 4;
+  auto engine = make_engine(model, true);
+  const std::vector<Output> outs = engine->generate({r});
+  ASSERT_EQ(outs.size(), 4u);
+  for (int32_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(outs[i].index, i);
+    EXPECT_EQ(outs[i].token_ids.size(), 8u);
+  }
+  // The prompt's full blocks are computed once; each completion computes the prompt's last partial block and
+  // its own decode tokens (all but the last generated one).
+  EXPECT_EQ(engine->metrics().computed_tokens, 70 + 3 * 6 + 4 * 7);
+  EXPECT_EQ(engine->metrics().prompt_tokens, 70) << "one prompt";
+  // Each completion has its own random stream: they differ, and a fresh engine, in a batch, draws them again.
+  EXPECT_NE(outs[0].token_ids, outs[1].token_ids);
+  EXPECT_NE(outs[1].token_ids, outs[2].token_ids);
+  Request before = greedy_request("Something else first", 5), after = greedy_request("And after", 3);
+  const std::vector<Output> batch = make_engine(model, true)->generate({before, r, after});
+  ASSERT_EQ(batch.size(), 6u);
+  EXPECT_EQ(batch[0].token_ids.size(), 5u);
+  for (int32_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(batch[1 + i].index, i);
+    EXPECT_EQ(batch[1 + i].request_id, batch[1].request_id);
+    EXPECT_EQ(batch[1 + i].token_ids, outs[i].token_ids) << "completion " << i;
+  }
+  EXPECT_EQ(batch[5].token_ids.size(), 3u);
+  // Completion 0 draws what the same request with n = 1 draws.
+  r.params.n = 1;
+  EXPECT_EQ(make_engine(model, true)->generate({r})[0].token_ids, outs[0].token_ids);
+}
+
+TEST_F(EngineBehaviour, AbortStopsEveryCompletionOfARequest) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true);
+  Request r = greedy_request("Abort them all", 50);
+  r.params.n = 3;
+  const int64_t id = engine->add_request(r).value();
+  std::map<int32_t, Output> last;
+  for (int step = 0; engine->has_unfinished(); ++step) {
+    for (Output& o : engine->step()) {
+      EXPECT_EQ(o.request_id, id);
+      last[o.index] = o;
+    }
+    if (step == 3) engine->abort(id);
+  }
+  ASSERT_EQ(last.size(), 3u);
+  for (auto& [index, o] : last) {
+    EXPECT_EQ(o.finish_reason, FinishReason::kAbort) << index;
+    EXPECT_LT(o.token_ids.size(), 50u);
+  }
+  EXPECT_EQ(engine->metrics().blocks_used, 0);
+}
+
+// Logprobs are the raw log-softmax of the logits the token was sampled from, checked in double by hand.
+TEST_F(EngineBehaviour, LogprobsAreTheRawLogSoftmax) {
+  const std::string model = tiny_model("gpt2");
+  auto engine = make_engine(model, true);
+  Request r;
+  r.prompt = "Log probabilities of";
+  r.params.temperature = 0.8f;
+  r.params.seed = 3;
+  r.params.max_tokens = 6;
+  r.params.ignore_eos = true;
+  r.params.repetition_penalty = 1.3f;  // processors change the choice, never the reported logprobs
+  r.params.logprobs = 4;
+  r.keep_logits = true;
+  const Output o = engine->generate({r})[0];
+  const int64_t vocab = engine->model_config().vocab_size;
+  ASSERT_EQ(o.logprobs.size(), o.token_ids.size());
+  ASSERT_EQ(o.logits.size(), o.token_ids.size() * static_cast<size_t>(vocab));
+  for (size_t t = 0; t < o.token_ids.size(); ++t) {
+    const float* row = o.logits.data() + t * static_cast<size_t>(vocab);
+    double mx = row[0], sum = 0;
+    for (int64_t i = 0; i < vocab; ++i) mx = std::max(mx, static_cast<double>(row[i]));
+    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(row[i]) - mx);
+    auto ref = [&](int32_t id) { return static_cast<float>(static_cast<double>(row[id]) - mx - std::log(sum)); };
+    const GeneratedTokenLogprobs& lp = o.logprobs[t];
+    EXPECT_EQ(lp.chosen.token_id, o.token_ids[t]);
+    EXPECT_FLOAT_EQ(lp.chosen.logprob, ref(o.token_ids[t])) << "token " << t;
+    ASSERT_EQ(lp.top.size(), 4u);
+    for (size_t k = 0; k < 4; ++k) {
+      EXPECT_FLOAT_EQ(lp.top[k].logprob, ref(lp.top[k].token_id));
+      if (k > 0) {
+        EXPECT_GE(lp.top[k - 1].logprob, lp.top[k].logprob);
+      }
+    }
+    int32_t best = 0;
+    for (int32_t i = 1; i < vocab; ++i)
+      if (row[i] > row[best]) best = i;
+    EXPECT_EQ(lp.top[0].token_id, best);
+  }
+  // Without logprobs asked for, none come back.
+  r.params.logprobs.reset();
+  EXPECT_TRUE(engine->generate({r})[0].logprobs.empty());
+}
+
+TEST_F(EngineBehaviour, LogitBiasOutsideTheVocabularyIsAnError) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true);
+  Request r = greedy_request("Bias", 3);
+  r.params.logit_bias = {{engine->model_config().vocab_size, 1.0f}};
+  r.params.n = 2;
+  const std::vector<Output> outs = engine->generate({r});
+  ASSERT_EQ(outs.size(), 2u) << "one error output per completion asked for";
+  EXPECT_EQ(outs[1].index, 1);
+  for (const Output& o : outs) {
+    EXPECT_EQ(o.finish_reason, FinishReason::kError);
+    EXPECT_NE(o.error.message().find("logit_bias"), std::string::npos) << o.error.message();
+  }
+  // A bias that makes a token certain makes greedy pick it.
+  r.params.n = 1;
+  r.params.logit_bias = {{1234, 100.0f}};
+  EXPECT_EQ(engine->generate({r})[0].token_ids, (std::vector<int32_t>{1234, 1234, 1234}));
 }
 
 }  // namespace

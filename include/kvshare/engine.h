@@ -43,15 +43,41 @@ struct Request {
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 const char* finish_reason_name(FinishReason reason);  // "stop", "length", "abort", "error"; "" for kNone
 
+// A token's log-probability under the model's raw distribution (log-softmax of its logits).
+struct TokenLogprob {
+  int32_t token_id = -1;
+  float logprob = 0;
+};
+
+// One generated token's log-probabilities, when the request set SamplingParams::logprobs = k.
+struct GeneratedTokenLogprobs {
+  TokenLogprob chosen;              // the token that was generated
+  std::vector<TokenLogprob> top;    // the k most likely tokens, most likely first (ties: lower id first)
+};
+
+// A request's progress. A request with SamplingParams::n = N yields N completions: each has its own Output
+// with the request's id and its `index` (0..N-1).
+//
+// Streaming: while a request is unfinished, `text` and `token_ids` only grow (each Output's text is a prefix
+// of every later one of the same completion), so a client may print the difference from the previous
+// Output. To keep that true with stop strings, an unfinished `text` holds back its longest tail that could
+// still become the start of a stop string; the finished Output has the whole text (cut at a stop string).
 struct Output {
   int64_t request_id = -1;
+  int32_t index = 0;                      // which of the request's n completions (0..n-1)
   std::string text;                       // the generated text so far
-  std::vector<int32_t> token_ids;         // the generated tokens so far
+  std::vector<int32_t> token_ids;         // the generated tokens so far (stop strings never remove any)
   std::vector<int32_t> prompt_token_ids;
   int64_t num_cached_tokens = 0;          // prompt tokens served from the prefix cache
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
+  // What ended a kStop completion, as vLLM's stop_reason: the stop string that matched, or the token of
+  // stop_token_ids that was generated; neither (empty, -1) for the model's end-of-sequence token.
+  std::string stop_str;
+  int32_t stop_token_id = -1;
   Status error;                           // why, when finish_reason is kError
+  // One entry per generated token when the request set SamplingParams::logprobs (token_ids.size() entries).
+  std::vector<GeneratedTokenLogprobs> logprobs;
   std::vector<float> logits;              // [token_ids.size(), vocab] when the request set keep_logits
 };
 
@@ -93,20 +119,23 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Offline batch: runs every request to the end and returns their outputs in request order. Requests are
-  // reordered internally so that each shared prefix is computed once. A bad request gets an output with
-  // finish_reason kError and its message; the others run as usual.
-  // `on_finished`, when given, is called as each request finishes (for progress reports). Requests queued
+  // Offline batch: runs every request to the end and returns their outputs in request order: a request with
+  // n completions gives n adjacent outputs (index 0..n-1). Requests are reordered internally so that each
+  // shared prefix is computed once. A bad request gets outputs with finish_reason kError and its message (n of
+  // them, or one when n itself is out of range); the others run as usual.
+  // `on_finished`, when given, is called as each completion finishes (for progress reports). Requests queued
   // earlier with add_request run to the end too; their outputs come from the next step().
   std::vector<Output> generate(const std::vector<Request>& requests,
                                const std::function<void(const Output&)>& on_finished = {});
 
   // Online use: queue a request (its id, or why it cannot run), then call step() until has_unfinished()
-  // is false. step() returns an Output for every request that made progress this step.
+  // is false. step() returns an Output for every completion that made progress this step; the n completions
+  // of a request share its id and differ by Output::index.
   Result<int64_t> add_request(const Request& request);
   std::vector<Output> step();
   bool has_unfinished() const;
-  // Stops a request; its blocks are released and its output finishes with kAbort. Unknown ids are ignored.
+  // Stops a request (all its completions); their blocks are released and their outputs finish with kAbort.
+  // Unknown ids are ignored.
   void abort(int64_t request_id);
 
   // Explicit prefix: computes the prefix's K/V once and pins its full blocks until release_prefix(), so

@@ -1,8 +1,16 @@
-// How a request's tokens are chosen and when its generation stops.
+// How a request's tokens are chosen and when its generation stops. Field names and meanings follow vLLM's
+// SamplingParams and OpenAI's API; every default leaves the field off.
+//
+// Each step, the processors run in vLLM's order on a copy of the model's logits:
+//   logprobs are taken first, from the raw logits (log-softmax, before any processor);
+//   min_tokens (EOS and stop tokens masked) -> logit_bias -> repetition, frequency, presence penalties;
+//   then greedy (temperature 0) takes the largest, or: temperature -> min_p -> top_k -> top_p -> draw.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "kvshare/status.h"
@@ -13,12 +21,38 @@ struct SamplingParams {
   float temperature = 1.0f;       // 0 = greedy
   int32_t top_k = 0;              // 0 or -1 = off
   float top_p = 1.0f;             // 1 = off
+  float min_p = 0.0f;             // [0, 1]: drop tokens less likely than min_p × the likeliest one; 0 = off
   std::optional<uint64_t> seed;   // none: derived from the engine's seed and the request's id
   int32_t max_tokens = 16;        // tokens to generate at most
+  int32_t min_tokens = 0;         // [0, max_tokens]: EOS and stop_token_ids cannot be sampled, and stop strings
+                                  // do not match, before this many tokens are generated
   bool ignore_eos = false;        // keep going past the model's end-of-sequence tokens
   std::vector<int32_t> stop_token_ids;  // further tokens that end generation (included in the output)
+  // Strings that end generation when they appear in the generated text, also across token boundaries. The
+  // text ends before the stop string (with it when include_stop_str_in_output); token_ids keep every token.
+  std::vector<std::string> stop;
+  bool include_stop_str_in_output = false;
 
-  // Says which parameter is wrong and its valid range.
+  // Penalties, as OpenAI's (presence, frequency: [-2, 2], 0 = off, over the generated tokens: the logit of a
+  // token generated c times loses frequency_penalty × c, plus presence_penalty if c > 0) and as Hugging
+  // Face's (repetition: > 0, 1 = off, over prompt and generated tokens: a positive logit is divided by it, a
+  // negative one multiplied).
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  float repetition_penalty = 1.0f;
+  // Token id -> bias in [-100, 100] added to its logit (ids must be in the vocabulary).
+  std::map<int32_t, float> logit_bias;
+
+  int32_t n = 1;  // [1, 128] completions of the prompt; they share its KV blocks (see Engine and Output::index)
+  // When set (0 to 20): every generated token comes back with its log-probability and the `*logprobs` most
+  // likely tokens' (Output::logprobs), from the model's raw log-softmax.
+  std::optional<int32_t> logprobs;
+
+  static constexpr int32_t kMaxN = 128;
+  static constexpr int32_t kMaxLogprobs = 20;
+
+  // Says which parameter is wrong and its valid range. (Token ids are checked against the vocabulary when
+  // the engine takes the request.)
   Status validate() const;
 };
 

@@ -15,6 +15,7 @@
 #include "kernels/isa.h"
 #include "kv/block_manager.h"
 #include "kv/kv_storage.h"
+#include "sampling/stop_strings.h"
 
 namespace kvshare {
 
@@ -47,6 +48,12 @@ uint64_t mix_seed(uint64_t seed, int64_t id) {
   return splitmix64_mix(seed + kSplitMixGamma * static_cast<uint64_t>(id + 1));
 }
 
+// The seed of a request's completion `index` (n > 1): completion 0 keeps the request's seed (so it draws what
+// the same request with n = 1 draws); completion i > 0 takes the i-th output of SplitMix64 from it.
+uint64_t completion_seed(uint64_t request_seed, int32_t index) {
+  return index == 0 ? request_seed : mix_seed(request_seed, index - 1);
+}
+
 }  // namespace
 
 struct Engine::Impl {
@@ -58,12 +65,13 @@ struct Engine::Impl {
   std::unique_ptr<Scheduler> scheduler;
   Activations act;
   std::vector<float> logits;
-  std::vector<std::pair<float, int32_t>> sample_scratch;
-  std::unordered_map<int64_t, std::unique_ptr<Sequence>> seqs;
-  std::unordered_map<int64_t, std::unique_ptr<IncrementalDecoder>> decoders;
+  Sampler sampler;
+  std::unordered_map<int64_t, std::unique_ptr<Sequence>> seqs;  // by Sequence::id
+  std::unordered_map<int64_t, std::unique_ptr<IncrementalDecoder>> decoders;  // by Sequence::id
   std::map<int64_t, std::vector<int32_t>> pinned;  // explicit prefixes: handle -> blocks held
   std::vector<Output> pending;  // outputs produced while cache_prefix drove the loop, for the next step()
-  int64_t next_id = 0;
+  int64_t next_id = 0;      // the next request's id
+  int64_t next_seq_id = 0;  // the next sequence's (one per completion)
   EngineMetrics m;
 
   Status validate(const Request& r, std::vector<int32_t>& prompt) const;
@@ -81,6 +89,7 @@ struct Engine::Impl {
   ForwardBatch build_batch(const StepPlan& plan, StepWork& work) const;
   Status run_model(const ForwardBatch& batch);
   void sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out);
+  FinishReason stop_check(Sequence& s, int32_t token, size_t checked);
   void record_step(std::chrono::steady_clock::time_point start, const StepWork& work);
   Result<int64_t> add(const Request& r, bool prefill_only);
 };
@@ -143,6 +152,10 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
     }
   }
   const int64_t vocab = loaded.model->config().vocab_size;
+  for (const auto& [t, bias] : r.params.logit_bias)
+    if (t >= vocab)
+      return invalid_argument("logit_bias token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                              std::to_string(vocab) + ")");
   for (int32_t t : prompt)
     if (t < 0 || t >= vocab)
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -154,36 +167,49 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
   return {};
 }
 
+// One sequence per completion (n of them), queued together so that they are admitted together and share
+// the prompt's full blocks (the first publishes them as planned, the others find them).
 Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   std::vector<int32_t> prompt;
   KV_RETURN_IF_ERROR(validate(r, prompt));
   const int64_t id = next_id++;
   const uint64_t seed = r.params.seed.has_value() ? *r.params.seed : mix_seed(config.seed, id);
-  auto seq = std::make_unique<Sequence>(id, std::move(prompt), r.params, r.cache_salt, seed);
-  seq->prefill_only = prefill_only;
-  seq->keep_logits = r.keep_logits && !prefill_only;
-  seq->max_total_tokens = prefill_only ? seq->num_prompt_tokens
-                                       : std::min<int64_t>(seq->num_prompt_tokens + r.params.max_tokens, max_model_len);
-  if (!prefill_only) m.prompt_tokens += seq->num_prompt_tokens;
-  scheduler->add(seq.get());
+  const int32_t n = prefill_only ? 1 : r.params.n;
   // A completion continues its prompt's text (a SentencePiece leading space is a real space), unless the
   // prompt holds special tokens only (BOS alone).
   bool after_text = false;
-  for (int32_t t : seq->tokens) after_text = after_text || !loaded.tokenizer->is_special(t);
-  decoders[id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, /*skip_special=*/true, after_text);
-  seqs[id] = std::move(seq);
+  for (int32_t t : prompt) after_text = after_text || !loaded.tokenizer->is_special(t);
+  for (int32_t index = 0; index < n; ++index) {
+    auto seq = std::make_unique<Sequence>(next_seq_id++, prompt, r.params, r.cache_salt, completion_seed(seed, index));
+    seq->request_id = id;
+    seq->index = index;
+    seq->prefill_only = prefill_only;
+    seq->keep_logits = r.keep_logits && !prefill_only;
+    seq->max_total_tokens = prefill_only ? seq->num_prompt_tokens
+                                         : std::min<int64_t>(seq->num_prompt_tokens + r.params.max_tokens, max_model_len);
+    if (!prefill_only && index == 0) m.prompt_tokens += seq->num_prompt_tokens;
+    scheduler->add(seq.get());
+    decoders[seq->id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, /*skip_special=*/true, after_text);
+    seqs[seq->id] = std::move(seq);
+  }
   return id;
 }
 
 Output Engine::Impl::make_output(const Sequence& s) const {
   Output o;
-  o.request_id = s.id;
+  o.request_id = s.request_id;
+  o.index = s.index;
   o.text = s.text;
+  // Unfinished: hold back a tail that may still become a stop string, so streamed text is never taken back.
+  if (s.state != SeqState::kFinished) o.text.resize(s.text.size() - stop_prefix_tail(s.text, s.params.stop));
   o.token_ids.assign(s.tokens.begin() + s.num_prompt_tokens, s.tokens.end());
   o.prompt_token_ids.assign(s.tokens.begin(), s.tokens.begin() + s.num_prompt_tokens);
   o.num_cached_tokens = std::max<int64_t>(s.num_cached_tokens, 0);
   o.finished = s.state == SeqState::kFinished;
   o.finish_reason = s.finish_reason;
+  o.stop_str = s.stop_str;
+  o.stop_token_id = s.stop_token_id;
+  o.logprobs = s.logprobs;
   return o;
 }
 
@@ -283,8 +309,8 @@ Status Engine::Impl::run_model(const ForwardBatch& batch) {
   return loaded.model->forward(batch, *kv, act, logits.data());
 }
 
-// Each sequence that reached its end samples its next token from its logits row; EOS, a stop token or the
-// length limit finishes it.
+// Each sequence that reached its end samples its next token from its logits row; EOS, a stop token, a stop
+// string or the length limit finishes it.
 void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out) {
   const int64_t vocab = loaded.model->config().vocab_size;
   int64_t row = 0;
@@ -298,21 +324,52 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
       continue;
     }
     if (s.keep_logits) s.logits.insert(s.logits.end(), row_logits, row_logits + vocab);
-    const int32_t token = sample_token(row_logits, vocab, s.params, s.rng, sample_scratch);
+    const TokenHistory history{s.tokens, static_cast<size_t>(s.num_prompt_tokens), loaded.eos_ids};
+    GeneratedTokenLogprobs lp;
+    const int32_t token = sampler.sample(row_logits, vocab, s.params, history, s.rng, &lp);
     s.tokens.push_back(token);
+    if (s.params.logprobs.has_value()) s.logprobs.push_back(std::move(lp));
     ++m.generated_tokens;
+    const size_t checked = s.text.size();
     s.text += decoders[s.id]->push(token);
-    const bool is_eos = std::find(loaded.eos_ids.begin(), loaded.eos_ids.end(), token) != loaded.eos_ids.end();
-    const bool is_stop = std::find(s.params.stop_token_ids.begin(), s.params.stop_token_ids.end(), token) !=
-                         s.params.stop_token_ids.end();
-    if ((is_eos && !s.params.ignore_eos) || is_stop) {
-      finish(s, FinishReason::kStop, out);
-    } else if (s.num_tokens() >= s.max_total_tokens) {
-      finish(s, FinishReason::kLength, out);
+    const FinishReason reason = stop_check(s, token, checked);
+    if (reason != FinishReason::kNone) {
+      finish(s, reason, out);
     } else {
       out.push_back(make_output(s));
     }
   }
+}
+
+// Why `s` stops after its newest `token` (kNone: it goes on). EOS and stop tokens count from min_tokens on
+// (the sampler masks them before); a stop string counts when the text after `checked` completes one, and
+// cuts the text there.
+FinishReason Engine::Impl::stop_check(Sequence& s, int32_t token, size_t checked) {
+  const auto& stops = s.params.stop_token_ids;
+  const bool may_stop = s.num_generated() >= s.params.min_tokens;
+  FinishReason reason = FinishReason::kNone;
+  if (may_stop && !s.params.ignore_eos && std::find(loaded.eos_ids.begin(), loaded.eos_ids.end(), token) != loaded.eos_ids.end()) {
+    reason = FinishReason::kStop;
+  } else if (may_stop && std::find(stops.begin(), stops.end(), token) != stops.end()) {
+    reason = FinishReason::kStop;
+    s.stop_token_id = token;
+  } else if (s.num_tokens() >= s.max_total_tokens) {
+    reason = FinishReason::kLength;
+  }
+  if (s.params.stop.empty() || !may_stop) return reason;
+  if (reason != FinishReason::kNone) {  // the last text the decoder holds may complete a stop string
+    auto dec = decoders.find(s.id);
+    s.text += dec->second->flush();
+    decoders.erase(dec);
+  }
+  if (auto match = find_stop_string(s.text, checked, s.params.stop)) {
+    const std::string& str = s.params.stop[match->which];
+    s.text.resize(match->pos + (s.params.include_stop_str_in_output ? str.size() : 0));
+    s.stop_str = str;
+    s.stop_token_id = -1;
+    reason = FinishReason::kStop;
+  }
+  return reason;
 }
 
 void Engine::Impl::record_step(std::chrono::steady_clock::time_point start, const StepWork& work) {
@@ -331,7 +388,15 @@ void Engine::Impl::record_step(std::chrono::steady_clock::time_point start, cons
 
 std::vector<Output> Engine::generate(const std::vector<Request>& requests,
                                      const std::function<void(const Output&)>& on_finished) {
-  std::vector<Output> results(requests.size());
+  // Request i's completions take places first_of[i] .. first_of[i] + n - 1 of the results.
+  std::vector<size_t> first_of(requests.size());
+  size_t total = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    first_of[i] = total;
+    const int32_t n = requests[i].params.n;
+    total += n >= 1 && n <= SamplingParams::kMaxN ? static_cast<size_t>(n) : 1;
+  }
+  std::vector<Output> results(total);
   std::unordered_map<int64_t, size_t> index_of;
   // Requests queued before this call (through add_request, or preempted) keep their places ahead of the batch.
   const size_t queued_before = static_cast<size_t>(impl_->scheduler->num_waiting());
@@ -339,11 +404,15 @@ std::vector<Output> Engine::generate(const std::vector<Request>& requests,
     auto id = impl_->add(requests[i], /*prefill_only=*/false);
     if (id.ok()) {
       index_of[*id] = i;
-    } else {
-      results[i].finished = true;
-      results[i].finish_reason = FinishReason::kError;
-      results[i].error = id.status();
-      if (on_finished) on_finished(results[i]);
+      continue;
+    }
+    const size_t end = i + 1 < requests.size() ? first_of[i + 1] : total;
+    for (size_t k = first_of[i]; k < end; ++k) {
+      results[k].index = static_cast<int32_t>(k - first_of[i]);
+      results[k].finished = true;
+      results[k].finish_reason = FinishReason::kError;
+      results[k].error = id.status();
+      if (on_finished) on_finished(results[k]);
     }
   }
   impl_->scheduler->sort_waiting_by_prefix(queued_before);
@@ -358,7 +427,7 @@ std::vector<Output> Engine::generate(const std::vector<Request>& requests,
       }
       if (!o.finished) continue;
       if (on_finished) on_finished(o);
-      results[it->second] = std::move(o);
+      results[first_of[it->second] + static_cast<size_t>(o.index)] = std::move(o);
     }
   }
   impl_->pending = std::move(others);
@@ -374,9 +443,11 @@ std::vector<Output> Engine::step() { return impl_->step(); }
 bool Engine::has_unfinished() const { return impl_->scheduler->has_work() || !impl_->pending.empty(); }
 
 void Engine::abort(int64_t request_id) {
-  auto it = impl_->seqs.find(request_id);
-  if (it == impl_->seqs.end()) return;
-  impl_->finish(*it->second, FinishReason::kAbort, impl_->pending);
+  std::vector<Sequence*> completions;
+  for (auto& [id, seq] : impl_->seqs)
+    if (seq->request_id == request_id) completions.push_back(seq.get());
+  std::sort(completions.begin(), completions.end(), [](const Sequence* a, const Sequence* b) { return a->index < b->index; });
+  for (Sequence* s : completions) impl_->finish(*s, FinishReason::kAbort, impl_->pending);
 }
 
 Result<int64_t> Engine::cache_prefix(const std::vector<int32_t>& tokens, const std::string& cache_salt) {

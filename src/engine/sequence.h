@@ -17,7 +17,9 @@ struct Sequence {
       : id(id), tokens(std::move(prompt)), num_prompt_tokens(static_cast<int64_t>(tokens.size())),
         params(std::move(params)), salt(std::move(salt)), rng(seed) {}
 
-  int64_t id;
+  int64_t id;                   // the engine's own id for this sequence
+  int64_t request_id = -1;      // the request it belongs to (its n completions share it)
+  int32_t index = 0;            // which completion of the request (0..n-1)
   std::vector<int32_t> tokens;  // the prompt, then every generated token
   int64_t num_prompt_tokens;
   SamplingParams params;
@@ -32,7 +34,10 @@ struct Sequence {
   int64_t max_total_tokens = 0;     // prompt + max_tokens, capped by the context length
   bool prefill_only = false;        // an explicit prefix: stops once the prompt is computed, samples nothing
   FinishReason finish_reason = FinishReason::kNone;
-  std::string text;                 // detokenized output so far
+  std::string text;                 // detokenized output so far (cut at a stop string when one matched)
+  std::string stop_str;             // the stop string that finished it
+  int32_t stop_token_id = -1;       // the stop_token_ids token that finished it
+  std::vector<GeneratedTokenLogprobs> logprobs;  // per generated token, when params.logprobs is set
   bool keep_logits = false;         // Request::keep_logits
   std::vector<float> logits;        // [generated tokens, vocab] when keep_logits
 

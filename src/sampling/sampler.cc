@@ -2,18 +2,45 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "core/det_math.h"
 #include "core/splitmix.h"
+#include "sampling/processors.h"
 
 namespace kvshare {
 
 Status SamplingParams::validate() const {
+  auto num = [](float v) { return std::to_string(v); };
+  auto whole = [](int64_t v) { return std::to_string(v); };
   if (!(temperature >= 0.0f) || !std::isfinite(temperature))
-    return invalid_argument("temperature must be a number >= 0 (0 means greedy), got " + std::to_string(temperature));
-  if (top_k < -1) return invalid_argument("top_k must be -1 or 0 (off) or a positive count, got " + std::to_string(top_k));
-  if (!(top_p > 0.0f && top_p <= 1.0f)) return invalid_argument("top_p must be in (0, 1], got " + std::to_string(top_p));
-  if (max_tokens < 1) return invalid_argument("max_tokens must be at least 1, got " + std::to_string(max_tokens));
+    return invalid_argument("temperature must be a number >= 0 (0 means greedy), got " + num(temperature));
+  if (top_k < -1) return invalid_argument("top_k must be -1 or 0 (off) or a positive count, got " + whole(top_k));
+  if (!(top_p > 0.0f && top_p <= 1.0f)) return invalid_argument("top_p must be in (0, 1], got " + num(top_p));
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) return invalid_argument("min_p must be in [0, 1] (0 = off), got " + num(min_p));
+  if (max_tokens < 1) return invalid_argument("max_tokens must be at least 1, got " + whole(max_tokens));
+  if (min_tokens < 0 || min_tokens > max_tokens)
+    return invalid_argument("min_tokens must be in [0, max_tokens] = [0, " + whole(max_tokens) + "], got " +
+                            whole(min_tokens));
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f))
+    return invalid_argument("presence_penalty must be in [-2, 2] (0 = off), got " + num(presence_penalty));
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f))
+    return invalid_argument("frequency_penalty must be in [-2, 2] (0 = off), got " + num(frequency_penalty));
+  if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty))
+    return invalid_argument("repetition_penalty must be a number > 0 (1 = off), got " + num(repetition_penalty));
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0) return invalid_argument("logit_bias token id must be >= 0, got " + whole(id));
+    if (!(bias >= -100.0f && bias <= 100.0f))
+      return invalid_argument("logit_bias for token " + whole(id) + " must be in [-100, 100], got " + num(bias));
+  }
+  for (int32_t id : stop_token_ids)
+    if (id < 0) return invalid_argument("stop_token_ids must hold token ids >= 0, got " + whole(id));
+  for (const std::string& s : stop)
+    if (s.empty()) return invalid_argument("stop strings must not be empty");
+  if (n < 1 || n > kMaxN)
+    return invalid_argument("n (completions per prompt) must be in [1, " + whole(kMaxN) + "], got " + whole(n));
+  if (logprobs.has_value() && (*logprobs < 0 || *logprobs > kMaxLogprobs))
+    return invalid_argument("logprobs must be in [0, " + whole(kMaxLogprobs) + "], got " + whole(*logprobs));
   return {};
 }
 
@@ -47,31 +74,68 @@ int32_t argmax(const float* logits, int64_t vocab) {
   return static_cast<int32_t>(best);
 }
 
-int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p, Rng& rng,
-                     std::vector<std::pair<float, int32_t>>& cand) {
-  if (p.temperature == 0.0f || p.top_k == 1) return argmax(logits, vocab);
-  // Candidates sorted by logit, ties by id, so the order never depends on the sort's stability.
+namespace {
+
+// Candidates in order of logit, ties by id, so the order never depends on a sort's stability.
+bool better(const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+  return a.first > b.first || (a.first == b.first && a.second < b.second);
+}
+
+// Inverse CDF: the first of `n` candidates (in their order) where the running sum of weights passes
+// u × `sum`. `weight(i)` is the i-th candidate's weight, `id(i)` its token.
+template <typename Weight, typename Id>
+int32_t inverse_cdf(size_t n, double sum, Rng& rng, Weight weight, Id id) {
+  const double r = static_cast<double>(rng.uniform()) * sum;
+  double acc = 0;
+  int32_t last = id(0);
+  for (size_t i = 0; i < n; ++i) {
+    const double w = weight(i);
+    if (w == 0) continue;
+    acc += w;
+    last = id(i);
+    if (r < acc) return last;
+  }
+  return last;  // rounding left r at the very end: the last candidate with any weight
+}
+
+// The shortest prefix of `cand` (sorted by better()) whose probabilities reach top_p; the tail stays unsorted.
+// Sorts lazily: each round sorts twice as many candidates as the round before.
+size_t nucleus(std::vector<std::pair<float, int32_t>>& cand, size_t count, const std::vector<double>& weights,
+               double sum, float top_p) {
+  size_t sorted = 0, n = 0;
+  double cum = 0;
+  while (n < count) {
+    if (n == sorted) {
+      const size_t next = std::min(count, std::max<size_t>(64, 2 * sorted));
+      std::partial_sort(cand.begin() + static_cast<ptrdiff_t>(sorted), cand.begin() + static_cast<ptrdiff_t>(next),
+                        cand.begin() + static_cast<ptrdiff_t>(count), better);
+      sorted = next;
+    }
+    cum += weights[cand[n].second] / sum;
+    ++n;
+    if (cum >= top_p) break;
+  }
+  return n;
+}
+
+// top-k (then min_p and top-p within the k): selects the k best and weighs them, best first.
+int32_t draw_top_k(const float* logits, int64_t vocab, const SamplingParams& p, Rng& rng, std::vector<double>& probs,
+                   std::vector<std::pair<float, int32_t>>& cand) {
   cand.resize(static_cast<size_t>(vocab));
   for (int64_t i = 0; i < vocab; ++i) cand[i] = {logits[i], static_cast<int32_t>(i)};
-  auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
-  int64_t keep = vocab;
-  if (p.top_k > 0 && p.top_k < vocab) {
-    keep = p.top_k;
-    std::partial_sort(cand.begin(), cand.begin() + keep, cand.end(), better);
-  } else {
-    std::sort(cand.begin(), cand.end(), better);
-  }
-  // Softmax over the kept candidates at this temperature (in double, max first for stability).
-  const double mx = cand[0].first;
-  std::vector<double> probs(static_cast<size_t>(keep));
+  size_t keep = static_cast<size_t>(p.top_k);
+  std::partial_sort(cand.begin(), cand.begin() + static_cast<ptrdiff_t>(keep), cand.end(), better);
+  probs.resize(keep);
   double sum = 0;
-  // det::exp, not libm's: the same probabilities, so the same tokens for a seed, on every CPU.
-  for (int64_t i = 0; i < keep; ++i) sum += probs[i] = det::exp((cand[i].first - mx) / p.temperature);
+  const double mx = cand[0].first;
+  for (size_t i = 0; i < keep; ++i) {
+    const bool masked = cand[i].first == -std::numeric_limits<float>::infinity();
+    sum += probs[i] = masked ? 0.0 : det::exp((cand[i].first - mx) / p.temperature);
+  }
+  if (p.min_p > 0.0f) sum = apply_min_p(std::span<double>(probs.data(), keep), p.min_p);
   if (p.top_p < 1.0f) {
     double cum = 0;
-    int64_t n = 0;
+    size_t n = 0;
     while (n < keep) {
       cum += probs[n] / sum;
       ++n;
@@ -79,15 +143,60 @@ int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p
     }
     keep = n;
     sum = 0;
-    for (int64_t i = 0; i < keep; ++i) sum += probs[i];
+    for (size_t i = 0; i < keep; ++i) sum += probs[i];
   }
-  const double r = static_cast<double>(rng.uniform()) * sum;
-  double acc = 0;
-  for (int64_t i = 0; i < keep; ++i) {
-    acc += probs[i];
-    if (r < acc) return cand[i].second;
+  return inverse_cdf(keep, sum, rng, [&](size_t i) { return probs[i]; }, [&](size_t i) { return cand[i].second; });
+}
+
+}  // namespace
+
+int32_t draw_token(const float* logits, int64_t vocab, const SamplingParams& p, Rng& rng, std::vector<double>& weights,
+                   std::vector<std::pair<float, int32_t>>& cand) {
+  if (p.temperature == 0.0f || p.top_k == 1) return argmax(logits, vocab);
+  if (p.top_k > 0 && p.top_k < vocab) return draw_top_k(logits, vocab, p, rng, weights, cand);
+  weights.resize(static_cast<size_t>(vocab));
+  std::span<double> w(weights.data(), static_cast<size_t>(vocab));
+  double sum = temperature_weights(std::span<const float>(logits, static_cast<size_t>(vocab)), p.temperature, w);
+  if (p.min_p > 0.0f) sum = apply_min_p(w, p.min_p);
+  if (p.top_p >= 1.0f)  // plain temperature: no order needed
+    return inverse_cdf(w.size(), sum, rng, [&](size_t i) { return w[i]; }, [](size_t i) { return static_cast<int32_t>(i); });
+  cand.clear();
+  for (int64_t i = 0; i < vocab; ++i)
+    if (w[i] > 0) cand.emplace_back(logits[i], static_cast<int32_t>(i));
+  const size_t keep = nucleus(cand, cand.size(), weights, sum, p.top_p);
+  double kept = 0;
+  for (size_t i = 0; i < keep; ++i) kept += w[cand[i].second];
+  return inverse_cdf(keep, kept, rng, [&](size_t i) { return w[cand[i].second]; }, [&](size_t i) { return cand[i].second; });
+}
+
+const float* Sampler::process(const float* logits, int64_t vocab, const SamplingParams& p, const TokenHistory& h) {
+  const bool below_min_tokens = h.generated().size() < static_cast<size_t>(p.min_tokens);
+  const bool any = below_min_tokens || !p.logit_bias.empty() || p.repetition_penalty != 1.0f ||
+                   p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
+  if (!any) return logits;
+  processed_.assign(logits, logits + vocab);
+  std::span<float> row(processed_);
+  if (below_min_tokens) {
+    if (!p.ignore_eos) mask_tokens(row, h.eos_ids);
+    mask_tokens(row, p.stop_token_ids);
   }
-  return cand[keep - 1].second;
+  add_logit_bias(row, p.logit_bias);
+  if (p.repetition_penalty != 1.0f) apply_repetition_penalty(row, h.tokens, p.repetition_penalty, seen_);
+  if (p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f)
+    apply_frequency_presence_penalties(row, h.generated(), p.frequency_penalty, p.presence_penalty, counts_);
+  return processed_.data();
+}
+
+int32_t Sampler::sample(const float* logits, int64_t vocab, const SamplingParams& p, const TokenHistory& h, Rng& rng,
+                        GeneratedTokenLogprobs* logprobs) {
+  const int32_t token = draw_token(process(logits, vocab, p, h), vocab, p, rng, weights_, candidates_);
+  if (logprobs != nullptr && p.logprobs.has_value()) {
+    const std::span<const float> raw(logits, static_cast<size_t>(vocab));
+    const LogSoftmax ls = log_softmax_of(raw);
+    logprobs->chosen = {token, ls.at(logits[token])};
+    top_logprobs(raw, ls, *p.logprobs, logprobs->top);
+  }
+  return token;
 }
 
 }  // namespace kvshare

@@ -5,10 +5,12 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
+#include "kvshare/engine.h"
 #include "kvshare/sampling_params.h"
 
 namespace kvshare {
@@ -30,9 +32,40 @@ class Rng {
 // Greedy: the first index of the largest logit.
 int32_t argmax(const float* logits, int64_t vocab);
 
-// Samples from `logits` (not modified) with temperature, top-k, then top-p; greedy when temperature == 0.
-// `scratch` holds the sorted candidates between calls, so the vocabulary-sized sort buffer is not reallocated.
-int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& params, Rng& rng,
-                     std::vector<std::pair<float, int32_t>>& scratch);
+// What a sequence has so far, for the processors that look back (penalties, min_tokens).
+struct TokenHistory {
+  std::span<const int32_t> tokens;  // the prompt, then the generated tokens
+  size_t num_prompt_tokens = 0;
+  std::span<const int32_t> eos_ids;  // the model's end-of-sequence tokens (masked by min_tokens unless ignore_eos)
+  std::span<const int32_t> generated() const { return tokens.subspan(num_prompt_tokens); }
+};
+
+// Turns a row of logits into a token: logprobs from the raw row, then the processors, then greedy or a
+// seeded draw (order in kvshare/sampling_params.h). Holds vocabulary-sized scratch between calls, so a token
+// costs no allocation; one Sampler serves every sequence (its results depend only on the arguments).
+class Sampler {
+ public:
+  // `logprobs`, when given and params.logprobs is set, receives the chosen token's and the top tokens' raw
+  // log-probabilities.
+  int32_t sample(const float* logits, int64_t vocab, const SamplingParams& params, const TokenHistory& history,
+                 Rng& rng, GeneratedTokenLogprobs* logprobs = nullptr);
+
+ private:
+  // The processed row: `logits` itself when no processor applies, else a copy in `processed_`.
+  const float* process(const float* logits, int64_t vocab, const SamplingParams& params, const TokenHistory& history);
+
+  std::vector<float> processed_;
+  std::vector<uint8_t> seen_;
+  std::vector<int32_t> counts_;
+  std::vector<double> weights_;
+  std::vector<std::pair<float, int32_t>> candidates_;
+};
+
+// Draws from `logits` (not modified) with temperature, min_p, top-k, then top-p; greedy when temperature == 0
+// or top_k == 1. Plain temperature (and min_p) draws by inverse CDF over the weights in token id order; top-p
+// sorts lazily, only as many candidates as its nucleus needs; top-k selects k. `weights` and `candidates` are
+// scratch kept between calls.
+int32_t draw_token(const float* logits, int64_t vocab, const SamplingParams& params, Rng& rng,
+                   std::vector<double>& weights, std::vector<std::pair<float, int32_t>>& candidates);
 
 }  // namespace kvshare
