@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -360,6 +361,77 @@ TEST_F(CliTest, BatchJobAnswersEveryLineInOrderAndReportsBadLines) {
   EXPECT_FALSE(contains(off.err, "progress:")) << "--no-progress" << off;
   for (int ln : good_lines)
     EXPECT_EQ(a[ln - 1]["token_ids"], b[ln - 1]["token_ids"]) << "line " << ln << " differs with the prefix cache off";
+}
+
+// The sampling fields of a request line: n completions as adjacent lines, stop strings, logprobs, and each bad
+// value refused with the field's name.
+TEST_F(CliTest, BatchLinesTakeEverySamplingField) {
+  auto line = [](const json& j) { return j.dump() + "\n"; };
+  std::string in;
+  in += line({{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true}});
+  in += line({{"prompt", "Once upon a time"}, {"max_tokens", 5}, {"temperature", 0.9}, {"seed", 4}, {"n", 3},
+              {"ignore_eos", true}, {"min_p", 0.05}, {"presence_penalty", 0.5}, {"frequency_penalty", 0.5},
+              {"repetition_penalty", 1.2}, {"logprobs", 2}, {"min_tokens", 2}});
+  in += line({{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true},
+              {"logit_bias", {{"1000", 100}}}});
+  in += line({{"prompt", "x"}, {"n", 0}});
+  in += line({{"prompt", "x"}, {"logprobs", 21}});
+  in += line({{"prompt", "x"}, {"logit_bias", {{"abc", 1}}}});
+  in += line({{"prompt", "x"}, {"stop", 5}});
+  in += line({{"prompt", "x"}, {"min_p", 2}});
+  in += line({{"prompt", "x"}, {"presence_penalty", "high"}});
+  const std::string in_path = scratch() + "/fields.jsonl", out_path = scratch() + "/fields-out.jsonl";
+  write_file(in_path, in);
+  const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
+                            "--kv-cache-memory", "64MiB"});
+  EXPECT_EQ(r.signal, 0) << r;
+  EXPECT_EQ(r.exit_code, 1) << "bad lines make the job fail" << r;
+  const std::vector<json> outs = read_jsonl(out_path);
+  ASSERT_EQ(outs.size(), 1u + 3u + 1u + 6u) << r;
+  // Line 1 greedy, then a stop string cut from its text: the same run, cut before it.
+  const std::string text = outs[0].value("text", "");
+  ASSERT_GE(text.size(), 4u);
+  for (int c = 0; c < 3; ++c) {
+    const json& o = outs[1 + c];
+    SCOPED_TRACE(o.dump());
+    EXPECT_EQ(o.value("line", 0), 2);
+    EXPECT_EQ(o.value("completion", -1), c);
+    EXPECT_EQ(o["token_ids"].size(), 5u);
+    ASSERT_TRUE(o.contains("logprobs"));
+    ASSERT_EQ(o["logprobs"].size(), 5u);
+    for (size_t t = 0; t < 5; ++t) {
+      EXPECT_EQ(o["logprobs"][t]["token_id"], o["token_ids"][t]);
+      EXPECT_LE(o["logprobs"][t]["logprob"].get<double>(), 0.0);
+      EXPECT_EQ(o["logprobs"][t]["top_logprobs"].size(), 2u);
+    }
+  }
+  EXPECT_NE(outs[1]["token_ids"], outs[2]["token_ids"]) << "each completion draws its own tokens";
+  EXPECT_EQ(outs[4]["token_ids"], json(std::vector<int>(6, 1000))) << "a +100 bias makes token 1000 certain";
+  const std::vector<std::string> want = {"n (completions", "logprobs", "logit_bias", "stop", "min_p", "presence_penalty"};
+  for (size_t i = 0; i < want.size(); ++i) {
+    const json& o = outs[5 + i];
+    SCOPED_TRACE(o.dump());
+    EXPECT_EQ(o.value("finish_reason", ""), "error");
+    EXPECT_TRUE(contains(o.value("error", ""), want[i]));
+  }
+
+  // A stop string from line 1's text ends the same request there.
+  std::string stop;
+  for (size_t i = text.size() / 2; i + 1 < text.size() && stop.empty(); ++i)
+    if (std::isalnum(static_cast<unsigned char>(text[i])) && std::isalnum(static_cast<unsigned char>(text[i + 1])))
+      stop = text.substr(i, 2);
+  if (stop.empty()) GTEST_SKIP() << "no two plain characters to stop at in " << text;
+  const size_t cut = text.find(stop);
+  write_file(in_path, line({{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true},
+                            {"stop", stop}}));
+  const CliRun s = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
+                            "--kv-cache-memory", "64MiB"});
+  expect_success(s);
+  const std::vector<json> stopped = read_jsonl(out_path);
+  ASSERT_EQ(stopped.size(), 1u) << s;
+  EXPECT_EQ(stopped[0].value("text", "?"), text.substr(0, cut)) << "stop '" << stop << "' in '" << text << "'";
+  EXPECT_EQ(stopped[0].value("finish_reason", ""), "stop");
+  EXPECT_EQ(stopped[0].value("stop_reason", ""), stop);
 }
 
 // Numbers in a line are taken as they are or refused: never wrapped or cut to fit.

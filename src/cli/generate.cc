@@ -1,6 +1,8 @@
 // kvshare generate: one prompt (--prompt), or a JSONL batch job (--input/--output).
 #include <chrono>
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -25,7 +27,9 @@ std::vector<FlagSpec> generate_specs() {
   specs.push_back({"prompt", true, "the prompt text (an empty prompt starts from BOS alone)"});
   specs.push_back({"json", false, "print one JSON object {text, token_ids, prompt_token_ids}"});
   specs.push_back({"input", true, "a JSONL file of requests: {\"prompt\": ...} or {\"prompt_token_ids\": [...]} per line"});
-  specs.push_back({"output", true, "where to write the results, one JSON line per input line, in input order"});
+  specs.push_back({"output", true,
+                   "where to write the results, one JSON line per input line in input order (n lines for a line "
+                   "asking n completions)"});
   specs.push_back({"no-progress", false, "no progress bar on stderr"});
   specs.push_back({"dump-logits", true,
                    "write the float32 logits each generated token was sampled from to FILE: raw little-endian rows "
@@ -60,6 +64,77 @@ class LogitsDump {
   std::string path_;
   std::ofstream out_;
 };
+
+// The sampling fields beyond the basic ones (vLLM's names), from a request line into `p`.
+Status parse_sampling_extras(const json& j, SamplingParams& p) {
+  auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
+  for (auto [key, field] : {std::pair<const char*, float*>{"min_p", &p.min_p}, {"presence_penalty", &p.presence_penalty},
+                            {"frequency_penalty", &p.frequency_penalty}, {"repetition_penalty", &p.repetition_penalty}}) {
+    if (!present(key)) continue;
+    if (!j[key].is_number()) return invalid_argument(std::string("\"") + key + "\" must be a number");
+    *field = j[key].get<float>();
+  }
+  for (auto [key, field] : {std::pair<const char*, int32_t*>{"min_tokens", &p.min_tokens}, {"n", &p.n}}) {
+    if (!present(key)) continue;
+    if (!j[key].is_number_integer()) return invalid_argument(std::string("\"") + key + "\" must be a whole number");
+    const int64_t v = j[key].get<int64_t>();
+    if (v < 0 || v > INT32_MAX) return invalid_argument(std::string("\"") + key + "\" is out of range: " + j[key].dump());
+    *field = static_cast<int32_t>(v);
+  }
+  if (present("logprobs")) {
+    const json& v = j["logprobs"];
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > SamplingParams::kMaxLogprobs)
+      return invalid_argument("\"logprobs\" must be a whole number from 0 to " + std::to_string(SamplingParams::kMaxLogprobs) +
+                              " (the top alternatives returned per token), got " + v.dump());
+    p.logprobs = v.get<int32_t>();
+  }
+  if (present("stop")) {
+    const json& v = j["stop"];
+    if (v.is_string()) {
+      p.stop = {v.get<std::string>()};
+    } else if (v.is_array() && std::all_of(v.begin(), v.end(), [](const json& e) { return e.is_string(); })) {
+      p.stop = v.get<std::vector<std::string>>();
+    } else {
+      return invalid_argument("\"stop\" must be a string or an array of strings");
+    }
+  }
+  if (present("include_stop_str_in_output")) {
+    if (!j["include_stop_str_in_output"].is_boolean())
+      return invalid_argument("\"include_stop_str_in_output\" must be true or false");
+    p.include_stop_str_in_output = j["include_stop_str_in_output"].get<bool>();
+  }
+  if (present("logit_bias")) {
+    const json& v = j["logit_bias"];
+    if (!v.is_object()) return invalid_argument("\"logit_bias\" must be an object {\"token id\": bias, ...}");
+    for (const auto& [key, bias] : v.items()) {
+      char* end = nullptr;
+      const long long id = std::strtoll(key.c_str(), &end, 10);
+      if (key.empty() || *end != '\0' || id < 0 || id > INT32_MAX)
+        return invalid_argument("\"logit_bias\" keys must be token ids (whole numbers >= 0), got \"" + key + "\"");
+      if (!bias.is_number()) return invalid_argument("\"logit_bias\" for token " + key + " must be a number");
+      p.logit_bias[static_cast<int32_t>(id)] = bias.get<float>();
+    }
+  }
+  return {};
+}
+
+// One completion's answer fields: text, tokens, why it stopped, and log-probabilities when asked for.
+void put_completion(json& o, const Output& r) {
+  o["text"] = r.text;
+  o["token_ids"] = r.token_ids;
+  o["prompt_tokens"] = r.prompt_token_ids.size();
+  o["cached_tokens"] = r.num_cached_tokens;
+  if (!r.stop_str.empty()) o["stop_reason"] = r.stop_str;
+  else if (r.stop_token_id >= 0) o["stop_reason"] = r.stop_token_id;
+  if (r.logprobs.empty()) return;
+  json lps = json::array();
+  for (const GeneratedTokenLogprobs& t : r.logprobs) {
+    json top = json::array();
+    for (const TokenLogprob& a : t.top) top.push_back({{"token_id", a.token_id}, {"logprob", a.logprob}});
+    lps.push_back({{"token_id", t.chosen.token_id}, {"logprob", t.chosen.logprob}, {"top_logprobs", top}});
+  }
+  o["logprobs"] = lps;
+}
 
 // One input line -> a Request, with the command line's sampling flags as defaults.
 Result<Request> parse_request_line(const std::string& line, const SamplingParams& defaults) {
@@ -119,6 +194,7 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
       for (const json& v : j.at("stop_token_ids"))
         r.params.stop_token_ids.push_back(static_cast<int32_t>(whole(v, "a stop token id", kMin32, kMax32)));
     }
+    KV_RETURN_IF_ERROR(parse_sampling_extras(j, r.params));
   } catch (const std::exception& e) {
     return invalid_argument(e.what());
   }
@@ -217,33 +293,38 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   progress.done();
 
+  // One output line per completion: n adjacent lines (completion 0..n-1) for a request with n > 1.
+  std::vector<size_t> first_output(requests.size());
+  for (size_t i = 0, k = 0; i < requests.size(); k += static_cast<size_t>(requests[i].params.n), ++i) first_output[i] = k;
   int64_t index = 0, failed = 0, out_tokens = 0, prompt_tokens = 0;
   for (size_t i = 0; i < request_of_line.size(); ++i) {
     if (request_of_line[i] == -2) continue;  // blank lines are skipped, not answered
-    json o;
-    o["index"] = index++;
-    o["line"] = i + 1;
-    if (request_of_line[i] < 0) {
-      o["error"] = errors[i];
-      o["finish_reason"] = "error";
-    } else {
-      const Output& r = outputs[request_of_line[i]];
-      if (r.finish_reason == FinishReason::kError) {
-        ++failed;
-        std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), i + 1, r.error.message().c_str());
-        o["error"] = "line " + std::to_string(i + 1) + ": " + r.error.message();
+    const int32_t n = request_of_line[i] < 0 ? 1 : requests[request_of_line[i]].params.n;
+    for (int32_t c = 0; c < n; ++c) {
+      json o;
+      o["index"] = index++;
+      o["line"] = i + 1;
+      o["completion"] = c;
+      if (request_of_line[i] < 0) {
+        o["error"] = errors[i];
+        o["finish_reason"] = "error";
       } else {
-        o["text"] = r.text;
-        o["token_ids"] = r.token_ids;
-        o["prompt_tokens"] = r.prompt_token_ids.size();
-        o["cached_tokens"] = r.num_cached_tokens;
-        out_tokens += static_cast<int64_t>(r.token_ids.size());
-        dump.write(r);
-        prompt_tokens += static_cast<int64_t>(r.prompt_token_ids.size());
+        const Output& r = outputs[first_output[request_of_line[i]] + static_cast<size_t>(c)];
+        if (r.finish_reason == FinishReason::kError) {
+          if (c == 0) ++failed;  // a request that failed fails all its completions: count and report it once
+          if (c == 0)
+            std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), i + 1, r.error.message().c_str());
+          o["error"] = "line " + std::to_string(i + 1) + ": " + r.error.message();
+        } else {
+          put_completion(o, r);
+          out_tokens += static_cast<int64_t>(r.token_ids.size());
+          dump.write(r);
+          if (c == 0) prompt_tokens += static_cast<int64_t>(r.prompt_token_ids.size());
+        }
+        o["finish_reason"] = finish_reason_name(r.finish_reason);
       }
-      o["finish_reason"] = finish_reason_name(r.finish_reason);
+      out << o.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
     }
-    out << o.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
   }
   out.close();
   if (!out) return fail("generate", internal_error("writing the output file " + *out_path + " failed (disk full?)"));
@@ -312,6 +393,8 @@ int run_generate(const std::vector<std::string>& argv) {
     j["text"] = o.text;
     j["token_ids"] = o.token_ids;
     j["prompt_token_ids"] = o.prompt_token_ids;
+    if (!o.stop_str.empty()) j["stop_reason"] = o.stop_str;
+    else if (o.stop_token_id >= 0) j["stop_reason"] = o.stop_token_id;
     j["finish_reason"] = finish_reason_name(o.finish_reason);
     std::cout << j.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
   } else {
