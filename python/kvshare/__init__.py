@@ -18,28 +18,43 @@ from ._kvshare import SamplingParams, Tokenizer, _Engine, _Request
 __all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Tokenizer", "PrefixHandle"]
 __version__ = "0.1.0"
 
+_MAX_N = 128  # SamplingParams::kMaxN
+
 PromptType = Union[str, Sequence[int], Dict[str, Any]]
 
 
 class CompletionOutput:
-    """One completion of a request: its text, token ids and why it stopped ("stop" or "length")."""
+    """One completion of a request (index 0..n-1 of SamplingParams.n): its text, token ids, why it stopped
+    ("stop" or "length") and, as vLLM's, stop_reason: the stop string or stop token id that ended it (None for
+    the model's end-of-sequence token or a length stop). logprobs, when SamplingParams.logprobs was set, holds
+    one {token id: log-probability} per generated token, with the chosen token and the top ones."""
 
-    __slots__ = ("index", "text", "token_ids", "finish_reason")
+    __slots__ = ("index", "text", "token_ids", "finish_reason", "stop_reason", "logprobs")
 
-    def __init__(self, index: int, text: str, token_ids: List[int], finish_reason: Optional[str]):
+    def __init__(self, index: int, text: str, token_ids: List[int], finish_reason: Optional[str],
+                 stop_reason: Union[None, int, str] = None, logprobs: Optional[List[Dict[int, float]]] = None):
         self.index = index
         self.text = text
         self.token_ids = token_ids
         self.finish_reason = finish_reason
+        self.stop_reason = stop_reason
+        self.logprobs = logprobs
+
+    @property
+    def cumulative_logprob(self) -> Optional[float]:
+        """The sum of the generated tokens' log-probabilities (None without logprobs)."""
+        if self.logprobs is None:
+            return None
+        return float(sum(lp[t] for lp, t in zip(self.logprobs, self.token_ids)))
 
     def __repr__(self) -> str:
         return (f"CompletionOutput(index={self.index}, text={self.text!r}, token_ids={self.token_ids}, "
-                f"finish_reason={self.finish_reason!r})")
+                f"finish_reason={self.finish_reason!r}, stop_reason={self.stop_reason!r})")
 
 
 class RequestOutput:
     """A finished request: its prompt (None when given as token ids), the prompt's token ids, how many of
-    them came from the prefix cache, and its completion in outputs[0]."""
+    them came from the prefix cache, and its SamplingParams.n completions in outputs (by index)."""
 
     __slots__ = ("request_id", "prompt", "prompt_token_ids", "num_cached_tokens", "outputs", "finished")
 
@@ -238,14 +253,21 @@ class LLM:
 
         bar = None
         if use_tqdm and len(requests) > 1:
-            bar = _progress_bar(use_tqdm, len(requests))
+            bar = _progress_bar(use_tqdm, sum(p.n for p in params_list))  # ticks once per completion
         try:
             outputs = self._engine.generate(requests, bar.update if bar is not None else None)
         finally:
             if bar is not None:
                 bar.close()
 
-        errors = [(i, o.error) for i, o in enumerate(outputs) if o.error is not None]
+        # The engine gives each request's n completions adjacently: group them back per request.
+        grouped = []
+        at = 0
+        for params in params_list:
+            count = params.n if 1 <= params.n <= _MAX_N else 1  # an out-of-range n gives one error output
+            grouped.append(outputs[at:at + count])
+            at += count
+        errors = [(i, group[0].error) for i, group in enumerate(grouped) if group[0].error is not None]
         if errors:
             lines = [f"prompt {i}: {message}" for i, (_, message) in errors]
             text = "; ".join(lines[:5]) + (f" (and {len(lines) - 5} more)" if len(lines) > 5 else "")
@@ -254,11 +276,14 @@ class LLM:
             raise cls(text)
 
         results = []
-        for prompt_text, o in zip(shown, outputs):
+        for prompt_text, group in zip(shown, grouped):
             request_id = str(self._next_request)
             self._next_request += 1
+            completions = [CompletionOutput(o.index, o.text, list(o.token_ids), o.finish_reason, o.stop_reason,
+                                            o.logprobs) for o in group]
+            o = group[0]
             results.append(RequestOutput(request_id, prompt_text, list(o.prompt_token_ids), o.num_cached_tokens,
-                                         [CompletionOutput(0, o.text, list(o.token_ids), o.finish_reason)]))
+                                         completions))
         return results
 
 

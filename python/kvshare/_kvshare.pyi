@@ -1,6 +1,6 @@
 # Type stubs for the C++ extension kvshare._kvshare (python/src/module.cc); the package's own classes are
 # typed in __init__.py.
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 class SamplingParams:
     temperature: float
@@ -10,9 +10,23 @@ class SamplingParams:
     seed: Optional[int]
     stop_token_ids: List[int]
     ignore_eos: bool
+    min_p: float
+    presence_penalty: float
+    frequency_penalty: float
+    repetition_penalty: float
+    logit_bias: Dict[int, float]
+    min_tokens: int
+    stop: List[str]
+    include_stop_str_in_output: bool
+    n: int
+    logprobs: Optional[int]
     def __init__(self, *, temperature: float = 1.0, top_p: float = 1.0, top_k: Optional[int] = None,
                  max_tokens: int = 16, seed: Optional[int] = None, stop_token_ids: Optional[Sequence[int]] = None,
-                 ignore_eos: bool = False) -> None: ...
+                 ignore_eos: bool = False, min_p: float = 0.0, presence_penalty: float = 0.0,
+                 frequency_penalty: float = 0.0, repetition_penalty: float = 1.0,
+                 logit_bias: Optional[Dict[int, float]] = None, min_tokens: int = 0,
+                 stop: Union[None, str, Sequence[str]] = None, include_stop_str_in_output: bool = False,
+                 n: int = 1, logprobs: Optional[int] = None) -> None: ...
 
 class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> List[int]: ...
@@ -33,6 +47,9 @@ class _Request:
 
 class _Output:
     request_id: int
+    index: int
+    stop_reason: Union[None, int, str]
+    logprobs: Optional[List[Dict[int, float]]]
     text: str
     token_ids: List[int]
     prompt_token_ids: List[int]

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -66,10 +67,41 @@ std::vector<int32_t> to_ids(const std::vector<int64_t>& ids, const char* what) {
   return out;
 }
 
+// `stop` as vLLM takes it: None, one string, or a list of strings.
+std::vector<std::string> to_stop_strings(const py::object& stop) {
+  if (stop.is_none()) return {};
+  if (py::isinstance<py::str>(stop)) return {stop.cast<std::string>()};
+  std::vector<std::string> out;
+  if (py::isinstance<py::sequence>(stop) && !py::isinstance<py::bytes>(stop)) {
+    for (const py::handle& s : stop.cast<py::sequence>()) {
+      if (!py::isinstance<py::str>(s)) throw py::type_error("stop must be a str or a list of str, got a list holding " +
+                                                            std::string(py::str(s.get_type().attr("__name__"))));
+      out.push_back(s.cast<std::string>());
+    }
+    return out;
+  }
+  throw py::type_error("stop must be a str or a list of str, got " + std::string(py::str(stop.get_type().attr("__name__"))));
+}
+
 SamplingParams make_sampling_params(double temperature, double top_p, std::optional<int64_t> top_k,
                                     int64_t max_tokens, std::optional<int64_t> seed,
-                                    std::optional<std::vector<int64_t>> stop_token_ids, bool ignore_eos) {
+                                    std::optional<std::vector<int64_t>> stop_token_ids, bool ignore_eos,
+                                    double min_p, double presence_penalty, double frequency_penalty,
+                                    double repetition_penalty, std::optional<std::map<int64_t, double>> logit_bias,
+                                    int64_t min_tokens, const py::object& stop, bool include_stop_str_in_output,
+                                    int64_t n, std::optional<int64_t> logprobs) {
   SamplingParams p;
+  p.min_p = static_cast<float>(min_p);
+  p.presence_penalty = static_cast<float>(presence_penalty);
+  p.frequency_penalty = static_cast<float>(frequency_penalty);
+  p.repetition_penalty = static_cast<float>(repetition_penalty);
+  if (logit_bias)
+    for (const auto& [id, bias] : *logit_bias) p.logit_bias[to_int32(id, "logit_bias token id")] = static_cast<float>(bias);
+  p.min_tokens = to_int32(min_tokens, "min_tokens");
+  p.stop = to_stop_strings(stop);
+  p.include_stop_str_in_output = include_stop_str_in_output;
+  p.n = to_int32(n, "n");
+  if (logprobs) p.logprobs = to_int32(*logprobs, "logprobs");
   p.temperature = static_cast<float>(temperature);
   p.top_p = static_cast<float>(top_p);
   p.top_k = top_k ? to_int32(*top_k, "top_k") : -1;
@@ -90,7 +122,20 @@ std::string repr(const SamplingParams& p) {
                   ", top_k=" + std::to_string(p.top_k) + ", max_tokens=" + std::to_string(p.max_tokens) +
                   ", seed=" + (p.seed ? std::to_string(*p.seed) : std::string("None")) + ", stop_token_ids=[";
   for (size_t i = 0; i < p.stop_token_ids.size(); ++i) s += (i ? ", " : "") + std::to_string(p.stop_token_ids[i]);
-  s += std::string("], ignore_eos=") + (p.ignore_eos ? "True" : "False") + ")";
+  s += std::string("], ignore_eos=") + (p.ignore_eos ? "True" : "False");
+  auto f = [](float v) { return py::repr(py::float_(v)).cast<std::string>(); };
+  s += ", min_p=" + f(p.min_p) + ", presence_penalty=" + f(p.presence_penalty) +
+       ", frequency_penalty=" + f(p.frequency_penalty) + ", repetition_penalty=" + f(p.repetition_penalty);
+  s += ", logit_bias={";
+  bool first = true;
+  for (const auto& [id, bias] : p.logit_bias) {
+    s += (first ? "" : ", ") + std::to_string(id) + ": " + f(bias);
+    first = false;
+  }
+  s += "}, min_tokens=" + std::to_string(p.min_tokens) + ", stop=[";
+  for (size_t i = 0; i < p.stop.size(); ++i) s += (i ? ", " : "") + py::repr(to_str(p.stop[i])).cast<std::string>();
+  s += std::string("], include_stop_str_in_output=") + (p.include_stop_str_in_output ? "True" : "False") +
+       ", n=" + std::to_string(p.n) + ", logprobs=" + (p.logprobs ? std::to_string(*p.logprobs) : std::string("None")) + ")";
   return s;
 }
 
@@ -148,11 +193,19 @@ PYBIND11_MODULE(_kvshare, m) {
                              "How a request's tokens are chosen and when its generation stops.")
       .def(py::init(&make_sampling_params), py::kw_only(), py::arg("temperature") = 1.0, py::arg("top_p") = 1.0,
            py::arg("top_k") = py::none(), py::arg("max_tokens") = 16, py::arg("seed") = py::none(),
-           py::arg("stop_token_ids") = py::none(), py::arg("ignore_eos") = false,
-           "temperature 0 is greedy; top_k -1, 0 or None is off; top_p 1 is off; seed None derives one from the "
-           "LLM's seed and the request; stop_token_ids end generation (the stop token is kept in the output); "
-           "ignore_eos keeps going past the model's end-of-sequence tokens. Raises ValueError for a value out of "
-           "range.")
+           py::arg("stop_token_ids") = py::none(), py::arg("ignore_eos") = false, py::arg("min_p") = 0.0,
+           py::arg("presence_penalty") = 0.0, py::arg("frequency_penalty") = 0.0, py::arg("repetition_penalty") = 1.0,
+           py::arg("logit_bias") = py::none(), py::arg("min_tokens") = 0, py::arg("stop") = py::none(),
+           py::arg("include_stop_str_in_output") = false, py::arg("n") = 1, py::arg("logprobs") = py::none(),
+           "temperature 0 is greedy; top_k -1, 0 or None is off; top_p 1 is off; min_p 0 is off; seed None derives "
+           "one from the LLM's seed and the request; stop_token_ids end generation (the stop token is kept in the "
+           "output); stop strings end it too, also across tokens (the text ends before the stop string unless "
+           "include_stop_str_in_output); ignore_eos keeps going past the model's end-of-sequence tokens; "
+           "min_tokens: no EOS, stop token or stop string before that many tokens; presence_penalty and "
+           "frequency_penalty (OpenAI, [-2, 2]) over the generated tokens, repetition_penalty (> 0, 1 is off) over "
+           "prompt and generated tokens; logit_bias {token id: bias in [-100, 100]}; n completions per prompt; "
+           "logprobs k (0 to 20) returns each token's log-probability and the k likeliest. Raises ValueError for "
+           "a value out of range.")
       .def_readwrite("temperature", &SamplingParams::temperature)
       .def_readwrite("top_p", &SamplingParams::top_p)
       .def_readwrite("top_k", &SamplingParams::top_k)
@@ -160,6 +213,16 @@ PYBIND11_MODULE(_kvshare, m) {
       .def_readwrite("seed", &SamplingParams::seed)
       .def_readwrite("stop_token_ids", &SamplingParams::stop_token_ids)
       .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
+      .def_readwrite("min_p", &SamplingParams::min_p)
+      .def_readwrite("presence_penalty", &SamplingParams::presence_penalty)
+      .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty)
+      .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty)
+      .def_readwrite("logit_bias", &SamplingParams::logit_bias)
+      .def_readwrite("min_tokens", &SamplingParams::min_tokens)
+      .def_readwrite("stop", &SamplingParams::stop)
+      .def_readwrite("include_stop_str_in_output", &SamplingParams::include_stop_str_in_output)
+      .def_readwrite("n", &SamplingParams::n)
+      .def_readwrite("logprobs", &SamplingParams::logprobs)
       .def("__repr__", &repr)
       .def("__copy__", [](const SamplingParams& p) { return p; })
       .def("__deepcopy__", [](const SamplingParams& p, py::dict) { return p; }, py::arg("memo"));
@@ -178,6 +241,27 @@ PYBIND11_MODULE(_kvshare, m) {
 
   py::class_<Output>(m, "_Output")
       .def_readonly("request_id", &Output::request_id)
+      .def_readonly("index", &Output::index)
+      .def_property_readonly("stop_reason",
+                             [](const Output& o) -> py::object {
+                               if (!o.stop_str.empty()) return to_str(o.stop_str);
+                               if (o.stop_token_id >= 0) return py::int_(o.stop_token_id);
+                               return py::none();
+                             })
+      // Per generated token: {token id: logprob} holding the chosen token and the top ones (None when the
+      // request did not ask for logprobs).
+      .def_property_readonly("logprobs",
+                             [](const Output& o) -> py::object {
+                               if (o.logprobs.empty()) return py::none();
+                               py::list out;
+                               for (const GeneratedTokenLogprobs& t : o.logprobs) {
+                                 py::dict d;
+                                 for (const TokenLogprob& a : t.top) d[py::int_(a.token_id)] = a.logprob;
+                                 d[py::int_(t.chosen.token_id)] = t.chosen.logprob;
+                                 out.append(d);
+                               }
+                               return out;
+                             })
       .def_property_readonly("text", [](const Output& o) { return to_str(o.text); })
       .def_readonly("token_ids", &Output::token_ids)
       .def_readonly("prompt_token_ids", &Output::prompt_token_ids)

@@ -1,0 +1,73 @@
+"""The sampling fields through the Python module: n completions, stop strings, logprobs, penalties and their
+errors (the engine's own tests check the numbers; these check what Python users see)."""
+import math
+
+import pytest
+
+from kvshare import SamplingParams
+
+
+def test_new_fields_round_trip_and_defaults():
+    p = SamplingParams(min_p=0.1, presence_penalty=0.5, frequency_penalty=-0.5, repetition_penalty=1.1,
+                       logit_bias={5: 2.0}, min_tokens=3, stop=["\n", "END"], include_stop_str_in_output=True,
+                       n=2, logprobs=4)
+    assert abs(p.min_p - 0.1) < 1e-6 and p.logit_bias == {5: 2.0} and p.stop == ["\n", "END"]
+    assert (p.min_tokens, p.include_stop_str_in_output, p.n, p.logprobs) == (3, True, 2, 4)
+    assert SamplingParams(stop="one").stop == ["one"]
+    d = SamplingParams()
+    assert (d.min_p, d.presence_penalty, d.frequency_penalty, d.repetition_penalty) == (0.0, 0.0, 0.0, 1.0)
+    assert (d.logit_bias, d.min_tokens, d.stop, d.include_stop_str_in_output, d.n, d.logprobs) == \
+        ({}, 0, [], False, 1, None)
+    assert "n=2" in repr(p) and "stop=['\\n', 'END']" in repr(p)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n": 0}, "n (completions"),
+    ({"logprobs": 21}, "logprobs"),
+    ({"min_p": 1.5}, "min_p"),
+    ({"presence_penalty": 2.5}, "presence_penalty"),
+    ({"frequency_penalty": -3}, "frequency_penalty"),
+    ({"repetition_penalty": 0}, "repetition_penalty"),
+    ({"logit_bias": {1: 101}}, "logit_bias"),
+    ({"min_tokens": 20, "max_tokens": 10}, "min_tokens"),
+    ({"stop": [""]}, "stop"),
+])
+def test_bad_values_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        SamplingParams(**kwargs)
+
+
+def test_stop_must_be_strings():
+    with pytest.raises(TypeError, match="stop"):
+        SamplingParams(stop=[1])
+
+
+def test_n_completions_come_back_in_one_request_output(stories):
+    params = SamplingParams(temperature=1.0, seed=9, max_tokens=8, n=3, ignore_eos=True, logprobs=2)
+    outs = stories.generate(["Once upon a time", "The dog"], [params, SamplingParams(temperature=0, max_tokens=4)])
+    assert len(outs) == 2
+    assert [c.index for c in outs[0].outputs] == [0, 1, 2]
+    assert len(outs[1].outputs) == 1
+    texts = {tuple(c.token_ids) for c in outs[0].outputs}
+    assert len(texts) > 1, "each completion draws its own tokens"
+    for c in outs[0].outputs:
+        assert len(c.logprobs) == len(c.token_ids) == 8
+        for lp, t in zip(c.logprobs, c.token_ids):
+            assert t in lp and lp[t] <= 0.0 and len(lp) in (2, 3)
+        assert math.isclose(c.cumulative_logprob, sum(lp[t] for lp, t in zip(c.logprobs, c.token_ids)))
+    # The same request again draws the same completions.
+    again = stories.generate("Once upon a time", params)[0]
+    assert [c.token_ids for c in again.outputs] == [c.token_ids for c in outs[0].outputs]
+
+
+def test_stop_string_cuts_the_text(stories):
+    greedy = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    text = stories.generate("Once upon a time", greedy)[0].outputs[0].text
+    word = next(w for w in text.split()[2:] if w.isalpha() and len(w) > 2)
+    cut = text.index(word)
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, stop=[word])
+    out = stories.generate("Once upon a time", params)[0].outputs[0]
+    assert (out.text, out.finish_reason, out.stop_reason) == (text[:cut], "stop", word)
+    params.include_stop_str_in_output = True
+    out = stories.generate("Once upon a time", params)[0].outputs[0]
+    assert out.text == text[:cut + len(word)]
