@@ -13,5 +13,6 @@ int run_tokenize(const std::vector<std::string>& args);
 int run_make_model(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
 int run_chat_template(const std::vector<std::string>& args);
+int run_serve(const std::vector<std::string>& args);
 
 }  // namespace kvshare::cli

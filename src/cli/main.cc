@@ -1,4 +1,4 @@
-// kvshare's command line: generate | tokenize | chat-template | make-model | bench.
+// kvshare's command line: generate | serve | tokenize | chat-template | make-model | bench.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -20,6 +20,7 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  generate     complete one prompt (--prompt) or a JSONL batch job (--input/--output)\n"
+    "  serve        an OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, ...)\n"
     "  bench        run a benchmark workload (gsp, prefix-repetition, long-doc-qa, multi-turn, control)\n"
     "  tokenize     print a text's token ids as a JSON array\n"
     "  chat-template  print the prompt a model's chat template makes of a conversation\n"
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> rest(argv + 2, argv + argc);
   using namespace kvshare::cli;
   if (command == "generate") return run_generate(rest);
+  if (command == "serve") return run_serve(rest);
   if (command == "tokenize") return run_tokenize(rest);
   if (command == "chat-template") return run_chat_template(rest);
   if (command == "make-model") return run_make_model(rest);

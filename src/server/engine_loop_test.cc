@@ -1,0 +1,134 @@
+#include "server/engine_loop.h"
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "core/mapped_file.h"
+#include "test_util.h"
+
+namespace kvshare::server {
+namespace {
+
+constexpr const char* kModel = "models/tinystories-656k";
+
+std::unique_ptr<Engine> make_engine() {
+  EngineConfig c;
+  c.model_path = testing::shared_dir() + "/" + kModel;
+  c.kv_cache_bytes = 8 << 20;
+  auto e = Engine::create(c);
+  EXPECT_TRUE(e.ok()) << e.status().to_string();
+  return e.ok() ? std::move(e).value() : nullptr;
+}
+
+Request greedy(const std::string& prompt, int32_t max_tokens) {
+  Request r;
+  r.prompt = prompt;
+  r.params.temperature = 0;
+  r.params.max_tokens = max_tokens;
+  return r;
+}
+
+std::vector<Output> wait_all(RequestStream& s, Notifier& n) {
+  std::vector<Output> outs;
+  uint64_t seen = 0;
+  while (!s.snapshot(outs)) n.wait(seen, std::chrono::milliseconds(50));
+  return outs;
+}
+
+// Requests submitted from many threads at once join one batch and get what each gets alone.
+TEST(EngineLoop, ConcurrentRequestsMatchRunsAlone) {
+  KV_REQUIRE_SHARED(kModel);
+  const std::string system = "Once upon a time, there was a little girl named Lily. She loved to play outside. ";
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 12; ++i) prompts.push_back(system + "One day, she saw " + std::to_string(i) + " birds");
+
+  std::vector<std::string> alone;
+  {
+    auto engine = make_engine();
+    ASSERT_NE(engine, nullptr);
+    for (const std::string& p : prompts) alone.push_back(engine->generate({greedy(p, 12)})[0].text);
+  }
+  auto engine = make_engine();
+  ASSERT_NE(engine, nullptr);
+  std::vector<RequestTimes> finished;
+  std::mutex mu;
+  EngineLoop loop(*engine, [&](const RequestTimes& t) {
+    std::lock_guard<std::mutex> lock(mu);
+    finished.push_back(t);
+  });
+  std::vector<std::string> served(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    clients.emplace_back([&, i] {
+      auto notifier = std::make_shared<Notifier>();
+      auto stream = loop.submit(greedy(prompts[i], 12), notifier);
+      ASSERT_TRUE(stream.ok()) << stream.status().to_string();
+      std::vector<Output> outs = wait_all(**stream, *notifier);
+      ASSERT_EQ(outs.size(), 1u);
+      EXPECT_EQ(outs[0].finish_reason, FinishReason::kLength);
+      served[i] = outs[0].text;
+    });
+  for (auto& t : clients) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(served[i], alone[i]) << i;
+  const EngineMetrics m = loop.metrics();
+  EXPECT_GT(m.prefix_hit_tokens, 0);  // the shared beginning was computed once
+  EXPECT_EQ(m.num_running, 0);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(finished.size(), prompts.size());
+  for (const RequestTimes& t : finished) {
+    EXPECT_EQ(t.generated_tokens, 12);
+    EXPECT_GT(t.end_to_end, 0);
+    EXPECT_LE(t.time_to_first_token, t.end_to_end);
+  }
+}
+
+TEST(EngineLoop, RefusalsComeBackAndAbortFreesBlocks) {
+  KV_REQUIRE_SHARED(kModel);
+  auto engine = make_engine();
+  ASSERT_NE(engine, nullptr);
+  EngineLoop loop(*engine);
+  Request bad = greedy("hello", 4);
+  bad.params.top_p = 7;
+  auto refused = loop.submit(bad, nullptr);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("top_p"), std::string::npos);
+
+  Request long_one = greedy("Once upon a time", 400);
+  long_one.params.ignore_eos = true;
+  auto notifier = std::make_shared<Notifier>();
+  auto stream = loop.submit(long_one, notifier);
+  ASSERT_TRUE(stream.ok());
+  std::vector<Output> outs;
+  uint64_t seen = 0;
+  while ((*stream)->snapshot(outs), outs.empty() || outs[0].token_ids.size() < 3) notifier->wait(seen, std::chrono::milliseconds(50));
+  loop.abort((*stream)->id());
+  outs = wait_all(**stream, *notifier);
+  EXPECT_EQ(outs[0].finish_reason, FinishReason::kAbort);
+  EXPECT_LT(outs[0].token_ids.size(), 400u);
+  int64_t used = -1;
+  loop.call([&](Engine& e) { used = e.metrics().blocks_used; });
+  EXPECT_EQ(used, 0);
+}
+
+TEST(EngineLoop, ShutdownAbortsWhatIsInFlight) {
+  KV_REQUIRE_SHARED(kModel);
+  auto engine = make_engine();
+  ASSERT_NE(engine, nullptr);
+  EngineLoop loop(*engine);
+  Request r = greedy("Once upon a time", 400);
+  r.params.ignore_eos = true;
+  auto notifier = std::make_shared<Notifier>();
+  auto stream = loop.submit(r, notifier);
+  ASSERT_TRUE(stream.ok());
+  loop.shutdown();
+  std::vector<Output> outs;
+  EXPECT_TRUE((*stream)->snapshot(outs));
+  ASSERT_EQ(outs.size(), 1u);
+  EXPECT_EQ(outs[0].finish_reason, FinishReason::kAbort);
+  auto late = loop.submit(greedy("x", 2), nullptr);
+  EXPECT_FALSE(late.ok());
+}
+
+}  // namespace
+}  // namespace kvshare::server

@@ -1,0 +1,536 @@
+#include "server/http_server.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <random>
+
+#include "chat/chat_template.h"
+#include "core/mapped_file.h"
+#include "core/splitmix.h"
+#include "model/config.h"
+#include "server/engine_loop.h"
+#include "server/metrics.h"
+#include "server/openai_api.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kvshare::server {
+
+namespace {
+
+constexpr auto kPollInterval = std::chrono::milliseconds(50);
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void send_json(httplib::Response& res, const json& body, int status = 200) {
+  res.status = status;
+  res.set_content(dump(body), "application/json");
+}
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  send_json(res, e.to_json(), e.status);
+  if (e.status == 503) res.set_header("Retry-After", "1");
+}
+
+ApiError api_error(int status, std::string type, std::string message, std::string code = "") {
+  ApiError e;
+  e.status = status;
+  e.type = std::move(type);
+  e.message = std::move(message);
+  e.code = std::move(code);
+  return e;
+}
+
+// The engine's refusal of a request as an API error.
+ApiError from_status(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kOutOfRange:
+      return api_error(400, "invalid_request_error", st.message(), "context_length_exceeded");
+    case StatusCode::kResourceExhausted:
+      return api_error(503, "server_error", st.message());
+    case StatusCode::kInternal:
+      return api_error(500, "server_error", st.message());
+    default:
+      return api_error(400, "invalid_request_error", st.message());
+  }
+}
+
+// The socket that carries `req`, found by its two addresses among the process' open sockets, so a handler
+// can notice that its client hung up (cpp-httplib does not hand the socket to handlers). -1 if not found.
+int find_connection_socket(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int found = -1;
+  while (dirent* entry = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (*end != '\0' || end == entry->d_name) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t local_len = sizeof local, peer_len = sizeof peer;
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
+    auto port_of = [](const sockaddr_storage& a) {
+      if (a.ss_family == AF_INET) return static_cast<int>(ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port));
+      if (a.ss_family == AF_INET6) return static_cast<int>(ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port));
+      return -1;
+    };
+    auto addr_of = [](const sockaddr_storage& a) {
+      char buf[INET6_ADDRSTRLEN] = {};
+      if (a.ss_family == AF_INET) inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(a).sin_addr, buf, sizeof buf);
+      if (a.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(a).sin6_addr, buf, sizeof buf);
+      return std::string(buf);
+    };
+    if (port_of(local) == req.local_port && port_of(peer) == req.remote_port && addr_of(peer) == req.remote_addr) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// True when the client closed its end (an orderly shutdown or a reset); data it sent ahead does not count.
+bool connection_closed(int fd) {
+  if (fd < 0) return false;
+  char c;
+  const ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;
+  return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+// One API call in flight: its engine requests (one per prompt), the choices being built, and the way back to
+// its client. Shared between the handler and, when streaming, cpp-httplib's content provider.
+struct Call {
+  GenerationCall api;
+  ResponseContext ctx;
+  std::vector<std::shared_ptr<RequestStream>> streams;  // one per prompt
+  std::vector<std::vector<ChoiceState>> states;         // [prompt][completion]
+  std::vector<int64_t> prompt_tokens;                    // per prompt
+  std::shared_ptr<Notifier> notifier = std::make_shared<Notifier>();
+  uint64_t seen = 0;
+  bool finished = false;
+  int socket = -1;
+
+  int32_t n() const { return std::max<int32_t>(1, api.params.n); }
+  // Latest outputs of every prompt's completions; true when all have finished.
+  bool collect(std::vector<std::vector<Output>>& outputs) {
+    outputs.resize(streams.size());
+    bool all = true;
+    for (size_t i = 0; i < streams.size(); ++i) all = streams[i]->snapshot(outputs[i]) && all;
+    return all;
+  }
+  Usage usage(const std::vector<std::vector<Output>>& outputs) const {
+    Usage u;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      u.prompt_tokens += prompt_tokens[i];
+      if (!outputs[i].empty()) u.cached_tokens += outputs[i][0].num_cached_tokens;
+      for (const Output& o : outputs[i]) u.completion_tokens += static_cast<int64_t>(o.token_ids.size());
+    }
+    return u;
+  }
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  ServerConfig config;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<EngineLoop> loop;
+  ServerMetrics metrics;
+  httplib::Server http;
+  std::unique_ptr<ChatTemplate> chat_template;  // null: the model has none
+  std::string chat_template_problem;            // why there is none
+  int64_t max_model_len = 0;
+  int64_t created = std::time(nullptr);
+  std::atomic<uint64_t> next_call{0};
+  uint64_t id_salt = 0;
+  std::atomic<bool> stopping{false};
+  int bound_port = -1;
+
+  const Tokenizer& tokenizer() const { return engine->tokenizer(); }
+  std::string new_id(const char* prefix) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx",
+                  static_cast<unsigned long long>(splitmix64_mix(id_salt + next_call.fetch_add(1))));
+    return std::string(prefix) + buf;
+  }
+
+  void routes();
+  bool authorized(const httplib::Request& req, httplib::Response& res) const;
+  bool check_model(const std::string& model, httplib::Response& res) const;
+  Result<std::string> render_chat(const json& messages, bool add_generation_prompt, bool continue_final,
+                                  const json& kwargs) const;
+  bool prepare_prompts(GenerationCall& call, ApiError& error) const;
+  void generate(const httplib::Request& req, httplib::Response& res, bool chat);
+  void respond_when_done(const std::shared_ptr<Call>& call, httplib::Response& res);
+  void stream(const std::shared_ptr<Call>& call, httplib::Response& res);
+  void abort_call(Call& call) {
+    for (const auto& s : call.streams) loop->abort(s->id());
+  }
+  void tokenize(const httplib::Request& req, httplib::Response& res);
+  void detokenize(const httplib::Request& req, httplib::Response& res);
+};
+
+HttpServer::HttpServer() : impl_(std::make_unique<Impl>()) {}
+HttpServer::~HttpServer() {
+  stop();
+}
+
+Result<std::unique_ptr<HttpServer>> HttpServer::create(std::unique_ptr<Engine> engine, ServerConfig config) {
+  std::unique_ptr<HttpServer> server(new HttpServer());
+  Impl& s = *server->impl_;
+  if (config.served_model_name.empty()) {
+    std::string path = engine->config().model_path;
+    while (path.size() > 1 && path.back() == '/') path.pop_back();
+    config.served_model_name = path.substr(path.find_last_of('/') + 1);
+  }
+  if (config.max_waiting_requests < 0) return invalid_argument("--max-waiting-requests must be 0 or more");
+  if (config.http_threads < 1) return invalid_argument("--http-threads must be at least 1");
+  const Tokenizer& tok = engine->tokenizer();
+  auto piece = [&](int32_t id) { return id >= 0 ? tok.token_piece(id) : std::string(); };
+  if (!config.chat_template_path.empty()) {
+    KV_ASSIGN_OR_RETURN(std::string source, read_text_file(config.chat_template_path));
+    Result<ChatTemplate> t = ChatTemplate::from_string(source, piece(tok.bos_id()), piece(tok.eos_id()));
+    if (!t.ok()) return t.status().with_context(config.chat_template_path);
+    s.chat_template = std::make_unique<ChatTemplate>(std::move(t).value());
+  } else if (Result<ChatTemplate> t = ChatTemplate::from_model(engine->config().model_path); t.ok()) {
+    s.chat_template = std::make_unique<ChatTemplate>(std::move(t).value());
+  } else {
+    s.chat_template_problem = t.status().message();
+  }
+  s.max_model_len = engine->config().max_model_len > 0 ? engine->config().max_model_len
+                                                        : engine->model_config().max_context;
+  s.config = std::move(config);
+  s.engine = std::move(engine);
+  s.id_salt = std::random_device{}();
+  s.id_salt = (s.id_salt << 32) ^ std::random_device{}();
+  s.loop = std::make_unique<EngineLoop>(*s.engine, [&s](const RequestTimes& t) { s.metrics.observe(t); });
+  s.routes();
+  return server;
+}
+
+Status HttpServer::bind() {
+  Impl& s = *impl_;
+  if (s.config.port == 0) {
+    s.bound_port = s.http.bind_to_any_port(s.config.host);
+    if (s.bound_port < 0) return invalid_argument("cannot listen on " + s.config.host + " (any port)");
+  } else {
+    if (!s.http.bind_to_port(s.config.host, s.config.port))
+      return invalid_argument("cannot listen on " + s.config.host + ":" + std::to_string(s.config.port) +
+                              " (is the port in use, or the address not this machine's?)");
+    s.bound_port = s.config.port;
+  }
+  return {};
+}
+
+int HttpServer::port() const { return impl_->bound_port; }
+const std::string& HttpServer::model_name() const { return impl_->config.served_model_name; }
+
+void HttpServer::run() { impl_->http.listen_after_bind(); }
+
+void HttpServer::stop() {
+  Impl& s = *impl_;
+  if (s.stopping.exchange(true)) return;
+  if (s.loop) s.loop->shutdown();  // in-flight requests end (aborted); their handlers return
+  s.http.stop();
+}
+
+bool HttpServer::Impl::authorized(const httplib::Request& req, httplib::Response& res) const {
+  if (config.api_key.empty() || req.path.rfind("/v1/", 0) != 0) return true;
+  if (req.get_header_value("Authorization") == "Bearer " + config.api_key) return true;
+  send_error(res, api_error(401, "authentication_error",
+                            "incorrect or missing API key: send the header 'Authorization: Bearer KEY' with the key "
+                            "the server was started with (--api-key)",
+                            "invalid_api_key"));
+  return false;
+}
+
+bool HttpServer::Impl::check_model(const std::string& model, httplib::Response& res) const {
+  if (model.empty() || model == config.served_model_name) return true;
+  ApiError e = api_error(404, "not_found_error",
+                         "the model '" + model + "' does not exist; this server serves '" + config.served_model_name +
+                             "' (GET /v1/models)",
+                         "model_not_found");
+  e.param = "model";
+  send_error(res, e);
+  return false;
+}
+
+void HttpServer::Impl::routes() {
+  http.new_task_queue = [n = config.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+  http.set_payload_max_length(static_cast<size_t>(config.max_body_bytes));
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
+                                : httplib::Server::HandlerResponse::Handled;
+  });
+  // Errors cpp-httplib produces itself (no route, body too large, unreadable request) become OpenAI errors.
+  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 404)
+      send_error(res, api_error(404, "not_found_error", "no such endpoint: " + req.method + " " + req.path));
+    else if (res.status == 413)
+      send_error(res, api_error(413, "invalid_request_error",
+                                "the request body is larger than " + std::to_string(config.max_body_bytes) +
+                                    " bytes (--max-body-bytes)"));
+    else if (res.status == 400 && req.method == "POST" && !req.has_header("Content-Length") &&
+             !req.has_header("Transfer-Encoding"))
+      send_error(res, api_error(400, "invalid_request_error",
+                                "a POST needs a body or a Content-Length header (an empty body: curl -d '')"));
+    else
+      send_error(res, api_error(res.status, "invalid_request_error", "the request could not be read (HTTP " +
+                                                                         std::to_string(res.status) + ")"));
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    send_error(res, api_error(500, "server_error", "internal error: " + what));
+  });
+
+  http.Post("/v1/completions", [this](const auto& req, auto& res) { generate(req, res, false); });
+  http.Post("/v1/chat/completions", [this](const auto& req, auto& res) { generate(req, res, true); });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    json model = {{"id", config.served_model_name}, {"object", "model"},     {"created", created},
+                  {"owned_by", "kvshare"},         {"root", engine->config().model_path},
+                  {"max_model_len", max_model_len}};
+    send_json(res, json{{"object", "list"}, {"data", json::array({model})}});
+  });
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    if (stopping) return send_error(res, api_error(503, "server_error", "the server is shutting down"));
+    res.status = 200;
+  });
+  http.Get("/version", [](const httplib::Request&, httplib::Response& res) {
+    send_json(res, json{{"version", "0.1.0"}});
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics.render(loop->metrics(), config.served_model_name), "text/plain; version=0.0.4");
+  });
+  http.Post("/tokenize", [this](const auto& req, auto& res) { tokenize(req, res); });
+  http.Post("/detokenize", [this](const auto& req, auto& res) { detokenize(req, res); });
+  http.Post("/reset_prefix_cache", [this](const httplib::Request&, httplib::Response& res) {
+    int64_t dropped = 0;
+    loop->call([&](Engine& e) { dropped = e.reset_prefix_cache(); });
+    send_json(res, json{{"dropped_blocks", dropped}});
+  });
+}
+
+Result<std::string> HttpServer::Impl::render_chat(const json& messages, bool add_generation_prompt,
+                                                   bool continue_final, const json& kwargs) const {
+  if (chat_template == nullptr)
+    return invalid_argument("this model has no chat template (" + chat_template_problem +
+                            "); start the server with --chat-template FILE, or use /v1/completions");
+  nlohmann::ordered_json conversation = kwargs.is_object() ? kwargs : json::object();
+  conversation["messages"] = messages;
+  KV_ASSIGN_OR_RETURN(std::string text, chat_template->apply(conversation, add_generation_prompt));
+  if (continue_final) {
+    // The reply continues the last message: cut what the template wrote after its content.
+    const json& last = messages.back();
+    const std::string content = last.contains("content") && last["content"].is_string()
+                                    ? last["content"].get<std::string>() : std::string();
+    const size_t at = content.empty() ? std::string::npos : text.rfind(content);
+    if (at != std::string::npos) text.resize(at + content.size());
+  }
+  return text;
+}
+
+// Turns every prompt into token ids: chat messages through the template, text through the tokenizer.
+bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) const {
+  if (call.chat) {
+    Result<std::string> text =
+        render_chat(call.messages, call.add_generation_prompt, call.continue_final_message, call.chat_template_kwargs);
+    if (!text.ok()) {
+      error = bad_request(text.status().message(), "messages");
+      return false;
+    }
+    // The template writes the special tokens it wants (BOS included): none are added.
+    call.prompts = {PromptInput{false, *text, tokenizer().encode(*text, /*add_special=*/false)}};
+  } else {
+    for (PromptInput& p : call.prompts)
+      if (p.is_text) p.token_ids = tokenizer().encode(p.text);
+  }
+  for (const PromptInput& p : call.prompts) {
+    if (p.token_ids.empty() && tokenizer().bos_id() < 0) {
+      error = bad_request("the prompt is empty and the model has no BOS token to start from", "prompt");
+      return false;
+    }
+    const int64_t len = std::max<int64_t>(1, static_cast<int64_t>(p.token_ids.size()));
+    if (len >= max_model_len) {
+      error = api_error(400, "invalid_request_error",
+                        "the prompt has " + std::to_string(len) + " tokens but the model's context holds " +
+                            std::to_string(max_model_len) +
+                            " (prompt and at least one generated token); shorten the prompt",
+                        "context_length_exceeded");
+      error.param = call.chat ? "messages" : "prompt";
+      return false;
+    }
+    // Chat without a limit may fill the context, as OpenAI's and vLLM's do.
+    if (call.chat && !call.max_tokens_given) call.params.max_tokens = static_cast<int32_t>(max_model_len - len);
+  }
+  return true;
+}
+
+void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  auto call = std::make_shared<Call>();
+  ApiError error;
+  if (!parse_generation_call(req.body, chat, call->api, error)) return send_error(res, error);
+  if (!check_model(call->api.model, res)) return;
+  if (!prepare_prompts(call->api, error)) return send_error(res, error);
+  if (stopping) return send_error(res, api_error(503, "server_error", "the server is shutting down"));
+  if (loop->num_waiting() >= config.max_waiting_requests)
+    return send_error(res, api_error(503, "server_error",
+                                     "the server is overloaded: " + std::to_string(loop->num_waiting()) +
+                                         " requests are waiting (--max-waiting-requests " +
+                                         std::to_string(config.max_waiting_requests) + "); retry later"));
+
+  call->ctx.id = new_id(chat ? "chatcmpl-" : "cmpl-");
+  call->ctx.created = std::time(nullptr);
+  call->ctx.model = config.served_model_name;
+  call->ctx.token_text = [this](int32_t id) { return tokenizer().decode({id}); };
+  const int32_t n = call->n();
+  for (size_t i = 0; i < call->api.prompts.size(); ++i) {
+    const PromptInput& p = call->api.prompts[i];
+    Request r;
+    if (p.token_ids.empty()) r.prompt = "";  // the engine starts an empty prompt from BOS
+    else r.prompt_token_ids = p.token_ids;
+    r.params = call->api.params;
+    r.cache_salt = call->api.cache_salt;
+    Result<std::shared_ptr<RequestStream>> stream = loop->submit(std::move(r), call->notifier);
+    if (!stream.ok()) {
+      abort_call(*call);
+      ApiError e = from_status(stream.status());
+      if (call->api.prompts.size() > 1 && e.status == 400) e.message = "prompt " + std::to_string(i) + ": " + e.message;
+      return send_error(res, e);
+    }
+    call->streams.push_back(std::move(stream).value());
+    call->prompt_tokens.push_back(std::max<int64_t>(1, static_cast<int64_t>(p.token_ids.size())));
+    std::vector<ChoiceState> states(n);
+    for (int32_t j = 0; j < n; ++j) {
+      states[j].index = static_cast<int32_t>(i) * n + j;
+      if (call->api.echo) states[j].echo_text = p.is_text ? p.text : tokenizer().decode(p.token_ids);
+    }
+    call->states.push_back(std::move(states));
+  }
+  call->socket = find_connection_socket(req);
+  if (call->api.stream) stream(call, res);
+  else respond_when_done(call, res);
+}
+
+void HttpServer::Impl::respond_when_done(const std::shared_ptr<Call>& call, httplib::Response& res) {
+  std::vector<std::vector<Output>> outputs;
+  while (!call->collect(outputs)) {
+    call->notifier->wait(call->seen, kPollInterval);
+    if (connection_closed(call->socket)) {  // nobody is waiting for the answer any more
+      abort_call(*call);
+      res.status = 499;
+      return;
+    }
+  }
+  const Usage usage = call->usage(outputs);
+  std::vector<std::pair<ChoiceState, Output>> choices;
+  for (size_t i = 0; i < outputs.size(); ++i)
+    for (Output& o : outputs[i]) {
+      if (o.finish_reason == FinishReason::kError) {
+        abort_call(*call);
+        return send_error(res, from_status(o.error));
+      }
+      choices.emplace_back(call->states[i][o.index], std::move(o));
+    }
+  send_json(res, completion_response(call->ctx, call->api, choices, usage));
+}
+
+void HttpServer::Impl::stream(const std::shared_ptr<Call>& call, httplib::Response& res) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, call](size_t, httplib::DataSink& sink) {
+        auto send = [&](const json& event) {
+          const std::string line = "data: " + dump(event) + "\n\n";
+          return sink.write(line.data(), line.size());
+        };
+        call->notifier->wait(call->seen, kPollInterval);
+        if (connection_closed(call->socket)) return false;
+        std::vector<std::vector<Output>> outputs;
+        const bool all_finished = call->collect(outputs);
+        for (size_t i = 0; i < outputs.size(); ++i)
+          for (const Output& o : outputs[i]) {
+            if (o.finish_reason == FinishReason::kError && !call->states[i][o.index].finished) {
+              if (!send(from_status(o.error).to_json())) return false;
+            }
+            json chunk = stream_chunk(call->ctx, call->api, call->states[i][o.index], o);
+            if (!chunk.is_null() && !send(chunk)) return false;
+          }
+        if (!all_finished) return true;
+        if (call->api.include_usage && !send(usage_chunk(call->ctx, call->api, call->usage(outputs)))) return false;
+        static const std::string kDone = "data: [DONE]\n\n";
+        if (!sink.write(kDone.data(), kDone.size())) return false;
+        call->finished = true;
+        sink.done();
+        return true;
+      },
+      // The stream ended early (the client hung up, a write failed): stop the engine's work for it.
+      [this, call](bool) {
+        if (!call->finished) abort_call(*call);
+      });
+}
+
+void HttpServer::Impl::tokenize(const httplib::Request& req, httplib::Response& res) {
+  json body;
+  ApiError error;
+  if (!parse_json_object(req.body, body, error)) return send_error(res, error);
+  if (body.contains("model") && body["model"].is_string() && !check_model(body["model"].get<std::string>(), res))
+    return;
+  std::vector<int32_t> tokens;
+  if (body.contains("messages")) {
+    GenerationCall call;
+    if (!parse_generation_call(req.body, /*chat=*/true, call, error)) return send_error(res, error);
+    Result<std::string> text =
+        render_chat(call.messages, call.add_generation_prompt, call.continue_final_message, call.chat_template_kwargs);
+    if (!text.ok()) return send_error(res, bad_request(text.status().message(), "messages"));
+    tokens = tokenizer().encode(*text, /*add_special=*/false);
+  } else {
+    auto prompt = body.find("prompt");
+    if (prompt == body.end() || !prompt->is_string())
+      return send_error(res, bad_request("/tokenize needs \"prompt\" (a string) or \"messages\"", "prompt"));
+    bool add_special = true;
+    if (auto a = body.find("add_special_tokens"); a != body.end() && !a->is_null()) {
+      if (!a->is_boolean()) return send_error(res, bad_request("add_special_tokens must be true or false",
+                                                              "add_special_tokens"));
+      add_special = a->get<bool>();
+    }
+    tokens = tokenizer().encode(prompt->get<std::string>(), add_special);
+  }
+  send_json(res, json{{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", max_model_len}});
+}
+
+void HttpServer::Impl::detokenize(const httplib::Request& req, httplib::Response& res) {
+  json body;
+  ApiError error;
+  if (!parse_json_object(req.body, body, error)) return send_error(res, error);
+  auto tokens = body.find("tokens");
+  if (tokens == body.end() || !tokens->is_array())
+    return send_error(res, bad_request("/detokenize needs \"tokens\": a list of token ids", "tokens"));
+  std::vector<int32_t> ids;
+  for (const json& t : *tokens) {
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= tokenizer().vocab_size())
+      return send_error(res, bad_request("tokens must be token ids in [0, " + std::to_string(tokenizer().vocab_size()) +
+                                             "), got " + t.dump(),
+                                         "tokens"));
+    ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  send_json(res, json{{"prompt", tokenizer().decode(ids)}});
+}
+
+}  // namespace kvshare::server

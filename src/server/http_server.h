@@ -1,0 +1,50 @@
+// kvshare's OpenAI-compatible HTTP server (cpp-httplib). HTTP threads parse and check requests, render chat
+// templates and tokenize; the EngineLoop's one thread runs the engine for all of them (engine_loop.h).
+//
+//   POST /v1/completions, /v1/chat/completions   (stream: server-sent events)
+//   GET  /v1/models, /health, /metrics, /version
+//   POST /tokenize, /detokenize, /reset_prefix_cache
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "kvshare/engine.h"
+
+namespace kvshare::server {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8000;                      // 0: any free port (see HttpServer::port())
+  std::string api_key;                  // when set, /v1/* needs "Authorization: Bearer KEY"
+  std::string served_model_name;        // the model's name in the API; default: the model path's last part
+  std::string chat_template_path;       // a Jinja file overriding the model's own chat template
+  int64_t max_waiting_requests = 1024;  // more waiting than this: 503 with Retry-After
+  int64_t max_body_bytes = 32 << 20;    // larger request bodies: 413
+  int32_t http_threads = 64;            // connections served at once
+};
+
+class HttpServer {
+ public:
+  // Takes the engine (its thread is started here) and checks the configuration (the chat template file).
+  static Result<std::unique_ptr<HttpServer>> create(std::unique_ptr<Engine> engine, ServerConfig config);
+  ~HttpServer();
+
+  // Binds the listening socket (so the port is known before run()).
+  Status bind();
+  int port() const;
+  const std::string& model_name() const;
+  // Serves until stop(). Returns when every connection's handler has returned.
+  void run();
+  // Graceful stop, from any thread: refuses new requests, cancels the ones in flight (their streams end with
+  // finish_reason "abort"), stops listening. run() then returns.
+  void stop();
+
+ private:
+  HttpServer();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvshare::server

@@ -1,0 +1,481 @@
+#include "server/openai_api.h"
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <utility>
+
+namespace kvshare::server {
+
+namespace {
+
+// Limits on a request's parts, so that a body cannot make the server do unbounded work before the engine
+// sees it (the body's size itself is capped by the HTTP layer).
+constexpr size_t kMaxPrompts = 1024;      // prompts in one /v1/completions request
+constexpr size_t kMaxStopStrings = 64;
+constexpr size_t kMaxStopStringBytes = 1024;
+constexpr size_t kMaxLogitBias = 4096;
+constexpr size_t kMaxMessages = 4096;
+constexpr int kMaxJsonDepth = 64;
+
+// Reads a request's fields, recording the first error. A field that is absent or null keeps its default.
+class FieldReader {
+ public:
+  explicit FieldReader(const json& body) : body_(body) {}
+  bool ok() const { return !error_.has_value(); }
+  const ApiError& error() const { return *error_; }
+  void fail(const std::string& param, const std::string& message) {
+    if (!error_) error_ = bad_request(message, param);
+  }
+
+  const json* get(const char* name) const {
+    auto it = body_.find(name);
+    return it == body_.end() || it->is_null() ? nullptr : &*it;
+  }
+
+  void boolean(const char* name, bool& out) {
+    const json* v = get(name);
+    if (v == nullptr) return;
+    if (!v->is_boolean()) return fail(name, std::string(name) + " must be true or false");
+    out = v->get<bool>();
+  }
+  void string(const char* name, std::string& out) {
+    const json* v = get(name);
+    if (v == nullptr) return;
+    if (!v->is_string()) return fail(name, std::string(name) + " must be a string");
+    out = v->get<std::string>();
+  }
+  // A number in [lo, hi].
+  void number(const char* name, float& out, double lo, double hi) {
+    const json* v = get(name);
+    if (v == nullptr) return;
+    if (!v->is_number()) return fail(name, std::string(name) + " must be a number");
+    const double d = v->get<double>();
+    if (!(d >= lo && d <= hi))
+      return fail(name, std::string(name) + " must be in [" + fmt(lo) + ", " + fmt(hi) + "], got " + fmt(d));
+    out = static_cast<float>(d);
+  }
+  // A whole number in [lo, hi]. True when the field was given.
+  bool integer(const char* name, int64_t& out, int64_t lo, int64_t hi) {
+    const json* v = get(name);
+    if (v == nullptr) return false;
+    if (!is_integer(*v)) {
+      fail(name, std::string(name) + " must be an integer");
+      return false;
+    }
+    const double d = v->get<double>();
+    if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+      fail(name, std::string(name) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                     v->dump());
+      return false;
+    }
+    out = v->is_number_unsigned() ? static_cast<int64_t>(v->get<uint64_t>()) : v->get<int64_t>();
+    return true;
+  }
+  bool integer32(const char* name, int32_t& out, int64_t lo, int64_t hi) {
+    int64_t v = out;
+    if (!integer(name, v, lo, hi)) return false;
+    out = static_cast<int32_t>(v);
+    return true;
+  }
+
+  static bool is_integer(const json& v) {
+    if (v.is_number_integer()) return true;
+    if (!v.is_number_float()) return false;
+    const double d = v.get<double>();
+    return std::isfinite(d) && d == std::floor(d);
+  }
+
+ private:
+  static std::string fmt(double d) {
+    std::string s = json(d).dump();
+    return s;
+  }
+  const json& body_;
+  std::optional<ApiError> error_;
+};
+
+// A list of token ids, each a non-negative integer (the engine checks them against the vocabulary).
+bool token_id_list(const json& v, std::vector<int32_t>& out) {
+  if (!v.is_array()) return false;
+  out.clear();
+  out.reserve(v.size());
+  for (const json& t : v) {
+    if (!FieldReader::is_integer(t)) return false;
+    const double d = t.get<double>();
+    if (d < 0 || d > std::numeric_limits<int32_t>::max()) return false;
+    out.push_back(static_cast<int32_t>(d));
+  }
+  return true;
+}
+
+void read_prompt(FieldReader& r, GenerationCall& call) {
+  const json* p = r.get("prompt");
+  if (p == nullptr) return r.fail("prompt", "prompt is required: a string, a list of strings, or token ids");
+  const char* what = "prompt must be a string, a list of strings, a list of token ids, or a list of lists of token ids";
+  if (p->is_string()) {
+    call.prompts.push_back({true, p->get<std::string>(), {}});
+    return;
+  }
+  if (!p->is_array() || p->empty()) return r.fail("prompt", p->is_array() ? "prompt must not be an empty list" : what);
+  if ((*p)[0].is_number()) {
+    PromptInput in{false, "", {}};
+    if (!token_id_list(*p, in.token_ids)) return r.fail("prompt", "prompt token ids must be non-negative integers");
+    call.prompts.push_back(std::move(in));
+    return;
+  }
+  if (p->size() > kMaxPrompts)
+    return r.fail("prompt", "a request holds at most " + std::to_string(kMaxPrompts) + " prompts; got " +
+                                std::to_string(p->size()) + " (send them in several requests)");
+  for (const json& item : *p) {
+    if (item.is_string()) {
+      call.prompts.push_back({true, item.get<std::string>(), {}});
+    } else if (item.is_array()) {
+      PromptInput in{false, "", {}};
+      if (item.empty()) return r.fail("prompt", "a prompt's token id list must not be empty");
+      if (!token_id_list(item, in.token_ids)) return r.fail("prompt", "prompt token ids must be non-negative integers");
+      call.prompts.push_back(std::move(in));
+    } else {
+      return r.fail("prompt", what);
+    }
+  }
+}
+
+void read_stop(FieldReader& r, SamplingParams& p) {
+  const json* v = r.get("stop");
+  if (v == nullptr) return;
+  if (v->is_string()) {
+    if (!v->get_ref<const std::string&>().empty()) p.stop.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    if (v->size() > kMaxStopStrings)
+      return r.fail("stop", "stop holds at most " + std::to_string(kMaxStopStrings) + " strings");
+    for (const json& s : *v) {
+      if (!s.is_string()) return r.fail("stop", "stop must be a string or a list of strings");
+      if (!s.get_ref<const std::string&>().empty()) p.stop.push_back(s.get<std::string>());
+    }
+  } else {
+    return r.fail("stop", "stop must be a string or a list of strings");
+  }
+  for (const std::string& s : p.stop)
+    if (s.size() > kMaxStopStringBytes)
+      return r.fail("stop", "a stop string is at most " + std::to_string(kMaxStopStringBytes) + " bytes");
+}
+
+void read_logit_bias(FieldReader& r, SamplingParams& p) {
+  const json* v = r.get("logit_bias");
+  if (v == nullptr) return;
+  if (!v->is_object()) return r.fail("logit_bias", "logit_bias must be an object mapping token ids to biases");
+  if (v->size() > kMaxLogitBias)
+    return r.fail("logit_bias", "logit_bias holds at most " + std::to_string(kMaxLogitBias) + " tokens");
+  for (const auto& [key, bias] : v->items()) {
+    char* end = nullptr;
+    errno = 0;
+    const long id = std::strtol(key.c_str(), &end, 10);
+    if (key.empty() || *end != '\0' || errno != 0 || id < 0 || id > std::numeric_limits<int32_t>::max())
+      return r.fail("logit_bias", "logit_bias keys must be token ids (non-negative integers), got \"" + key + "\"");
+    if (!bias.is_number()) return r.fail("logit_bias", "logit_bias values must be numbers in [-100, 100]");
+    const double b = bias.get<double>();
+    if (!(b >= -100 && b <= 100))
+      return r.fail("logit_bias", "logit_bias values must be in [-100, 100], got " + bias.dump() + " for token " + key);
+    p.logit_bias[static_cast<int32_t>(id)] = static_cast<float>(b);
+  }
+}
+
+// Sampling fields both endpoints share.
+void read_sampling(FieldReader& r, GenerationCall& call) {
+  SamplingParams& p = call.params;
+  r.number("temperature", p.temperature, 0, 2);
+  r.number("top_p", p.top_p, 0, 1);
+  if (r.get("top_p") != nullptr && p.top_p <= 0) r.fail("top_p", "top_p must be in (0, 1]");
+  int64_t top_k = 0;
+  if (r.integer("top_k", top_k, -1, std::numeric_limits<int32_t>::max())) p.top_k = static_cast<int32_t>(top_k);
+  r.number("min_p", p.min_p, 0, 1);
+  r.number("presence_penalty", p.presence_penalty, -2, 2);
+  r.number("frequency_penalty", p.frequency_penalty, -2, 2);
+  r.number("repetition_penalty", p.repetition_penalty, 0, 100);
+  if (r.get("repetition_penalty") != nullptr && p.repetition_penalty <= 0)
+    r.fail("repetition_penalty", "repetition_penalty must be greater than 0");
+  r.integer32("n", p.n, 1, SamplingParams::kMaxN);
+  int64_t seed = 0;
+  if (r.integer("seed", seed, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()))
+    p.seed = static_cast<uint64_t>(seed);
+  r.integer32("min_tokens", p.min_tokens, 0, std::numeric_limits<int32_t>::max());
+  r.boolean("ignore_eos", p.ignore_eos);
+  r.boolean("include_stop_str_in_output", p.include_stop_str_in_output);
+  read_stop(r, p);
+  if (const json* v = r.get("stop_token_ids"); v != nullptr && !token_id_list(*v, p.stop_token_ids))
+    r.fail("stop_token_ids", "stop_token_ids must be a list of token ids (non-negative integers)");
+  read_logit_bias(r, p);
+  r.string("cache_salt", call.cache_salt);
+  r.boolean("stream", call.stream);
+  if (const json* so = r.get("stream_options")) {
+    if (!so->is_object()) return r.fail("stream_options", "stream_options must be an object");
+    if (!call.stream) return r.fail("stream_options", "stream_options is only allowed when stream is true");
+    FieldReader sr(*so);
+    sr.boolean("include_usage", call.include_usage);
+    if (!sr.ok()) r.fail("stream_options", "stream_options.include_usage must be true or false");
+  }
+  if (r.get("best_of") != nullptr) {
+    int64_t best_of = 1;
+    if (r.integer("best_of", best_of, 1, SamplingParams::kMaxN) && best_of != p.n)
+      r.fail("best_of", "best_of is not supported (only best_of equal to n)");
+  }
+  if (r.get("suffix") != nullptr) r.fail("suffix", "suffix is not supported");
+}
+
+int json_depth(const json& v, int depth = 0) {
+  if (depth > kMaxJsonDepth) return depth;
+  int deepest = depth;
+  if (v.is_array() || v.is_object())
+    for (const json& child : v) deepest = std::max(deepest, json_depth(child, depth + 1));
+  return deepest;
+}
+
+// Chat messages: a non-empty list of objects with a string role. Content that is a list of parts keeps its
+// text parts joined by newlines (as vLLM does for text-only models); other parts are refused.
+void read_messages(FieldReader& r, GenerationCall& call) {
+  const json* v = r.get("messages");
+  if (v == nullptr) return r.fail("messages", "messages is required: a list of {\"role\", \"content\"} objects");
+  if (!v->is_array() || v->empty()) return r.fail("messages", "messages must be a non-empty list");
+  if (v->size() > kMaxMessages)
+    return r.fail("messages", "a conversation holds at most " + std::to_string(kMaxMessages) + " messages");
+  call.messages = json::array();
+  for (size_t i = 0; i < v->size(); ++i) {
+    const json& m = (*v)[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) return r.fail("messages", where + " must be an object");
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) return r.fail("messages", where + ".role must be a string");
+    json msg = m;
+    auto content = m.find("content");
+    if (content != m.end() && content->is_array()) {
+      std::string text;
+      for (const json& part : *content) {
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string())
+          return r.fail("messages", where + ".content: only parts of type \"text\" are supported by this model");
+        if (!text.empty()) text += "\n";
+        text += part["text"].get<std::string>();
+      }
+      msg["content"] = text;
+    } else if (content != m.end() && !content->is_string() && !content->is_null()) {
+      return r.fail("messages", where + ".content must be a string or a list of text parts");
+    }
+    call.messages.push_back(std::move(msg));
+  }
+}
+
+}  // namespace
+
+json ApiError::to_json() const {
+  json e = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
+  if (!param.empty()) e["param"] = param;
+  if (!code.empty()) e["code"] = code;
+  return json{{"error", e}};
+}
+
+ApiError bad_request(std::string message, std::string param) {
+  ApiError e;
+  e.status = 400;
+  e.message = std::move(message);
+  e.param = std::move(param);
+  return e;
+}
+
+bool parse_json_object(const std::string& body, json& object, ApiError& error) {
+  object = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (object.is_discarded()) {
+    error = bad_request("the request body is not valid JSON");
+    return false;
+  }
+  if (!object.is_object()) {
+    error = bad_request("the request body must be a JSON object");
+    return false;
+  }
+  if (json_depth(object) > kMaxJsonDepth) {
+    error = bad_request("the request body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    return false;
+  }
+  return true;
+}
+
+bool parse_generation_call(const std::string& body, bool chat, GenerationCall& call, ApiError& error) {
+  json object;
+  if (!parse_json_object(body, object, error)) return false;
+  call = GenerationCall{};
+  call.chat = chat;
+  FieldReader r(object);
+  r.string("model", call.model);
+  if (chat) {
+    read_messages(r, call);
+    r.boolean("add_generation_prompt", call.add_generation_prompt);
+    r.boolean("continue_final_message", call.continue_final_message);
+    if (call.add_generation_prompt && call.continue_final_message && r.get("add_generation_prompt") != nullptr)
+      r.fail("continue_final_message", "continue_final_message and add_generation_prompt cannot both be true");
+    if (call.continue_final_message) call.add_generation_prompt = false;
+    if (const json* kw = r.get("chat_template_kwargs")) {
+      if (!kw->is_object()) r.fail("chat_template_kwargs", "chat_template_kwargs must be an object");
+      else call.chat_template_kwargs = *kw;
+    }
+    // max_completion_tokens is OpenAI's current name, max_tokens the older one.
+    const char* max_name = r.get("max_completion_tokens") != nullptr ? "max_completion_tokens" : "max_tokens";
+    call.max_tokens_given = r.integer32(max_name, call.params.max_tokens, 1, std::numeric_limits<int32_t>::max());
+    bool logprobs = false;
+    r.boolean("logprobs", logprobs);
+    int32_t top = 0;
+    const bool top_given = r.integer32("top_logprobs", top, 0, SamplingParams::kMaxLogprobs);
+    if (top_given && !logprobs) r.fail("top_logprobs", "top_logprobs needs logprobs set to true");
+    if (logprobs) call.top_logprobs = top;
+  } else {
+    read_prompt(r, call);
+    call.max_tokens_given = r.integer32("max_tokens", call.params.max_tokens, 1, std::numeric_limits<int32_t>::max());
+    r.boolean("echo", call.echo);
+    int32_t logprobs = -1;
+    if (r.integer32("logprobs", logprobs, 0, SamplingParams::kMaxLogprobs)) call.top_logprobs = logprobs;
+  }
+  read_sampling(r, call);
+  if (call.top_logprobs >= 0) call.params.logprobs = call.top_logprobs;
+  if (!r.ok()) {
+    error = r.error();
+    return false;
+  }
+  if (Status st = call.params.validate(); !st.ok()) {
+    error = bad_request(st.message());
+    return false;
+  }
+  return true;
+}
+
+json Usage::to_json() const {
+  return json{{"prompt_tokens", prompt_tokens},
+              {"completion_tokens", completion_tokens},
+              {"total_tokens", prompt_tokens + completion_tokens},
+              {"prompt_tokens_details", {{"cached_tokens", cached_tokens}}}};
+}
+
+json finish_reason_json(const Output& output) {
+  if (!output.finished) return nullptr;
+  return finish_reason_name(output.finish_reason);
+}
+
+namespace {
+
+std::vector<int> utf8_bytes(const std::string& s) { return std::vector<int>(s.begin(), s.end()); }
+
+// Completions' logprobs for tokens [from, to): {"tokens", "token_logprobs", "top_logprobs", "text_offset"}.
+json completion_logprobs(const ResponseContext& ctx, const Output& o, size_t from, size_t to, size_t text_offset) {
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
+  for (size_t i = from; i < to && i < o.logprobs.size(); ++i) {
+    const GeneratedTokenLogprobs& lp = o.logprobs[i];
+    const std::string text = ctx.token_text(lp.chosen.token_id);
+    tokens.push_back(text);
+    token_logprobs.push_back(lp.chosen.logprob);
+    json alternatives = json::object();
+    for (const TokenLogprob& t : lp.top) alternatives[ctx.token_text(t.token_id)] = t.logprob;
+    top.push_back(std::move(alternatives));
+    offsets.push_back(text_offset);
+    text_offset += text.size();
+  }
+  return json{{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", offsets}};
+}
+
+// Chat's logprobs for tokens [from, to): {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}.
+json chat_logprobs(const ResponseContext& ctx, const Output& o, size_t from, size_t to) {
+  json content = json::array();
+  for (size_t i = from; i < to && i < o.logprobs.size(); ++i) {
+    const GeneratedTokenLogprobs& lp = o.logprobs[i];
+    const std::string text = ctx.token_text(lp.chosen.token_id);
+    json top = json::array();
+    for (const TokenLogprob& t : lp.top) {
+      const std::string alt = ctx.token_text(t.token_id);
+      top.push_back({{"token", alt}, {"logprob", t.logprob}, {"bytes", utf8_bytes(alt)}});
+    }
+    content.push_back({{"token", text}, {"logprob", lp.chosen.logprob}, {"bytes", utf8_bytes(text)},
+                       {"top_logprobs", std::move(top)}});
+  }
+  return json{{"content", std::move(content)}};
+}
+
+json logprobs_json(const ResponseContext& ctx, const GenerationCall& call, const Output& o, size_t from, size_t to,
+                   size_t text_offset) {
+  if (call.top_logprobs < 0) return nullptr;
+  return call.chat ? chat_logprobs(ctx, o, from, to) : completion_logprobs(ctx, o, from, to, text_offset);
+}
+
+json envelope(const ResponseContext& ctx, const GenerationCall& call, bool chunk) {
+  const char* object = call.chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                 : "text_completion";
+  return json{{"id", ctx.id}, {"object", object}, {"created", ctx.created}, {"model", ctx.model}};
+}
+
+}  // namespace
+
+json completion_response(const ResponseContext& ctx, const GenerationCall& call,
+                         const std::vector<std::pair<ChoiceState, Output>>& choices, const Usage& usage) {
+  json response = envelope(ctx, call, false);
+  json list = json::array();
+  for (const auto& [state, o] : choices) {
+    json choice = {{"index", state.index}};
+    if (call.chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", o.text}};
+      choice["logprobs"] = logprobs_json(ctx, call, o, 0, o.token_ids.size(), 0);
+    } else {
+      choice["text"] = state.echo_text + o.text;
+      choice["logprobs"] = logprobs_json(ctx, call, o, 0, o.token_ids.size(), state.echo_text.size());
+    }
+    choice["finish_reason"] = finish_reason_json(o);
+    if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
+    else if (o.stop_token_id >= 0) choice["stop_reason"] = o.stop_token_id;
+    else choice["stop_reason"] = nullptr;
+    list.push_back(std::move(choice));
+  }
+  response["choices"] = std::move(list);
+  response["usage"] = usage.to_json();
+  return response;
+}
+
+json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, ChoiceState& state, const Output& o) {
+  if (state.finished) return nullptr;
+  std::string delta;
+  if (!call.chat && !state.sent_echo) delta = state.echo_text;
+  const size_t text_end = o.text.size();
+  if (text_end > state.sent_text) delta += o.text.substr(state.sent_text);
+  const size_t tokens_end = o.finished ? o.token_ids.size() : std::min(o.token_ids.size(), o.logprobs.size());
+  const bool new_logprobs = call.top_logprobs >= 0 && tokens_end > state.sent_logprobs;
+  const bool first_chat_chunk = call.chat && !state.sent_role;
+  if (delta.empty() && !new_logprobs && !o.finished && !first_chat_chunk) return nullptr;
+  state.sent_echo = true;
+
+  json choice = {{"index", state.index}};
+  if (call.chat) {
+    json d = json::object();
+    if (!state.sent_role) d["role"] = "assistant";
+    if (!delta.empty() || !state.sent_role) d["content"] = delta;
+    choice["delta"] = std::move(d);
+    state.sent_role = true;
+  } else {
+    choice["text"] = delta;
+  }
+  choice["logprobs"] = new_logprobs ? logprobs_json(ctx, call, o, state.sent_logprobs, tokens_end, state.sent_text)
+                                    : json(nullptr);
+  choice["finish_reason"] = finish_reason_json(o);
+  if (o.finished) {
+    if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
+    else if (o.stop_token_id >= 0) choice["stop_reason"] = o.stop_token_id;
+  }
+  state.sent_text = std::max(state.sent_text, text_end);
+  if (new_logprobs) state.sent_logprobs = tokens_end;
+  state.finished = o.finished;
+  json chunk = envelope(ctx, call, true);
+  chunk["choices"] = json::array({std::move(choice)});
+  return chunk;
+}
+
+json usage_chunk(const ResponseContext& ctx, const GenerationCall& call, const Usage& usage) {
+  json chunk = envelope(ctx, call, true);
+  chunk["choices"] = json::array();
+  chunk["usage"] = usage.to_json();
+  return chunk;
+}
+
+}  // namespace kvshare::server

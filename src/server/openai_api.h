@@ -1,0 +1,101 @@
+// The OpenAI API's shapes: request bodies of /v1/completions and /v1/chat/completions parsed and checked
+// into what the engine needs, and the engine's outputs written back as OpenAI's JSON (whole responses and
+// server-sent-event chunks). Pure functions of their inputs: no sockets, no engine, so they are tested and
+// fuzzed alone. Field names and meanings follow OpenAI's API reference and vLLM's extensions (top_k, min_p,
+// repetition_penalty, min_tokens, stop_token_ids, ignore_eos, cache_salt, ...).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kvshare/engine.h"
+
+namespace kvshare::server {
+
+using json = nlohmann::ordered_json;
+
+// An error as the API reports it: the HTTP status and OpenAI's error object.
+struct ApiError {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";  // or authentication_error, not_found_error, server_error, ...
+  std::string param;                           // the field at fault, when there is one
+  std::string code;                            // model_not_found, context_length_exceeded, ...
+  json to_json() const;                        // {"error": {"message", "type", "param", "code"}}
+};
+ApiError bad_request(std::string message, std::string param = "");
+
+// A prompt as the request gave it: text (to tokenize) or token ids.
+struct PromptInput {
+  bool is_text = true;
+  std::string text;
+  std::vector<int32_t> token_ids;
+};
+
+// A parsed /v1/completions or /v1/chat/completions request.
+struct GenerationCall {
+  bool chat = false;
+  std::string model;                // "" when the request named none
+  std::vector<PromptInput> prompts;  // completions: one or more; chat: filled after the template renders
+  json messages;                    // chat: the conversation
+  bool add_generation_prompt = true;
+  bool continue_final_message = false;
+  json chat_template_kwargs = json::object();  // further variables for the template (enable_thinking, ...)
+  bool max_tokens_given = false;    // chat: without it, generation may fill the context
+  SamplingParams params;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  bool echo = false;           // completions: the prompt's text before each completion's
+  int32_t top_logprobs = -1;   // completions: `logprobs`; chat: `top_logprobs` when `logprobs` is true; -1 off
+  std::string cache_salt;
+};
+
+// Parses a request body. `chat` picks the endpoint's fields. Errors name the field and say what is valid.
+bool parse_generation_call(const std::string& body, bool chat, GenerationCall& call, ApiError& error);
+
+// Parses a JSON body into an object (the other endpoints), or says why it is not one.
+bool parse_json_object(const std::string& body, json& object, ApiError& error);
+
+// What the response writers need to know about the server and the tokenizer.
+struct ResponseContext {
+  std::string id;       // "cmpl-..." / "chatcmpl-..."
+  int64_t created = 0;  // Unix seconds
+  std::string model;
+  std::function<std::string(int32_t)> token_text;  // a token's text, for logprobs
+};
+
+// One choice being built from a completion's Output.
+struct ChoiceState {
+  int32_t index = 0;            // the choice's index in the response (prompt i, completion j: i * n + j)
+  std::string echo_text;        // completions with echo: the prompt's text
+  size_t sent_text = 0;         // streaming: bytes of Output::text already sent
+  size_t sent_logprobs = 0;     // streaming: tokens whose logprobs were already sent
+  bool sent_role = false;       // chat streaming: the first delta (role) was sent
+  bool sent_echo = false;       // completions streaming: echo_text was sent
+  bool finished = false;
+};
+
+// Usage of a whole response: prompt tokens counted once per prompt, completions' tokens summed.
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;
+  json to_json() const;
+};
+
+// OpenAI's finish_reason for an Output: "stop", "length", "abort", or null while unfinished.
+json finish_reason_json(const Output& output);
+
+// The whole (non-streaming) response.
+json completion_response(const ResponseContext& ctx, const GenerationCall& call,
+                         const std::vector<std::pair<ChoiceState, Output>>& choices, const Usage& usage);
+// One streaming chunk with what `output` added since `state` last sent (text delta, logprobs, finish);
+// json() (null) when there is nothing new to send. Advances `state`.
+json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, ChoiceState& state, const Output& output);
+// The last chunk of a stream when stream_options.include_usage: no choices, the usage.
+json usage_chunk(const ResponseContext& ctx, const GenerationCall& call, const Usage& usage);
+
+}  // namespace kvshare::server

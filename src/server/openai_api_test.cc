@@ -1,0 +1,232 @@
+#include "server/openai_api.h"
+
+#include <gtest/gtest.h>
+
+namespace kvshare::server {
+namespace {
+
+GenerationCall parse_ok(const std::string& body, bool chat = false) {
+  GenerationCall call;
+  ApiError error;
+  EXPECT_TRUE(parse_generation_call(body, chat, call, error)) << body << ": " << error.message;
+  return call;
+}
+
+ApiError parse_error(const std::string& body, bool chat = false) {
+  GenerationCall call;
+  ApiError error;
+  EXPECT_FALSE(parse_generation_call(body, chat, call, error)) << body;
+  EXPECT_EQ(error.status, 400) << body;
+  EXPECT_FALSE(error.message.empty()) << body;
+  return error;
+}
+
+TEST(OpenAiApi, PromptShapes) {
+  GenerationCall c = parse_ok(R"({"prompt": "Hello"})");
+  ASSERT_EQ(c.prompts.size(), 1u);
+  EXPECT_TRUE(c.prompts[0].is_text);
+  EXPECT_EQ(c.prompts[0].text, "Hello");
+  EXPECT_EQ(c.params.max_tokens, 16);  // OpenAI's default for completions
+
+  c = parse_ok(R"({"prompt": ["a", "b", "c"]})");
+  ASSERT_EQ(c.prompts.size(), 3u);
+  EXPECT_EQ(c.prompts[2].text, "c");
+
+  c = parse_ok(R"({"prompt": [1, 2, 3]})");
+  ASSERT_EQ(c.prompts.size(), 1u);
+  EXPECT_FALSE(c.prompts[0].is_text);
+  EXPECT_EQ(c.prompts[0].token_ids, (std::vector<int32_t>{1, 2, 3}));
+
+  c = parse_ok(R"({"prompt": [[1, 2], [3]]})");
+  ASSERT_EQ(c.prompts.size(), 2u);
+  EXPECT_EQ(c.prompts[1].token_ids, (std::vector<int32_t>{3}));
+}
+
+TEST(OpenAiApi, SamplingFields) {
+  GenerationCall c = parse_ok(R"({"prompt": "x", "max_tokens": 7, "temperature": 0.5, "top_p": 0.9, "top_k": 5,
+      "min_p": 0.1, "n": 3, "stop": ["\n", "END"], "stop_token_ids": [2], "seed": 42, "presence_penalty": 0.5,
+      "frequency_penalty": -0.5, "repetition_penalty": 1.2, "logit_bias": {"17": -100, "3": 2.5}, "logprobs": 2,
+      "echo": true, "ignore_eos": true, "min_tokens": 2, "cache_salt": "s", "stream": true,
+      "stream_options": {"include_usage": true}, "user": "ignored", "model": "m"})");
+  EXPECT_EQ(c.params.max_tokens, 7);
+  EXPECT_FLOAT_EQ(c.params.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(c.params.top_p, 0.9f);
+  EXPECT_EQ(c.params.top_k, 5);
+  EXPECT_FLOAT_EQ(c.params.min_p, 0.1f);
+  EXPECT_EQ(c.params.n, 3);
+  EXPECT_EQ(c.params.stop, (std::vector<std::string>{"\n", "END"}));
+  EXPECT_EQ(c.params.stop_token_ids, (std::vector<int32_t>{2}));
+  ASSERT_TRUE(c.params.seed.has_value());
+  EXPECT_EQ(*c.params.seed, 42u);
+  EXPECT_FLOAT_EQ(c.params.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(c.params.frequency_penalty, -0.5f);
+  EXPECT_FLOAT_EQ(c.params.repetition_penalty, 1.2f);
+  EXPECT_EQ(c.params.logit_bias.size(), 2u);
+  EXPECT_FLOAT_EQ(c.params.logit_bias.at(17), -100.0f);
+  EXPECT_EQ(c.top_logprobs, 2);
+  ASSERT_TRUE(c.params.logprobs.has_value());
+  EXPECT_EQ(*c.params.logprobs, 2);
+  EXPECT_TRUE(c.echo);
+  EXPECT_TRUE(c.params.ignore_eos);
+  EXPECT_EQ(c.params.min_tokens, 2);
+  EXPECT_EQ(c.cache_salt, "s");
+  EXPECT_TRUE(c.stream);
+  EXPECT_TRUE(c.include_usage);
+  EXPECT_EQ(c.model, "m");
+  // A single stop string and nulls (the SDKs send them) are accepted.
+  c = parse_ok(R"({"prompt": "x", "stop": "###", "temperature": null, "max_tokens": null})");
+  EXPECT_EQ(c.params.stop, (std::vector<std::string>{"###"}));
+  EXPECT_FLOAT_EQ(c.params.temperature, 1.0f);
+}
+
+TEST(OpenAiApi, ChatFields) {
+  GenerationCall c = parse_ok(R"({"messages": [{"role": "system", "content": "Be brief."},
+      {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]}],
+      "max_completion_tokens": 5, "logprobs": true, "top_logprobs": 3, "add_generation_prompt": true})", true);
+  ASSERT_EQ(c.messages.size(), 2u);
+  EXPECT_EQ(c.messages[1]["content"], "Hi\nthere");
+  EXPECT_EQ(c.params.max_tokens, 5);
+  EXPECT_TRUE(c.max_tokens_given);
+  EXPECT_EQ(c.top_logprobs, 3);
+  c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}]})", true);
+  EXPECT_FALSE(c.max_tokens_given);
+  EXPECT_EQ(c.top_logprobs, -1);
+  EXPECT_FALSE(c.params.logprobs.has_value());
+}
+
+TEST(OpenAiApi, ErrorsNameTheField) {
+  struct Case {
+    const char* body;
+    bool chat;
+    const char* param;
+  };
+  const Case cases[] = {
+      {R"({})", false, "prompt"},
+      {R"({"prompt": 5})", false, "prompt"},
+      {R"({"prompt": []})", false, "prompt"},
+      {R"({"prompt": [1, -2]})", false, "prompt"},
+      {R"({"prompt": [[1], "a", 3]})", false, "prompt"},
+      {R"({"prompt": "x", "temperature": "hot"})", false, "temperature"},
+      {R"({"prompt": "x", "temperature": 2.5})", false, "temperature"},
+      {R"({"prompt": "x", "top_p": 0})", false, "top_p"},
+      {R"({"prompt": "x", "max_tokens": 1.5})", false, "max_tokens"},
+      {R"({"prompt": "x", "max_tokens": 0})", false, "max_tokens"},
+      {R"({"prompt": "x", "n": 0})", false, "n"},
+      {R"({"prompt": "x", "n": 1000})", false, "n"},
+      {R"({"prompt": "x", "stop": [1]})", false, "stop"},
+      {R"({"prompt": "x", "stop_token_ids": "a"})", false, "stop_token_ids"},
+      {R"({"prompt": "x", "logit_bias": {"a": 1}})", false, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": {"5": 101}})", false, "logit_bias"},
+      {R"({"prompt": "x", "logit_bias": [1]})", false, "logit_bias"},
+      {R"({"prompt": "x", "logprobs": 21})", false, "logprobs"},
+      {R"({"prompt": "x", "presence_penalty": 3})", false, "presence_penalty"},
+      {R"({"prompt": "x", "repetition_penalty": 0})", false, "repetition_penalty"},
+      {R"({"prompt": "x", "min_tokens": -1})", false, "min_tokens"},
+      {R"({"prompt": "x", "echo": "yes"})", false, "echo"},
+      {R"({"prompt": "x", "stream_options": {"include_usage": true}})", false, "stream_options"},
+      {R"({"prompt": "x", "model": 3})", false, "model"},
+      {R"({"prompt": "x", "suffix": "y"})", false, "suffix"},
+      {R"({"prompt": "x", "best_of": 2})", false, "best_of"},
+      {R"({"prompt": "x", "seed": "s"})", false, "seed"},
+      {R"({})", true, "messages"},
+      {R"({"messages": []})", true, "messages"},
+      {R"({"messages": [{"content": "x"}]})", true, "messages"},
+      {R"({"messages": ["x"]})", true, "messages"},
+      {R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", true, "messages"},
+      {R"({"messages": [{"role": "user", "content": 5}]})", true, "messages"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", true, "top_logprobs"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 1})", true, "logprobs"},
+  };
+  for (const Case& c : cases) {
+    ApiError e = parse_error(c.body, c.chat);
+    EXPECT_EQ(e.param, c.param) << c.body << ": " << e.message;
+    EXPECT_EQ(e.to_json()["error"]["param"], c.param);
+    EXPECT_EQ(e.to_json()["error"]["type"], "invalid_request_error");
+  }
+}
+
+TEST(OpenAiApi, MalformedBodies) {
+  for (const char* body : {"", "{", "[1, 2]", "\"x\"", "null", "{\"prompt\": \"x\",}"}) {
+    ApiError e = parse_error(body);
+    EXPECT_TRUE(e.param.empty()) << body;
+  }
+  std::string deep = "{\"prompt\": \"x\", \"user\": ";
+  for (int i = 0; i < 200; ++i) deep += "[";
+  for (int i = 0; i < 200; ++i) deep += "]";
+  deep += "}";
+  EXPECT_NE(parse_error(deep).message.find("nests deeper"), std::string::npos);
+}
+
+ResponseContext context() {
+  ResponseContext ctx;
+  ctx.id = "cmpl-1";
+  ctx.created = 123;
+  ctx.model = "m";
+  ctx.token_text = [](int32_t id) { return "<" + std::to_string(id) + ">"; };
+  return ctx;
+}
+
+Output output(const std::string& text, std::vector<int32_t> tokens, bool finished) {
+  Output o;
+  o.text = text;
+  o.token_ids = std::move(tokens);
+  o.finished = finished;
+  o.finish_reason = finished ? FinishReason::kLength : FinishReason::kNone;
+  return o;
+}
+
+TEST(OpenAiApi, CompletionResponse) {
+  GenerationCall call = parse_ok(R"({"prompt": "Hi", "echo": true, "logprobs": 1})");
+  ChoiceState st;
+  st.index = 0;
+  st.echo_text = "Hi";
+  Output o = output(" there", {7, 8}, true);
+  o.logprobs = {{{7, -0.5f}, {{7, -0.5f}}}, {{8, -1.5f}, {{9, -1.0f}}}};
+  Usage u{3, 2, 1};
+  json r = completion_response(context(), call, {{st, o}}, u);
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["choices"][0]["text"], "Hi there");
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(r["choices"][0]["logprobs"]["tokens"], json({"<7>", "<8>"}));
+  EXPECT_EQ(r["choices"][0]["logprobs"]["token_logprobs"][1], -1.5);
+  EXPECT_EQ(r["choices"][0]["logprobs"]["top_logprobs"][1]["<9>"], -1.0);
+  EXPECT_EQ(r["choices"][0]["logprobs"]["text_offset"], json({2, 5}));
+  EXPECT_EQ(r["usage"]["prompt_tokens"], 3);
+  EXPECT_EQ(r["usage"]["total_tokens"], 5);
+  EXPECT_EQ(r["usage"]["prompt_tokens_details"]["cached_tokens"], 1);
+}
+
+TEST(OpenAiApi, ChatStreamSendsRoleThenDeltasThenFinish) {
+  GenerationCall call = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "stream": true})", true);
+  ResponseContext ctx = context();
+  ChoiceState st;
+  json first = stream_chunk(ctx, call, st, output("", {}, false));
+  ASSERT_FALSE(first.is_null());
+  EXPECT_EQ(first["object"], "chat.completion.chunk");
+  EXPECT_EQ(first["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(stream_chunk(ctx, call, st, output("", {}, false)).is_null());  // nothing new
+  json second = stream_chunk(ctx, call, st, output("Hel", {1}, false));
+  EXPECT_EQ(second["choices"][0]["delta"], json({{"content", "Hel"}}));
+  EXPECT_TRUE(second["choices"][0]["finish_reason"].is_null());
+  json last = stream_chunk(ctx, call, st, output("Hello", {1, 2}, true));
+  EXPECT_EQ(last["choices"][0]["delta"]["content"], "lo");
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(stream_chunk(ctx, call, st, output("Hello", {1, 2}, true)).is_null());  // finished: no more
+}
+
+TEST(OpenAiApi, CompletionStreamEchoesOnceAndUsageChunk) {
+  GenerationCall call = parse_ok(R"({"prompt": "Hi", "echo": true, "stream": true,
+                                     "stream_options": {"include_usage": true}})");
+  ResponseContext ctx = context();
+  ChoiceState st;
+  st.echo_text = "Hi";
+  EXPECT_EQ(stream_chunk(ctx, call, st, output("", {}, false))["choices"][0]["text"], "Hi");
+  EXPECT_TRUE(stream_chunk(ctx, call, st, output("", {}, false)).is_null());
+  EXPECT_EQ(stream_chunk(ctx, call, st, output(" a", {3}, true))["choices"][0]["text"], " a");
+  json u = usage_chunk(ctx, call, Usage{2, 1, 0});
+  EXPECT_TRUE(u["choices"].empty());
+  EXPECT_EQ(u["usage"]["completion_tokens"], 1);
+}
+
+}  // namespace
+}  // namespace kvshare::server
