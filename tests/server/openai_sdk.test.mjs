@@ -1,0 +1,188 @@
+// End-to-end test of `kvshare serve` with the official OpenAI Node SDK (npm `openai`, installed here by
+// scripts/install.sh with `npm ci`), unchanged: completions, chat, streaming, usage, errors, 32 concurrent
+// clients sharing a system prompt, and a client that disconnects mid-stream.
+// Run by CTest (server_openai_sdk_test): node --test tests/server/openai_sdk.test.mjs
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import test, { after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const source = path.resolve(here, '..', '..');
+const shared = process.env.KVSHARE_SHARED_DIR ?? path.join(source, '..', 'shared');
+const model = path.join(shared, 'models', 'tinystories-656k');
+const kvshare = process.env.KVSHARE_BIN ?? path.join(source, 'build', 'kvshare');
+const skip = existsSync(model) ? false : 'needs ../shared/models/tinystories-656k (the shared data folder is absent)';
+if (skip) console.log(`[  SKIPPED ] ${skip}`);
+
+let server;
+let baseURL;
+let client;
+
+function startServer(args) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(kvshare, ['serve', '--model', model, '--port', '0', '--kv-cache-memory', '64MiB',
+      '--chat-template', path.join(here, 'chatml.jinja'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    proc.stderr.on('data', (d) => {
+      log += d;
+      const m = log.match(/on (http:\/\/[\d.]+:\d+)/);
+      if (m) resolve({ proc, url: m[1], log: () => log });
+    });
+    proc.on('exit', (code) => reject(new Error(`kvshare serve exited (${code}):\n${log}`)));
+  });
+}
+
+before(async () => {
+  if (skip) return;
+  server = await startServer(['--api-key', 'test-key', '--served-model-name', 'tiny']);
+  baseURL = `${server.url}/v1`;
+  client = new OpenAI({ apiKey: 'test-key', baseURL, maxRetries: 0 });
+});
+
+after(async () => {
+  if (!server) return;
+  const exited = new Promise((resolve) => server.proc.on('exit', resolve));
+  server.proc.kill('SIGTERM');
+  assert.equal(await exited, 0);
+});
+
+async function metrics() {
+  const r = await fetch(`${server.url}/metrics`);
+  return r.text();
+}
+
+function metric(text, name) {
+  const line = text.split('\n').find((l) => l.startsWith(name));
+  assert.ok(line, `${name} in /metrics`);
+  return Number(line.split(' ').pop());
+}
+
+test('models.list names the served model', { skip }, async () => {
+  const list = await client.models.list();
+  assert.deepEqual(list.data.map((m) => m.id), ['tiny']);
+});
+
+test('completions: text, finish_reason, usage; equals the CLI', { skip }, async () => {
+  const r = await client.completions.create({ model: 'tiny', prompt: 'Once upon a time', max_tokens: 12, temperature: 0 });
+  assert.equal(r.object, 'text_completion');
+  assert.equal(r.choices.length, 1);
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(r.usage.completion_tokens, 12);
+  assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + 12);
+  assert.equal(typeof r.usage.prompt_tokens_details.cached_tokens, 'number');
+  const cli = execFileSync(kvshare, ['generate', '--model', model, '--prompt', 'Once upon a time',
+    '--max-tokens', '12', '--temperature', '0'], { encoding: 'utf8' });
+  assert.ok(cli.includes(r.choices[0].text), `CLI output ${JSON.stringify(cli)} holds ${JSON.stringify(r.choices[0].text)}`);
+});
+
+test('completions streaming: deltas add up to the whole text, usage at the end', { skip }, async () => {
+  const body = { model: 'tiny', prompt: 'The little dog', max_tokens: 16, temperature: 0 };
+  const whole = (await client.completions.create(body)).choices[0].text;
+  const stream = await client.completions.create({ ...body, stream: true, stream_options: { include_usage: true } });
+  let text = '';
+  let finish = null;
+  let usage = null;
+  for await (const chunk of stream) {
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices) {
+      text += c.text;
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+  }
+  assert.equal(text, whole);
+  assert.equal(finish, 'length');
+  assert.equal(usage.completion_tokens, 16);
+});
+
+test('chat: message, streaming deltas, logprobs', { skip }, async () => {
+  const messages = [{ role: 'system', content: 'You are a storyteller.' }, { role: 'user', content: 'Tell me about a cat.' }];
+  const r = await client.chat.completions.create({ model: 'tiny', messages, max_completion_tokens: 10, temperature: 0,
+    logprobs: true, top_logprobs: 2 });
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.choices[0].message.role, 'assistant');
+  assert.equal(r.choices[0].logprobs.content.length, 10);
+  assert.equal(r.choices[0].logprobs.content[0].top_logprobs.length, 2);
+  const stream = await client.chat.completions.create({ model: 'tiny', messages, max_completion_tokens: 10,
+    temperature: 0, stream: true });
+  let content = '';
+  let role = null;
+  for await (const chunk of stream) {
+    const d = chunk.choices[0]?.delta ?? {};
+    role ??= d.role;
+    content += d.content ?? '';
+  }
+  assert.equal(role, 'assistant');
+  assert.equal(content, r.choices[0].message.content);
+});
+
+test('errors arrive as the SDK\'s typed errors', { skip }, async () => {
+  await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'x', temperature: 5 }),
+    (e) => e instanceof OpenAI.BadRequestError && e.status === 400 && /temperature/.test(e.message));
+  await assert.rejects(client.completions.create({ model: 'no-such-model', prompt: 'x' }),
+    (e) => e instanceof OpenAI.NotFoundError && e.status === 404);
+  const wrongKey = new OpenAI({ apiKey: 'wrong', baseURL, maxRetries: 0 });
+  await assert.rejects(wrongKey.models.list(), (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
+});
+
+test('32 concurrent clients on a shared system prompt: cached tokens reported, answers as if alone', { skip },
+  async () => {
+    const system = 'You are a helpful assistant who tells short, happy stories about animals in the forest. ' +
+      'Every story has a friendly rabbit, a wise old owl and a playful fox who learn to share. '.repeat(2);
+    const questions = Array.from({ length: 32 }, (_, i) => `Story number ${i}: what did the fox find?`);
+    const ask = (q) => client.chat.completions.create({ model: 'tiny', temperature: 0, max_completion_tokens: 12,
+      messages: [{ role: 'system', content: system }, { role: 'user', content: q }] });
+    // Warm the cache with the shared prompt, so every client can find it.
+    await ask('Warm up');
+    const together = await Promise.all(questions.map(ask));
+
+    // The ideal: every full KV block (16 tokens) of the part all prompts share comes from the cache.
+    const tokenize = async (q) => (await (await fetch(`${server.url}/tokenize`, { method: 'POST',
+      body: JSON.stringify({ messages: [{ role: 'system', content: system }, { role: 'user', content: q }] }) })).json()).tokens;
+    const a = await tokenize(questions[0]);
+    const b = await tokenize(questions[1]);
+    let common = 0;
+    while (common < a.length && a[common] === b[common]) common++;
+    const ideal = 32 * Math.floor(common / 16) * 16;
+    const cached = together.reduce((s, r) => s + r.usage.prompt_tokens_details.cached_tokens, 0);
+    assert.ok(cached >= 0.9 * ideal, `cached ${cached} of ideal ${ideal}`);
+
+    await fetch(`${server.url}/reset_prefix_cache`, { method: 'POST' });
+    for (let i = 0; i < questions.length; i++) {
+      const alone = await ask(questions[i]);
+      assert.equal(together[i].choices[0].message.content, alone.choices[0].message.content, `question ${i}`);
+    }
+  });
+
+test('a client that disconnects mid-stream frees its blocks', { skip }, async () => {
+  const controller = new AbortController();
+  // 64 prompts of 480 tokens in one streaming request: seconds of work even on this tiny model.
+  const stream = await client.completions.create({ model: 'tiny', prompt: Array(64).fill('Once upon a time'),
+    max_tokens: 480, ignore_eos: true, stream: true }, { signal: controller.signal });
+  let chunks = 0;
+  try {
+    for await (const _ of stream) {
+      if (++chunks === 3) {
+        assert.ok(metric(await metrics(), 'kvshare_kv_blocks{model_name="tiny",state="used"}') > 0);
+        controller.abort();  // the SDK closes the connection
+        break;
+      }
+    }
+  } catch (e) {
+    assert.equal(e.name, 'AbortError');
+  }
+  assert.equal(chunks, 3);
+  let text = '';
+  for (let i = 0; i < 100; i++) {
+    text = await metrics();
+    if (metric(text, 'kvshare_kv_blocks{model_name="tiny",state="used"}') === 0 &&
+        metric(text, 'kvshare_num_requests_running') === 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(metric(text, 'kvshare_kv_blocks{model_name="tiny",state="used"}'), 0);
+  assert.equal(metric(text, 'kvshare_num_requests_running'), 0);
+  assert.ok(metric(text, 'kvshare_request_success_total{model_name="tiny",finished_reason="abort"}') >= 32);
+});
