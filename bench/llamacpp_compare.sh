@@ -12,7 +12,8 @@
 #   2. decode at batch 1: llama-bench tg32 against kvshare bench control 1 x (16 prompt + 64 output) tokens;
 #   3. gsp, G groups x P prompts sharing an S-token system prompt, Q-token questions, O output tokens, greedy,
 #      EOS ignored: llama-server (--slots slots) driven over /v1/completions with token-id prompts by
-#      bench/openai_gsp_client.py, against kvshare bench --workload gsp --compare; with prefix reuse on, and
+#      bench/openai_gsp_client.py, against kvshare serve behind the same client (served), kvshare generate on the
+#      same token ids as a batch job, and kvshare bench --workload gsp --compare; with prefix reuse on, and
 #      with it off (llama-server --no-cache-prompt --cache-ram 0, kvshare --no-prefix-cache).
 # and prints a markdown table (CPU, date, commits, every figure, kvshare / llama.cpp speed ratio), appended to
 # FILE with --write. Logs and raw JSON go to a temporary folder named at the start.
@@ -164,10 +165,39 @@ run_generate() {  # run_generate on|off
     { tail -20 "$out/kvshare_gen_$mode.log" >&2; log "kvshare generate (gsp, reuse $mode) failed"; exit 1; }
 }
 
+# kvshare serve driven by the same client as llama-server: the same prompts, arrivals and concurrency.
+serve_flags=(--max-num-seqs "$slots" --kv-cache-memory "$kv_mem")
+echo "${serve_flags[*]}" >"$out/kvshare_serve.flags"
+run_kvshare_server() {  # run_kvshare_server on|off
+  local mode="$1" extra=() port
+  [ "$mode" = off ] && extra=(--no-prefix-cache)
+  port="$(free_port)"
+  log "kvshare serve ${serve_flags[*]} ${extra[*]}"
+  "$kvshare" serve --model "$gguf" --port "$port" "${serve_flags[@]}" "${extra[@]}" >"$out/kvshare_serve_$mode.log" 2>&1 &
+  server_pid=$!
+  local ok=0
+  for _ in $(seq 1 240); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+    if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then ok=1; break; fi
+    sleep 0.5
+  done
+  if [ "$ok" != 1 ]; then tail -20 "$out/kvshare_serve_$mode.log" >&2; log "kvshare serve did not come up"; exit 1; fi
+  python3 bench/openai_gsp_client.py --url "http://127.0.0.1:$port" --groups "$groups" --prompts-per-group "$per_group" \
+    --system-len "$system_len" --question-len "$question_len" --output-len "$output_len" --concurrency "$slots" \
+    --seed "$seed" --save-outputs "$out/kvshare_serve_$mode.outputs.jsonl" >"$out/kvshare_serve_$mode.json" \
+    2>"$out/kvshare_serve_$mode.client.log" ||
+    { cat "$out/kvshare_serve_$mode.client.log" "$out/kvshare_serve_$mode.json" >&2; log "gsp client failed against kvshare serve"; exit 1; }
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
 run_server llama_gsp_on "--dump-prompts $out/gsp_prompts.jsonl --save-outputs $out/llama_gsp_on.outputs.jsonl" -- --cache-prompt
+run_kvshare_server on
 run_generate on
 if [ "$no_reuse_off" = 0 ]; then
   run_server llama_gsp_off "--no-cache-prompt --save-outputs $out/llama_gsp_off.outputs.jsonl" -- --no-cache-prompt --cache-ram 0
+  run_kvshare_server off
   run_generate off
 fi
 
@@ -237,13 +267,20 @@ def kv_generate(mode):
     return {"wall_seconds": float(m.group(3)), "prefix_hit_fraction": sum(r["cached_tokens"] for r in res) / prompt,
             "texts": [r["text"] for r in res], "all_at_len": all(len(r["token_ids"]) == O for r in res)}
 
+def kv_served(mode):
+    r = load(f"kvshare_serve_{mode}.json")
+    r["texts"] = [x["text"] for x in lines(f"kvshare_serve_{mode}.outputs.jsonl")]
+    return r
+
 ll = {"on": load("llama_gsp_on.json")}
+ks = {"on": kv_served("on")}
 ll["on"]["texts"] = [r["text"] for r in lines("llama_gsp_on.outputs.jsonl")]
 kg = {"on": kv_generate("on")}
 if with_off:
     ll["off"] = load("llama_gsp_off.json")
     ll["off"]["texts"] = [r["text"] for r in lines("llama_gsp_off.outputs.jsonl")]
     kg["off"] = kv_generate("off")
+    ks["off"] = kv_served("off")
 gj = load("kvshare_gsp.json")
 kb = {("on" if r["prefix_cache"] else "off"): r for r in gj["runs"]}
 
@@ -264,6 +301,12 @@ for mode in (["on", "off"] if with_off else ["on"]):
                  f"{f(a['wall_seconds'], 2)} (hit {100 * a['prefix_hit_fraction']:.1f}%)",
                  f"{f(b['wall_seconds'], 2)} (hit {100 * b['prefix_hit_fraction']:.1f}%)",
                  a["wall_seconds"] / b["wall_seconds"]))
+for mode in (["on", "off"] if with_off else ["on"]):
+    a, b = ll[mode], ks[mode]
+    rows.append((f"served: {shape}, both servers behind the same client, reuse {mode} (s)",
+                 f"{f(a['wall_seconds'], 2)} (hit {100 * a['prefix_hit_fraction']:.1f}%)",
+                 f"{f(b['wall_seconds'], 2)} (hit {100 * b['prefix_hit_fraction']:.1f}%)",
+                 a["wall_seconds"] / b["wall_seconds"]))
 if with_off:
     rows.append(("gsp speedup of prefix reuse (off ÷ on)",
                  f"{f(ll['off']['wall_seconds'] / ll['on']['wall_seconds'], 2)}x",
@@ -278,7 +321,8 @@ else:
 
 same = lambda x, y: sum(1 for p, q in zip(x, y) if p == q)
 n = G * P
-checks = [f"llama.cpp vs kvshare, reuse on: {same(ll['on']['texts'], kg['on']['texts'])}/{n}"]
+checks = [f"llama.cpp vs kvshare, reuse on: {same(ll['on']['texts'], kg['on']['texts'])}/{n}",
+          f"kvshare serve vs kvshare generate, reuse on: {same(ks['on']['texts'], kg['on']['texts'])}/{n}"]
 if with_off:
     checks.append(f"kvshare reuse on vs off: {same(kg['on']['texts'], kg['off']['texts'])}/{n}")
     checks.append(f"llama.cpp reuse on vs off: {same(ll['on']['texts'], ll['off']['texts'])}/{n}")
@@ -304,6 +348,7 @@ print(f"- gsp, llama-server `{readf('llama_gsp_on.flags')}`"
       + f", {slots} clients over /v1/completions, arrivals interleaved g0p0 g1p0 …, token ids in [1000, 40000) from "
       f"seed {seed}; kvshare `generate --input` of the same requests `{readf('kvshare_gen.flags')}`"
       + (" (reuse off: `--no-prefix-cache`)" if with_off else "")
+      + f"; kvshare serve `{readf('kvshare_serve.flags')}` behind the same client as llama-server"
       + f"; kvshare bench `{readf('kvshare_gsp.flags')}`")
 print()
 print("| measure | llama.cpp | kvshare | kvshare ÷ llama.cpp (speed) |")

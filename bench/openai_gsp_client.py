@@ -174,7 +174,10 @@ def main():
         ct = usage.get("completion_tokens", 0)
         prompt_tokens += pt
         completion_tokens += ct
-        cached += timings.get("cache_n", 0)
+        # llama-server reports cache hits in timings.cache_n; OpenAI-style servers (kvshare, vLLM) in
+        # usage.prompt_tokens_details.cached_tokens.
+        details = usage.get("prompt_tokens_details") or {}
+        cached += timings.get("cache_n", details.get("cached_tokens", 0) or 0)
         if ct != args.output_len:
             short.append((i, ct, r["choices"][0].get("finish_reason")))
         latencies.append(t1 - t0)
