@@ -135,19 +135,19 @@ test('32 concurrent clients on a shared system prompt: cached tokens reported, a
     const questions = Array.from({ length: 32 }, (_, i) => `Story number ${i}: what did the fox find?`);
     const ask = (q) => client.chat.completions.create({ model: 'tiny', temperature: 0, max_completion_tokens: 12,
       messages: [{ role: 'system', content: system }, { role: 'user', content: q }] });
-    // Warm the cache with the shared prompt, so every client can find it.
-    await ask('Warm up');
     const together = await Promise.all(questions.map(ask));
 
-    // The ideal: every full KV block (16 tokens) of the part all prompts share comes from the cache.
+    // The ideal: every full KV block (16 tokens) of the part all prompts share comes from the cache, for every
+    // client but the one that computes it first (the cache starts cold).
     const tokenize = async (q) => (await (await fetch(`${server.url}/tokenize`, { method: 'POST',
       body: JSON.stringify({ messages: [{ role: 'system', content: system }, { role: 'user', content: q }] }) })).json()).tokens;
     const a = await tokenize(questions[0]);
     const b = await tokenize(questions[1]);
     let common = 0;
     while (common < a.length && a[common] === b[common]) common++;
-    const ideal = 32 * Math.floor(common / 16) * 16;
+    const ideal = 31 * Math.floor(common / 16) * 16;
     const cached = together.reduce((s, r) => s + r.usage.prompt_tokens_details.cached_tokens, 0);
+    console.log(`32 clients: ${cached} cached prompt tokens of the ideal ${ideal} (${(cached / ideal).toFixed(3)})`);
     assert.ok(cached >= 0.9 * ideal, `cached ${cached} of ideal ${ideal}`);
 
     await fetch(`${server.url}/reset_prefix_cache`, { method: 'POST' });
