@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/mapped_file.h"
@@ -432,6 +433,38 @@ TEST_F(CliTest, BatchLinesTakeEverySamplingField) {
   EXPECT_EQ(stopped[0].value("text", "?"), text.substr(0, cut)) << "stop '" << stop << "' in '" << text << "'";
   EXPECT_EQ(stopped[0].value("finish_reason", ""), "stop");
   EXPECT_EQ(stopped[0].value("stop_reason", ""), stop);
+}
+
+// The sampling flags of one --prompt: --stop cuts the text (stop_reason in --json), bad values fail clearly.
+TEST_F(CliTest, SamplingFlagsForOnePrompt) {
+  const std::vector<std::string> base = {"generate", "--model", model_, "--prompt", "Once upon a time", "--json",
+                                         "--temperature", "0", "--max-tokens", "8", "--ignore-eos"};
+  const CliRun plain = kvshare(base);
+  expect_success(plain);
+  const json full = json::parse(plain.out);
+  const std::string text = full.value("text", "");
+  std::string stop;
+  for (size_t i = text.size() / 2; i + 1 < text.size() && stop.empty(); ++i)
+    if (std::isalnum(static_cast<unsigned char>(text[i])) && std::isalnum(static_cast<unsigned char>(text[i + 1])))
+      stop = text.substr(i, 2);
+  if (!stop.empty()) {
+    std::vector<std::string> with_stop = base;
+    with_stop.insert(with_stop.end(), {"--stop", stop, "--repetition-penalty", "1", "--min-p", "0.5"});
+    const CliRun r = kvshare(with_stop);
+    expect_success(r);
+    const json j = json::parse(r.out);
+    EXPECT_EQ(j.value("text", "?"), text.substr(0, text.find(stop))) << "stop '" << stop << "' in '" << text << "'";
+    EXPECT_EQ(j.value("finish_reason", ""), "stop");
+    EXPECT_EQ(j.value("stop_reason", ""), stop);
+  }
+  for (const auto& [flag, value, message] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--min-p", "2", "min_p"}, {"--presence-penalty", "9", "presence_penalty"},
+           {"--repetition-penalty", "0", "repetition_penalty"}, {"--min-tokens", "9", "--min-tokens"},
+           {"--stop", "", "--stop"}}) {
+    std::vector<std::string> bad = base;
+    bad.insert(bad.end(), {flag, value});
+    expect_clean_failure(kvshare(bad), {message});
+  }
 }
 
 // Numbers in a line are taken as they are or refused: never wrapped or cut to fit.

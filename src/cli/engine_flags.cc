@@ -50,6 +50,12 @@ std::vector<FlagSpec> sampling_flag_specs() {
       {"top-p", true, "sample within this probability mass; 1 = off"},
       {"seed", true, "random seed for sampling"},
       {"ignore-eos", false, "keep generating past end-of-sequence tokens"},
+      {"min-p", true, "drop tokens less likely than this fraction of the likeliest; 0 = off"},
+      {"presence-penalty", true, "OpenAI presence penalty in [-2, 2] over generated tokens; 0 = off"},
+      {"frequency-penalty", true, "OpenAI frequency penalty in [-2, 2] over generated tokens; 0 = off"},
+      {"repetition-penalty", true, "penalty > 0 over prompt and generated tokens; 1 = off"},
+      {"min-tokens", true, "no end-of-sequence, stop token or stop string before this many tokens (0)"},
+      {"stop", true, "a stop string: generation ends where it appears; the text ends before it"},
   };
 }
 
@@ -70,6 +76,19 @@ Result<SamplingParams> sampling_params_from(const Args& a) {
     p.seed = static_cast<uint64_t>(seed);
   }
   p.ignore_eos = a.has("ignore-eos");
+  for (auto [flag, field] : {std::pair<const char*, float*>{"min-p", &p.min_p}, {"presence-penalty", &p.presence_penalty},
+                             {"frequency-penalty", &p.frequency_penalty}, {"repetition-penalty", &p.repetition_penalty}}) {
+    KV_ASSIGN_OR_RETURN(double v, a.get_double(flag, *field));
+    *field = static_cast<float>(v);
+  }
+  KV_ASSIGN_OR_RETURN(int64_t min_tokens, a.get_int("min-tokens", 0));
+  if (min_tokens < 0 || min_tokens > max_tokens)
+    return invalid_argument("--min-tokens must be from 0 to --max-tokens (" + std::to_string(max_tokens) + ")");
+  p.min_tokens = static_cast<int32_t>(min_tokens);
+  if (auto stop = a.get("stop")) {
+    if (stop->empty()) return invalid_argument("--stop needs a non-empty string");
+    p.stop = {*stop};
+  }
   KV_RETURN_IF_ERROR(p.validate());
   return p;
 }
