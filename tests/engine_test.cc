@@ -577,6 +577,57 @@ TEST_F(EngineBehaviour, LogprobsAreTheRawLogSoftmax) {
   EXPECT_TRUE(engine->generate({r})[0].logprobs.empty());
 }
 
+// Every processor at once stays a pure function of the request: the same tokens, text and logprobs alone
+// and in a batch beside other sampled requests (different prompts, seeds and processors).
+TEST_F(EngineBehaviour, EveryProcessorTogetherIsTheSameAloneAndInABatch) {
+  const std::string model = tiny_model("gpt2");
+  Request r;
+  r.prompt = "All the knobs at once";
+  r.params.temperature = 0.9f;
+  r.params.top_p = 0.95f;
+  r.params.min_p = 0.02f;
+  r.params.presence_penalty = 0.4f;
+  r.params.frequency_penalty = 0.3f;
+  r.params.repetition_penalty = 1.2f;
+  r.params.logit_bias = {{11, -5.0f}, {13, 2.0f}};
+  r.params.min_tokens = 4;
+  r.params.stop_token_ids = {50256};
+  r.params.seed = 77;
+  r.params.max_tokens = 14;
+  r.params.logprobs = 3;
+  r.params.n = 2;
+  const std::vector<Output> alone = make_engine(model, true)->generate({r});
+  std::vector<Request> batch;
+  for (int i = 0; i < 4; ++i) {
+    Request other;
+    other.prompt = "Other request " + std::to_string(i);
+    other.params.temperature = 1.0f;
+    other.params.seed = 500 + i;
+    other.params.max_tokens = 5 + i;
+    other.params.frequency_penalty = 0.1f * static_cast<float>(i);
+    other.params.top_k = i == 2 ? 40 : 0;
+    batch.push_back(other);
+  }
+  batch.insert(batch.begin() + 2, r);
+  const std::vector<Output> together = make_engine(model, true, int64_t{64} << 20, 48)->generate(batch);
+  ASSERT_EQ(alone.size(), 2u);
+  ASSERT_EQ(together.size(), 6u);
+  for (size_t c = 0; c < 2; ++c) {
+    const Output& a = alone[c];
+    const Output& b = together[2 + c];
+    EXPECT_EQ(b.index, static_cast<int32_t>(c));
+    EXPECT_EQ(a.token_ids, b.token_ids) << "completion " << c;
+    EXPECT_EQ(a.text, b.text);
+    ASSERT_EQ(a.logprobs.size(), b.logprobs.size());
+    for (size_t t = 0; t < a.logprobs.size(); ++t) {
+      EXPECT_EQ(a.logprobs[t].chosen.logprob, b.logprobs[t].chosen.logprob);
+      ASSERT_EQ(a.logprobs[t].top.size(), 3u);
+      for (size_t k = 0; k < 3; ++k) EXPECT_EQ(a.logprobs[t].top[k].token_id, b.logprobs[t].top[k].token_id);
+    }
+    EXPECT_GE(a.token_ids.size(), 4u) << "min_tokens";
+  }
+}
+
 TEST_F(EngineBehaviour, LogitBiasOutsideTheVocabularyIsAnError) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true);

@@ -58,7 +58,7 @@ Result<Workload> make_workload(const WorkloadOptions& options);
 
 // Runs a workload on an engine: static ones through Engine::generate, multi-turn through the online API
 // with every conversation in flight at once. Returns the outputs in request order (turns in
-// conversation-major order for multi-turn).
+// conversation-major order for multi-turn): one per request, as every workload request has n = 1.
 Result<std::vector<Output>> run_workload(Engine& engine, const Workload& workload);
 
 // FLOPs of the whole workload without reuse and with ideal reuse (every block-aligned shared prefix
