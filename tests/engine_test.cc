@@ -313,6 +313,37 @@ TEST_F(EngineBehaviour, GenerateDoesNotReorderRequestsQueuedBeforeIt) {
   EXPECT_TRUE(early_finished);
 }
 
+// generate() stops when stop_requested says so: the batch's finished requests keep their outputs, the others
+// come back aborted, nothing stays queued or holds blocks, and the engine then runs the same batch exactly as a
+// fresh engine does.
+TEST_F(EngineBehaviour, GenerateStopsWhenAskedAndTheEngineStaysUsable) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true);
+  std::vector<Request> batch(3);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i].prompt_token_ids = {400, 401, 402, static_cast<int32_t>(10 + i)};
+    batch[i].params.temperature = 0;
+    batch[i].params.ignore_eos = true;
+    batch[i].params.max_tokens = i == 0 ? 2 : 50;  // the first finishes before the stop, the others do not
+  }
+  int calls = 0;
+  const std::vector<Output> stopped = engine->generate(batch, {}, [&] { return ++calls > 10; });
+  EXPECT_EQ(calls, 11);
+  ASSERT_EQ(stopped.size(), 3u);
+  EXPECT_EQ(stopped[0].finish_reason, FinishReason::kLength);
+  EXPECT_EQ(stopped[0].token_ids.size(), 2u);
+  for (size_t i = 1; i < 3; ++i) {
+    EXPECT_TRUE(stopped[i].finished);
+    EXPECT_EQ(stopped[i].finish_reason, FinishReason::kAbort);
+    EXPECT_LT(stopped[i].token_ids.size(), 50u);
+  }
+  const EngineMetrics m = engine->metrics();
+  EXPECT_EQ(m.num_running + m.num_waiting, 0);
+  EXPECT_EQ(m.blocks_used, 0);
+  EXPECT_FALSE(engine->has_unfinished());
+  EXPECT_EQ(tokens_of(engine->generate(batch)), tokens_of(make_engine(model, true)->generate(batch)));
+}
+
 // peak_blocks_in_use counts a finished sequence's blocks at their peak, also the ones it frees (unpublished)
 // when it finishes in the same step.
 TEST_F(EngineBehaviour, PeakBlocksCountBlocksReleasedAtFinish) {

@@ -125,8 +125,12 @@ class Engine {
   // them, or one when n itself is out of range); the others run as usual.
   // `on_finished`, when given, is called as each completion finishes (for progress reports). Requests queued
   // earlier with add_request run to the end too; their outputs come from the next step().
+  // `stop_requested`, when given, is called between steps (and before the first); once it returns true,
+  // generate aborts the batch's unfinished requests (finish_reason kAbort, their blocks released, the engine
+  // ready for more) and returns at once: how a caller interrupts a long batch (Ctrl-C from Python).
   std::vector<Output> generate(const std::vector<Request>& requests,
-                               const std::function<void(const Output&)>& on_finished = {});
+                               const std::function<void(const Output&)>& on_finished = {},
+                               const std::function<bool()>& stop_requested = {});
 
   // Online use: queue a request (its id, or why it cannot run), then call step() until has_unfinished()
   // is false. step() returns an Output for every completion that made progress this step; the n completions

@@ -387,7 +387,8 @@ void Engine::Impl::record_step(std::chrono::steady_clock::time_point start, cons
 }
 
 std::vector<Output> Engine::generate(const std::vector<Request>& requests,
-                                     const std::function<void(const Output&)>& on_finished) {
+                                     const std::function<void(const Output&)>& on_finished,
+                                     const std::function<bool()>& stop_requested) {
   // Request i's completions take places first_of[i] .. first_of[i] + n - 1 of the results.
   std::vector<size_t> first_of(requests.size());
   size_t total = 0;
@@ -418,17 +419,25 @@ std::vector<Output> Engine::generate(const std::vector<Request>& requests,
   impl_->scheduler->sort_waiting_by_prefix(queued_before);
   // Requests added earlier through add_request run along; their outputs are kept for the next step().
   std::vector<Output> others;
-  while (impl_->scheduler->has_work() || !impl_->pending.empty()) {
-    for (Output& o : impl_->step()) {
+  auto take = [&](std::vector<Output> outs, bool report) {
+    for (Output& o : outs) {
       auto it = index_of.find(o.request_id);
       if (it == index_of.end()) {
         others.push_back(std::move(o));
         continue;
       }
       if (!o.finished) continue;
-      if (on_finished) on_finished(o);
+      if (report && on_finished) on_finished(o);
       results[first_of[it->second] + static_cast<size_t>(o.index)] = std::move(o);
     }
+  };
+  while (impl_->scheduler->has_work() || !impl_->pending.empty()) {
+    if (stop_requested && stop_requested()) {
+      for (const auto& entry : index_of) abort(entry.first);  // unfinished completions' outputs go to `pending`
+      take(std::exchange(impl_->pending, {}), /*report=*/false);
+      break;
+    }
+    take(impl_->step(), /*report=*/true);
   }
   impl_->pending = std::move(others);
   return results;
