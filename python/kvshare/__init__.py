@@ -9,6 +9,7 @@ prefix once.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 _MAX_N = 128  # SamplingParams::kMaxN
 
 PromptType = Union[str, Sequence[int], Dict[str, Any]]
+Conversation = Sequence[Dict[str, Any]]
 
 
 class CompletionOutput:
@@ -215,16 +217,19 @@ class LLM:
 
     def generate(self, prompts: Union[PromptType, Sequence[PromptType]],
                  sampling_params: Union[None, SamplingParams, Sequence[SamplingParams]] = None, *,
-                 use_tqdm: Union[bool, Callable[..., Any]] = False) -> List[RequestOutput]:
+                 use_tqdm: Union[bool, Callable[..., Any]] = True) -> List[RequestOutput]:
         """Runs every prompt to the end and returns their RequestOutputs in input order.
 
         A prompt is a string, a list of token ids (used as they are: no BOS is added), or a dict with
         "prompt" or "prompt_token_ids" and optionally "cache_salt" (prompts share cached blocks only when
         their salts are equal). sampling_params is one SamplingParams for all prompts or a list with one per
-        prompt; None means SamplingParams(). use_tqdm shows a progress bar (when tqdm is installed).
+        prompt; None means SamplingParams(). use_tqdm shows a progress bar when tqdm is installed (nothing
+        otherwise); it may also be a tqdm-like class to use instead.
 
         Raises ValueError when a prompt or its parameters are bad (after the other prompts have run), and
-        RuntimeError when a prompt cannot run at all (it needs more KV cache than there is).
+        RuntimeError when a prompt cannot run at all (it needs more KV cache than there is). Ctrl-C
+        (KeyboardInterrupt) stops the batch within a step: its unfinished requests are aborted, the exception
+        propagates, and the LLM is ready for the next call.
         """
         if isinstance(prompts, (str, dict)) or _is_token_ids(prompts):
             prompts = [prompts]
@@ -251,9 +256,7 @@ class LLM:
         if not requests:
             return []
 
-        bar = None
-        if use_tqdm and len(requests) > 1:
-            bar = _progress_bar(use_tqdm, sum(p.n for p in params_list))  # ticks once per completion
+        bar = _progress_bar(use_tqdm, sum(p.n for p in params_list)) if use_tqdm else None  # ticks per completion
         try:
             outputs = self._engine.generate(requests, bar.update if bar is not None else None)
         finally:
@@ -285,6 +288,60 @@ class LLM:
             results.append(RequestOutput(request_id, prompt_text, list(o.prompt_token_ids), o.num_cached_tokens,
                                          completions))
         return results
+
+    def chat(self, messages: Union[Conversation, Sequence[Conversation]],
+             sampling_params: Union[None, SamplingParams, Sequence[SamplingParams]] = None, *,
+             use_tqdm: Union[bool, Callable[..., Any]] = True, add_generation_prompt: bool = True,
+             chat_template: Optional[str] = None,
+             chat_template_kwargs: Optional[Dict[str, Any]] = None) -> List[RequestOutput]:
+        """Generates the replies to one conversation (a list of {"role", "content"} dicts) or to a list of
+        them, and returns their RequestOutputs in input order (.prompt is the rendered prompt).
+
+        Each conversation is rendered with the model's chat template (tokenizer_config.json's chat_template,
+        chat_template.jinja, or the GGUF's tokenizer.chat_template), or with `chat_template` (a Jinja string)
+        when given, exactly as Hugging Face renders it; chat_template_kwargs are more variables for the
+        template ("tools", "documents", "enable_thinking", ...). The prompt is then tokenized as vLLM does,
+        without adding BOS/EOS (the template writes the special tokens it wants). sampling_params and
+        use_tqdm are as in generate().
+
+        Raises ValueError when the model has no chat template and none is given, or when the template fails
+        (its message, e.g. from raise_exception, with the line and column).
+        """
+        if _is_conversation(messages):
+            conversations = [messages]
+        elif isinstance(messages, (list, tuple)) and messages and all(_is_conversation(c) for c in messages):
+            conversations = list(messages)
+        else:
+            raise TypeError("messages must be a conversation (a non-empty list of {\"role\", \"content\"} dicts) "
+                            "or a non-empty list of conversations")
+        tokenizer = self.get_tokenizer()
+        prompts = []
+        for i, conversation in enumerate(conversations):
+            text = self._render_chat(conversation, add_generation_prompt, chat_template, chat_template_kwargs)
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            if not ids:
+                raise ValueError(f"conversation {i}: the chat template rendered an empty prompt")
+            prompts.append({"prompt": text, "prompt_token_ids": ids})
+        return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
+
+    def _render_chat(self, conversation: Conversation, add_generation_prompt: bool, chat_template: Optional[str],
+                     chat_template_kwargs: Optional[Dict[str, Any]]) -> str:
+        """The prompt text the chat template makes of one conversation."""
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise TypeError("chat_template must be the template's Jinja source as a str")
+        variables = dict(chat_template_kwargs or {})
+        if "messages" in variables:
+            raise ValueError("chat_template_kwargs may not hold \"messages\"; pass the conversation as messages")
+        variables["messages"] = list(conversation)
+        try:
+            payload = json.dumps(variables, ensure_ascii=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"the conversation and chat_template_kwargs must be JSON values: {e}") from None
+        return self._engine.render_chat(payload, bool(add_generation_prompt), chat_template)
+
+
+def _is_conversation(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(m, dict) for m in x)
 
 
 def _parse_prompt(i: int, prompt: Any) -> tuple:
@@ -318,7 +375,8 @@ def _parse_prompt(i: int, prompt: Any) -> tuple:
 
 
 def _progress_bar(use_tqdm: Any, total: int):
-    """A tqdm bar (use_tqdm may be tqdm itself or a replacement with its signature), or None without tqdm."""
+    """A tqdm bar (use_tqdm may be tqdm itself or a replacement with its signature), or None when tqdm is not
+    installed (Debian: python3-tqdm): no bar, no error."""
     factory = use_tqdm if callable(use_tqdm) else None
     if factory is None:
         try:

@@ -1,13 +1,16 @@
 // kvshare._kvshare: the C++ half of the Python module `kvshare`, a thin binding over the public API in
 // include/kvshare/ (plus the tokenizer, which Engine::tokenizer() hands out). The Python half
-// (python/kvshare/__init__.py) turns vLLM-style arguments into these calls.
+// (python/kvshare/__init__.py) turns vLLM-style arguments into these calls. Chat templates come from src/chat.
 //
 // The engine runs with the GIL released. It is not thread-safe, so each engine has a mutex: two Python
-// threads that share an LLM take turns.
+// threads that share an LLM take turns. Between steps, generate takes the GIL back now and then to run Python's
+// signal handlers, so Ctrl-C stops a long batch (its unfinished requests are aborted) and raises
+// KeyboardInterrupt.
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -17,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "chat/chat_template.h"
 #include "kvshare/engine.h"
 #include "kvshare/sampling_params.h"
 #include "tokenizer/tokenizer.h"
@@ -139,10 +143,12 @@ std::string repr(const SamplingParams& p) {
   return s;
 }
 
-// One engine and the lock that keeps Python threads from driving it at the same time.
+// One engine and the lock that keeps Python threads from driving it at the same time, and the model's chat
+// template once it has been read (under the same lock).
 struct PyEngine {
   std::unique_ptr<Engine> engine;
   std::mutex mu;
+  std::optional<Result<ChatTemplate>> chat_template;
 };
 
 // Takes the engine's lock without holding the GIL while waiting (another thread may hold the lock and
@@ -150,6 +156,70 @@ struct PyEngine {
 std::unique_lock<std::mutex> lock_engine(PyEngine& e) {
   py::gil_scoped_release release;
   return std::unique_lock<std::mutex>(e.mu);
+}
+
+// The Python error raised during a batch, by a progress callback or by a signal handler (Ctrl-C), and how often
+// signals are checked: each check takes the GIL, which other Python threads may be holding.
+class PythonInterrupts {
+ public:
+  explicit PythonInterrupts(py::object on_finished) : on_finished_(std::move(on_finished)) {}
+
+  // Calls on_finished (with the GIL); once it raised, no more calls.
+  void finished() {
+    if (on_finished_.is_none()) return;
+    py::gil_scoped_acquire gil;
+    if (error_) return;
+    try {
+      on_finished_();
+    } catch (py::error_already_set& e) {
+      error_.emplace(std::move(e));
+    }
+  }
+
+  // True once a callback raised or a signal handler did (KeyboardInterrupt for SIGINT). Looks at most every
+  // 20 ms; a step of a big batch takes longer than that, a decode step of a tiny model far less.
+  bool stop_requested() {
+    if (error_) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_check_ < std::chrono::milliseconds(20)) return false;
+    last_check_ = now;
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) error_.emplace();  // fetches the exception the handler raised
+    return error_.has_value();
+  }
+
+  // Raises the error, if any (with the GIL held).
+  void rethrow() {
+    if (error_) throw std::move(*error_);
+  }
+
+ private:
+  py::object on_finished_;
+  std::optional<py::error_already_set> error_;
+  std::chrono::steady_clock::time_point last_check_{};
+};
+
+// The model's chat template (read once), or `source` when given, with the model's BOS/EOS texts.
+Result<ChatTemplate> chat_template_for(PyEngine& e, const std::optional<std::string>& source) {
+  if (!e.chat_template) e.chat_template = ChatTemplate::from_model(e.engine->config().model_path);
+  const Result<ChatTemplate>& model_template = *e.chat_template;
+  if (!source) {
+    if (!model_template.ok() && model_template.status().code() == StatusCode::kNotFound)
+      return invalid_argument("the model has no chat template (" + model_template.status().message() +
+                              "); pass one as chat_template= (a Jinja string)");
+    return model_template;
+  }
+  // A template of the caller's: BOS/EOS texts from the model's own template, else from its tokenizer.
+  std::string bos, eos;
+  if (model_template.ok()) {
+    bos = model_template->bos_token();
+    eos = model_template->eos_token();
+  } else {
+    const Tokenizer& t = e.engine->tokenizer();
+    if (t.bos_id() >= 0) bos = t.token_piece(t.bos_id());
+    if (t.eos_id() >= 0) eos = t.token_piece(t.eos_id());
+  }
+  return ChatTemplate::from_string(*source, bos, eos);
 }
 
 py::dict metrics_dict(const EngineMetrics& m) {
@@ -340,33 +410,42 @@ PYBIND11_MODULE(_kvshare, m) {
            py::arg("max_num_seqs"), py::arg("max_num_batched_tokens"), py::arg("max_model_len"),
            py::arg("enable_prefix_caching"), py::arg("seed"))
       // Runs every request to the end (GIL released); outputs in request order. `on_finished`, when not
-      // None, is called with the GIL held as each request finishes; an exception it raises (Ctrl-C during
-      // the callback) is raised again once the batch is done.
+      // None, is called with the GIL held as each request finishes. When it raises, or a signal handler does
+      // (Ctrl-C: KeyboardInterrupt), the batch's unfinished requests are aborted and the exception is raised.
       .def("generate",
            [](PyEngine& self, const std::vector<Request>& requests, py::object on_finished) {
              auto lock = lock_engine(self);
+             PythonInterrupts interrupts(std::move(on_finished));
              std::vector<Output> outputs;
-             std::optional<py::error_already_set> callback_error;
-             std::function<void(const Output&)> cb;
-             if (!on_finished.is_none()) {
-               cb = [&](const Output&) {
-                 py::gil_scoped_acquire gil;
-                 if (callback_error) return;
-                 try {
-                   on_finished();
-                 } catch (py::error_already_set& e) {
-                   callback_error.emplace(std::move(e));
-                 }
-               };
-             }
              {
                py::gil_scoped_release release;
-               outputs = self.engine->generate(requests, cb);
+               outputs = self.engine->generate(
+                   requests, [&](const Output&) { interrupts.finished(); },
+                   [&] { return interrupts.stop_requested(); });
              }
-             if (callback_error) throw std::move(*callback_error);
+             interrupts.rethrow();
              return outputs;
            },
            py::arg("requests"), py::arg("on_finished") = py::none())
+      // The prompt the chat template (the model's, or `chat_template`) makes of `conversation`, a JSON text: a
+      // list of messages or an object with "messages" and other variables. A template error is ValueError.
+      .def("render_chat",
+           [](PyEngine& self, const std::string& conversation, bool add_generation_prompt,
+              std::optional<std::string> chat_template) {
+             const auto json = nlohmann::ordered_json::parse(conversation, nullptr, false);
+             if (json.is_discarded()) throw py::value_error("the conversation is not valid JSON");
+             auto lock = lock_engine(self);
+             Result<ChatTemplate> tpl = chat_template_for(self, chat_template);
+             if (!tpl.ok()) raise(tpl.status());
+             Result<std::string> prompt = Status();
+             {
+               py::gil_scoped_release release;
+               prompt = tpl->apply(json, add_generation_prompt);
+             }
+             if (!prompt.ok()) raise(prompt.status());
+             return to_str(*prompt);
+           },
+           py::arg("conversation"), py::arg("add_generation_prompt"), py::arg("chat_template"))
       .def("tokenizer", [](PyEngine& self) { return &self.engine->tokenizer(); },
            py::return_value_policy::reference_internal)
       .def("metrics",
