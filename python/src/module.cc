@@ -1,5 +1,5 @@
 // kvshare._kvshare: the C++ half of the Python module `kvshare`, a thin binding over the public API in
-// include/kvshare/ (plus the tokenizer, which Engine::tokenizer() hands out). The Python half
+// include/kvshare/. The Python half
 // (python/kvshare/__init__.py) turns vLLM-style arguments into these calls. Chat templates come from src/chat.
 //
 // The engine runs with the GIL released. It is not thread-safe, so each engine has a mutex: two Python
@@ -23,7 +23,7 @@
 #include "chat/chat_template.h"
 #include "kvshare/engine.h"
 #include "kvshare/sampling_params.h"
-#include "tokenizer/tokenizer.h"
+#include "kvshare/tokenizer.h"
 
 namespace py = pybind11;
 
@@ -216,11 +216,16 @@ Result<ChatTemplate> chat_template_for(PyEngine& e, const std::optional<std::str
     eos = model_template->eos_token();
   } else {
     const Tokenizer& t = e.engine->tokenizer();
-    if (t.bos_id() >= 0) bos = t.token_piece(t.bos_id());
-    if (t.eos_id() >= 0) eos = t.token_piece(t.eos_id());
+    if (bos_token_id(t) >= 0) bos = token_text(t, bos_token_id(t));
+    if (eos_token_id(t) >= 0) eos = token_text(t, eos_token_id(t));
   }
   return ChatTemplate::from_string(*source, bos, eos);
 }
+
+// The engine's tokenizer for Python, through include/kvshare/tokenizer.h (the class itself is internal).
+struct PyTokenizer {
+  const Tokenizer* tokenizer;
+};
 
 py::dict metrics_dict(const EngineMetrics& m) {
   py::dict d;
@@ -347,40 +352,41 @@ PYBIND11_MODULE(_kvshare, m) {
         return py::make_tuple(status_code_name(o.error.code()), o.error.message());
       });
 
-  py::class_<Tokenizer>(m, "Tokenizer", "The model's tokenizer (text <-> token ids).")
+  py::class_<PyTokenizer>(m, "Tokenizer", "The model's tokenizer (text <-> token ids).")
       .def(
           "encode",
-          [](const Tokenizer& t, const std::string& text, bool add_special_tokens) {
+          [](const PyTokenizer& t, const std::string& text, bool add_special_tokens) {
             py::gil_scoped_release release;
-            return t.encode(text, add_special_tokens, /*parse_special=*/true);
+            return encode(*t.tokenizer, text, add_special_tokens, /*parse_special=*/true);
           },
           py::arg("text"), py::arg("add_special_tokens") = true,
           "Token ids of `text`, with BOS (and EOS) as the model's files say when add_special_tokens is true; "
           "special-token text in `text` becomes the special token.")
       .def(
           "decode",
-          [](const Tokenizer& t, const std::vector<int64_t>& ids, bool skip_special_tokens) {
+          [](const PyTokenizer& t, const std::vector<int64_t>& ids, bool skip_special_tokens) {
             std::vector<int32_t> ids32 = to_ids(ids, "token id");
+            const int32_t vocab = vocab_size(*t.tokenizer);
             for (int32_t id : ids32)
-              if (id < 0 || id >= t.vocab_size())
+              if (id < 0 || id >= vocab)
                 throw py::value_error("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                                      std::to_string(t.vocab_size()) + ")");
-            return to_str(t.decode(ids32, skip_special_tokens));
+                                      std::to_string(vocab) + ")");
+            return to_str(decode(*t.tokenizer, ids32, skip_special_tokens));
           },
           py::arg("token_ids"), py::arg("skip_special_tokens") = false)
-      .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
+      .def_property_readonly("vocab_size", [](const PyTokenizer& t) { return vocab_size(*t.tokenizer); })
       .def_property_readonly("bos_token_id",
-                             [](const Tokenizer& t) -> py::object {
-                               if (t.bos_id() < 0) return py::none();
-                               return py::int_(t.bos_id());
+                             [](const PyTokenizer& t) -> py::object {
+                               if (bos_token_id(*t.tokenizer) < 0) return py::none();
+                               return py::int_(bos_token_id(*t.tokenizer));
                              })
       .def_property_readonly("eos_token_id",
-                             [](const Tokenizer& t) -> py::object {
-                               if (t.eos_id() < 0) return py::none();
-                               return py::int_(t.eos_id());
+                             [](const PyTokenizer& t) -> py::object {
+                               if (eos_token_id(*t.tokenizer) < 0) return py::none();
+                               return py::int_(eos_token_id(*t.tokenizer));
                              })
-      .def_property_readonly("eos_token_ids", &Tokenizer::eos_ids)
-      .def("__len__", &Tokenizer::vocab_size);
+      .def_property_readonly("eos_token_ids", [](const PyTokenizer& t) { return eos_token_ids(*t.tokenizer); })
+      .def("__len__", [](const PyTokenizer& t) { return vocab_size(*t.tokenizer); });
 
   py::class_<PyEngine>(m, "_Engine")
       .def(py::init([](const std::string& model, int64_t kv_cache_bytes, double kv_cache_fraction, int64_t block_size,
@@ -446,8 +452,8 @@ PYBIND11_MODULE(_kvshare, m) {
              return to_str(*prompt);
            },
            py::arg("conversation"), py::arg("add_generation_prompt"), py::arg("chat_template"))
-      .def("tokenizer", [](PyEngine& self) { return &self.engine->tokenizer(); },
-           py::return_value_policy::reference_internal)
+      .def("tokenizer", [](PyEngine& self) { return PyTokenizer{&self.engine->tokenizer()}; },
+           py::keep_alive<0, 1>())  // the tokenizer keeps its engine alive
       .def("metrics",
            [](PyEngine& self) {
              auto lock = lock_engine(self);
