@@ -18,7 +18,7 @@
 namespace kvshare {
 
 struct SamplingParams {
-  float temperature = 1.0f;       // 0 = greedy
+  float temperature = 1.0f;       // 0 (or below 1e-5, as in vLLM) = greedy
   int32_t top_k = 0;              // 0 or -1 = off
   float top_p = 1.0f;             // 1 = off
   float min_p = 0.0f;             // [0, 1]: drop tokens less likely than min_p × the likeliest one; 0 = off

@@ -84,19 +84,18 @@ void top_logprobs(std::span<const float> logits, const LogSoftmax& ls, int32_t k
   const size_t keep = std::min(static_cast<size_t>(std::max(k, 0)), logits.size());
   top.clear();
   if (keep == 0) return;
-  // One pass keeping the best `keep` (logit, id) in order: a token enters only if it beats the current last,
-  // which after the first few tokens is rare, so this is about one comparison per token.
-  std::vector<std::pair<float, int32_t>> best;
-  best.reserve(keep + 1);
+  top.reserve(keep + 1);
+  // One pass keeping the best `keep` tokens in order (their raw logits in .logprob for now): a token enters
+  // only if it beats the current last, which after the first few tokens is rare, so this is about one
+  // comparison per token and no sort.
   for (size_t i = 0; i < logits.size(); ++i) {
     const float x = logits[i];
-    if (best.size() == keep && !(x > best.back().first)) continue;  // ties keep the lower id already in
-    auto pos = std::upper_bound(best.begin(), best.end(), x,
-                                [](float v, const std::pair<float, int32_t>& e) { return v > e.first; });
-    best.insert(pos, {x, static_cast<int32_t>(i)});
-    if (best.size() > keep) best.pop_back();
+    if (top.size() == keep && !(x > top.back().logprob)) continue;  // ties keep the lower id already in
+    auto pos = std::upper_bound(top.begin(), top.end(), x, [](float v, const TokenLogprob& e) { return v > e.logprob; });
+    top.insert(pos, TokenLogprob{static_cast<int32_t>(i), x});
+    if (top.size() > keep) top.pop_back();
   }
-  for (const auto& [x, id] : best) top.push_back({id, ls.at(x)});
+  for (TokenLogprob& t : top) t.logprob = ls.at(t.logprob);
 }
 
 }  // namespace kvshare

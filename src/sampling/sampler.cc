@@ -152,12 +152,13 @@ int32_t draw_top_k(const float* logits, int64_t vocab, const SamplingParams& p, 
 
 int32_t draw_token(const float* logits, int64_t vocab, const SamplingParams& p, Rng& rng, std::vector<double>& weights,
                    std::vector<std::pair<float, int32_t>>& cand) {
-  if (p.temperature == 0.0f || p.top_k == 1) return argmax(logits, vocab);
+  if (p.temperature < kGreedyTemperature || p.top_k == 1) return argmax(logits, vocab);
   if (p.top_k > 0 && p.top_k < vocab) return draw_top_k(logits, vocab, p, rng, weights, cand);
   weights.resize(static_cast<size_t>(vocab));
   std::span<double> w(weights.data(), static_cast<size_t>(vocab));
   double sum = temperature_weights(std::span<const float>(logits, static_cast<size_t>(vocab)), p.temperature, w);
   if (p.min_p > 0.0f) sum = apply_min_p(w, p.min_p);
+  if (!(sum > 0)) return argmax(logits, vocab);  // every token masked (-inf): nothing to draw from
   if (p.top_p >= 1.0f)  // plain temperature: no order needed
     return inverse_cdf(w.size(), sum, rng, [&](size_t i) { return w[i]; }, [](size_t i) { return static_cast<int32_t>(i); });
   cand.clear();

@@ -61,8 +61,11 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> candidates_;
 };
 
-// Draws from `logits` (not modified) with temperature, min_p, top-k, then top-p; greedy when temperature == 0
-// or top_k == 1. Plain temperature (and min_p) draws by inverse CDF over the weights in token id order; top-p
+// Temperatures below this are greedy, as in vLLM (dividing by them would only lose precision).
+inline constexpr float kGreedyTemperature = 1e-5f;
+
+// Draws from `logits` (not modified) with temperature, min_p, top-k, then top-p; greedy when temperature is
+// below kGreedyTemperature (0 included) or top_k == 1. Plain temperature (and min_p) draws by inverse CDF over the weights in token id order; top-p
 // sorts lazily, only as many candidates as its nucleus needs; top-k selects k. `weights` and `candidates` are
 // scratch kept between calls.
 int32_t draw_token(const float* logits, int64_t vocab, const SamplingParams& params, Rng& rng,

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <algorithm>
 #include <map>
 #include <vector>
@@ -19,6 +20,8 @@ TEST(Sampler, GreedyTakesFirstMaximum) {
   std::vector<std::pair<float, int32_t>> scratch;
   std::vector<double> weights;
   EXPECT_EQ(draw_token(logits.data(), 4, p, rng, weights, scratch), 1);
+  p.temperature = 1e-6f;  // below vLLM's greedy threshold
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(draw_token(logits.data(), 4, p, rng, weights, scratch), 1);
 }
 
 TEST(Sampler, SameSeedSameTokens) {
@@ -218,6 +221,24 @@ TEST(Sampler, ValidateNamesEveryNewParameter) {
   EXPECT_NE(message([](SamplingParams& p) { p.n = 0; }).find("n (completions"), std::string::npos);
   EXPECT_NE(message([](SamplingParams& p) { p.logprobs = 21; }).find("logprobs"), std::string::npos);
   EXPECT_TRUE(message([](SamplingParams& p) { p.logprobs = 20; p.n = 4; p.min_tokens = 16; }).empty());
+}
+
+TEST(Sampler, EveryTokenMaskedStillGivesAToken) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> logits = {-inf, -inf, -inf};
+  std::vector<std::pair<float, int32_t>> scratch;
+  std::vector<double> weights;
+  for (float top_p : {1.0f, 0.5f}) {
+    for (int32_t top_k : {0, 2}) {
+      SamplingParams p;
+      p.top_p = top_p;
+      p.top_k = top_k;
+      Rng rng(1);
+      const int32_t t = draw_token(logits.data(), 3, p, rng, weights, scratch);
+      EXPECT_GE(t, 0);
+      EXPECT_LT(t, 3);
+    }
+  }
 }
 
 }  // namespace
