@@ -128,12 +128,18 @@ void EngineLoop::run() {
       while (engine_.has_unfinished()) dispatch(engine_.step());
       dispatch(engine_.step());  // outputs of requests aborted while nothing else was running
       snapshot_metrics();
-      std::lock_guard<std::mutex> lock(mu_);
-      for (Command& c : queue_) execute(c);  // refused: stopping_ is set
+      std::deque<Command> late;  // queued while stopping: submits are refused, calls still run
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        late.swap(queue_);
+      }
+      for (Command& c : late) execute(c);
       return;
     }
-    if (engine_.has_unfinished()) dispatch(engine_.step());
+    // Metrics first, so that a client woken by its last output reads them as of this step.
+    std::vector<Output> outputs = engine_.has_unfinished() ? engine_.step() : std::vector<Output>{};
     snapshot_metrics();
+    dispatch(std::move(outputs));
   }
 }
 
@@ -195,9 +201,9 @@ void EngineLoop::dispatch(std::vector<Output> outputs) {
                                         static_cast<double>(times.generated_tokens - 1);
       }
     }
+    if (finished && on_finished_) on_finished_(times);  // before the client can see the end
     bool all_finished = false;
     t.stream->publish(std::move(o), all_finished);
-    if (finished && on_finished_) on_finished_(times);
     if (all_finished) tracked_.erase(it);
   }
 }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "core/mapped_file.h"
@@ -128,6 +129,36 @@ TEST(EngineLoop, ShutdownAbortsWhatIsInFlight) {
   EXPECT_EQ(outs[0].finish_reason, FinishReason::kAbort);
   auto late = loop.submit(greedy("x", 2), nullptr);
   EXPECT_FALSE(late.ok());
+}
+
+// Submits and calls that race with shutdown all return: accepted ones end (aborted or finished), late ones are
+// refused, and nothing waits forever.
+TEST(EngineLoop, SubmitsRacingShutdownAllReturn) {
+  KV_REQUIRE_SHARED(kModel);
+  auto engine = make_engine();
+  ASSERT_NE(engine, nullptr);
+  EngineLoop loop(*engine);
+  std::atomic<int> accepted{0}, refused{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i)
+    clients.emplace_back([&] {
+      for (int j = 0; j < 20; ++j) {
+        auto notifier = std::make_shared<Notifier>();
+        auto stream = loop.submit(greedy("Once upon a time", 50), notifier);
+        if (!stream.ok()) {
+          ++refused;
+          continue;
+        }
+        ++accepted;
+        wait_all(**stream, *notifier);
+        loop.call([](Engine&) {});
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  loop.shutdown();
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(accepted + refused, 160);
+  EXPECT_GT(refused, 0);
 }
 
 }  // namespace
