@@ -8,7 +8,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test, { after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import OpenAI from 'openai';
+// The SDK is installed by scripts/install.sh (npm ci in tests/server); without it this test fails and says so.
+const OpenAI = await import('openai').then((m) => m.default, () => {
+  throw new Error('the OpenAI Node SDK is not installed: run scripts/install.sh (or npm ci in tests/server)');
+});
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const source = path.resolve(here, '..', '..');
