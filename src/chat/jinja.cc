@@ -537,7 +537,6 @@ class Lexer {
         lex_comment();
         continue;
       }
-      if (at("{%") && try_raw()) continue;
       if (at("{%-")) {
         strip_trailing();
         push(Tok::kOpenStmt, "{%", cur_);
@@ -689,49 +688,6 @@ class Lexer {
     push(Tok::kComment, comment, start);
     cur_ += 2;
     if (strip_after) skip_leading();
-  }
-  // {% raw %}...{% endraw %} (an extension: the reference does not know `raw`): the content becomes text.
-  bool try_raw() {
-    size_t p = cur_ + 2;
-    const bool lstrip = p < s_.size() && s_[p] == '-';
-    if (lstrip) ++p;
-    while (size_t k = text::space_len(s_, p)) p += k;
-    if (s_.compare(p, 3, "raw") != 0 || (p + 3 < s_.size() && is_word_char(s_[p + 3]))) return false;
-    p += 3;
-    while (size_t k = text::space_len(s_, p)) p += k;
-    const bool rstrip = p < s_.size() && s_[p] == '-';
-    if (rstrip) ++p;
-    if (s_.compare(p, 2, "%}") != 0) return false;
-    const size_t body = p + 2;
-    // Find {%-? endraw -?%}.
-    size_t q = body;
-    while (true) {
-      q = s_.find("{%", q);
-      if (q == std::string::npos) fail("Missing {% endraw %} for this {% raw %}", pos(cur_));
-      size_t r = q + 2;
-      const bool end_lstrip = r < s_.size() && s_[r] == '-';
-      if (end_lstrip) ++r;
-      while (size_t k = text::space_len(s_, r)) r += k;
-      if (s_.compare(r, 6, "endraw") == 0) {
-        r += 6;
-        while (size_t k = text::space_len(s_, r)) r += k;
-        const bool end_rstrip = r < s_.size() && s_[r] == '-';
-        if (end_rstrip) ++r;
-        if (s_.compare(r, 2, "%}") == 0) {
-          if (lstrip) strip_trailing();
-          std::string content = s_.substr(body, q - body);
-          if (rstrip) content = text::trim_start(content);
-          if (end_lstrip) content = text::trim_end(content);
-          // Pretend a statement closed so the text after it lexes as text.
-          if (!content.empty()) push(Tok::kText, content, body);
-          push(Tok::kComment, "", cur_);
-          cur_ = r + 2;
-          if (end_rstrip) skip_leading();
-          return true;
-        }
-      }
-      q += 2;
-    }
   }
   bool lex_operator() {
     struct Op {
@@ -1741,7 +1697,6 @@ class Interpreter {
       m.set("length", Value::integer(len));
       m.set("previtem", i > 0 ? items[i - 1] : Value::undefined());
       m.set("nextitem", i + 1 < len ? items[i + 1] : Value::undefined());
-      loop.obj->loop_index0 = static_cast<int>(std::min<size_t>(i, INT32_MAX));
       scope->set("loop", loop);
       bind(scope, items[i]);
       try {
@@ -2084,14 +2039,6 @@ class Interpreter {
       if (!prop.is_string()) fail(std::string("Cannot access property with non-string: got ") + prop.type_name());
       if (const Value* v = object.obj->map.find(prop.str)) return *v;
       if (object.obj->kind == ObjectKind::kNamespace) return Value::undefined();
-      if (object.obj->loop_index0 >= 0 && prop.str == "cycle") {
-        const int index0 = object.obj->loop_index0;
-        return Value::function([index0](std::vector<Value>& args, const EnvP&) {
-          if (kwargs_of(args)) args.pop_back();
-          if (args.empty()) fail("no items for cycling given");
-          return args[index0 % args.size()];
-        });
-      }
       return object_method(object, prop.str);
     }
     if (object.is_array() || object.is_string()) {
@@ -2238,22 +2185,12 @@ class Interpreter {
       if (name == "list") return v;
       if (name == "first") return items.empty() ? Value::undefined() : items.front();
       if (name == "last") return items.empty() ? Value::undefined() : items.back();
-      if (name == "length" || name == "count") return Value::integer(static_cast<double>(items.size()));
+      if (name == "length") return Value::integer(static_cast<double>(items.size()));
       if (name == "reverse") return Value::array(std::vector<Value>(items.rbegin(), items.rend()));
       if (name == "sort") return sort_values(items, false, false, Value::null());
       if (name == "join") return Value::string(join_values(items, ""));
       if (name == "string") return Value::string(to_json(v, {}, 0, false, lim_.max_output_bytes));
       if (name == "unique") return unique(items);
-      if (name == "sum") {  // extension
-        double s = 0;
-        bool is_float = false;
-        for (const Value& x : items) {
-          if (!numeric_like(x)) fail(std::string("sum: cannot add ") + x.type_name());
-          s += numeric_value(x);
-          is_float = is_float || x.kind == Kind::kFloat;
-        }
-        return is_float ? Value::floating(s) : Value::integer(s);
-      }
       fail("Unknown ArrayValue filter: " + name);
     }
     if (v.is_string()) {
@@ -2276,12 +2213,6 @@ class Interpreter {
         double d;
         return Value::floating(text::parse_float(v.str, d) ? d : 0);
       }
-      if (name == "escape" || name == "e") return Value::string(html_escape(v.str));  // extension
-      if (name == "list") {  // extension
-        std::vector<Value> out;
-        for (auto& c : text::code_points(v.str)) out.push_back(Value::string(c));
-        return Value::array(std::move(out));
-      }
       fail("Unknown StringValue filter: " + name);
     }
     if (v.is_number()) {
@@ -2289,7 +2220,6 @@ class Interpreter {
       if (name == "int") return Value::integer(std::floor(v.num));
       if (name == "float") return Value::floating(v.num);
       if (name == "string") return Value::string(to_output(v, lim_.max_output_bytes));
-      if (name == "round") return Value::floating(round_half_away(v.num, 0));  // extension
       fail("Unknown NumericValue filter: " + name);
     }
     if (v.is_mapping()) {
@@ -2310,26 +2240,6 @@ class Interpreter {
       fail("Unknown BooleanValue filter: " + name);
     }
     fail("Cannot apply filter \"" + name + "\" to type: " + v.type_name());
-  }
-
-  static double round_half_away(double x, int precision) {
-    const double m = std::pow(10.0, precision);
-    return std::round(x * m) / m;
-  }
-
-  static std::string html_escape(const std::string& s) {
-    std::string out;
-    for (char c : s) {
-      switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&#34;"; break;
-        case '\'': out += "&#39;"; break;
-        default: out += c;
-      }
-    }
-    return out;
   }
 
   std::string join_values(const std::vector<Value>& items, const std::string& sep) {
@@ -2473,7 +2383,7 @@ class Interpreter {
       if (v.kind == Kind::kBool) return is_int ? Value::integer(v.b ? 1 : 0) : Value::floating(v.b ? 1 : 0);
       fail("Cannot apply filter \"" + name + "\" to type: " + v.type_name());
     }
-    if (name == "default" || name == "d") {
+    if (name == "default") {
       auto [args, kwargs] = eval_args(arg_nodes, env);
       Value def = !args.empty() ? args[0] : Value::string("");
       Value boolean = args.size() > 1 ? args[1] : Value::boolean(false);
@@ -2564,11 +2474,6 @@ class Interpreter {
       }
       fail("Unknown StringValue filter: " + name);
     }
-    if (v.is_number() && name == "round") {  // extension: round(precision)
-      auto [args, kwargs] = eval_args(arg_nodes, env);
-      const int precision = args.empty() || !args[0].is_number() ? 0 : static_cast<int>(std::clamp(args[0].num, 0.0, 15.0));
-      return Value::floating(round_half_away(v.num, precision));
-    }
     if (v.is_mapping()) {
       Value m = object_method(v, name);
       if (m.is_function()) {
@@ -2594,11 +2499,12 @@ std::vector<size_t> line_starts_of(const std::string& s) {
   return starts;
 }
 
+// " at line L, column C: " (or ": " when the error has no position), to follow "template error".
 std::string where(const std::vector<size_t>& starts, size_t pos) {
-  if (pos == kNoPos) return "";
+  if (pos == kNoPos) return ": ";
   const size_t line = std::upper_bound(starts.begin(), starts.end(), pos) - starts.begin();
   const size_t col = pos - starts[line - 1] + 1;
-  return "line " + std::to_string(line) + ", column " + std::to_string(col) + ": ";
+  return " at line " + std::to_string(line) + ", column " + std::to_string(col) + ": ";
 }
 
 }  // namespace
@@ -2615,7 +2521,7 @@ Result<Template> Template::parse(const std::string& source, const Limits& limits
     t.line_starts_ = starts;
     return t;
   } catch (const JinjaError& e) {
-    return invalid_argument("template syntax error at " + where(*starts, e.pos) + e.message);
+    return invalid_argument("template syntax error" + where(*starts, e.pos) + e.message);
   }
 }
 
@@ -2628,7 +2534,7 @@ Result<std::string> Template::render(const std::vector<std::pair<std::string, Va
     for (const auto& [name, value] : vars) env->set(name, value);
     return interp.run(root_, env);
   } catch (const JinjaError& e) {
-    return invalid_argument("template error at " + where(*line_starts_, e.pos) + e.message);
+    return invalid_argument("template error" + where(*line_starts_, e.pos) + e.message);
   } catch (const BreakSignal&) {
     return invalid_argument("template error: {% break %} outside of a loop");
   } catch (const ContinueSignal&) {

@@ -56,7 +56,6 @@ struct ArrayData {
 struct ObjectData {
   OrderedMap map;
   ObjectKind kind = ObjectKind::kObject;
-  int loop_index0 = -1;  // >= 0 for a for-loop's `loop` object (loop.cycle)
 };
 
 struct Value {
