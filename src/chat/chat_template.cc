@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include "core/json_depth.h"
 #include "core/mapped_file.h"
 #include "formats/gguf.h"
 
@@ -16,6 +17,7 @@ bool is_directory(const std::string& path) {
 
 Result<nlohmann::ordered_json> read_json(const std::string& path) {
   KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  KV_RETURN_IF_ERROR(check_json_depth(text, path));
   auto j = nlohmann::ordered_json::parse(text, nullptr, false);
   if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
   return j;
@@ -97,6 +99,15 @@ Result<ChatTemplate> from_gguf(const std::string& path) {
   return t;
 }
 
+// Whether `j` nests arrays and objects more than `limit` levels (recursion stops at the limit).
+bool json_depth_exceeds(const nlohmann::ordered_json& j, int limit) {
+  if (!j.is_structured()) return false;
+  if (limit == 0) return true;
+  for (const auto& child : j)
+    if (json_depth_exceeds(child, limit - 1)) return true;
+  return false;
+}
+
 }  // namespace
 
 Result<ChatTemplate> ChatTemplate::from_string(const std::string& source, std::string bos_token,
@@ -118,6 +129,10 @@ Result<ChatTemplate> ChatTemplate::from_model(const std::string& path) {
 
 Result<std::string> ChatTemplate::apply(const nlohmann::ordered_json& conversation, bool add_generation_prompt,
                                         const jinja::RenderOptions& options) const {
+  // Converting the conversation is recursive: a document nested deeper than any JSON kvshare reads is refused.
+  if (json_depth_exceeds(conversation, kMaxJsonDepth))
+    return invalid_argument("the conversation nests lists and objects more than " + std::to_string(kMaxJsonDepth) +
+                            " levels deep, the limit for any JSON kvshare reads");
   std::vector<std::pair<std::string, jinja::Value>> vars;
   if (conversation.is_array()) {
     vars.emplace_back("messages", jinja::Value::from_json(conversation));

@@ -7,6 +7,7 @@
 #include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
+#include "core/json_depth.h"
 #include "core/mapped_file.h"
 
 namespace kvshare::cli {
@@ -53,6 +54,7 @@ int run_chat_template(const std::vector<std::string>& argv) {
 
   auto text = read_text_file(*messages);
   if (!text.ok()) return fail("chat-template", text.status());
+  if (Status st = check_json_depth(*text, *messages); !st.ok()) return fail("chat-template", st);
   const auto conversation = nlohmann::ordered_json::parse(*text, nullptr, false);
   if (conversation.is_discarded())
     return fail("chat-template", invalid_argument(*messages + " is not valid JSON"));

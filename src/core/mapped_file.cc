@@ -51,12 +51,21 @@ void release_pages(const void* data, size_t bytes) {
 #endif
 }
 
-Result<std::string> read_text_file(const std::string& path) {
+Result<std::string> read_text_file(const std::string& path, size_t max_bytes) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return invalid_argument(path + " is a folder, not a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) return not_found("cannot open " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  // Read in pieces, so that a file that is not a regular one (a pipe, a device) stops at the limit too.
+  std::string text;
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    text.append(buffer, static_cast<size_t>(in.gcount()));
+    if (text.size() > max_bytes)
+      return invalid_argument(path + " is larger than " + std::to_string(max_bytes) +
+                              " bytes, the limit for a text file (config, tokenizer, template)");
+  }
+  return text;
 }
 
 bool file_exists(const std::string& path) {

@@ -34,8 +34,12 @@ class MappedFile {
 // weights repacked at load, so they do not stay resident twice. Does nothing where unsupported.
 void release_pages(const void* data, size_t bytes);
 
-// Reads a whole (small) file into a string: config.json, tokenizer.json.
-Result<std::string> read_text_file(const std::string& path);
+// The largest text file read whole (read_text_file): real tokenizer.json files are tens of MiB at most.
+constexpr size_t kMaxTextFileBytes = 1024u << 20;
+// Reads a whole (small) file into a string: config.json, tokenizer.json. invalid_argument for a folder or a file
+// larger than kMaxTextFileBytes (naming the limit); not_found when it cannot be opened.
+// (`max_bytes` lowers the limit, for tests.)
+Result<std::string> read_text_file(const std::string& path, size_t max_bytes = kMaxTextFileBytes);
 bool file_exists(const std::string& path);
 
 }  // namespace kvshare

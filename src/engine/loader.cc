@@ -1,8 +1,6 @@
 #include "engine/loader.h"
 
-#include <algorithm>
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "core/mapped_file.h"
 #include "formats/gguf.h"
@@ -22,26 +20,6 @@ Status check_exists(const std::string& path) {
   return {};
 }
 
-// eos_token_id from generation_config.json: a number or a list of numbers.
-std::vector<int32_t> generation_eos_ids(const std::string& dir) {
-  std::vector<int32_t> ids;
-  auto text = read_text_file((std::filesystem::path(dir) / "generation_config.json").string());
-  if (!text.ok()) return ids;
-  auto j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("eos_token_id")) return ids;
-  const auto& e = j["eos_token_id"];
-  if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
-  if (e.is_array())
-    for (const auto& v : e)
-      if (v.is_number_integer()) ids.push_back(v.get<int32_t>());
-  return ids;
-}
-
-void merge_ids(std::vector<int32_t>& into, const std::vector<int32_t>& more) {
-  for (int32_t id : more)
-    if (id >= 0 && std::find(into.begin(), into.end(), id) == into.end()) into.push_back(id);
-}
-
 }  // namespace
 
 Result<LoadedModel> load_pretrained(const std::string& path) {
@@ -55,8 +33,7 @@ Result<LoadedModel> load_pretrained(const std::string& path) {
     if (!tok.ok()) return tok.status().with_context("loading the tokenizer of " + path);
     loaded.tokenizer = std::move(tok).value();
     KV_ASSIGN_OR_RETURN(loaded.model, load_model(path));
-    loaded.eos_ids = loaded.tokenizer->eos_ids();
-    merge_ids(loaded.eos_ids, generation_eos_ids(path));
+    loaded.eos_ids = loaded.tokenizer->eos_ids();  // generation_config.json's eos_token_id included
   } else {
     auto gguf = GgufFile::open(path);
     if (!gguf.ok()) return gguf.status();

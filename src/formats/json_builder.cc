@@ -1,5 +1,7 @@
 #include "formats/json_builder.h"
 
+#include "core/json_depth.h"
+
 namespace kvshare {
 
 bool JsonBuilder::binary(binary_t& /*v*/) { return fail("a binary value"); }  // only CBOR and the like have these
@@ -41,6 +43,7 @@ bool JsonBuilder::parse_error(std::size_t /*position*/, const std::string& /*las
 }
 
 Status run_json_builder(std::string_view text, JsonBuilder& builder) {
+  if (Status st = check_json_depth(text, "the JSON text"); !st.ok()) return data_loss("invalid JSON: " + st.message());
   bool ok = false;
   try {
     ok = nlohmann::json::sax_parse(text.begin(), text.end(), &builder);

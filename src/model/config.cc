@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "core/json_depth.h"
 #include "formats/gguf.h"
 
 namespace kvshare {
@@ -39,9 +40,21 @@ Status ModelConfig::validate() const {
   if (head_dim % 2 != 0) return invalid_argument("model config: head_dim must be even for RoPE");
   if (arch == Arch::kGpt2 && head_dim * num_heads != hidden_size)
     return invalid_argument("model config: n_embd must equal n_head * head_dim for GPT-2");
-  if (vocab_size > (int64_t{1} << 31) || hidden_size > (1 << 20) || num_layers > 4096 || ffn_size > (1 << 22) ||
-      num_heads > 4096)
-    return invalid_argument("model config: sizes are implausibly large");
+  // Limits far above any real model, which keep every size derived from them (parameters, K/V bytes per token,
+  // a layer's weights) well inside 64 bits and positions inside 32.
+  auto at_most = [](int64_t v, int64_t limit, const char* name) -> Status {
+    if (v > limit)
+      return invalid_argument(std::string("model config: ") + name + " is " + std::to_string(v) +
+                              ", more than the limit of " + std::to_string(limit));
+    return {};
+  };
+  KV_RETURN_IF_ERROR(at_most(vocab_size, kMaxConfigVocabSize, "vocab_size"));
+  KV_RETURN_IF_ERROR(at_most(hidden_size, int64_t{1} << 20, "hidden_size"));
+  KV_RETURN_IF_ERROR(at_most(num_layers, 4096, "num_layers"));
+  KV_RETURN_IF_ERROR(at_most(num_heads, 4096, "num_heads"));
+  KV_RETURN_IF_ERROR(at_most(head_dim, int64_t{1} << 16, "head_dim"));
+  KV_RETURN_IF_ERROR(at_most(ffn_size, int64_t{1} << 22, "ffn_size"));
+  KV_RETURN_IF_ERROR(at_most(max_context, int64_t{1} << 30, "max_context (max_position_embeddings)"));
   // Real numbers that divide or take powers: zero, negative, infinite or NaN values give NaN or empty text.
   auto finite_positive = [](double v, const std::string& name) -> Status {
     if (!std::isfinite(v) || v <= 0)
@@ -185,6 +198,7 @@ Result<ModelConfig> parse_hf_config_json(const json& j);
 }  // namespace
 
 Result<ModelConfig> parse_hf_config(const std::string& text) {
+  KV_RETURN_IF_ERROR(check_json_depth(text, "config.json"));
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return invalid_argument("config.json is not a valid JSON object");
   try {

@@ -29,6 +29,9 @@ struct Llama3RopeScaling {
   double original_max_position_embeddings = 8192;
 };
 
+// The largest vocabulary a config may declare (the tokenizer's limit too: kMaxVocabSize in tokenizer.h).
+constexpr int64_t kMaxConfigVocabSize = int64_t{1} << 24;
+
 struct ModelConfig {
   Arch arch = Arch::kLlama;
   std::string model_type;  // as the files name it: "gpt2", "llama", "qwen2"
@@ -50,7 +53,8 @@ struct ModelConfig {
   bool qkv_bias = false;  // Qwen2, and Llama with attention_bias
   bool o_bias = false;    // Llama with attention_bias (Qwen2 has none)
 
-  // Checks the numbers are positive and consistent (heads divide hidden, kv heads divide heads).
+  // Checks the numbers are positive and consistent (heads divide hidden, kv heads divide heads), and within the
+  // limits of docs/limits.md (each error names the field and its limit).
   Status validate() const;
   // RoPE inverse frequencies, head_dim / 2 of them, with the llama3 scaling applied.
   std::vector<float> rope_inv_freq() const;

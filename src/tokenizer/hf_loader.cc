@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/json_depth.h"
 #include "core/mapped_file.h"
 #include "formats/json_builder.h"
 #include "tokenizer/tokenizer.h"
@@ -17,7 +18,7 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr const char* kMetaSpace = "\xE2\x96\x81";  // "▁"
-constexpr int64_t kMaxTokenId = 1 << 24;
+constexpr int64_t kMaxTokenId = kMaxVocabSize;
 constexpr int64_t kMaxAddedTokenGap = 1 << 16;
 
 // The member `key` of `obj`, or nullptr when it is absent or null.
@@ -48,6 +49,7 @@ std::string token_name(const Json* v) {
 
 Result<Json> parse_json_file(const std::string& path) {
   KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  KV_RETURN_IF_ERROR(check_json_depth(text, path));
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
   return j;
@@ -136,7 +138,8 @@ class TokenizerFileBuilder final : public JsonBuilder {
       if (v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < kMaxTokenId) {
         t_.vocab.emplace_back(std::move(piece_), v.get<int64_t>());
       } else {
-        note("vocab entry \"" + piece_ + "\" has no valid id");
+        note("vocab entry \"" + piece_ + "\" has no valid id (ids are integers from 0 to " +
+             std::to_string(kMaxTokenId - 1) + ", the vocabulary size limit)");
       }
     } else if (!v.is_string() || !split_merge(v.get_ref<const std::string&>(), t_)) {
       note("merge " + v.dump() + " is neither \"a b\" nor [\"a\", \"b\"]");
@@ -147,7 +150,8 @@ class TokenizerFileBuilder final : public JsonBuilder {
   bool start_skipped(const std::string& merge_error) {
     if (skip_ == 0) {
       if (in_pair_) pair_.resize(3);
-      else if (in_vocab_) note("vocab entry \"" + piece_ + "\" has no valid id");
+      else if (in_vocab_) note("vocab entry \"" + piece_ + "\" has no valid id (ids are integers from 0 to " +
+             std::to_string(kMaxTokenId - 1) + ", the vocabulary size limit)");
       else if (!merge_error.empty()) note(merge_error);
     }
     ++skip_;
@@ -515,7 +519,8 @@ Status load_gpt2_files(const std::string& vocab_path, const std::string& merges_
   tables.has_vocab = tables.has_merges = true;
   for (const auto& [piece, id] : vocab.items()) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxTokenId) {
-      return invalid_argument(vocab_path + ": entry \"" + piece + "\" has no valid id");
+      return invalid_argument(vocab_path + ": entry \"" + piece + "\" has no valid id (ids are integers from 0 to " +
+                              std::to_string(kMaxTokenId - 1) + ", the vocabulary size limit)");
     }
     tables.vocab.emplace_back(piece, id.get<int64_t>());
   }
@@ -598,11 +603,17 @@ Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& 
   if (file_exists(generation_path)) {
     KV_ASSIGN_OR_RETURN(Json generation, parse_json_file(generation_path));
     if (const Json* ids = member(generation, "eos_token_id")) {
-      if (ids->is_number_integer()) m.extra_eos_ids.push_back(ids->get<int32_t>());
+      // A number or a list of numbers; each must be a token id (checked against the vocabulary later).
+      auto add = [&](const Json& id) -> Status {
+        if (!id.is_number_integer()) return Status::ok_status();
+        if (id.get<int64_t>() < -1 || id.get<int64_t>() >= kMaxTokenId || (id.is_number_unsigned() && id.get<uint64_t>() >= kMaxTokenId))
+          return invalid_argument(generation_path + ": eos_token_id " + id.dump() + " is not a token id");
+        m.extra_eos_ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+        return Status::ok_status();
+      };
+      KV_RETURN_IF_ERROR(add(*ids));
       if (ids->is_array()) {
-        for (const Json& id : *ids) {
-          if (id.is_number_integer()) m.extra_eos_ids.push_back(id.get<int32_t>());
-        }
+        for (const Json& id : *ids) KV_RETURN_IF_ERROR(add(id));
       }
     }
   }

@@ -71,7 +71,9 @@ bool piece_usable_by_bpe(TokenType type, MergeMode mode) {
 Status finalize_model(TokenizerModel& m) {
   const size_t n = m.pieces.size();
   if (n == 0) return invalid_argument("the vocabulary is empty");
-  if (n > static_cast<size_t>(INT32_MAX)) return invalid_argument("the vocabulary is too large");
+  if (n > static_cast<size_t>(kMaxVocabSize))
+    return invalid_argument("the vocabulary has " + std::to_string(n) + " tokens, more than the limit of " +
+                            std::to_string(kMaxVocabSize));
   if (m.types.empty()) m.types.assign(n, TokenType::kNormal);
   if (m.types.size() != n) {
     return invalid_argument("token types: " + std::to_string(m.types.size()) + " entries for " +

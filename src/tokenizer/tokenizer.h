@@ -20,6 +20,9 @@ namespace kvshare {
 class GgufFile;
 struct TokenizerModel;
 
+// The largest vocabulary accepted from any source (token ids are below it): 64 times the largest real ones.
+constexpr int32_t kMaxVocabSize = 1 << 24;
+
 class Tokenizer {
  public:
   // A Hugging Face folder holding tokenizer.json, or vocab.json + merges.txt (GPT-2 style), or

@@ -1,0 +1,143 @@
+#include "cli/request_line.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+
+#include "core/json_depth.h"
+
+namespace kvshare::cli {
+
+using nlohmann::json;
+
+namespace {
+
+// The sampling fields beyond the basic ones (vLLM's names), from a request line into `p`.
+Status parse_sampling_extras(const json& j, SamplingParams& p) {
+  auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
+  for (auto [key, field] : {std::pair<const char*, float*>{"min_p", &p.min_p}, {"presence_penalty", &p.presence_penalty},
+                            {"frequency_penalty", &p.frequency_penalty}, {"repetition_penalty", &p.repetition_penalty}}) {
+    if (!present(key)) continue;
+    if (!j[key].is_number()) return invalid_argument(std::string("\"") + key + "\" must be a number");
+    *field = j[key].get<float>();
+  }
+  for (auto [key, field] : {std::pair<const char*, int32_t*>{"min_tokens", &p.min_tokens}, {"n", &p.n}}) {
+    if (!present(key)) continue;
+    if (!j[key].is_number_integer()) return invalid_argument(std::string("\"") + key + "\" must be a whole number");
+    const int64_t v = j[key].get<int64_t>();
+    if (v < 0 || v > INT32_MAX) return invalid_argument(std::string("\"") + key + "\" is out of range: " + j[key].dump());
+    *field = static_cast<int32_t>(v);
+  }
+  if (present("logprobs")) {
+    const json& v = j["logprobs"];
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > SamplingParams::kMaxLogprobs)
+      return invalid_argument("\"logprobs\" must be a whole number from 0 to " + std::to_string(SamplingParams::kMaxLogprobs) +
+                              " (the top alternatives returned per token), got " + v.dump());
+    p.logprobs = v.get<int32_t>();
+  }
+  if (present("stop")) {
+    const json& v = j["stop"];
+    if (v.is_string()) {
+      p.stop = {v.get<std::string>()};
+    } else if (v.is_array() && std::all_of(v.begin(), v.end(), [](const json& e) { return e.is_string(); })) {
+      p.stop = v.get<std::vector<std::string>>();
+    } else {
+      return invalid_argument("\"stop\" must be a string or an array of strings");
+    }
+  }
+  if (present("include_stop_str_in_output")) {
+    if (!j["include_stop_str_in_output"].is_boolean())
+      return invalid_argument("\"include_stop_str_in_output\" must be true or false");
+    p.include_stop_str_in_output = j["include_stop_str_in_output"].get<bool>();
+  }
+  if (present("logit_bias")) {
+    const json& v = j["logit_bias"];
+    if (!v.is_object()) return invalid_argument("\"logit_bias\" must be an object {\"token id\": bias, ...}");
+    for (const auto& [key, bias] : v.items()) {
+      char* end = nullptr;
+      const long long id = std::strtoll(key.c_str(), &end, 10);
+      if (key.empty() || *end != '\0' || id < 0 || id > INT32_MAX)
+        return invalid_argument("\"logit_bias\" keys must be token ids (whole numbers >= 0), got \"" + key + "\"");
+      if (!bias.is_number()) return invalid_argument("\"logit_bias\" for token " + key + " must be a number");
+      p.logit_bias[static_cast<int32_t>(id)] = bias.get<float>();
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<Request> parse_request_line(const std::string& line, const SamplingParams& defaults) {
+  if (line.size() > kMaxRequestLineBytes)
+    return invalid_argument("the line is " + std::to_string(line.size()) + " bytes, more than a request line may have (" +
+                            std::to_string(kMaxRequestLineBytes >> 20) + " MiB); split the prompt or send token ids");
+  KV_RETURN_IF_ERROR(check_json_depth(line, "the line"));
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded()) return invalid_argument("not valid JSON");
+  if (!j.is_object()) return invalid_argument("a line must be a JSON object");
+  Request r;
+  r.params = defaults;
+  // A whole number in [lo, hi] (5.0 counts); a fraction or an out-of-range number is an error, not cut to fit.
+  auto whole = [](const json& v, const std::string& what, int64_t lo, int64_t hi) -> int64_t {
+    if (v.is_number_unsigned() && v.get<uint64_t>() <= static_cast<uint64_t>(hi))
+      return static_cast<int64_t>(v.get<uint64_t>());
+    if (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() >= lo && v.get<int64_t>() <= hi)
+      return v.get<int64_t>();
+    if (v.is_number_float() && v.get<double>() == std::floor(v.get<double>()) &&
+        v.get<double>() >= static_cast<double>(lo) && v.get<double>() < static_cast<double>(hi) + 1)
+      return static_cast<int64_t>(v.get<double>());
+    throw std::invalid_argument(what + " must be a whole number from " + std::to_string(lo) + " to " +
+                                std::to_string(hi) + ", got " + v.dump());
+  };
+  constexpr int64_t kMin32 = INT32_MIN, kMax32 = INT32_MAX;
+  try {
+    if (j.contains("prompt_token_ids")) {
+      const json& ids = j["prompt_token_ids"];
+      if (!ids.is_array() || ids.empty()) return invalid_argument("\"prompt_token_ids\" must be a non-empty array of integers");
+      for (const json& v : ids) {
+        if (!v.is_number_integer()) return invalid_argument("\"prompt_token_ids\" must hold integers only");
+        r.prompt_token_ids.push_back(static_cast<int32_t>(whole(v, "a prompt token id", kMin32, kMax32)));
+      }
+    } else if (j.contains("prompt")) {
+      if (!j["prompt"].is_string()) return invalid_argument("\"prompt\" must be a string");
+      r.prompt = j["prompt"].get<std::string>();
+    } else {
+      return invalid_argument("a line needs \"prompt\" or \"prompt_token_ids\"");
+    }
+    auto number = [&](const char* key) -> const json* {
+      auto it = j.find(key);
+      if (it == j.end() || it->is_null()) return nullptr;
+      if (!it->is_number()) throw std::invalid_argument(std::string("\"") + key + "\" must be a number");
+      return &*it;
+    };
+    if (const json* v = number("max_tokens")) r.params.max_tokens = static_cast<int32_t>(whole(*v, "\"max_tokens\"", kMin32, kMax32));
+    if (const json* v = number("temperature")) r.params.temperature = v->get<float>();
+    if (const json* v = number("top_p")) r.params.top_p = v->get<float>();
+    if (const json* v = number("top_k")) r.params.top_k = static_cast<int32_t>(whole(*v, "\"top_k\"", kMin32, kMax32));
+    if (const json* v = number("seed")) r.params.seed = static_cast<uint64_t>(whole(*v, "\"seed\"", 0, INT64_MAX));
+    if (j.contains("ignore_eos")) {
+      if (!j["ignore_eos"].is_boolean()) return invalid_argument("\"ignore_eos\" must be true or false");
+      r.params.ignore_eos = j["ignore_eos"].get<bool>();
+    }
+    if (j.contains("cache_salt")) {
+      if (!j["cache_salt"].is_string()) return invalid_argument("\"cache_salt\" must be a string");
+      r.cache_salt = j["cache_salt"].get<std::string>();
+    }
+    if (j.contains("stop_token_ids")) {
+      if (!j["stop_token_ids"].is_array()) return invalid_argument("\"stop_token_ids\" must be an array of integers");
+      for (const json& v : j.at("stop_token_ids"))
+        r.params.stop_token_ids.push_back(static_cast<int32_t>(whole(v, "a stop token id", kMin32, kMax32)));
+    }
+    KV_RETURN_IF_ERROR(parse_sampling_extras(j, r.params));
+  } catch (const std::exception& e) {
+    return invalid_argument(e.what());
+  }
+  KV_RETURN_IF_ERROR(r.params.validate());
+  return r;
+}
+
+}  // namespace kvshare::cli

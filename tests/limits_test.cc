@@ -1,0 +1,127 @@
+// The resource limits of docs/limits.md, each held to its error: every input past a limit is refused with a
+// message that names the limit, before the work it would cost is done.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "chat/chat_template.h"
+#include "cli/request_line.h"
+#include "core/json_depth.h"
+#include "core/mapped_file.h"
+#include "formats/safetensors.h"
+#include "model/config.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+namespace kvshare {
+namespace {
+
+// `depth` nested arrays around `inner`.
+std::string nested(int depth, const std::string& inner = "1") {
+  return std::string(depth, '[') + inner + std::string(depth, ']');
+}
+
+void write(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+void expect_error_naming(const Status& st, const std::string& words) {
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find(words), std::string::npos) << st.to_string();
+}
+
+const std::string kDepthWords = "more than " + std::to_string(kMaxJsonDepth) + " levels deep";
+
+TEST(JsonDepth, CountsBracketsOutsideStringsOnly) {
+  EXPECT_TRUE(check_json_depth(nested(kMaxJsonDepth), "x").ok());
+  expect_error_naming(check_json_depth(nested(kMaxJsonDepth + 1), "the input"), "the input nests");
+  expect_error_naming(check_json_depth(nested(kMaxJsonDepth + 1), "x"), kDepthWords);
+  // Brackets inside strings, escaped quotes included, are text.
+  const std::string in_string = "[\"" + std::string(1000, '[') + "\\\"" + std::string(1000, '{') + "\"]";
+  EXPECT_TRUE(check_json_depth(in_string, "x").ok());
+  // Siblings do not add up: a long flat list is one level.
+  std::string flat = "[";
+  for (int i = 0; i < 10000; ++i) flat += "[1],";
+  flat += "1]";
+  EXPECT_TRUE(check_json_depth(flat, "x").ok());
+}
+
+TEST(JsonDepth, EveryJsonReaderRefusesDeepDocuments) {
+  const std::string deep = nested(100000);
+  // config.json
+  expect_error_naming(parse_hf_config("{\"model_type\": \"llama\", \"x\": " + deep + "}").status(), kDepthWords);
+  // A batch job's request line, e.g. in a field that is printed in its error message.
+  expect_error_naming(cli::parse_request_line("{\"prompt\": \"a\", \"stop_token_ids\": " + deep + "}", {}).status(),
+                      kDepthWords);
+  // A safetensors header (a shape the error message would print).
+  const std::string dir = testing::temp_dir("limits_json_depth");
+  std::string header = "{\"t\": {\"dtype\": \"F32\", \"shape\": " + deep + ", \"data_offsets\": [0, 0]}}";
+  std::string file(8, '\0');
+  const uint64_t len = header.size();
+  for (int i = 0; i < 8; ++i) file[i] = static_cast<char>(len >> (8 * i));
+  write(dir + "/model.safetensors", file + header);
+  expect_error_naming(load_safetensors(dir + "/model.safetensors").status(), kDepthWords);
+  // tokenizer.json, vocab.json and generation_config.json.
+  write(dir + "/tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": " + deep + "}}");
+  expect_error_naming(Tokenizer::from_hf_dir(dir).status(), kDepthWords);
+  std::filesystem::remove(dir + "/tokenizer.json");
+  write(dir + "/vocab.json", "{\"a\": 0, \"b\": " + deep + "}");
+  write(dir + "/merges.txt", "#version: 0.2\na b\n");
+  expect_error_naming(Tokenizer::from_hf_dir(dir).status(), kDepthWords);
+  write(dir + "/vocab.json", "{\"a\": 0, \"b\": 1, \"ab\": 2}");
+  write(dir + "/generation_config.json", "{\"eos_token_id\": " + deep + "}");
+  expect_error_naming(Tokenizer::from_hf_dir(dir).status(), kDepthWords);
+}
+
+TEST(JsonDepth, ChatConversationsAreBoundedToo) {
+  auto tpl = ChatTemplate::from_string("{{ messages | length }}");
+  ASSERT_TRUE(tpl.ok()) << tpl.status().to_string();
+  nlohmann::ordered_json shallow = nlohmann::ordered_json::parse("[{\"role\": \"user\", \"content\": \"hi\"}]");
+  ASSERT_TRUE(tpl->apply(shallow, false).ok());
+  // Built in memory (as a server would), not parsed from text: apply checks the depth itself.
+  nlohmann::ordered_json deep = 1;
+  for (int i = 0; i < 100000; ++i) deep = nlohmann::ordered_json::array({std::move(deep)});
+  nlohmann::ordered_json conversation = nlohmann::ordered_json::array(
+      {{{"role", "user"}, {"content", std::move(deep)}}});
+  expect_error_naming(tpl->apply(conversation, false).status(), kDepthWords);
+}
+
+TEST(TextFiles, FoldersAndFilesPastTheLimitAreRefused) {
+  const std::string dir = testing::temp_dir("limits_text_files");
+  write(dir + "/config.json", std::string(1000, ' '));
+  EXPECT_TRUE(read_text_file(dir + "/config.json", 1000).ok());
+  expect_error_naming(read_text_file(dir + "/config.json", 999).status(), "larger than 999 bytes, the limit");
+  expect_error_naming(read_text_file(dir).status(), "is a folder");
+  EXPECT_EQ(read_text_file(dir + "/absent.json").status().code(), StatusCode::kNotFound);
+}
+
+TEST(RequestLines, LongerThanTheLimitIsRefused) {
+  const std::string prompt(cli::kMaxRequestLineBytes, 'a');
+  auto r = cli::parse_request_line("{\"prompt\": \"" + prompt + "\"}", {});
+  expect_error_naming(r.status(), "more than a request line may have (64 MiB)");
+  // Just under the limit is fine.
+  auto ok = cli::parse_request_line("{\"prompt\": \"" + prompt.substr(0, prompt.size() - 20) + "\"}", {});
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->prompt.size(), prompt.size() - 20);
+}
+
+TEST(GenerationConfig, EosIdsOutsideTheTokenRangeAreErrorsNotWrapped) {
+  const std::string dir = testing::temp_dir("limits_generation_config");
+  write(dir + "/vocab.json", "{\"a\": 0, \"b\": 1, \"ab\": 2}");
+  write(dir + "/merges.txt", "#version: 0.2\na b\n");
+  // 2^32 + 1 once became token 1.
+  write(dir + "/generation_config.json", "{\"eos_token_id\": [2, 4294967297]}");
+  expect_error_naming(Tokenizer::from_hf_dir(dir).status(), "eos_token_id 4294967297 is not a token id");
+  write(dir + "/generation_config.json", "{\"eos_token_id\": 2}");
+  auto tok = Tokenizer::from_hf_dir(dir);
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  const auto eos = (*tok)->eos_ids();
+  EXPECT_NE(std::find(eos.begin(), eos.end(), 2), eos.end());
+}
+
+}  // namespace
+}  // namespace kvshare
