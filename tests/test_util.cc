@@ -51,6 +51,20 @@ ScratchCleanup& scratch_cleanup() {
 }
 }  // namespace
 
+double sanitizer_slowdown() {
+#if defined(__SANITIZE_ADDRESS__)
+  return 5.0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  return 5.0;
+#else
+  return 1.0;
+#endif
+#else
+  return 1.0;
+#endif
+}
+
 std::string temp_dir(const std::string& name) {
   std::filesystem::path p =
       std::filesystem::path(setting("KVSHARE_BINARY_DIR", KVSHARE_BINARY_DIR_DEFAULT)) / "test_tmp" /

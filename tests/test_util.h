@@ -17,6 +17,10 @@ std::string gpt2_tokenizer_dir();
 // A fresh empty scratch folder for this test process (removed and made anew on every call, and removed
 // when the process exits unless KVSHARE_KEEP_TEST_TMP=1).
 std::string temp_dir(const std::string& name);
+// How many times longer than in a plain build a timing check may take: 5 when the code is instrumented by
+// AddressSanitizer (scripts/build_asan.sh), else 1. Timing checks catch quadratic blow-ups (minutes), so a
+// constant factor does not hide one.
+double sanitizer_slowdown();
 
 }  // namespace kvshare::testing
 

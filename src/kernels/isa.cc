@@ -1,5 +1,7 @@
 #include "kernels/isa.h"
 
+#include <cpuid.h>
+
 #include <atomic>
 #include <cstdlib>
 
@@ -19,13 +21,25 @@ const char* isa_name(Isa isa) {
   return "?";
 }
 
+namespace {
+// F16C from CPUID leaf 1 (clang's __builtin_cpu_supports does not know "f16c"); its registers are AVX's, whose
+// OS support __builtin_cpu_supports("avx2") checks.
+bool has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+}  // namespace
+
 bool isa_supported(Isa isa) {
   // __builtin_cpu_supports reads CPUID and, for AVX and AVX-512, whether the OS enabled their registers (XCR0).
   switch (isa) {
     case Isa::kScalar: return true;
     case Isa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case Isa::kAvx512:
+#if defined(KVSHARE_NO_AVX512_PATH)
+      return false;  // left out of this build (src/kernels/CMakeLists.txt)
+#endif
       return isa_supported(Isa::kAvx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   }

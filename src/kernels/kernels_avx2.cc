@@ -12,15 +12,25 @@
 
 #include "kernels/kernel_table.h"
 
+// GCC takes the target from a pragma; clang ignores that pragma and takes an attribute on every function instead
+// (the sanitizer build, scripts/build_asan.sh, uses clang).
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+#endif
 namespace kvshare::isa_avx2 {
 namespace {
 #include "kernels/simd_avx2.inc"
 #include "kernels/kernels_impl.inc"
 }  // namespace
 }  // namespace kvshare::isa_avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 namespace kvshare {
 
