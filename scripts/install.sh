@@ -12,6 +12,9 @@ packages+=(libcpp-httplib-dev curl)
 # LLM.generate's progress bar.
 packages+=(python3-dev pybind11-dev python3-pybind11 python3-pytest python3-venv python3-pip python3-setuptools
   python3-wheel python3-tqdm)
+# The sanitizer build and the fuzz targets (scripts/build_asan.sh, fuzz/): clang with libFuzzer, its sanitizer
+# runtimes and its OpenMP.
+packages+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev libomp-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,7 +10,7 @@ namespace kvshare::cli {
 int run_make_model(const std::vector<std::string>& argv) {
   const std::vector<FlagSpec> specs = {
       {"arch", true, "gpt2 | llama | qwen2"},
-      {"shape", true, "gpt2: tiny, gpt2-small; llama/qwen2: tiny, tiny-llama3, smollm-135m, llama-1b"},
+      {"shape", true, "gpt2: micro, tiny, gpt2-small; llama/qwen2: micro, tiny, tiny-llama3, smollm-135m, llama-1b"},
       {"tokenizer", true, "a GPT-2-style tokenizer folder (vocab.json + merges.txt, or encoder.json + vocab.bpe)"},
       {"out", true, "the folder to write (config.json, model.safetensors, tokenizer files, model.gguf)"},
       {"dtype", true, "f32 | f16 | bf16 (f32)"},

@@ -52,11 +52,13 @@ struct ShapeSpec {
 };
 
 constexpr ShapeSpec kGpt2Shapes[] = {
+    {"micro", 16, 1, 2, 2, 32, 64, 0, true, false, 1, 0},
     {"tiny", 64, 2, 4, 4, 256, 512, 0, true, false, 1, 0},
     {"gpt2-small", 768, 12, 12, 12, 3072, 2048, 0, true, false, 1, 0},
 };
 
 constexpr ShapeSpec kLlamaShapes[] = {
+    {"micro", 16, 1, 2, 1, 32, 64, 10000.0, false, false, 1, 0},
     {"tiny", 64, 2, 4, 2, 192, 512, 10000.0, false, false, 1, 0},
     {"tiny-llama3", 64, 2, 4, 2, 192, 512, 500000.0, true, true, 8, 64},
     {"smollm-135m", 576, 30, 9, 3, 1536, 2048, 10000.0, true, false, 1, 0},

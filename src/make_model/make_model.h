@@ -24,9 +24,11 @@
 // into llama.cpp's interleaved RoPE order (per head: new row 2i = row i, new row 2i+1 = row i + head_dim / 2).
 //
 // Architectures and shapes (vocab size always = the tokenizer's):
-//   gpt2:  "tiny"        n_embd 64, 2 layers, 4 heads, n_positions 512, n_inner 256
+//   gpt2:  "micro"       n_embd 16, 1 layer, 2 heads, n_positions 64, n_inner 32 (the fuzzers' seed models)
+//          "tiny"        n_embd 64, 2 layers, 4 heads, n_positions 512, n_inner 256
 //          "gpt2-small"  n_embd 768, 12 layers, 12 heads, n_positions 2048 (GPT-2 has 1024: the benchmark workloads need 1024+64+32), n_inner 3072
 //   llama, qwen2 (qwen2 = Llama with q/k/v biases, model_type "qwen2"):
+//          "micro"        hidden 16, 1 layer, 2 heads, 1 KV head, ffn 32, 64 positions, untied (the fuzzers' seeds)
 //          "tiny"         hidden 64, 2 layers, 4 heads, 2 KV heads, ffn 192, 512 positions, rope_theta 1e4,
 //                         untied lm_head for llama (so that path is exercised), tied for qwen2
 //          "tiny-llama3"  as tiny, tied, rope_theta 5e5 and llama3 rope_scaling (factor 8, low 1, high 4,

@@ -118,8 +118,8 @@ std::vector<float> documented_values(uint64_t seed, const std::string& name, dou
 }
 
 TEST(MakeModel, ShapeNames) {
-  EXPECT_EQ(model_shape_names("gpt2"), (std::vector<std::string>{"tiny", "gpt2-small"}));
-  const std::vector<std::string> llama{"tiny", "tiny-llama3", "smollm-135m", "llama-1b"};
+  EXPECT_EQ(model_shape_names("gpt2"), (std::vector<std::string>{"micro", "tiny", "gpt2-small"}));
+  const std::vector<std::string> llama{"micro", "tiny", "tiny-llama3", "smollm-135m", "llama-1b"};
   EXPECT_EQ(model_shape_names("llama"), llama);
   EXPECT_EQ(model_shape_names("qwen2"), llama);
   EXPECT_TRUE(model_shape_names("mamba").empty());

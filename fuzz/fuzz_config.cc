@@ -1,0 +1,59 @@
+// libFuzzer target: config.json (parse_hf_config) and generation_config.json. The input is up to two parts cut
+// at "\n--8<--\n". config.json is parsed on its own: a config that parses must validate, and the sizes derived
+// from it (parameters, K/V bytes per token, RoPE frequencies) must be computable without overflow (UBSan).
+// generation_config.json is read the way a model folder's is, beside a fixed small GPT-2 style tokenizer.
+#include "fuzz_util.h"
+#include "model/config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace {
+
+using namespace kvshare;
+
+const std::filesystem::path& tokenizer_dir() {
+  static const std::filesystem::path dir = [] {
+    auto d = fuzz::scratch_dir() / "config";
+    std::filesystem::create_directories(d);
+    // A byte-level vocabulary of the 94 printable ASCII bytes plus one merge and <|endoftext|>.
+    std::string vocab = "{";
+    int id = 0;
+    for (char c = '!'; c <= '~'; ++c) {
+      std::string piece(1, c);
+      if (c == '"' || c == '\\') piece = std::string("\\") + c;
+      vocab += "\"" + piece + "\": " + std::to_string(id++) + ", ";
+    }
+    vocab += "\"ab\": " + std::to_string(id++) + ", \"<|endoftext|>\": " + std::to_string(id) + "}";
+    std::ofstream(d / "vocab.json") << vocab;
+    std::ofstream(d / "merges.txt") << "#version: 0.2\na b\n";
+    return d;
+  }();
+  return dir;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const auto parts = fuzz::split_parts(data, size, 2);
+  auto config = parse_hf_config(std::string(parts[0]));
+  if (!config.ok()) {
+    fuzz::check_error(config.status(), "parse_hf_config");
+  } else {
+    fuzz::check(config->validate().ok(), "a parsed config does not validate");
+    fuzz::check(config->num_parameters() > 0, "a parsed config has no parameters");
+    fuzz::check(config->kv_bytes_per_token() > 0, "a parsed config has no K/V bytes per token");
+    fuzz::check(config->rope_inv_freq().size() == static_cast<size_t>(config->head_dim / 2),
+                "RoPE frequencies of the wrong count");
+  }
+  if (parts.size() < 2) return 0;
+  const std::filesystem::path& dir = tokenizer_dir();
+  std::ofstream(dir / "generation_config.json", std::ios::binary | std::ios::trunc)
+      .write(parts[1].data(), static_cast<std::streamsize>(parts[1].size()));
+  auto tok = Tokenizer::from_hf_dir(dir.string());
+  if (!tok.ok()) {
+    fuzz::check_error(tok.status(), "Tokenizer::from_hf_dir with generation_config.json");
+    return 0;
+  }
+  for (int32_t id : (*tok)->eos_ids())
+    fuzz::check(id >= 0 && id < (*tok)->vocab_size(), "an EOS id outside the vocabulary");
+  return 0;
+}
