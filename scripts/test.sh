@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is needed, builds, and runs every test. Tests that need ../shared skip with a message
-# when it is absent.
+# when it is absent. Then the server's tests under ThreadSanitizer (build-tsan/; KVSHARE_SKIP_TSAN=1 skips them).
 #
 # Then, with KVSHARE_SANITIZERS=1, the sanitizer stages: build-asan/ (scripts/build_asan.sh: clang, ASan+UBSan,
 # stop at the first report) runs the whole suite again, and each libFuzzer target runs for KVSHARE_FUZZ_SECONDS
@@ -17,6 +17,12 @@ stage() {
 stage install bash scripts/install.sh
 stage build bash scripts/build.sh
 stage tests ctest --test-dir build --output-on-failure -j2 --timeout 600
+# The server's threads under ThreadSanitizer (scripts/build_tsan.sh, scripts/test_tsan.sh): a few minutes, on by
+# default; KVSHARE_SKIP_TSAN=1 leaves it out.
+if [ "${KVSHARE_SKIP_TSAN:-0}" != 1 ]; then
+  stage "tsan build" bash scripts/build_tsan.sh
+  stage "tsan tests" bash scripts/test_tsan.sh
+fi
 if [ "${KVSHARE_SANITIZERS:-0}" != 1 ]; then
   echo "test.sh: the ASan+UBSan suite and the fuzz targets were skipped (KVSHARE_SANITIZERS=1 runs them)" >&2
   exit 0
