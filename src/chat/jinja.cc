@@ -2395,7 +2395,10 @@ class Interpreter {
     }
     if (v.is_array()) {
       if (name == "sort") {
-        auto [args, kwargs] = eval_args(arg_nodes, env);
+        // Named, not a structured binding: clang 14 cannot capture those in the lambda below.
+        auto evaluated = eval_args(arg_nodes, env);
+        const std::vector<Value>& args = evaluated.first;
+        const Value& kwargs = evaluated.second;
         auto pick = [&](size_t i, const char* key, Value def) {
           if (i < args.size()) return args[i];
           if (const Value* x = kwargs.obj->map.find(key)) return *x;
@@ -2454,7 +2457,9 @@ class Interpreter {
     }
     if (v.is_string()) {
       if (name == "indent") {
-        auto [args, kwargs] = eval_args(arg_nodes, env);
+        auto evaluated = eval_args(arg_nodes, env);  // not a structured binding (captured below; clang 14)
+        const std::vector<Value>& args = evaluated.first;
+        const Value& kwargs = evaluated.second;
         auto pick = [&](size_t i, const char* key, Value def) {
           if (i < args.size()) return args[i];
           if (const Value* x = kwargs.obj->map.find(key)) return *x;

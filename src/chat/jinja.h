@@ -34,29 +34,8 @@ using NativeFn = std::function<Value(std::vector<Value>& args, const std::shared
 enum class Kind { kUndefined, kNull, kBool, kInt, kFloat, kString, kArray, kObject, kFunction };
 enum class ObjectKind { kObject, kKwargs, kNamespace };
 
-// An insertion-ordered string map (JavaScript's Map).
-class OrderedMap {
- public:
-  const Value* find(const std::string& key) const;
-  Value* find(const std::string& key);
-  void set(const std::string& key, Value v);
-  size_t size() const { return entries_.size(); }
-  const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
-
- private:
-  std::vector<std::pair<std::string, Value>> entries_;
-  std::unordered_map<std::string, size_t> index_;
-};
-
-struct ArrayData {
-  std::vector<Value> items;
-  bool is_tuple = false;
-};
-
-struct ObjectData {
-  OrderedMap map;
-  ObjectKind kind = ObjectKind::kObject;
-};
+struct ArrayData;
+struct ObjectData;
 
 struct Value {
   Kind kind = Kind::kUndefined;
@@ -86,13 +65,40 @@ struct Value {
   bool is_number() const { return kind == Kind::kInt || kind == Kind::kFloat; }
   bool is_array() const { return kind == Kind::kArray; }
   bool is_object() const { return kind == Kind::kObject; }  // any ObjectKind
-  bool is_mapping() const { return kind == Kind::kObject && obj->kind != ObjectKind::kNamespace; }
-  bool is_namespace() const { return kind == Kind::kObject && obj->kind == ObjectKind::kNamespace; }
+  bool is_mapping() const;    // an object, not a namespace
+  bool is_namespace() const;
   bool is_function() const { return kind == Kind::kFunction; }
   bool truthy() const;
   // The name of the kind as the reference's error messages say it ("StringValue").
   const char* type_name() const;
 };
+
+// An insertion-ordered string map (JavaScript's Map).
+class OrderedMap {
+ public:
+  const Value* find(const std::string& key) const;
+  Value* find(const std::string& key);
+  void set(const std::string& key, Value v);
+  size_t size() const { return entries_.size(); }
+  const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
+
+ private:
+  std::vector<std::pair<std::string, Value>> entries_;
+  std::unordered_map<std::string, size_t> index_;
+};
+
+struct ArrayData {
+  std::vector<Value> items;
+  bool is_tuple = false;
+};
+
+struct ObjectData {
+  OrderedMap map;
+  ObjectKind kind = ObjectKind::kObject;
+};
+
+inline bool Value::is_mapping() const { return kind == Kind::kObject && obj->kind != ObjectKind::kNamespace; }
+inline bool Value::is_namespace() const { return kind == Kind::kObject && obj->kind == ObjectKind::kNamespace; }
 
 // Limits that keep a hostile template from exhausting the stack, memory or time.
 struct Limits {
