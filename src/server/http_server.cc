@@ -40,15 +40,6 @@ void send_error(httplib::Response& res, const ApiError& e) {
   if (e.status == 503) res.set_header("Retry-After", "1");
 }
 
-ApiError api_error(int status, std::string type, std::string message, std::string code = "") {
-  ApiError e;
-  e.status = status;
-  e.type = std::move(type);
-  e.message = std::move(message);
-  e.code = std::move(code);
-  return e;
-}
-
 // The engine's refusal of a request as an API error.
 ApiError from_status(const Status& st) {
   switch (st.code()) {

@@ -274,10 +274,17 @@ json ApiError::to_json() const {
   return json{{"error", e}};
 }
 
-ApiError bad_request(std::string message, std::string param) {
+ApiError api_error(int status, std::string type, std::string message, std::string code) {
   ApiError e;
-  e.status = 400;
+  e.status = status;
+  e.type = std::move(type);
   e.message = std::move(message);
+  e.code = std::move(code);
+  return e;
+}
+
+ApiError bad_request(std::string message, std::string param) {
+  ApiError e = api_error(400, "invalid_request_error", std::move(message));
   e.param = std::move(param);
   return e;
 }

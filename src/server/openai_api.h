@@ -26,7 +26,8 @@ struct ApiError {
   std::string code;                            // model_not_found, context_length_exceeded, ...
   json to_json() const;                        // {"error": {"message", "type", "param", "code"}}
 };
-ApiError bad_request(std::string message, std::string param = "");
+ApiError api_error(int status, std::string type, std::string message, std::string code = "");
+ApiError bad_request(std::string message, std::string param = "");  // 400, invalid_request_error
 
 // A prompt as the request gave it: text (to tokenize) or token ids.
 struct PromptInput {
