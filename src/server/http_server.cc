@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <random>
+#include <thread>
 
 #include "chat/chat_template.h"
 #include "core/mapped_file.h"
@@ -145,6 +146,7 @@ struct HttpServer::Impl {
   std::atomic<uint64_t> next_call{0};
   uint64_t id_salt = 0;
   std::atomic<bool> stopping{false};
+  std::atomic<int> open_streams{0};  // streaming responses not yet fully written
   int bound_port = -1;
 
   const Tokenizer& tokenizer() const { return engine->tokenizer(); }
@@ -232,6 +234,9 @@ void HttpServer::stop() {
   Impl& s = *impl_;
   if (s.stopping.exchange(true)) return;
   if (s.loop) s.loop->shutdown();  // in-flight requests end (aborted); their handlers return
+  // cpp-httplib stops calling content providers once it is stopping: let the streams write their last events
+  // and [DONE] first (bounded, in case a client stopped reading).
+  for (int i = 0; i < 500 && s.open_streams.load() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   s.http.stop();
 }
 
@@ -444,6 +449,7 @@ void HttpServer::Impl::respond_when_done(const std::shared_ptr<Call>& call, http
 
 void HttpServer::Impl::stream(const std::shared_ptr<Call>& call, httplib::Response& res) {
   res.set_header("Cache-Control", "no-cache");
+  ++open_streams;
   res.set_chunked_content_provider(
       "text/event-stream",
       [this, call](size_t, httplib::DataSink& sink) {
@@ -474,6 +480,7 @@ void HttpServer::Impl::stream(const std::shared_ptr<Call>& call, httplib::Respon
       // The stream ended early (the client hung up, a write failed): stop the engine's work for it.
       [this, call](bool) {
         if (!call->finished) abort_call(*call);
+        --open_streams;
       });
 }
 
