@@ -1,8 +1,10 @@
 // kernel_bench: the kernels' speed against this machine's measured FMA peak and read bandwidth.
 //   build/bench/kernel_bench [--isa scalar|avx2|avx512] [--seconds S]
 // GEMM at GPT-2-small's shapes for row counts from decode (1) to prefill (512), in GFLOP/s and as a
-// fraction of the FMA peak (GB/s of weights for few rows, against the read bandwidth); attention of a
-// 512-token prefill and of decode rows over a 512-token context.
+// fraction of the FMA peak (GB/s of weights for few rows, against the read bandwidth); a whole decode step's
+// GEMMs (GPT-2 small's 494 MB of weights, from memory) for batches of 1 to 32 rows; attention of a 512-token
+// prefill, of a decode step's 8 sequences from memory (no shared prefix, one, four), and of decode rows over a
+// 512-token context.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -111,6 +113,38 @@ int main(int argc, char** argv) {
     }
   }
 
+  // A whole decode step's GEMMs as the engine runs them: GPT-2 small's 12 layers (qkv, attention output, fc,
+  // proj) and its LM head, 494 MB of F32 weights read from memory once per step, for batches of decode rows.
+  {
+    const int64_t d = 768, f = 3072, vocab = 50257;
+    struct Mat {
+      int64_t k, n;
+    };
+    std::vector<Mat> mats;
+    for (int l = 0; l < 12; ++l) mats.insert(mats.end(), {{d, 3 * d}, {d, d}, {d, f}, {f, d}});
+    mats.push_back({d, vocab});
+    std::vector<Linear> lins;
+    double bytes = 0, flops_per_row = 0;
+    for (const Mat& mt : mats) {
+      auto w = random_floats(mt.k * mt.n, 8);
+      lins.push_back(Linear::create(TensorView{DType::kF32, {mt.n, mt.k}, w.data()}, WeightLayout::kOutIn, nullptr).value());
+      bytes += static_cast<double>(lins.back().packed_bytes());
+      flops_per_row += 2.0 * mt.k * mt.n;
+    }
+    auto x = random_floats(32 * f, 9);
+    std::vector<float> y(32 * vocab);
+    std::printf("\ndecode step, GPT-2 small (12 layers + LM head, %.0f MB), rows: ms   GFLOP/s   of peak   weight GB/s\n",
+                bytes / 1e6);
+    for (int64_t m : {1, 4, 8, 12, 16, 32}) {
+      const double t = best_seconds(seconds, [&] {
+        for (const Linear& l : lins) l.forward(x.data(), m, y.data());
+      });
+      std::printf("  %4ld   %8.2f   %8.1f   %6.0f%%   %8.1f (%.0f%% of read bandwidth)\n", static_cast<long>(m), t * 1e3,
+                  flops_per_row * m / t / 1e9, 100 * flops_per_row * m / t / 1e9 / peaks.fma_gflops, bytes / t / 1e9,
+                  100 * bytes / t / 1e9 / peaks.read_gbps);
+    }
+  }
+
   // Attention, GPT-2 small: 12 heads of 64, block 16.
   const int64_t heads = 12, hd = 64, bs = 16, ctx = 512;
   const int64_t blocks = ctx / bs;
@@ -128,6 +162,41 @@ int main(int argc, char** argv) {
   const double flops = 4.0 * heads * hd * (ctx * (ctx + 1) / 2.0);
   std::printf("\nattention, 512-token prefill (12 heads of 64): %.2f ms, %.1f GFLOP/s (%.0f%% of peak)\n", tp * 1e3,
               flops / tp / 1e9, 100 * flops / tp / 1e9 / peaks.fma_gflops);
+  // A decode step's attention as the engine runs it: 12 layers, 8 sequences, K/V read from memory (each layer
+  // its own cache). Each sequence has 128 tokens of its own after a 512-token prefix that is its own (no
+  // sharing), one prefix shared by all 8 (a batch job sorted by prefix), or one of 4 (arrivals interleaved).
+  {
+    const int64_t layers = 12, seqs = 8, prefix_blocks = 512 / bs, own_blocks = 128 / bs;
+    const int64_t pool = seqs * (prefix_blocks + own_blocks);
+    std::vector<std::vector<float>> kpool(layers), vpool(layers);
+    std::vector<PagedKvLayer> caches;
+    for (int64_t l = 0; l < layers; ++l) {
+      kpool[l] = random_floats(pool * heads * hd * bs, 10 + l);
+      vpool[l] = random_floats(pool * heads * hd * bs, 30 + l);
+      caches.push_back({kpool[l].data(), vpool[l].data(), bs, heads, hd});
+    }
+    auto qd = random_floats(seqs * heads * hd, 11);
+    std::vector<float> od(qd.size());
+    std::printf("\ndecode step's attention, 12 layers, 8 sequences of 640 tokens (512 prefix + 128 own), from memory:\n");
+    for (int64_t groups : {8, 1, 4}) {  // 8: every prefix its own
+      std::vector<std::vector<int32_t>> tables(seqs);
+      for (int64_t i = 0; i < seqs; ++i) {
+        const int64_t g = i % groups;
+        for (int64_t b = 0; b < prefix_blocks; ++b) tables[i].push_back(static_cast<int32_t>(g * prefix_blocks + b));
+        for (int64_t b = 0; b < own_blocks; ++b)
+          tables[i].push_back(static_cast<int32_t>(seqs * prefix_blocks + i * own_blocks + b));
+      }
+      std::vector<AttentionSeq> step;
+      for (int64_t i = 0; i < seqs; ++i) step.push_back({i, 1, (prefix_blocks + own_blocks) * bs, tables[i].data()});
+      const double t = best_seconds(seconds, [&] {
+        for (const PagedKvLayer& cl : caches) paged_attention(qd.data(), cl, step, heads, 0.125f, od.data());
+      });
+      const double bytes = 2.0 * layers * heads * hd * bs * 4 * (groups * prefix_blocks + seqs * own_blocks);
+      std::printf("  %s: %.2f ms, %.1f GB/s of K/V (%.0f%% of read bandwidth)\n",
+                  groups == 8 ? "no shared prefix     " : groups == 1 ? "one prefix for all 8 " : "4 prefixes, 2 seqs each",
+                  t * 1e3, bytes / t / 1e9, 100 * bytes / t / 1e9 / peaks.read_gbps);
+    }
+  }
   std::vector<AttentionSeq> decode;
   for (int i = 0; i < 16; ++i) decode.push_back({i, 1, ctx, table.data()});
   const double td = best_seconds(seconds, [&] { paged_attention(q.data(), cache, decode, heads, 0.125f, out.data()); });
