@@ -12,9 +12,11 @@
 #   2. decode at batch 1: llama-bench tg32 against kvshare bench control 1 x (16 prompt + 64 output) tokens;
 #   3. gsp, G groups x P prompts sharing an S-token system prompt, Q-token questions, O output tokens, greedy,
 #      EOS ignored: llama-server (--slots slots) driven over /v1/completions with token-id prompts by
-#      bench/openai_gsp_client.py, against kvshare serve behind the same client (served), kvshare generate on the
-#      same token ids as a batch job, and kvshare bench --workload gsp --compare; with prefix reuse on, and
-#      with it off (llama-server --no-cache-prompt --cache-ram 0, kvshare --no-prefix-cache).
+#      bench/openai_gsp_client.py (--clients concurrent clients), against kvshare serve behind the same client
+#      (served), kvshare generate on the same token ids as a batch job (its defaults, and at most --slots
+#      sequences per step), and kvshare bench --workload gsp --compare. With prefix reuse on, --rounds times
+#      in turn (medians reported), and once with it off (llama-server --no-cache-prompt --cache-ram 0, kvshare
+#      --no-prefix-cache).
 # and prints a markdown table (CPU, date, commits, every figure, kvshare / llama.cpp speed ratio), appended to
 # FILE with --write. Logs and raw JSON go to a temporary folder named at the start.
 set -euo pipefail
@@ -27,6 +29,8 @@ write=""
 reps=5
 groups=4 per_group=8 system_len=512 question_len=64 output_len=32
 slots=8
+clients=32
+rounds=3
 seed=0
 threads=2
 kv_mem=2GiB
@@ -34,7 +38,7 @@ no_reuse_off=0
 llama_bin=""
 
 usage() {
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   cat <<EOF
 options:
   --model DIR          kvshare model folder holding model.gguf ($model)
@@ -42,7 +46,9 @@ options:
   --write FILE         append the table to FILE (e.g. bench/llamacpp_results.md)
   --reps N             llama-bench -r and kvshare --repeat for prefill/decode ($reps)
   --groups G --prompts-per-group P --system-len S --question-len Q --output-len O   gsp shape ($groups x $per_group, $system_len, $question_len, $output_len)
-  --slots N            llama-server slots (-np) = client concurrency = kvshare --max-num-seqs ($slots)
+  --slots N            llama-server slots (-np; 8 is its fastest here: 4, 16 and 32 were slower) ($slots)
+  --clients C          concurrent clients of either server ($clients)
+  --rounds N           rounds of the gsp runs with reuse on ($rounds)
   --seed N             seed of the gsp prompts ($seed)
   --kv-cache-memory M  kvshare's KV budget ($kv_mem)
   --skip-reuse-off     skip the gsp runs with prefix reuse off
@@ -66,6 +72,8 @@ while [ $# -gt 0 ]; do
     --question-len) question_len="$2"; shift 2 ;;
     --output-len) output_len="$2"; shift 2 ;;
     --slots) slots="$2"; shift 2 ;;
+    --clients) clients="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --kv-cache-memory) kv_mem="$2"; shift 2 ;;
     --skip-reuse-off) no_reuse_off=1; shift ;;
@@ -120,60 +128,53 @@ log "kvshare bench control 1 x (16 prompt + 64 output) tokens (decode), --repeat
 ctx=$((slots * (system_len + question_len + output_len + 16)))
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
-run_server() {  # run_server NAME CLIENT_FLAGS -- SERVER_FLAGS...
-  local name="$1" client_flags="$2"; shift 3
-  local port; port="$(free_port)"
-  local flags=(-m "$gguf" -t "$threads" -tb "$threads" -np "$slots" -c "$ctx" --host 127.0.0.1 --port "$port"
-    --no-webui "$@")
-  echo "${flags[*]}" | sed "s/--port $port/--port PORT/" >"$out/$name.flags"
-  log "llama-server ${flags[*]}"
-  "$llama_bin/llama-server" "${flags[@]}" >"$out/$name.server.log" 2>&1 &
-  server_pid=$!
-  local ok=0
-  for _ in $(seq 1 240); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
-    if python3 - "$port" <<'EOF' 2>/dev/null; then ok=1; break; fi
-import sys, urllib.request
-with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2) as r:
-    sys.exit(0 if r.status == 200 else 1)
-EOF
-    sleep 0.5
-  done
-  if [ "$ok" != 1 ]; then tail -20 "$out/$name.server.log" >&2; log "llama-server did not come up"; exit 1; fi
-  log "gsp client: $groups x $per_group prompts, $slots concurrent, $client_flags"
-  # shellcheck disable=SC2086
+gsp_client() {  # gsp_client PORT NAME EXTRA_CLIENT_FLAGS...: the workload through the OpenAI API, into NAME.json
+  local port="$1" name="$2"; shift 2
   python3 bench/openai_gsp_client.py --url "http://127.0.0.1:$port" --groups "$groups" --prompts-per-group "$per_group" \
-    --system-len "$system_len" --question-len "$question_len" --output-len "$output_len" --concurrency "$slots" \
-    --seed "$seed" $client_flags >"$out/$name.json" 2>"$out/$name.client.log" ||
-    { cat "$out/$name.client.log" "$out/$name.json" >&2; log "gsp client failed against llama-server"; exit 1; }
+    --system-len "$system_len" --question-len "$question_len" --output-len "$output_len" --concurrency "$clients" \
+    --seed "$seed" --save-outputs "$out/$name.outputs.jsonl" "$@" >"$out/$name.json" 2>"$out/$name.client.log" ||
+    { cat "$out/$name.client.log" "$out/$name.json" >&2; log "gsp client failed ($name)"; exit 1; }
+}
+
+stop_server() {
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
   server_pid=""
 }
 
-# kvshare on the very same token-id prompts as llama-server got, as a batch job (kvshare generate times the job
-# without the model load); at most $slots sequences per step, as llama-server has $slots slots. Each kvshare run
-# follows the llama-server run of the same mode, so that drift in the machine's load hits both alike.
-gen_flags=(--max-num-seqs "$slots" --kv-cache-memory "$kv_mem" --no-progress)
-echo "${gen_flags[*]}" >"$out/kvshare_gen.flags"
-run_generate() {  # run_generate on|off
-  local mode="$1" extra=()
-  [ "$mode" = off ] && extra=(--no-prefix-cache)
-  log "kvshare generate --input gsp_prompts.jsonl ${gen_flags[*]} ${extra[*]}"
-  "$kvshare" generate --model "$gguf" --input "$out/gsp_prompts.jsonl" --output "$out/kvshare_gen_$mode.jsonl" \
-    "${gen_flags[@]}" "${extra[@]}" 2>"$out/kvshare_gen_$mode.log" ||
-    { tail -20 "$out/kvshare_gen_$mode.log" >&2; log "kvshare generate (gsp, reuse $mode) failed"; exit 1; }
+run_llama_server() {  # run_llama_server NAME SERVER_FLAGS... (client flags in $client_extra)
+  local name="$1"; shift
+  local port; port="$(free_port)"
+  local flags=(-m "$gguf" -t "$threads" -tb "$threads" -np "$slots" -c "$ctx" --host 127.0.0.1 --port "$port"
+    --no-webui "$@")
+  echo "${flags[*]}" | sed "s/--port $port/--port PORT/" >"$out/$name.flags"
+  log "llama-server ${flags[*]}; $clients clients"
+  "$llama_bin/llama-server" "${flags[@]}" >"$out/$name.server.log" 2>&1 &
+  server_pid=$!
+  local ok=0
+  for _ in $(seq 1 240); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+    if python3 - "$port" <<'PY' 2>/dev/null; then ok=1; break; fi
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2) as r:
+    sys.exit(0 if r.status == 200 else 1)
+PY
+    sleep 0.5
+  done
+  if [ "$ok" != 1 ]; then tail -20 "$out/$name.server.log" >&2; log "llama-server did not come up"; exit 1; fi
+  # shellcheck disable=SC2086
+  gsp_client "$port" "$name" $client_extra
+  stop_server
 }
 
 # kvshare serve driven by the same client as llama-server: the same prompts, arrivals and concurrency.
-serve_flags=(--max-num-seqs "$slots" --kv-cache-memory "$kv_mem")
+serve_flags=(--kv-cache-memory "$kv_mem")
 echo "${serve_flags[*]}" >"$out/kvshare_serve.flags"
-run_kvshare_server() {  # run_kvshare_server on|off
-  local mode="$1" extra=() port
-  [ "$mode" = off ] && extra=(--no-prefix-cache)
-  port="$(free_port)"
-  log "kvshare serve ${serve_flags[*]} ${extra[*]}"
-  "$kvshare" serve --model "$gguf" --port "$port" "${serve_flags[@]}" "${extra[@]}" >"$out/kvshare_serve_$mode.log" 2>&1 &
+run_kvshare_server() {  # run_kvshare_server NAME EXTRA_SERVE_FLAGS...
+  local name="$1"; shift
+  local port; port="$(free_port)"
+  log "kvshare serve ${serve_flags[*]} $*; $clients clients"
+  "$kvshare" serve --model "$gguf" --port "$port" "${serve_flags[@]}" "$@" >"$out/$name.log" 2>&1 &
   server_pid=$!
   local ok=0
   for _ in $(seq 1 240); do
@@ -181,32 +182,46 @@ run_kvshare_server() {  # run_kvshare_server on|off
     if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then ok=1; break; fi
     sleep 0.5
   done
-  if [ "$ok" != 1 ]; then tail -20 "$out/kvshare_serve_$mode.log" >&2; log "kvshare serve did not come up"; exit 1; fi
-  python3 bench/openai_gsp_client.py --url "http://127.0.0.1:$port" --groups "$groups" --prompts-per-group "$per_group" \
-    --system-len "$system_len" --question-len "$question_len" --output-len "$output_len" --concurrency "$slots" \
-    --seed "$seed" --save-outputs "$out/kvshare_serve_$mode.outputs.jsonl" >"$out/kvshare_serve_$mode.json" \
-    2>"$out/kvshare_serve_$mode.client.log" ||
-    { cat "$out/kvshare_serve_$mode.client.log" "$out/kvshare_serve_$mode.json" >&2; log "gsp client failed against kvshare serve"; exit 1; }
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
+  if [ "$ok" != 1 ]; then tail -20 "$out/$name.log" >&2; log "kvshare serve did not come up"; exit 1; fi
+  gsp_client "$port" "$name"
+  stop_server
 }
 
-run_server llama_gsp_on "--dump-prompts $out/gsp_prompts.jsonl --save-outputs $out/llama_gsp_on.outputs.jsonl" -- --cache-prompt
-run_kvshare_server on
-run_generate on
+# kvshare generate on the very same token-id prompts as llama-server got, as a batch job (it times the job
+# without the model load): with its default flags, and with at most $slots sequences per step, as many as
+# llama-server has slots.
+gen_flags=(--kv-cache-memory "$kv_mem" --no-progress)
+echo "${gen_flags[*]}" >"$out/kvshare_gen.flags"
+run_generate() {  # run_generate NAME EXTRA_FLAGS...
+  local name="$1"; shift
+  log "kvshare generate --input gsp_prompts.jsonl ${gen_flags[*]} $*"
+  "$kvshare" generate --model "$gguf" --input "$out/gsp_prompts.jsonl" --output "$out/$name.jsonl" \
+    "${gen_flags[@]}" "$@" 2>"$out/$name.log" ||
+    { tail -20 "$out/$name.log" >&2; log "kvshare generate ($name) failed"; exit 1; }
+}
+
+# Reuse on, $rounds rounds; each round runs llama-server, kvshare serve and both kvshare batch jobs one after
+# another, so that drift in this shared machine's speed hits every engine alike; the table takes medians.
+for r in $(seq 1 "$rounds"); do
+  client_extra=""
+  [ "$r" = 1 ] && client_extra="--dump-prompts $out/gsp_prompts.jsonl"
+  run_llama_server "llama_gsp_on.$r" --cache-prompt
+  run_kvshare_server "kvshare_serve_on.$r"
+  run_generate "kvshare_gen_on.$r"
+  run_generate "kvshare_gen_slots_on.$r" --max-num-seqs "$slots"
+done
 if [ "$no_reuse_off" = 0 ]; then
-  run_server llama_gsp_off "--no-cache-prompt --save-outputs $out/llama_gsp_off.outputs.jsonl" -- --no-cache-prompt --cache-ram 0
-  run_kvshare_server off
-  run_generate off
+  client_extra="--no-cache-prompt"
+  run_llama_server llama_gsp_off --no-cache-prompt --cache-ram 0
+  run_kvshare_server kvshare_serve_off --no-prefix-cache
+  run_generate kvshare_gen_off --no-prefix-cache
 fi
 
 # ---- 3: kvshare's own gsp benchmark ---------------------------------------------------------------------------
 # The same shape with kvshare's own prompts (from its seed), reuse off and on in one process, with the ideal
 # speedup and the check that reuse leaves the outputs unchanged.
 gsp_flags=(--workload gsp --groups "$groups" --prompts-per-group "$per_group" --system-len "$system_len"
-  --question-len "$question_len" --output-len "$output_len" --seed "$seed" --max-num-seqs "$slots"
-  --kv-cache-memory "$kv_mem")
+  --question-len "$question_len" --output-len "$output_len" --seed "$seed" --kv-cache-memory "$kv_mem")
 if [ "$no_reuse_off" = 0 ]; then gsp_flags+=(--compare); fi
 echo "${gsp_flags[*]}" >"$out/kvshare_gsp.flags"
 log "kvshare bench ${gsp_flags[*]}"
@@ -227,12 +242,13 @@ llama_commit="$(git -C "$llama_src" rev-parse --short HEAD 2>/dev/null || echo '
 cpu="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
 
 python3 - "$out" "$cpu" "$kv_commit" "$kv_src" "$llama_pkg" "$llama_commit" "$gguf" "$groups" "$per_group" \
-  "$system_len" "$question_len" "$output_len" "$slots" "$reps" "$no_reuse_off" "$kvshare" "$seed" "$llama_tag" >"$out/table.md" <<'EOF'
+  "$system_len" "$question_len" "$output_len" "$slots" "$reps" "$no_reuse_off" "$kvshare" "$seed" "$llama_tag" \
+  "$clients" "$rounds" >"$out/table.md" <<'EOF'
 import datetime, json, os, re, statistics, sys
 
 (out, cpu, kv_commit, kv_src, llama_pkg, llama_commit, gguf, G, P, S, Q, O, slots, reps, no_off, kvbin,
- seed, llama_tag) = sys.argv[1:]
-G, P, S, Q, O, slots, reps = map(int, (G, P, S, Q, O, slots, reps))
+ seed, llama_tag, clients, rounds) = sys.argv[1:]
+G, P, S, Q, O, slots, reps, clients, rounds = map(int, (G, P, S, Q, O, slots, reps, clients, rounds))
 with_off = no_off == "0"
 path = lambda name: os.path.join(out, name)
 load = lambda name: json.load(open(path(name)))
@@ -257,32 +273,37 @@ kv_pp_walls = [pr["prompt_tokens"] / w for w in pr["all_wall_seconds"]]
 (dr,) = load("kvshare_decode.json")["runs"]
 kv_tg_best = (dr["output_tokens"] - dr["requests"]) / dr["decode_seconds"]
 
-def kv_generate(mode):
-    log = readf(f"kvshare_gen_{mode}.log")
+def kv_generate(name):
+    log = readf(f"{name}.log")
     m = re.search(r"requests \((\d+) bad lines, (\d+) failed\) in ([0-9.]+) s", log)
     if not m or m.group(1) != "0" or m.group(2) != "0":
-        raise SystemExit(f"kvshare generate ({mode}) did not finish cleanly:\n{log}")
-    res = lines(f"kvshare_gen_{mode}.jsonl")
+        raise SystemExit(f"kvshare generate ({name}) did not finish cleanly:\n{log}")
+    res = lines(f"{name}.jsonl")
     prompt = sum(r["prompt_tokens"] for r in res)
     return {"wall_seconds": float(m.group(3)), "prefix_hit_fraction": sum(r["cached_tokens"] for r in res) / prompt,
             "texts": [r["text"] for r in res], "all_at_len": all(len(r["token_ids"]) == O for r in res)}
 
-def kv_served(mode):
-    r = load(f"kvshare_serve_{mode}.json")
-    r["texts"] = [x["text"] for x in lines(f"kvshare_serve_{mode}.outputs.jsonl")]
+def served(name):  # either server behind openai_gsp_client.py
+    r = load(f"{name}.json")
+    r["texts"] = [x["text"] for x in lines(f"{name}.outputs.jsonl")]
+    r["all_at_len"] = r["requests_not_at_output_len"] == 0
     return r
 
-ll = {"on": load("llama_gsp_on.json")}
-ks = {"on": kv_served("on")}
-ll["on"]["texts"] = [r["text"] for r in lines("llama_gsp_on.outputs.jsonl")]
-kg = {"on": kv_generate("on")}
+rounds_of = lambda read, name: [read(f"{name}.{i}") for i in range(1, rounds + 1)]
+runs = {"llama": rounds_of(served, "llama_gsp_on"), "serve": rounds_of(served, "kvshare_serve_on"),
+        "gen": rounds_of(kv_generate, "kvshare_gen_on"), "gen_slots": rounds_of(kv_generate, "kvshare_gen_slots_on")}
+off = {}
 if with_off:
-    ll["off"] = load("llama_gsp_off.json")
-    ll["off"]["texts"] = [r["text"] for r in lines("llama_gsp_off.outputs.jsonl")]
-    kg["off"] = kv_generate("off")
-    ks["off"] = kv_served("off")
+    off = {"llama": served("llama_gsp_off"), "serve": served("kvshare_serve_off"), "gen": kv_generate("kvshare_gen_off")}
 gj = load("kvshare_gsp.json")
 kb = {("on" if r["prefix_cache"] else "off"): r for r in gj["runs"]}
+
+med = lambda rs: statistics.median(r["wall_seconds"] for r in rs)
+hit = lambda r: f"hit {100 * r['prefix_hit_fraction']:.1f}%"
+def cell(rs):  # median (min–max over rounds), hit fraction of the first round
+    w = [r["wall_seconds"] for r in rs]
+    return f"{f(statistics.median(w), 2)} ({f(min(w), 2)}–{f(max(w), 2)}; {hit(rs[0])})" if len(w) > 1 else \
+        f"{f(w[0], 2)} ({hit(rs[0])})"
 
 rows = [
     ("prefill, pp512 (tok/s)",
@@ -295,22 +316,21 @@ rows = [
      kv_tg_best / max(tg["samples_ts"])),
 ]
 shape = f"gsp {G}×{P} (S {S}, Q {Q}, O {O}), same token ids"
-for mode in (["on", "off"] if with_off else ["on"]):
-    a, b = ll[mode], kg[mode]
-    rows.append((f"{shape}, prefix reuse {mode} (s)",
-                 f"{f(a['wall_seconds'], 2)} (hit {100 * a['prefix_hit_fraction']:.1f}%)",
-                 f"{f(b['wall_seconds'], 2)} (hit {100 * b['prefix_hit_fraction']:.1f}%)",
-                 a["wall_seconds"] / b["wall_seconds"]))
-for mode in (["on", "off"] if with_off else ["on"]):
-    a, b = ll[mode], ks[mode]
-    rows.append((f"served: {shape}, both servers behind the same client, reuse {mode} (s)",
-                 f"{f(a['wall_seconds'], 2)} (hit {100 * a['prefix_hit_fraction']:.1f}%)",
-                 f"{f(b['wall_seconds'], 2)} (hit {100 * b['prefix_hit_fraction']:.1f}%)",
-                 a["wall_seconds"] / b["wall_seconds"]))
+ll_med = med(runs["llama"])
+rows.append((f"{shape}, reuse on, served: both servers behind the same {clients} clients (s)",
+             cell(runs["llama"]), cell(runs["serve"]), ll_med / med(runs["serve"])))
+rows.append((f"{shape}, reuse on, kvshare as a batch job, its defaults (s)",
+             cell(runs["llama"]), cell(runs["gen"]), ll_med / med(runs["gen"])))
+rows.append((f"{shape}, reuse on, kvshare as a batch job, at most {slots} sequences per step (s)",
+             cell(runs["llama"]), cell(runs["gen_slots"]), ll_med / med(runs["gen_slots"])))
 if with_off:
-    rows.append(("gsp speedup of prefix reuse (off ÷ on)",
-                 f"{f(ll['off']['wall_seconds'] / ll['on']['wall_seconds'], 2)}x",
-                 f"{f(kg['off']['wall_seconds'] / kg['on']['wall_seconds'], 2)}x", None))
+    rows.append((f"{shape}, reuse off, served (s)", cell([off["llama"]]), cell([off["serve"]]),
+                 off["llama"]["wall_seconds"] / off["serve"]["wall_seconds"]))
+    rows.append((f"{shape}, reuse off, batch job (s)", cell([off["llama"]]), cell([off["gen"]]),
+                 off["llama"]["wall_seconds"] / off["gen"]["wall_seconds"]))
+    rows.append(("gsp speedup of prefix reuse (off ÷ on; served, medians)",
+                 f"{f(off['llama']['wall_seconds'] / ll_med, 2)}x",
+                 f"{f(off['serve']['wall_seconds'] / med(runs['serve']), 2)}x", None))
     rows.append((f"kvshare bench gsp, same shape, its own prompts: reuse off / on (s)", "",
                  f"{f(kb['off']['wall_seconds'], 2)} / {f(kb['on']['wall_seconds'], 2)} = "
                  f"{f(gj['speedup'], 2)}x (ideal {f(gj['ideal_speedup'], 2)}x, hit {100 * kb['on']['prefix_hit_fraction']:.1f}%)",
@@ -318,18 +338,18 @@ if with_off:
 else:
     rows.append((f"kvshare bench gsp, same shape, its own prompts, reuse on (s)", "",
                  f"{f(kb['on']['wall_seconds'], 2)} (hit {100 * kb['on']['prefix_hit_fraction']:.1f}%)", None))
+per_round = ", ".join(f"{f(l['wall_seconds'] / k['wall_seconds'], 2)}x / {f(l['wall_seconds'] / g['wall_seconds'], 2)}x"
+                      for l, k, g in zip(runs["llama"], runs["serve"], runs["gen"]))
 
 same = lambda x, y: sum(1 for p, q in zip(x, y) if p == q)
 n = G * P
-checks = [f"llama.cpp vs kvshare, reuse on: {same(ll['on']['texts'], kg['on']['texts'])}/{n}",
-          f"kvshare serve vs kvshare generate, reuse on: {same(ks['on']['texts'], kg['on']['texts'])}/{n}"]
-if with_off:
-    checks.append(f"kvshare reuse on vs off: {same(kg['on']['texts'], kg['off']['texts'])}/{n}")
-    checks.append(f"llama.cpp reuse on vs off: {same(ll['on']['texts'], ll['off']['texts'])}/{n}")
-    if "outputs_identical" in gj:
-        checks.append(f"kvshare bench --compare: {'identical' if gj['outputs_identical'] else 'DIFFERENT'}")
-all_len = ll["on"]["requests_not_at_output_len"] == 0 and kg["on"]["all_at_len"] and (
-    not with_off or (ll["off"]["requests_not_at_output_len"] == 0 and kg["off"]["all_at_len"]))
+ref = runs["gen"][0]["texts"]
+every = [r for rs in runs.values() for r in rs] + list(off.values())
+checks = [f"every run of either engine, reuse on or off, against kvshare generate's first: "
+          f"{sum(same(r['texts'], ref) for r in every)}/{n * len(every)}"]
+if "outputs_identical" in gj:
+    checks.append(f"kvshare bench --compare: {'identical' if gj['outputs_identical'] else 'DIFFERENT'}")
+all_len = all(r["all_at_len"] for r in every)
 
 date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 print(f"### kvshare vs llama.cpp, {date}")
@@ -343,12 +363,13 @@ print(f"- llama.cpp: commit {pp.get('build_commit', llama_commit)} (build {pp.ge
 print(f"- llama-bench `-p 512 -n 32 -t 2 -r {reps}` (flash attention {fa_name.get(pp.get('flash_attn'), pp.get('flash_attn'))}, n_ubatch "
       f"{pp.get('n_ubatch', '?')}); kvshare bench `--workload control --num-prompts 4 --input-len 512 --output-len 1 "
       f"--repeat {reps}` and `--num-prompts 1 --input-len 16 --output-len 64 --repeat {reps}`")
-print(f"- gsp, llama-server `{readf('llama_gsp_on.flags')}`"
+print(f"- gsp, llama-server `{readf('llama_gsp_on.1.flags')}`"
       + (f" (reuse off: `... --no-cache-prompt --cache-ram 0` and `cache_prompt: false`)" if with_off else "")
-      + f", {slots} clients over /v1/completions, arrivals interleaved g0p0 g1p0 …, token ids in [1000, 40000) from "
-      f"seed {seed}; kvshare `generate --input` of the same requests `{readf('kvshare_gen.flags')}`"
+      + f", {clients} concurrent clients over /v1/completions (bench/openai_gsp_client.py), arrivals interleaved "
+      f"g0p0 g1p0 …, token ids in [1000, 40000) from seed {seed}; kvshare serve `{readf('kvshare_serve.flags')}` "
+      f"behind the same client; kvshare `generate --input` of the same requests `{readf('kvshare_gen.flags')}` "
+      f"(and `--max-num-seqs {slots}`)"
       + (" (reuse off: `--no-prefix-cache`)" if with_off else "")
-      + f"; kvshare serve `{readf('kvshare_serve.flags')}` behind the same client as llama-server"
       + f"; kvshare bench `{readf('kvshare_gsp.flags')}`")
 print()
 print("| measure | llama.cpp | kvshare | kvshare ÷ llama.cpp (speed) |")
@@ -359,10 +380,11 @@ print()
 print("- tok/s: llama.cpp's mean ± sd over its repetitions, best in brackets; kvshare prefill mean ± sd of "
       "prompt tokens ÷ wall time per run, best from the fastest run's prefill_seconds; kvshare decode from the "
       "fastest run's decode_seconds only. Ratios compare best with best; for gsp, llama.cpp's time ÷ kvshare's.")
-print("- gsp times leave out model load: llama-server is up and warmed by one short request before the clock "
-      "starts (first send to last answer); kvshare times its batch job alone (no warm-up). llama-server serves "
-      f"the prompts online as they arrive, {slots} at a time; kvshare gets them all at once as a batch job, "
-      f"at most {slots} sequences per step. Hits: llama.cpp `timings.cache_n`, kvshare `cached_tokens`.")
+print(f"- gsp times leave out model load: each server is up and warmed by one short request before the clock "
+      "starts (first send to last answer); kvshare generate times its batch job alone (no warm-up). Reuse on ran "
+      f"{rounds} rounds, each llama-server, kvshare serve, then both batch jobs; cells give the median "
+      f"(min–max over rounds), ratios compare medians. Per round, llama-server ÷ kvshare served / batch: {per_round}. "
+      "Hits: llama.cpp `timings.cache_n`, kvshare `cached_tokens`.")
 print(f"- outputs (text) equal: {'; '.join(checks)}; every request generated exactly {O} tokens: "
       f"{'yes' if all_len else 'NO'}.")
 EOF
