@@ -10,10 +10,10 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <thread>
 #include <utility>
 
+#include "chat/chat_template.h"
 #include "core/det_math.h"
 #include "core/dtype.h"
 #include "core/hash.h"
@@ -23,6 +23,7 @@
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "formats/tensor_store.h"
+#include "tokenizer/tokenizer_files.h"
 
 namespace kvshare {
 namespace {
@@ -97,27 +98,21 @@ void fill_values(uint64_t seed, const std::string& name, InitKind kind, int64_t 
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The vocabulary, read from the tokenizer folder.
-
-constexpr int32_t kTokenNormal = 1;
-constexpr int32_t kTokenControl = 3;
-constexpr int32_t kTokenUserDefined = 4;
-constexpr int32_t kTokenUnused = 5;
+// The vocabulary: the tokenizer folder as the engine's tokenizer reads it (tokenizer/tokenizer_files.h), spelled
+// the way GGUF's tokenizer.ggml.* and a GPT-2 folder's files spell it.
 
 struct Vocabulary {
   std::vector<std::string> tokens;  // dense by id, "[PAD<i>]" where the files name no token
   std::vector<int32_t> types;       // GGUF token types
   std::vector<std::string> merges;  // "a b"
-  std::string pre = "gpt-2";        // tokenizer.ggml.pre
+  std::string pre;                  // tokenizer.ggml.pre
   int32_t bos_id = -1;
   int32_t eos_id = -1;
-  std::optional<bool> add_bos;
-  std::optional<bool> add_eos;
+  bool add_bos = false;
+  bool add_eos = false;
   std::string chat_template;
   // Files for out_dir: name -> contents.
   std::map<std::string, std::string> files;
-  bool has_tokenizer_config = false;
-  std::string source;  // what was read, for messages
 };
 
 int32_t find_id(const Vocabulary& v, const std::string& token) {
@@ -127,150 +122,41 @@ int32_t find_id(const Vocabulary& v, const std::string& token) {
   return -1;
 }
 
-bool looks_special(const std::string& token) {
-  return token.size() >= 4 && token.compare(0, 2, "<|") == 0 && token.compare(token.size() - 2, 2, "|>") == 0;
-}
-
-Result<Json> parse_json(const std::string& path, const std::string& text) {
-  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
-  return j;
-}
-
-// Places `token` at `id`, growing the table; a second, different token at one id is an error.
-Status place_token(std::map<int64_t, std::pair<std::string, int32_t>>& by_id, int64_t id, const std::string& token,
-                   int32_t type, const std::string& path) {
-  if (id < 0 || id >= (int64_t{1} << 31))
-    return invalid_argument(path + ": token \"" + token + "\" has id " + std::to_string(id) + ", outside [0, 2^31)");
-  auto [it, inserted] = by_id.emplace(id, std::make_pair(token, type));
-  if (!inserted) {
-    if (it->second.first != token)
-      return invalid_argument(path + ": id " + std::to_string(id) + " is given to both \"" + it->second.first +
-                              "\" and \"" + token + "\"");
-    it->second.second = type;  // an added token re-declares a vocabulary entry
-  }
-  return {};
-}
-
-Status read_vocab_object(const Json& vocab, const std::string& path,
-                         std::map<int64_t, std::pair<std::string, int32_t>>& by_id) {
-  if (!vocab.is_object()) return invalid_argument(path + ": the vocabulary is not a JSON object of token -> id");
-  for (const auto& [token, id] : vocab.items()) {
-    if (!id.is_number_integer()) return invalid_argument(path + ": the id of \"" + token + "\" is not an integer");
-    KV_RETURN_IF_ERROR(place_token(by_id, id.get<int64_t>(), token,
-                                   looks_special(token) ? kTokenControl : kTokenNormal, path));
-  }
-  return {};
-}
-
-void finish_tokens(const std::map<int64_t, std::pair<std::string, int32_t>>& by_id, Vocabulary& v) {
-  const int64_t size = by_id.empty() ? 0 : by_id.rbegin()->first + 1;
-  v.tokens.assign(static_cast<size_t>(size), std::string());
-  v.types.assign(static_cast<size_t>(size), kTokenUnused);
-  for (int64_t i = 0; i < size; ++i) v.tokens[static_cast<size_t>(i)] = "[PAD" + std::to_string(i) + "]";
-  for (const auto& [id, entry] : by_id) {
-    v.tokens[static_cast<size_t>(id)] = entry.first;
-    v.types[static_cast<size_t>(id)] = entry.second;
+// GGUF's token type (1 normal, 3 control, 4 user-defined, 5 unused) for a token the tokenizer read as `type`, as
+// llama.cpp's convert_hf_to_gguf.py types a byte-level vocabulary: an added token is control when special or
+// spelled <|...|>, else user-defined; the unknown token stays normal.
+int32_t gguf_token_type(TokenType type, const std::string& piece) {
+  const bool looks_special =
+      piece.size() >= 4 && piece.compare(0, 2, "<|") == 0 && piece.compare(piece.size() - 2, 2, "|>") == 0;
+  switch (type) {
+    case TokenType::kControl: return 3;
+    case TokenType::kUserDefined: return looks_special ? 3 : 4;
+    case TokenType::kUnused: return 5;
+    default: return 1;
   }
 }
 
-Status read_merges_text(const std::string& text, const std::string& path, std::vector<std::string>& merges) {
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(start, end - start);
-    start = end + 1;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty() || line.rfind("#version", 0) == 0) continue;
-    const size_t space = line.find(' ');
-    if (space == 0 || space == std::string::npos || space + 1 == line.size())
-      return invalid_argument(path + ": line \"" + line + "\" is not a merge \"a b\"");
-    merges.push_back(std::move(line));
-  }
-  if (merges.empty()) return invalid_argument(path + " holds no merges");
-  return {};
-}
-
-// Every object with "type": `type` inside `j`, depth first.
-void find_typed(const Json& j, const std::string& type, std::vector<const Json*>& out) {
-  if (j.is_object()) {
-    auto it = j.find("type");
-    if (it != j.end() && it->is_string() && *it == type) out.push_back(&j);
-    for (const auto& [key, value] : j.items()) find_typed(value, type, out);
-  } else if (j.is_array()) {
-    for (const Json& item : j) find_typed(item, type, out);
-  }
-}
-
-// tokenizer.ggml.pre for a tokenizer.json's pre_tokenizer.
-Result<std::string> pre_tokenizer_name(const Json& tokenizer, const std::string& path) {
-  const Json* pre = tokenizer.contains("pre_tokenizer") ? &tokenizer.at("pre_tokenizer") : nullptr;
-  std::vector<const Json*> byte_levels, splits;
-  if (pre != nullptr) {
-    find_typed(*pre, "ByteLevel", byte_levels);
-    find_typed(*pre, "Split", splits);
-  }
-  if (byte_levels.empty())
-    return unimplemented(path + " is not a byte-level BPE tokenizer (its pre_tokenizer has no ByteLevel step); "
-                         "make-model writes GPT-2-style vocabularies only");
-  std::vector<std::string> regexes;
-  for (const Json* s : splits) {
-    auto p = s->find("pattern");
-    if (p != s->end() && p->is_object() && p->contains("Regex") && p->at("Regex").is_string())
-      regexes.push_back(p->at("Regex").get<std::string>());
-  }
-  if (regexes.empty()) {
-    const Json& bl = *byte_levels.front();
-    if (bl.value("use_regex", true)) return std::string("gpt-2");
-  } else if (regexes.size() == 1) {
-    const std::string& r = regexes.front();
-    if (r.find(R"(\p{N}{1,3})") != std::string::npos) return std::string("llama-bpe");
-    if (r.find(R"(\p{L}+|\p{N}|)") != std::string::npos) return std::string("qwen2");
-    if (r.find(R"( ?\p{L}+| ?\p{N}+|)") != std::string::npos) return std::string("gpt-2");
-  }
-  return unimplemented(path + ": its pre-tokenizer is none that make-model can name for GGUF "
-                       "(known: gpt-2, llama-bpe, qwen2)");
-}
-
-// A token named in a tokenizer_config.json: "<s>" or {"content": "<s>"}; "" when absent or null.
-std::string config_token(const Json& config, const char* key) {
-  auto it = config.find(key);
-  if (it == config.end()) return "";
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_object() && it->contains("content") && it->at("content").is_string())
-    return it->at("content").get<std::string>();
-  return "";
-}
-
-// BOS/EOS that a tokenizer.json post-processor's TemplateProcessing adds around a single sequence.
-void read_template(const Json& tokenizer, Vocabulary& v) {
-  if (!tokenizer.contains("post_processor")) return;
-  std::vector<const Json*> templates;
-  find_typed(tokenizer.at("post_processor"), "TemplateProcessing", templates);
-  if (templates.empty()) return;
-  auto single = templates.front()->find("single");
-  if (single == templates.front()->end() || !single->is_array()) return;
-  bool seen_sequence = false;
-  std::string first_before, last_after;
-  for (const Json& item : *single) {
-    if (!item.is_object()) continue;
-    if (item.contains("Sequence")) {
-      seen_sequence = true;
-    } else if (item.contains("SpecialToken") && item.at("SpecialToken").is_object()) {
-      const std::string id = item.at("SpecialToken").value("id", std::string());
-      if (!seen_sequence && first_before.empty()) first_before = id;
-      if (seen_sequence) last_after = id;
+// tokenizer.ggml.pre: the GGUF name whose regexes are exactly the tokenizer's pre-tokenizer, so that the GGUF
+// copy splits text as the folder does.
+Result<std::string> gguf_pre_name(const TokenizerModel& m, const std::string& dir) {
+  if (m.symbol_mode != SymbolMode::kByteLevel || !m.normalizer.empty())
+    return unimplemented("the tokenizer in " + dir + " is not a byte-level BPE tokenizer (it has no ByteLevel "
+                         "step, or a normalizer or Metaspace step rewrites the text first); make-model writes "
+                         "GPT-2-style vocabularies only");
+  if (m.prefix_space)
+    return unimplemented("the tokenizer in " + dir + " adds a prefix space (ByteLevel add_prefix_space), which a "
+                         "GGUF GPT-2-style vocabulary cannot say");
+  for (const char* name : {"gpt-2", "llama-bpe", "qwen2"}) {
+    KV_ASSIGN_OR_RETURN(std::vector<std::string> patterns, gguf_pre_patterns(name));
+    bool same = patterns.size() == m.pre_tokenizer.size();
+    for (size_t i = 0; same && i < patterns.size(); ++i) {
+      const RegexSplitter& s = m.pre_tokenizer[i];
+      same = s.pattern() == patterns[i] && !s.literal() && s.behavior() == SplitBehavior::kIsolated && !s.inverted();
     }
+    if (same) return std::string(name);
   }
-  if (!first_before.empty() && find_id(v, first_before) >= 0) {
-    v.bos_id = find_id(v, first_before);
-    v.add_bos = true;
-  }
-  if (!last_after.empty() && find_id(v, last_after) >= 0) {
-    v.eos_id = find_id(v, last_after);
-    v.add_eos = true;
-  }
+  return unimplemented("the pre-tokenizer of the tokenizer in " + dir +
+                       " is none that make-model can name for GGUF (known: gpt-2, llama-bpe, qwen2)");
 }
 
 Result<std::string> read_file(const std::string& path) {
@@ -279,163 +165,83 @@ Result<std::string> read_file(const std::string& path) {
   return text;
 }
 
-Status read_tokenizer_json(const std::string& path, Vocabulary& v,
-                           std::map<int64_t, std::pair<std::string, int32_t>>& by_id, Json& tokenizer) {
-  KV_ASSIGN_OR_RETURN(v.files["tokenizer.json"], read_file(path));
-  KV_ASSIGN_OR_RETURN(tokenizer, parse_json(path, v.files["tokenizer.json"]));
-  if (!tokenizer.is_object() || !tokenizer.contains("model") || !tokenizer.at("model").is_object())
-    return invalid_argument(path + " has no \"model\" object");
-  const Json& model = tokenizer.at("model");
-  const std::string type = model.value("type", std::string("BPE"));
-  if (type != "BPE")
-    return unimplemented(path + ": model type \"" + type + "\" is not BPE; make-model needs a byte-level BPE vocabulary");
-  KV_ASSIGN_OR_RETURN(v.pre, pre_tokenizer_name(tokenizer, path));
-  if (!model.contains("vocab")) return invalid_argument(path + ": model has no \"vocab\"");
-  KV_RETURN_IF_ERROR(read_vocab_object(model.at("vocab"), path, by_id));
-  if (!model.contains("merges") || !model.at("merges").is_array())
-    return invalid_argument(path + ": model has no \"merges\" list");
-  for (const Json& m : model.at("merges")) {
-    if (m.is_string()) {
-      v.merges.push_back(m.get<std::string>());
-    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      const std::string a = m[0].get<std::string>(), b = m[1].get<std::string>();
-      if (a.find(' ') != std::string::npos || b.find(' ') != std::string::npos)
-        return unimplemented(path + ": merge [\"" + a + "\", \"" + b + "\"] has a space, which merges.txt and GGUF "
-                             "cannot spell");
-      v.merges.push_back(a + " " + b);
-    } else {
-      return invalid_argument(path + ": a merge is neither \"a b\" nor [\"a\", \"b\"]");
+// The files out_dir gets besides the weights: copies of the source's tokenizer files, and what a GPT-2 folder
+// also has, written when the source lacks it: vocab.json + merges.txt as a slow GPT-2 tokenizer saves them (the
+// BPE vocabulary in id order, the merges by rank), and a tokenizer_config.json.
+Status add_tokenizer_files(const std::string& dir, const TokenizerModel& m, int64_t model_max_length,
+                           Vocabulary& v) {
+  auto path = [&](const char* name) { return (fs::path(dir) / name).string(); };
+  if (file_exists(path("tokenizer.json"))) {
+    KV_ASSIGN_OR_RETURN(v.files["tokenizer.json"], read_file(path("tokenizer.json")));
+    std::string vocab = "{";  // built by hand: an ordered_json object looks keys up linearly
+    for (int32_t id = 0; id < m.bpe_vocab_end; ++id) {
+      if (m.types[static_cast<size_t>(id)] == TokenType::kUnused) continue;
+      if (vocab.size() > 1) vocab += ", ";
+      vocab += Json(m.pieces[static_cast<size_t>(id)]).dump(-1, ' ', false, Json::error_handler_t::replace) + ": " +
+               std::to_string(id);
     }
+    v.files["vocab.json"] = vocab + "}";
+    std::string merges = "#version: 0.2\n";
+    for (const std::string& merge : v.merges) merges += merge + "\n";
+    v.files["merges.txt"] = std::move(merges);
+  } else {
+    const bool gpt2_names = file_exists(path("vocab.json")) && file_exists(path("merges.txt"));
+    KV_ASSIGN_OR_RETURN(v.files["vocab.json"], read_file(path(gpt2_names ? "vocab.json" : "encoder.json")));
+    KV_ASSIGN_OR_RETURN(v.files["merges.txt"], read_file(path(gpt2_names ? "merges.txt" : "vocab.bpe")));
   }
-  if (tokenizer.contains("added_tokens") && tokenizer.at("added_tokens").is_array()) {
-    for (const Json& t : tokenizer.at("added_tokens")) {
-      if (!t.is_object() || !t.contains("id") || !t.at("id").is_number_integer() || !t.contains("content") ||
-          !t.at("content").is_string())
-        return invalid_argument(path + ": an added token has no integer \"id\" and string \"content\"");
-      const std::string content = t.at("content").get<std::string>();
-      const bool special = t.value("special", false) || looks_special(content);
-      KV_RETURN_IF_ERROR(
-          place_token(by_id, t.at("id").get<int64_t>(), content, special ? kTokenControl : kTokenUserDefined, path));
-    }
+  if (file_exists(path("tokenizer_config.json"))) {
+    KV_ASSIGN_OR_RETURN(v.files["tokenizer_config.json"], read_file(path("tokenizer_config.json")));
+    return {};
   }
+  const int32_t end_of_text = find_id(v, kEndOfText);
+  Json c = Json::object();
+  c["add_bos_token"] = v.add_bos;
+  c["add_prefix_space"] = false;
+  if (v.bos_id >= 0) c["bos_token"] = v.tokens[static_cast<size_t>(v.bos_id)];
+  if (v.eos_id >= 0) c["eos_token"] = v.tokens[static_cast<size_t>(v.eos_id)];
+  if (end_of_text >= 0) c["unk_token"] = kEndOfText;
+  c["clean_up_tokenization_spaces"] = false;
+  c["errors"] = "replace";
+  c["model_max_length"] = model_max_length;
+  c["tokenizer_class"] = file_exists(path("tokenizer.json")) ? "PreTrainedTokenizerFast" : "GPT2Tokenizer";
+  v.files["tokenizer_config.json"] = c.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
   return {};
 }
 
 // Reads the vocabulary and decides the files out_dir gets.
 Result<Vocabulary> read_vocabulary(const std::string& dir, int64_t model_max_length) {
-  Vocabulary v;
   std::error_code ec;
   if (dir.empty()) return invalid_argument("no tokenizer folder was given (tokenizer_dir is empty)");
   if (!fs::is_directory(dir, ec))
     return not_found("tokenizer folder '" + dir + "' does not exist or is not a folder");
-  auto path = [&](const char* name) { return (fs::path(dir) / name).string(); };
-  std::map<int64_t, std::pair<std::string, int32_t>> by_id;
-  Json tokenizer;
-  bool from_tokenizer_json = false;
-  if (file_exists(path("tokenizer.json"))) {
-    v.source = path("tokenizer.json");
-    KV_RETURN_IF_ERROR(read_tokenizer_json(v.source, v, by_id, tokenizer));
-    from_tokenizer_json = true;
-  } else {
-    std::string vocab_path, merges_path;
-    if (file_exists(path("vocab.json")) && file_exists(path("merges.txt"))) {
-      vocab_path = path("vocab.json");
-      merges_path = path("merges.txt");
-    } else if (file_exists(path("encoder.json")) && file_exists(path("vocab.bpe"))) {
-      vocab_path = path("encoder.json");
-      merges_path = path("vocab.bpe");
-    } else {
-      return not_found("tokenizer folder '" + dir + "' holds none of: tokenizer.json; vocab.json + merges.txt; "
-                       "encoder.json + vocab.bpe");
-    }
-    v.source = vocab_path;
-    KV_ASSIGN_OR_RETURN(v.files["vocab.json"], read_file(vocab_path));
-    KV_ASSIGN_OR_RETURN(v.files["merges.txt"], read_file(merges_path));
-    KV_ASSIGN_OR_RETURN(Json vocab, parse_json(vocab_path, v.files["vocab.json"]));
-    KV_RETURN_IF_ERROR(read_vocab_object(vocab, vocab_path, by_id));
-    KV_RETURN_IF_ERROR(read_merges_text(v.files["merges.txt"], merges_path, v.merges));
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<TokenizerModel> model, read_hf_tokenizer(dir));
+  const TokenizerModel& m = *model;
+  if (m.pieces.empty()) return invalid_argument("the tokenizer in " + dir + " has an empty vocabulary");
+  Vocabulary v;
+  KV_ASSIGN_OR_RETURN(v.pre, gguf_pre_name(m, dir));
+  for (size_t id = 0; id < m.pieces.size(); ++id) {
+    const bool unused = m.types[id] == TokenType::kUnused;
+    v.tokens.push_back(unused ? "[PAD" + std::to_string(id) + "]" : m.pieces[id]);
+    v.types.push_back(gguf_token_type(m.types[id], m.pieces[id]));
   }
-
-  // tokenizer_config.json may declare more added tokens, and names BOS/EOS.
-  Json config;
-  if (file_exists(path("tokenizer_config.json"))) {
-    v.has_tokenizer_config = true;
-    KV_ASSIGN_OR_RETURN(v.files["tokenizer_config.json"], read_file(path("tokenizer_config.json")));
-    KV_ASSIGN_OR_RETURN(config, parse_json(path("tokenizer_config.json"), v.files["tokenizer_config.json"]));
-    if (!config.is_object()) return invalid_argument(path("tokenizer_config.json") + " is not a JSON object");
-    auto decoder = config.find("added_tokens_decoder");
-    if (decoder != config.end() && decoder->is_object()) {
-      for (const auto& [id_text, entry] : decoder->items()) {
-        if (!entry.is_object() || !entry.contains("content") || !entry.at("content").is_string()) continue;
-        char* end = nullptr;
-        const long long id = std::strtoll(id_text.c_str(), &end, 10);
-        if (end == id_text.c_str() || *end != '\0')
-          return invalid_argument(path("tokenizer_config.json") + ": added_tokens_decoder key \"" + id_text +
-                                  "\" is not an id");
-        const std::string content = entry.at("content").get<std::string>();
-        auto known = by_id.find(id);
-        if (known != by_id.end() && known->second.first == content) continue;
-        const bool special = entry.value("special", false) || looks_special(content);
-        KV_RETURN_IF_ERROR(place_token(by_id, id, content, special ? kTokenControl : kTokenUserDefined,
-                                       path("tokenizer_config.json")));
-      }
-    }
+  for (const auto& [a, b] : m.merge_list) {
+    if (a.find(' ') != std::string::npos || b.find(' ') != std::string::npos)
+      return unimplemented("the tokenizer in " + dir + " has the merge [\"" + a + "\", \"" + b +
+                           "\"] with a space, which merges.txt and GGUF cannot spell");
+    v.merges.push_back(a + " " + b);
   }
-  finish_tokens(by_id, v);
-  if (v.tokens.empty()) return invalid_argument(v.source + ": the vocabulary is empty");
-
-  if (from_tokenizer_json) {
-    read_template(tokenizer, v);
-    // vocab.json + merges.txt beside tokenizer.json, as a slow GPT-2 tokenizer would save them (ids in order).
-    std::vector<std::pair<int64_t, std::string>> model_vocab;
-    for (const auto& [token, id] : tokenizer.at("model").at("vocab").items())
-      model_vocab.emplace_back(id.get<int64_t>(), token);
-    std::sort(model_vocab.begin(), model_vocab.end());
-    std::string vocab = "{";  // built by hand: an ordered_json object looks keys up linearly
-    for (const auto& [id, token] : model_vocab) {
-      if (vocab.size() > 1) vocab += ", ";
-      vocab += Json(token).dump(-1, ' ', false, Json::error_handler_t::replace) + ": " + std::to_string(id);
-    }
-    v.files["vocab.json"] = vocab + "}";
-    std::string merges = "#version: 0.2\n";
-    for (const std::string& m : v.merges) merges += m + "\n";
-    v.files["merges.txt"] = std::move(merges);
+  // BOS/EOS as the tokenizer reads them; GPT-2 vocabularies without a say: <|endoftext|> begins and ends a text.
+  v.bos_id = m.bos_id >= 0 ? m.bos_id : find_id(v, kEndOfText);
+  v.eos_id = m.eos_id >= 0 ? m.eos_id : find_id(v, kEndOfText);
+  v.add_bos = m.add_bos;
+  v.add_eos = m.add_eos;
+  auto chat = ChatTemplate::from_model(dir);
+  if (chat.ok()) {
+    v.chat_template = chat->source();
+  } else if (chat.status().code() != StatusCode::kNotFound) {
+    return chat.status();
   }
-  if (v.has_tokenizer_config) {
-    const std::string bos = config_token(config, "bos_token"), eos = config_token(config, "eos_token");
-    if (!bos.empty()) {
-      v.bos_id = find_id(v, bos);
-      if (v.bos_id < 0) return invalid_argument(path("tokenizer_config.json") + ": bos_token \"" + bos + "\" is not in the vocabulary");
-    }
-    if (!eos.empty()) {
-      v.eos_id = find_id(v, eos);
-      if (v.eos_id < 0) return invalid_argument(path("tokenizer_config.json") + ": eos_token \"" + eos + "\" is not in the vocabulary");
-    }
-    if (config.contains("add_bos_token") && config.at("add_bos_token").is_boolean())
-      v.add_bos = config.at("add_bos_token").get<bool>();
-    if (config.contains("add_eos_token") && config.at("add_eos_token").is_boolean())
-      v.add_eos = config.at("add_eos_token").get<bool>();
-    if (config.contains("chat_template") && config.at("chat_template").is_string())
-      v.chat_template = config.at("chat_template").get<std::string>();
-  }
-  // GPT-2 vocabularies: <|endoftext|> begins and ends every text.
-  const int32_t end_of_text = find_id(v, kEndOfText);
-  if (v.bos_id < 0) v.bos_id = end_of_text;
-  if (v.eos_id < 0) v.eos_id = end_of_text;
-
-  if (!v.has_tokenizer_config) {
-    Json c = Json::object();
-    c["add_bos_token"] = v.add_bos.value_or(false);
-    c["add_prefix_space"] = false;
-    if (v.bos_id >= 0) c["bos_token"] = v.tokens[static_cast<size_t>(v.bos_id)];
-    if (v.eos_id >= 0) c["eos_token"] = v.tokens[static_cast<size_t>(v.eos_id)];
-    if (end_of_text >= 0) c["unk_token"] = kEndOfText;
-    c["clean_up_tokenization_spaces"] = false;
-    c["errors"] = "replace";
-    c["model_max_length"] = model_max_length;
-    c["tokenizer_class"] = from_tokenizer_json ? "PreTrainedTokenizerFast" : "GPT2Tokenizer";
-    v.files["tokenizer_config.json"] = c.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
-  }
+  KV_RETURN_IF_ERROR(add_tokenizer_files(dir, m, model_max_length, v));
   return v;
 }
 
@@ -781,8 +587,8 @@ Status write_gguf(const Plan& p, const Vocabulary& v, const std::string& path, c
   w.set_string_array("tokenizer.ggml.merges", v.merges);
   if (v.bos_id >= 0) w.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(v.bos_id));
   if (v.eos_id >= 0) w.set_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(v.eos_id));
-  if (v.add_bos) w.set_bool("tokenizer.ggml.add_bos_token", *v.add_bos);
-  if (v.add_eos) w.set_bool("tokenizer.ggml.add_eos_token", *v.add_eos);
+  w.set_bool("tokenizer.ggml.add_bos_token", v.add_bos);
+  w.set_bool("tokenizer.ggml.add_eos_token", v.add_eos);
   if (!v.chat_template.empty()) w.set_string("tokenizer.chat_template", v.chat_template);
 
   std::deque<std::vector<uint8_t>> owned;  // stable addresses for the views

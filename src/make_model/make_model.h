@@ -45,13 +45,15 @@
 //    GGUF runs without it. kvshare reads all three (qwen2 with half-style RoPE, as stored).
 //  - llama3 rope scaling is written as llama.cpp's convert does: a `rope_freqs.weight` F32 tensor of head_dim / 2
 //    per-dimension frequency divisors (1 for short wavelengths, `factor` for long, smooth between).
-//  - tokenizer.ggml.model is "gpt2"; tokenizer.ggml.pre is "gpt-2" for vocab.json/encoder.json sources, and for a
-//    tokenizer.json the name of its split regex ("gpt-2", "llama-bpe" or "qwen2"); tokens are padded to the vocab
-//    size with "[PAD<i>]" (type UNUSED) where ids are missing; added tokens are CONTROL when special (or spelled
-//    <|...|>), else USER_DEFINED.
+//  - The tokenizer folder is read by the engine's own reader (tokenizer/tokenizer_files.h), so the GGUF holds the
+//    vocabulary kvshare reads from the folder. tokenizer.ggml.model is "gpt2"; tokenizer.ggml.pre is the GGUF name
+//    whose regexes are exactly the folder's pre-tokenizer ("gpt-2", "llama-bpe" or "qwen2"; any other is refused);
+//    tokens are padded to the vocab size with "[PAD<i>]" (type UNUSED) where ids are missing; added tokens are
+//    CONTROL when special (or spelled <|...|>, as llama.cpp's converter has it), else USER_DEFINED;
+//    add_bos_token and add_eos_token are always written.
 //
-// BOS/EOS: tokenizer_config.json's bos_token/eos_token when the source has one, else the tokenizer.json
-// post-processor's, else "<|endoftext|>" for both when the vocabulary has it (GPT-2); otherwise none (null).
+// BOS/EOS: as the tokenizer reads them (tokenizer_config.json's bos_token/eos_token, else the tokenizer.json
+// post-processor's), else "<|endoftext|>" for both when the vocabulary has it (GPT-2); otherwise none (null).
 #pragma once
 
 #include <cstdint>
@@ -80,7 +82,8 @@ std::vector<std::string> model_shape_names(const std::string& arch);
 //   invalid_argument  unknown arch, shape or dtype (the message lists the valid choices), an empty out_dir,
 //                     a malformed tokenizer file
 //   not_found         tokenizer_dir missing or holding none of the accepted file sets (the message lists them)
-//   unimplemented     a tokenizer.json that is not byte-level BPE, or whose pre-tokenizer has no GGUF name
+//   unimplemented     a tokenizer that is not byte-level BPE, or whose pre-tokenizer has no GGUF name
+//   (and any error Tokenizer::from_hf_dir gives for the tokenizer folder, or ChatTemplate for its template)
 //   other codes       out_dir cannot be created or written (the message names the path and the reason)
 Status make_model(const MakeModelOptions& options);
 

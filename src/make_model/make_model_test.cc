@@ -15,6 +15,7 @@
 #include "model/config.h"
 #include "model/model.h"
 #include "test_util.h"
+#include "tokenizer/tokenizer.h"
 
 namespace kvshare {
 namespace {
@@ -422,6 +423,26 @@ TEST(MakeModel, HalfPrecisionDtypes) {
   }
 }
 
+// make_model reads the tokenizer folder with the engine's own reader, so the vocabulary the GGUF holds encodes
+// every text exactly as the folder does: the same pieces, merges, added tokens and pre-tokenizer.
+void expect_gguf_tokenizer_encodes_as_folder(const std::string& out) {
+  auto folder = Tokenizer::from_hf_dir(out);
+  ASSERT_TRUE(folder.ok()) << folder.status().to_string();
+  auto g = GgufFile::open(out + "/model.gguf");
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  auto gguf = Tokenizer::from_gguf(*g);
+  ASSERT_TRUE(gguf.ok()) << gguf.status().to_string();
+  EXPECT_EQ((*gguf)->vocab_size(), (*folder)->vocab_size());
+  EXPECT_EQ((*gguf)->bos_id(), (*folder)->bos_id());
+  for (const char* text : {"the theme, then<|endoftext|> hello world", "  h\xc3\xa9llo\n\n the 123 <s>x</s>"}) {
+    for (bool special : {false, true}) {
+      const std::vector<int32_t> expected = (*folder)->encode(text, special, special);
+      EXPECT_FALSE(expected.empty());
+      EXPECT_EQ((*gguf)->encode(text, special, special), expected) << text;
+    }
+  }
+}
+
 TEST(MakeModel, TokenizerJsonSource) {
   const std::string tok = testing::temp_dir("mm_tj_tok");
   const auto bytes = byte_alphabet();
@@ -464,6 +485,7 @@ TEST(MakeModel, TokenizerJsonSource) {
   EXPECT_FALSE(g->contains("tokenizer.ggml.eos_token_id"));
   EXPECT_TRUE(*g->get_bool("tokenizer.ggml.add_bos_token"));
   EXPECT_EQ(*g->get_string("tokenizer.ggml.pre"), "gpt-2");
+  expect_gguf_tokenizer_encodes_as_folder(out);
 
   // A SentencePiece-style tokenizer.json cannot be written as a GPT-2 vocabulary.
   tj["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\xe2\x96\x81"}};
@@ -471,6 +493,38 @@ TEST(MakeModel, TokenizerJsonSource) {
   st = make_model(options("llama", "tiny", tok, testing::temp_dir("mm_tj_bad")));
   EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.to_string();
   EXPECT_NE(st.message().find("byte-level"), std::string::npos) << st.message();
+}
+
+TEST(MakeModel, GgufTokenizerEncodesAsTheFolder) {
+  const std::string out = testing::temp_dir("mm_enc_gpt2");
+  ASSERT_TRUE(make_model(options("gpt2", "micro", make_tiny_tokenizer("mm_enc_gpt2_tok"), out)).ok());
+  expect_gguf_tokenizer_encodes_as_folder(out);
+}
+
+// A byte-level tokenizer whose pre-tokenizer no GGUF name spells is refused (its GGUF copy would split text
+// differently), as is one that adds a prefix space.
+TEST(MakeModel, PreTokenizerWithoutAGgufNameIsRefused) {
+  const std::string tok = testing::temp_dir("mm_pre_tok");
+  const auto bytes = byte_alphabet();
+  Json vocab = Json::object();
+  for (int i = 0; i < 256; ++i) vocab[bytes[i]] = i;
+  Json tj = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", Json::array()}}},
+             {"pre_tokenizer", {{"type", "Sequence"},
+                                {"pretokenizers", Json::array({Json{{"type", "Split"},
+                                                                    {"pattern", {{"Regex", "\\d+|\\D+"}}},
+                                                                    {"behavior", "Isolated"}},
+                                                               Json{{"type", "ByteLevel"}, {"use_regex", false}}})}}},
+             {"decoder", {{"type", "ByteLevel"}}}};
+  write_all(tok + "/tokenizer.json", tj.dump());
+  Status st = make_model(options("gpt2", "micro", tok, testing::temp_dir("mm_pre")));
+  EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.to_string();
+  EXPECT_NE(st.message().find("gpt-2, llama-bpe, qwen2"), std::string::npos) << st.message();
+
+  tj["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}};
+  write_all(tok + "/tokenizer.json", tj.dump());
+  st = make_model(options("gpt2", "micro", tok, testing::temp_dir("mm_pre2")));
+  EXPECT_EQ(st.code(), StatusCode::kUnimplemented) << st.to_string();
+  EXPECT_NE(st.message().find("add_prefix_space"), std::string::npos) << st.message();
 }
 
 TEST(MakeModel, RealGpt2Tokenizer) {
@@ -507,6 +561,7 @@ TEST(MakeModel, RealLlama3Tokenizer) {
   EXPECT_EQ(g->get_string_array("tokenizer.ggml.tokens")->size(), 128256u);
   EXPECT_EQ(read_all(out + "/tokenizer_config.json"),
             read_all(testing::shared_dir() + "/tokenizers/llama3/tokenizer_config.json"));
+  expect_gguf_tokenizer_encodes_as_folder(out);
 }
 
 TEST(MakeModel, BadOptionsSayWhatIsWrong) {

@@ -3,6 +3,7 @@
 
 #include "formats/gguf.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_files.h"
 #include "tokenizer/tokenizer_model.h"
 
 namespace kvshare {
@@ -16,7 +17,9 @@ constexpr const char* kLlama3Pattern =
 constexpr const char* kQwen2Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
-Result<std::vector<std::string>> patterns_for_pre(const std::string& pre) {
+}  // namespace
+
+Result<std::vector<std::string>> gguf_pre_patterns(const std::string& pre) {
   if (pre == "gpt-2" || pre == "default" || pre == "mpt" || pre == "olmo" || pre == "phi-2" || pre == "gpt-neox") {
     return std::vector<std::string>{kGpt2Pattern};
   }
@@ -39,6 +42,8 @@ Result<std::vector<std::string>> patterns_for_pre(const std::string& pre) {
                        "llama3, falcon3, smaug-bpe, qwen2, deepseek-r1-qwen, starcoder, refact, command-r, smollm, "
                        "codeshell, falcon)");
 }
+
+namespace {
 
 // An optional token id: -1 when the key is absent.
 Result<int32_t> optional_id(const GgufFile& gguf, const std::string& key, int32_t fallback) {
@@ -106,7 +111,7 @@ Result<std::unique_ptr<TokenizerModel>> load_gguf(const GgufFile& gguf) {
     if (gguf.contains("tokenizer.ggml.pre")) {
       KV_ASSIGN_OR_RETURN(pre, gguf.get_string("tokenizer.ggml.pre"));
     }
-    auto patterns = patterns_for_pre(pre);
+    auto patterns = gguf_pre_patterns(pre);
     if (!patterns.ok()) return patterns.status().with_context(gguf.path());
     for (const std::string& pattern : *patterns) {
       KV_ASSIGN_OR_RETURN(RegexSplitter splitter, RegexSplitter::create(pattern, false, SplitBehavior::kIsolated, false));

@@ -10,6 +10,7 @@
 #include "core/mapped_file.h"
 #include "formats/json_builder.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_files.h"
 #include "tokenizer/tokenizer_model.h"
 
 namespace kvshare {
@@ -475,6 +476,7 @@ Status parse_tokenizer_json(const Json& j, BpeTables& tables, TokenizerModel& m,
                             " pieces with ids up to " + std::to_string(max_id));
   }
   m.pieces.assign(static_cast<size_t>(max_id + 1), std::string());
+  m.bpe_vocab_end = static_cast<int32_t>(max_id + 1);
   m.types.assign(m.pieces.size(), TokenType::kUnused);
   for (auto& [piece, id] : tables.vocab) {
     m.pieces[id] = std::move(piece);
@@ -620,7 +622,9 @@ Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& 
   return Status::ok_status();
 }
 
-Result<std::unique_ptr<TokenizerModel>> load_hf_dir(const std::string& dir) {
+}  // namespace
+
+Result<std::unique_ptr<TokenizerModel>> read_hf_tokenizer(const std::string& dir) {
   auto m = std::make_unique<TokenizerModel>();
   Template post;
   const std::string tokenizer_path = join_path(dir, "tokenizer.json");
@@ -645,10 +649,8 @@ Result<std::unique_ptr<TokenizerModel>> load_hf_dir(const std::string& dir) {
   return m;
 }
 
-}  // namespace
-
 Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_dir(const std::string& dir) {
-  KV_ASSIGN_OR_RETURN(std::unique_ptr<TokenizerModel> model, load_hf_dir(dir));
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<TokenizerModel> model, read_hf_tokenizer(dir));
   KV_RETURN_IF_ERROR(finalize_model(*model).with_context("tokenizer in " + dir));
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(model)));
 }

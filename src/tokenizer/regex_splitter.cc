@@ -33,6 +33,8 @@ Result<RegexSplitter> RegexSplitter::create(const std::string& pattern, bool lit
   compiled->code = code;
   RegexSplitter splitter;
   splitter.regex_ = std::move(compiled);
+  splitter.pattern_ = pattern;
+  splitter.literal_ = literal;
   splitter.behavior_ = behavior;
   splitter.invert_ = invert;
   return splitter;

@@ -31,9 +31,17 @@ class RegexSplitter {
   // Appends the non-empty pieces of `text` to `out`, in order; they are views into `text`.
   void split(std::string_view text, std::vector<std::string_view>& out) const;
 
+  // What create() was given (make_model names a pre-tokenizer for GGUF by them).
+  const std::string& pattern() const { return pattern_; }
+  bool literal() const { return literal_; }
+  SplitBehavior behavior() const { return behavior_; }
+  bool inverted() const { return invert_; }
+
  private:
   struct Compiled;
   std::shared_ptr<const Compiled> regex_;  // shared: compiled code is read-only, matching is thread-safe
+  std::string pattern_;
+  bool literal_ = false;
   SplitBehavior behavior_ = SplitBehavior::kIsolated;
   bool invert_ = false;
 };

@@ -55,6 +55,7 @@ struct TokenizerModel {
   std::vector<float> scores;        // kScore only
   std::vector<std::pair<std::string, std::string>> merge_list;  // kRank, in rank order; freed by finalize
   std::vector<AddedToken> added_tokens;
+  int32_t bpe_vocab_end = 0;  // ids below it are the BPE model's own vocabulary (added tokens may follow)
 
   SymbolMode symbol_mode = SymbolMode::kByteLevel;
   MergeMode merge_mode = MergeMode::kRank;
