@@ -23,6 +23,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::check(chat ? !call.messages.empty() : !call.prompts.empty(), "an accepted body without a prompt");
   fuzz::check(call.top_logprobs < 0 || (call.params.logprobs && *call.params.logprobs == call.top_logprobs),
               "logprobs asked but not passed to the engine");
+  fuzz::check(!call.echo_logprobs() || call.params.prompt_logprobs == call.top_logprobs,
+              "echo with logprobs but no prompt logprobs asked of the engine");
+  fuzz::check(call.params.n >= call.n && (!call.best_of() || (call.params.logprobs && !call.stream)),
+              "best_of runs fewer completions than n, streams, or cannot rank");
 
   // Responses from outputs with every optional part, text that is not UTF-8 included.
   ResponseContext ctx;
@@ -36,11 +40,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (auto& lp : o.logprobs) lp.top = {{255, -1.5f}, {0, -2.0f}};
   ChoiceState state;
   state.echo_text = call.echo && !call.prompts.empty() ? call.prompts[0].text : "";
+  auto prompt = std::make_shared<PromptLogprobs>();
+  prompt->token_ids = {7, 128, 9};
+  prompt->logprobs = {o.logprobs[0], o.logprobs[1]};
+  state.prompt = prompt;
+  Output restated = o;  // a finished output restates the logprobs a stream already took
+  take_logprobs(state, o);
   const auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
   (void)dump(stream_chunk(ctx, call, state, o));
+  o = restated;
   o.finished = true;
   o.finish_reason = FinishReason::kStop;
   o.stop_str = "x";
+  take_logprobs(state, o);
+  fuzz::check(state.logprobs.empty() || call.top_logprobs < 0, "a restated token's logprobs were taken twice");
   (void)dump(stream_chunk(ctx, call, state, o));
   fuzz::check(stream_chunk(ctx, call, state, o).is_null(), "a finished choice streamed twice");
   (void)dump(completion_response(ctx, call, {{ChoiceState{}, o}}, Usage{3, 3, 1}));

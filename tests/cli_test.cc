@@ -372,7 +372,7 @@ TEST_F(CliTest, BatchLinesTakeEverySamplingField) {
   in += line({{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true}});
   in += line({{"prompt", "Once upon a time"}, {"max_tokens", 5}, {"temperature", 0.9}, {"seed", 4}, {"n", 3},
               {"ignore_eos", true}, {"min_p", 0.05}, {"presence_penalty", 0.5}, {"frequency_penalty", 0.5},
-              {"repetition_penalty", 1.2}, {"logprobs", 2}, {"min_tokens", 2}});
+              {"repetition_penalty", 1.2}, {"logprobs", 2}, {"min_tokens", 2}, {"prompt_logprobs", 1}});
   in += line({{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true},
               {"logit_bias", {{"1000", 100}}}});
   in += line({{"prompt", "x"}, {"n", 0}});
@@ -381,6 +381,7 @@ TEST_F(CliTest, BatchLinesTakeEverySamplingField) {
   in += line({{"prompt", "x"}, {"stop", 5}});
   in += line({{"prompt", "x"}, {"min_p", 2}});
   in += line({{"prompt", "x"}, {"presence_penalty", "high"}});
+  in += line({{"prompt", "x"}, {"prompt_logprobs", -1}});
   const std::string in_path = scratch() + "/fields.jsonl", out_path = scratch() + "/fields-out.jsonl";
   write_file(in_path, in);
   const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
@@ -388,7 +389,7 @@ TEST_F(CliTest, BatchLinesTakeEverySamplingField) {
   EXPECT_EQ(r.signal, 0) << r;
   EXPECT_EQ(r.exit_code, 1) << "bad lines make the job fail" << r;
   const std::vector<json> outs = read_jsonl(out_path);
-  ASSERT_EQ(outs.size(), 1u + 3u + 1u + 6u) << r;
+  ASSERT_EQ(outs.size(), 1u + 3u + 1u + 7u) << r;
   // Line 1 greedy, then a stop string cut from its text: the same run, cut before it.
   const std::string text = outs[0].value("text", "");
   ASSERT_GE(text.size(), 4u);
@@ -407,8 +408,19 @@ TEST_F(CliTest, BatchLinesTakeEverySamplingField) {
     }
   }
   EXPECT_NE(outs[1]["token_ids"], outs[2]["token_ids"]) << "each completion draws its own tokens";
+  // The request's prompt logprobs come with completion 0: null for the first prompt token, then each token's.
+  ASSERT_TRUE(outs[1].contains("prompt_logprobs")) << outs[1].dump();
+  const json& plp = outs[1]["prompt_logprobs"];
+  ASSERT_EQ(plp.size(), outs[1]["prompt_tokens"].get<size_t>());
+  EXPECT_TRUE(plp[0].is_null());
+  for (size_t t = 1; t < plp.size(); ++t) {
+    EXPECT_LE(plp[t]["logprob"].get<double>(), 0.0);
+    EXPECT_EQ(plp[t]["top_logprobs"].size(), 1u);
+  }
+  EXPECT_FALSE(outs[2].contains("prompt_logprobs"));
   EXPECT_EQ(outs[4]["token_ids"], json(std::vector<int>(6, 1000))) << "a +100 bias makes token 1000 certain";
-  const std::vector<std::string> want = {"n (completions", "logprobs", "logit_bias", "stop", "min_p", "presence_penalty"};
+  const std::vector<std::string> want = {"n (completions", "logprobs", "logit_bias", "stop", "min_p", "presence_penalty",
+                                         "prompt_logprobs"};
   for (size_t i = 0; i < want.size(); ++i) {
     const json& o = outs[5 + i];
     SCOPED_TRACE(o.dump());

@@ -10,6 +10,7 @@
 #include "kvshare/engine.h"
 #include "model/config.h"
 #include "make_model/make_model.h"
+#include "sampling/sampler.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -676,6 +677,149 @@ TEST_F(EngineBehaviour, LogitBiasOutsideTheVocabularyIsAnError) {
   r.params.n = 1;
   r.params.logit_bias = {{1234, 100.0f}};
   EXPECT_EQ(engine->generate({r})[0].token_ids, (std::vector<int32_t>{1234, 1234, 1234}));
+}
+
+// ---- Prompt logprobs ----
+
+// The logits at every position of `prompt` from plain forwards with no cache: position p's row is the one
+// the first token of a request whose prompt is prompt[0..p] is sampled from, on an engine with reuse off.
+std::vector<std::vector<float>> plain_forward_logits(const std::string& model, const std::vector<int32_t>& prompt) {
+  auto cold = make_engine(model, false);
+  std::vector<std::vector<float>> rows;
+  for (size_t p = 0; p + 1 < prompt.size(); ++p) {
+    Request r;
+    r.prompt_token_ids.assign(prompt.begin(), prompt.begin() + static_cast<ptrdiff_t>(p + 1));
+    r.params.temperature = 0;
+    r.params.max_tokens = 1;
+    r.keep_logits = true;
+    rows.push_back(cold->generate({r})[0].logits);
+  }
+  return rows;
+}
+
+// Prompt logprobs are the log-softmax of the logits a plain no-cache forward gives at each position, bit for
+// bit (the kernels are batch-invariant), though the prompt was cached, chunked and shared by n completions;
+// and asking for them changes no bit of anything else.
+TEST_P(EngineTest, PromptLogprobsAreTheLogSoftmaxOfAPlainForward) {
+  const std::string model = tiny_model(GetParam());
+  auto engine = make_engine(model, true, int64_t{64} << 20, /*max_batched_tokens=*/13, /*block_size=*/4);
+  Request r;
+  r.prompt = "The prompt whose tokens come back with their log-probabilities, all of them";
+  r.params.temperature = 0.7f;
+  r.params.seed = 5;
+  r.params.max_tokens = 5;
+  r.params.ignore_eos = true;
+  r.params.logprobs = 2;
+  r.params.n = 3;
+  const std::vector<Output> plain = engine->generate({r});  // also leaves the prompt's blocks cached
+  r.params.prompt_logprobs = 4;
+  const std::vector<Output> with = engine->generate({r});
+  ASSERT_EQ(with.size(), 3u);
+  const std::vector<int32_t>& prompt = with[0].prompt_token_ids;
+  ASSERT_GT(prompt.size(), 12u);
+  ASSERT_EQ(with[0].prompt_logprobs.size(), prompt.size() - 1);
+  EXPECT_EQ(with[0].num_cached_tokens, 0) << "completion 0 computes the prompt it needs logits of";
+  for (size_t c = 0; c < 3; ++c) {
+    EXPECT_EQ(with[c].token_ids, plain[c].token_ids) << "completion " << c;
+    ASSERT_EQ(with[c].logprobs.size(), plain[c].logprobs.size());
+    for (size_t t = 0; t < with[c].logprobs.size(); ++t)
+      EXPECT_EQ(with[c].logprobs[t].chosen.logprob, plain[c].logprobs[t].chosen.logprob);
+    if (c > 0) {
+      EXPECT_TRUE(with[c].prompt_logprobs.empty()) << "the request's prompt logprobs come with completion 0";
+    }
+  }
+  const int64_t vocab = engine->model_config().vocab_size;
+  const std::vector<std::vector<float>> rows = plain_forward_logits(model, prompt);
+  for (size_t p = 0; p + 1 < prompt.size(); ++p) {
+    const GeneratedTokenLogprobs& got = with[0].prompt_logprobs[p];
+    ASSERT_EQ(rows[p].size(), static_cast<size_t>(vocab));
+    GeneratedTokenLogprobs want;
+    token_logprobs(rows[p].data(), vocab, prompt[p + 1], 4, want);
+    EXPECT_EQ(got.chosen.token_id, prompt[p + 1]);
+    EXPECT_EQ(got.chosen.logprob, want.chosen.logprob) << "position " << p;
+    ASSERT_EQ(got.top.size(), 4u);
+    for (size_t k = 0; k < 4; ++k) {
+      EXPECT_EQ(got.top[k].token_id, want.top[k].token_id);
+      EXPECT_EQ(got.top[k].logprob, want.top[k].logprob);
+    }
+    // And by hand, in double: log p(token) = logit - max - log(sum exp(logit - max)).
+    const float* row = rows[p].data();
+    double mx = row[0], sum = 0;
+    for (int64_t i = 0; i < vocab; ++i) mx = std::max(mx, static_cast<double>(row[i]));
+    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(row[i]) - mx);
+    EXPECT_NEAR(got.chosen.logprob, static_cast<double>(row[prompt[p + 1]]) - mx - std::log(sum), 1e-5);
+  }
+}
+
+// Under a KV budget that forces preemption, prompt logprobs still come out whole and equal to a run alone.
+TEST_P(EngineTest, PromptLogprobsSurvivePreemption) {
+  const std::string model = tiny_model(GetParam());
+  auto ref = make_engine(model, false);
+  const Workload w = small_workload("gsp", *ref);
+  std::vector<Request> requests = w.requests;
+  for (Request& r : requests) r.params.prompt_logprobs = 1;
+  const std::vector<Output> want = ref->generate(requests);
+  const int64_t per_token = ref->metrics().kv_bytes_per_token;
+  auto tight = make_engine(model, true, per_token * 16 * 8, /*max_batched_tokens=*/40);
+  const std::vector<Output> got = tight->generate(requests);
+  EXPECT_GT(tight->metrics().preemptions, 0);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].token_ids, want[i].token_ids) << "request " << i;
+    ASSERT_EQ(got[i].prompt_logprobs.size(), got[i].prompt_token_ids.size() - 1) << "request " << i;
+    ASSERT_EQ(want[i].prompt_logprobs.size(), got[i].prompt_logprobs.size());
+    for (size_t p = 0; p < got[i].prompt_logprobs.size(); ++p) {
+      EXPECT_EQ(got[i].prompt_logprobs[p].chosen.logprob, want[i].prompt_logprobs[p].chosen.logprob);
+      EXPECT_EQ(got[i].prompt_logprobs[p].top[0].token_id, want[i].prompt_logprobs[p].top[0].token_id);
+    }
+  }
+}
+
+// step() gives each unfinished output only the logprobs it adds (O(new) per step), the prompt logprobs once;
+// put together they are the finished output's, which holds them all.
+TEST_F(EngineBehaviour, StepOutputsCarryOnlyNewLogprobs) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true);
+  Request r = greedy_request("Streamed log probabilities", 9);
+  r.params.logprobs = 2;
+  r.params.prompt_logprobs = 0;
+  r.params.n = 2;
+  const std::vector<Output> whole = engine->generate({r});
+  ASSERT_EQ(engine->add_request(r).value() >= 0, true);
+  std::map<int32_t, std::vector<GeneratedTokenLogprobs>> streamed;
+  std::map<int32_t, Output> finished;
+  int prompt_logprob_outputs = 0;
+  while (engine->has_unfinished()) {
+    for (Output& o : engine->step()) {
+      if (!o.prompt_logprobs.empty() && !o.finished) ++prompt_logprob_outputs;
+      if (o.finished) {
+        finished[o.index] = o;
+        continue;
+      }
+      EXPECT_LE(o.logprobs.size(), 1u) << "one new token per step";
+      std::vector<GeneratedTokenLogprobs>& s = streamed[o.index];
+      EXPECT_EQ(o.logprobs_begin, static_cast<int64_t>(s.size()));
+      s.insert(s.end(), o.logprobs.begin(), o.logprobs.end());
+    }
+  }
+  EXPECT_EQ(prompt_logprob_outputs, 1) << "completion 0's first output, once";
+  ASSERT_EQ(finished.size(), 2u);
+  for (int32_t c = 0; c < 2; ++c) {
+    const Output& f = finished[c];
+    EXPECT_EQ(f.logprobs_begin, 0);
+    ASSERT_EQ(f.logprobs.size(), f.token_ids.size());
+    ASSERT_EQ(f.logprobs.size(), whole[c].logprobs.size());
+    EXPECT_EQ(streamed[c].size() + 1, f.logprobs.size()) << "all but the last token came in steps";
+    for (size_t t = 0; t < f.logprobs.size(); ++t) {
+      EXPECT_EQ(f.logprobs[t].chosen.logprob, whole[c].logprobs[t].chosen.logprob);
+      if (t < streamed[c].size()) {
+        EXPECT_EQ(streamed[c][t].chosen.logprob, f.logprobs[t].chosen.logprob);
+      }
+    }
+  }
+  EXPECT_EQ(finished[0].prompt_logprobs.size(), finished[0].prompt_token_ids.size() - 1);
+  EXPECT_TRUE(finished[0].prompt_logprobs[0].top.empty()) << "prompt_logprobs 0: the prompt token alone";
+  EXPECT_TRUE(finished[1].prompt_logprobs.empty());
 }
 
 }  // namespace

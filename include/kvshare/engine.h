@@ -49,9 +49,10 @@ struct TokenLogprob {
   float logprob = 0;
 };
 
-// One generated token's log-probabilities, when the request set SamplingParams::logprobs = k.
+// One token's log-probabilities: a generated token's (SamplingParams::logprobs = k) or a prompt token's
+// (SamplingParams::prompt_logprobs = k), given the tokens before it.
 struct GeneratedTokenLogprobs {
-  TokenLogprob chosen;              // the token that was generated
+  TokenLogprob chosen;              // the token that was generated (or stands in the prompt)
   std::vector<TokenLogprob> top;    // the k most likely tokens, most likely first (ties: lower id first)
 };
 
@@ -76,8 +77,18 @@ struct Output {
   std::string stop_str;
   int32_t stop_token_id = -1;
   Status error;                           // why, when finish_reason is kError
-  // One entry per generated token when the request set SamplingParams::logprobs (token_ids.size() entries).
+  // When the request set SamplingParams::logprobs: the log-probabilities of generated tokens logprobs_begin,
+  // logprobs_begin + 1, ... (of token_ids). generate()'s outputs and every finished Output hold them all
+  // (logprobs_begin 0, token_ids.size() entries); step()'s unfinished outputs hold only the tokens generated
+  // since the completion's previous Output, so following a stream costs O(new tokens) per step, not O(all).
   std::vector<GeneratedTokenLogprobs> logprobs;
+  int64_t logprobs_begin = 0;
+  // When the request set SamplingParams::prompt_logprobs: entry i is prompt token i + 1's log-probability given
+  // the tokens before it (the first prompt token has none: prompt_token_ids.size() - 1 entries). They are the
+  // request's, so completion 0 carries them (computed once, however large n is): in its finished Output (and so
+  // in generate()'s), and in the first Output step() gives of it (the step its prompt was done). A request that
+  // finished before its prompt was computed (aborted, failed) carries those computed so far.
+  std::vector<GeneratedTokenLogprobs> prompt_logprobs;
   std::vector<float> logits;              // [token_ids.size(), vocab] when the request set keep_logits
 };
 

@@ -47,6 +47,12 @@ struct SamplingParams {
   // When set (0 to 20): every generated token comes back with its log-probability and the `*logprobs` most
   // likely tokens' (Output::logprobs), from the model's raw log-softmax.
   std::optional<int32_t> logprobs;
+  // When set (0 to 20): the prompt's tokens come back with their log-probabilities too, as vLLM's
+  // prompt_logprobs (Output::prompt_logprobs): each prompt token after the first, given the tokens before it,
+  // and the `*prompt_logprobs` most likely tokens at its position, from the model's raw log-softmax. A cached
+  // prefix holds K/V but no logits, so such a request computes its whole prompt (it still shares the blocks it
+  // computes with later requests).
+  std::optional<int32_t> prompt_logprobs;
 
   static constexpr int32_t kMaxN = 128;
   static constexpr int32_t kMaxLogprobs = 20;

@@ -56,12 +56,17 @@ class CompletionOutput:
 
 class RequestOutput:
     """A finished request: its prompt (None when given as token ids), the prompt's token ids, how many of
-    them came from the prefix cache, and its SamplingParams.n completions in outputs (by index)."""
+    them came from the prefix cache, and its SamplingParams.n completions in outputs (by index). prompt_logprobs,
+    when SamplingParams.prompt_logprobs was set, holds None for the first prompt token, then one
+    {token id: log-probability} per prompt token (the token and the top ones), as vLLM's."""
 
-    __slots__ = ("request_id", "prompt", "prompt_token_ids", "num_cached_tokens", "outputs", "finished")
+    __slots__ = ("request_id", "prompt", "prompt_token_ids", "num_cached_tokens", "outputs", "finished",
+                 "prompt_logprobs")
 
     def __init__(self, request_id: str, prompt: Optional[str], prompt_token_ids: List[int], num_cached_tokens: int,
-                 outputs: List[CompletionOutput], finished: bool = True):
+                 outputs: List[CompletionOutput], finished: bool = True,
+                 prompt_logprobs: Optional[List[Optional[Dict[int, float]]]] = None):
+        self.prompt_logprobs = prompt_logprobs
         self.request_id = request_id
         self.prompt = prompt
         self.prompt_token_ids = prompt_token_ids
@@ -286,7 +291,7 @@ class LLM:
                                             o.logprobs) for o in group]
             o = group[0]
             results.append(RequestOutput(request_id, prompt_text, list(o.prompt_token_ids), o.num_cached_tokens,
-                                         completions))
+                                         completions, prompt_logprobs=o.prompt_logprobs))
         return results
 
     def chat(self, messages: Union[Conversation, Sequence[Conversation]],

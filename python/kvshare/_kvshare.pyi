@@ -20,13 +20,14 @@ class SamplingParams:
     include_stop_str_in_output: bool
     n: int
     logprobs: Optional[int]
+    prompt_logprobs: Optional[int]
     def __init__(self, *, temperature: float = 1.0, top_p: float = 1.0, top_k: Optional[int] = None,
                  max_tokens: int = 16, seed: Optional[int] = None, stop_token_ids: Optional[Sequence[int]] = None,
                  ignore_eos: bool = False, min_p: float = 0.0, presence_penalty: float = 0.0,
                  frequency_penalty: float = 0.0, repetition_penalty: float = 1.0,
                  logit_bias: Optional[Dict[int, float]] = None, min_tokens: int = 0,
                  stop: Union[None, str, Sequence[str]] = None, include_stop_str_in_output: bool = False,
-                 n: int = 1, logprobs: Optional[int] = None) -> None: ...
+                 n: int = 1, logprobs: Optional[int] = None, prompt_logprobs: Optional[int] = None) -> None: ...
 
 class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> List[int]: ...
@@ -50,6 +51,7 @@ class _Output:
     index: int
     stop_reason: Union[None, int, str]
     logprobs: Optional[List[Dict[int, float]]]
+    prompt_logprobs: Optional[List[Optional[Dict[int, float]]]]
     text: str
     token_ids: List[int]
     prompt_token_ids: List[int]

@@ -93,7 +93,8 @@ SamplingParams make_sampling_params(double temperature, double top_p, std::optio
                                     double min_p, double presence_penalty, double frequency_penalty,
                                     double repetition_penalty, std::optional<std::map<int64_t, double>> logit_bias,
                                     int64_t min_tokens, const py::object& stop, bool include_stop_str_in_output,
-                                    int64_t n, std::optional<int64_t> logprobs) {
+                                    int64_t n, std::optional<int64_t> logprobs,
+                                    std::optional<int64_t> prompt_logprobs) {
   SamplingParams p;
   p.min_p = static_cast<float>(min_p);
   p.presence_penalty = static_cast<float>(presence_penalty);
@@ -106,6 +107,7 @@ SamplingParams make_sampling_params(double temperature, double top_p, std::optio
   p.include_stop_str_in_output = include_stop_str_in_output;
   p.n = to_int32(n, "n");
   if (logprobs) p.logprobs = to_int32(*logprobs, "logprobs");
+  if (prompt_logprobs) p.prompt_logprobs = to_int32(*prompt_logprobs, "prompt_logprobs");
   p.temperature = static_cast<float>(temperature);
   p.top_p = static_cast<float>(top_p);
   p.top_k = top_k ? to_int32(*top_k, "top_k") : -1;
@@ -272,6 +274,7 @@ PYBIND11_MODULE(_kvshare, m) {
            py::arg("presence_penalty") = 0.0, py::arg("frequency_penalty") = 0.0, py::arg("repetition_penalty") = 1.0,
            py::arg("logit_bias") = py::none(), py::arg("min_tokens") = 0, py::arg("stop") = py::none(),
            py::arg("include_stop_str_in_output") = false, py::arg("n") = 1, py::arg("logprobs") = py::none(),
+           py::arg("prompt_logprobs") = py::none(),
            "temperature 0 is greedy; top_k -1, 0 or None is off; top_p 1 is off; min_p 0 is off; seed None derives "
            "one from the LLM's seed and the request; stop_token_ids end generation (the stop token is kept in the "
            "output); stop strings end it too, also across tokens (the text ends before the stop string unless "
@@ -279,7 +282,8 @@ PYBIND11_MODULE(_kvshare, m) {
            "min_tokens: no EOS, stop token or stop string before that many tokens; presence_penalty and "
            "frequency_penalty (OpenAI, [-2, 2]) over the generated tokens, repetition_penalty (> 0, 1 is off) over "
            "prompt and generated tokens; logit_bias {token id: bias in [-100, 100]}; n completions per prompt; "
-           "logprobs k (0 to 20) returns each token's log-probability and the k likeliest. Raises ValueError for "
+           "logprobs k (0 to 20) returns each token's log-probability and the k likeliest; prompt_logprobs k the "
+           "same for the prompt's tokens (RequestOutput.prompt_logprobs). Raises ValueError for "
            "a value out of range.")
       .def_readwrite("temperature", &SamplingParams::temperature)
       .def_readwrite("top_p", &SamplingParams::top_p)
@@ -298,6 +302,7 @@ PYBIND11_MODULE(_kvshare, m) {
       .def_readwrite("include_stop_str_in_output", &SamplingParams::include_stop_str_in_output)
       .def_readwrite("n", &SamplingParams::n)
       .def_readwrite("logprobs", &SamplingParams::logprobs)
+      .def_readwrite("prompt_logprobs", &SamplingParams::prompt_logprobs)
       .def("__repr__", &repr)
       .def("__copy__", [](const SamplingParams& p) { return p; })
       .def("__deepcopy__", [](const SamplingParams& p, py::dict) { return p; }, py::arg("memo"));
@@ -330,6 +335,21 @@ PYBIND11_MODULE(_kvshare, m) {
                                if (o.logprobs.empty()) return py::none();
                                py::list out;
                                for (const GeneratedTokenLogprobs& t : o.logprobs) {
+                                 py::dict d;
+                                 for (const TokenLogprob& a : t.top) d[py::int_(a.token_id)] = a.logprob;
+                                 d[py::int_(t.chosen.token_id)] = t.chosen.logprob;
+                                 out.append(d);
+                               }
+                               return out;
+                             })
+      // The request's prompt logprobs, as vLLM's: None for the first prompt token, then {token id: logprob} per
+      // token (completion 0 carries them; None when the request did not ask).
+      .def_property_readonly("prompt_logprobs",
+                             [](const Output& o) -> py::object {
+                               if (o.prompt_logprobs.empty()) return py::none();
+                               py::list out;
+                               out.append(py::none());
+                               for (const GeneratedTokenLogprobs& t : o.prompt_logprobs) {
                                  py::dict d;
                                  for (const TokenLogprob& a : t.top) d[py::int_(a.token_id)] = a.logprob;
                                  d[py::int_(t.chosen.token_id)] = t.chosen.logprob;

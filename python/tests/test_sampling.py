@@ -71,3 +71,15 @@ def test_stop_string_cuts_the_text(stories):
     params.include_stop_str_in_output = True
     out = stories.generate("Once upon a time", params)[0].outputs[0]
     assert out.text == text[:cut + len(word)]
+
+
+def test_prompt_logprobs(stories):
+    params = SamplingParams(temperature=0, max_tokens=2, prompt_logprobs=1)
+    out = stories.generate("Once upon a time", params)[0]
+    assert out.prompt_logprobs[0] is None, "the first prompt token has no context"
+    assert len(out.prompt_logprobs) == len(out.prompt_token_ids)
+    for lp, t in zip(out.prompt_logprobs[1:], out.prompt_token_ids[1:]):
+        assert t in lp and lp[t] <= 0.0 and len(lp) in (1, 2)
+    assert stories.generate("Once upon a time", SamplingParams(temperature=0, max_tokens=2))[0].prompt_logprobs is None
+    with pytest.raises(ValueError, match="prompt_logprobs"):
+        SamplingParams(prompt_logprobs=21)

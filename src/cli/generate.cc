@@ -66,6 +66,17 @@ class LogitsDump {
   std::ofstream out_;
 };
 
+// [{"token_id", "logprob", "top_logprobs": [{"token_id", "logprob"}, ...]}, ...], one per token.
+json logprobs_json(const std::vector<GeneratedTokenLogprobs>& logprobs) {
+  json lps = json::array();
+  for (const GeneratedTokenLogprobs& t : logprobs) {
+    json top = json::array();
+    for (const TokenLogprob& a : t.top) top.push_back({{"token_id", a.token_id}, {"logprob", a.logprob}});
+    lps.push_back({{"token_id", t.chosen.token_id}, {"logprob", t.chosen.logprob}, {"top_logprobs", top}});
+  }
+  return lps;
+}
+
 // One completion's answer fields: text, tokens, why it stopped, and log-probabilities when asked for.
 void put_completion(json& o, const Output& r) {
   o["text"] = r.text;
@@ -74,14 +85,13 @@ void put_completion(json& o, const Output& r) {
   o["cached_tokens"] = r.num_cached_tokens;
   if (!r.stop_str.empty()) o["stop_reason"] = r.stop_str;
   else if (r.stop_token_id >= 0) o["stop_reason"] = r.stop_token_id;
-  if (r.logprobs.empty()) return;
-  json lps = json::array();
-  for (const GeneratedTokenLogprobs& t : r.logprobs) {
-    json top = json::array();
-    for (const TokenLogprob& a : t.top) top.push_back({{"token_id", a.token_id}, {"logprob", a.logprob}});
-    lps.push_back({{"token_id", t.chosen.token_id}, {"logprob", t.chosen.logprob}, {"top_logprobs", top}});
+  if (!r.logprobs.empty()) o["logprobs"] = logprobs_json(r.logprobs);
+  // The request's prompt logprobs (completion 0 carries them): null for the first prompt token, as vLLM's.
+  if (!r.prompt_logprobs.empty()) {
+    json lps = logprobs_json(r.prompt_logprobs);
+    lps.insert(lps.begin(), nullptr);
+    o["prompt_logprobs"] = lps;
   }
-  o["logprobs"] = lps;
 }
 
 // True when `a` and `b` name one file: the same file if both exist (through links too), else the same path once

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <optional>
 #include <string>
 
 #include "core/json_depth.h"
@@ -32,12 +33,15 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
     if (v < 0 || v > INT32_MAX) return invalid_argument(std::string("\"") + key + "\" is out of range: " + j[key].dump());
     *field = static_cast<int32_t>(v);
   }
-  if (present("logprobs")) {
-    const json& v = j["logprobs"];
+  for (auto [key, field] : {std::pair<const char*, std::optional<int32_t>*>{"logprobs", &p.logprobs},
+                            {"prompt_logprobs", &p.prompt_logprobs}}) {
+    if (!present(key)) continue;
+    const json& v = j[key];
     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > SamplingParams::kMaxLogprobs)
-      return invalid_argument("\"logprobs\" must be a whole number from 0 to " + std::to_string(SamplingParams::kMaxLogprobs) +
+      return invalid_argument(std::string("\"") + key + "\" must be a whole number from 0 to " +
+                              std::to_string(SamplingParams::kMaxLogprobs) +
                               " (the top alternatives returned per token), got " + v.dump());
-    p.logprobs = v.get<int32_t>();
+    *field = v.get<int32_t>();
   }
   if (present("stop")) {
     const json& v = j["stop"];

@@ -75,7 +75,7 @@ struct Engine::Impl {
   EngineMetrics m;
 
   Status validate(const Request& r, std::vector<int32_t>& prompt) const;
-  Output make_output(const Sequence& s) const;
+  Output make_output(Sequence& s) const;
   void finish(Sequence& s, FinishReason reason, std::vector<Output>& out, Status error = {});
   std::vector<Output> step();
 
@@ -89,6 +89,7 @@ struct Engine::Impl {
   ForwardBatch build_batch(const StepPlan& plan, StepWork& work) const;
   Status run_model(const ForwardBatch& batch);
   void sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out);
+  void record_prompt_logprobs(Sequence& s, int64_t positions, int64_t& row);
   FinishReason stop_check(Sequence& s, int32_t token, size_t checked);
   void record_step(std::chrono::steady_clock::time_point start, const StepWork& work);
   Result<int64_t> add(const Request& r, bool prefill_only);
@@ -185,6 +186,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
     seq->index = index;
     seq->prefill_only = prefill_only;
     seq->keep_logits = r.keep_logits && !prefill_only;
+    seq->wants_prompt_logprobs = r.params.prompt_logprobs.has_value() && index == 0 && !prefill_only;
     seq->max_total_tokens = prefill_only ? seq->num_prompt_tokens
                                          : std::min<int64_t>(seq->num_prompt_tokens + r.params.max_tokens, max_model_len);
     if (!prefill_only && index == 0) m.prompt_tokens += seq->num_prompt_tokens;
@@ -195,7 +197,9 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   return id;
 }
 
-Output Engine::Impl::make_output(const Sequence& s) const {
+// The completion's state as an Output. A finished sequence gives up its logprobs (it is dropped next); an
+// unfinished one gives the logprobs not given before, and its prompt logprobs once, when they are complete.
+Output Engine::Impl::make_output(Sequence& s) const {
   Output o;
   o.request_id = s.request_id;
   o.index = s.index;
@@ -209,12 +213,23 @@ Output Engine::Impl::make_output(const Sequence& s) const {
   o.finish_reason = s.finish_reason;
   o.stop_str = s.stop_str;
   o.stop_token_id = s.stop_token_id;
-  o.logprobs = s.logprobs;
+  if (o.finished) {
+    o.logprobs = std::move(s.logprobs);
+    o.prompt_logprobs = std::move(s.prompt_logprobs);
+    return o;
+  }
+  o.logprobs_begin = s.logprobs_sent;
+  o.logprobs.assign(s.logprobs.begin() + s.logprobs_sent, s.logprobs.end());
+  s.logprobs_sent = static_cast<int64_t>(s.logprobs.size());
+  if (s.wants_prompt_logprobs && !s.prompt_logprobs_sent && !s.needs_prompt_logprobs()) {
+    o.prompt_logprobs = s.prompt_logprobs;
+    s.prompt_logprobs_sent = true;
+  }
   return o;
 }
 
 void Engine::Impl::finish(Sequence& s, FinishReason reason, std::vector<Output>& out, Status error) {
-  scheduler->finish(&s);
+  scheduler->finish(&s);  // state kFinished: make_output gives everything
   s.finish_reason = reason;
   auto dec = decoders.find(s.id);
   if (dec != decoders.end()) {
@@ -275,7 +290,7 @@ void Engine::Impl::fail_what_cannot_run(const StepPlan& plan, std::vector<Output
 }
 
 // One batch over every planned token of every sequence (its K/V slots, and a logits row where a sequence
-// reaches its end), and the step's work for the metrics.
+// reaches its end and at each prompt position whose logprobs it needs), and the step's work for the metrics.
 ForwardBatch Engine::Impl::build_batch(const StepPlan& plan, StepWork& work) const {
   ForwardBatch batch;
   const int64_t bs = blocks->block_size();
@@ -290,7 +305,9 @@ ForwardBatch Engine::Impl::build_batch(const StepPlan& plan, StepWork& work) con
     a.q_len = p.num_tokens;
     a.context_len = s.num_computed + p.num_tokens;
     a.block_table = s.block_table.data();
+    const auto [lp_begin, lp_end] = s.prompt_logprob_positions(p.num_tokens);
     for (int64_t i = s.num_computed; i < s.num_computed + p.num_tokens; ++i) {
+      if (i >= lp_begin && i < lp_end) batch.logit_rows.push_back(batch.num_tokens());
       batch.tokens.push_back(s.tokens[i]);
       batch.positions.push_back(static_cast<int32_t>(i));
       batch.slots.push_back(static_cast<int32_t>(s.block_table[i / bs] * bs + i % bs));
@@ -309,13 +326,18 @@ Status Engine::Impl::run_model(const ForwardBatch& batch) {
   return loaded.model->forward(batch, *kv, act, logits.data());
 }
 
-// Each sequence that reached its end samples its next token from its logits row; EOS, a stop token, a stop
-// string or the length limit finishes it.
+// Each sequence takes its logits rows in batch order: first its prompt positions' (prompt logprobs), then,
+// when it reached its end, the row it samples its next token from; EOS, a stop token, a stop string or the
+// length limit finishes it.
 void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out) {
   const int64_t vocab = loaded.model->config().vocab_size;
   int64_t row = 0;
   for (const PlannedSeq& p : plan.seqs) {
     Sequence& s = *p.seq;
+    const auto [lp_begin, lp_end] = s.prompt_logprob_positions(p.num_tokens);
+    KV_CHECK(lp_begin == lp_end || lp_begin == static_cast<int64_t>(s.prompt_logprobs.size()),
+             "prompt logprobs must be computed position after position");
+    record_prompt_logprobs(s, lp_end - lp_begin, row);
     s.num_computed += p.num_tokens;
     if (s.num_computed < s.num_tokens()) continue;  // a prefill chunk short of the end
     const float* row_logits = logits.data() + row++ * vocab;
@@ -338,6 +360,18 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     } else {
       out.push_back(make_output(s));
     }
+  }
+}
+
+// The next `positions` logits rows are prompt positions prompt_logprobs.size(), ...: each gives the
+// log-probability of the prompt token after it.
+void Engine::Impl::record_prompt_logprobs(Sequence& s, int64_t positions, int64_t& row) {
+  const int64_t vocab = loaded.model->config().vocab_size;
+  for (int64_t i = 0; i < positions; ++i) {
+    const int64_t next = static_cast<int64_t>(s.prompt_logprobs.size()) + 1;
+    GeneratedTokenLogprobs lp;
+    token_logprobs(logits.data() + row++ * vocab, vocab, s.tokens[next], *s.params.prompt_logprobs, lp);
+    s.prompt_logprobs.push_back(std::move(lp));
   }
 }
 

@@ -82,8 +82,9 @@ bool Scheduler::admit(Sequence* seq, int64_t& budget, StepPlan& plan) {
   }
   std::vector<int32_t> hits;
   if (config_.enable_prefix_caching) {
-    // At least one token is always computed, so that the step yields logits for the next token.
-    hits = blocks_.match_prefix(seq->tokens, seq->salt, static_cast<int32_t>((len - 1) / bs));
+    // At least one token is always computed, so that the step yields logits for the next token (and every
+    // position whose logits the prompt logprobs need).
+    hits = blocks_.match_prefix(seq->tokens, seq->salt, static_cast<int32_t>(seq->max_reusable_tokens() / bs));
   }
   const int64_t start = static_cast<int64_t>(hits.size()) * bs;
   const int64_t n = std::min(len - start, budget);

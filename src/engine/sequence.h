@@ -1,7 +1,9 @@
 // Sequence: one request's mutable state while the engine runs it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -38,10 +40,34 @@ struct Sequence {
   std::string stop_str;             // the stop string that finished it
   int32_t stop_token_id = -1;       // the stop_token_ids token that finished it
   std::vector<GeneratedTokenLogprobs> logprobs;  // per generated token, when params.logprobs is set
+  int64_t logprobs_sent = 0;        // entries of `logprobs` already given in a step()'s Output
+  // Prompt logprobs (params.prompt_logprobs, completion 0 only): entry p is token p + 1's, from the logits at
+  // position p; computed as prefill reaches each position.
+  bool wants_prompt_logprobs = false;
+  std::vector<GeneratedTokenLogprobs> prompt_logprobs;
+  bool prompt_logprobs_sent = false;
   bool keep_logits = false;         // Request::keep_logits
   std::vector<float> logits;        // [generated tokens, vocab] when keep_logits
 
   int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
+  bool needs_prompt_logprobs() const {
+    return wants_prompt_logprobs && static_cast<int64_t>(prompt_logprobs.size()) < num_prompt_tokens - 1;
+  }
+  // Leading tokens whose K/V may come from the prefix cache: all but the last (its logits pick the next
+  // token), and none whose logits the sequence still needs for its prompt logprobs (a cached block holds K/V,
+  // not logits). After a preemption, the positions it already has logprobs for may come from the cache.
+  int64_t max_reusable_tokens() const {
+    const int64_t all_but_last = num_tokens() - 1;
+    if (!needs_prompt_logprobs()) return all_but_last;
+    return std::min<int64_t>(all_but_last, static_cast<int64_t>(prompt_logprobs.size()));
+  }
+  // The positions of the chunk [num_computed, num_computed + chunk) whose logits give prompt logprobs.
+  std::pair<int64_t, int64_t> prompt_logprob_positions(int64_t chunk) const {
+    if (!needs_prompt_logprobs()) return {0, 0};
+    const int64_t begin = std::max<int64_t>(num_computed, static_cast<int64_t>(prompt_logprobs.size()));
+    const int64_t end = std::min<int64_t>(num_computed + chunk, num_prompt_tokens - 1);
+    return {begin, std::max(begin, end)};
+  }
   int64_t num_generated() const { return num_tokens() - num_prompt_tokens; }
 };
 

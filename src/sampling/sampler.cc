@@ -41,6 +41,8 @@ Status SamplingParams::validate() const {
     return invalid_argument("n (completions per prompt) must be in [1, " + whole(kMaxN) + "], got " + whole(n));
   if (logprobs.has_value() && (*logprobs < 0 || *logprobs > kMaxLogprobs))
     return invalid_argument("logprobs must be in [0, " + whole(kMaxLogprobs) + "], got " + whole(*logprobs));
+  if (prompt_logprobs.has_value() && (*prompt_logprobs < 0 || *prompt_logprobs > kMaxLogprobs))
+    return invalid_argument("prompt_logprobs must be in [0, " + whole(kMaxLogprobs) + "], got " + whole(*prompt_logprobs));
   return {};
 }
 
@@ -191,13 +193,15 @@ const float* Sampler::process(const float* logits, int64_t vocab, const Sampling
 int32_t Sampler::sample(const float* logits, int64_t vocab, const SamplingParams& p, const TokenHistory& h, Rng& rng,
                         GeneratedTokenLogprobs* logprobs) {
   const int32_t token = draw_token(process(logits, vocab, p, h), vocab, p, rng, weights_, candidates_);
-  if (logprobs != nullptr && p.logprobs.has_value()) {
-    const std::span<const float> raw(logits, static_cast<size_t>(vocab));
-    const LogSoftmax ls = log_softmax_of(raw);
-    logprobs->chosen = {token, ls.at(logits[token])};
-    top_logprobs(raw, ls, *p.logprobs, logprobs->top);
-  }
+  if (logprobs != nullptr && p.logprobs.has_value()) token_logprobs(logits, vocab, token, *p.logprobs, *logprobs);
   return token;
+}
+
+void token_logprobs(const float* logits, int64_t vocab, int32_t token, int32_t k, GeneratedTokenLogprobs& out) {
+  const std::span<const float> raw(logits, static_cast<size_t>(vocab));
+  const LogSoftmax ls = log_softmax_of(raw);
+  out.chosen = {token, ls.at(logits[token])};
+  top_logprobs(raw, ls, k, out.top);
 }
 
 }  // namespace kvshare

@@ -61,6 +61,11 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> candidates_;
 };
 
+// `token`'s log-probability under the raw row `logits` (log-softmax, before any processor) and the k most
+// likely tokens': what SamplingParams::logprobs returns for a generated token and prompt_logprobs for a
+// prompt token.
+void token_logprobs(const float* logits, int64_t vocab, int32_t token, int32_t k, GeneratedTokenLogprobs& out);
+
 // Temperatures below this are greedy, as in vLLM (dividing by them would only lose precision).
 inline constexpr float kGreedyTemperature = 1e-5f;
 

@@ -1,5 +1,6 @@
 #include "server/engine_loop.h"
 
+#include <iterator>
 #include <utility>
 
 namespace kvshare::server {
@@ -23,8 +24,28 @@ void Notifier::wait(uint64_t& seen, std::chrono::milliseconds timeout) {
 bool RequestStream::snapshot(std::vector<Output>& outputs) {
   std::lock_guard<std::mutex> lock(mu_);
   outputs.clear();
-  for (const auto& [index, output] : latest_) outputs.push_back(output);
+  for (auto& [index, output] : latest_) {
+    // The logprobs go to the caller (moved, not copied); the stream keeps the rest.
+    std::vector<GeneratedTokenLogprobs> logprobs = std::exchange(output.logprobs, {});
+    std::vector<GeneratedTokenLogprobs> prompt_logprobs = std::exchange(output.prompt_logprobs, {});
+    outputs.push_back(output);
+    outputs.back().logprobs = std::move(logprobs);
+    outputs.back().prompt_logprobs = std::move(prompt_logprobs);
+    output.logprobs_begin += static_cast<int64_t>(outputs.back().logprobs.size());
+  }
   return all_finished_;
+}
+
+// `output` replaces the completion's latest, keeping the logprobs not taken yet: a step's output continues
+// them, a finished one restates them all.
+void RequestStream::merge_untaken(Output& older, Output& output) {
+  if (output.logprobs_begin > older.logprobs_begin) {
+    older.logprobs.insert(older.logprobs.end(), std::make_move_iterator(output.logprobs.begin()),
+                          std::make_move_iterator(output.logprobs.end()));
+    output.logprobs = std::move(older.logprobs);
+    output.logprobs_begin = older.logprobs_begin;
+  }
+  if (output.prompt_logprobs.empty()) output.prompt_logprobs = std::move(older.prompt_logprobs);
 }
 
 void RequestStream::publish(Output output, bool& all_finished) {
@@ -32,6 +53,7 @@ void RequestStream::publish(Output output, bool& all_finished) {
     std::lock_guard<std::mutex> lock(mu_);
     if (output.finished) ++num_finished_;
     const int32_t index = output.index;
+    if (auto it = latest_.find(index); it != latest_.end()) merge_untaken(it->second, output);
     latest_[index] = std::move(output);
     all_finished_ = num_finished_ >= num_completions_;
     all_finished = all_finished_;

@@ -52,20 +52,24 @@ class Notifier {
 };
 
 // The outputs of one request as they arrive from the engine thread: the latest Output of each completion
-// (index 0..n-1), replaced at every step that advanced it.
+// (index 0..n-1), replaced at every step that advanced it. Logprobs are handed over once: the engine's step
+// outputs carry only new ones (Output::logprobs_begin), the stream gathers those not taken yet, and
+// snapshot() moves them to the caller, so following a stream with logprobs costs O(new tokens) per event.
 class RequestStream {
  public:
   RequestStream(int64_t id, int32_t num_completions, std::shared_ptr<Notifier> notifier)
       : id_(id), num_completions_(num_completions), notifier_(std::move(notifier)) {}
   int64_t id() const { return id_; }
 
-  // Copies the latest outputs (ordered by completion index) into `outputs`; true when every completion
-  // has finished.
+  // Copies the latest outputs (ordered by completion index) into `outputs`, with the logprobs and prompt
+  // logprobs no earlier snapshot took (moved out: Output::logprobs_begin says which tokens' they are); true
+  // when every completion has finished.
   bool snapshot(std::vector<Output>& outputs);
 
  private:
   friend class EngineLoop;
   void publish(Output output, bool& all_finished);
+  static void merge_untaken(Output& older, Output& output);
 
   const int64_t id_;
   const int32_t num_completions_;

@@ -161,5 +161,49 @@ TEST(EngineLoop, SubmitsRacingShutdownAllReturn) {
   EXPECT_GT(refused, 0);
 }
 
+// A client reading a stream with logprobs now and then (many steps between two reads, or none) receives each
+// token's logprobs once, in order, with nothing copied twice: put together they are those of a run alone.
+TEST(EngineLoop, StreamHandsOverEachLogprobOnce) {
+  KV_REQUIRE_SHARED(kModel);
+  Request r = greedy("Once upon a time, there was a cat", 24);
+  r.params.logprobs = 3;
+  r.params.prompt_logprobs = 1;
+  r.params.ignore_eos = true;
+  auto engine = make_engine();
+  ASSERT_NE(engine, nullptr);
+  const Output alone = engine->generate({r})[0];
+  ASSERT_EQ(alone.logprobs.size(), 24u);
+  EngineLoop loop(*engine);
+  auto notifier = std::make_shared<Notifier>();
+  auto stream = loop.submit(r, notifier).value();
+  std::vector<GeneratedTokenLogprobs> got;
+  size_t prompt_logprobs = 0;
+  std::vector<Output> outs;
+  bool done = false;
+  for (int read = 0; !done; ++read) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(read % 3 == 0 ? 5 : 0));
+    done = stream->snapshot(outs);
+    if (outs.empty()) continue;
+    Output& o = outs[0];
+    prompt_logprobs += o.prompt_logprobs.size();
+    // New ones continue what was taken; a finished output restates them all, from the first.
+    ASSERT_LE(o.logprobs_begin, static_cast<int64_t>(got.size()));
+    for (size_t i = got.size() - static_cast<size_t>(o.logprobs_begin); i < o.logprobs.size(); ++i)
+      got.push_back(o.logprobs[i]);
+    if (!o.finished) {
+      EXPECT_EQ(o.logprobs_begin + static_cast<int64_t>(o.logprobs.size()), static_cast<int64_t>(got.size()));
+    }
+  }
+  ASSERT_EQ(got.size(), alone.logprobs.size());
+  for (size_t t = 0; t < got.size(); ++t) {
+    EXPECT_EQ(got[t].chosen.token_id, alone.logprobs[t].chosen.token_id);
+    EXPECT_EQ(got[t].chosen.logprob, alone.logprobs[t].chosen.logprob);
+  }
+  EXPECT_GE(prompt_logprobs, alone.prompt_logprobs.size());
+  EXPECT_EQ(alone.prompt_logprobs.size() + 1, alone.prompt_token_ids.size());
+  stream->snapshot(outs);
+  EXPECT_TRUE(outs[0].logprobs.empty()) << "taken: a later snapshot has none left";
+}
+
 }  // namespace
 }  // namespace kvshare::server

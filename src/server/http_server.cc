@@ -112,13 +112,30 @@ struct Call {
   bool finished = false;
   int socket = -1;
 
-  int32_t n() const { return std::max<int32_t>(1, api.params.n); }
-  // Latest outputs of every prompt's completions; true when all have finished.
+  int32_t n() const { return std::max<int32_t>(1, api.params.n); }  // the engine's completions per prompt
+  // Latest outputs of every prompt's completions, their new logprobs moved into the choices' states; true
+  // when all have finished.
   bool collect(std::vector<std::vector<Output>>& outputs) {
     outputs.resize(streams.size());
     bool all = true;
-    for (size_t i = 0; i < streams.size(); ++i) all = streams[i]->snapshot(outputs[i]) && all;
+    for (size_t i = 0; i < streams.size(); ++i) {
+      all = streams[i]->snapshot(outputs[i]) && all;
+      for (Output& o : outputs[i]) {
+        take_logprobs(states[i][o.index], o);
+        if (o.index == 0) take_prompt_logprobs(states[i], o);
+      }
+    }
     return all;
+  }
+  // Echo with logprobs: the prompt's logprobs come with completion 0's first output (and its last), for every
+  // choice of the prompt.
+  void take_prompt_logprobs(std::vector<ChoiceState>& choices, Output& o) const {
+    if (!api.echo_logprobs() || choices[0].prompt != nullptr) return;
+    if (o.prompt_logprobs.size() + 1 != o.prompt_token_ids.size()) return;  // not computed (yet)
+    auto prompt = std::make_shared<PromptLogprobs>();
+    prompt->token_ids = o.prompt_token_ids;
+    prompt->logprobs = std::move(o.prompt_logprobs);
+    for (ChoiceState& c : choices) c.prompt = prompt;
   }
   Usage usage(const std::vector<std::vector<Output>>& outputs) const {
     Usage u;
@@ -130,6 +147,22 @@ struct Call {
     return u;
   }
 };
+
+// best_of: keeps the `n` choices of prompt `prompt` with the highest cumulative logprob (ties: the lower
+// completion index first), in that order, numbered prompt * n + rank.
+void keep_best(std::vector<std::pair<ChoiceState, Output>>& choices, int32_t n, int32_t prompt) {
+  std::vector<double> score(choices.size());
+  for (size_t j = 0; j < choices.size(); ++j) score[j] = cumulative_logprob(choices[j].first);
+  std::vector<size_t> order(choices.size());
+  for (size_t j = 0; j < order.size(); ++j) order[j] = j;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score[a] > score[b]; });
+  std::vector<std::pair<ChoiceState, Output>> best;
+  for (size_t rank = 0; rank < order.size() && rank < static_cast<size_t>(n); ++rank) {
+    best.push_back(std::move(choices[order[rank]]));
+    best.back().first.index = prompt * n + static_cast<int32_t>(rank);
+  }
+  choices = std::move(best);
+}
 
 }  // namespace
 
@@ -434,16 +467,20 @@ void HttpServer::Impl::respond_when_done(const std::shared_ptr<Call>& call, http
       return;
     }
   }
-  const Usage usage = call->usage(outputs);
+  const Usage usage = call->usage(outputs);  // best_of: every completion's tokens count
   std::vector<std::pair<ChoiceState, Output>> choices;
-  for (size_t i = 0; i < outputs.size(); ++i)
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    std::vector<std::pair<ChoiceState, Output>> prompt_choices;
     for (Output& o : outputs[i]) {
       if (o.finish_reason == FinishReason::kError) {
         abort_call(*call);
         return send_error(res, from_status(o.error));
       }
-      choices.emplace_back(call->states[i][o.index], std::move(o));
+      prompt_choices.emplace_back(std::move(call->states[i][o.index]), std::move(o));
     }
+    if (call->api.best_of()) keep_best(prompt_choices, call->api.n, static_cast<int32_t>(i));
+    for (auto& c : prompt_choices) choices.push_back(std::move(c));
+  }
   send_json(res, completion_response(call->ctx, call->api, choices, usage));
 }
 

@@ -196,6 +196,7 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
   if (r.get("repetition_penalty") != nullptr && p.repetition_penalty <= 0)
     r.fail("repetition_penalty", "repetition_penalty must be greater than 0");
   r.integer32("n", p.n, 1, SamplingParams::kMaxN);
+  call.n = p.n;
   int64_t seed = 0;
   if (r.integer("seed", seed, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()))
     p.seed = static_cast<uint64_t>(seed);
@@ -215,10 +216,17 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
     sr.boolean("include_usage", call.include_usage);
     if (!sr.ok()) r.fail("stream_options", "stream_options.include_usage must be true or false");
   }
-  if (r.get("best_of") != nullptr) {
-    int64_t best_of = 1;
-    if (r.integer("best_of", best_of, 1, SamplingParams::kMaxN) && best_of != p.n)
-      r.fail("best_of", "best_of is not supported (only best_of equal to n)");
+  // best_of (vLLM's meaning): the engine runs best_of completions per prompt, the n with the highest
+  // cumulative logprob are returned.
+  int32_t best_of = call.n;
+  if (r.integer32("best_of", best_of, 1, SamplingParams::kMaxN)) {
+    if (best_of < call.n)
+      r.fail("best_of", "best_of (" + std::to_string(best_of) + ") must be at least n (" + std::to_string(call.n) + ")");
+    else if (best_of > call.n && call.stream)
+      r.fail("best_of", "best_of greater than n cannot be streamed (the best are known only at the end); "
+                        "drop stream or best_of");
+    else
+      p.n = best_of;
   }
   if (r.get("suffix") != nullptr) r.fail("suffix", "suffix is not supported");
 }
@@ -342,6 +350,8 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
   }
   read_sampling(r, call);
   if (call.top_logprobs >= 0) call.params.logprobs = call.top_logprobs;
+  if (call.best_of() && !call.params.logprobs.has_value()) call.params.logprobs = 0;  // ranks by them
+  if (call.echo_logprobs()) call.params.prompt_logprobs = call.top_logprobs;
   if (!r.ok()) {
     error = r.error();
     return false;
@@ -369,28 +379,45 @@ namespace {
 
 std::vector<int> utf8_bytes(const std::string& s) { return std::vector<int>(s.begin(), s.end()); }
 
-// Completions' logprobs for tokens [from, to): {"tokens", "token_logprobs", "top_logprobs", "text_offset"}.
-json completion_logprobs(const ResponseContext& ctx, const Output& o, size_t from, size_t to, size_t text_offset) {
-  json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
-  for (size_t i = from; i < to && i < o.logprobs.size(); ++i) {
-    const GeneratedTokenLogprobs& lp = o.logprobs[i];
-    const std::string text = ctx.token_text(lp.chosen.token_id);
-    tokens.push_back(text);
-    token_logprobs.push_back(lp.chosen.logprob);
+// Completions' logprobs, built token by token: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}.
+class CompletionLogprobs {
+ public:
+  CompletionLogprobs(const ResponseContext& ctx, size_t& text_offset) : ctx_(ctx), offset_(text_offset) {}
+  // A token with its logprobs, or (lp null: the prompt's first token) with none.
+  void add(int32_t token_id, const GeneratedTokenLogprobs* lp) {
+    const std::string text = ctx_.token_text(token_id);
+    tokens_.push_back(text);
+    offsets_.push_back(offset_);
+    offset_ += text.size();
+    if (lp == nullptr) {
+      token_logprobs_.push_back(nullptr);
+      top_.push_back(nullptr);
+      return;
+    }
+    token_logprobs_.push_back(lp->chosen.logprob);
     json alternatives = json::object();
-    for (const TokenLogprob& t : lp.top) alternatives[ctx.token_text(t.token_id)] = t.logprob;
-    top.push_back(std::move(alternatives));
-    offsets.push_back(text_offset);
-    text_offset += text.size();
+    for (const TokenLogprob& t : lp->top) alternatives[ctx_.token_text(t.token_id)] = t.logprob;
+    top_.push_back(std::move(alternatives));
   }
-  return json{{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top}, {"text_offset", offsets}};
-}
+  void add_prompt(const PromptLogprobs& p) {
+    for (size_t i = 0; i < p.token_ids.size(); ++i)
+      add(p.token_ids[i], i == 0 || i > p.logprobs.size() ? nullptr : &p.logprobs[i - 1]);
+  }
+  json to_json() && {
+    return json{{"tokens", std::move(tokens_)}, {"token_logprobs", std::move(token_logprobs_)},
+                {"top_logprobs", std::move(top_)}, {"text_offset", std::move(offsets_)}};
+  }
 
-// Chat's logprobs for tokens [from, to): {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}.
-json chat_logprobs(const ResponseContext& ctx, const Output& o, size_t from, size_t to) {
+ private:
+  const ResponseContext& ctx_;
+  size_t& offset_;
+  json tokens_ = json::array(), token_logprobs_ = json::array(), top_ = json::array(), offsets_ = json::array();
+};
+
+// Chat's logprobs: {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}.
+json chat_logprobs(const ResponseContext& ctx, const std::vector<GeneratedTokenLogprobs>& logprobs) {
   json content = json::array();
-  for (size_t i = from; i < to && i < o.logprobs.size(); ++i) {
-    const GeneratedTokenLogprobs& lp = o.logprobs[i];
+  for (const GeneratedTokenLogprobs& lp : logprobs) {
     const std::string text = ctx.token_text(lp.chosen.token_id);
     json top = json::array();
     for (const TokenLogprob& t : lp.top) {
@@ -403,11 +430,33 @@ json chat_logprobs(const ResponseContext& ctx, const Output& o, size_t from, siz
   return json{{"content", std::move(content)}};
 }
 
-json logprobs_json(const ResponseContext& ctx, const GenerationCall& call, const Output& o, size_t from, size_t to,
-                   size_t text_offset) {
+// The logprobs `state` holds (with the prompt's first, when `with_prompt`), advancing its text offset.
+json logprobs_json(const ResponseContext& ctx, const GenerationCall& call, ChoiceState& state, bool with_prompt) {
   if (call.top_logprobs < 0) return nullptr;
-  return call.chat ? chat_logprobs(ctx, o, from, to) : completion_logprobs(ctx, o, from, to, text_offset);
+  if (call.chat) return chat_logprobs(ctx, state.logprobs);
+  CompletionLogprobs out(ctx, state.text_offset);
+  if (with_prompt && state.prompt != nullptr) out.add_prompt(*state.prompt);
+  for (const GeneratedTokenLogprobs& lp : state.logprobs) out.add(lp.chosen.token_id, &lp);
+  return std::move(out).to_json();
 }
+
+}  // namespace
+
+void take_logprobs(ChoiceState& state, Output& o) {
+  const size_t have = state.logprobs_begin + state.logprobs.size();
+  const auto begin = static_cast<size_t>(o.logprobs_begin);
+  if (begin > have) return;  // a gap cannot happen (the engine's outputs continue or restate); take nothing
+  for (size_t i = have - begin; i < o.logprobs.size(); ++i) state.logprobs.push_back(std::move(o.logprobs[i]));
+  o.logprobs.clear();
+}
+
+double cumulative_logprob(const ChoiceState& state) {
+  double sum = 0;
+  for (const GeneratedTokenLogprobs& lp : state.logprobs) sum += lp.chosen.logprob;
+  return sum;
+}
+
+namespace {
 
 json envelope(const ResponseContext& ctx, const GenerationCall& call, bool chunk) {
   const char* object = call.chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
@@ -421,15 +470,15 @@ json completion_response(const ResponseContext& ctx, const GenerationCall& call,
                          const std::vector<std::pair<ChoiceState, Output>>& choices, const Usage& usage) {
   json response = envelope(ctx, call, false);
   json list = json::array();
-  for (const auto& [state, o] : choices) {
+  for (const auto& [choice_state, o] : choices) {
+    ChoiceState state = choice_state;  // its text offset advances as the logprobs are written
     json choice = {{"index", state.index}};
     if (call.chat) {
       choice["message"] = {{"role", "assistant"}, {"content", o.text}};
-      choice["logprobs"] = logprobs_json(ctx, call, o, 0, o.token_ids.size(), 0);
     } else {
       choice["text"] = state.echo_text + o.text;
-      choice["logprobs"] = logprobs_json(ctx, call, o, 0, o.token_ids.size(), state.echo_text.size());
     }
+    choice["logprobs"] = logprobs_json(ctx, call, state, call.echo_logprobs());
     choice["finish_reason"] = finish_reason_json(o);
     if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
     else if (o.stop_token_id >= 0) choice["stop_reason"] = o.stop_token_id;
@@ -443,12 +492,15 @@ json completion_response(const ResponseContext& ctx, const GenerationCall& call,
 
 json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, ChoiceState& state, const Output& o) {
   if (state.finished) return nullptr;
+  // Echo with logprobs: the first chunk lists the prompt's tokens, whose logprobs come with completion 0's
+  // first output; until then (unless the completion ended without them) the choice waits.
+  const bool with_prompt = call.echo_logprobs() && !state.sent_echo;
+  if (with_prompt && state.prompt == nullptr && !o.finished) return nullptr;
   std::string delta;
   if (!call.chat && !state.sent_echo) delta = state.echo_text;
   const size_t text_end = o.text.size();
   if (text_end > state.sent_text) delta += o.text.substr(state.sent_text);
-  const size_t tokens_end = o.finished ? o.token_ids.size() : std::min(o.token_ids.size(), o.logprobs.size());
-  const bool new_logprobs = call.top_logprobs >= 0 && tokens_end > state.sent_logprobs;
+  const bool new_logprobs = call.top_logprobs >= 0 && (!state.logprobs.empty() || with_prompt);
   const bool first_chat_chunk = call.chat && !state.sent_role;
   if (delta.empty() && !new_logprobs && !o.finished && !first_chat_chunk) return nullptr;
   state.sent_echo = true;
@@ -463,15 +515,15 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   } else {
     choice["text"] = delta;
   }
-  choice["logprobs"] = new_logprobs ? logprobs_json(ctx, call, o, state.sent_logprobs, tokens_end, state.sent_text)
-                                    : json(nullptr);
+  choice["logprobs"] = new_logprobs ? logprobs_json(ctx, call, state, with_prompt) : json(nullptr);
+  state.logprobs_begin += state.logprobs.size();  // sent: O(new) per event
+  state.logprobs.clear();
   choice["finish_reason"] = finish_reason_json(o);
   if (o.finished) {
     if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
     else if (o.stop_token_id >= 0) choice["stop_reason"] = o.stop_token_id;
   }
   state.sent_text = std::max(state.sent_text, text_end);
-  if (new_logprobs) state.sent_logprobs = tokens_end;
   state.finished = o.finished;
   json chunk = envelope(ctx, call, true);
   chunk["choices"] = json::array({std::move(choice)});

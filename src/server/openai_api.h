@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -46,11 +47,16 @@ struct GenerationCall {
   bool continue_final_message = false;
   json chat_template_kwargs = json::object();  // further variables for the template (enable_thinking, ...)
   bool max_tokens_given = false;    // chat: without it, generation may fill the context
-  SamplingParams params;
+  SamplingParams params;            // params.n: completions the engine runs per prompt (best_of of them)
+  int32_t n = 1;                    // choices returned per prompt: the n of the best_of with the highest
+                                    // cumulative logprob when best_of > n, else all
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;           // completions: the prompt's text before each completion's
   int32_t top_logprobs = -1;   // completions: `logprobs`; chat: `top_logprobs` when `logprobs` is true; -1 off
+  bool best_of() const { return params.n > n; }
+  // Completions with echo and logprobs list the prompt's tokens too (the engine's prompt_logprobs).
+  bool echo_logprobs() const { return !chat && echo && top_logprobs >= 0; }
   std::string cache_salt;
 };
 
@@ -68,12 +74,23 @@ struct ResponseContext {
   std::function<std::string(int32_t)> token_text;  // a token's text, for logprobs
 };
 
-// One choice being built from a completion's Output.
+// A prompt's tokens and their logprobs (the first token has none), for echo with logprobs.
+struct PromptLogprobs {
+  std::vector<int32_t> token_ids;
+  std::vector<GeneratedTokenLogprobs> logprobs;  // token_ids.size() - 1 entries: entry i is token i + 1's
+};
+
+// One choice being built from a completion's Outputs.
 struct ChoiceState {
   int32_t index = 0;            // the choice's index in the response (prompt i, completion j: i * n + j)
   std::string echo_text;        // completions with echo: the prompt's text
   size_t sent_text = 0;         // streaming: bytes of Output::text already sent
-  size_t sent_logprobs = 0;     // streaming: tokens whose logprobs were already sent
+  // Generated tokens' logprobs received from the engine (take_logprobs) and not yet sent: for a stream, those
+  // of the next event; for a whole response, all of them. logprobs[0] is generated token logprobs_begin's.
+  std::vector<GeneratedTokenLogprobs> logprobs;
+  size_t logprobs_begin = 0;
+  size_t text_offset = 0;       // completions' logprobs: text_offset of the next token listed
+  std::shared_ptr<const PromptLogprobs> prompt;  // echo_logprobs(): the prompt's, once the engine gave them
   bool sent_role = false;       // chat streaming: the first delta (role) was sent
   bool sent_echo = false;       // completions streaming: echo_text was sent
   bool finished = false;
@@ -87,14 +104,22 @@ struct Usage {
   json to_json() const;
 };
 
+// Moves the generated tokens' logprobs of `output` that `state` does not hold yet into it, whether the output
+// carries new ones only (a step's) or all (a finished one's): O(new tokens).
+void take_logprobs(ChoiceState& state, Output& output);
+
+// The sum of the chosen tokens' logprobs `state` holds (a whole response's: all of them), for best_of.
+double cumulative_logprob(const ChoiceState& state);
+
 // OpenAI's finish_reason for an Output: "stop", "length", "abort", or null while unfinished.
 json finish_reason_json(const Output& output);
 
 // The whole (non-streaming) response.
 json completion_response(const ResponseContext& ctx, const GenerationCall& call,
                          const std::vector<std::pair<ChoiceState, Output>>& choices, const Usage& usage);
-// One streaming chunk with what `output` added since `state` last sent (text delta, logprobs, finish);
-// json() (null) when there is nothing new to send. Advances `state`.
+// One streaming chunk with what `output` added since `state` last sent (text delta, the logprobs `state`
+// holds, finish); json() (null) when there is nothing new to send, or when echo with logprobs waits for the
+// prompt's logprobs. Advances `state`.
 json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, ChoiceState& state, const Output& output);
 // The last chunk of a stream when stream_options.include_usage: no choices, the usage.
 json usage_chunk(const ResponseContext& ctx, const GenerationCall& call, const Usage& usage);

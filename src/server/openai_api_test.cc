@@ -126,7 +126,10 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "stream_options": {"include_usage": true}})", false, "stream_options"},
       {R"({"prompt": "x", "model": 3})", false, "model"},
       {R"({"prompt": "x", "suffix": "y"})", false, "suffix"},
-      {R"({"prompt": "x", "best_of": 2})", false, "best_of"},
+      {R"({"prompt": "x", "n": 3, "best_of": 2})", false, "best_of"},
+      {R"({"prompt": "x", "best_of": 2, "stream": true})", false, "best_of"},
+      {R"({"prompt": "x", "best_of": 0})", false, "best_of"},
+      {R"({"prompt": "x", "best_of": 129})", false, "best_of"},
       {R"({"prompt": "x", "seed": "s"})", false, "seed"},
       {R"({})", true, "messages"},
       {R"({"messages": []})", true, "messages"},
@@ -175,25 +178,113 @@ Output output(const std::string& text, std::vector<int32_t> tokens, bool finishe
   return o;
 }
 
+TEST(OpenAiApi, BestOfRunsMoreCompletionsAndRanksByLogprobs) {
+  GenerationCall c = parse_ok(R"({"prompt": "x", "n": 2, "best_of": 5})");
+  EXPECT_EQ(c.n, 2);
+  EXPECT_EQ(c.params.n, 5);
+  EXPECT_TRUE(c.best_of());
+  EXPECT_EQ(c.params.logprobs, 0) << "ranking needs the chosen tokens' logprobs";
+  EXPECT_EQ(c.top_logprobs, -1) << "but none are returned unless asked for";
+  c = parse_ok(R"({"prompt": "x", "n": 3, "best_of": 3, "stream": true})");
+  EXPECT_FALSE(c.best_of());
+  EXPECT_FALSE(c.params.logprobs.has_value());
+  c = parse_ok(R"({"prompt": "x", "best_of": 4, "logprobs": 3})");
+  EXPECT_EQ(c.params.logprobs, 3);
+  ChoiceState st;
+  st.logprobs = {{{1, -0.25f}, {}}, {{2, -1.5f}, {}}};
+  EXPECT_DOUBLE_EQ(cumulative_logprob(st), -1.75);
+}
+
+TEST(OpenAiApi, EchoWithLogprobsAsksForPromptLogprobs) {
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "echo": true, "logprobs": 2})").params.prompt_logprobs, 2);
+  EXPECT_FALSE(parse_ok(R"({"prompt": "x", "echo": true})").params.prompt_logprobs.has_value());
+  EXPECT_FALSE(parse_ok(R"({"prompt": "x", "logprobs": 2})").params.prompt_logprobs.has_value());
+}
+
+// A step's output carries new logprobs only; a finished one restates them all: the state ends with each once.
+TEST(OpenAiApi, TakeLogprobsKeepsEachTokenOnce) {
+  ChoiceState st;
+  Output a = output("", {5}, false);
+  a.logprobs = {{{5, -1.0f}, {}}};
+  take_logprobs(st, a);
+  Output b = output("", {5, 6}, false);
+  b.logprobs_begin = 1;
+  b.logprobs = {{{6, -2.0f}, {}}};
+  take_logprobs(st, b);
+  Output c = output("", {5, 6, 7}, true);
+  c.logprobs = {{{5, -1.0f}, {}}, {{6, -2.0f}, {}}, {{7, -3.0f}, {}}};
+  take_logprobs(st, c);
+  ASSERT_EQ(st.logprobs.size(), 3u);
+  EXPECT_EQ(st.logprobs[2].chosen.token_id, 7);
+  EXPECT_TRUE(c.logprobs.empty()) << "moved, not copied";
+  st.logprobs_begin = 3;  // as after a stream sent them
+  st.logprobs.clear();
+  take_logprobs(st, c = output("", {5, 6, 7}, true));
+  EXPECT_TRUE(st.logprobs.empty());
+}
+
 TEST(OpenAiApi, CompletionResponse) {
-  GenerationCall call = parse_ok(R"({"prompt": "Hi", "echo": true, "logprobs": 1})");
+  GenerationCall call = parse_ok(R"({"prompt": "Hi", "logprobs": 1})");
   ChoiceState st;
   st.index = 0;
-  st.echo_text = "Hi";
   Output o = output(" there", {7, 8}, true);
   o.logprobs = {{{7, -0.5f}, {{7, -0.5f}}}, {{8, -1.5f}, {{9, -1.0f}}}};
+  take_logprobs(st, o);
   Usage u{3, 2, 1};
   json r = completion_response(context(), call, {{st, o}}, u);
   EXPECT_EQ(r["object"], "text_completion");
-  EXPECT_EQ(r["choices"][0]["text"], "Hi there");
+  EXPECT_EQ(r["choices"][0]["text"], " there");
   EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
   EXPECT_EQ(r["choices"][0]["logprobs"]["tokens"], json({"<7>", "<8>"}));
   EXPECT_EQ(r["choices"][0]["logprobs"]["token_logprobs"][1], -1.5);
   EXPECT_EQ(r["choices"][0]["logprobs"]["top_logprobs"][1]["<9>"], -1.0);
-  EXPECT_EQ(r["choices"][0]["logprobs"]["text_offset"], json({2, 5}));
+  EXPECT_EQ(r["choices"][0]["logprobs"]["text_offset"], json({0, 3}));
   EXPECT_EQ(r["usage"]["prompt_tokens"], 3);
   EXPECT_EQ(r["usage"]["total_tokens"], 5);
   EXPECT_EQ(r["usage"]["prompt_tokens_details"]["cached_tokens"], 1);
+}
+
+// Echo with logprobs lists the prompt's tokens first: the first with null logprob and alternatives (it has no
+// context), each later one with its logprob; offsets run on through the generated tokens.
+TEST(OpenAiApi, EchoListsThePromptTokensLogprobs) {
+  GenerationCall call = parse_ok(R"({"prompt": "Hi", "echo": true, "logprobs": 1})");
+  ChoiceState st;
+  st.echo_text = "Hi";
+  auto prompt = std::make_shared<PromptLogprobs>();
+  prompt->token_ids = {3, 4};
+  prompt->logprobs = {{{4, -2.5f}, {{10, -0.5f}}}};
+  st.prompt = prompt;
+  Output o = output(" there", {7}, true);
+  o.logprobs = {{{7, -0.5f}, {{7, -0.5f}}}};
+  take_logprobs(st, o);
+  json lp = completion_response(context(), call, {{st, o}}, Usage{})["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"], json({"<3>", "<4>", "<7>"}));
+  EXPECT_EQ(lp["token_logprobs"], json({nullptr, -2.5, -0.5}));
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  EXPECT_EQ(lp["top_logprobs"][1]["<10>"], -0.5);
+  EXPECT_EQ(lp["text_offset"], json({0, 3, 6}));
+
+  // Streamed: the first chunk waits for the prompt's logprobs, then carries them with the echo; the chunks'
+  // logprobs put together are the whole response's.
+  call = parse_ok(R"({"prompt": "Hi", "echo": true, "logprobs": 1, "stream": true})");
+  ChoiceState s;
+  s.echo_text = "Hi";
+  Output first = output(" there", {7}, false);
+  first.logprobs = {{{7, -0.5f}, {{7, -0.5f}}}};
+  take_logprobs(s, first);
+  EXPECT_TRUE(stream_chunk(context(), call, s, first).is_null()) << "waits for the prompt's logprobs";
+  s.prompt = prompt;
+  json c1 = stream_chunk(context(), call, s, first);
+  EXPECT_EQ(c1["choices"][0]["text"], "Hi there");
+  EXPECT_EQ(c1["choices"][0]["logprobs"]["tokens"], json({"<3>", "<4>", "<7>"}));
+  EXPECT_TRUE(s.logprobs.empty()) << "sent logprobs are dropped";
+  Output last = output(" there!", {7, 8}, true);
+  last.logprobs = {{{7, -0.5f}, {{7, -0.5f}}}, {{8, -0.25f}, {{8, -0.25f}}}};
+  take_logprobs(s, last);
+  json c2 = stream_chunk(context(), call, s, last);
+  EXPECT_EQ(c2["choices"][0]["logprobs"]["tokens"], json({"<8>"}));
+  EXPECT_EQ(c2["choices"][0]["logprobs"]["text_offset"], json({9}));
+  EXPECT_EQ(c2["choices"][0]["logprobs"]["token_logprobs"], json({-0.25}));
 }
 
 TEST(OpenAiApi, ChatStreamSendsRoleThenDeltasThenFinish) {

@@ -155,12 +155,89 @@ class ServerTest(unittest.TestCase):
         c = r["choices"][0]
         self.assertTrue(c["text"].startswith("The cat"))
         lp = c["logprobs"]
-        self.assertEqual(len(lp["tokens"]), 3)
-        self.assertEqual(len(lp["token_logprobs"]), 3)
-        for alts, chosen in zip(lp["top_logprobs"], lp["token_logprobs"]):
+        prompt_tokens = r["usage"]["prompt_tokens"]  # echo lists the prompt's tokens first
+        self.assertEqual(len(lp["tokens"]), prompt_tokens + 3)
+        self.assertEqual(len(lp["token_logprobs"]), prompt_tokens + 3)
+        for alts, chosen in zip(lp["top_logprobs"][prompt_tokens:], lp["token_logprobs"][prompt_tokens:]):
             self.assertEqual(len(alts), 2)
             self.assertAlmostEqual(max(alts.values()), chosen, places=5)  # greedy picks the likeliest
             self.assertLessEqual(chosen, 0.0)
+
+    def test_echo_logprobs_list_the_prompt_tokens(self):
+        prompt = "Once upon a time there was a little cat"
+        ids = json.loads(self.post("/tokenize", {"prompt": prompt})[2])["tokens"]
+        body = {"prompt": prompt, "max_tokens": 3, "temperature": 0, "echo": True, "logprobs": 2}
+        code, _, text = self.post("/v1/completions", body)
+        self.assertEqual(code, 200, text)
+        lp = json.loads(text)["choices"][0]["logprobs"]
+        self.assertEqual(len(lp["tokens"]), len(ids) + 3)
+        self.assertIsNone(lp["token_logprobs"][0])  # the first prompt token has no context
+        self.assertIsNone(lp["top_logprobs"][0])
+        for alts, chosen in zip(lp["top_logprobs"][1:], lp["token_logprobs"][1:]):
+            self.assertEqual(len(alts), 2)
+            self.assertLessEqual(chosen, 0.0)
+            self.assertGreaterEqual(max(alts.values()), chosen)
+        self.assertEqual(lp["text_offset"][0], 0)
+        # Each prompt token's logprob is the raw logprob of that token generated after the tokens before it
+        # (a +100 logit_bias makes it the choice; logprobs are taken before any bias), bit for bit.
+        for p in range(1, len(ids)):
+            r = json.loads(self.post("/v1/completions", {"prompt": ids[:p], "max_tokens": 1, "temperature": 0,
+                                                          "logprobs": 0, "logit_bias": {str(ids[p]): 100}})[2])
+            gen = r["choices"][0]["logprobs"]
+            self.assertEqual(gen["tokens"][0], lp["tokens"][p])
+            self.assertEqual(gen["token_logprobs"][0], lp["token_logprobs"][p], f"prompt token {p}")
+        # Again, with the prompt now cached: the same bits (the positions are computed, not served from cache).
+        again = json.loads(self.post("/v1/completions", body)[2])
+        self.assertEqual(again["choices"][0]["logprobs"], lp)
+        self.assertEqual(again["usage"]["prompt_tokens_details"]["cached_tokens"], 0)
+        # n > 1: every choice lists the prompt's logprobs.
+        r = json.loads(self.post("/v1/completions", dict(body, n=2, temperature=1.0, seed=3))[2])
+        for c in r["choices"]:
+            self.assertEqual(c["logprobs"]["token_logprobs"][:len(ids)], lp["token_logprobs"][:len(ids)])
+
+    def test_streamed_logprobs_equal_the_whole_response(self):
+        body = {"prompt": "The little dog ran", "max_tokens": 12, "temperature": 0, "logprobs": 2, "echo": True,
+                "ignore_eos": True}
+        whole = json.loads(self.post("/v1/completions", body)[2])["choices"][0]["logprobs"]
+        events = sse_events(self.post("/v1/completions", dict(body, stream=True))[2])
+        self.assertEqual(events[-1], "[DONE]")
+        joined = {k: [] for k in whole}
+        for e in events[:-1]:
+            lp = e["choices"][0]["logprobs"]
+            if lp is not None:
+                for k in joined:
+                    joined[k] += lp[k]
+        self.assertEqual(joined, whole)
+        # Chat: the same.
+        msgs = [{"role": "user", "content": "A story"}]
+        chat = {"messages": msgs, "max_tokens": 8, "temperature": 0, "logprobs": True, "top_logprobs": 2,
+                "ignore_eos": True}
+        whole = json.loads(self.post("/v1/chat/completions", chat)[2])["choices"][0]["logprobs"]["content"]
+        events = sse_events(self.post("/v1/chat/completions", dict(chat, stream=True))[2])
+        joined = []
+        for e in events[:-1]:
+            lp = e["choices"][0].get("logprobs")
+            if lp is not None:
+                joined += lp["content"]
+        self.assertEqual(joined, whole)
+
+    def test_best_of(self):
+        body = {"prompt": "The cat", "max_tokens": 8, "temperature": 1.0, "seed": 11, "ignore_eos": True}
+        all4 = json.loads(self.post("/v1/completions", dict(body, n=4, logprobs=0))[2])["choices"]
+        cumulative = sorted(((sum(c["logprobs"]["token_logprobs"]), c["index"], c["text"]) for c in all4),
+                            key=lambda x: (-x[0], x[1]))
+        code, _, text = self.post("/v1/completions", dict(body, n=2, best_of=4))
+        self.assertEqual(code, 200, text)
+        r = json.loads(text)
+        self.assertEqual([c["index"] for c in r["choices"]], [0, 1])
+        self.assertEqual([c["text"] for c in r["choices"]], [t for _, _, t in cumulative[:2]])
+        self.assertIsNone(r["choices"][0]["logprobs"], "logprobs were not asked for")
+        self.assertEqual(r["usage"]["completion_tokens"], 4 * 8, "every candidate's tokens count")
+        with_lp = json.loads(self.post("/v1/completions", dict(body, n=1, best_of=4, logprobs=1))[2])["choices"]
+        self.assertEqual(len(with_lp), 1)
+        self.assertAlmostEqual(sum(with_lp[0]["logprobs"]["token_logprobs"]), cumulative[0][0], places=4)
+        self.assert_error(self.post("/v1/completions", dict(body, n=3, best_of=2)), 400, "best_of", "at least n")
+        self.assert_error(self.post("/v1/completions", dict(body, best_of=2, stream=True)), 400, "best_of")
 
     def test_stop_strings_and_seed(self):
         base = {"prompt": "Once upon a time", "max_tokens": 30, "temperature": 0}

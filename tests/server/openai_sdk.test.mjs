@@ -101,6 +101,26 @@ test('completions streaming: deltas add up to the whole text, usage at the end',
   assert.equal(usage.completion_tokens, 16);
 });
 
+test('completions: echo with logprobs lists the prompt tokens; best_of returns the likeliest', { skip }, async () => {
+  const prompt = 'Once upon a time';
+  const r = await client.completions.create({ model: 'tiny', prompt, max_tokens: 4, temperature: 0, echo: true,
+    logprobs: 1 });
+  const lp = r.choices[0].logprobs;
+  assert.ok(r.choices[0].text.startsWith(prompt));
+  assert.equal(lp.tokens.length, r.usage.prompt_tokens + 4);
+  assert.equal(lp.token_logprobs[0], null);
+  assert.ok(lp.token_logprobs.slice(1).every((x) => typeof x === 'number' && x <= 0));
+  const body = { model: 'tiny', prompt, max_tokens: 6, temperature: 1, seed: 5, ignore_eos: true };
+  const all = (await client.completions.create({ ...body, n: 3, logprobs: 0 })).choices;
+  const sum = (c) => c.logprobs.token_logprobs.reduce((a, b) => a + b, 0);
+  const best = [...all].sort((a, b) => sum(b) - sum(a) || a.index - b.index)[0];
+  const b = await client.completions.create({ ...body, n: 1, best_of: 3 });
+  assert.equal(b.choices.length, 1);
+  assert.equal(b.choices[0].text, best.text);
+  await assert.rejects(client.completions.create({ ...body, n: 2, best_of: 1 }),
+    (e) => e.status === 400 && /best_of/.test(e.message));
+});
+
 test('chat: message, streaming deltas, logprobs', { skip }, async () => {
   const messages = [{ role: 'system', content: 'You are a storyteller.' }, { role: 'user', content: 'Tell me about a cat.' }];
   const r = await client.chat.completions.create({ model: 'tiny', messages, max_completion_tokens: 10, temperature: 0,
