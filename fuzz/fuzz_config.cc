@@ -48,9 +48,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::filesystem::path& dir = tokenizer_dir();
   std::ofstream(dir / "generation_config.json", std::ios::binary | std::ios::trunc)
       .write(parts[1].data(), static_cast<std::streamsize>(parts[1].size()));
-  auto tok = Tokenizer::from_hf_dir(dir.string());
+  auto tok = BpeTokenizer::from_hf_dir(dir.string());
   if (!tok.ok()) {
-    fuzz::check_error(tok.status(), "Tokenizer::from_hf_dir with generation_config.json");
+    fuzz::check_error(tok.status(), "BpeTokenizer::from_hf_dir with generation_config.json");
     return 0;
   }
   for (int32_t id : (*tok)->eos_ids())

@@ -1,4 +1,4 @@
-// libFuzzer target: a Hugging Face tokenizer folder with tokenizer.json (Tokenizer::from_hf_dir). The input is
+// libFuzzer target: a Hugging Face tokenizer folder with tokenizer.json (BpeTokenizer::from_hf_dir). The input is
 // up to four parts cut at "\n--8<--\n": tokenizer.json, tokenizer_config.json, generation_config.json, and a
 // text to encode. A tokenizer that loads must encode and decode consistently (tokenizer_checks.h).
 #include "tokenizer_checks.h"
@@ -12,9 +12,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }();
   const auto parts = fuzz::split_parts(data, size, 4);
   fuzz::write_parts(dir, parts, {"tokenizer.json", "tokenizer_config.json", "generation_config.json"});
-  auto tok = Tokenizer::from_hf_dir(dir.string());
+  auto tok = BpeTokenizer::from_hf_dir(dir.string());
   if (!tok.ok()) {
-    fuzz::check_error(tok.status(), "Tokenizer::from_hf_dir");
+    fuzz::check_error(tok.status(), "BpeTokenizer::from_hf_dir");
     return 0;
   }
   fuzz::check_tokenizer(**tok, parts.size() == 4 ? parts[3] : std::string_view());

@@ -23,7 +23,7 @@ inline bool valid_utf8(std::string_view s) {
   return true;
 }
 
-inline void check_tokenizer(const Tokenizer& tok, std::string_view text) {
+inline void check_tokenizer(const BpeTokenizer& tok, std::string_view text) {
   const int32_t vocab = tok.vocab_size();
   check(vocab >= 0, "a negative vocabulary size");
   for (std::string_view t : {std::string_view("Hello world, it's 2024!"), std::string_view(" \xe2\x96\x81\xc3\xa9\n"), text}) {

@@ -67,14 +67,14 @@ TEST(JsonDepth, EveryJsonReaderRefusesDeepDocuments) {
   expect_error_naming(load_safetensors(dir + "/model.safetensors").status(), kDepthWords);
   // tokenizer.json, vocab.json and generation_config.json.
   write(dir + "/tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": " + deep + "}}");
-  expect_error_naming(Tokenizer::from_hf_dir(dir).status(), kDepthWords);
+  expect_error_naming(BpeTokenizer::from_hf_dir(dir).status(), kDepthWords);
   std::filesystem::remove(dir + "/tokenizer.json");
   write(dir + "/vocab.json", "{\"a\": 0, \"b\": " + deep + "}");
   write(dir + "/merges.txt", "#version: 0.2\na b\n");
-  expect_error_naming(Tokenizer::from_hf_dir(dir).status(), kDepthWords);
+  expect_error_naming(BpeTokenizer::from_hf_dir(dir).status(), kDepthWords);
   write(dir + "/vocab.json", "{\"a\": 0, \"b\": 1, \"ab\": 2}");
   write(dir + "/generation_config.json", "{\"eos_token_id\": " + deep + "}");
-  expect_error_naming(Tokenizer::from_hf_dir(dir).status(), kDepthWords);
+  expect_error_naming(BpeTokenizer::from_hf_dir(dir).status(), kDepthWords);
 }
 
 TEST(JsonDepth, ChatConversationsAreBoundedToo) {
@@ -115,9 +115,9 @@ TEST(GenerationConfig, EosIdsOutsideTheTokenRangeAreErrorsNotWrapped) {
   write(dir + "/merges.txt", "#version: 0.2\na b\n");
   // 2^32 + 1 once became token 1.
   write(dir + "/generation_config.json", "{\"eos_token_id\": [2, 4294967297]}");
-  expect_error_naming(Tokenizer::from_hf_dir(dir).status(), "eos_token_id 4294967297 is not a token id");
+  expect_error_naming(BpeTokenizer::from_hf_dir(dir).status(), "eos_token_id 4294967297 is not a token id");
   write(dir + "/generation_config.json", "{\"eos_token_id\": 2}");
-  auto tok = Tokenizer::from_hf_dir(dir);
+  auto tok = BpeTokenizer::from_hf_dir(dir);
   ASSERT_TRUE(tok.ok()) << tok.status().to_string();
   const auto eos = (*tok)->eos_ids();
   EXPECT_NE(std::find(eos.begin(), eos.end(), 2), eos.end());

@@ -14,6 +14,7 @@
 
 #include "kvshare/sampling_params.h"
 #include "kvshare/status.h"
+#include "kvshare/tokenizer.h"
 
 namespace kvshare {
 
@@ -120,7 +121,6 @@ struct EngineMetrics {
   int64_t kv_bytes_per_token = 0;
 };
 
-class Tokenizer;
 struct ModelConfig;
 
 class Engine {
@@ -163,6 +163,7 @@ class Engine {
   // stay findable. Returns the number of blocks it dropped.
   int64_t reset_prefix_cache();
 
+  // The model's tokenizer and chat template (include/kvshare/tokenizer.h); it lives as long as the engine.
   const Tokenizer& tokenizer() const;
   const ModelConfig& model_config() const;
   const EngineConfig& config() const;

@@ -1,39 +1,84 @@
-// The model's tokenizer as a library user sees it: Engine::tokenizer() hands out a `const Tokenizer&` whose class
-// is internal (src/tokenizer/); these functions are its public face: text to token ids and back, the special
-// tokens and the vocabulary size.
+// The model's tokenizer as a library user sees it: text to token ids and back, the special tokens, the
+// vocabulary, and the model's chat template. Engine::tokenizer() hands one out; Tokenizer::load reads one from a
+// model path without its weights.
 //
 //   const kvshare::Tokenizer& tok = engine->tokenizer();
-//   std::vector<int32_t> ids = kvshare::encode(tok, "Once upon a time");
-//   std::string text = kvshare::decode(tok, ids);
+//   std::vector<int32_t> ids = tok.encode("Once upon a time");
+//   std::string text = tok.decode(ids);
+//   kvshare::Result<std::string> prompt = tok.apply_chat_template(R"([{"role": "user", "content": "Hi"}])");
 //
-// A Tokenizer is immutable: these may be called from many threads at once.
+// A Tokenizer is immutable: it may be used from many threads at once.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "kvshare/status.h"
+
 namespace kvshare {
 
-class Tokenizer;
+// How Tokenizer::apply_chat_template renders a conversation (the arguments of Hugging Face's apply_chat_template).
+struct ChatTemplateOptions {
+  // End with the opening of the assistant's turn, so the model writes its reply.
+  bool add_generation_prompt = true;
+  // End the prompt inside the final message (the text after its content is cut off), so the model continues
+  // that message, e.g. a partly written assistant reply. Needs add_generation_prompt = false.
+  bool continue_final_message = false;
+  // A Jinja template to use instead of the model's ("": the model's own). It sees the model's BOS/EOS texts.
+  std::string chat_template;
+};
 
-// Token ids of `text`. add_special_tokens: BOS (and EOS) as the model's files say. parse_special: text that
-// spells a special token ("<|eot_id|>") becomes that token; when false it is tokenized as plain text.
-std::vector<int32_t> encode(const Tokenizer& tokenizer, std::string_view text, bool add_special_tokens = true,
-                            bool parse_special = true);
-// The text of `ids`, valid UTF-8 (bytes that form no character become U+FFFD); skip_special_tokens drops BOS, EOS,
-// chat markers and the unknown token. Ids outside the vocabulary decode to nothing.
-std::string decode(const Tokenizer& tokenizer, const std::vector<int32_t>& ids, bool skip_special_tokens = false);
-// The raw bytes one token stands for ("" outside the vocabulary); for special tokens, their text ("<s>").
-std::string token_text(const Tokenizer& tokenizer, int32_t id);
-bool is_special_token(const Tokenizer& tokenizer, int32_t id);  // BOS, EOS, chat markers, unknown
+class Tokenizer {
+ public:
+  // The tokenizer (and chat template) of a model path as Engine reads it: a Hugging Face folder (tokenizer.json,
+  // or vocab.json + merges.txt; tokenizer_config.json) or a .gguf file (also a vocabulary-only one).
+  static Result<std::unique_ptr<Tokenizer>> load(const std::string& path);
 
-int32_t vocab_size(const Tokenizer& tokenizer);
-int32_t bos_token_id(const Tokenizer& tokenizer);  // -1 when the model has none
-int32_t eos_token_id(const Tokenizer& tokenizer);  // -1 when the model has none
-// Every id that ends generation: EOS, end-of-turn tokens, and those generation_config.json or the GGUF lists.
-std::vector<int32_t> eos_token_ids(const Tokenizer& tokenizer);
-bool adds_bos_token(const Tokenizer& tokenizer);  // encode(..., add_special_tokens=true) starts with BOS
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
+
+  // Token ids of `text`. add_special: BOS (and EOS) as the model's files say. parse_special: text that spells a
+  // special token ("<|eot_id|>") becomes that token; when false it is tokenized as plain text.
+  std::vector<int32_t> encode(std::string_view text, bool add_special = true, bool parse_special = true) const;
+  // The text of `ids`, valid UTF-8 (bytes that form no character become U+FFFD); skip_special drops BOS, EOS,
+  // chat markers and the unknown token. Ids outside the vocabulary decode to nothing.
+  std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
+  // The raw bytes one token stands for, as llama.cpp's token_to_piece ("" outside the vocabulary; a token may
+  // hold part of a UTF-8 character); for special tokens, their text ("<s>").
+  std::string token_piece(int32_t id) const;
+  // The token as the vocabulary spells it ("Ġworld" in GPT-2's byte alphabet, "▁world", "<0x0A>"), as Hugging
+  // Face's convert_ids_to_tokens; "" outside the vocabulary.
+  std::string id_to_token(int32_t id) const;
+  bool is_special(int32_t id) const;  // BOS, EOS, chat markers, unknown
+
+  int32_t vocab_size() const;
+  int32_t bos_id() const;  // -1 when the model has none
+  int32_t eos_id() const;  // -1 when the model has none
+  // Every id that ends generation: EOS, end-of-turn tokens, and those generation_config.json or the GGUF lists.
+  std::vector<int32_t> eos_ids() const;
+  bool adds_bos() const;  // encode(..., add_special=true) starts with BOS
+
+  // Whether the model has a chat template (tokenizer_config.json's chat_template, chat_template.jinja or
+  // .json beside it, or the GGUF's tokenizer.chat_template).
+  bool has_chat_template() const;
+  // The prompt the chat template makes of `conversation`, a JSON text: a list of messages
+  // ([{"role": "user", "content": "..."}]) or an object holding "messages" and any other variables the template
+  // reads ("tools", "documents", "enable_thinking", ...), rendered exactly as Hugging Face renders it.
+  // invalid_argument for bad JSON, a model without a template (and none in options), a template error (its
+  // message with line and column; raise_exception included), or continue_final_message without a final message
+  // whose text the prompt shows.
+  Result<std::string> apply_chat_template(std::string_view conversation, const ChatTemplateOptions& options = {}) const;
+
+  // Internal: Engine and load() make Tokenizers (Impl is defined in src/engine/tokenizer_api.cc).
+  struct Impl;
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace kvshare

@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from ._kvshare import SamplingParams, Tokenizer, _Engine, _Request
+from ._kvshare import SamplingParams, _Engine, _Request, _Tokenizer
 
 __all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Tokenizer", "PrefixHandle"]
 __version__ = "0.1.0"
@@ -23,6 +23,140 @@ _MAX_N = 128  # SamplingParams::kMaxN
 
 PromptType = Union[str, Sequence[int], Dict[str, Any]]
 Conversation = Sequence[Dict[str, Any]]
+
+
+class Tokenizer:
+    """The model's tokenizer and chat template, with the names Hugging Face's tokenizers have: encode, decode,
+    convert_ids_to_tokens, bos_token_id, eos_token_id, vocab_size, apply_chat_template. LLM.get_tokenizer()
+    gives the engine's; Tokenizer.from_pretrained(path) loads one from a model path without the weights (a Hugging
+    Face folder or a .gguf file, also a vocabulary-only one). It is immutable and may be shared across threads."""
+
+    def __init__(self, impl: _Tokenizer):
+        self._tok = impl
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, os.PathLike]) -> "Tokenizer":
+        """The tokenizer and chat template of a model path. Raises FileNotFoundError when it is missing, ValueError
+        when its files are bad."""
+        return cls(_Tokenizer.load(os.fspath(path)))
+
+    def encode(self, text: str, add_special_tokens: bool = True, *, split_special_tokens: bool = False) -> List[int]:
+        """Token ids of `text`, with BOS (and EOS) as the model's files say when add_special_tokens; text that spells
+        a special token ("<|im_end|>") becomes that token unless split_special_tokens (then it is plain text)."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a str, not {type(text).__name__}")
+        return self._tok.encode(text, bool(add_special_tokens), not split_special_tokens)
+
+    def decode(self, token_ids: Union[int, Sequence[int]], skip_special_tokens: bool = False) -> str:
+        """The text of token ids (one id or a list); skip_special_tokens drops BOS, EOS and chat markers. Bytes that
+        form no character become U+FFFD. Raises ValueError for an id outside the vocabulary."""
+        ids = self._checked_ids(token_ids)
+        return self._tok.decode(ids, bool(skip_special_tokens))
+
+    def convert_ids_to_tokens(self, ids: Union[int, Sequence[int]],
+                              skip_special_tokens: bool = False) -> Union[str, List[str]]:
+        """Each id's token as the vocabulary spells it ("Ġworld" in GPT-2's byte alphabet, "▁world", "<0x0A>"):
+        a str for one id, a list for a list. skip_special_tokens leaves out BOS, EOS and chat markers."""
+        if isinstance(ids, int) and not isinstance(ids, bool):
+            return self._tok.id_to_token(self._checked_ids(ids)[0])
+        return [self._tok.id_to_token(i) for i in self._checked_ids(ids)
+                if not (skip_special_tokens and self._tok.is_special(i))]
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.vocab_size()
+
+    def __len__(self) -> int:
+        return self._tok.vocab_size()
+
+    @property
+    def bos_token_id(self) -> Optional[int]:
+        """BOS's id, None when the model has none."""
+        return self._tok.bos_id() if self._tok.bos_id() >= 0 else None
+
+    @property
+    def eos_token_id(self) -> Optional[int]:
+        """EOS's id, None when the model has none."""
+        return self._tok.eos_id() if self._tok.eos_id() >= 0 else None
+
+    @property
+    def eos_token_ids(self) -> List[int]:
+        """Every id that ends generation: EOS, end-of-turn tokens, and those of generation_config.json."""
+        return self._tok.eos_ids()
+
+    @property
+    def bos_token(self) -> Optional[str]:
+        return self._tok.id_to_token(self._tok.bos_id()) if self._tok.bos_id() >= 0 else None
+
+    @property
+    def eos_token(self) -> Optional[str]:
+        return self._tok.id_to_token(self._tok.eos_id()) if self._tok.eos_id() >= 0 else None
+
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the model has a chat template (apply_chat_template without chat_template= needs one)."""
+        return self._tok.has_chat_template()
+
+    def apply_chat_template(self, conversation: Union[Conversation, Sequence[Conversation]],
+                            tools: Optional[Sequence[Dict[str, Any]]] = None,
+                            documents: Optional[Sequence[Dict[str, Any]]] = None,
+                            chat_template: Optional[str] = None, add_generation_prompt: bool = False,
+                            continue_final_message: bool = False, tokenize: bool = True,
+                            **kwargs: Any) -> Union[str, List[int], List[str], List[List[int]]]:
+        """Renders a conversation (a list of {"role", "content"} dicts; or a list of them, giving a list) with the
+        model's chat template, or `chat_template` (a Jinja string), exactly as Hugging Face renders it, with
+        Hugging Face's defaults: tokenize=True gives token ids (no BOS added: the template writes the special
+        tokens it wants), tokenize=False the text. tools (JSON schemas: {"type": "function", "function": {...}})
+        and documents reach the template as `tools` and `documents`, kwargs as more variables
+        ("enable_thinking", ...). continue_final_message ends the prompt inside the final message so the model
+        continues it (not with add_generation_prompt).
+
+        Raises ValueError when there is no template, the template fails (its message, raise_exception
+        included), or the arguments contradict each other; TypeError when a value is not JSON."""
+        if _is_conversation(conversation):
+            return self._render_one(conversation, tools, documents, chat_template, add_generation_prompt,
+                                    continue_final_message, tokenize, kwargs)
+        if isinstance(conversation, (list, tuple)) and conversation and all(_is_conversation(c) for c in conversation):
+            return [self._render_one(c, tools, documents, chat_template, add_generation_prompt, continue_final_message,
+                                     tokenize, kwargs) for c in conversation]
+        raise TypeError("conversation must be a list of {\"role\", \"content\"} dicts, or a non-empty list of them")
+
+    def _render_one(self, conversation: Conversation, tools: Any, documents: Any, chat_template: Optional[str],
+                    add_generation_prompt: bool, continue_final_message: bool, tokenize: bool,
+                    kwargs: Dict[str, Any]) -> Union[str, List[int]]:
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise TypeError("chat_template must be the template's Jinja source as a str")
+        variables = dict(kwargs)
+        if "messages" in variables:
+            raise ValueError("the template's variables may not hold \"messages\"; pass the conversation itself")
+        variables["messages"] = list(conversation)
+        for name, value in (("tools", tools), ("documents", documents)):
+            if value is None:
+                continue  # left undefined, as the CLI and the server leave it
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, dict) for v in value):
+                raise TypeError(f"{name} must be a list of dicts (JSON schemas), not {type(value).__name__}")
+            variables[name] = list(value)
+        try:
+            payload = json.dumps(variables, ensure_ascii=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"the conversation and the template's variables must be JSON values: {e}") from None
+        text = self._tok.apply_chat_template(payload, bool(add_generation_prompt), bool(continue_final_message),
+                                             chat_template)
+        return self._tok.encode(text, False, True) if tokenize else text
+
+    def _checked_ids(self, token_ids: Union[int, Sequence[int]]) -> List[int]:
+        ids = [token_ids] if isinstance(token_ids, int) and not isinstance(token_ids, bool) else list(token_ids)
+        vocab = self._tok.vocab_size()
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, int):
+                raise TypeError(f"token ids are ints, not {type(i).__name__}")
+            if not 0 <= i < vocab:
+                raise ValueError(f"token id {i} is outside the vocabulary [0, {vocab})")
+        return ids
+
+    def __repr__(self) -> str:
+        return (f"Tokenizer(vocab_size={self.vocab_size}, bos_token_id={self.bos_token_id}, "
+                f"eos_token_id={self.eos_token_id}, has_chat_template={self.has_chat_template})")
 
 
 class CompletionOutput:
@@ -186,10 +320,12 @@ class LLM:
                                bool(enable_prefix_caching), seed)
         self.model = model
         self._next_request = 0
+        self._tokenizer = Tokenizer(self._engine.tokenizer())
 
     def get_tokenizer(self) -> Tokenizer:
-        """The model's tokenizer: encode(text, add_special_tokens=True), decode(ids, skip_special_tokens=False)."""
-        return self._engine.tokenizer()
+        """The model's tokenizer and chat template (see Tokenizer): encode, decode, convert_ids_to_tokens,
+        apply_chat_template, bos_token_id, eos_token_id, vocab_size."""
+        return self._tokenizer
 
     def metrics(self) -> Dict[str, Any]:
         """The engine's counters: prefix-cache queries and hits, tokens computed, KV blocks, step times."""
@@ -296,18 +432,22 @@ class LLM:
 
     def chat(self, messages: Union[Conversation, Sequence[Conversation]],
              sampling_params: Union[None, SamplingParams, Sequence[SamplingParams]] = None, *,
-             use_tqdm: Union[bool, Callable[..., Any]] = True, add_generation_prompt: bool = True,
-             chat_template: Optional[str] = None,
+             use_tqdm: Union[bool, Callable[..., Any]] = True, chat_template: Optional[str] = None,
+             add_generation_prompt: bool = True, continue_final_message: bool = False,
+             tools: Optional[Sequence[Dict[str, Any]]] = None,
              chat_template_kwargs: Optional[Dict[str, Any]] = None) -> List[RequestOutput]:
         """Generates the replies to one conversation (a list of {"role", "content"} dicts) or to a list of
         them, and returns their RequestOutputs in input order (.prompt is the rendered prompt).
 
         Each conversation is rendered with the model's chat template (tokenizer_config.json's chat_template,
         chat_template.jinja, or the GGUF's tokenizer.chat_template), or with `chat_template` (a Jinja string)
-        when given, exactly as Hugging Face renders it; chat_template_kwargs are more variables for the
-        template ("tools", "documents", "enable_thinking", ...). The prompt is then tokenized as vLLM does,
-        without adding BOS/EOS (the template writes the special tokens it wants). sampling_params and
-        use_tqdm are as in generate().
+        when given, exactly as Hugging Face renders it (Tokenizer.apply_chat_template). tools (JSON schemas:
+        [{"type": "function", "function": {"name", "description", "parameters"}}]) reach the template as
+        `tools`; chat_template_kwargs are more variables ("documents", "enable_thinking", ...), and win over tools
+        as in vLLM. continue_final_message ends the prompt inside the final message (a partly written
+        assistant reply) so the model continues it; it needs add_generation_prompt=False. The prompt is then
+        tokenized as vLLM does, without adding BOS/EOS (the template writes the special tokens it wants).
+        sampling_params and use_tqdm are as in generate().
 
         Raises ValueError when the model has no chat template and none is given, or when the template fails
         (its message, e.g. from raise_exception, with the line and column).
@@ -319,30 +459,20 @@ class LLM:
         else:
             raise TypeError("messages must be a conversation (a non-empty list of {\"role\", \"content\"} dicts) "
                             "or a non-empty list of conversations")
-        tokenizer = self.get_tokenizer()
+        options: Dict[str, Any] = {"chat_template": chat_template, "add_generation_prompt": add_generation_prompt,
+                                   "continue_final_message": continue_final_message, "tools": tools}
+        options.update(chat_template_kwargs or {})  # as vLLM: the kwargs win
+        for name in ("messages", "conversation", "tokenize"):
+            if name in options:
+                raise ValueError(f"chat_template_kwargs may not hold \"{name}\"; pass the conversation as messages")
         prompts = []
         for i, conversation in enumerate(conversations):
-            text = self._render_chat(conversation, add_generation_prompt, chat_template, chat_template_kwargs)
-            ids = tokenizer.encode(text, add_special_tokens=False)
+            text = self._tokenizer.apply_chat_template(conversation, tokenize=False, **options)
+            ids = self._tokenizer.encode(text, add_special_tokens=False)
             if not ids:
                 raise ValueError(f"conversation {i}: the chat template rendered an empty prompt")
             prompts.append({"prompt": text, "prompt_token_ids": ids})
         return self.generate(prompts, sampling_params, use_tqdm=use_tqdm)
-
-    def _render_chat(self, conversation: Conversation, add_generation_prompt: bool, chat_template: Optional[str],
-                     chat_template_kwargs: Optional[Dict[str, Any]]) -> str:
-        """The prompt text the chat template makes of one conversation."""
-        if chat_template is not None and not isinstance(chat_template, str):
-            raise TypeError("chat_template must be the template's Jinja source as a str")
-        variables = dict(chat_template_kwargs or {})
-        if "messages" in variables:
-            raise ValueError("chat_template_kwargs may not hold \"messages\"; pass the conversation as messages")
-        variables["messages"] = list(conversation)
-        try:
-            payload = json.dumps(variables, ensure_ascii=False)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"the conversation and chat_template_kwargs must be JSON values: {e}") from None
-        return self._engine.render_chat(payload, bool(add_generation_prompt), chat_template)
 
 
 def _is_conversation(x: Any) -> bool:

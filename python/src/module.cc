@@ -1,6 +1,6 @@
 // kvshare._kvshare: the C++ half of the Python module `kvshare`, a thin binding over the public API in
-// include/kvshare/. The Python half
-// (python/kvshare/__init__.py) turns vLLM-style arguments into these calls. Chat templates come from src/chat.
+// include/kvshare/ (nothing else). The Python half (python/kvshare/__init__.py) turns vLLM-style arguments into
+// these calls.
 //
 // The engine runs with the GIL released. It is not thread-safe, so each engine has a mutex: two Python
 // threads that share an LLM take turns. Between steps, generate takes the GIL back now and then to run Python's
@@ -20,7 +20,6 @@
 #include <string>
 #include <vector>
 
-#include "chat/chat_template.h"
 #include "kvshare/engine.h"
 #include "kvshare/sampling_params.h"
 #include "kvshare/tokenizer.h"
@@ -145,12 +144,10 @@ std::string repr(const SamplingParams& p) {
   return s;
 }
 
-// One engine and the lock that keeps Python threads from driving it at the same time, and the model's chat
-// template once it has been read (under the same lock).
+// One engine and the lock that keeps Python threads from driving it at the same time.
 struct PyEngine {
   std::unique_ptr<Engine> engine;
   std::mutex mu;
-  std::optional<Result<ChatTemplate>> chat_template;
 };
 
 // Takes the engine's lock without holding the GIL while waiting (another thread may hold the lock and
@@ -199,34 +196,6 @@ class PythonInterrupts {
   py::object on_finished_;
   std::optional<py::error_already_set> error_;
   std::chrono::steady_clock::time_point last_check_{};
-};
-
-// The model's chat template (read once), or `source` when given, with the model's BOS/EOS texts.
-Result<ChatTemplate> chat_template_for(PyEngine& e, const std::optional<std::string>& source) {
-  if (!e.chat_template) e.chat_template = ChatTemplate::from_model(e.engine->config().model_path);
-  const Result<ChatTemplate>& model_template = *e.chat_template;
-  if (!source) {
-    if (!model_template.ok() && model_template.status().code() == StatusCode::kNotFound)
-      return invalid_argument("the model has no chat template (" + model_template.status().message() +
-                              "); pass one as chat_template= (a Jinja string)");
-    return model_template;
-  }
-  // A template of the caller's: BOS/EOS texts from the model's own template, else from its tokenizer.
-  std::string bos, eos;
-  if (model_template.ok()) {
-    bos = model_template->bos_token();
-    eos = model_template->eos_token();
-  } else {
-    const Tokenizer& t = e.engine->tokenizer();
-    if (bos_token_id(t) >= 0) bos = token_text(t, bos_token_id(t));
-    if (eos_token_id(t) >= 0) eos = token_text(t, eos_token_id(t));
-  }
-  return ChatTemplate::from_string(*source, bos, eos);
-}
-
-// The engine's tokenizer for Python, through include/kvshare/tokenizer.h (the class itself is internal).
-struct PyTokenizer {
-  const Tokenizer* tokenizer;
 };
 
 py::dict metrics_dict(const EngineMetrics& m) {
@@ -372,41 +341,61 @@ PYBIND11_MODULE(_kvshare, m) {
         return py::make_tuple(status_code_name(o.error.code()), o.error.message());
       });
 
-  py::class_<PyTokenizer>(m, "Tokenizer", "The model's tokenizer (text <-> token ids).")
+  // The public Tokenizer (immutable, so no lock): the engine's, or one loaded alone. kvshare.Tokenizer wraps it.
+  py::class_<Tokenizer>(m, "_Tokenizer", "The model's tokenizer and chat template (include/kvshare/tokenizer.h).")
+      .def_static(
+          "load",
+          [](const std::string& path) {
+            Result<std::unique_ptr<Tokenizer>> loaded = Status();
+            {
+              py::gil_scoped_release release;
+              loaded = Tokenizer::load(path);
+            }
+            if (!loaded.ok()) raise(loaded.status());
+            return std::move(loaded).value();
+          },
+          py::arg("path"))
       .def(
           "encode",
-          [](const PyTokenizer& t, const std::string& text, bool add_special_tokens) {
+          [](const Tokenizer& t, const std::string& text, bool add_special, bool parse_special) {
             py::gil_scoped_release release;
-            return encode(*t.tokenizer, text, add_special_tokens, /*parse_special=*/true);
+            return t.encode(text, add_special, parse_special);
           },
-          py::arg("text"), py::arg("add_special_tokens") = true,
-          "Token ids of `text`, with BOS (and EOS) as the model's files say when add_special_tokens is true; "
-          "special-token text in `text` becomes the special token.")
+          py::arg("text"), py::arg("add_special"), py::arg("parse_special"))
       .def(
           "decode",
-          [](const PyTokenizer& t, const std::vector<int64_t>& ids, bool skip_special_tokens) {
-            std::vector<int32_t> ids32 = to_ids(ids, "token id");
-            const int32_t vocab = vocab_size(*t.tokenizer);
-            for (int32_t id : ids32)
-              if (id < 0 || id >= vocab)
-                throw py::value_error("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                                      std::to_string(vocab) + ")");
-            return to_str(decode(*t.tokenizer, ids32, skip_special_tokens));
+          [](const Tokenizer& t, const std::vector<int64_t>& ids, bool skip_special) {
+            return to_str(t.decode(to_ids(ids, "token id"), skip_special));
           },
-          py::arg("token_ids"), py::arg("skip_special_tokens") = false)
-      .def_property_readonly("vocab_size", [](const PyTokenizer& t) { return vocab_size(*t.tokenizer); })
-      .def_property_readonly("bos_token_id",
-                             [](const PyTokenizer& t) -> py::object {
-                               if (bos_token_id(*t.tokenizer) < 0) return py::none();
-                               return py::int_(bos_token_id(*t.tokenizer));
-                             })
-      .def_property_readonly("eos_token_id",
-                             [](const PyTokenizer& t) -> py::object {
-                               if (eos_token_id(*t.tokenizer) < 0) return py::none();
-                               return py::int_(eos_token_id(*t.tokenizer));
-                             })
-      .def_property_readonly("eos_token_ids", [](const PyTokenizer& t) { return eos_token_ids(*t.tokenizer); })
-      .def("__len__", [](const PyTokenizer& t) { return vocab_size(*t.tokenizer); });
+          py::arg("token_ids"), py::arg("skip_special"))
+      .def("id_to_token", [](const Tokenizer& t, int32_t id) { return to_str(t.id_to_token(id)); }, py::arg("id"))
+      .def("token_piece", [](const Tokenizer& t, int32_t id) { return py::bytes(t.token_piece(id)); }, py::arg("id"))
+      .def("is_special", &Tokenizer::is_special, py::arg("id"))
+      .def("vocab_size", &Tokenizer::vocab_size)
+      .def("bos_id", &Tokenizer::bos_id)
+      .def("eos_id", &Tokenizer::eos_id)
+      .def("eos_ids", &Tokenizer::eos_ids)
+      .def("adds_bos", &Tokenizer::adds_bos)
+      .def("has_chat_template", &Tokenizer::has_chat_template)
+      // `conversation` is JSON text: a list of messages or an object with "messages" and other variables.
+      .def(
+          "apply_chat_template",
+          [](const Tokenizer& t, const std::string& conversation, bool add_generation_prompt,
+             bool continue_final_message, std::optional<std::string> chat_template) {
+            ChatTemplateOptions options;
+            options.add_generation_prompt = add_generation_prompt;
+            options.continue_final_message = continue_final_message;
+            if (chat_template) options.chat_template = *chat_template;
+            Result<std::string> prompt = Status();
+            {
+              py::gil_scoped_release release;
+              prompt = t.apply_chat_template(conversation, options);
+            }
+            if (!prompt.ok()) raise(prompt.status());
+            return to_str(*prompt);
+          },
+          py::arg("conversation"), py::arg("add_generation_prompt"), py::arg("continue_final_message"),
+          py::arg("chat_template"));
 
   py::class_<PyEngine>(m, "_Engine")
       .def(py::init([](const std::string& model, int64_t kv_cache_bytes, double kv_cache_fraction, int64_t block_size,
@@ -453,27 +442,8 @@ PYBIND11_MODULE(_kvshare, m) {
              return outputs;
            },
            py::arg("requests"), py::arg("on_finished") = py::none())
-      // The prompt the chat template (the model's, or `chat_template`) makes of `conversation`, a JSON text: a
-      // list of messages or an object with "messages" and other variables. A template error is ValueError.
-      .def("render_chat",
-           [](PyEngine& self, const std::string& conversation, bool add_generation_prompt,
-              std::optional<std::string> chat_template) {
-             const auto json = nlohmann::ordered_json::parse(conversation, nullptr, false);
-             if (json.is_discarded()) throw py::value_error("the conversation is not valid JSON");
-             auto lock = lock_engine(self);
-             Result<ChatTemplate> tpl = chat_template_for(self, chat_template);
-             if (!tpl.ok()) raise(tpl.status());
-             Result<std::string> prompt = Status();
-             {
-               py::gil_scoped_release release;
-               prompt = tpl->apply(json, add_generation_prompt);
-             }
-             if (!prompt.ok()) raise(prompt.status());
-             return to_str(*prompt);
-           },
-           py::arg("conversation"), py::arg("add_generation_prompt"), py::arg("chat_template"))
-      .def("tokenizer", [](PyEngine& self) { return PyTokenizer{&self.engine->tokenizer()}; },
-           py::keep_alive<0, 1>())  // the tokenizer keeps its engine alive
+      .def("tokenizer", [](PyEngine& self) -> const Tokenizer& { return self.engine->tokenizer(); },
+           py::return_value_policy::reference_internal)  // the tokenizer keeps its engine alive
       .def("metrics",
            [](PyEngine& self) {
              auto lock = lock_engine(self);

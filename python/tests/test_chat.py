@@ -114,9 +114,52 @@ def test_chat_template_argument_and_kwargs(stories):
     assert no_gen.prompt.endswith("[user|Tom had a cat.]")
 
 
+def test_tools_reach_the_template(tmp_path):
+    # Qwen2.5's real template writes the tools' JSON schemas between <tools> tags: the prompts equal Hugging Face's.
+    model = with_template(tmp_path, "Qwen-Qwen2.5-7B-Instruct")
+    llm = LLM(str(model), kv_cache_memory="64MiB")
+    c = case("tools_no_calls")
+    [out] = llm.chat(c["messages"], GREEDY, tools=c["tools"], use_tqdm=False)
+    assert out.prompt == golden("Qwen-Qwen2.5-7B-Instruct", "tools_no_calls")["output"]
+    for tool in c["tools"]:
+        assert json.dumps(tool, ensure_ascii=False) in out.prompt
+    assert out.prompt_token_ids == llm.get_tokenizer().encode(out.prompt, add_special_tokens=False)
+    assert out.outputs[0].token_ids
+    # tool_calls renders past this tiny model's 512-token context: its prompt through the tokenizer chat() uses.
+    c = case("tool_calls")
+    assert llm.get_tokenizer().apply_chat_template(c["messages"], tools=c["tools"], tokenize=False,
+                                                   add_generation_prompt=True) == \
+        golden("Qwen-Qwen2.5-7B-Instruct", "tool_calls")["output"]
+    with pytest.raises(ValueError, match="context"):
+        llm.chat(c["messages"], GREEDY, tools=c["tools"], use_tqdm=False)
+    # Without tools the same conversation has no tools section; chat_template_kwargs may carry them too (vLLM).
+    c = case("tools_no_calls")
+    [plain] = llm.chat(c["messages"], GREEDY, use_tqdm=False)
+    assert "<tools>" not in plain.prompt
+    [via_kwargs] = llm.chat(c["messages"], GREEDY, chat_template_kwargs={"tools": c["tools"]}, use_tqdm=False)
+    assert via_kwargs.prompt == golden("Qwen-Qwen2.5-7B-Instruct", "tools_no_calls")["output"]
+    with pytest.raises(TypeError, match="tools"):
+        llm.chat(c["messages"], GREEDY, tools="search")
+
+
+def test_continue_final_message(tmp_path):
+    model = with_template(tmp_path, "Qwen-Qwen2.5-7B-Instruct")
+    llm = LLM(str(model), kv_cache_memory="64MiB")
+    closed = golden("Qwen-Qwen2.5-7B-Instruct", "assistant_last", "no_generation_prompt")["output"]
+    assert closed.endswith("sound of water<|im_end|>\n")
+    [out] = llm.chat(case("assistant_last"), GREEDY, add_generation_prompt=False, continue_final_message=True,
+                     use_tqdm=False)
+    assert out.prompt == closed[:-len("<|im_end|>\n")]
+    # The reply continues the message: the same tokens as generate() from that prompt.
+    [direct] = llm.generate({"prompt_token_ids": out.prompt_token_ids}, GREEDY, use_tqdm=False)
+    assert out.outputs[0].token_ids == direct.outputs[0].token_ids
+    with pytest.raises(ValueError, match="cannot both be on"):
+        llm.chat(case("assistant_last"), GREEDY, continue_final_message=True)
+
+
 def test_chat_errors(stories, tmp_path):
     messages = [{"role": "user", "content": "hi"}]
-    with pytest.raises(ValueError, match="no chat template.*chat_template="):
+    with pytest.raises(ValueError, match="no chat template.*chat_template"):
         stories.chat(messages, GREEDY)
     with pytest.raises(ValueError, match="roles must alternate"):
         stories.chat(messages, GREEDY,

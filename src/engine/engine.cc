@@ -12,6 +12,7 @@
 #include "core/splitmix.h"
 #include "engine/loader.h"
 #include "engine/scheduler.h"
+#include "engine/tokenizer_api.h"
 #include "kernels/isa.h"
 #include "kv/block_manager.h"
 #include "kv/kv_storage.h"
@@ -59,6 +60,7 @@ uint64_t completion_seed(uint64_t request_seed, int32_t index) {
 struct Engine::Impl {
   EngineConfig config;
   LoadedModel loaded;
+  std::unique_ptr<Tokenizer> tokenizer;  // the public face of loaded.tokenizer, with the model's chat template
   int64_t max_model_len = 0;
   std::unique_ptr<KvStorage> kv;
   std::unique_ptr<BlockManager> blocks;
@@ -111,6 +113,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   Impl& e = *engine->impl_;
   e.config = config;
   KV_ASSIGN_OR_RETURN(e.loaded, load_pretrained(config.model_path));
+  e.tokenizer = make_public_tokenizer(e.loaded.tokenizer, config.model_path);
   const ModelConfig& mc = e.loaded.model->config();
   if (config.max_model_len > mc.max_context)
     return invalid_argument("max_model_len " + std::to_string(config.max_model_len) + " exceeds the model's context of " +
@@ -540,7 +543,7 @@ Status Engine::release_prefix(int64_t handle) {
 
 int64_t Engine::reset_prefix_cache() { return impl_->blocks->drop_evictable(); }
 
-const Tokenizer& Engine::tokenizer() const { return *impl_->loaded.tokenizer; }
+const Tokenizer& Engine::tokenizer() const { return *impl_->tokenizer; }
 const ModelConfig& Engine::model_config() const { return impl_->loaded.model->config(); }
 const EngineConfig& Engine::config() const { return impl_->config; }
 double Engine::forward_flops(int64_t tokens, double context) const {

@@ -29,7 +29,7 @@ Result<LoadedModel> load_pretrained(const std::string& path) {
     if (!file_exists((std::filesystem::path(path) / "config.json").string()))
       return not_found(path + " is not a model folder: it has no config.json (a Hugging Face model folder holds "
                        "config.json, model.safetensors and tokenizer files)");
-    auto tok = Tokenizer::from_hf_dir(path);
+    auto tok = BpeTokenizer::from_hf_dir(path);
     if (!tok.ok()) return tok.status().with_context("loading the tokenizer of " + path);
     loaded.tokenizer = std::move(tok).value();
     KV_ASSIGN_OR_RETURN(loaded.model, load_model(path));
@@ -39,7 +39,7 @@ Result<LoadedModel> load_pretrained(const std::string& path) {
     if (!gguf.ok()) return gguf.status();
     auto config = config_from_gguf(*gguf);
     if (!config.ok()) return config.status().with_context(path);
-    auto tok = Tokenizer::from_gguf(*gguf);
+    auto tok = BpeTokenizer::from_gguf(*gguf);
     if (!tok.ok()) return tok.status().with_context("loading the tokenizer stored in " + path);
     loaded.tokenizer = std::move(tok).value();
     auto model = build_model(*config, gguf->tensors(), WeightSource::kGguf);
@@ -53,11 +53,11 @@ Result<LoadedModel> load_pretrained(const std::string& path) {
   return loaded;
 }
 
-Result<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& path) {
+Result<std::unique_ptr<BpeTokenizer>> load_tokenizer(const std::string& path) {
   KV_RETURN_IF_ERROR(check_exists(path));
-  if (is_dir(path)) return Tokenizer::from_hf_dir(path);
+  if (is_dir(path)) return BpeTokenizer::from_hf_dir(path);
   KV_ASSIGN_OR_RETURN(GgufFile gguf, GgufFile::open(path));
-  return Tokenizer::from_gguf(gguf);
+  return BpeTokenizer::from_gguf(gguf);
 }
 
 }  // namespace kvshare

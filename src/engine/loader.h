@@ -13,12 +13,12 @@ namespace kvshare {
 
 struct LoadedModel {
   std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;
+  std::shared_ptr<const BpeTokenizer> tokenizer;  // shared with the public Tokenizer
   std::vector<int32_t> eos_ids;  // every token that ends generation: the tokenizer's and generation_config's
 };
 
 Result<LoadedModel> load_pretrained(const std::string& path);
 // Only the tokenizer (for `kvshare tokenize`): no weights are read.
-Result<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& path);
+Result<std::unique_ptr<BpeTokenizer>> load_tokenizer(const std::string& path);
 
 }  // namespace kvshare

@@ -83,7 +83,7 @@ std::vector<std::string> model_shape_names(const std::string& arch);
 //                     a malformed tokenizer file
 //   not_found         tokenizer_dir missing or holding none of the accepted file sets (the message lists them)
 //   unimplemented     a tokenizer that is not byte-level BPE, or whose pre-tokenizer has no GGUF name
-//   (and any error Tokenizer::from_hf_dir gives for the tokenizer folder, or ChatTemplate for its template)
+//   (and any error BpeTokenizer::from_hf_dir gives for the tokenizer folder, or ChatTemplate for its template)
 //   other codes       out_dir cannot be created or written (the message names the path and the reason)
 Status make_model(const MakeModelOptions& options);
 

@@ -426,11 +426,11 @@ TEST(MakeModel, HalfPrecisionDtypes) {
 // make_model reads the tokenizer folder with the engine's own reader, so the vocabulary the GGUF holds encodes
 // every text exactly as the folder does: the same pieces, merges, added tokens and pre-tokenizer.
 void expect_gguf_tokenizer_encodes_as_folder(const std::string& out) {
-  auto folder = Tokenizer::from_hf_dir(out);
+  auto folder = BpeTokenizer::from_hf_dir(out);
   ASSERT_TRUE(folder.ok()) << folder.status().to_string();
   auto g = GgufFile::open(out + "/model.gguf");
   ASSERT_TRUE(g.ok()) << g.status().to_string();
-  auto gguf = Tokenizer::from_gguf(*g);
+  auto gguf = BpeTokenizer::from_gguf(*g);
   ASSERT_TRUE(gguf.ok()) << gguf.status().to_string();
   EXPECT_EQ((*gguf)->vocab_size(), (*folder)->vocab_size());
   EXPECT_EQ((*gguf)->bos_id(), (*folder)->bos_id());

@@ -1,4 +1,4 @@
-// Tokenizer::from_gguf: the vocabulary llama.cpp stores under tokenizer.ggml.* in a GGUF file.
+// BpeTokenizer::from_gguf: the vocabulary llama.cpp stores under tokenizer.ggml.* in a GGUF file.
 #include <algorithm>
 
 #include "formats/gguf.h"
@@ -147,10 +147,10 @@ Result<std::unique_ptr<TokenizerModel>> load_gguf(const GgufFile& gguf) {
 
 }  // namespace
 
-Result<std::unique_ptr<Tokenizer>> Tokenizer::from_gguf(const GgufFile& gguf) {
+Result<std::unique_ptr<BpeTokenizer>> BpeTokenizer::from_gguf(const GgufFile& gguf) {
   KV_ASSIGN_OR_RETURN(std::unique_ptr<TokenizerModel> model, load_gguf(gguf));
   KV_RETURN_IF_ERROR(finalize_model(*model).with_context("tokenizer in " + gguf.path()));
-  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(model)));
+  return std::unique_ptr<BpeTokenizer>(new BpeTokenizer(std::move(model)));
 }
 
 }  // namespace kvshare

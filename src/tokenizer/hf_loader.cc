@@ -1,4 +1,4 @@
-// Tokenizer::from_hf_dir: tokenizer.json (the `tokenizers` library's format), or GPT-2's vocab.json +
+// BpeTokenizer::from_hf_dir: tokenizer.json (the `tokenizers` library's format), or GPT-2's vocab.json +
 // merges.txt, plus tokenizer_config.json and generation_config.json beside them.
 #include <algorithm>
 #include <sstream>
@@ -649,10 +649,10 @@ Result<std::unique_ptr<TokenizerModel>> read_hf_tokenizer(const std::string& dir
   return m;
 }
 
-Result<std::unique_ptr<Tokenizer>> Tokenizer::from_hf_dir(const std::string& dir) {
+Result<std::unique_ptr<BpeTokenizer>> BpeTokenizer::from_hf_dir(const std::string& dir) {
   KV_ASSIGN_OR_RETURN(std::unique_ptr<TokenizerModel> model, read_hf_tokenizer(dir));
   KV_RETURN_IF_ERROR(finalize_model(*model).with_context("tokenizer in " + dir));
-  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(model)));
+  return std::unique_ptr<BpeTokenizer>(new BpeTokenizer(std::move(model)));
 }
 
 }  // namespace kvshare

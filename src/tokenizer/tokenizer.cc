@@ -185,29 +185,34 @@ Status finalize_model(TokenizerModel& m) {
   return Status::ok_status();
 }
 
-Tokenizer::Tokenizer(std::unique_ptr<TokenizerModel> model) : model_(std::move(model)) {}
-Tokenizer::~Tokenizer() = default;
+BpeTokenizer::BpeTokenizer(std::unique_ptr<TokenizerModel> model) : model_(std::move(model)) {}
+BpeTokenizer::~BpeTokenizer() = default;
 
-int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(model_->pieces.size()); }
-int32_t Tokenizer::bos_id() const { return model_->bos_id; }
-int32_t Tokenizer::eos_id() const { return model_->eos_id; }
-std::vector<int32_t> Tokenizer::eos_ids() const { return model_->eos_ids; }
-bool Tokenizer::adds_bos() const { return model_->add_bos && model_->bos_id >= 0; }
-bool Tokenizer::adds_eos() const { return model_->add_eos && model_->eos_id >= 0; }
-bool Tokenizer::strips_leading_space() const { return model_->decode_strip_space; }
+int32_t BpeTokenizer::vocab_size() const { return static_cast<int32_t>(model_->pieces.size()); }
+int32_t BpeTokenizer::bos_id() const { return model_->bos_id; }
+int32_t BpeTokenizer::eos_id() const { return model_->eos_id; }
+std::vector<int32_t> BpeTokenizer::eos_ids() const { return model_->eos_ids; }
+bool BpeTokenizer::adds_bos() const { return model_->add_bos && model_->bos_id >= 0; }
+bool BpeTokenizer::adds_eos() const { return model_->add_eos && model_->eos_id >= 0; }
+bool BpeTokenizer::strips_leading_space() const { return model_->decode_strip_space; }
 
-bool Tokenizer::is_special(int32_t id) const {
+bool BpeTokenizer::is_special(int32_t id) const {
   if (id < 0 || id >= vocab_size()) return false;
   const TokenType type = model_->types[id];
   return type == TokenType::kControl || type == TokenType::kUnknown;
 }
 
-std::string Tokenizer::token_piece(int32_t id) const {
+std::string BpeTokenizer::token_piece(int32_t id) const {
   if (id < 0 || id >= vocab_size()) return "";
   return model_->decoded[id];
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, bool parse_special) const {
+std::string BpeTokenizer::id_to_token(int32_t id) const {
+  if (id < 0 || id >= vocab_size()) return "";
+  return model_->pieces[id];
+}
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool add_special, bool parse_special) const {
   const TokenizerModel& m = *model_;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
@@ -247,7 +252,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
   return out;
 }
 
-void Tokenizer::encode_text(std::string_view text, std::vector<int32_t>& out) const {
+void BpeTokenizer::encode_text(std::string_view text, std::vector<int32_t>& out) const {
   if (text.empty()) return;
   const TokenizerModel& m = *model_;
   std::string normalized;
@@ -283,7 +288,7 @@ void Tokenizer::encode_text(std::string_view text, std::vector<int32_t>& out) co
   for (std::string_view w : words) encode_word(w, out);
 }
 
-void Tokenizer::encode_word(std::string_view word, std::vector<int32_t>& out) const {
+void BpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& out) const {
   if (word.empty()) return;
   if (model_->merge_mode == MergeMode::kScore) {
     merge_by_score(word, out);
@@ -295,7 +300,7 @@ void Tokenizer::encode_word(std::string_view word, std::vector<int32_t>& out) co
 // BPE as GPT-2 and Hugging Face define it: start from single symbols, then repeatedly merge the adjacent
 // pair whose merge has the lowest rank (the leftmost such pair on ties). A heap of candidate pairs keeps
 // this O(n log n); a candidate is stale once either of its symbols has changed.
-void Tokenizer::merge_by_rank(std::string_view word, std::vector<int32_t>& out) const {
+void BpeTokenizer::merge_by_rank(std::string_view word, std::vector<int32_t>& out) const {
   const TokenizerModel& m = *model_;
   const bool byte_level = m.symbol_mode == SymbolMode::kByteLevel;
   if (m.ignore_merges) {
@@ -380,7 +385,7 @@ void Tokenizer::merge_by_rank(std::string_view word, std::vector<int32_t>& out) 
 // SentencePiece's BPE: start from characters, then repeatedly merge the adjacent pair whose concatenation
 // is a piece with the highest score (the leftmost on ties). Symbols are spans of `word`, so a pair's
 // concatenation is just the span covering both.
-void Tokenizer::merge_by_score(std::string_view word, std::vector<int32_t>& out) const {
+void BpeTokenizer::merge_by_score(std::string_view word, std::vector<int32_t>& out) const {
   const TokenizerModel& m = *model_;
   struct Symbol {
     uint32_t begin, length;  // length 0: merged into its left neighbour
@@ -445,7 +450,7 @@ void Tokenizer::merge_by_score(std::string_view word, std::vector<int32_t>& out)
   }
 }
 
-std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+std::string BpeTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
   std::string raw;
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab_size()) continue;
@@ -456,7 +461,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
   return sanitize_utf8(raw);
 }
 
-IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special, bool after_text)
+IncrementalDecoder::IncrementalDecoder(const BpeTokenizer& tokenizer, bool skip_special, bool after_text)
     : tokenizer_(&tokenizer), skip_special_(skip_special), at_start_(!after_text) {}
 
 std::string IncrementalDecoder::push(int32_t id) {

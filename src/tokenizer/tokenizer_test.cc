@@ -24,28 +24,28 @@ using testing::shared_dir;
 std::string shared(const std::string& rel) { return shared_dir() + "/" + rel; }
 
 // Loaded once per process: the big tokenizer.json files take a while to parse.
-const Tokenizer& hf_tokenizer(const std::string& rel_dir) {
+const BpeTokenizer& hf_tokenizer(const std::string& rel_dir) {
   static std::mutex mu;
-  static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
+  static std::map<std::string, std::unique_ptr<BpeTokenizer>> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = cache[rel_dir];
   if (!slot) {
-    auto t = Tokenizer::from_hf_dir(shared(rel_dir));
+    auto t = BpeTokenizer::from_hf_dir(shared(rel_dir));
     KV_CHECK(t.ok(), t.status().to_string());
     slot = std::move(t).value();
   }
   return *slot;
 }
 
-const Tokenizer& gguf_tokenizer(const std::string& rel_path) {
+const BpeTokenizer& gguf_tokenizer(const std::string& rel_path) {
   static std::mutex mu;
-  static std::map<std::string, std::unique_ptr<Tokenizer>> cache;
+  static std::map<std::string, std::unique_ptr<BpeTokenizer>> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = cache[rel_path];
   if (!slot) {
     auto gguf = GgufFile::open(shared(rel_path));
     KV_CHECK(gguf.ok(), gguf.status().to_string());
-    auto t = Tokenizer::from_gguf(*gguf);
+    auto t = BpeTokenizer::from_gguf(*gguf);
     KV_CHECK(t.ok(), t.status().to_string());
     slot = std::move(t).value();
   }
@@ -91,7 +91,7 @@ std::string ids_to_string(const std::vector<int32_t>& ids) {
 }
 
 // Every vector must encode to its ids (no BOS/EOS, special text not parsed) and decode back to its text.
-void check_vectors(const Tokenizer& tok, const std::string& name) {
+void check_vectors(const BpeTokenizer& tok, const std::string& name) {
   const std::vector<Vector> vectors = read_vectors(name);
   ASSERT_GT(vectors.size(), 30u);
   int encoded_ok = 0, round_trip_ok = 0;
@@ -159,7 +159,7 @@ TEST(TokenizerVectors, MoreGgufVocabularies) {
 
 TEST(Tokenizer, Stories260KGgufMatchesGolden) {
   KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
-  const Tokenizer& tok = gguf_tokenizer("models/stories260K/stories260K.gguf");
+  const BpeTokenizer& tok = gguf_tokenizer("models/stories260K/stories260K.gguf");
   EXPECT_EQ(tok.vocab_size(), 512);
   EXPECT_EQ(tok.bos_id(), 1);
   EXPECT_EQ(tok.eos_id(), 2);
@@ -200,7 +200,7 @@ TEST(Tokenizer, Stories260KGgufMatchesGolden) {
 
 TEST(Tokenizer, TinyStoriesTokenizerJson) {
   KV_REQUIRE_SHARED("models/tinystories-656k/tokenizer.json");
-  const Tokenizer& tok = hf_tokenizer("models/tinystories-656k");
+  const BpeTokenizer& tok = hf_tokenizer("models/tinystories-656k");
   EXPECT_EQ(tok.vocab_size(), 2048);
   EXPECT_EQ(tok.bos_id(), 1);
   EXPECT_EQ(tok.eos_id(), 2);
@@ -239,7 +239,7 @@ TEST(Tokenizer, TinyStoriesTokenizerJson) {
 
 TEST(Tokenizer, Llama3SpecialTokens) {
   KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
-  const Tokenizer& tok = hf_tokenizer("tokenizers/llama3");
+  const BpeTokenizer& tok = hf_tokenizer("tokenizers/llama3");
   EXPECT_EQ(tok.vocab_size(), 128256);
   EXPECT_EQ(tok.bos_id(), 128000);
   EXPECT_EQ(tok.eos_id(), 128001);
@@ -264,7 +264,7 @@ TEST(Tokenizer, Llama3SpecialTokens) {
 
 TEST(Tokenizer, Qwen3SpecialTokens) {
   KV_REQUIRE_SHARED("tokenizers/qwen3/tokenizer.json");
-  const Tokenizer& tok = hf_tokenizer("tokenizers/qwen3");
+  const BpeTokenizer& tok = hf_tokenizer("tokenizers/qwen3");
   EXPECT_EQ(tok.bos_id(), -1);
   EXPECT_FALSE(tok.adds_bos());
   EXPECT_EQ(tok.eos_id(), 151645);  // <|im_end|>
@@ -282,7 +282,7 @@ TEST(Tokenizer, Qwen3SpecialTokens) {
 
 TEST(Tokenizer, Gpt2Files) {
   KV_REQUIRE_SHARED("tokenizers/gpt2/vocab.json");
-  const Tokenizer& tok = hf_tokenizer("tokenizers/gpt2");
+  const BpeTokenizer& tok = hf_tokenizer("tokenizers/gpt2");
   EXPECT_EQ(tok.vocab_size(), 50257);
   EXPECT_EQ(tok.bos_id(), 50256);
   EXPECT_EQ(tok.eos_id(), 50256);
@@ -297,7 +297,7 @@ TEST(Tokenizer, Gpt2Files) {
   const std::string dir = testing::temp_dir("tokenizer_gpt3_encoder");
   std::filesystem::copy_file(shared("tokenizers/gpt2/vocab.json"), dir + "/encoder.json");
   std::filesystem::copy_file(shared("tokenizers/gpt2/merges.txt"), dir + "/vocab.bpe");
-  auto npm = Tokenizer::from_hf_dir(dir);
+  auto npm = BpeTokenizer::from_hf_dir(dir);
   ASSERT_TRUE(npm.ok()) << npm.status().to_string();
   const std::string text = "The quick brown 🦊 jumps over 13 lazy dogs.\n\n  Done!";
   EXPECT_EQ((*npm)->encode(text), tok.encode(text));
@@ -307,7 +307,7 @@ TEST(Tokenizer, Gpt2Files) {
 // shows the bad bytes as U+FFFD.
 TEST(Tokenizer, InvalidUtf8IsEncodedByteForByte) {
   KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
-  const Tokenizer& tok = hf_tokenizer("tokenizers/llama3");
+  const BpeTokenizer& tok = hf_tokenizer("tokenizers/llama3");
   const std::string text = std::string("ab\xff\xfe cd\xe4\xbd") + " ok \xc3";
   const std::vector<int32_t> ids = tok.encode(text, false);
   std::string bytes;
@@ -326,7 +326,7 @@ TEST(Tokenizer, RandomTextRoundTrips) {
   KV_REQUIRE_SHARED("tokenizers/gpt2/vocab.json");
   KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-llama-spm.gguf");
   KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
-  const std::vector<const Tokenizer*> tokenizers = {
+  const std::vector<const BpeTokenizer*> tokenizers = {
       &hf_tokenizer("tokenizers/gpt2"), &gguf_tokenizer("tokenizers/vectors/ggml-vocab-llama-spm.gguf"),
       &gguf_tokenizer("models/stories260K/stories260K.gguf")};
   const std::vector<std::string> fragments = {
@@ -341,7 +341,7 @@ TEST(Tokenizer, RandomTextRoundTrips) {
     const bool valid = sanitize_utf8(text) == text;
     const bool has_meta_space = text.find("\xE2\x96\x81") != std::string::npos;
     for (size_t t = 0; t < tokenizers.size(); ++t) {
-      const Tokenizer* tok = tokenizers[t];
+      const BpeTokenizer* tok = tokenizers[t];
       const bool spm = t > 0;
       for (bool parse_special : {false, true}) {
         const std::vector<int32_t> ids = tok->encode(text, true, parse_special);
@@ -358,7 +358,7 @@ TEST(Tokenizer, RandomTextRoundTrips) {
 
 // Feeds `ids` one at a time; every chunk must be whole UTF-8 characters, and together they must be `expected`.
 // Returns how many pushes held back all of their token's bytes because they end inside a character.
-int check_stream(const Tokenizer& tok, const std::vector<int32_t>& ids, const std::string& expected) {
+int check_stream(const BpeTokenizer& tok, const std::vector<int32_t>& ids, const std::string& expected) {
   IncrementalDecoder stream(tok, /*skip_special=*/true);
   std::string all;
   int held = 0;
@@ -377,7 +377,7 @@ int check_stream(const Tokenizer& tok, const std::vector<int32_t>& ids, const st
 // stories260K's 512-token vocabulary spells every non-ASCII character with <0xXX> byte tokens.
 TEST(IncrementalDecoder, ByteFallbackSplitsCharacters) {
   KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
-  const Tokenizer& tok = gguf_tokenizer("models/stories260K/stories260K.gguf");
+  const BpeTokenizer& tok = gguf_tokenizer("models/stories260K/stories260K.gguf");
   const std::string text = "A 🦙 said 你好 and 😁!";
   const std::vector<int32_t> ids = tok.encode(text);
   // 🦙 and 😁 are 4 byte tokens each, 你 and 好 3 each; all but the last byte of each character is held back.
@@ -392,14 +392,14 @@ TEST(IncrementalDecoder, ByteFallbackSplitsCharacters) {
 
 TEST(IncrementalDecoder, ByteLevelTokensSplitCharacters) {
   KV_REQUIRE_SHARED("tokenizers/gpt2/vocab.json");
-  const Tokenizer& tok = hf_tokenizer("tokenizers/gpt2");
+  const BpeTokenizer& tok = hf_tokenizer("tokenizers/gpt2");
   const std::string text = " 🦙🚀 你好世界 ok 😶‍🌫️";
   EXPECT_GT(check_stream(tok, tok.encode(text), text), 0);
 }
 
 TEST(IncrementalDecoder, SpmDropsOnlyTheFirstLeadingSpace) {
   KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-llama-spm.gguf");
-  const Tokenizer& tok = gguf_tokenizer("tokenizers/vectors/ggml-vocab-llama-spm.gguf");
+  const BpeTokenizer& tok = gguf_tokenizer("tokenizers/vectors/ggml-vocab-llama-spm.gguf");
   for (const std::string text : {" Hello world", "Hello  world", "🦙 x", "\n\n"}) {
     check_stream(tok, tok.encode(text), text);
     EXPECT_EQ(tok.decode(tok.encode(text), true), text);
@@ -408,7 +408,7 @@ TEST(IncrementalDecoder, SpmDropsOnlyTheFirstLeadingSpace) {
 
 TEST(IncrementalDecoder, UnfinishedAndInvalidBytes) {
   KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
-  const Tokenizer& tok = gguf_tokenizer("models/stories260K/stories260K.gguf");
+  const BpeTokenizer& tok = gguf_tokenizer("models/stories260K/stories260K.gguf");
   // The four byte tokens of 🦙 (F0 9F A6 99).
   std::vector<int32_t> llama;
   for (int32_t id : tok.encode("🦙", false)) {
@@ -476,13 +476,13 @@ std::string write_dir(const std::string& name, const std::map<std::string, std::
 }
 
 StatusCode load_code(const std::string& tokenizer_json, std::string* message = nullptr) {
-  auto t = Tokenizer::from_hf_dir(write_dir("tokenizer_bad", {{"tokenizer.json", tokenizer_json}}));
+  auto t = BpeTokenizer::from_hf_dir(write_dir("tokenizer_bad", {{"tokenizer.json", tokenizer_json}}));
   if (message != nullptr) *message = t.status().message();
   return t.ok() ? StatusCode::kOk : t.status().code();
 }
 
 TEST(TokenizerErrors, HfFiles) {
-  auto missing = Tokenizer::from_hf_dir("/nonexistent/dir");
+  auto missing = BpeTokenizer::from_hf_dir("/nonexistent/dir");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("tokenizer.json"), std::string::npos);
@@ -524,13 +524,13 @@ TEST(TokenizerErrors, HfFiles) {
             StatusCode::kUnimplemented);
 
   // vocab.json without merges.txt; a malformed tokenizer_config.json; a BOS that is not in the vocabulary.
-  auto half = Tokenizer::from_hf_dir(write_dir("tokenizer_half", {{"vocab.json", "{\"a\": 0}"}}));
+  auto half = BpeTokenizer::from_hf_dir(write_dir("tokenizer_half", {{"vocab.json", "{\"a\": 0}"}}));
   EXPECT_EQ(half.status().code(), StatusCode::kNotFound);
   const std::string minimal = R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})";
-  auto bad_config = Tokenizer::from_hf_dir(
+  auto bad_config = BpeTokenizer::from_hf_dir(
       write_dir("tokenizer_bad_config", {{"tokenizer.json", minimal}, {"tokenizer_config.json", "{\"bos_token\": "}}));
   EXPECT_EQ(bad_config.status().code(), StatusCode::kInvalidArgument);
-  auto unknown_bos = Tokenizer::from_hf_dir(write_dir(
+  auto unknown_bos = BpeTokenizer::from_hf_dir(write_dir(
       "tokenizer_unknown_bos",
       {{"tokenizer.json", minimal}, {"tokenizer_config.json", R"({"bos_token": "<s>", "add_bos_token": true})"}}));
   EXPECT_EQ(unknown_bos.status().code(), StatusCode::kInvalidArgument);
@@ -538,7 +538,7 @@ TEST(TokenizerErrors, HfFiles) {
 }
 
 TEST(TokenizerErrors, MinimalBpeWorks) {
-  auto t = Tokenizer::from_hf_dir(write_dir(
+  auto t = BpeTokenizer::from_hf_dir(write_dir(
       "tokenizer_minimal", {{"tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "<unk>": 3},
                                                   "merges": [["a", "b"]], "unk_token": "<unk>"}})"}}));
   ASSERT_TRUE(t.ok()) << t.status().to_string();
@@ -560,7 +560,7 @@ TEST(TokenizerErrors, ManyAddedTokensLoadInLinearTime) {
   json += R"(], "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "<unk>": 3}, "merges": [["a", "b"]],
              "unk_token": "<unk>"}})";
   const auto start = std::chrono::steady_clock::now();
-  auto t = Tokenizer::from_hf_dir(write_dir("tokenizer_many_added", {{"tokenizer.json", json}}));
+  auto t = BpeTokenizer::from_hf_dir(write_dir("tokenizer_many_added", {{"tokenizer.json", json}}));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(t.ok()) << t.status().to_string();
   EXPECT_LT(seconds, 8.0 * testing::sanitizer_slowdown());
@@ -601,9 +601,9 @@ TEST(Tokenizer, MetaspaceAndTemplateProcessing) {
     "model": {"type": "BPE", "byte_fallback": true,
               "vocab": {"\u2581": 0, "h": 1, "i": 2, "\u2581h": 3, "hi": 4, "\u2581hi": 5, "<0x21>": 6},
               "merges": [["\u2581", "h"], ["\u2581h", "i"]]}})";
-  auto t = Tokenizer::from_hf_dir(write_dir("tokenizer_metaspace", {{"tokenizer.json", json}}));
+  auto t = BpeTokenizer::from_hf_dir(write_dir("tokenizer_metaspace", {{"tokenizer.json", json}}));
   ASSERT_TRUE(t.ok()) << t.status().to_string();
-  const Tokenizer& tok = **t;
+  const BpeTokenizer& tok = **t;
   EXPECT_TRUE(tok.adds_bos());
   EXPECT_TRUE(tok.adds_eos());
   EXPECT_EQ(tok.bos_id(), 7);
@@ -629,7 +629,7 @@ StatusCode gguf_code(const std::map<std::string, std::string>& strings, const st
   KV_CHECK(written.ok(), written.to_string());
   auto gguf = GgufFile::open(path);
   KV_CHECK(gguf.ok(), gguf.status().to_string());
-  auto t = Tokenizer::from_gguf(*gguf);
+  auto t = BpeTokenizer::from_gguf(*gguf);
   if (message != nullptr) *message = t.status().message();
   return t.ok() ? StatusCode::kOk : t.status().code();
 }
@@ -661,7 +661,7 @@ TEST(TokenizerErrors, Gguf) {
   if (file_exists(shared("tokenizers/vectors/ggml-vocab-bert-bge.gguf"))) {  // a real WordPiece vocabulary
     auto gguf = GgufFile::open(shared("tokenizers/vectors/ggml-vocab-bert-bge.gguf"));
     ASSERT_TRUE(gguf.ok());
-    EXPECT_EQ(Tokenizer::from_gguf(*gguf).status().code(), StatusCode::kUnimplemented);
+    EXPECT_EQ(BpeTokenizer::from_gguf(*gguf).status().code(), StatusCode::kUnimplemented);
   }
 }
 
@@ -670,7 +670,7 @@ TEST(TokenizerErrors, Gguf) {
 TEST(TokenizerSpeed, LoadAndEncode) {
   KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
   const auto start = std::chrono::steady_clock::now();
-  auto tok = Tokenizer::from_hf_dir(shared("tokenizers/llama3"));
+  auto tok = BpeTokenizer::from_hf_dir(shared("tokenizers/llama3"));
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(tok.ok());
   std::string text;

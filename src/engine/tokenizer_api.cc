@@ -1,0 +1,132 @@
+// kvshare::Tokenizer: the internal BpeTokenizer behind the public class, and chat templates applied as Hugging
+// Face's apply_chat_template does (continue_final_message included).
+#include "engine/tokenizer_api.h"
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <utility>
+
+#include "chat/chat_template.h"
+#include "engine/loader.h"
+
+namespace kvshare {
+
+struct Tokenizer::Impl {
+  std::shared_ptr<const BpeTokenizer> tok;
+  Result<ChatTemplate> chat_template = Status(StatusCode::kNotFound, "not read");  // the model's
+};
+
+namespace {
+
+// The final message's text, which continue_final_message leaves open: its "content" string, or the last text
+// part of a list of parts ([{"type": "text", "text": ...}]). None when there is no such text.
+std::optional<std::string> final_message_text(const nlohmann::ordered_json& conversation) {
+  const nlohmann::ordered_json* messages = &conversation;
+  if (conversation.is_object()) {
+    auto it = conversation.find("messages");
+    if (it == conversation.end()) return std::nullopt;
+    messages = &*it;
+  }
+  if (!messages->is_array() || messages->empty() || !messages->back().is_object()) return std::nullopt;
+  const auto content = messages->back().find("content");
+  if (content == messages->back().end()) return std::nullopt;
+  if (content->is_string()) return content->get<std::string>();
+  if (!content->is_array()) return std::nullopt;
+  for (auto part = content->rbegin(); part != content->rend(); ++part)
+    if (part->is_object() && part->contains("text") && (*part)["text"].is_string()) return (*part)["text"].get<std::string>();
+  return std::nullopt;
+}
+
+std::string_view strip(std::string_view s) {
+  constexpr std::string_view kSpace = " \t\n\r\v\f";
+  const size_t begin = s.find_first_not_of(kSpace);
+  if (begin == std::string_view::npos) return {};
+  return s.substr(begin, s.find_last_not_of(kSpace) + 1 - begin);
+}
+
+// `rendered` (made without a generation prompt) cut right after the final message's text, so that the model
+// continues that message. The template may have trimmed the text's surrounding whitespace: the cut keeps the
+// text's trailing whitespace only when the template kept it.
+Result<std::string> cut_after_final_message(std::string rendered, const std::string& text) {
+  const std::string_view core = strip(text);
+  const size_t at = rendered.rfind(core);
+  if (core.empty() || at == std::string::npos)
+    return invalid_argument("continue_final_message: the final message's text does not appear in the prompt the "
+                            "chat template made of it (the template rewrites it, or it is empty); give a final "
+                            "message whose text the template shows, or leave continue_final_message off");
+  const std::string_view with_trailing = std::string_view(text).substr(static_cast<size_t>(core.data() - text.data()));
+  const bool kept_trailing = std::string_view(rendered).substr(at).starts_with(with_trailing);
+  rendered.resize(at + (kept_trailing ? with_trailing.size() : core.size()));
+  return rendered;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_public_tokenizer(std::shared_ptr<const BpeTokenizer> tokenizer,
+                                                 const std::string& model_path) {
+  auto impl = std::make_unique<Tokenizer::Impl>();
+  impl->tok = std::move(tokenizer);
+  impl->chat_template = ChatTemplate::from_model(model_path);
+  return std::make_unique<Tokenizer>(std::move(impl));
+}
+
+Result<std::unique_ptr<Tokenizer>> Tokenizer::load(const std::string& path) {
+  KV_ASSIGN_OR_RETURN(std::unique_ptr<BpeTokenizer> tok, load_tokenizer(path));
+  return make_public_tokenizer(std::move(tok), path);
+}
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, bool parse_special) const {
+  return impl_->tok->encode(text, add_special, parse_special);
+}
+std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  return impl_->tok->decode(ids, skip_special);
+}
+std::string Tokenizer::token_piece(int32_t id) const { return impl_->tok->token_piece(id); }
+std::string Tokenizer::id_to_token(int32_t id) const { return impl_->tok->id_to_token(id); }
+bool Tokenizer::is_special(int32_t id) const { return impl_->tok->is_special(id); }
+int32_t Tokenizer::vocab_size() const { return impl_->tok->vocab_size(); }
+int32_t Tokenizer::bos_id() const { return impl_->tok->bos_id(); }
+int32_t Tokenizer::eos_id() const { return impl_->tok->eos_id(); }
+std::vector<int32_t> Tokenizer::eos_ids() const { return impl_->tok->eos_ids(); }
+bool Tokenizer::adds_bos() const { return impl_->tok->adds_bos(); }
+
+bool Tokenizer::has_chat_template() const { return impl_->chat_template.ok(); }
+
+Result<std::string> Tokenizer::apply_chat_template(std::string_view conversation,
+                                                   const ChatTemplateOptions& options) const {
+  if (options.continue_final_message && options.add_generation_prompt)
+    return invalid_argument("continue_final_message and add_generation_prompt cannot both be on: the first leaves "
+                            "the final message open, the second starts a new assistant turn after it");
+  const auto json = nlohmann::ordered_json::parse(conversation.begin(), conversation.end(), nullptr,
+                                                  /*allow_exceptions=*/false);
+  if (json.is_discarded())
+    return invalid_argument("the conversation is not valid JSON (a list of messages or an object with \"messages\")");
+
+  const Result<ChatTemplate>& own = impl_->chat_template;
+  std::optional<ChatTemplate> given;
+  if (!options.chat_template.empty()) {
+    // BOS/EOS texts from the model's own template, else from the tokenizer.
+    const BpeTokenizer& t = *impl_->tok;
+    std::string bos = own.ok() ? own->bos_token() : (t.bos_id() >= 0 ? t.token_piece(t.bos_id()) : "");
+    std::string eos = own.ok() ? own->eos_token() : (t.eos_id() >= 0 ? t.token_piece(t.eos_id()) : "");
+    KV_ASSIGN_OR_RETURN(given, ChatTemplate::from_string(options.chat_template, std::move(bos), std::move(eos)));
+  } else if (!own.ok()) {
+    if (own.status().code() == StatusCode::kNotFound)
+      return invalid_argument("the model has no chat template (" + own.status().message() +
+                              "); pass one as chat_template (a Jinja string)");
+    return own.status();
+  }
+  const ChatTemplate& tpl = given ? *given : *own;
+  KV_ASSIGN_OR_RETURN(std::string prompt, tpl.apply(json, options.add_generation_prompt));
+  if (!options.continue_final_message) return prompt;
+  const std::optional<std::string> text = final_message_text(json);
+  if (!text)
+    return invalid_argument("continue_final_message: the final message has no text to continue (a \"content\" "
+                            "string, or a list of parts with a \"text\" part)");
+  return cut_after_final_message(std::move(prompt), *text);
+}
+
+}  // namespace kvshare
