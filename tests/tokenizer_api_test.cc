@@ -149,11 +149,17 @@ TEST_F(QwenChat, ContinueFinalMessageEndsInsideIt) {
                                        {.add_generation_prompt = false, .continue_final_message = true});
   ASSERT_TRUE(open.ok()) << open.status().to_string();
   EXPECT_EQ(*open, closed.substr(0, closed.size() - end_of_turn.size()));
-  // Whitespace after the text is kept only where the template kept it (Qwen3 strips the content).
+  // Whitespace after the text is kept only where the template kept it: Qwen3 keeps it, a template that trims not.
   const std::string spaced = R"([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello  "}])";
-  auto cut = tok->apply_chat_template(spaced, {.add_generation_prompt = false, .continue_final_message = true});
-  ASSERT_TRUE(cut.ok()) << cut.status().to_string();
-  EXPECT_TRUE(cut->ends_with("Hello")) << *cut;
+  auto kept = tok->apply_chat_template(spaced, {.add_generation_prompt = false, .continue_final_message = true});
+  ASSERT_TRUE(kept.ok()) << kept.status().to_string();
+  EXPECT_TRUE(kept->ends_with("<think>\n\n</think>\n\nHello  ")) << *kept;
+  auto trimmed = tok->apply_chat_template(
+      spaced, {.add_generation_prompt = false,
+               .continue_final_message = true,
+               .chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</{{ m.role }}>{% endfor %}"});
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status().to_string();
+  EXPECT_EQ(*trimmed, "<user>Hi</user><assistant>Hello");
 }
 
 TEST_F(QwenChat, Errors) {
@@ -165,7 +171,9 @@ TEST_F(QwenChat, Errors) {
   EXPECT_EQ(bad_json.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(bad_json.status().message().find("not valid JSON"), std::string::npos);
   auto no_text = tok->apply_chat_template(R"([{"role": "user", "content": "Hi"}, {"role": "assistant"}])",
-                                          {.add_generation_prompt = false, .continue_final_message = true});
+                                          {.add_generation_prompt = false,
+                                           .continue_final_message = true,
+                                           .chat_template = "{% for m in messages %}{{ m.role }}{% endfor %}"});
   ASSERT_FALSE(no_text.ok());
   EXPECT_NE(no_text.status().message().find("no text to continue"), std::string::npos) << no_text.status().message();
   auto syntax = tok->apply_chat_template("[]", {.chat_template = "{% for m in messages %}"});
