@@ -4,19 +4,5 @@
 #include "tokenizer_checks.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace kvshare;
-  static const std::filesystem::path dir = [] {
-    auto d = fuzz::scratch_dir() / "tokenizer_json";
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  const auto parts = fuzz::split_parts(data, size, 4);
-  fuzz::write_parts(dir, parts, {"tokenizer.json", "tokenizer_config.json", "generation_config.json"});
-  auto tok = BpeTokenizer::from_hf_dir(dir.string());
-  if (!tok.ok()) {
-    fuzz::check_error(tok.status(), "BpeTokenizer::from_hf_dir");
-    return 0;
-  }
-  fuzz::check_tokenizer(**tok, parts.size() == 4 ? parts[3] : std::string_view());
-  return 0;
+  return kvshare::fuzz::run_tokenizer_folder("tokenizer_json", {"tokenizer.json", "tokenizer_config.json", "generation_config.json"}, data, size);
 }

@@ -59,4 +59,21 @@ inline void write_parts(const std::filesystem::path& dir, const std::vector<std:
   }
 }
 
+// One input of a tokenizer-folder target: its first parts written as `files` in the scratch folder `name`, the
+// part after them (if any) a text to encode; the folder loaded as the engine loads it, and checked.
+inline int run_tokenizer_folder(const char* name, std::initializer_list<const char*> files, const uint8_t* data,
+                                size_t size) {
+  const std::filesystem::path dir = scratch_dir() / name;
+  std::filesystem::create_directories(dir);
+  const auto parts = split_parts(data, size, files.size() + 1);
+  write_parts(dir, parts, files);
+  auto tok = BpeTokenizer::from_hf_dir(dir.string());
+  if (!tok.ok()) {
+    check_error(tok.status(), "BpeTokenizer::from_hf_dir");
+    return 0;
+  }
+  check_tokenizer(**tok, parts.size() > files.size() ? parts[files.size()] : std::string_view());
+  return 0;
+}
+
 }  // namespace kvshare::fuzz
