@@ -30,6 +30,7 @@ reps=5
 groups=4 per_group=8 system_len=512 question_len=64 output_len=32
 slots=8
 clients=32
+few_clients=8
 rounds=3
 seed=0
 threads=2
@@ -48,6 +49,7 @@ options:
   --groups G --prompts-per-group P --system-len S --question-len Q --output-len O   gsp shape ($groups x $per_group, $system_len, $question_len, $output_len)
   --slots N            llama-server slots (-np; 8 is its fastest here: 4, 16 and 32 were slower) ($slots)
   --clients C          concurrent clients of either server ($clients)
+  --few-clients F      each round also serves both behind F clients, the issue's serving shape; 0: skip ($few_clients)
   --rounds N           rounds of the gsp runs with reuse on ($rounds)
   --seed N             seed of the gsp prompts ($seed)
   --kv-cache-memory M  kvshare's KV budget ($kv_mem)
@@ -73,6 +75,7 @@ while [ $# -gt 0 ]; do
     --output-len) output_len="$2"; shift 2 ;;
     --slots) slots="$2"; shift 2 ;;
     --clients) clients="$2"; shift 2 ;;
+    --few-clients) few_clients="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --kv-cache-memory) kv_mem="$2"; shift 2 ;;
@@ -209,6 +212,12 @@ for r in $(seq 1 "$rounds"); do
   run_kvshare_server "kvshare_serve_on.$r"
   run_generate "kvshare_gen_on.$r"
   run_generate "kvshare_gen_slots_on.$r" --max-num-seqs "$slots"
+  if [ "$few_clients" -gt 0 ]; then
+    many_clients="$clients" clients="$few_clients" client_extra=""
+    run_llama_server "llama_gsp_on_few.$r" --cache-prompt
+    run_kvshare_server "kvshare_serve_on_few.$r"
+    clients="$many_clients"
+  fi
 done
 if [ "$no_reuse_off" = 0 ]; then
   client_extra="--no-cache-prompt"
@@ -243,12 +252,12 @@ cpu="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)"
 
 python3 - "$out" "$cpu" "$kv_commit" "$kv_src" "$llama_pkg" "$llama_commit" "$gguf" "$groups" "$per_group" \
   "$system_len" "$question_len" "$output_len" "$slots" "$reps" "$no_reuse_off" "$kvshare" "$seed" "$llama_tag" \
-  "$clients" "$rounds" >"$out/table.md" <<'EOF'
+  "$clients" "$rounds" "$few_clients" >"$out/table.md" <<'EOF'
 import datetime, json, os, re, statistics, sys
 
 (out, cpu, kv_commit, kv_src, llama_pkg, llama_commit, gguf, G, P, S, Q, O, slots, reps, no_off, kvbin,
- seed, llama_tag, clients, rounds) = sys.argv[1:]
-G, P, S, Q, O, slots, reps, clients, rounds = map(int, (G, P, S, Q, O, slots, reps, clients, rounds))
+ seed, llama_tag, clients, rounds, few) = sys.argv[1:]
+G, P, S, Q, O, slots, reps, clients, rounds, few = map(int, (G, P, S, Q, O, slots, reps, clients, rounds, few))
 with_off = no_off == "0"
 path = lambda name: os.path.join(out, name)
 load = lambda name: json.load(open(path(name)))
@@ -292,6 +301,9 @@ def served(name):  # either server behind openai_gsp_client.py
 rounds_of = lambda read, name: [read(f"{name}.{i}") for i in range(1, rounds + 1)]
 runs = {"llama": rounds_of(served, "llama_gsp_on"), "serve": rounds_of(served, "kvshare_serve_on"),
         "gen": rounds_of(kv_generate, "kvshare_gen_on"), "gen_slots": rounds_of(kv_generate, "kvshare_gen_slots_on")}
+if few > 0:
+    runs["llama_few"] = rounds_of(served, "llama_gsp_on_few")
+    runs["serve_few"] = rounds_of(served, "kvshare_serve_on_few")
 off = {}
 if with_off:
     off = {"llama": served("llama_gsp_off"), "serve": served("kvshare_serve_off"), "gen": kv_generate("kvshare_gen_off")}
@@ -319,6 +331,9 @@ shape = f"gsp {G}×{P} (S {S}, Q {Q}, O {O}), same token ids"
 ll_med = med(runs["llama"])
 rows.append((f"{shape}, reuse on, served: both servers behind the same {clients} clients (s)",
              cell(runs["llama"]), cell(runs["serve"]), ll_med / med(runs["serve"])))
+if few > 0:
+    rows.append((f"{shape}, reuse on, served: both servers behind the same {few} clients (s)",
+                 cell(runs["llama_few"]), cell(runs["serve_few"]), med(runs["llama_few"]) / med(runs["serve_few"])))
 rows.append((f"{shape}, reuse on, kvshare as a batch job, its defaults (s)",
              cell(runs["llama"]), cell(runs["gen"]), ll_med / med(runs["gen"])))
 rows.append((f"{shape}, reuse on, kvshare as a batch job, at most {slots} sequences per step (s)",
@@ -382,7 +397,8 @@ print("- tok/s: llama.cpp's mean ± sd over its repetitions, best in brackets; k
       "fastest run's decode_seconds only. Ratios compare best with best; for gsp, llama.cpp's time ÷ kvshare's.")
 print(f"- gsp times leave out model load: each server is up and warmed by one short request before the clock "
       "starts (first send to last answer); kvshare generate times its batch job alone (no warm-up). Reuse on ran "
-      f"{rounds} rounds, each llama-server, kvshare serve, then both batch jobs; cells give the median "
+      f"{rounds} rounds, each llama-server, kvshare serve, then both batch jobs"
+      + (f", then both servers again behind {few} clients" if few > 0 else "") + "; cells give the median "
       f"(min–max over rounds), ratios compare medians. Per round, llama-server ÷ kvshare served / batch: {per_round}. "
       "Hits: llama.cpp `timings.cache_n`, kvshare `cached_tokens`.")
 print(f"- outputs (text) equal: {'; '.join(checks)}; every request generated exactly {O} tokens: "
