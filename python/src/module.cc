@@ -29,6 +29,14 @@ namespace py = pybind11;
 namespace kvshare::python {
 namespace {
 
+// One token's logprobs as vLLM gives them: {token id: logprob} of the top tokens and the chosen one.
+py::dict logprob_dict(const GeneratedTokenLogprobs& t) {
+  py::dict d;
+  for (const TokenLogprob& a : t.top) d[py::int_(a.token_id)] = a.logprob;
+  d[py::int_(t.chosen.token_id)] = t.chosen.logprob;
+  return d;
+}
+
 // Raises the Python exception that fits the status: FileNotFoundError for a missing file, ValueError for
 // bad input, RuntimeError otherwise. The message is the engine's own.
 [[noreturn]] void raise(const Status& status) {
@@ -303,12 +311,7 @@ PYBIND11_MODULE(_kvshare, m) {
                              [](const Output& o) -> py::object {
                                if (o.logprobs.empty()) return py::none();
                                py::list out;
-                               for (const GeneratedTokenLogprobs& t : o.logprobs) {
-                                 py::dict d;
-                                 for (const TokenLogprob& a : t.top) d[py::int_(a.token_id)] = a.logprob;
-                                 d[py::int_(t.chosen.token_id)] = t.chosen.logprob;
-                                 out.append(d);
-                               }
+                               for (const GeneratedTokenLogprobs& t : o.logprobs) out.append(logprob_dict(t));
                                return out;
                              })
       // The request's prompt logprobs, as vLLM's: None for the first prompt token, then {token id: logprob} per
@@ -318,12 +321,7 @@ PYBIND11_MODULE(_kvshare, m) {
                                if (o.prompt_logprobs.empty()) return py::none();
                                py::list out;
                                out.append(py::none());
-                               for (const GeneratedTokenLogprobs& t : o.prompt_logprobs) {
-                                 py::dict d;
-                                 for (const TokenLogprob& a : t.top) d[py::int_(a.token_id)] = a.logprob;
-                                 d[py::int_(t.chosen.token_id)] = t.chosen.logprob;
-                                 out.append(d);
-                               }
+                               for (const GeneratedTokenLogprobs& t : o.prompt_logprobs) out.append(logprob_dict(t));
                                return out;
                              })
       .def_property_readonly("text", [](const Output& o) { return to_str(o.text); })
