@@ -139,6 +139,18 @@ gsp_client() {  # gsp_client PORT NAME EXTRA_CLIENT_FLAGS...: the workload throu
     { cat "$out/$name.client.log" "$out/$name.json" >&2; log "gsp client failed ($name)"; exit 1; }
 }
 
+wait_until_up() {  # wait_until_up PORT LOG NAME: until $server_pid answers GET /health with 200 (2 minutes at most)
+  local port="$1" server_log="$2" name="$3"
+  for _ in $(seq 1 240); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
+    if curl -sf --max-time 2 "http://127.0.0.1:$port/health" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  tail -20 "$server_log" >&2
+  log "$name did not come up"
+  exit 1
+}
+
 stop_server() {
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
@@ -154,17 +166,7 @@ run_llama_server() {  # run_llama_server NAME SERVER_FLAGS... (client flags in $
   log "llama-server ${flags[*]}; $clients clients"
   "$llama_bin/llama-server" "${flags[@]}" >"$out/$name.server.log" 2>&1 &
   server_pid=$!
-  local ok=0
-  for _ in $(seq 1 240); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
-    if python3 - "$port" <<'PY' 2>/dev/null; then ok=1; break; fi
-import sys, urllib.request
-with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2) as r:
-    sys.exit(0 if r.status == 200 else 1)
-PY
-    sleep 0.5
-  done
-  if [ "$ok" != 1 ]; then tail -20 "$out/$name.server.log" >&2; log "llama-server did not come up"; exit 1; fi
+  wait_until_up "$port" "$out/$name.server.log" llama-server
   # shellcheck disable=SC2086
   gsp_client "$port" "$name" $client_extra
   stop_server
@@ -179,13 +181,7 @@ run_kvshare_server() {  # run_kvshare_server NAME EXTRA_SERVE_FLAGS...
   log "kvshare serve ${serve_flags[*]} $*; $clients clients"
   "$kvshare" serve --model "$gguf" --port "$port" "${serve_flags[@]}" "$@" >"$out/$name.log" 2>&1 &
   server_pid=$!
-  local ok=0
-  for _ in $(seq 1 240); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then break; fi
-    if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then ok=1; break; fi
-    sleep 0.5
-  done
-  if [ "$ok" != 1 ]; then tail -20 "$out/$name.log" >&2; log "kvshare serve did not come up"; exit 1; fi
+  wait_until_up "$port" "$out/$name.log" "kvshare serve"
   gsp_client "$port" "$name"
   stop_server
 }
