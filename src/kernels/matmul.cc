@@ -19,6 +19,7 @@ constexpr int64_t kKc = 256;
 constexpr int64_t kMcRows = 96;
 // Below this many multiply-adds a call runs on one thread (a parallel region costs a few microseconds).
 constexpr int64_t kParallelMinFmas = int64_t{1} << 18;
+constexpr size_t kHugePage = size_t{2} << 20;
 
 // The stored element (k, n) of a [K, N] matrix kept as [N, K] (kOutIn) or [K, N] (kInOut).
 template <class T>
@@ -58,13 +59,19 @@ Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, con
   lin.packed_.k = layout == WeightLayout::kOutIn ? cols : rows;
   lin.packed_.n = layout == WeightLayout::kOutIn ? rows : cols;
   const size_t bytes = (static_cast<size_t>(lin.packed_bytes()) + 63) / 64 * 64;
-  void* mem = std::aligned_alloc(64, bytes);
+  // Weights of 2 MiB or more start on a 2 MiB boundary, so that madvise (which needs a page-aligned start)
+  // can give them transparent huge pages: decode streams them from memory, and with 4 KiB pages every page
+  // costs a TLB miss and the hardware prefetcher stops at its end. The space before the boundary is never
+  // touched, so it takes no memory.
+  const size_t align = bytes >= kHugePage ? kHugePage : 64;
+  void* mem = nullptr;
+  if (posix_memalign(&mem, align, bytes) != 0) mem = nullptr;
   if (mem == nullptr)
     return resource_exhausted("cannot allocate " + std::to_string(bytes >> 20) + " MiB for a " + shape_to_string(weight.shape) +
                               " weight");
   lin.storage_.reset(static_cast<uint8_t*>(mem));
 #ifdef MADV_HUGEPAGE
-  madvise(mem, bytes, MADV_HUGEPAGE);  // fewer TLB misses while decode streams the weights; a hint only
+  if (align == kHugePage) madvise(mem, bytes, MADV_HUGEPAGE);  // a hint only
 #endif
   if (weight.dtype == DType::kF32) {
     pack_panels(static_cast<const float*>(weight.data), layout, lin.packed_.k, lin.packed_.n, static_cast<float*>(mem));
