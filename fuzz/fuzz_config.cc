@@ -1,7 +1,8 @@
 // libFuzzer target: config.json (parse_hf_config) and generation_config.json. The input is up to two parts cut
 // at "\n--8<--\n". config.json is parsed on its own: a config that parses must validate, and the sizes derived
 // from it (parameters, K/V bytes per token, RoPE frequencies) must be computable without overflow (UBSan).
-// generation_config.json is read the way a model folder's is, beside a fixed small GPT-2 style tokenizer.
+// generation_config.json's EOS ids are read the way a model folder's are, against a fixed small GPT-2 style
+// tokenizer loaded once.
 #include "fuzz_util.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
@@ -10,11 +11,12 @@ namespace {
 
 using namespace kvshare;
 
-const std::filesystem::path& tokenizer_dir() {
-  static const std::filesystem::path dir = [] {
+// A byte-level vocabulary of the 94 printable ASCII bytes plus one merge and <|endoftext|>, loaded once: each
+// input's generation_config.json is read against it as from_hf_dir reads the file beside the tokenizer's.
+const BpeTokenizer& tokenizer() {
+  static const std::unique_ptr<BpeTokenizer> tok = [] {
     auto d = fuzz::scratch_dir() / "config";
     std::filesystem::create_directories(d);
-    // A byte-level vocabulary of the 94 printable ASCII bytes plus one merge and <|endoftext|>.
     std::string vocab = "{";
     int id = 0;
     for (char c = '!'; c <= '~'; ++c) {
@@ -22,12 +24,15 @@ const std::filesystem::path& tokenizer_dir() {
       if (c == '"' || c == '\\') piece = std::string("\\") + c;
       vocab += "\"" + piece + "\": " + std::to_string(id++) + ", ";
     }
-    vocab += "\"ab\": " + std::to_string(id++) + ", \"<|endoftext|>\": " + std::to_string(id) + "}";
+    vocab += "\"ab\": " + std::to_string(id) + ", ";
+    vocab += "\"<|endoftext|>\": " + std::to_string(id + 1) + "}";
     std::ofstream(d / "vocab.json") << vocab;
     std::ofstream(d / "merges.txt") << "#version: 0.2\na b\n";
-    return d;
+    auto loaded = BpeTokenizer::from_hf_dir(d.string());
+    if (!loaded.ok()) fuzz::fail("the fixed tokenizer does not load: " + loaded.status().to_string());
+    return std::move(*loaded);
   }();
-  return dir;
+  return *tok;
 }
 
 }  // namespace
@@ -45,15 +50,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                 "RoPE frequencies of the wrong count");
   }
   if (parts.size() < 2) return 0;
-  const std::filesystem::path& dir = tokenizer_dir();
-  std::ofstream(dir / "generation_config.json", std::ios::binary | std::ios::trunc)
-      .write(parts[1].data(), static_cast<std::streamsize>(parts[1].size()));
-  auto tok = BpeTokenizer::from_hf_dir(dir.string());
-  if (!tok.ok()) {
-    fuzz::check_error(tok.status(), "BpeTokenizer::from_hf_dir with generation_config.json");
+  const BpeTokenizer& tok = tokenizer();
+  const std::string path = fuzz::write_scratch("generation_config.json", parts[1]);
+  auto eos = tok.read_generation_eos_ids(path);
+  if (!eos.ok()) {
+    fuzz::check_error(eos.status(), "read_generation_eos_ids");
     return 0;
   }
-  for (int32_t id : (*tok)->eos_ids())
-    fuzz::check(id >= 0 && id < (*tok)->vocab_size(), "an EOS id outside the vocabulary");
+  for (int32_t id : *eos) fuzz::check(id >= 0 && id < tok.vocab_size(), "an EOS id outside the vocabulary");
   return 0;
 }

@@ -555,6 +555,28 @@ std::string join_path(const std::string& dir, const char* name) {
   return dir + "/" + name;
 }
 
+// generation_config.json's eos_token_id: a number or a list of numbers (entries of other types add nothing).
+// Each must be a token id or -1 (none); they are checked against the vocabulary later.
+Result<std::vector<int32_t>> generation_eos_ids(const std::string& path) {
+  KV_ASSIGN_OR_RETURN(Json generation, parse_json_file(path));
+  std::vector<int32_t> out;
+  const Json* ids = member(generation, "eos_token_id");
+  if (ids == nullptr) return out;
+  auto add = [&](const Json& id) -> Status {
+    if (!id.is_number_integer()) return Status::ok_status();
+    if (id.get<int64_t>() < -1 || id.get<int64_t>() >= kMaxTokenId ||
+        (id.is_number_unsigned() && id.get<uint64_t>() >= kMaxTokenId))
+      return invalid_argument(path + ": eos_token_id " + id.dump() + " is not a token id");
+    out.push_back(static_cast<int32_t>(id.get<int64_t>()));
+    return Status::ok_status();
+  };
+  KV_RETURN_IF_ERROR(add(*ids));
+  if (ids->is_array()) {
+    for (const Json& id : *ids) KV_RETURN_IF_ERROR(add(id));
+  }
+  return out;
+}
+
 Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& post) {
   // Without tokenizer_config.json's say, the post_processor decides what is added.
   if (!post.before.empty()) {
@@ -603,21 +625,7 @@ Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& 
   }
   const std::string generation_path = join_path(dir, "generation_config.json");
   if (file_exists(generation_path)) {
-    KV_ASSIGN_OR_RETURN(Json generation, parse_json_file(generation_path));
-    if (const Json* ids = member(generation, "eos_token_id")) {
-      // A number or a list of numbers; each must be a token id (checked against the vocabulary later).
-      auto add = [&](const Json& id) -> Status {
-        if (!id.is_number_integer()) return Status::ok_status();
-        if (id.get<int64_t>() < -1 || id.get<int64_t>() >= kMaxTokenId || (id.is_number_unsigned() && id.get<uint64_t>() >= kMaxTokenId))
-          return invalid_argument(generation_path + ": eos_token_id " + id.dump() + " is not a token id");
-        m.extra_eos_ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
-        return Status::ok_status();
-      };
-      KV_RETURN_IF_ERROR(add(*ids));
-      if (ids->is_array()) {
-        for (const Json& id : *ids) KV_RETURN_IF_ERROR(add(id));
-      }
-    }
+    KV_ASSIGN_OR_RETURN(m.extra_eos_ids, generation_eos_ids(generation_path));
   }
   return Status::ok_status();
 }
@@ -647,6 +655,20 @@ Result<std::unique_ptr<TokenizerModel>> read_hf_tokenizer(const std::string& dir
     return invalid_argument("tokenizer files in " + dir + " have an unexpected structure: " + e.what());
   }
   return m;
+}
+
+Result<std::vector<int32_t>> BpeTokenizer::read_generation_eos_ids(const std::string& path) const {
+  try {
+    KV_ASSIGN_OR_RETURN(std::vector<int32_t> ids, generation_eos_ids(path));
+    std::vector<int32_t> out;
+    for (int32_t id : ids) {
+      KV_RETURN_IF_ERROR(check_token_id(id, model_->pieces.size(), "end-of-generation token").with_context(path));
+      if (id >= 0 && std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+    }
+    return out;
+  } catch (const Json::exception& e) {
+    return invalid_argument(path + " has an unexpected structure: " + e.what());
+  }
 }
 
 Result<std::unique_ptr<BpeTokenizer>> BpeTokenizer::from_hf_dir(const std::string& dir) {

@@ -68,6 +68,14 @@ bool piece_usable_by_bpe(TokenType type, MergeMode mode) {
 
 }  // namespace
 
+Status check_token_id(int32_t id, size_t vocab_size, const char* what) {
+  if (id < -1 || id >= static_cast<int64_t>(vocab_size)) {
+    return invalid_argument(std::string(what) + " id " + std::to_string(id) + " is outside the vocabulary of " +
+                            std::to_string(vocab_size) + " tokens");
+  }
+  return Status::ok_status();
+}
+
 Status finalize_model(TokenizerModel& m) {
   const size_t n = m.pieces.size();
   if (n == 0) return invalid_argument("the vocabulary is empty");
@@ -86,13 +94,7 @@ Status finalize_model(TokenizerModel& m) {
   for (float& score : m.scores) {
     if (std::isnan(score)) score = -std::numeric_limits<float>::infinity();  // the heap needs an ordering
   }
-  auto check_id = [n](int32_t id, const char* what) -> Status {
-    if (id < -1 || id >= static_cast<int32_t>(n)) {
-      return invalid_argument(std::string(what) + " id " + std::to_string(id) + " is outside the vocabulary of " +
-                              std::to_string(n) + " tokens");
-    }
-    return Status::ok_status();
-  };
+  auto check_id = [n](int32_t id, const char* what) { return check_token_id(id, n, what); };
   KV_RETURN_IF_ERROR(check_id(m.bos_id, "BOS token"));
   KV_RETURN_IF_ERROR(check_id(m.eos_id, "EOS token"));
   KV_RETURN_IF_ERROR(check_id(m.unk_id, "unknown token"));

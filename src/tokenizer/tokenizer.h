@@ -67,6 +67,10 @@ class BpeTokenizer {
   // Every id that ends generation: EOS, end-of-turn tokens (<|eot_id|>, <|im_end|>, ...), and those that
   // generation_config.json or the GGUF file list.
   std::vector<int32_t> eos_ids() const;
+  // The end-of-generation ids that the generation_config.json at `path` adds to eos_ids() when it lies beside
+  // this tokenizer's files (its eos_token_id, without duplicates and without -1), checked against this
+  // vocabulary; the errors from_hf_dir gives for that file. For reading one beside a tokenizer loaded once.
+  Result<std::vector<int32_t>> read_generation_eos_ids(const std::string& path) const;
   bool adds_bos() const;
   bool adds_eos() const;
 

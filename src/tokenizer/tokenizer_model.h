@@ -91,6 +91,9 @@ struct TokenizerModel {
 // `model.pieces`, so the model must stay where it is (loaders hold it in a unique_ptr).
 Status finalize_model(TokenizerModel& model);
 
+// An error naming `what` unless `id` is -1 (none) or a token of a vocabulary of `vocab_size`.
+Status check_token_id(int32_t id, size_t vocab_size, const char* what);
+
 // Pre-tokenizer regexes that models use, for GGUF's tokenizer.ggml.pre and Hugging Face's ByteLevel.
 inline constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";

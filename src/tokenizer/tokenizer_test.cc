@@ -548,6 +548,51 @@ TEST(TokenizerErrors, MinimalBpeWorks) {
   EXPECT_TRUE((*t)->eos_ids().empty());
 }
 
+// generation_config.json's eos_token_id read beside a tokenizer that is already loaded gives what loading the
+// folder with it adds to eos_ids(), and the same errors.
+TEST(TokenizerErrors, GenerationEosIdsBesideALoadedTokenizer) {
+  const std::string minimal = R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}})";
+  const std::string generation = R"({"eos_token_id": [2, 1, 2, -1, "x"]})";
+  auto with = BpeTokenizer::from_hf_dir(
+      write_dir("tokenizer_generation", {{"tokenizer.json", minimal}, {"generation_config.json", generation}}));
+  ASSERT_TRUE(with.ok()) << with.status().to_string();
+  EXPECT_EQ((*with)->eos_ids(), (std::vector<int32_t>{2, 1}));
+
+  auto tok = BpeTokenizer::from_hf_dir(write_dir("tokenizer_no_generation", {{"tokenizer.json", minimal}}));
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  EXPECT_TRUE((*tok)->eos_ids().empty());
+  const std::string dir = write_dir("generation_only", {{"generation_config.json", generation},
+                                                         {"single.json", R"({"eos_token_id": 1})"},
+                                                         {"none.json", R"({"bos_token_id": 1})"},
+                                                         {"outside.json", R"({"eos_token_id": [1, 3]})"},
+                                                         {"huge.json", R"({"eos_token_id": 3000000000})"},
+                                                         {"broken.json", R"({"eos_token_id": )"}});
+  auto ids = (*tok)->read_generation_eos_ids(dir + "/generation_config.json");
+  ASSERT_TRUE(ids.ok()) << ids.status().to_string();
+  EXPECT_EQ(*ids, (*with)->eos_ids());
+  EXPECT_EQ(*(*tok)->read_generation_eos_ids(dir + "/single.json"), (std::vector<int32_t>{1}));
+  EXPECT_TRUE((*tok)->read_generation_eos_ids(dir + "/none.json")->empty());
+
+  // An id outside the vocabulary: the same error whichever way the file is read.
+  auto outside = (*tok)->read_generation_eos_ids(dir + "/outside.json");
+  ASSERT_FALSE(outside.ok());
+  EXPECT_EQ(outside.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(outside.status().message().find("id 3 is outside the vocabulary of 3 tokens"), std::string::npos)
+      << outside.status().message();
+  EXPECT_NE(outside.status().message().find("outside.json"), std::string::npos) << outside.status().message();
+  auto folder = BpeTokenizer::from_hf_dir(write_dir(
+      "tokenizer_generation_outside", {{"tokenizer.json", minimal}, {"generation_config.json", R"({"eos_token_id": 3})"}}));
+  ASSERT_FALSE(folder.ok());
+  EXPECT_NE(folder.status().message().find("id 3 is outside the vocabulary of 3 tokens"), std::string::npos)
+      << folder.status().message();
+
+  for (const char* name : {"huge.json", "broken.json", "missing.json"}) {
+    auto bad = (*tok)->read_generation_eos_ids(dir + "/" + name);
+    ASSERT_FALSE(bad.ok()) << name;
+    EXPECT_NE(bad.status().message().find(name), std::string::npos) << bad.status().message();
+  }
+}
+
 // Loading is linear in the file: 100,000 added tokens (nlohmann's callback parser took ~18 s for these, time
 // growing with the square of the count) load in well under the bound, and every one is there.
 TEST(TokenizerErrors, ManyAddedTokensLoadInLinearTime) {
