@@ -663,7 +663,7 @@ Result<std::vector<int32_t>> BpeTokenizer::read_generation_eos_ids(const std::st
     std::vector<int32_t> out;
     for (int32_t id : ids) {
       KV_RETURN_IF_ERROR(check_token_id(id, model_->pieces.size(), "end-of-generation token").with_context(path));
-      if (id >= 0 && std::find(out.begin(), out.end(), id) == out.end()) out.push_back(id);
+      add_eos_id(out, id);
     }
     return out;
   } catch (const Json::exception& e) {

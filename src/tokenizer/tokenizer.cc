@@ -76,6 +76,10 @@ Status check_token_id(int32_t id, size_t vocab_size, const char* what) {
   return Status::ok_status();
 }
 
+void add_eos_id(std::vector<int32_t>& ids, int32_t id) {
+  if (id >= 0 && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+}
+
 Status finalize_model(TokenizerModel& m) {
   const size_t n = m.pieces.size();
   if (n == 0) return invalid_argument("the vocabulary is empty");
@@ -174,16 +178,13 @@ Status finalize_model(TokenizerModel& m) {
   }
 
   m.eos_ids.clear();
-  auto add_eos = [&](int32_t id) {
-    if (id >= 0 && std::find(m.eos_ids.begin(), m.eos_ids.end(), id) == m.eos_ids.end()) m.eos_ids.push_back(id);
-  };
-  add_eos(m.eos_id);
-  for (int32_t id : m.extra_eos_ids) add_eos(id);
+  add_eos_id(m.eos_ids, m.eos_id);
+  for (int32_t id : m.extra_eos_ids) add_eos_id(m.eos_ids, id);
   std::vector<bool> control(n);
   for (size_t id = 0; id < n; ++id) control[id] = m.types[id] == TokenType::kControl;
   PieceIndex control_index;
   control_index.build(m.pieces, control);
-  for (const char* name : kEndOfTurnNames) add_eos(control_index.find(name));
+  for (const char* name : kEndOfTurnNames) add_eos_id(m.eos_ids, control_index.find(name));
   return Status::ok_status();
 }
 

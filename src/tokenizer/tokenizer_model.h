@@ -94,6 +94,10 @@ Status finalize_model(TokenizerModel& model);
 // An error naming `what` unless `id` is -1 (none) or a token of a vocabulary of `vocab_size`.
 Status check_token_id(int32_t id, size_t vocab_size, const char* what);
 
+// Appends `id` to a list of end-of-generation ids unless it is -1 (none) or already there (the list keeps its
+// first-seen order).
+void add_eos_id(std::vector<int32_t>& ids, int32_t id);
+
 // Pre-tokenizer regexes that models use, for GGUF's tokenizer.ggml.pre and Hugging Face's ByteLevel.
 inline constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
