@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Configures and builds the sanitizer folder build-asan/: g++, -O1 -g, -fsanitize=address,undefined
+# Configures and builds the sanitizer folder build-asan/: g++, -O1 -g1, -fsanitize=address,undefined
 # -fno-sanitize-recover=all (KVSHARE_SANITIZE), every library and test and the kvshare binary, all three kernel
 # paths. scripts/test.sh runs the whole suite there. The Python module is left out (an ASan runtime cannot be
 # loaded into a Python interpreter that was started without it). The libFuzzer targets need clang: they are
