@@ -28,7 +28,9 @@ struct ChatTemplateOptions {
   // that message, e.g. a partly written assistant reply. Needs add_generation_prompt = false.
   bool continue_final_message = false;
   // A Jinja template to use instead of the model's ("": the model's own). It sees the model's BOS/EOS texts.
-  std::string chat_template;
+  // ({} so that a designated initializer that leaves it out, {.add_generation_prompt = false}, draws no
+  // -Wmissing-field-initializers warning.)
+  std::string chat_template{};
 };
 
 class Tokenizer {

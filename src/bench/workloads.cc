@@ -63,16 +63,44 @@ Status positive(int64_t v, const char* name) {
 
 }  // namespace
 
+Status check_workload_options(const WorkloadOptions& o) {
+  if (o.name == "gsp") {
+    KV_RETURN_IF_ERROR(positive(o.groups, "groups"));
+    KV_RETURN_IF_ERROR(positive(o.prompts_per_group, "prompts-per-group"));
+    KV_RETURN_IF_ERROR(positive(o.system_len, "system-len"));
+    return positive(o.question_len, "question-len");
+  }
+  if (o.name == "prefix-repetition") {
+    KV_RETURN_IF_ERROR(positive(o.num_prompts, "num-prompts"));
+    KV_RETURN_IF_ERROR(positive(o.num_prefixes, "num-prefixes"));
+    KV_RETURN_IF_ERROR(positive(o.prefix_len, "prefix-len"));
+    return positive(o.suffix_len, "suffix-len");
+  }
+  if (o.name == "long-doc-qa") {
+    if (o.order != "tile" && o.order != "interleave" && o.order != "random")
+      return invalid_argument("--order must be random, tile or interleave, got '" + o.order + "'");
+    return {};
+  }
+  if (o.name == "multi-turn") {
+    KV_RETURN_IF_ERROR(positive(o.conversations, "conversations"));
+    KV_RETURN_IF_ERROR(positive(o.turns, "turns"));
+    return positive(o.user_len, "user-len");
+  }
+  if (o.name == "control") {
+    KV_RETURN_IF_ERROR(positive(o.control_prompts, "num-prompts"));
+    return positive(o.input_len, "input-len");
+  }
+  return invalid_argument("unknown workload '" + o.name +
+                          "'; choose gsp, prefix-repetition, long-doc-qa, multi-turn or control");
+}
+
 Result<Workload> make_workload(const WorkloadOptions& o) {
+  KV_RETURN_IF_ERROR(check_workload_options(o));
   if (o.vocab_size - o.first_token < 2) return invalid_argument("workload: the vocabulary is too small");
   Workload w;
   w.name = o.name;
   TokenSource src(o, 1);
   if (o.name == "gsp") {
-    KV_RETURN_IF_ERROR(positive(o.groups, "groups"));
-    KV_RETURN_IF_ERROR(positive(o.prompts_per_group, "prompts-per-group"));
-    KV_RETURN_IF_ERROR(positive(o.system_len, "system-len"));
-    KV_RETURN_IF_ERROR(positive(o.question_len, "question-len"));
     w.output_len = o.output_len > 0 ? o.output_len : 32;
     for (int64_t g = 0; g < o.groups; ++g) {
       const std::vector<int32_t> system = src.draw(o.system_len);
@@ -81,10 +109,6 @@ Result<Workload> make_workload(const WorkloadOptions& o) {
     }
     shuffle(w.requests, src);  // prompts arrive shuffled; the engine must still compute each system prompt once
   } else if (o.name == "prefix-repetition") {
-    KV_RETURN_IF_ERROR(positive(o.num_prompts, "num-prompts"));
-    KV_RETURN_IF_ERROR(positive(o.num_prefixes, "num-prefixes"));
-    KV_RETURN_IF_ERROR(positive(o.prefix_len, "prefix-len"));
-    KV_RETURN_IF_ERROR(positive(o.suffix_len, "suffix-len"));
     w.output_len = o.output_len > 0 ? o.output_len : 32;
     std::vector<std::vector<int32_t>> prefixes;
     for (int64_t k = 0; k < o.num_prefixes; ++k) prefixes.push_back(src.draw(o.prefix_len));
@@ -92,9 +116,6 @@ Result<Workload> make_workload(const WorkloadOptions& o) {
       w.requests.push_back(greedy_request(concat(prefixes[src.next() % prefixes.size()], src.draw(o.suffix_len)),
                                           w.output_len));
   } else if (o.name == "long-doc-qa") {
-    KV_RETURN_IF_ERROR(positive(o.num_docs, "num-docs"));
-    KV_RETURN_IF_ERROR(positive(o.doc_len, "doc-len"));
-    KV_RETURN_IF_ERROR(positive(o.repeats, "repeats"));
     w.output_len = o.output_len > 0 ? o.output_len : 16;
     std::vector<std::vector<int32_t>> docs;
     for (int64_t d = 0; d < o.num_docs; ++d) docs.push_back(src.draw(o.doc_len));
@@ -105,32 +126,22 @@ Result<Workload> make_workload(const WorkloadOptions& o) {
     } else if (o.order == "interleave") {
       for (int64_t d = 0; d < o.num_docs; ++d)
         for (int64_t r = 0; r < o.repeats; ++r) order.push_back(d);
-    } else if (o.order == "random") {
+    } else {  // random
       for (int64_t r = 0; r < o.repeats; ++r)
         for (int64_t d = 0; d < o.num_docs; ++d) order.push_back(d);
       shuffle(order, src);
-    } else {
-      return invalid_argument("--order must be random, tile or interleave, got '" + o.order + "'");
     }
     for (int64_t d : order) w.requests.push_back(greedy_request(docs[d], w.output_len));
   } else if (o.name == "multi-turn") {
-    KV_RETURN_IF_ERROR(positive(o.conversations, "conversations"));
-    KV_RETURN_IF_ERROR(positive(o.turns, "turns"));
-    KV_RETURN_IF_ERROR(positive(o.user_len, "user-len"));
     w.output_len = o.output_len > 0 ? o.output_len : 32;
     for (int64_t c = 0; c < o.conversations; ++c) {
       Conversation conv;
       for (int64_t t = 0; t < o.turns; ++t) conv.user_turns.push_back(src.draw(o.user_len));
       w.conversations.push_back(std::move(conv));
     }
-  } else if (o.name == "control") {
-    KV_RETURN_IF_ERROR(positive(o.control_prompts, "num-prompts"));
-    KV_RETURN_IF_ERROR(positive(o.input_len, "input-len"));
+  } else {  // control
     w.output_len = o.output_len > 0 ? o.output_len : 64;
     for (int64_t i = 0; i < o.control_prompts; ++i) w.requests.push_back(greedy_request(src.draw(o.input_len), w.output_len));
-  } else {
-    return invalid_argument("unknown workload '" + o.name +
-                            "'; choose gsp, prefix-repetition, long-doc-qa, multi-turn or control");
   }
   return w;
 }

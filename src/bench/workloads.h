@@ -54,6 +54,8 @@ struct Workload {
   bool is_multi_turn() const { return !conversations.empty(); }
 };
 
+// The workload's name, order and sizes, checked without drawing a token (make_workload checks them first).
+Status check_workload_options(const WorkloadOptions& options);
 Result<Workload> make_workload(const WorkloadOptions& options);
 
 // Runs a workload on an engine: static ones through Engine::generate, multi-turn through the online API

@@ -195,17 +195,11 @@ int run_bench(const std::vector<std::string>& argv) {
   if (!config.ok()) return fail("bench", config.status());
   auto wopts = workload_options(*args);
   if (!wopts.ok()) return fail("bench", wopts.status());
-  // This machine's limits, measured now: reports give fractions of them.
-  const MachinePeaks peaks = measure_machine_peaks();
-  const double kPeakFp32Gflops = peaks.fma_gflops, kPeakGbps = peaks.read_gbps;
-  if (!args->has("json"))
-    std::printf("calibration (%.1f s): %s, %s kernels, %d threads: FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n",
-                peaks.seconds, cpu_model_name().c_str(), peaks.isa.c_str(), peaks.threads, peaks.fma_gflops,
-                peaks.read_gbps);
-
+  if (Status st = check_workload_options(*wopts); !st.ok()) return fail("bench", st);
   auto repeat = args->get_int("repeat", 1);
   if (!repeat.ok()) return fail("bench", repeat.status());
   if (*repeat < 1 || *repeat > 100) return fail("bench", invalid_argument("--repeat must be between 1 and 100"));
+
   // Each mode runs `repeat` times, the modes interleaved (off, on, off, on, ...) so that drift in the
   // machine's speed hits both alike; the fastest run of each mode is reported.
   std::vector<bool> modes = args->has("compare") ? std::vector<bool>{false, true}
@@ -225,6 +219,14 @@ int run_bench(const std::vector<std::string>& argv) {
     }
   }
   const IdealFlops& ideal = runs.back().ideal;
+  // This machine's limits, measured after the runs (a bad model or workload fails before this second is spent):
+  // the report gives fractions of them.
+  const MachinePeaks peaks = measure_machine_peaks();
+  const double kPeakFp32Gflops = peaks.fma_gflops, kPeakGbps = peaks.read_gbps;
+  if (!args->has("json"))
+    std::printf("calibration (%.1f s): %s, %s kernels, %d threads: FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s\n",
+                peaks.seconds, cpu_model_name().c_str(), peaks.isa.c_str(), peaks.threads, peaks.fma_gflops,
+                peaks.read_gbps);
 
   json j;
   j["workload"] = wopts->name;
