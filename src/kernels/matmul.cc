@@ -12,10 +12,14 @@
 namespace kvshare {
 namespace {
 
-// Blocking (BLIS's loops): a KC-deep slice of a panel (16 KiB in F32) stays in L1 while the microkernel runs
-// over an MC-row block of A, which stays in L2. The work is cut into items (a panel range × an M block) that
-// threads take as they come free: on a shared machine one core may run slower than the other.
-constexpr int64_t kKc = 256;
+// Blocking (BLIS's loops): a kGemmKSlice-deep slice of a panel group (AVX-512: 2 panels × 1024 F32 values,
+// 128 KiB) stays in L2 while the microkernel runs over an MC-row block of A (96 × 1024 values, 384 KiB), which
+// stays in L2 too. The work is cut into items (a panel range × an M block) that threads take as they come free:
+// on a shared machine one core may run slower than the other. The slices were 256 deep (a group's slice in L1),
+// but every slice stores and reloads the sums and starts cold: on AMD EPYC Zen 5, 2 threads, M 64-512 of
+// GPT-2-small's GEMMs, slices of 1024 ran at 87-94% of the FMA peak against 76-86% (AVX-512; AVX2 83-94%
+// against 77-91%), and the 512-token prefill 7% faster (kernel_bench --only gemm and bench control 4 × 512,
+// three interleaved rounds each). Zen 3's L2 is half as large; it was not measured there again.
 constexpr int64_t kMcRows = 96;
 // Below this many multiply-adds a call runs on one thread (a parallel region costs a few microseconds).
 constexpr int64_t kParallelMinFmas = int64_t{1} << 18;
@@ -106,7 +110,7 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
   // A few row blocks (decode, alone or batched): every block runs the whole K of a panel while its chains stay
   // in registers, the panel read from L1 or L2 (single thread, Zen 3, 8 and 16 rows from cache: 65-92% of the
   // FMA peak in K slices of 256, 84-98% in one; from memory the same). Many rows: K slices that stay in L1.
-  const int64_t kc = m <= 3 * mr ? k_dim : kKc;
+  const int64_t kc = m <= 3 * mr ? k_dim : kGemmKSlice;
   const bool parallel = m * k_dim * packed_.n >= kParallelMinFmas;
   // Work items are (panel range, M block) pairs that threads take as they come free: ranges of a multiple of 8
   // panels (the microkernel's panel groups, up to 8 at once, stay whole), about four per thread, times the M

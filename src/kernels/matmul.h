@@ -22,6 +22,10 @@ enum class WeightLayout {
   kInOut,  // [in_features, out_features]: GPT-2's Conv1D
 };
 
+// With more rows than a few microkernels' worth, K is run in slices this deep (matmul.cc): each element's
+// chain stops at a slice's end and continues in the next, so the bits are the same.
+constexpr int64_t kGemmKSlice = 1024;
+
 // y[m, out] = x[m, in] · W (+ bias).
 class Linear {
  public:

@@ -63,7 +63,7 @@ class LinearTest : public ::testing::TestWithParam<Case> {};
 // counts below, at and above the microkernel's, widths that leave partial panels, and K blocked or not.
 TEST_P(LinearTest, EveryPathEqualsTheDefinitionBitwise) {
   const Case c = GetParam();
-  for (const auto& [in, out] : std::vector<std::pair<int64_t, int64_t>>{{96, 72}, {100, 5}, {600, 33}}) {
+  for (const auto& [in, out] : std::vector<std::pair<int64_t, int64_t>>{{96, 72}, {100, 5}, {kGemmKSlice + 76, 33}}) {
     Weight w(c.dtype, c.layout, in, out, 1);
     std::vector<float> bias = random_floats(out, 2);
     auto lin = Linear::create(w.view, c.layout, c.bias ? bias.data() : nullptr);
@@ -114,7 +114,7 @@ INSTANTIATE_TEST_SUITE_P(All, LinearTest,
 // A row's result must not depend on how many rows are multiplied with it, nor on the thread count, on any
 // path: reuse on = reuse off bitwise rests on this.
 TEST(Linear, RowsAreBitwiseIndependentOfBatchSizeAndThreads) {
-  const int64_t in = 700, out = 384;  // K is blocked (700 > 256) and the panels split unevenly
+  const int64_t in = kGemmKSlice + 76, out = 384;  // K is sliced and the panels split unevenly
   Weight w(DType::kF32, WeightLayout::kOutIn, in, out, 7);
   auto lin = Linear::create(w.view, WeightLayout::kOutIn, nullptr);
   ASSERT_TRUE(lin.ok());
