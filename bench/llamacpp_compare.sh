@@ -7,7 +7,8 @@
 # weights); default .deps/models/gpt2-small. llama.cpp is built once, outside the repository, by
 # bench/llamacpp_build.sh (into ${KVSHARE_LLAMACPP_DIR:-~/.cache/kvshare-llamacpp}; 10-20 minutes on 2 cores).
 #
-# It measures, both engines on MODEL/model.gguf with 2 threads:
+# It measures, both engines on MODEL/model.gguf with 2 threads, kvshare with --kv-cache-prefault (its KV memory
+# made resident at start-up, as llama.cpp's KV buffer is cleared when its context is created):
 #   1. prefill: llama-bench pp512 (-p 512 -r 5) against kvshare bench control 4 x 512 tokens, 1 output token;
 #   2. decode at batch 1: llama-bench tg32 against kvshare bench control 1 x (16 prompt + 64 output) tokens;
 #   3. gsp, G groups x P prompts sharing an S-token system prompt, Q-token questions, O output tokens, greedy,
@@ -98,9 +99,14 @@ for t in llama-bench llama-server; do
   [ -x "$llama_bin/$t" ] || { log "no $llama_bin/$t"; exit 1; }
 done
 
+# kvshare's KV budget, made resident at start-up as llama.cpp's KV buffer is (it is allocated and cleared when
+# the context is created), so neither engine's timed work waits on fresh pages.
+kv_flags=(--kv-cache-memory "$kv_mem" --kv-cache-prefault)
+
 out="$(mktemp -d "${TMPDIR:-/tmp}/kvshare-llamacpp-compare.XXXXXX")"
 log "logs and raw results in $out"
 cut -d' ' -f1-3 /proc/loadavg >"$out/loadavg.start"
+echo "${kv_flags[*]}" >"$out/kvshare_kv.flags"
 
 server_pid=""
 cleanup() {
@@ -119,11 +125,11 @@ log "llama-bench pp512 / tg32, $reps repetitions"
 # ---- kvshare prefill / decode ---------------------------------------------------------------------------------
 log "kvshare bench control 4 x 512 prompt tokens, 1 output token (prefill), --repeat $reps"
 "$kvshare" bench --model "$gguf" --workload control --num-prompts 4 --input-len 512 --output-len 1 \
-  --repeat "$reps" --kv-cache-memory "$kv_mem" --json >"$out/kvshare_prefill.json" 2>"$out/kvshare_prefill.log" ||
+  --repeat "$reps" "${kv_flags[@]}" --json >"$out/kvshare_prefill.json" 2>"$out/kvshare_prefill.log" ||
   { tail -20 "$out/kvshare_prefill.log" >&2; log "kvshare bench (prefill) failed"; exit 1; }
 log "kvshare bench control 1 x (16 prompt + 64 output) tokens (decode), --repeat $reps"
 "$kvshare" bench --model "$gguf" --workload control --num-prompts 1 --input-len 16 --output-len 64 \
-  --repeat "$reps" --kv-cache-memory "$kv_mem" --json >"$out/kvshare_decode.json" 2>"$out/kvshare_decode.log" ||
+  --repeat "$reps" "${kv_flags[@]}" --json >"$out/kvshare_decode.json" 2>"$out/kvshare_decode.log" ||
   { tail -20 "$out/kvshare_decode.log" >&2; log "kvshare bench (decode) failed"; exit 1; }
 
 # ---- 3: gsp against llama-server ------------------------------------------------------------------------------
@@ -173,7 +179,7 @@ run_llama_server() {  # run_llama_server NAME SERVER_FLAGS... (client flags in $
 }
 
 # kvshare serve driven by the same client as llama-server: the same prompts, arrivals and concurrency.
-serve_flags=(--kv-cache-memory "$kv_mem")
+serve_flags=("${kv_flags[@]}")
 echo "${serve_flags[*]}" >"$out/kvshare_serve.flags"
 run_kvshare_server() {  # run_kvshare_server NAME EXTRA_SERVE_FLAGS...
   local name="$1"; shift
@@ -189,7 +195,7 @@ run_kvshare_server() {  # run_kvshare_server NAME EXTRA_SERVE_FLAGS...
 # kvshare generate on the very same token-id prompts as llama-server got, as a batch job (it times the job
 # without the model load): with its default flags, and with at most $slots sequences per step, as many as
 # llama-server has slots.
-gen_flags=(--kv-cache-memory "$kv_mem" --no-progress)
+gen_flags=("${kv_flags[@]}" --no-progress)
 echo "${gen_flags[*]}" >"$out/kvshare_gen.flags"
 run_generate() {  # run_generate NAME EXTRA_FLAGS...
   local name="$1"; shift
@@ -226,7 +232,7 @@ fi
 # The same shape with kvshare's own prompts (from its seed), reuse off and on in one process, with the ideal
 # speedup and the check that reuse leaves the outputs unchanged.
 gsp_flags=(--workload gsp --groups "$groups" --prompts-per-group "$per_group" --system-len "$system_len"
-  --question-len "$question_len" --output-len "$output_len" --seed "$seed" --kv-cache-memory "$kv_mem")
+  --question-len "$question_len" --output-len "$output_len" --seed "$seed" "${kv_flags[@]}")
 if [ "$no_reuse_off" = 0 ]; then gsp_flags+=(--compare); fi
 echo "${gsp_flags[*]}" >"$out/kvshare_gsp.flags"
 log "kvshare bench ${gsp_flags[*]}"
@@ -373,7 +379,8 @@ print(f"- llama.cpp: commit {pp.get('build_commit', llama_commit)} (build {pp.ge
       f"({pp.get('cpu_info', '')})")
 print(f"- llama-bench `-p 512 -n 32 -t 2 -r {reps}` (flash attention {fa_name.get(pp.get('flash_attn'), pp.get('flash_attn'))}, n_ubatch "
       f"{pp.get('n_ubatch', '?')}); kvshare bench `--workload control --num-prompts 4 --input-len 512 --output-len 1 "
-      f"--repeat {reps}` and `--num-prompts 1 --input-len 16 --output-len 64 --repeat {reps}`")
+      f"--repeat {reps} {readf('kvshare_kv.flags')}` and `--num-prompts 1 --input-len 16 --output-len 64 --repeat {reps} "
+      f"{readf('kvshare_kv.flags')}`")
 print(f"- gsp, llama-server `{readf('llama_gsp_on.1.flags')}`"
       + (f" (reuse off: `... --no-cache-prompt --cache-ram 0` and `cache_prompt: false`)" if with_off else "")
       + f", {clients} concurrent clients over /v1/completions (bench/openai_gsp_client.py), arrivals interleaved "

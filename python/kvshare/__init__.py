@@ -297,14 +297,16 @@ class LLM:
     max_num_seqs / max_num_batched_tokens: sequences and tokens in one step at most (longer prompts are
     prefilled in chunks). max_model_len: the context length (None: the model's). enable_prefix_caching:
     reuse shared prefixes (results are bitwise the same either way). seed: seeds every request that has no
-    seed of its own.
+    seed of its own. kv_cache_prefault: make the whole KV cache resident now (a slower start; no step waits
+    for fresh pages later).
 
     Raises FileNotFoundError when the model is missing, ValueError for a bad argument or model file.
     """
 
     def __init__(self, model: Union[str, os.PathLike], *, kv_cache_memory: Union[None, int, float, str] = None,
                  block_size: int = 16, max_num_seqs: int = 64, max_num_batched_tokens: int = 512,
-                 max_model_len: Optional[int] = None, enable_prefix_caching: bool = True, seed: int = 0):
+                 max_model_len: Optional[int] = None, enable_prefix_caching: bool = True, seed: int = 0,
+                 kv_cache_prefault: bool = False):
         model = os.fspath(model)
         kv_bytes, kv_fraction = _kv_cache_budget(kv_cache_memory)
         if max_model_len is None:
@@ -317,7 +319,7 @@ class LLM:
         self._engine = _Engine(model, kv_bytes, kv_fraction, _int_arg("block_size", block_size),
                                _int_arg("max_num_seqs", max_num_seqs),
                                _int_arg("max_num_batched_tokens", max_num_batched_tokens), max_model_len,
-                               bool(enable_prefix_caching), seed)
+                               bool(enable_prefix_caching), seed, bool(kv_cache_prefault))
         self.model = model
         self._next_request = 0
         self._tokenizer = Tokenizer(self._engine.tokenizer())

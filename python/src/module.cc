@@ -398,7 +398,7 @@ PYBIND11_MODULE(_kvshare, m) {
   py::class_<PyEngine>(m, "_Engine")
       .def(py::init([](const std::string& model, int64_t kv_cache_bytes, double kv_cache_fraction, int64_t block_size,
                        int64_t max_num_seqs, int64_t max_num_batched_tokens, int64_t max_model_len,
-                       bool enable_prefix_caching, uint64_t seed) {
+                       bool enable_prefix_caching, uint64_t seed, bool kv_cache_prefault) {
              EngineConfig c;
              c.model_path = model;
              c.kv_cache_bytes = kv_cache_bytes;
@@ -409,6 +409,7 @@ PYBIND11_MODULE(_kvshare, m) {
              c.max_model_len = to_int32(max_model_len, "max_model_len");
              c.enable_prefix_caching = enable_prefix_caching;
              c.seed = seed;
+             c.kv_cache_prefault = kv_cache_prefault;
              auto engine = std::make_unique<PyEngine>();
              Result<std::unique_ptr<Engine>> created = Status();
              {
@@ -421,7 +422,7 @@ PYBIND11_MODULE(_kvshare, m) {
            }),
            py::arg("model"), py::arg("kv_cache_bytes"), py::arg("kv_cache_fraction"), py::arg("block_size"),
            py::arg("max_num_seqs"), py::arg("max_num_batched_tokens"), py::arg("max_model_len"),
-           py::arg("enable_prefix_caching"), py::arg("seed"))
+           py::arg("enable_prefix_caching"), py::arg("seed"), py::arg("kv_cache_prefault"))
       // Runs every request to the end (GIL released); outputs in request order. `on_finished`, when not
       // None, is called with the GIL held as each request finishes. When it raises, or a signal handler does
       // (Ctrl-C: KeyboardInterrupt), the batch's unfinished requests are aborted and the exception is raised.

@@ -1,4 +1,5 @@
 #include "cli/args.h"
+#include "cli/engine_flags.h"
 
 #include <gtest/gtest.h>
 
@@ -35,6 +36,22 @@ TEST(Args, ParsesMemorySizes) {
   EXPECT_FALSE(parse_memory_size("-1").ok());
   EXPECT_FALSE(parse_memory_size("3 apples").ok());
   EXPECT_FALSE(parse_memory_size("").ok());
+}
+
+TEST(EngineFlags, BuildTheEngineConfig) {
+  auto a = Args::parse("serve", engine_flag_specs(),
+                       {"--model", "m.gguf", "--kv-cache-memory", "64MiB", "--kv-cache-prefault", "--no-prefix-cache"});
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  auto c = engine_config_from(*a);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->model_path, "m.gguf");
+  EXPECT_EQ(c->kv_cache_bytes, int64_t{64} << 20);
+  EXPECT_TRUE(c->kv_cache_prefault);
+  EXPECT_FALSE(c->enable_prefix_caching);
+  auto d = engine_config_from(*Args::parse("serve", engine_flag_specs(), {"--model", "m.gguf"}));
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->kv_cache_prefault);
+  EXPECT_TRUE(d->enable_prefix_caching);
 }
 
 }  // namespace

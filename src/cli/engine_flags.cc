@@ -8,6 +8,7 @@ std::vector<FlagSpec> engine_flag_specs() {
   return {
       {"model", true, "model: a Hugging Face folder or a .gguf file (required)"},
       {"kv-cache-memory", true, "KV cache budget: a size (2GiB, 512MiB) or a fraction of free memory (0.25)"},
+      {"kv-cache-prefault", false, "make the whole KV cache resident at start-up (slower start, no page faults later)"},
       {"block-size", true, "tokens per KV block (16)"},
       {"max-num-seqs", true, "sequences in one step at most (64)"},
       {"max-num-batched-tokens", true, "tokens computed in one step at most (512)"},
@@ -39,6 +40,7 @@ Result<EngineConfig> engine_config_from(const Args& a) {
   c.max_num_batched_tokens = static_cast<int32_t>(tokens);
   c.max_model_len = static_cast<int32_t>(len);
   c.enable_prefix_caching = !a.has("no-prefix-cache");
+  c.kv_cache_prefault = a.has("kv-cache-prefault");
   return c;
 }
 

@@ -132,7 +132,7 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   if (shape.num_blocks < 1)
     return invalid_argument("the KV cache budget of " + std::to_string(budget) + " bytes holds no block of " +
                             std::to_string(shape.bytes_per_block()) + " bytes; raise --kv-cache-memory");
-  KV_ASSIGN_OR_RETURN(KvStorage storage, KvStorage::create(shape));
+  KV_ASSIGN_OR_RETURN(KvStorage storage, KvStorage::create(shape, config.kv_cache_prefault));
   e.kv = std::make_unique<KvStorage>(std::move(storage));
   e.blocks = std::make_unique<BlockManager>(static_cast<int32_t>(shape.num_blocks), config.block_size,
                                             config.enable_prefix_caching);

@@ -32,8 +32,10 @@ struct KvUnmap {
 
 class KvStorage {
  public:
-  // Allocates num_blocks blocks for every layer. Fails (not crashes) when the memory cannot be had.
-  static Result<KvStorage> create(const KvShape& shape);
+  // Allocates num_blocks blocks for every layer. Fails (not crashes) when the memory cannot be had. With
+  // `prefault`, every page is made resident now (EngineConfig::kv_cache_prefault), and a shortfall is an error
+  // here rather than a page the kernel cannot supply later.
+  static Result<KvStorage> create(const KvShape& shape, bool prefault = false);
   KvStorage(KvStorage&&) = default;
   KvStorage& operator=(KvStorage&&) = default;
 
@@ -44,8 +46,8 @@ class KvStorage {
  private:
   KvStorage() = default;
   KvShape shape_;
-  // Anonymous mappings: pages become resident only as blocks are first written, so a generous budget costs
-  // nothing until it is used, and a page never written reads as zeros (attention scores whole 16-key groups;
+  // Anonymous mappings: pages become resident only as blocks are first written (unless prefaulted), so a
+  // generous budget costs nothing until it is used, and a page never written reads as zeros (attention scores whole 16-key groups;
   // positions past a sequence's end are computed and dropped, never from undefined memory). Not marked for
   // transparent huge pages (kv_storage.cc says why: on these machines a fresh 2 MiB page faults slowly, and
   // served gsp at 8 clients ran 12.4-13.2 s without them against 12.7-14.7 s with them).
