@@ -17,9 +17,10 @@ namespace {
 // stays in L2 too. The work is cut into items (a panel range × an M block) that threads take as they come free:
 // on a shared machine one core may run slower than the other. The slices were 256 deep (a group's slice in L1),
 // but every slice stores and reloads the sums and starts cold: on AMD EPYC Zen 5, 2 threads, M 64-512 of
-// GPT-2-small's GEMMs, slices of 1024 ran at 87-94% of the FMA peak against 76-86% (AVX-512; AVX2 83-94%
-// against 77-91%), and the 512-token prefill 7% faster (kernel_bench --only gemm and bench control 4 × 512,
-// three interleaved rounds each). Zen 3's L2 is half as large; it was not measured there again.
+// GPT-2-small's GEMMs, slices of 1024 ran at 87-93% of the FMA peak against 76-88% (qkv, fc; proj 73-80%
+// against 67-77%; AVX-512, and likewise on AVX2), and the 512-token prefill 7% faster (kernel_bench --only gemm
+// and bench control 4 × 512, three interleaved rounds each; bench/README.md). Zen 3's L2 is half as large; it
+// was not measured there again.
 constexpr int64_t kMcRows = 96;
 // Below this many multiply-adds a call runs on one thread (a parallel region costs a few microseconds).
 constexpr int64_t kParallelMinFmas = int64_t{1} << 18;
