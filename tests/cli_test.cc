@@ -674,13 +674,14 @@ TEST_F(CliTest, MakeModelRejectsBadArguments) {
 TEST_F(CliTest, BenchGspCompareReportsReuse) {
   const CliRun r = kvshare({"bench", "--model", model_, "--workload", "gsp", "--compare", "--groups", "2",
                          "--prompts-per-group", "3", "--system-len", "64", "--question-len", "8", "--output-len", "4",
-                         "--json", "--kv-cache-memory", "64MiB"});
+                         "--json", "--kv-cache-memory", "64MiB", "--kv-cache-prefault"});
   expect_success(r);
   const json j = parse_json(r.out);
   ASSERT_TRUE(j.is_object()) << r;
   ASSERT_TRUE(j.contains("runs") && j["runs"].is_array()) << r;
   ASSERT_EQ(j["runs"].size(), 2u) << r;
   EXPECT_EQ(j["workload"], "gsp");
+  EXPECT_TRUE(j.value("kv_cache_prefault", false)) << r;  // the KV memory was made resident before the runs
   EXPECT_FALSE(j["runs"][0].value("prefix_cache", true)) << r;
   EXPECT_TRUE(j["runs"][1].value("prefix_cache", false)) << r;
   EXPECT_GT(j.value("ideal_speedup", 0.0), 1.0) << r;
@@ -717,6 +718,7 @@ TEST_F(CliTest, BenchRunsEveryWorkload) {
     const json j = parse_json(r.out);
     if (!j.is_object()) continue;
     EXPECT_EQ(j.value("workload", ""), c.name) << r;
+    EXPECT_FALSE(j.value("kv_cache_prefault", true)) << r;
     ASSERT_TRUE(j.contains("runs") && j["runs"].size() == 1u) << r;
     const json& run = j["runs"][0];
     EXPECT_GT(run.value("requests", 0), 0) << r;

@@ -231,6 +231,7 @@ int run_bench(const std::vector<std::string>& argv) {
   json j;
   j["workload"] = wopts->name;
   j["model"] = config->model_path;
+  j["kv_cache_prefault"] = config->kv_cache_prefault;  // KV memory resident before the clock starts
   j["runs"] = json::array();
   for (size_t m = 0; m < runs.size(); ++m) {
     json r = report_json(runs[m], kPeakFp32Gflops, kPeakGbps);
