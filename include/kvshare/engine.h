@@ -24,8 +24,9 @@ struct EngineConfig {
   int64_t kv_cache_bytes = 0;
   double kv_cache_fraction = 0.25;
   // Make the whole KV cache resident at start-up, as llama.cpp and vLLM do with theirs: start-up takes longer
-  // (0.1-1 s per GiB on these 2-core virtual machines), a shortfall of memory is an error then rather than later, and no
-  // step waits for the kernel to supply fresh pages (a cold 512-token prefill spent ~13% of its time on them).
+  // (0.1-1 s per GiB on these 2-core virtual machines), a shortfall of memory is an error then rather than
+  // later, and no step waits for the kernel to supply fresh pages (a cold 512-token prefill spent ~13% of its
+  // time on them).
   bool kv_cache_prefault = false;
   int32_t block_size = 16;             // tokens per KV block
   int32_t max_num_seqs = 64;           // sequences in one step at most

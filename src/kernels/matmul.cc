@@ -110,7 +110,7 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
   const GemmArgs g{a_packed, packed_, bias_, y, packed_.n};
   // A few row blocks (decode, alone or batched): every block runs the whole K of a panel while its chains stay
   // in registers, the panel read from L1 or L2 (single thread, Zen 3, 8 and 16 rows from cache: 65-92% of the
-  // FMA peak in K slices of 256, 84-98% in one; from memory the same). Many rows: K slices that stay in L1.
+  // FMA peak in K slices of 256, 84-98% in one; from memory the same). Many rows: K slices of kGemmKSlice (above).
   const int64_t kc = m <= 3 * mr ? k_dim : kGemmKSlice;
   const bool parallel = m * k_dim * packed_.n >= kParallelMinFmas;
   // Work items are (panel range, M block) pairs that threads take as they come free: ranges of a multiple of 8

@@ -5,6 +5,10 @@
 #include <cstring>
 #include <sys/mman.h>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; C libraries older than glibc 2.35 lack the name
+#endif
+
 namespace kvshare {
 
 Result<KvStorage> KvStorage::create(const KvShape& shape, bool prefault) {

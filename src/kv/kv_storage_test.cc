@@ -31,7 +31,8 @@ KvShape shape_of_mib(int64_t mib) {
 
 TEST(KvStorage, PagesBecomeResidentWhenWrittenOrWhenPrefaulted) {
   const KvShape shape = shape_of_mib(8);
-  const size_t layer_bytes = static_cast<size_t>(shape.num_blocks * shape.num_kv_heads * shape.block_size * shape.head_dim) * 4;
+  const size_t layer_bytes =
+      static_cast<size_t>(shape.num_blocks * shape.num_kv_heads * shape.block_size * shape.head_dim) * sizeof(float);
   auto lazy = KvStorage::create(shape);
   ASSERT_TRUE(lazy.ok()) << lazy.status().to_string();
   int64_t total = 0;
