@@ -30,18 +30,16 @@ Result<KvStorage> KvStorage::create(const KvShape& shape, bool prefault) {
   };
   s.k_ = map();
   s.v_ = map();
-  if (!s.k_ || !s.v_) {
-    return resource_exhausted("KV cache: cannot allocate " + std::to_string(2 * n * 4 / (1 << 20)) +
-                              " MiB; lower --kv-cache-memory");
-  }
+  const std::string mib = std::to_string(2 * n * 4 / (1 << 20));  // K and V
+  if (!s.k_ || !s.v_) return resource_exhausted("KV cache: cannot allocate " + mib + " MiB; lower --kv-cache-memory");
   if (prefault) {
     // MADV_POPULATE_WRITE (Linux 5.14) reports a shortfall as an error; older kernels refuse the advice
     // (EINVAL), and then every page is written once instead.
     for (float* p : {s.k_.get(), s.v_.get()}) {
       if (madvise(p, bytes, MADV_POPULATE_WRITE) == 0) continue;
       if (errno != EINVAL)
-        return resource_exhausted("KV cache: cannot make its " + std::to_string(2 * n * 4 / (1 << 20)) +
-                                  " MiB resident (" + std::strerror(errno) + "); lower --kv-cache-memory");
+        return resource_exhausted("KV cache: cannot make its " + mib + " MiB resident (" + std::strerror(errno) +
+                                  "); lower --kv-cache-memory");
       auto* bytes_p = reinterpret_cast<volatile char*>(p);
       for (size_t i = 0; i < bytes; i += 4096) bytes_p[i] = 0;
     }
