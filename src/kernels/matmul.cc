@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -88,42 +89,56 @@ Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, con
   return lin;
 }
 
+// x packed (kernel_table.h: GemmArgs) by each thread for itself, into its own buffer, in the M blocks it runs,
+// each at most once per forward call (`tag`: the call that last packed each block). Reading rows that the
+// other core had just packed cost 5-15 points of the FMA peak (proj, K = 3072, at 16-512 rows; AMD EPYC Zen 5,
+// two threads; bench/README.md).
+struct PackedX {
+  std::vector<float> data;
+  std::vector<uint64_t> tag;
+};
+
 void Linear::forward(const float* x, int64_t m, float* y) const {
   if (m <= 0) return;
+  static std::atomic<uint64_t> calls{0};
+  const uint64_t call = calls.fetch_add(1, std::memory_order_relaxed) + 1;
   const KernelTable& kt = kernels();
   const int64_t num_panels = packed_.num_panels(), k_dim = packed_.k;
-  // x packed once per call (kernel_table.h: GemmArgs), shared by every thread and panel range.
-  thread_local std::vector<float> x_packed;
-  if (x_packed.size() < static_cast<size_t>(m * k_dim)) x_packed.resize(static_cast<size_t>(m * k_dim));
-  float* a_packed = x_packed.data();  // (inside the parallel regions, x_packed would be each thread's own)
-  // M in blocks of mc rows, one gemm call each; A packed in the row blocks each call runs (kernel_table.h).
+  // M in nearly equal blocks of at most about kMcRows rows, one gemm call each.
   const int64_t mr = kt.gemm_rows;
-  const int64_t mc = std::max<int64_t>(mr, kMcRows / mr * mr);
-#pragma omp parallel for if (m * k_dim >= (1 << 16))
-  for (int64_t i0 = 0; i0 < m; i0 += mc) {
-    const int64_t rows = std::min(mc, m - i0);
-    for (int64_t b = 0; b < gemm_row_blocks(rows, mr); ++b) {
-      const int64_t i = i0 + gemm_row_block_start(rows, mr, b), end = i0 + gemm_row_block_start(rows, mr, b + 1);
-      kt.pack_a(x + i * k_dim, k_dim, end - i, k_dim, a_packed + i * k_dim);
-    }
-  }
-  const GemmArgs g{a_packed, packed_, bias_, y, packed_.n};
+  const int64_t mc_blocks = (m + kMcRows - 1) / kMcRows;
+  const int64_t mc = ((m + mc_blocks - 1) / mc_blocks + mr - 1) / mr * mr;  // whole microkernels
+  const int64_t m_blocks = (m + mc - 1) / mc;
   // A few row blocks (decode, alone or batched): every block runs the whole K of a panel while its chains stay
   // in registers, the panel read from L1 or L2 (single thread, Zen 3, 8 and 16 rows from cache: 65-92% of the
   // FMA peak in K slices of 256, 84-98% in one; from memory the same). Many rows: K slices of kGemmKSlice (above).
   const int64_t kc = m <= 3 * mr ? k_dim : kGemmKSlice;
   const bool parallel = m * k_dim * packed_.n >= kParallelMinFmas;
   // Work items are (panel range, M block) pairs that threads take as they come free: ranges of a multiple of 8
-  // panels (the microkernel's panel groups, up to 8 at once, stay whole), about four per thread, times the M
-  // blocks, so that a prefill has many items and the threads finish together. Each item runs its K slices in
-  // ascending order: every chain continues where it stopped.
+  // panels (the microkernel's panel groups, up to 8 at once, stay whole), about four per thread. With at least
+  // two M blocks per thread, a thread takes all the ranges of an M block at once, so that each block is packed
+  // by one thread and stays in its cache; with fewer, one item at a time, so that the threads finish together
+  // (with one M block, every thread packs all of x, as one thread alone did before). Each item runs its K
+  // slices in ascending order: every chain continues where it stopped.
   const int64_t threads = parallel ? omp_get_max_threads() : 1;
   const int64_t range = (std::max<int64_t>(1, num_panels / (4 * threads)) + 7) / 8 * 8;
-  const int64_t num_ranges = (num_panels + range - 1) / range, m_blocks = (m + mc - 1) / mc;
-#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  const int64_t num_ranges = (num_panels + range - 1) / range;
+  const int64_t chunk = m_blocks >= 2 * threads ? num_ranges : 1;
+#pragma omp parallel for schedule(dynamic, chunk) if (parallel)
   for (int64_t item = 0; item < num_ranges * m_blocks; ++item) {
-    const int64_t p0 = item % num_ranges * range, p1 = std::min(num_panels, p0 + range);
-    const int64_t i0 = item / num_ranges * mc, i1 = std::min(m, i0 + mc);
+    const int64_t mb = item / num_ranges, p0 = item % num_ranges * range, p1 = std::min(num_panels, p0 + range);
+    const int64_t i0 = mb * mc, i1 = std::min(m, i0 + mc), rows = i1 - i0;
+    thread_local PackedX own;
+    if (own.data.size() < static_cast<size_t>(m * k_dim)) own.data.resize(static_cast<size_t>(m * k_dim));
+    if (own.tag.size() < static_cast<size_t>(m_blocks)) own.tag.resize(static_cast<size_t>(m_blocks), 0);
+    if (own.tag[mb] != call) {
+      for (int64_t b = 0; b < gemm_row_blocks(rows, mr); ++b) {
+        const int64_t i = i0 + gemm_row_block_start(rows, mr, b), end = i0 + gemm_row_block_start(rows, mr, b + 1);
+        kt.pack_a(x + i * k_dim, k_dim, end - i, k_dim, own.data.data() + i * k_dim);
+      }
+      own.tag[mb] = call;
+    }
+    const GemmArgs g{own.data.data(), packed_, bias_, y, packed_.n};
     for (int64_t k0 = 0; k0 < k_dim; k0 += kc) kt.gemm(g, i0, i1, p0, p1, k0, std::min(k_dim, k0 + kc));
   }
 }

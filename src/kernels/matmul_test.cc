@@ -120,8 +120,8 @@ TEST(Linear, RowsAreBitwiseIndependentOfBatchSizeAndThreads) {
   ASSERT_TRUE(lin.ok());
   const int64_t max_m = 700;
   std::vector<float> x = random_floats(max_m * in, 8);
-  std::vector<float> single(out);
-  lin->forward(x.data() + in, 1, single.data());  // row 1 alone
+  std::vector<float> single(max_m * out);  // each row alone
+  for (int64_t i = 0; i < max_m; ++i) lin->forward(x.data() + i * in, 1, single.data() + i * out);
   const int saved_threads = omp_get_max_threads();
   for (Isa isa : supported_isas()) {
     IsaScope scope(isa);
@@ -130,8 +130,9 @@ TEST(Linear, RowsAreBitwiseIndependentOfBatchSizeAndThreads) {
       for (int64_t m : {2, 3, 7, 8, 9, 16, 18, 19, 25, 31, 64, 97, 100, 255, 300, 512, 700}) {
         std::vector<float> y(m * out);
         lin->forward(x.data(), m, y.data());
-        EXPECT_EQ(std::memcmp(y.data() + out, single.data(), out * sizeof(float)), 0)
-            << isa_name(isa) << " threads=" << threads << " m=" << m;
+        for (int64_t i = 0; i < m; ++i)
+          ASSERT_EQ(std::memcmp(y.data() + i * out, single.data() + i * out, out * sizeof(float)), 0)
+              << isa_name(isa) << " threads=" << threads << " m=" << m << " row " << i;
       }
     }
   }
