@@ -54,8 +54,8 @@ inline int64_t gemm_row_block_start(int64_t rows, int64_t mr, int64_t b) { retur
 
 struct KernelTable {
   Isa isa;
-  // Rows per GEMM microkernel call at most (the row blocks of gemm_row_block_start; M blocks of the driver are
-  // multiples of it).
+  // Rows per GEMM microkernel call at most (the row blocks of gemm_row_block_start; the driver's M blocks start
+  // at multiples of it).
   int gemm_rows;
   // Rows [m0, m1) of C, panels [p0, p1), k in [k0, k1): starts each chain when k0 == 0, else continues the
   // partial sums C holds; adds the bias when k1 == K. A was packed in this call's row blocks. Single-threaded.

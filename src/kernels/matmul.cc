@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 namespace kvshare {
@@ -92,23 +93,34 @@ Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, con
 // x packed (kernel_table.h: GemmArgs) by each thread for itself, into its own buffer, in the M blocks it runs,
 // each at most once per forward call (`tag`: the call that last packed each block). Reading rows that the
 // other core had just packed cost 5-15 points of the FMA peak (proj, K = 3072, at 16-512 rows; AMD EPYC Zen 5,
-// two threads; bench/README.md).
+// two threads; bench/README.md). The buffers belong to the calling thread, one per team member, and are
+// allocated before the parallel region (an allocation failure throws there, not inside it), uninitialized: a
+// thread's buffer only has pages where it packs.
 struct PackedX {
-  std::vector<float> data;
+  std::unique_ptr<float[]> data;
+  int64_t capacity = 0;
   std::vector<uint64_t> tag;
+  void reserve(int64_t floats, int64_t blocks) {
+    if (capacity < floats) {
+      data.reset(new float[static_cast<size_t>(floats)]);
+      capacity = floats;
+    }
+    if (tag.size() < static_cast<size_t>(blocks)) tag.resize(static_cast<size_t>(blocks), 0);
+  }
 };
 
 void Linear::forward(const float* x, int64_t m, float* y) const {
   if (m <= 0) return;
   static std::atomic<uint64_t> calls{0};
-  const uint64_t call = calls.fetch_add(1, std::memory_order_relaxed) + 1;
+  const uint64_t call = calls.fetch_add(1, std::memory_order_relaxed) + 1;  // > 0, the tags' initial value
   const KernelTable& kt = kernels();
   const int64_t num_panels = packed_.num_panels(), k_dim = packed_.k;
-  // M in nearly equal blocks of at most about kMcRows rows, one gemm call each.
+  // M in blocks of at most kMcRows rows, one gemm call each: as equal as whole microkernels allow (block b
+  // starts at microkernel b · units / m_blocks).
   const int64_t mr = kt.gemm_rows;
-  const int64_t mc_blocks = (m + kMcRows - 1) / kMcRows;
-  const int64_t mc = ((m + mc_blocks - 1) / mc_blocks + mr - 1) / mr * mr;  // whole microkernels
-  const int64_t m_blocks = (m + mc - 1) / mc;
+  static_assert(kMcRows % 8 == 0 && kMcRows % 6 == 0, "whole microkernels of every path (8 or 6 rows)");
+  const int64_t m_blocks = (m + kMcRows - 1) / kMcRows, units = (m + mr - 1) / mr;
+  auto block_start = [&](int64_t b) { return std::min(m, b * units / m_blocks * mr); };
   // A few row blocks (decode, alone or batched): every block runs the whole K of a panel while its chains stay
   // in registers, the panel read from L1 or L2 (single thread, Zen 3, 8 and 16 rows from cache: 65-92% of the
   // FMA peak in K slices of 256, 84-98% in one; from memory the same). Many rows: K slices of kGemmKSlice (above).
@@ -124,21 +136,23 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
   const int64_t range = (std::max<int64_t>(1, num_panels / (4 * threads)) + 7) / 8 * 8;
   const int64_t num_ranges = (num_panels + range - 1) / range;
   const int64_t chunk = m_blocks >= 2 * threads ? num_ranges : 1;
-#pragma omp parallel for schedule(dynamic, chunk) if (parallel)
+  thread_local std::vector<PackedX> packed_x;
+  if (packed_x.size() < static_cast<size_t>(threads)) packed_x.resize(static_cast<size_t>(threads));
+  for (int64_t t = 0; t < threads; ++t) packed_x[t].reserve(m * k_dim, m_blocks);
+  PackedX* const bufs = packed_x.data();  // (inside the region, packed_x would name each thread's own)
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads) if (parallel)
   for (int64_t item = 0; item < num_ranges * m_blocks; ++item) {
     const int64_t mb = item / num_ranges, p0 = item % num_ranges * range, p1 = std::min(num_panels, p0 + range);
-    const int64_t i0 = mb * mc, i1 = std::min(m, i0 + mc), rows = i1 - i0;
-    thread_local PackedX own;
-    if (own.data.size() < static_cast<size_t>(m * k_dim)) own.data.resize(static_cast<size_t>(m * k_dim));
-    if (own.tag.size() < static_cast<size_t>(m_blocks)) own.tag.resize(static_cast<size_t>(m_blocks), 0);
+    const int64_t i0 = block_start(mb), i1 = block_start(mb + 1), rows = i1 - i0;
+    PackedX& own = bufs[omp_get_thread_num()];
     if (own.tag[mb] != call) {
       for (int64_t b = 0; b < gemm_row_blocks(rows, mr); ++b) {
         const int64_t i = i0 + gemm_row_block_start(rows, mr, b), end = i0 + gemm_row_block_start(rows, mr, b + 1);
-        kt.pack_a(x + i * k_dim, k_dim, end - i, k_dim, own.data.data() + i * k_dim);
+        kt.pack_a(x + i * k_dim, k_dim, end - i, k_dim, own.data.get() + i * k_dim);
       }
       own.tag[mb] = call;
     }
-    const GemmArgs g{own.data.data(), packed_, bias_, y, packed_.n};
+    const GemmArgs g{own.data.get(), packed_, bias_, y, packed_.n};
     for (int64_t k0 = 0; k0 < k_dim; k0 += kc) kt.gemm(g, i0, i1, p0, p1, k0, std::min(k_dim, k0 + kc));
   }
 }

@@ -34,7 +34,8 @@ class Linear {
   static Result<Linear> create(const TensorView& weight, WeightLayout layout, const float* bias);
   Linear() = default;  // empty, for members filled in later from create()
 
-  // Multithreaded (OpenMP) over column panels. x: [m, in], y: [m, out]; they must not overlap.
+  // Multithreaded (OpenMP) over column panel ranges and blocks of rows. x: [m, in], y: [m, out]; they must not
+  // overlap.
   void forward(const float* x, int64_t m, float* y) const;
 
   int64_t in_features() const { return packed_.k; }

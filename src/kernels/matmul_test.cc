@@ -146,6 +146,35 @@ TEST(Linear, RowsAreBitwiseIndependentOfBatchSizeAndThreads) {
 }
 
 // 16-bit weights are widened exactly: a BF16 layer computes what an F32 layer over the widened values does.
+// Each thread keeps the rows it packed between calls (matmul.cc): a call must never compute with rows packed
+// from another call's x, at the same shape and thread count.
+TEST(Linear, ACallNeverUsesRowsPackedForAnotherCall) {
+  const int64_t in = 200, out = 300;
+  Weight w(DType::kF32, WeightLayout::kOutIn, in, out, 11);
+  auto lin = Linear::create(w.view, WeightLayout::kOutIn, nullptr);
+  ASSERT_TRUE(lin.ok());
+  const int64_t max_m = 400;
+  const std::vector<float> xa = random_floats(max_m * in, 12), xb = random_floats(max_m * in, 13);
+  std::vector<float> ya(max_m * out), yb(max_m * out), y(max_m * out), row(out);
+  const int saved_threads = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    omp_set_num_threads(threads);
+    for (int64_t m : {9, 100, 400}) {
+      lin->forward(xa.data(), m, ya.data());
+      lin->forward(xb.data(), m, yb.data());
+      lin->forward(xa.data(), m, y.data());
+      EXPECT_EQ(std::memcmp(y.data(), ya.data(), m * out * sizeof(float)), 0) << "threads=" << threads << " m=" << m;
+      EXPECT_NE(std::memcmp(yb.data(), ya.data(), m * out * sizeof(float)), 0);
+      for (int64_t i : {int64_t{0}, m / 2, m - 1}) {
+        lin->forward(xb.data() + i * in, 1, row.data());
+        EXPECT_EQ(std::memcmp(yb.data() + i * out, row.data(), out * sizeof(float)), 0)
+            << "threads=" << threads << " m=" << m << " row " << i;
+      }
+    }
+  }
+  omp_set_num_threads(saved_threads);
+}
+
 TEST(Linear, SixteenBitWeightsComputeAsTheirF32Values) {
   const int64_t in = 64, out = 48, m = 9;
   for (DType dtype : {DType::kBF16, DType::kF16}) {
