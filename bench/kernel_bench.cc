@@ -53,6 +53,8 @@ double best_seconds(double seconds, F f) {
 int main(int argc, char** argv) {
   double seconds = 0.5;
   std::string only;  // one section, or all
+  std::string shape;  // one GEMM shape, or all
+  int64_t only_rows = 0;  // one GEMM row count, or all
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--isa" && i + 1 < argc) {
@@ -68,8 +70,14 @@ int main(int argc, char** argv) {
       seconds = std::atof(argv[++i]);
     } else if (a == "--only" && i + 1 < argc) {
       only = argv[++i];
+    } else if (a == "--shape" && i + 1 < argc && (std::string(argv[i + 1]) == "qkv" || std::string(argv[i + 1]) == "fc" ||
+                                                 std::string(argv[i + 1]) == "proj")) {
+      shape = argv[++i];
+    } else if (a == "--rows" && i + 1 < argc && std::atoll(argv[i + 1]) > 0) {
+      only_rows = std::atoll(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: kernel_bench [--isa scalar|avx2|avx512] [--seconds S] [--only gemm|memory|decode-step|attention]\n");
+      std::fprintf(stderr, "usage: kernel_bench [--isa scalar|avx2|avx512] [--seconds S] [--only gemm|memory|decode-step|attention]\n"
+                           "                    [--shape qkv|fc|proj] [--rows N]   (the GEMM section: one shape, one row count)\n");
       return 2;
     }
   }
@@ -86,9 +94,12 @@ int main(int argc, char** argv) {
     const Shape shapes[] = {{"qkv 768->2304", 768, 2304}, {"fc 768->3072", 768, 3072}, {"proj 3072->768", 3072, 768}};
     std::printf("\nGEMM (F32 weights)      rows:   GFLOP/s   of peak   weight GB/s\n");
     for (const Shape& s : shapes) {
+      if (!shape.empty() && std::string(s.name).rfind(shape + " ", 0) != 0) continue;
       auto w = random_floats(s.k * s.n, 1);
       Linear lin = Linear::create(TensorView{DType::kF32, {s.n, s.k}, w.data()}, WeightLayout::kOutIn, nullptr).value();
-      for (int64_t m : {1, 4, 8, 16, 64, 128, 512}) {
+      const std::vector<int64_t> row_counts =
+          only_rows != 0 ? std::vector<int64_t>{only_rows} : std::vector<int64_t>{1, 4, 8, 16, 64, 128, 512};
+      for (int64_t m : row_counts) {
         auto x = random_floats(m * s.k, 2);
         std::vector<float> y(m * s.n);
         const double t = best_seconds(seconds, [&] { lin.forward(x.data(), m, y.data()); });
