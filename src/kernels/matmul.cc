@@ -90,6 +90,8 @@ Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, con
   return lin;
 }
 
+namespace {
+
 // x packed (kernel_table.h: GemmArgs) by each thread for itself, into its own buffer, in the M blocks it runs,
 // each at most once per forward call (`tag`: the call that last packed each block). Reading rows that the
 // other core had just packed cost 5-15 points of the FMA peak (proj, K = 3072, at 16-512 rows; AMD EPYC Zen 5,
@@ -108,6 +110,8 @@ struct PackedX {
     if (tag.size() < static_cast<size_t>(blocks)) tag.resize(static_cast<size_t>(blocks), 0);
   }
 };
+
+}  // namespace
 
 void Linear::forward(const float* x, int64_t m, float* y) const {
   if (m <= 0) return;
