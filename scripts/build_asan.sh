@@ -6,8 +6,7 @@
 # built apart, in build-fuzz/ (scripts/build_fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-launcher=()
-command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+. scripts/ccache_env.sh
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ \
   -DKVSHARE_SANITIZE=ON -DKVSHARE_BUILD_PYTHON=OFF "${launcher[@]}" >/dev/null
 cmake --build build-asan -j2

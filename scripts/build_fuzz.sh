@@ -4,8 +4,7 @@
 # under the same sanitizers, built with g++). `ctest --test-dir build-fuzz -L fuzz` then runs each target briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-launcher=()
-command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+. scripts/ccache_env.sh
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++-14 \
   -DKVSHARE_BUILD_FUZZERS=ON -DKVSHARE_BUILD_TESTS=OFF -DKVSHARE_BUILD_PYTHON=OFF "${launcher[@]}" >/dev/null
 cmake --build build-fuzz -j2 --target fuzzers

@@ -6,8 +6,7 @@
 # threads, the engine thread).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-launcher=()
-command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+. scripts/ccache_env.sh
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ -DKVSHARE_BUILD_PYTHON=OFF \
   -DKVSHARE_SANITIZE_THREAD=ON "${launcher[@]}" >/dev/null
 cmake --build build-tsan -j2 --target server_test kvshare

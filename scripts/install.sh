@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(g++ cmake ninja-build pkg-config libpcre2-dev nlohmann-json3-dev libgtest-dev python3 ca-certificates)
+# ccache: the four build folders, and later clones (CI's), reuse objects already compiled (scripts/ccache_env.sh).
+packages+=(ccache)
 # The HTTP server (kvshare serve) and its end-to-end tests with curl.
 packages+=(libcpp-httplib-dev curl)
 # The Python module (python/; README, "Python"): headers, pybind11, pytest for its tests, and what

