@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <random>
 #include <thread>
@@ -28,6 +29,11 @@ namespace kvshare::server {
 namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
+// The kernel's queue of connections not yet accepted. Debian's cpp-httplib is a compiled library that listens
+// with a queue of 5: a burst of clients (32 SDK clients at once) overflowed it, the kernel dropped their SYNs (a
+// client then waits a second or more for its retry) or answered with SYN cookies, and a client could see its
+// connection reset ("Connection error."). bind() listens again on the bound socket with this queue.
+constexpr int kListenBacklog = 512;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -181,6 +187,7 @@ struct HttpServer::Impl {
   std::atomic<bool> stopping{false};
   std::atomic<int> open_streams{0};  // streaming responses not yet fully written
   int bound_port = -1;
+  int listen_fd = -1;  // the listening socket, as cpp-httplib made it (set_socket_options)
 
   const Tokenizer& tokenizer() const { return engine->tokenizer(); }
   std::string new_id(const char* prefix) {
@@ -246,6 +253,11 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(std::unique_ptr<Engine> e
 
 Status HttpServer::bind() {
   Impl& s = *impl_;
+  // cpp-httplib shows each socket it binds to this callback first; the last one is the one that listens.
+  s.http.set_socket_options([&s](socket_t sock) {
+    httplib::default_socket_options(sock);
+    s.listen_fd = sock;
+  });
   if (s.config.port == 0) {
     s.bound_port = s.http.bind_to_any_port(s.config.host);
     if (s.bound_port < 0) return invalid_argument("cannot listen on " + s.config.host + " (any port)");
@@ -255,6 +267,8 @@ Status HttpServer::bind() {
                               " (is the port in use, or the address not this machine's?)");
     s.bound_port = s.config.port;
   }
+  if (::listen(s.listen_fd, kListenBacklog) != 0)
+    return internal_error(std::string("cannot set the listening socket's queue: ") + std::strerror(errno));
   return {};
 }
 
