@@ -6,21 +6,15 @@
 #include <thread>
 
 #include "core/mapped_file.h"
+#include "server/server_test_util.h"
 #include "test_util.h"
 
 namespace kvshare::server {
 namespace {
 
-constexpr const char* kModel = "models/tinystories-656k";
+constexpr const char* kModel = testing::kTinyModel;
 
-std::unique_ptr<Engine> make_engine() {
-  EngineConfig c;
-  c.model_path = testing::shared_dir() + "/" + kModel;
-  c.kv_cache_bytes = 8 << 20;
-  auto e = Engine::create(c);
-  EXPECT_TRUE(e.ok()) << e.status().to_string();
-  return e.ok() ? std::move(e).value() : nullptr;
-}
+std::unique_ptr<Engine> make_engine() { return testing::make_tiny_engine(); }
 
 Request greedy(const std::string& prompt, int32_t max_tokens) {
   Request r;

@@ -17,23 +17,20 @@
 #include <vector>
 
 #include "core/mapped_file.h"
+#include "server/server_test_util.h"
 #include "test_util.h"
 
 namespace kvshare::server {
 namespace {
 
-constexpr const char* kModel = "models/tinystories-656k";
+constexpr const char* kModel = testing::kTinyModel;
 
 std::unique_ptr<HttpServer> make_server() {
-  EngineConfig c;
-  c.model_path = testing::shared_dir() + "/" + kModel;
-  c.kv_cache_bytes = 8 << 20;
-  auto engine = Engine::create(c);
-  EXPECT_TRUE(engine.ok()) << engine.status().to_string();
-  if (!engine.ok()) return nullptr;
+  auto engine = testing::make_tiny_engine();
+  if (engine == nullptr) return nullptr;
   ServerConfig sc;
   sc.port = 0;
-  auto server = HttpServer::create(std::move(engine).value(), sc);
+  auto server = HttpServer::create(std::move(engine), sc);
   EXPECT_TRUE(server.ok()) << server.status().to_string();
   return server.ok() ? std::move(server).value() : nullptr;
 }
