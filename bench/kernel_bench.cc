@@ -1,5 +1,6 @@
 // kernel_bench: the kernels' speed against this machine's measured FMA peak and read bandwidth.
 //   build/bench/kernel_bench [--isa scalar|avx2|avx512] [--seconds S] [--only gemm|memory|decode-step|attention]
+//                            [--shape qkv|fc|proj] [--rows N] [--k-slice D]
 // GEMM at GPT-2-small's shapes for row counts from decode (1) to prefill (512), in GFLOP/s and as a
 // fraction of the FMA peak (GB/s of weights for few rows, against the read bandwidth); a whole decode step's
 // GEMMs (GPT-2 small's 494 MB of weights, from memory) for batches of 1 to 32 rows; attention of a 512-token
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
   std::string only;  // one section, or all
   std::string shape;  // one GEMM shape, or all
   int64_t only_rows = 0;  // one GEMM row count, or all
+  int64_t k_slice = kGemmKSlice;  // the GEMM section's K slice depth
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--isa" && i + 1 < argc) {
@@ -75,9 +77,12 @@ int main(int argc, char** argv) {
       shape = argv[++i];
     } else if (a == "--rows" && i + 1 < argc && std::atoll(argv[i + 1]) > 0) {
       only_rows = std::atoll(argv[++i]);
+    } else if (a == "--k-slice" && i + 1 < argc && std::atoll(argv[i + 1]) > 0) {
+      k_slice = std::atoll(argv[++i]);
     } else {
       std::fprintf(stderr, "usage: kernel_bench [--isa scalar|avx2|avx512] [--seconds S] [--only gemm|memory|decode-step|attention]\n"
-                           "                    [--shape qkv|fc|proj] [--rows N]   (the GEMM section: one shape, one row count)\n");
+                           "                    [--shape qkv|fc|proj] [--rows N] [--k-slice D]   (the GEMM section: one shape,\n"
+                           "                    one row count, K slices D deep instead of the engine's)\n");
       return 2;
     }
   }
@@ -92,11 +97,13 @@ int main(int argc, char** argv) {
       int64_t k, n;
     };
     const Shape shapes[] = {{"qkv 768->2304", 768, 2304}, {"fc 768->3072", 768, 3072}, {"proj 3072->768", 3072, 768}};
-    std::printf("\nGEMM (F32 weights)      rows:   GFLOP/s   of peak   weight GB/s\n");
+    std::printf("\nGEMM (F32 weights, K slices of %ld)      rows:   GFLOP/s   of peak   weight GB/s\n",
+                static_cast<long>(k_slice));
     for (const Shape& s : shapes) {
       if (!shape.empty() && std::string(s.name).rfind(shape + " ", 0) != 0) continue;
       auto w = random_floats(s.k * s.n, 1);
-      Linear lin = Linear::create(TensorView{DType::kF32, {s.n, s.k}, w.data()}, WeightLayout::kOutIn, nullptr).value();
+      Linear lin =
+          Linear::create(TensorView{DType::kF32, {s.n, s.k}, w.data()}, WeightLayout::kOutIn, nullptr, k_slice).value();
       const std::vector<int64_t> row_counts =
           only_rows != 0 ? std::vector<int64_t>{only_rows} : std::vector<int64_t>{1, 4, 8, 16, 64, 128, 512};
       for (int64_t m : row_counts) {

@@ -54,14 +54,16 @@ int64_t Linear::packed_bytes() const {
   return static_cast<int64_t>(dtype_bytes(packed_.dtype, static_cast<size_t>(packed_.num_panels() * kPanelWidth * packed_.k)));
 }
 
-Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, const float* bias) {
+Result<Linear> Linear::create(const TensorView& weight, WeightLayout layout, const float* bias, int64_t k_slice) {
   if (weight.shape.size() != 2) return invalid_argument("a linear weight must be 2-D, got " + shape_to_string(weight.shape));
+  if (k_slice <= 0) return invalid_argument("the K slice depth must be positive, got " + std::to_string(k_slice));
   if (weight.dtype != DType::kF32 && weight.dtype != DType::kBF16 && weight.dtype != DType::kF16)
     return unimplemented(std::string("linear weights must be F32, BF16 or F16 here, got ") + dtype_name(weight.dtype));
   const int64_t rows = weight.shape[0], cols = weight.shape[1];
   if (rows <= 0 || cols <= 0) return invalid_argument("a linear weight must not be empty, got " + shape_to_string(weight.shape));
   Linear lin;
   lin.bias_ = bias;
+  lin.k_slice_ = k_slice;
   lin.packed_.dtype = weight.dtype;
   lin.packed_.k = layout == WeightLayout::kOutIn ? cols : rows;
   lin.packed_.n = layout == WeightLayout::kOutIn ? rows : cols;
@@ -127,8 +129,9 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
   auto block_start = [&](int64_t b) { return std::min(m, b * units / m_blocks * mr); };
   // A few row blocks (decode, alone or batched): every block runs the whole K of a panel while its chains stay
   // in registers, the panel read from L1 or L2 (single thread, Zen 3, 8 and 16 rows from cache: 65-92% of the
-  // FMA peak in K slices of 256, 84-98% in one; from memory the same). Many rows: K slices of kGemmKSlice (above).
-  const int64_t kc = m <= 3 * mr ? k_dim : kGemmKSlice;
+  // FMA peak in K slices of 256, 84-98% in one; from memory the same). Many rows: K slices of k_slice_ (kGemmKSlice
+  // by default, above).
+  const int64_t kc = m <= 3 * mr ? k_dim : k_slice_;
   const bool parallel = m * k_dim * packed_.n >= kParallelMinFmas;
   // Work items are (panel range, M block) pairs that threads take as they come free: ranges of a multiple of 8
   // panels (the microkernel's panel groups, up to 8 at once, stay whole), about four per thread. With at least

@@ -23,15 +23,17 @@ enum class WeightLayout {
 };
 
 // With more rows than a few microkernels' worth, K is run in slices this deep (matmul.cc): each element's
-// chain stops at a slice's end and continues in the next, so the bits are the same.
+// chain stops at a slice's end and continues in the next, so the bits are the same whatever the depth.
 constexpr int64_t kGemmKSlice = 1024;
 
 // y[m, out] = x[m, in] · W (+ bias).
 class Linear {
  public:
   // Packs `weight` (2-D; F32, BF16 or F16) into panels; the stored tensor is not read again.
-  // Precondition: `bias` ([out], may be null) outlives this.
-  static Result<Linear> create(const TensorView& weight, WeightLayout layout, const float* bias);
+  // Precondition: `bias` ([out], may be null) outlives this. `k_slice` (> 0) is the K slice depth for calls
+  // with many rows; only speed depends on it (kernel_bench --k-slice compares depths on a machine).
+  static Result<Linear> create(const TensorView& weight, WeightLayout layout, const float* bias,
+                               int64_t k_slice = kGemmKSlice);
   Linear() = default;  // empty, for members filled in later from create()
 
   // Multithreaded (OpenMP) over column panel ranges and blocks of rows. x: [m, in], y: [m, out]; they must not
@@ -50,6 +52,7 @@ class Linear {
   std::unique_ptr<uint8_t, FreeAligned> storage_;
   PackedB packed_;
   const float* bias_ = nullptr;
+  int64_t k_slice_ = kGemmKSlice;
 };
 
 // The definition, element by element: y[i][j] = (fma chain over k ascending of x[i][k] · w[k][j]) + bias[j],

@@ -192,11 +192,34 @@ TEST(Linear, SixteenBitWeightsComputeAsTheirF32Values) {
   }
 }
 
+// The K slice depth only moves where each chain pauses: any depth, shallow or past K, gives the same bits, on
+// every path (kernel_bench --k-slice relies on this to compare depths for speed alone).
+TEST(Linear, KSliceDepthDoesNotChangeBits) {
+  const int64_t in = 1000, out = 40, m = 64;  // m above the few-row case, which runs K whole
+  Weight w(DType::kF32, WeightLayout::kOutIn, in, out, 11);
+  std::vector<float> x = random_floats(m * in, 12), expected(m * out);
+  linear_reference(w.view, WeightLayout::kOutIn, nullptr, x.data(), m, expected.data());
+  for (Isa isa : supported_isas()) {
+    IsaScope scope(isa);
+    for (int64_t depth : std::vector<int64_t>{1, 7, 64, 256, 999, 1000, kGemmKSlice, int64_t{1} << 40}) {
+      auto lin = Linear::create(w.view, WeightLayout::kOutIn, nullptr, depth);
+      ASSERT_TRUE(lin.ok());
+      std::vector<float> y(m * out);
+      lin->forward(x.data(), m, y.data());
+      EXPECT_TRUE(bitwise_equal(y, expected)) << isa_name(isa) << " K slices of " << depth;
+    }
+  }
+}
+
 TEST(Linear, RejectsBadWeights) {
   std::vector<float> w(8);
   EXPECT_FALSE(Linear::create(TensorView{DType::kF32, {8}, w.data()}, WeightLayout::kOutIn, nullptr).ok());
   EXPECT_FALSE(Linear::create(TensorView{DType::kQ8_0, {1, 32}, w.data()}, WeightLayout::kOutIn, nullptr).ok());
   EXPECT_FALSE(Linear::create(TensorView{DType::kF32, {0, 8}, w.data()}, WeightLayout::kOutIn, nullptr).ok());
+  const auto zero_slices = Linear::create(TensorView{DType::kF32, {2, 4}, w.data()}, WeightLayout::kOutIn, nullptr, 0);
+  ASSERT_FALSE(zero_slices.ok());
+  EXPECT_NE(zero_slices.status().message().find("K slice depth must be positive"), std::string::npos)
+      << zero_slices.status().message();
 }
 
 }  // namespace
