@@ -252,13 +252,19 @@ TEST_F(EngineBehaviour, BadRequestsFailAloneWithClearErrors) {
   bad_token.prompt_token_ids = {1, 999999};
   Request bad_param = good;
   bad_param.params.top_p = 0;
-  auto outs = engine->generate({too_long, good, bad_token, bad_param});
+  // 16 MiB of text: refused from its length, before BPE (which would take many seconds).
+  Request far_too_long;
+  for (int i = 0; i < (1 << 20); ++i) far_too_long.prompt += "hello world, hi ";
+  auto outs = engine->generate({too_long, good, bad_token, bad_param, far_too_long});
   EXPECT_EQ(outs[0].finish_reason, FinishReason::kError);
   EXPECT_NE(outs[0].error.message().find("context"), std::string::npos) << outs[0].error.message();
   EXPECT_EQ(outs[1].finish_reason, FinishReason::kLength);
   EXPECT_EQ(outs[1].token_ids.size(), 3u);
   EXPECT_NE(outs[2].error.message().find("vocabulary"), std::string::npos);
   EXPECT_NE(outs[3].error.message().find("top_p"), std::string::npos);
+  EXPECT_EQ(outs[4].finish_reason, FinishReason::kError);
+  EXPECT_NE(outs[4].error.message().find("the prompt is 16777216 bytes, at least "), std::string::npos)
+      << outs[4].error.message();
 }
 
 TEST_F(EngineBehaviour, GenerateKeepsTheOutputsOfEarlierOnlineRequests) {

@@ -148,6 +148,11 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
   if (!r.prompt_token_ids.empty()) {
     prompt = r.prompt_token_ids;
   } else {
+    // Text far over the context is refused before BPE, which takes about a second per megabyte.
+    if (const int64_t least = loaded.tokenizer->min_tokens(r.prompt.size()); least >= max_model_len)
+      return out_of_range("the prompt is " + std::to_string(r.prompt.size()) + " bytes, at least " +
+                          std::to_string(least) + " tokens, but the context holds " + std::to_string(max_model_len) +
+                          " (prompt and at least one generated token); shorten the prompt");
     prompt = loaded.tokenizer->encode(r.prompt);
     if (prompt.empty()) {  // an empty prompt starts from BOS alone
       if (loaded.tokenizer->bos_id() < 0)

@@ -80,6 +80,37 @@ void add_eos_id(std::vector<int32_t>& ids, int32_t id) {
   if (id >= 0 && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
 }
 
+namespace {
+
+// At most how many input bytes one token of `m` stands for (0: no bound). The bound needs every byte of the
+// input to come out in some token: every byte has a byte-level token (GPT-2, Llama 3, Qwen2) or a <0xXX> byte
+// fallback (SentencePiece models), so no byte is dropped and no run of unknown characters fuses into one
+// token. Then a BPE token spells at most its piece's length of normalized text (byte-level pieces spell each
+// byte with one or two bytes, "▁" stands for a space), an added token its content; and only a Replace
+// normalizer to a shorter string makes normalized text shorter than the input. An added token that strips the
+// whitespace beside it (lstrip/rstrip) takes any amount of it: no bound.
+double text_bytes_per_token_bound(const TokenizerModel& m) {
+  const auto& ids = m.symbol_mode == SymbolMode::kByteLevel ? m.byte_level_ids : m.byte_fallback_ids;
+  const bool every_byte_kept = (m.symbol_mode == SymbolMode::kByteLevel || m.byte_fallback) &&
+                               std::all_of(ids.begin(), ids.end(), [](int32_t id) { return id >= 0; });
+  if (!every_byte_kept) return 0;
+  double longest = 4;  // a character's bytes
+  for (const std::string& piece : m.pieces) longest = std::max(longest, static_cast<double>(piece.size()));
+  for (const AddedToken& t : m.added_tokens) {
+    if (t.lstrip || t.rstrip) return 0;
+    longest = std::max(longest, static_cast<double>(t.content.size()));
+  }
+  double shrink = 1;
+  for (const NormalizerStep& step : m.normalizer) {
+    if (step.kind != NormalizerStep::kReplace || step.to.size() >= step.from.size()) continue;
+    if (step.to.empty()) return 0;
+    shrink *= static_cast<double>(step.from.size()) / static_cast<double>(step.to.size());
+  }
+  return longest * shrink;
+}
+
+}  // namespace
+
 Status finalize_model(TokenizerModel& m) {
   const size_t n = m.pieces.size();
   if (n == 0) return invalid_argument("the vocabulary is empty");
@@ -177,6 +208,8 @@ Status finalize_model(TokenizerModel& m) {
     });
   }
 
+  m.max_text_bytes_per_token = text_bytes_per_token_bound(m);
+
   m.eos_ids.clear();
   add_eos_id(m.eos_ids, m.eos_id);
   for (int32_t id : m.extra_eos_ids) add_eos_id(m.eos_ids, id);
@@ -198,6 +231,11 @@ std::vector<int32_t> BpeTokenizer::eos_ids() const { return model_->eos_ids; }
 bool BpeTokenizer::adds_bos() const { return model_->add_bos && model_->bos_id >= 0; }
 bool BpeTokenizer::adds_eos() const { return model_->add_eos && model_->eos_id >= 0; }
 bool BpeTokenizer::strips_leading_space() const { return model_->decode_strip_space; }
+
+int64_t BpeTokenizer::min_tokens(size_t text_bytes) const {
+  const double per_token = model_->max_text_bytes_per_token;
+  return per_token > 0 ? static_cast<int64_t>(static_cast<double>(text_bytes) / per_token) : 0;
+}
 
 bool BpeTokenizer::is_special(int32_t id) const {
   if (id < 0 || id >= vocab_size()) return false;

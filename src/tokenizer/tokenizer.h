@@ -48,6 +48,9 @@ class BpeTokenizer {
   // Each stretch of text between added tokens is encoded on its own (a SentencePiece model prepends its
   // "▁" to each stretch).
   std::vector<int32_t> encode(std::string_view text, bool add_special = true, bool parse_special = true) const;
+  // A lower bound on encode(text).size() for any text of `text_bytes` bytes, found without encoding (0 when
+  // this vocabulary gives none): a prompt far over the context is refused at once, not after minutes of BPE.
+  int64_t min_tokens(size_t text_bytes) const;
   // The text of `ids`, as valid UTF-8 (bytes that do not form characters become U+FFFD). SentencePiece
   // models drop the one space their encoder prepended, and (as SentencePiece does) show a "▁" that was in
   // the text as a space. skip_special drops control/unknown tokens.

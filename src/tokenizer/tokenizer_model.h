@@ -85,6 +85,9 @@ struct TokenizerModel {
   std::array<int32_t, 256> byte_fallback_ids{};    // the <0xXX> token of each byte, or -1
   std::array<std::vector<int32_t>, 256> added_by_first_byte;  // indices into added_tokens, longest first
   std::vector<int32_t> eos_ids;
+  // At most how many bytes of input text one token stands for, or 0 when no bound holds (BpeTokenizer::
+  // min_tokens).
+  double max_text_bytes_per_token = 0;
 };
 
 // Checks the loader's output and builds the lookup tables. Every loader ends with it. The indexes point into

@@ -354,6 +354,56 @@ TEST(Tokenizer, RandomTextRoundTrips) {
   }
 }
 
+// min_tokens must never exceed what encode gives, or a prompt that fits would be refused. The tightest texts
+// repeat a vocabulary's longest token; the others mix fragments, whitespace runs and special-token spellings.
+TEST(Tokenizer, MinTokensIsALowerBound) {
+  KV_REQUIRE_SHARED("tokenizers/gpt2/vocab.json");
+  KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
+  KV_REQUIRE_SHARED("tokenizers/qwen3/tokenizer.json");
+  KV_REQUIRE_SHARED("tokenizers/vectors/ggml-vocab-llama-spm.gguf");
+  KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  KV_REQUIRE_SHARED("models/tinystories-656k/tokenizer.json");
+  const std::vector<const BpeTokenizer*> tokenizers = {
+      &hf_tokenizer("tokenizers/gpt2"), &hf_tokenizer("tokenizers/llama3"), &hf_tokenizer("tokenizers/qwen3"),
+      &gguf_tokenizer("tokenizers/vectors/ggml-vocab-llama-spm.gguf"),
+      &gguf_tokenizer("models/stories260K/stories260K.gguf"), &hf_tokenizer("models/tinystories-656k")};
+  const std::vector<std::string> fragments = {"hello world ", " ", "\n", "\xE4\xBD\xA0", "\xF0\x9F\xA6\x99", "<s>",
+                                              "<|endoftext|>", "<|im_end|>", "\xE2\x96\x81", "0123456789", "\xFF"};
+  std::mt19937 rng(99);
+  for (const BpeTokenizer* tok : tokenizers) {
+    std::string longest;
+    for (int32_t id = 0; id < tok->vocab_size(); ++id) {
+      if (tok->token_piece(id).size() > longest.size()) longest = tok->token_piece(id);
+    }
+    std::string unknown_run;  // one unknown token where unknown characters fuse and no byte tokens exist
+    for (int i = 0; i < 20000; ++i) unknown_run += "\xE4\xBD\xA0";
+    std::vector<std::string> texts = {std::string(20000, ' '), std::string(20000, 'a'), unknown_run};
+    for (int repeats : {1, 7, 300}) {
+      std::string t;
+      for (int i = 0; i < repeats; ++i) t += longest;
+      texts.push_back(t);
+    }
+    for (int i = 0; i < 100; ++i) {
+      std::string t;
+      for (int k = static_cast<int>(rng() % 400); k > 0; --k) t += fragments[rng() % fragments.size()];
+      texts.push_back(t);
+    }
+    for (const std::string& text : texts) {
+      for (bool parse_special : {false, true}) {
+        const int64_t count = static_cast<int64_t>(tok->encode(text, false, parse_special).size());
+        ASSERT_LE(tok->min_tokens(text.size()), count) << "longest token \"" << longest << "\", text of "
+                                                         << text.size() << " bytes";
+      }
+    }
+  }
+  // The real vocabularies spell each byte, so each gives a bound: 64 MiB of text is far more tokens than any
+  // context. tinystories-656k has no byte tokens and fuses unknown characters (a run of any length is one
+  // token), so it gives none.
+  for (size_t t = 0; t + 1 < tokenizers.size(); ++t)
+    EXPECT_GT(tokenizers[t]->min_tokens(size_t{64} << 20), 1 << 17) << "tokenizer " << t;
+  EXPECT_EQ(tokenizers.back()->min_tokens(size_t{64} << 20), 0);
+}
+
 // ---- incremental decoding ----
 
 // Feeds `ids` one at a time; every chunk must be whole UTF-8 characters, and together they must be `expected`.
