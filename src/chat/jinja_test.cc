@@ -145,6 +145,10 @@ TEST(Jinja, LimitsStopRunawayTemplates) {
                 .find("loop iterations"),
             std::string::npos);
   EXPECT_NE(error("{{ range(100000000) | length }}").find("range()"), std::string::npos);
+  // The default stops a runaway loop after 10^6 iterations (about a second).
+  EXPECT_NE(error("{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}")
+                .find("more than 1000000 loop iterations"),
+            std::string::npos);
   // Output that doubles until it is huge.
   Limits tiny;
   tiny.max_output_bytes = 1 << 16;
