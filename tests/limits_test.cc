@@ -1,6 +1,7 @@
 // The resource limits of docs/limits.md, each held to its error: every input past a limit is refused with a
 // message that names the limit, before the work it would cost is done.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "core/mapped_file.h"
 #include "formats/safetensors.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -97,6 +99,31 @@ TEST(TextFiles, FoldersAndFilesPastTheLimitAreRefused) {
   expect_error_naming(read_text_file(dir + "/config.json", 999).status(), "larger than 999 bytes, the limit");
   expect_error_naming(read_text_file(dir).status(), "is a folder");
   EXPECT_EQ(read_text_file(dir + "/absent.json").status().code(), StatusCode::kNotFound);
+}
+
+// A model folder's files must be regular files: a FIFO with no writer blocked the load for good, /dev/zero
+// streamed 1 GiB for 45 s, and either was then reported as "has no config.json". (This test would hang on the
+// FIFO without the check; ctest's timeout fails it.)
+TEST(TextFiles, ModelFolderFilesThatAreNotRegularFilesAreRefusedAtOnce) {
+  const std::string dir = testing::temp_dir("limits_model_files");
+  const std::string fifo = dir + "/config.json";
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  expect_error_naming(read_model_text_file(fifo).status(), "is not a regular file (a pipe, a socket or a device)");
+  expect_error_naming(load_model(dir).status(), fifo + " is not a regular file");
+  expect_error_naming(read_model_text_file("/dev/zero").status(), "is not a regular file");
+  // A link to itself exists as an entry, so the error is the link's, not "no such file".
+  const std::string loop = dir + "/tokenizer.json";
+  std::filesystem::remove(loop);
+  std::filesystem::create_symlink(loop, loop);
+  EXPECT_FALSE(file_exists(loop));
+  EXPECT_TRUE(path_entry_exists(loop));
+  expect_error_naming(read_model_text_file(loop).status(), "Too many levels of symbolic links");
+  // A regular file, and a link to one, read as before.
+  write(dir + "/real.json", "{}");
+  std::filesystem::remove(dir + "/link.json");
+  std::filesystem::create_symlink(dir + "/real.json", dir + "/link.json");
+  EXPECT_EQ(*read_model_text_file(dir + "/link.json"), "{}");
 }
 
 TEST(RequestLines, LongerThanTheLimitIsRefused) {

@@ -16,7 +16,7 @@ bool is_directory(const std::string& path) {
 }
 
 Result<nlohmann::ordered_json> read_json(const std::string& path) {
-  KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  KV_ASSIGN_OR_RETURN(std::string text, read_model_text_file(path));
   KV_RETURN_IF_ERROR(check_json_depth(text, path));
   auto j = nlohmann::ordered_json::parse(text, nullptr, false);
   if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
@@ -52,7 +52,7 @@ Result<std::string> pick_template(const nlohmann::ordered_json& value, const std
 Result<ChatTemplate> from_hf_dir(const std::string& dir) {
   const std::string config_path = dir + "/tokenizer_config.json";
   nlohmann::ordered_json config = nlohmann::ordered_json::object();
-  if (file_exists(config_path)) {
+  if (path_entry_exists(config_path)) {
     KV_ASSIGN_OR_RETURN(config, read_json(config_path));
     if (!config.is_object()) return invalid_argument(config_path + " is not a JSON object");
   }
@@ -61,10 +61,10 @@ Result<ChatTemplate> from_hf_dir(const std::string& dir) {
   if (config.contains("chat_template") && !config.at("chat_template").is_null()) {
     KV_ASSIGN_OR_RETURN(source, pick_template(config.at("chat_template"), config_path));
     found = true;
-  } else if (file_exists(dir + "/chat_template.jinja")) {
-    KV_ASSIGN_OR_RETURN(source, read_text_file(dir + "/chat_template.jinja"));
+  } else if (path_entry_exists(dir + "/chat_template.jinja")) {
+    KV_ASSIGN_OR_RETURN(source, read_model_text_file(dir + "/chat_template.jinja"));
     found = true;
-  } else if (file_exists(dir + "/chat_template.json")) {
+  } else if (path_entry_exists(dir + "/chat_template.json")) {
     KV_ASSIGN_OR_RETURN(auto j, read_json(dir + "/chat_template.json"));
     if (j.is_object() && j.contains("chat_template")) {
       KV_ASSIGN_OR_RETURN(source, pick_template(j.at("chat_template"), dir + "/chat_template.json"));

@@ -55,7 +55,7 @@ Result<std::string> read_text_file(const std::string& path, size_t max_bytes) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return invalid_argument(path + " is a folder, not a file");
   std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("cannot open " + path);
+  if (!in) return not_found("cannot open " + path + ": " + std::strerror(errno));
   // Read in pieces, so that a file that is not a regular one (a pipe, a device) stops at the limit too.
   std::string text;
   char buffer[1 << 16];
@@ -68,9 +68,24 @@ Result<std::string> read_text_file(const std::string& path, size_t max_bytes) {
   return text;
 }
 
+Result<std::string> read_model_text_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return not_found("cannot open " + path + ": " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return invalid_argument(path + " is a folder, not a file");
+  if (!S_ISREG(st.st_mode))
+    return invalid_argument(path + " is not a regular file (a pipe, a socket or a device); a model folder's files "
+                                   "must be regular files");
+  return read_text_file(path);
+}
+
 bool file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
+}
+
+bool path_entry_exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
 }
 
 }  // namespace kvshare

@@ -40,6 +40,15 @@ constexpr size_t kMaxTextFileBytes = 1024u << 20;
 // larger than kMaxTextFileBytes (naming the limit); not_found when it cannot be opened.
 // (`max_bytes` lowers the limit, for tests.)
 Result<std::string> read_text_file(const std::string& path, size_t max_bytes = kMaxTextFileBytes);
+// A text file of a model folder (config.json, tokenizer files, chat templates, the safetensors index): as
+// read_text_file, but only a regular file (or a link to one). A pipe there would block for good (a FIFO with no
+// writer) and a device would stream up to the limit (/dev/zero: 1 GiB and 45 s before an error). Paths a user
+// names on the command line may be pipes (`--messages <(...)`) and are read with read_text_file.
+Result<std::string> read_model_text_file(const std::string& path);
+// Whether anything is at `path` (following links).
 bool file_exists(const std::string& path);
+// Whether `path` names anything, even a link that leads nowhere or to itself: "there is no such file" is
+// then the wrong error.
+bool path_entry_exists(const std::string& path);
 
 }  // namespace kvshare

@@ -26,7 +26,7 @@ Result<LoadedModel> load_pretrained(const std::string& path) {
   KV_RETURN_IF_ERROR(check_exists(path));
   LoadedModel loaded;
   if (is_dir(path)) {
-    if (!file_exists((std::filesystem::path(path) / "config.json").string()))
+    if (!path_entry_exists((std::filesystem::path(path) / "config.json").string()))
       return not_found(path + " is not a model folder: it has no config.json (a Hugging Face model folder holds "
                        "config.json, model.safetensors and tokenizer files)");
     auto tok = BpeTokenizer::from_hf_dir(path);

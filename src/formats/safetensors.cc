@@ -205,7 +205,7 @@ bool is_plain_file_name(const std::string& name) {
 }
 
 Result<TensorStore> load_sharded(const std::string& dir, const std::string& index_path) {
-  KV_ASSIGN_OR_RETURN(const std::string text, read_text_file(index_path));
+  KV_ASSIGN_OR_RETURN(const std::string text, read_model_text_file(index_path));
   Result<json> parsed = parse_json_strict(text);
   if (!parsed.ok()) return parsed.status().with_context(index_path);
   const json& index = *parsed;

@@ -35,8 +35,11 @@ Result<std::unique_ptr<Model>> load_model(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     const std::string config_path = (fs::path(path) / "config.json").string();
-    auto text = read_text_file(config_path);
-    if (!text.ok()) return not_found(path + " has no config.json; a model folder needs config.json and safetensors");
+    auto text = read_model_text_file(config_path);
+    if (!text.ok()) {
+      if (path_entry_exists(config_path)) return text.status();  // there, but a folder, a pipe, unreadable, ...
+      return not_found(path + " has no config.json; a model folder needs config.json and safetensors");
+    }
     auto config = parse_hf_config(*text);
     if (!config.ok()) return config.status().with_context(path);
     KV_ASSIGN_OR_RETURN(TensorStore store, load_safetensors_dir(path));

@@ -49,7 +49,7 @@ std::string token_name(const Json* v) {
 }
 
 Result<Json> parse_json_file(const std::string& path) {
-  KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  KV_ASSIGN_OR_RETURN(std::string text, read_model_text_file(path));
   KV_RETURN_IF_ERROR(check_json_depth(text, path));
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
@@ -192,7 +192,7 @@ class TokenizerFileBuilder final : public JsonBuilder {
 };
 
 Result<Json> parse_tokenizer_file(const std::string& path, BpeTables& tables) {
-  KV_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  KV_ASSIGN_OR_RETURN(std::string text, read_model_text_file(path));
   TokenizerFileBuilder builder(tables);
   if (Status st = run_json_builder(text, builder); !st.ok()) return invalid_argument(path + " is not valid JSON (" + st.message() + ")");
   return std::move(builder.result());
@@ -526,7 +526,7 @@ Status load_gpt2_files(const std::string& vocab_path, const std::string& merges_
     }
     tables.vocab.emplace_back(piece, id.get<int64_t>());
   }
-  KV_ASSIGN_OR_RETURN(std::string merges_text, read_text_file(merges_path));
+  KV_ASSIGN_OR_RETURN(std::string merges_text, read_model_text_file(merges_path));
   std::istringstream lines(merges_text);
   std::string line;
   while (std::getline(lines, line)) {
@@ -555,24 +555,28 @@ std::string join_path(const std::string& dir, const char* name) {
   return dir + "/" + name;
 }
 
-// generation_config.json's eos_token_id: a number or a list of numbers (entries of other types add nothing).
-// Each must be a token id or -1 (none); they are checked against the vocabulary later.
+// generation_config.json's eos_token_id: absent or null (none), a number or a list of numbers. Each must be a
+// token id or -1 (none); they are checked against the vocabulary later. Anything else is an error: ignoring it
+// would let generation run past the model's end token.
 Result<std::vector<int32_t>> generation_eos_ids(const std::string& path) {
   KV_ASSIGN_OR_RETURN(Json generation, parse_json_file(path));
+  if (!generation.is_object()) return invalid_argument(path + ": the top level is not a JSON object");
   std::vector<int32_t> out;
   const Json* ids = member(generation, "eos_token_id");
-  if (ids == nullptr) return out;
+  if (ids == nullptr || ids->is_null()) return out;
   auto add = [&](const Json& id) -> Status {
-    if (!id.is_number_integer()) return Status::ok_status();
+    if (!id.is_number_integer())
+      return invalid_argument(path + ": eos_token_id must be a token id or a list of token ids, got " + id.dump());
     if (id.get<int64_t>() < -1 || id.get<int64_t>() >= kMaxTokenId ||
         (id.is_number_unsigned() && id.get<uint64_t>() >= kMaxTokenId))
       return invalid_argument(path + ": eos_token_id " + id.dump() + " is not a token id");
     out.push_back(static_cast<int32_t>(id.get<int64_t>()));
     return Status::ok_status();
   };
-  KV_RETURN_IF_ERROR(add(*ids));
   if (ids->is_array()) {
     for (const Json& id : *ids) KV_RETURN_IF_ERROR(add(id));
+  } else {
+    KV_RETURN_IF_ERROR(add(*ids));
   }
   return out;
 }
@@ -588,7 +592,7 @@ Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& 
     m.add_eos = true;
   }
   const std::string config_path = join_path(dir, "tokenizer_config.json");
-  if (file_exists(config_path)) {
+  if (path_entry_exists(config_path)) {
     KV_ASSIGN_OR_RETURN(Json config, parse_json_file(config_path));
     if (!config.is_object()) return invalid_argument(config_path + ": the top level is not a JSON object");
     if (const Json* decoder = member(config, "added_tokens_decoder"); decoder != nullptr && decoder->is_object()) {
@@ -624,7 +628,7 @@ Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& 
     m.add_eos = bool_member(config, "add_eos_token", m.add_eos);
   }
   const std::string generation_path = join_path(dir, "generation_config.json");
-  if (file_exists(generation_path)) {
+  if (path_entry_exists(generation_path)) {
     KV_ASSIGN_OR_RETURN(m.extra_eos_ids, generation_eos_ids(generation_path));
   }
   return Status::ok_status();
@@ -638,7 +642,7 @@ Result<std::unique_ptr<TokenizerModel>> read_hf_tokenizer(const std::string& dir
   const std::string tokenizer_path = join_path(dir, "tokenizer.json");
   // The accessors above check types, so nlohmann should not throw; a miss still becomes a Status.
   try {
-    if (file_exists(tokenizer_path)) {
+    if (path_entry_exists(tokenizer_path)) {
       BpeTables tables;
       KV_ASSIGN_OR_RETURN(Json j, parse_tokenizer_file(tokenizer_path, tables));
       KV_RETURN_IF_ERROR(parse_tokenizer_json(j, tables, *m, post).with_context(tokenizer_path));

@@ -602,7 +602,7 @@ TEST(TokenizerErrors, MinimalBpeWorks) {
 // folder with it adds to eos_ids(), and the same errors.
 TEST(TokenizerErrors, GenerationEosIdsBesideALoadedTokenizer) {
   const std::string minimal = R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}})";
-  const std::string generation = R"({"eos_token_id": [2, 1, 2, -1, "x"]})";
+  const std::string generation = R"({"eos_token_id": [2, 1, 2, -1], "max_length": null})";
   auto with = BpeTokenizer::from_hf_dir(
       write_dir("tokenizer_generation", {{"tokenizer.json", minimal}, {"generation_config.json", generation}}));
   ASSERT_TRUE(with.ok()) << with.status().to_string();
@@ -616,12 +616,28 @@ TEST(TokenizerErrors, GenerationEosIdsBesideALoadedTokenizer) {
                                                          {"none.json", R"({"bos_token_id": 1})"},
                                                          {"outside.json", R"({"eos_token_id": [1, 3]})"},
                                                          {"huge.json", R"({"eos_token_id": 3000000000})"},
-                                                         {"broken.json", R"({"eos_token_id": )"}});
+                                                         {"broken.json", R"({"eos_token_id": )"},
+                                                         {"null.json", R"({"eos_token_id": null})"},
+                                                         {"string.json", R"({"eos_token_id": "2"})"},
+                                                         {"mixed.json", R"({"eos_token_id": [2, "x"]})"},
+                                                         {"array.json", R"([1, 2])"}});
   auto ids = (*tok)->read_generation_eos_ids(dir + "/generation_config.json");
   ASSERT_TRUE(ids.ok()) << ids.status().to_string();
   EXPECT_EQ(*ids, (*with)->eos_ids());
   EXPECT_EQ(*(*tok)->read_generation_eos_ids(dir + "/single.json"), (std::vector<int32_t>{1}));
   EXPECT_TRUE((*tok)->read_generation_eos_ids(dir + "/none.json")->empty());
+  EXPECT_TRUE((*tok)->read_generation_eos_ids(dir + "/null.json")->empty());
+  // Ids of another type are an error, not ignored (generation would run past the end token).
+  for (const char* name : {"string.json", "mixed.json"}) {
+    auto bad = (*tok)->read_generation_eos_ids(dir + "/" + name);
+    ASSERT_FALSE(bad.ok()) << name;
+    EXPECT_NE(bad.status().message().find("eos_token_id must be a token id or a list of token ids"), std::string::npos)
+        << bad.status().message();
+  }
+  auto not_object = (*tok)->read_generation_eos_ids(dir + "/array.json");
+  ASSERT_FALSE(not_object.ok());
+  EXPECT_NE(not_object.status().message().find("the top level is not a JSON object"), std::string::npos)
+      << not_object.status().message();
 
   // An id outside the vocabulary: the same error whichever way the file is read.
   auto outside = (*tok)->read_generation_eos_ids(dir + "/outside.json");
