@@ -37,9 +37,12 @@ Status ModelConfig::validate() const {
   if (num_heads % num_kv_heads != 0)
     return invalid_argument("model config: num_attention_heads (" + std::to_string(num_heads) +
                             ") must be a multiple of num_key_value_heads (" + std::to_string(num_kv_heads) + ")");
-  if (head_dim % 2 != 0) return invalid_argument("model config: head_dim must be even for RoPE");
   if (arch == Arch::kGpt2 && head_dim * num_heads != hidden_size)
-    return invalid_argument("model config: n_embd must equal n_head * head_dim for GPT-2");
+    return invalid_argument("model config: n_embd (" + std::to_string(hidden_size) + ") must be a multiple of n_head (" +
+                            std::to_string(num_heads) + ") for GPT-2");
+  if (head_dim % 2 != 0)
+    return invalid_argument("model config: head_dim (" + std::to_string(head_dim) + ") must be even" +
+                            (arch == Arch::kLlama ? " for RoPE" : ", as in every GPT-2 model"));
   // Limits far above any real model, which keep every size derived from them (parameters, K/V bytes per token,
   // a layer's weights) well inside 64 bits and positions inside 32.
   auto at_most = [](int64_t v, int64_t limit, const char* name) -> Status {
@@ -231,6 +234,10 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
     KV_ASSIGN_OR_RETURN(const bool upcast, get_bool_or(j, "reorder_and_upcast_attn", false));
     if (scale_by_layer || upcast)
       return unimplemented("config.json: scale_attn_by_inverse_layer_idx / reorder_and_upcast_attn are not supported");
+    KV_ASSIGN_OR_RETURN(const bool scale_attn, get_bool_or(j, "scale_attn_weights", true));
+    if (!scale_attn)
+      return unimplemented("config.json: scale_attn_weights false (attention scores not divided by sqrt(head_dim)) "
+                           "is not supported");
     KV_ASSIGN_OR_RETURN(const std::string act, get_string_or(j, "activation_function", "gelu_new"));
     if (act != "gelu_new")
       return unimplemented("config.json: GPT-2 activation_function '" + act + "' is not supported (only gelu_new)");
@@ -243,6 +250,10 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
     KV_ASSIGN_OR_RETURN(c.ffn_size, get_int(j, {"intermediate_size"}));
     KV_ASSIGN_OR_RETURN(c.max_context, get_int(j, {"max_position_embeddings"}));
     KV_ASSIGN_OR_RETURN(c.num_kv_heads, get_int_or(j, "num_key_value_heads", c.num_heads));
+    if (!j.contains("head_dim") && c.num_heads > 0 && c.hidden_size % c.num_heads != 0)
+      return invalid_argument("config.json: hidden_size (" + std::to_string(c.hidden_size) +
+                              ") is not a multiple of num_attention_heads (" + std::to_string(c.num_heads) +
+                              ") and there is no head_dim");
     KV_ASSIGN_OR_RETURN(c.head_dim,
                         get_int_or(j, "head_dim", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0));
     KV_ASSIGN_OR_RETURN(const double eps, get_positive_number(j, "rms_norm_eps", 1e-6));
@@ -261,6 +272,9 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
     if (hidden_act != "silu")
       return unimplemented("config.json: hidden_act '" + hidden_act + "' is not supported (only silu)");
     auto rs = j.find("rope_scaling");
+    if (rs != j.end() && !rs->is_null() && !rs->is_object())
+      return invalid_argument("config.json: rope_scaling must be an object (such as {\"rope_type\": \"llama3\", ...}) "
+                              "or null, got " + rs->dump());
     if (rs != j.end() && rs->is_object()) {
       KV_ASSIGN_OR_RETURN(const std::string legacy_type, get_string_or(*rs, "type", ""));
       KV_ASSIGN_OR_RETURN(const std::string type, get_string_or(*rs, "rope_type", legacy_type));
@@ -323,7 +337,12 @@ Result<ModelConfig> config_from_gguf(const GgufFile& g) {
   KV_ASSIGN_OR_RETURN(c.ffn_size, g.get_int(p + "feed_forward_length"));
   KV_ASSIGN_OR_RETURN(c.max_context, g.get_int(p + "context_length"));
   KV_ASSIGN_OR_RETURN(c.num_kv_heads, gguf_int_or(g, p + "attention.head_count_kv", c.num_heads));
-  c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
+  // The head size comes from these two: check them before anything derived from it.
+  if (c.hidden_size <= 0 || c.num_heads <= 0 || c.hidden_size % c.num_heads != 0)
+    return invalid_argument("GGUF: " + p + "embedding_length (" + std::to_string(c.hidden_size) +
+                            ") must be a positive multiple of " + p + "attention.head_count (" +
+                            std::to_string(c.num_heads) + ")");
+  c.head_dim = c.hidden_size / c.num_heads;
   if (c.arch == Arch::kGpt2) {
     KV_ASSIGN_OR_RETURN(const double eps, gguf_positive_or(g, p + "attention.layer_norm_epsilon", 1e-5));
     c.norm_eps = static_cast<float>(eps);

@@ -113,6 +113,28 @@ TEST(ModelConfig, WrongJsonTypesNameTheField) {
   expect_config_error(j.dump(), {"\"factor\"", "greater than 0"});
   j["rope_scaling"] = {{"rope_type", "llama3"}, {"low_freq_factor", 4}, {"high_freq_factor", 4}};
   expect_config_error(j.dump(), {"high_freq_factor", "must be greater than", "low_freq_factor"});
+  // rope_scaling of another JSON type was ignored (the model ran unscaled).
+  j["rope_scaling"] = "linear";
+  expect_config_error(j.dump(), {"rope_scaling must be an object", "\"linear\""});
+  j["rope_scaling"] = Json::array({1, 2});
+  expect_config_error(j.dump(), {"rope_scaling must be an object", "[1,2]"});
+  j["rope_scaling"] = nullptr;
+  EXPECT_TRUE(parse_hf_config(j.dump()).ok());
+}
+
+// GPT-2 options that change the attention's arithmetic are refused, not ignored.
+TEST(ModelConfig, UnsupportedGpt2AttentionOptionsAreRefused) {
+  for (const char* key : {"scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"}) {
+    Json j = gpt2_json();
+    j[key] = std::string(key) != "scale_attn_weights";
+    Result<ModelConfig> r = parse_hf_config(j.dump());
+    ASSERT_FALSE(r.ok()) << key;
+    EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented);
+    EXPECT_NE(r.status().message().find(key), std::string::npos) << r.status().to_string();
+  }
+  Json j = gpt2_json();
+  j["scale_attn_weights"] = true;  // the default, as every released GPT-2 has it
+  EXPECT_TRUE(parse_hf_config(j.dump()).ok());
 }
 
 TEST(ModelConfig, ValidateChecksRealNumbers) {
@@ -175,6 +197,28 @@ TEST(ModelConfig, GgufMetadataIsCheckedToo) {
                     {"llama.attention.head_count_kv"});
   expect_gguf_error("vocab_float", [](GgufWriter& w) { w.set_f32("llama.vocab_size", 32); },
                     {"llama.vocab_size"});
+}
+
+// Head counts that do not divide the width are named as such (GPT-2 with n_head 7 was told "head_dim must be
+// even for RoPE": GPT-2 has no RoPE).
+TEST(ModelConfig, HeadCountsThatDoNotDivideTheWidthAreNamed) {
+  Json j = gpt2_json();
+  j["n_head"] = 3;
+  expect_config_error(j.dump(), {"n_embd (16) must be a multiple of n_head (3)"});
+  j = llama_json();
+  j["num_attention_heads"] = 3;
+  j["num_key_value_heads"] = 3;
+  expect_config_error(j.dump(), {"hidden_size (16) is not a multiple of num_attention_heads (3)", "no head_dim"});
+  j["head_dim"] = 6;  // an explicit head size need not divide the width
+  EXPECT_TRUE(parse_hf_config(j.dump()).ok());
+  j["head_dim"] = 5;
+  expect_config_error(j.dump(), {"head_dim (5) must be even for RoPE"});
+  expect_gguf_error("heads_3", [](GgufWriter& w) { w.set_u32("llama.attention.head_count", 3); },
+                    {"llama.embedding_length (16) must be a positive multiple of llama.attention.head_count (3)"});
+  expect_gguf_error("heads_0", [](GgufWriter& w) { w.set_u32("llama.attention.head_count", 0); },
+                    {"llama.attention.head_count (0)"});
+  expect_gguf_error("width_0", [](GgufWriter& w) { w.set_u32("llama.embedding_length", 0); },
+                    {"llama.embedding_length (0)"});
 }
 
 }  // namespace
