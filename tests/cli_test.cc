@@ -491,6 +491,14 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"stop_token_ids\": 5}\n";
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"stop_token_ids\": [\"abc\"]}\n";
   in += "{\"prompt_token_ids\": [5, 60000], \"max_tokens\": 2}\n";  // outside the vocabulary
+  // Accepted before, each changing what ran: a field misspelt (generated 16 tokens), both prompts (the text
+  // ignored), a stop token outside the vocabulary, numbers a float cannot hold (became inf and 0).
+  in += "{\"prompt_token_ids\": [5, 6], \"max_token\": 2}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"prompt\": \"hi\", \"max_tokens\": 2}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"stop_token_ids\": [999999]}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"temperature\": 1e308}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"top_p\": 1e-300}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"n\": -1}\n";
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2.0, \"temperature\": 0, \"ignore_eos\": true}\n";  // fine
   const std::string in_path = scratch() + "/numbers.jsonl", out_path = scratch() + "/numbers-out.jsonl";
   write_file(in_path, in);
@@ -499,9 +507,14 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
   EXPECT_EQ(r.signal, 0) << r;
   EXPECT_EQ(r.exit_code, 1) << r;
   const std::vector<json> outs = read_jsonl(out_path);
-  ASSERT_EQ(outs.size(), 9u) << r;
+  ASSERT_EQ(outs.size(), 15u) << r;
   const std::vector<std::string> want = {"token id", "max_tokens", "max_tokens", "max_tokens", "seed",
-                                         "stop_token_ids", "stop token id", "vocabulary"};
+                                         "stop_token_ids", "stop token id", "vocabulary",
+                                         "unknown field \"max_token\"", "not both",
+                                         "stop_token_ids: token id 999999 is outside the vocabulary",
+                                         "\"temperature\" is 1e+308, which a 32-bit float cannot hold",
+                                         "\"top_p\" is 1e-300, which a 32-bit float cannot hold",
+                                         "n (completions per prompt) must be in [1, 128], got -1"};
   for (size_t i = 0; i < want.size(); ++i) {
     SCOPED_TRACE("line " + std::to_string(i + 1) + ": " + outs[i].dump());
     EXPECT_EQ(outs[i].value("finish_reason", ""), "error");
@@ -509,8 +522,8 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
     EXPECT_TRUE(contains(r.err, "line " + std::to_string(i + 1) + ":")) << r;
     EXPECT_FALSE(contains(outs[i].value("error", ""), "json.exception")) << "a library message, not ours";
   }
-  EXPECT_EQ(outs[8].value("finish_reason", ""), "length") << outs[8].dump();
-  EXPECT_EQ(outs[8]["token_ids"].size(), 2u) << outs[8].dump();
+  EXPECT_EQ(outs[14].value("finish_reason", ""), "length") << outs[14].dump();
+  EXPECT_EQ(outs[14]["token_ids"].size(), 2u) << outs[14].dump();
 }
 
 TEST_F(CliTest, BatchInputAndOutputProblemsFailClearly) {
@@ -648,6 +661,17 @@ TEST_F(CliTest, BadGenerateValuesNameTheProblem) {
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--kv-cache-memory", "1"}),
                        {"--kv-cache-memory"});
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--block-size", "0"}), {"--block-size"});
+  // A number with a decimal point is a fraction: 1.0 and 1.5 were taken as "1 byte".
+  for (const char* frac : {"1.0", "1.5"})
+    expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--kv-cache-memory", frac}),
+                         {"--kv-cache-memory", "fraction of free memory below 1"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--max-model-len", "0"}),
+                       {"--max-model-len must be from 1"});
+  // A flag given twice was "last one wins"; --output beside --prompt was ignored (the text went to stdout).
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "a", "--prompt", "b"}),
+                       {"--prompt is given twice"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--output", scratch() + "/o.jsonl"}),
+                       {"--output goes with --input"});
 }
 
 TEST_F(CliTest, MakeModelRejectsBadArguments) {

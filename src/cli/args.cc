@@ -34,6 +34,8 @@ Result<Args> Args::parse(const std::string& command, const std::vector<FlagSpec>
     } else if (!spec->takes_value && has_inline) {
       return invalid_argument("flag --" + name + " takes no value");
     }
+    if (a.values_.count(name) != 0)
+      return invalid_argument("flag --" + name + " is given twice; give it once");
     a.values_[name] = value;
   }
   return a;
@@ -90,7 +92,13 @@ Result<MemorySize> parse_memory_size(const std::string& text) {
   for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   double mult = 0;
   if (unit.empty()) {
-    if (x < 1) return MemorySize{0, x};
+    // A number with a decimal point ("0.3", "1.0") is a fraction, which must be below 1 ("1.5" was 1 byte);
+    // one without is a number of bytes.
+    if (x < 1 || text.find('.') != std::string::npos) {
+      if (x < 1) return MemorySize{0, x};
+      return invalid_argument("--kv-cache-memory " + text + " is neither a size (2GiB, 512MiB, a whole number of "
+                              "bytes) nor a fraction of free memory below 1 (0.3)");
+    }
     mult = 1;
   } else if (unit == "k" || unit == "kb" || unit == "kib") {
     mult = 1024;

@@ -34,7 +34,9 @@ Result<EngineConfig> engine_config_from(const Args& a) {
   if (bs < 1 || bs > 1024) return invalid_argument("--block-size must be between 1 and 1024");
   if (seqs < 1 || seqs > 100000) return invalid_argument("--max-num-seqs must be between 1 and 100000");
   if (tokens < 1 || tokens > 1000000) return invalid_argument("--max-num-batched-tokens must be between 1 and 1000000");
-  if (len < 0 || len > (int64_t{1} << 24)) return invalid_argument("--max-model-len must be positive");
+  if (len < 0 || len > (int64_t{1} << 24) || (len == 0 && a.has("max-model-len")))
+    return invalid_argument("--max-model-len must be from 1 to " + std::to_string(int64_t{1} << 24) + ", got " +
+                            a.get_or("max-model-len", ""));
   c.block_size = static_cast<int32_t>(bs);
   c.max_num_seqs = static_cast<int32_t>(seqs);
   c.max_num_batched_tokens = static_cast<int32_t>(tokens);

@@ -262,6 +262,9 @@ int run_generate(const std::vector<std::string>& argv) {
   }
   if (!args->has("prompt"))
     return fail("generate", invalid_argument("give --prompt TEXT, or --input FILE --output FILE for a batch job"));
+  if (args->has("output"))
+    return fail("generate", invalid_argument("--output goes with --input (a batch job); with --prompt the text goes "
+                                             "to stdout (--json for a JSON object)"));
 
   auto config = engine_config_from(*args);
   if (!config.ok()) return fail("generate", config.status());

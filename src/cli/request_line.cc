@@ -17,6 +17,23 @@ using nlohmann::json;
 
 namespace {
 
+// The fields a request line may hold; any other is refused, so that a misspelt field ("max_token") is not
+// silently left out.
+constexpr const char* kRequestFields[] = {
+    "prompt", "prompt_token_ids", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "ignore_eos",
+    "cache_salt", "stop", "stop_token_ids", "include_stop_str_in_output", "presence_penalty", "frequency_penalty",
+    "repetition_penalty", "logit_bias", "min_tokens", "n", "logprobs", "prompt_logprobs"};
+
+// A JSON number as the 32-bit float the sampler uses: a value a float cannot hold (1e308 would become inf,
+// 1e-300 would become 0) is an error naming the field, not a different value.
+Result<float> as_float(const json& v, const std::string& what) {
+  const double d = v.get<double>();
+  const float f = static_cast<float>(d);
+  if (std::isinf(f) || (f == 0.0f && d != 0.0))
+    return invalid_argument(what + " is " + v.dump() + ", which a 32-bit float cannot hold");
+  return f;
+}
+
 // The sampling fields beyond the basic ones (vLLM's names), from a request line into `p`.
 Status parse_sampling_extras(const json& j, SamplingParams& p) {
   auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
@@ -24,14 +41,16 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
                             {"frequency_penalty", &p.frequency_penalty}, {"repetition_penalty", &p.repetition_penalty}}) {
     if (!present(key)) continue;
     if (!j[key].is_number()) return invalid_argument(std::string("\"") + key + "\" must be a number");
-    *field = j[key].get<float>();
+    KV_ASSIGN_OR_RETURN(*field, as_float(j[key], std::string("\"") + key + "\""));
   }
+  // Any whole number in int32 range; SamplingParams::validate then names the field's own range.
   for (auto [key, field] : {std::pair<const char*, int32_t*>{"min_tokens", &p.min_tokens}, {"n", &p.n}}) {
     if (!present(key)) continue;
     if (!j[key].is_number_integer()) return invalid_argument(std::string("\"") + key + "\" must be a whole number");
-    const int64_t v = j[key].get<int64_t>();
-    if (v < 0 || v > INT32_MAX) return invalid_argument(std::string("\"") + key + "\" is out of range: " + j[key].dump());
-    *field = static_cast<int32_t>(v);
+    const bool fits = j[key].is_number_unsigned() ? j[key].get<uint64_t>() <= INT32_MAX
+                                                   : j[key].get<int64_t>() >= INT32_MIN && j[key].get<int64_t>() <= INT32_MAX;
+    if (!fits) return invalid_argument(std::string("\"") + key + "\" is out of range: " + j[key].dump());
+    *field = static_cast<int32_t>(j[key].get<int64_t>());
   }
   for (auto [key, field] : {std::pair<const char*, std::optional<int32_t>*>{"logprobs", &p.logprobs},
                             {"prompt_logprobs", &p.prompt_logprobs}}) {
@@ -67,7 +86,7 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
       if (key.empty() || *end != '\0' || id < 0 || id > INT32_MAX)
         return invalid_argument("\"logit_bias\" keys must be token ids (whole numbers >= 0), got \"" + key + "\"");
       if (!bias.is_number()) return invalid_argument("\"logit_bias\" for token " + key + " must be a number");
-      p.logit_bias[static_cast<int32_t>(id)] = bias.get<float>();
+      KV_ASSIGN_OR_RETURN(p.logit_bias[static_cast<int32_t>(id)], as_float(bias, "\"logit_bias\" for token " + key));
     }
   }
   return {};
@@ -83,6 +102,14 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
   json j = json::parse(line, nullptr, false);
   if (j.is_discarded()) return invalid_argument("not valid JSON");
   if (!j.is_object()) return invalid_argument("a line must be a JSON object");
+  for (const auto& [key, value] : j.items()) {
+    if (std::find_if(std::begin(kRequestFields), std::end(kRequestFields),
+                     [&](const char* f) { return key == f; }) == std::end(kRequestFields))
+      return invalid_argument("unknown field \"" + key + "\" (a line holds \"prompt\" or \"prompt_token_ids\" and "
+                              "sampling fields: max_tokens, temperature, top_p, top_k, min_p, seed, stop, n, ...)");
+  }
+  if (j.contains("prompt") && j.contains("prompt_token_ids"))
+    return invalid_argument("a line holds \"prompt\" or \"prompt_token_ids\", not both");
   Request r;
   r.params = defaults;
   // A whole number in [lo, hi] (5.0 counts); a fraction or an out-of-range number is an error, not cut to fit.
@@ -119,8 +146,13 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
       return &*it;
     };
     if (const json* v = number("max_tokens")) r.params.max_tokens = static_cast<int32_t>(whole(*v, "\"max_tokens\"", kMin32, kMax32));
-    if (const json* v = number("temperature")) r.params.temperature = v->get<float>();
-    if (const json* v = number("top_p")) r.params.top_p = v->get<float>();
+    auto as_float_or_throw = [](const json& v, const char* key) {
+      Result<float> f = as_float(v, std::string("\"") + key + "\"");
+      if (!f.ok()) throw std::invalid_argument(f.status().message());
+      return *f;
+    };
+    if (const json* v = number("temperature")) r.params.temperature = as_float_or_throw(*v, "temperature");
+    if (const json* v = number("top_p")) r.params.top_p = as_float_or_throw(*v, "top_p");
     if (const json* v = number("top_k")) r.params.top_k = static_cast<int32_t>(whole(*v, "\"top_k\"", kMin32, kMax32));
     if (const json* v = number("seed")) r.params.seed = static_cast<uint64_t>(whole(*v, "\"seed\"", 0, INT64_MAX));
     if (j.contains("ignore_eos")) {

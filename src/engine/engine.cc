@@ -165,6 +165,10 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
     if (t >= vocab)
       return invalid_argument("logit_bias token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                               std::to_string(vocab) + ")");
+  for (int32_t t : r.params.stop_token_ids)
+    if (t >= vocab)
+      return invalid_argument("stop_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                              std::to_string(vocab) + ")");
   for (int32_t t : prompt)
     if (t < 0 || t >= vocab)
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +

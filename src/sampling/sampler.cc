@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "core/det_math.h"
@@ -11,7 +12,11 @@
 namespace kvshare {
 
 Status SamplingParams::validate() const {
-  auto num = [](float v) { return std::to_string(v); };
+  auto num = [](float v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
+    return std::string(buf);
+  };
   auto whole = [](int64_t v) { return std::to_string(v); };
   if (!(temperature >= 0.0f) || !std::isfinite(temperature))
     return invalid_argument("temperature must be a number >= 0 (0 means greedy), got " + num(temperature));
