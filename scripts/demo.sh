@@ -8,7 +8,7 @@ bash scripts/install.sh
 bash scripts/build.sh
 model=.deps/models/gpt2-small
 if [ ! -f "$model/model.safetensors" ]; then
-  ./build/kvshare make-model --arch gpt2 --shape gpt2-small --tokenizer .deps/gpt2-tokenizer --out "$model" --seed 1
+  ./build/kvshare make-model --arch gpt2 --shape gpt2-small --tokenizer .deps/gpt2-tokenizer --out "$model" --seed 1 --overwrite
 fi
 mkdir -p .deps/demo
 python3 scripts/demo_prompts.py > .deps/demo/prompts.jsonl

@@ -692,6 +692,14 @@ TEST_F(CliTest, MakeModelRejectsBadArguments) {
                                 "stray"}),
                        {"unexpected argument 'stray'"});
   EXPECT_FALSE(fs::exists(out + "/model.gguf"));
+  // A folder that holds files (a real model, say) is not written over unless asked.
+  fs::create_directories(out);
+  write_file(out + "/config.json", "{}");
+  expect_clean_failure(kvshare({"make-model", "--arch", "gpt2", "--shape", "micro", "--tokenizer", tok, "--out", out}),
+                       {"already holds files", "--overwrite"});
+  EXPECT_EQ(read_file(out + "/config.json"), "{}");
+  expect_success(kvshare({"make-model", "--arch", "gpt2", "--shape", "micro", "--tokenizer", tok, "--out", out, "--overwrite"}));
+  EXPECT_NE(read_file(out + "/config.json"), "{}");
 }
 
 // ---- 4. bench ---------------------------------------------------------------------------------------
@@ -779,6 +787,12 @@ TEST_F(CliTest, BenchRejectsBadWorkloadsAndSizes) {
   expect_clean_failure(kvshare(with({"--workload", "long-doc-qa", "--order", "sideways"})), {"sideways"});
   expect_clean_failure(kvshare(with({"--workload", "control", "--num-prompts", "-5"})), {"--num-prompts"});
   expect_clean_failure(kvshare({"bench", "--workload", "gsp"}), {"--model is required"});
+  // 0 ran nothing and exited 0; 100M x 100M grew to 2.4 GB before anything ran.
+  expect_clean_failure(kvshare(with({"--workload", "long-doc-qa", "--repeats", "0"})),
+                       {"--repeats must be from 1 to"});
+  expect_clean_failure(kvshare(with({"--groups", "100000000"})), {"--groups must be from 1 to 16777216"});
+  expect_clean_failure(kvshare(with({"--groups", "10000", "--prompts-per-group", "10000"})),
+                       {"the gsp workload would send 1e+08 requests, more than a benchmark's limit of 1000000"});
 }
 
 // ---- chat-template ------------------------------------------------------------------------------------

@@ -17,6 +17,17 @@
 namespace kvshare::cli {
 namespace {
 
+// Limits of a benchmark's workload flags: lengths up to the largest context kvshare accepts, and at most a
+// million requests (all are built before the run).
+constexpr int64_t kMaxBenchLength = int64_t{1} << 24;
+constexpr int64_t kMaxBenchRequests = 1'000'000;
+
+std::string number_text(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", x);
+  return buf;
+}
+
 using nlohmann::json;
 
 std::vector<FlagSpec> bench_specs() {
@@ -79,10 +90,25 @@ Result<WorkloadOptions> workload_options(const Args& a) {
   };
   for (const IntFlag& f : flags) {
     KV_ASSIGN_OR_RETURN(*f.field, a.get_int(f.name, *f.field));
+    // Counts and lengths: 0 ran nothing and reported success; a length past any context is no benchmark.
+    if (f.field != &seed && a.has(f.name) && (*f.field < 1 || *f.field > kMaxBenchLength))
+      return invalid_argument(std::string("--") + f.name + " must be from 1 to " + std::to_string(kMaxBenchLength) +
+                              ", got " + std::to_string(*f.field));
   }
   KV_ASSIGN_OR_RETURN(int64_t n, a.get_int("num-prompts", -1));
-  if (a.has("num-prompts") && n < 1) return invalid_argument("--num-prompts must be at least 1, got " + std::to_string(n));
+  if (a.has("num-prompts") && (n < 1 || n > kMaxBenchRequests))
+    return invalid_argument("--num-prompts must be from 1 to " + std::to_string(kMaxBenchRequests) + ", got " +
+                            std::to_string(n));
   if (n >= 0) o.num_prompts = o.control_prompts = n;
+  // Every request is built before the run: bound their number (100M x 100M groups grew to 2.4 GB in 15 s).
+  const double requests = o.name == "gsp"           ? static_cast<double>(o.groups) * static_cast<double>(o.prompts_per_group)
+                          : o.name == "long-doc-qa" ? static_cast<double>(o.num_docs) * static_cast<double>(o.repeats)
+                          : o.name == "multi-turn"  ? static_cast<double>(o.conversations) * static_cast<double>(o.turns)
+                          : o.name == "control"     ? static_cast<double>(o.control_prompts)
+                                                    : static_cast<double>(o.num_prompts);
+  if (requests > static_cast<double>(kMaxBenchRequests))
+    return invalid_argument("the " + o.name + " workload would send " + number_text(requests) +
+                            " requests, more than a benchmark's limit of " + std::to_string(kMaxBenchRequests));
   if (seed < 0) return invalid_argument("--seed must not be negative");
   o.seed = static_cast<uint64_t>(seed);
   if (a.has("output-len") && o.output_len < 1) return invalid_argument("--output-len must be at least 1");

@@ -1,5 +1,6 @@
 // kvshare make-model: a model with random weights in the real layout (Hugging Face folder + GGUF).
 #include <cstdio>
+#include <filesystem>
 
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
@@ -15,6 +16,7 @@ int run_make_model(const std::vector<std::string>& argv) {
       {"out", true, "the folder to write (config.json, model.safetensors, tokenizer files, model.gguf)"},
       {"dtype", true, "f32 | f16 | bf16 (f32)"},
       {"seed", true, "weights seed (0)"},
+      {"overwrite", false, "write into --out even if it is a folder that already holds files"},
       {"help", false, "show this help"},
   };
   auto args = Args::parse("make-model", specs, argv);
@@ -32,6 +34,12 @@ int run_make_model(const std::vector<std::string>& argv) {
   o.shape = *args->get("shape");
   o.tokenizer_dir = *args->get("tokenizer");
   o.out_dir = *args->get("out");
+  // Writing random weights over a real model's files would destroy it (and leave a folder that no longer loads).
+  std::error_code ec;
+  if (std::filesystem::is_directory(o.out_dir, ec) && !std::filesystem::is_empty(o.out_dir, ec) &&
+      !args->has("overwrite"))
+    return fail("make-model", invalid_argument("--out " + o.out_dir + " is a folder that already holds files; "
+                                               "give an empty or new folder, or --overwrite to replace its model files"));
   o.dtype = args->get_or("dtype", "f32");
   auto seed = args->get_int("seed", 0);
   if (!seed.ok()) return fail("make-model", seed.status());
