@@ -46,6 +46,9 @@ class Tokenizer {
   // Token ids of `text`. add_special: BOS (and EOS) as the model's files say. parse_special: text that spells a
   // special token ("<|eot_id|>") becomes that token; when false it is tokenized as plain text.
   std::vector<int32_t> encode(std::string_view text, bool add_special = true, bool parse_special = true) const;
+  // A lower bound on encode(text).size() for any text of `text_bytes` bytes, known without encoding (0 when the
+  // vocabulary gives none): for refusing text far longer than a context before spending seconds on it.
+  int64_t min_tokens(size_t text_bytes) const;
   // The text of `ids`, valid UTF-8 (bytes that form no character become U+FFFD); skip_special drops BOS, EOS,
   // chat markers and the unknown token. Ids outside the vocabulary decode to nothing.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;

@@ -5,6 +5,7 @@
 #include "core/json_depth.h"
 #include "core/mapped_file.h"
 #include "formats/gguf.h"
+#include "formats/json_error.h"
 
 namespace kvshare {
 
@@ -19,7 +20,7 @@ Result<nlohmann::ordered_json> read_json(const std::string& path) {
   KV_ASSIGN_OR_RETURN(std::string text, read_model_text_file(path));
   KV_RETURN_IF_ERROR(check_json_depth(text, path));
   auto j = nlohmann::ordered_json::parse(text, nullptr, false);
-  if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
+  if (j.is_discarded()) return invalid_argument(path + " is not valid JSON" + json_syntax_error(text));
   return j;
 }
 

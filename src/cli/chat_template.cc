@@ -9,6 +9,7 @@
 #include "cli/engine_flags.h"
 #include "core/json_depth.h"
 #include "core/mapped_file.h"
+#include "formats/json_error.h"
 
 namespace kvshare::cli {
 
@@ -57,7 +58,7 @@ int run_chat_template(const std::vector<std::string>& argv) {
   if (Status st = check_json_depth(*text, *messages); !st.ok()) return fail("chat-template", st);
   const auto conversation = nlohmann::ordered_json::parse(*text, nullptr, false);
   if (conversation.is_discarded())
-    return fail("chat-template", invalid_argument(*messages + " is not valid JSON"));
+    return fail("chat-template", invalid_argument(*messages + " is not valid JSON" + json_syntax_error(*text)));
   auto rendered = tpl->apply(conversation, !args->has("no-generation-prompt"));
   if (!rendered.ok()) return fail("chat-template", rendered.status());
   std::fwrite(rendered->data(), 1, rendered->size(), stdout);

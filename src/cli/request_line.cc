@@ -10,6 +10,7 @@
 #include <string>
 
 #include "core/json_depth.h"
+#include "formats/json_error.h"
 
 namespace kvshare::cli {
 
@@ -100,7 +101,7 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
                             std::to_string(kMaxRequestLineBytes >> 20) + " MiB); split the prompt or send token ids");
   KV_RETURN_IF_ERROR(check_json_depth(line, "the line"));
   json j = json::parse(line, nullptr, false);
-  if (j.is_discarded()) return invalid_argument("not valid JSON");
+  if (j.is_discarded()) return invalid_argument("not valid JSON" + json_syntax_error(line));
   if (!j.is_object()) return invalid_argument("a line must be a JSON object");
   for (const auto& [key, value] : j.items()) {
     if (std::find_if(std::begin(kRequestFields), std::end(kRequestFields),

@@ -8,6 +8,7 @@
 
 #include "chat/chat_template.h"
 #include "engine/loader.h"
+#include "formats/json_error.h"
 
 namespace kvshare {
 
@@ -81,6 +82,8 @@ Tokenizer::~Tokenizer() = default;
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, bool parse_special) const {
   return impl_->tok->encode(text, add_special, parse_special);
 }
+
+int64_t Tokenizer::min_tokens(size_t text_bytes) const { return impl_->tok->min_tokens(text_bytes); }
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
   return impl_->tok->decode(ids, skip_special);
 }
@@ -103,7 +106,8 @@ Result<std::string> Tokenizer::apply_chat_template(std::string_view conversation
   const auto json = nlohmann::ordered_json::parse(conversation.begin(), conversation.end(), nullptr,
                                                   /*allow_exceptions=*/false);
   if (json.is_discarded())
-    return invalid_argument("the conversation is not valid JSON (a list of messages or an object with \"messages\")");
+    return invalid_argument("the conversation is not valid JSON" + json_syntax_error(conversation) +
+                            " (a list of messages or an object with \"messages\")");
 
   const Result<ChatTemplate>& own = impl_->chat_template;
   std::optional<ChatTemplate> given;

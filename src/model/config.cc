@@ -7,6 +7,7 @@
 
 #include "core/json_depth.h"
 #include "formats/gguf.h"
+#include "formats/json_error.h"
 
 namespace kvshare {
 
@@ -203,7 +204,8 @@ Result<ModelConfig> parse_hf_config_json(const json& j);
 Result<ModelConfig> parse_hf_config(const std::string& text) {
   KV_RETURN_IF_ERROR(check_json_depth(text, "config.json"));
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return invalid_argument("config.json is not a valid JSON object");
+  if (j.is_discarded()) return invalid_argument("config.json is not valid JSON" + json_syntax_error(text));
+  if (!j.is_object()) return invalid_argument("config.json is not a JSON object");
   try {
     return parse_hf_config_json(j);
   } catch (const json::exception& e) {  // a field of the wrong type

@@ -9,6 +9,7 @@
 #include "core/json_depth.h"
 #include "core/mapped_file.h"
 #include "formats/json_builder.h"
+#include "formats/json_error.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_files.h"
 #include "tokenizer/tokenizer_model.h"
@@ -52,7 +53,7 @@ Result<Json> parse_json_file(const std::string& path) {
   KV_ASSIGN_OR_RETURN(std::string text, read_model_text_file(path));
   KV_RETURN_IF_ERROR(check_json_depth(text, path));
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return invalid_argument(path + " is not valid JSON");
+  if (j.is_discarded()) return invalid_argument(path + " is not valid JSON" + json_syntax_error(text));
   return j;
 }
 
