@@ -23,7 +23,7 @@ int run_serve(const std::vector<std::string>& argv) {
       {"chat-template", true, "a Jinja chat template file to use instead of the model's own"},
       {"max-waiting-requests", true, "answer 503 (Retry-After) when more requests than this wait (1024)"},
       {"max-body-bytes", true, "largest request body accepted, in bytes (33554432)"},
-      {"http-threads", true, "connections served at once (64)"},
+      {"http-threads", true, "connections served at once, one thread each, started as needed (512)"},
       {"seed", true, "seeds requests that give no seed of their own (0)"},
       {"help", false, "show this help"},
   };

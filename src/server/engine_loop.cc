@@ -1,5 +1,6 @@
 #include "server/engine_loop.h"
 
+#include <algorithm>
 #include <iterator>
 #include <utility>
 
@@ -79,8 +80,8 @@ Result<std::shared_ptr<RequestStream>> EngineLoop::submit(Request request, std::
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return resource_exhausted("the server is shutting down");
+    queued_sequences_ += std::max<int32_t>(1, c.request.params.n);
     queue_.push_back(std::move(c));
-    ++queued_submits_;
   }
   cv_.notify_all();
   return verdict.get();
@@ -119,7 +120,7 @@ EngineMetrics EngineLoop::metrics() const {
 
 int64_t EngineLoop::num_waiting() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return metrics_.num_waiting + queued_submits_;
+  return metrics_.num_waiting + queued_sequences_;
 }
 
 void EngineLoop::shutdown() {
@@ -171,7 +172,7 @@ void EngineLoop::execute(Command& c) {
       bool stopping;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        --queued_submits_;
+        queued_sequences_ -= std::max<int32_t>(1, c.request.params.n);
         stopping = stopping_;
       }
       if (stopping) {

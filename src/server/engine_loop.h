@@ -99,7 +99,8 @@ class EngineLoop {
 
   // The engine's metrics after the last step (or command), without waiting for the engine thread.
   EngineMetrics metrics() const;
-  // Requests accepted but not yet running, including those still in the queue to the engine thread.
+  // Sequences (a request's n completions each count) accepted but not yet running, including those of
+  // requests still in the queue to the engine thread: what the waiting-queue limit is measured in.
   int64_t num_waiting() const;
 
   // Aborts every unfinished request, lets their streams finish, and stops the thread. Later submits fail.
@@ -132,12 +133,12 @@ class EngineLoop {
   Engine& engine_;
   std::function<void(const RequestTimes&)> on_finished_;
 
-  mutable std::mutex mu_;  // guards queue_, stopping_, metrics_, queued_submits_
+  mutable std::mutex mu_;  // guards queue_, stopping_, metrics_, queued_sequences_
   std::condition_variable cv_;
   std::deque<Command> queue_;
   bool stopping_ = false;
   EngineMetrics metrics_;
-  int64_t queued_submits_ = 0;
+  int64_t queued_sequences_ = 0;  // the n of each kSubmit in queue_
 
   std::map<int64_t, Tracked> tracked_;  // engine thread only
   std::thread thread_;

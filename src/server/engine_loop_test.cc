@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <future>
 #include <thread>
 
 #include "core/mapped_file.h"
@@ -104,6 +105,35 @@ TEST(EngineLoop, RefusalsComeBackAndAbortFreesBlocks) {
   int64_t used = -1;
   loop.call([&](Engine& e) { used = e.metrics().blocks_used; });
   EXPECT_EQ(used, 0);
+}
+
+// The waiting-queue limit is in sequences: a request with n completions counts n from the moment it is queued
+// to the engine thread (a request with n 128 once counted 1 there), and still n once the engine holds it.
+TEST(EngineLoop, WaitingCountsEachCompletion) {
+  KV_REQUIRE_SHARED(kModel);
+  auto engine = make_engine();
+  ASSERT_NE(engine, nullptr);
+  EngineLoop loop(*engine);
+  // Hold the engine thread, so that the next submit stays in the queue.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> holding;
+  std::thread holder([&] { loop.call([&](Engine&) { holding.set_value(); released.wait(); }); });
+  holding.get_future().wait();
+  Request r = greedy("Once upon a time", 2);
+  r.params.temperature = 1;
+  r.params.n = 5;
+  auto notifier = std::make_shared<Notifier>();
+  Result<std::shared_ptr<RequestStream>> stream = internal_error("not submitted");
+  std::thread client([&] { stream = loop.submit(r, notifier); });
+  while (loop.num_waiting() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(loop.num_waiting(), 5);
+  release.set_value();
+  holder.join();
+  client.join();
+  ASSERT_TRUE(stream.ok()) << stream.status().to_string();
+  EXPECT_EQ(wait_all(**stream, *notifier).size(), 5u);
+  EXPECT_EQ(loop.num_waiting(), 0);
 }
 
 TEST(EngineLoop, ShutdownAbortsWhatIsInFlight) {

@@ -9,11 +9,17 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <deque>
+#include <functional>
+#include <mutex>
 #include <random>
+#include <system_error>
 #include <thread>
+#include <vector>
 
 #include "chat/chat_template.h"
 #include "core/mapped_file.h"
@@ -34,6 +40,73 @@ constexpr auto kPollInterval = std::chrono::milliseconds(50);
 // client then waits a second or more for its retry) or answered with SYN cookies, and a client could see its
 // connection reset ("Connection error."). bind() listens again on the bound socket with this queue.
 constexpr int kListenBacklog = 512;
+
+// How long stop() lets whole (non-streamed) responses of aborted requests be written before it wakes every
+// connection still open.
+constexpr auto kStopGrace = std::chrono::seconds(2);
+
+// The threads that serve connections. cpp-httplib serves a connection on one thread from accept to close,
+// including the time a keep-alive connection sits idle (up to 5 s) and the time a client takes to send its
+// headers (5 s per read, so unbounded for one that trickles bytes). Its fixed ThreadPool of 64 was taken by
+// 64 idle or slow connections, and a real request waited behind them. This pool starts a thread whenever a
+// connection arrives and none is free, up to `max_threads`, so an idle or slow connection costs one sleeping
+// thread rather than a place in line; threads stay for the next connections.
+class ConnectionThreads : public httplib::TaskQueue {
+ public:
+  explicit ConnectionThreads(size_t max_threads) : max_threads_(max_threads) {}
+  ~ConnectionThreads() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      jobs_.push_back(std::move(fn));
+      if (idle_ < jobs_.size() && threads_.size() < max_threads_) {
+        try {
+          threads_.emplace_back([this] { work(); });
+        } catch (const std::system_error&) {
+          // No thread to spare (a process or memory limit): the connection waits for a free one.
+        }
+      }
+    }
+    cv_.notify_one();
+  }
+
+  // Serves the connections already queued (cpp-httplib's own pool does too: each ends at once when the
+  // server is stopping), then joins every thread.
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : threads_)
+      if (t.joinable()) t.join();
+  }
+
+ private:
+  void work() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [&] { return !jobs_.empty() || stopping_; });
+      --idle_;
+      if (jobs_.empty()) return;  // stopping, nothing left
+      std::function<void()> fn = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      fn();
+      lock.lock();
+    }
+  }
+
+  const size_t max_threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;  // added only by enqueue() and joined by shutdown(): both on the listening thread
+  size_t idle_ = 0;                   // threads waiting for a job
+  bool stopping_ = false;
+};
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -61,38 +134,52 @@ ApiError from_status(const Status& st) {
   }
 }
 
-// The socket that carries `req`, found by its two addresses among the process' open sockets, so a handler
-// can notice that its client hung up (cpp-httplib does not hand the socket to handlers). -1 if not found.
-int find_connection_socket(const httplib::Request& req) {
+// A socket's port and address as text ("" when it is not IPv4 or IPv6).
+int port_of(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET) return static_cast<int>(ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port));
+  if (a.ss_family == AF_INET6) return static_cast<int>(ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port));
+  return -1;
+}
+std::string addr_of(const sockaddr_storage& a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (a.ss_family == AF_INET) inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(a).sin_addr, buf, sizeof buf);
+  if (a.ss_family == AF_INET6) inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(a).sin6_addr, buf, sizeof buf);
+  return std::string(buf);
+}
+
+// Calls fn(fd, peer address, peer port) for each of the process' connected TCP sockets whose local port is
+// `local_port`: the server's client connections, which cpp-httplib does not hand out. The peer is read with
+// SO_PEERNAME rather than getpeername(), which fails (ENOTCONN) once the peer has reset the connection: a
+// client that went away with an RST must still be found, to abort its requests.
+template <typename Fn>
+void for_each_connection(int local_port, Fn fn) {
   DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  int found = -1;
+  if (dir == nullptr) return;
   while (dirent* entry = readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(entry->d_name, &end, 10);
     if (*end != '\0' || end == entry->d_name) continue;
     sockaddr_storage local{}, peer{};
-    socklen_t local_len = sizeof local, peer_len = sizeof peer;
+    socklen_t local_len = sizeof local;
     if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
-    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
-    auto port_of = [](const sockaddr_storage& a) {
-      if (a.ss_family == AF_INET) return static_cast<int>(ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port));
-      if (a.ss_family == AF_INET6) return static_cast<int>(ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port));
-      return -1;
-    };
-    auto addr_of = [](const sockaddr_storage& a) {
-      char buf[INET6_ADDRSTRLEN] = {};
-      if (a.ss_family == AF_INET) inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(a).sin_addr, buf, sizeof buf);
-      if (a.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(a).sin6_addr, buf, sizeof buf);
-      return std::string(buf);
-    };
-    if (port_of(local) == req.local_port && port_of(peer) == req.remote_port && addr_of(peer) == req.remote_addr) {
-      found = static_cast<int>(fd);
-      break;
-    }
+    if (port_of(local) != local_port) continue;
+    // SO_PEERNAME wants exactly the family's address size (a larger buffer is EINVAL).
+    socklen_t peer_len = local.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_PEERNAME, &peer, &peer_len) != 0) continue;  // listening
+    if (!fn(static_cast<int>(fd), addr_of(peer), port_of(peer))) break;
   }
   closedir(dir);
+}
+
+// The socket that carries `req`, found by its two addresses, so that a handler can notice that its client hung
+// up. -1 if not found.
+int find_connection_socket(const httplib::Request& req) {
+  int found = -1;
+  for_each_connection(req.local_port, [&](int fd, const std::string& addr, int port) {
+    if (port != req.remote_port || addr != req.remote_addr) return true;
+    found = fd;
+    return false;
+  });
   return found;
 }
 
@@ -181,11 +268,14 @@ struct HttpServer::Impl {
   std::unique_ptr<ChatTemplate> chat_template;  // null: the model has none
   std::string chat_template_problem;            // why there is none
   int64_t max_model_len = 0;
+  int64_t kv_cache_tokens = 0;  // the whole KV cache, in tokens (its blocks × block size)
+  int32_t block_size = 1;
   int64_t created = std::time(nullptr);
   std::atomic<uint64_t> next_call{0};
   uint64_t id_salt = 0;
   std::atomic<bool> stopping{false};
   std::atomic<int> open_streams{0};  // streaming responses not yet fully written
+  std::atomic<int> open_calls{0};    // generation handlers not yet returned
   int bound_port = -1;
   int listen_fd = -1;  // the listening socket, as cpp-httplib made it (set_socket_options)
 
@@ -198,11 +288,13 @@ struct HttpServer::Impl {
   }
 
   void routes();
+  bool content_length_ok(const httplib::Request& req, httplib::Response& res) const;
   bool authorized(const httplib::Request& req, httplib::Response& res) const;
   bool check_model(const std::string& model, httplib::Response& res) const;
-  Result<std::string> render_chat(const json& messages, bool add_generation_prompt, bool continue_final,
-                                  const json& kwargs) const;
+  Result<std::string> render_chat(const GenerationCall& call) const;
   bool prepare_prompts(GenerationCall& call, ApiError& error) const;
+  bool admissible_alone(const GenerationCall& call, int64_t sequences, ApiError& error) const;
+  bool fits_kv_cache(const GenerationCall& call, ApiError& error) const;
   void generate(const httplib::Request& req, httplib::Response& res, bool chat);
   void respond_when_done(const std::shared_ptr<Call>& call, httplib::Response& res);
   void stream(const std::shared_ptr<Call>& call, httplib::Response& res);
@@ -242,6 +334,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(std::unique_ptr<Engine> e
   }
   s.max_model_len = engine->config().max_model_len > 0 ? engine->config().max_model_len
                                                         : engine->model_config().max_context;
+  s.block_size = engine->config().block_size;
+  s.kv_cache_tokens = int64_t{engine->metrics().blocks_total} * s.block_size;
   s.config = std::move(config);
   s.engine = std::move(engine);
   s.id_salt = std::random_device{}();
@@ -254,8 +348,12 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(std::unique_ptr<Engine> e
 Status HttpServer::bind() {
   Impl& s = *impl_;
   // cpp-httplib shows each socket it binds to this callback first; the last one is the one that listens.
+  // SO_REUSEADDR only: a restart may bind a port whose old connections linger in TIME_WAIT. cpp-httplib's
+  // default_socket_options also sets SO_REUSEPORT, with which a second kvshare serve on the same port started
+  // without error and the two took turns answering.
   s.http.set_socket_options([&s](socket_t sock) {
-    httplib::default_socket_options(sock);
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     s.listen_fd = sock;
   });
   if (s.config.port == 0) {
@@ -284,7 +382,39 @@ void HttpServer::stop() {
   // cpp-httplib stops calling content providers once it is stopping: let the streams write their last events
   // and [DONE] first (bounded, in case a client stopped reading).
   for (int i = 0; i < 500 && s.open_streams.load() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  s.http.stop();
+  s.http.stop();  // no new connections; each open one ends after its current request
+  // The handlers of whole responses return now that their requests ended: let them write those (bounded).
+  // Then wake every connection still open. cpp-httplib checks for the stop only between requests, so an idle
+  // keep-alive connection held run() up to its 5 s timeout, and one whose client trickles header bytes held it
+  // for ever. A shutdown of the reading side ends their reads (and nothing is read from a client any more
+  // anyway), while a response being written still goes out whole.
+  const auto deadline = std::chrono::steady_clock::now() + kStopGrace;
+  while (s.open_calls.load() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (s.bound_port >= 0)
+    for_each_connection(s.bound_port, [](int fd, const std::string&, int) {
+      ::shutdown(fd, SHUT_RD);
+      return true;
+    });
+}
+
+// cpp-httplib reads Content-Length with strtoull: "abc" became an empty body (then "not valid JSON") and "-1"
+// a body of 2^64 - 1 bytes, which it tried to skip for 5 s before answering 413. The pre-routing handler runs
+// after the headers and before the body, so a bad value is answered here, before any of the body is read.
+bool HttpServer::Impl::content_length_ok(const httplib::Request& req, httplib::Response& res) const {
+  const size_t count = req.get_header_value_count("Content-Length");
+  if (count == 0) return true;
+  const std::string first = req.get_header_value("Content-Length");
+  bool ok = !first.empty() && first.size() <= 18 && first.find_first_not_of("0123456789") == std::string::npos;
+  for (size_t i = 1; ok && i < count; ++i) ok = req.get_header_value("Content-Length", i) == first;
+  if (ok) return true;
+  send_error(res, api_error(400, "invalid_request_error",
+                            "bad Content-Length header \"" + first + "\"" + (count > 1 ? " (given more than once)" : "") +
+                                ": it must be the body's size in bytes, a whole number"));
+  // The body is left unread; cpp-httplib then reads it as the connection's next request, which fails and ends
+  // the connection. (Shutting the socket's reading side here ended it sooner, but closing it with the body
+  // unread sends an RST, which could destroy this answer before the client read it.)
+  return false;
 }
 
 bool HttpServer::Impl::authorized(const httplib::Request& req, httplib::Response& res) const {
@@ -309,11 +439,11 @@ bool HttpServer::Impl::check_model(const std::string& model, httplib::Response& 
 }
 
 void HttpServer::Impl::routes() {
-  http.new_task_queue = [n = config.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+  http.new_task_queue = [n = config.http_threads] { return new ConnectionThreads(static_cast<size_t>(n)); };
   http.set_payload_max_length(static_cast<size_t>(config.max_body_bytes));
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    return authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
-                                : httplib::Server::HandlerResponse::Handled;
+    return content_length_ok(req, res) && authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
+                                                               : httplib::Server::HandlerResponse::Handled;
   });
   // Errors cpp-httplib produces itself (no route, body too large, unreadable request) become OpenAI errors.
   http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -370,17 +500,22 @@ void HttpServer::Impl::routes() {
   });
 }
 
-Result<std::string> HttpServer::Impl::render_chat(const json& messages, bool add_generation_prompt,
-                                                   bool continue_final, const json& kwargs) const {
+Result<std::string> HttpServer::Impl::render_chat(const GenerationCall& call) const {
   if (chat_template == nullptr)
     return invalid_argument("this model has no chat template (" + chat_template_problem +
                             "); start the server with --chat-template FILE, or use /v1/completions");
-  nlohmann::ordered_json conversation = kwargs.is_object() ? kwargs : json::object();
-  conversation["messages"] = messages;
-  KV_ASSIGN_OR_RETURN(std::string text, chat_template->apply(conversation, add_generation_prompt));
-  if (continue_final) {
+  // The template's variables as Hugging Face's apply_chat_template (and vLLM) set them: tools and documents
+  // when given, then chat_template_kwargs, which may override them, then the messages.
+  nlohmann::ordered_json conversation = json::object();
+  if (!call.tools.is_null()) conversation["tools"] = call.tools;
+  if (!call.documents.is_null()) conversation["documents"] = call.documents;
+  if (call.chat_template_kwargs.is_object())
+    for (const auto& [key, value] : call.chat_template_kwargs.items()) conversation[key] = value;
+  conversation["messages"] = call.messages;
+  KV_ASSIGN_OR_RETURN(std::string text, chat_template->apply(conversation, call.add_generation_prompt));
+  if (call.continue_final_message) {
     // The reply continues the last message: cut what the template wrote after its content.
-    const json& last = messages.back();
+    const json& last = call.messages.back();
     const std::string content = last.contains("content") && last["content"].is_string()
                                     ? last["content"].get<std::string>() : std::string();
     const size_t at = content.empty() ? std::string::npos : text.rfind(content);
@@ -391,18 +526,33 @@ Result<std::string> HttpServer::Impl::render_chat(const json& messages, bool add
 
 // Turns every prompt into token ids: chat messages through the template, text through the tokenizer.
 bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) const {
+  // Text far over the context is refused from its length: BPE over a 30 MB body held an HTTP thread for 30 s.
+  auto far_too_long = [&](const std::string& text) {
+    const int64_t least = tokenizer().min_tokens(text.size());
+    if (least < max_model_len) return false;
+    error = api_error(400, "invalid_request_error",
+                      "the prompt is " + std::to_string(text.size()) + " bytes, at least " + std::to_string(least) +
+                          " tokens, but the model's context holds " + std::to_string(max_model_len) +
+                          " (prompt and at least one generated token); shorten the prompt",
+                      "context_length_exceeded");
+    error.param = call.chat ? "messages" : "prompt";
+    return true;
+  };
   if (call.chat) {
-    Result<std::string> text =
-        render_chat(call.messages, call.add_generation_prompt, call.continue_final_message, call.chat_template_kwargs);
+    Result<std::string> text = render_chat(call);
     if (!text.ok()) {
       error = bad_request(text.status().message(), "messages");
       return false;
     }
+    if (far_too_long(*text)) return false;
     // The template writes the special tokens it wants (BOS included): none are added.
     call.prompts = {PromptInput{false, *text, tokenizer().encode(*text, /*add_special=*/false)}};
   } else {
-    for (PromptInput& p : call.prompts)
-      if (p.is_text) p.token_ids = tokenizer().encode(p.text);
+    for (PromptInput& p : call.prompts) {
+      if (!p.is_text) continue;
+      if (far_too_long(p.text)) return false;
+      p.token_ids = tokenizer().encode(p.text);
+    }
   }
   for (const PromptInput& p : call.prompts) {
     if (p.token_ids.empty() && tokenizer().bos_id() < 0) {
@@ -425,18 +575,73 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
   return true;
 }
 
+// A request whose sequences alone are more than may wait could never be admitted: 400, not 503 (a retry
+// cannot succeed). One sequence always passes, so that --max-waiting-requests 0 keeps refusing all with 503.
+bool HttpServer::Impl::admissible_alone(const GenerationCall& call, int64_t sequences, ApiError& error) const {
+  if (sequences <= 1 || sequences <= config.max_waiting_requests) return true;
+  const bool best_of = call.best_of();
+  std::string asks = std::to_string(call.prompts.size()) + (call.prompts.size() == 1 ? " prompt" : " prompts") +
+                     " × " + (best_of ? "best_of " : "n ") + std::to_string(call.params.n);
+  error = bad_request("this request asks for " + std::to_string(sequences) + " sequences (" + asks +
+                          ") but at most " + std::to_string(config.max_waiting_requests) +
+                          " may wait at once (--max-waiting-requests); split it into smaller requests",
+                      call.params.n > 1 ? (best_of ? "best_of" : "n") : "prompt");
+  return false;
+}
+
+// A completion's tokens (prompt and max_tokens, capped by the context) must fit the whole KV cache, or the
+// engine can never run it. The engine reports that as resource_exhausted, which reads as "busy, retry" (503):
+// checked here first, as the engine's scheduler does (Scheduler::admit), so the client learns it is final.
+bool HttpServer::Impl::fits_kv_cache(const GenerationCall& call, ApiError& error) const {
+  for (const PromptInput& p : call.prompts) {
+    const int64_t len = std::max<int64_t>(1, static_cast<int64_t>(p.token_ids.size()));
+    const int64_t total = std::min<int64_t>(len + call.params.max_tokens, max_model_len);
+    const int64_t blocks = (total + block_size - 1) / block_size;
+    if (blocks * block_size <= kv_cache_tokens) continue;
+    const char* prompt_param = call.chat ? "messages" : "prompt";
+    std::string advice = "lower max_tokens";
+    if (len >= kv_cache_tokens) advice = "shorten the prompt";
+    else if (call.chat && !call.max_tokens_given) advice = "set max_tokens (without it a chat may fill the context)";
+    error = bad_request("the request needs " + std::to_string(total) + " tokens of KV cache (a " +
+                            std::to_string(len) + "-token prompt and up to " + std::to_string(total - len) +
+                            " generated) but the whole cache holds " + std::to_string(kv_cache_tokens) + "; " +
+                            advice + ", or start the server with a larger --kv-cache-memory",
+                        len >= kv_cache_tokens || (call.chat && !call.max_tokens_given) ? prompt_param : "max_tokens");
+    return false;
+  }
+  return true;
+}
+
 void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  ++open_calls;
+  struct Leave {
+    std::atomic<int>& count;
+    ~Leave() { --count; }
+  } leave{open_calls};
+  // cpp-httplib reads the client's address (getpeername) as it starts on a request. It has none when the client
+  // had already reset the connection (RST, e.g. a client killed with its request unanswered): nobody will read
+  // the answer, so none is computed.
+  if (req.remote_port < 0) {
+    res.status = 499;
+    return;
+  }
   auto call = std::make_shared<Call>();
   ApiError error;
   if (!parse_generation_call(req.body, chat, call->api, error)) return send_error(res, error);
   if (!check_model(call->api.model, res)) return;
+  // The queue limit counts sequences, not calls: 1000 prompts with n 128 are 128,000 sequences, which took
+  // the queue far beyond its limit and had every other client refused until they were done.
+  const int64_t sequences = static_cast<int64_t>(call->api.prompts.size()) * call->n();
+  if (!admissible_alone(call->api, sequences, error)) return send_error(res, error);
   if (!prepare_prompts(call->api, error)) return send_error(res, error);
+  if (!fits_kv_cache(call->api, error)) return send_error(res, error);
   if (stopping) return send_error(res, api_error(503, "server_error", "the server is shutting down"));
-  if (loop->num_waiting() >= config.max_waiting_requests)
+  if (const int64_t waiting = loop->num_waiting(); waiting + sequences > config.max_waiting_requests)
     return send_error(res, api_error(503, "server_error",
-                                     "the server is overloaded: " + std::to_string(loop->num_waiting()) +
-                                         " requests are waiting (--max-waiting-requests " +
-                                         std::to_string(config.max_waiting_requests) + "); retry later"));
+                                     "the server is overloaded: " + std::to_string(waiting) +
+                                         " sequences are waiting and this request adds " + std::to_string(sequences) +
+                                         " (--max-waiting-requests " + std::to_string(config.max_waiting_requests) +
+                                         "); retry later"));
 
   call->ctx.id = new_id(chat ? "chatcmpl-" : "cmpl-");
   call->ctx.created = std::time(nullptr);
@@ -545,8 +750,7 @@ void HttpServer::Impl::tokenize(const httplib::Request& req, httplib::Response& 
   if (body.contains("messages")) {
     GenerationCall call;
     if (!parse_generation_call(req.body, /*chat=*/true, call, error)) return send_error(res, error);
-    Result<std::string> text =
-        render_chat(call.messages, call.add_generation_prompt, call.continue_final_message, call.chat_template_kwargs);
+    Result<std::string> text = render_chat(call);
     if (!text.ok()) return send_error(res, bad_request(text.status().message(), "messages"));
     tokens = tokenizer().encode(*text, /*add_special=*/false);
   } else {

@@ -20,9 +20,13 @@ struct ServerConfig {
   std::string api_key;                  // when set, /v1/* needs "Authorization: Bearer KEY"
   std::string served_model_name;        // the model's name in the API; default: the model path's last part
   std::string chat_template_path;       // a Jinja file overriding the model's own chat template
-  int64_t max_waiting_requests = 1024;  // more waiting than this: 503 with Retry-After
+  // Sequences (prompts × n, or × best_of) allowed to wait for the engine: a request that would take the queue
+  // beyond this gets 503 with Retry-After; one that alone asks for more gets 400.
+  int64_t max_waiting_requests = 1024;
   int64_t max_body_bytes = 32 << 20;    // larger request bodies: 413
-  int32_t http_threads = 64;            // connections served at once
+  // Connections served at once: one thread each, started as needed. Idle keep-alive connections and clients
+  // still sending their headers hold one too, hence far more than the engine runs requests.
+  int32_t http_threads = 512;
 };
 
 class HttpServer {

@@ -112,5 +112,23 @@ TEST(HttpServer, ABurstOfConnectionsIsQueuedUntilAccepted) {
   EXPECT_EQ(answered, kClients);
 }
 
+// A second server on a port that one is listening on must fail to bind, not share the port (SO_REUSEPORT made
+// the two take turns answering).
+TEST(HttpServer, ASecondServerCannotTakeAPortInUse) {
+  KV_REQUIRE_SHARED(kModel);
+  auto first = make_server();
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(first->bind().ok());
+  auto engine = testing::make_tiny_engine();
+  ASSERT_NE(engine, nullptr);
+  ServerConfig sc;
+  sc.port = first->port();
+  auto second = HttpServer::create(std::move(engine), sc);
+  ASSERT_TRUE(second.ok()) << second.status().to_string();
+  const Status st = (*second)->bind();
+  ASSERT_FALSE(st.ok()) << "a second server bound port " << first->port();
+  EXPECT_NE(st.message().find("is the port in use"), std::string::npos) << st.to_string();
+}
+
 }  // namespace
 }  // namespace kvshare::server

@@ -5,6 +5,8 @@
 #include <optional>
 #include <utility>
 
+#include "formats/json_error.h"
+
 namespace kvshare::server {
 
 namespace {
@@ -45,14 +47,15 @@ class FieldReader {
     if (!v->is_string()) return fail(name, std::string(name) + " must be a string");
     out = v->get<std::string>();
   }
-  // A number in [lo, hi].
-  void number(const char* name, float& out, double lo, double hi) {
+  // A number in [lo, hi], or in (lo, hi] when `above_lo` (top_p 0 keeps no token: one range, one message).
+  void number(const char* name, float& out, double lo, double hi, bool above_lo = false) {
     const json* v = get(name);
     if (v == nullptr) return;
     if (!v->is_number()) return fail(name, std::string(name) + " must be a number");
     const double d = v->get<double>();
-    if (!(d >= lo && d <= hi))
-      return fail(name, std::string(name) + " must be in [" + fmt(lo) + ", " + fmt(hi) + "], got " + fmt(d));
+    if (!((above_lo ? d > lo : d >= lo) && d <= hi))
+      return fail(name, std::string(name) + " must be in " + (above_lo ? "(" : "[") + fmt(lo) + ", " + fmt(hi) +
+                            "], got " + fmt(d));
     out = static_cast<float>(d);
   }
   // A whole number in [lo, hi]. True when the field was given.
@@ -87,9 +90,10 @@ class FieldReader {
   }
 
  private:
+  // Whole bounds without a fraction ("(0, 1]", not "(0.0, 1.0]").
   static std::string fmt(double d) {
-    std::string s = json(d).dump();
-    return s;
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 1e15) return std::to_string(static_cast<int64_t>(d));
+    return json(d).dump();
   }
   const json& body_;
   std::optional<ApiError> error_;
@@ -145,20 +149,23 @@ void read_stop(FieldReader& r, SamplingParams& p) {
   const json* v = r.get("stop");
   if (v == nullptr) return;
   if (v->is_string()) {
-    if (!v->get_ref<const std::string&>().empty()) p.stop.push_back(v->get<std::string>());
+    p.stop.push_back(v->get<std::string>());
   } else if (v->is_array()) {
     if (v->size() > kMaxStopStrings)
       return r.fail("stop", "stop holds at most " + std::to_string(kMaxStopStrings) + " strings");
     for (const json& s : *v) {
       if (!s.is_string()) return r.fail("stop", "stop must be a string or a list of strings");
-      if (!s.get_ref<const std::string&>().empty()) p.stop.push_back(s.get<std::string>());
+      p.stop.push_back(s.get<std::string>());
     }
   } else {
     return r.fail("stop", "stop must be a string or a list of strings");
   }
-  for (const std::string& s : p.stop)
+  for (const std::string& s : p.stop) {
+    // Refused rather than dropped, as the engine (and so the batch job) refuses it: "" would match at once.
+    if (s.empty()) return r.fail("stop", "stop strings must not be empty (leave stop out for none)");
     if (s.size() > kMaxStopStringBytes)
       return r.fail("stop", "a stop string is at most " + std::to_string(kMaxStopStringBytes) + " bytes");
+  }
 }
 
 void read_logit_bias(FieldReader& r, SamplingParams& p) {
@@ -185,16 +192,13 @@ void read_logit_bias(FieldReader& r, SamplingParams& p) {
 void read_sampling(FieldReader& r, GenerationCall& call) {
   SamplingParams& p = call.params;
   r.number("temperature", p.temperature, 0, 2);
-  r.number("top_p", p.top_p, 0, 1);
-  if (r.get("top_p") != nullptr && p.top_p <= 0) r.fail("top_p", "top_p must be in (0, 1]");
+  r.number("top_p", p.top_p, 0, 1, /*above_lo=*/true);
   int64_t top_k = 0;
   if (r.integer("top_k", top_k, -1, std::numeric_limits<int32_t>::max())) p.top_k = static_cast<int32_t>(top_k);
   r.number("min_p", p.min_p, 0, 1);
   r.number("presence_penalty", p.presence_penalty, -2, 2);
   r.number("frequency_penalty", p.frequency_penalty, -2, 2);
-  r.number("repetition_penalty", p.repetition_penalty, 0, 100);
-  if (r.get("repetition_penalty") != nullptr && p.repetition_penalty <= 0)
-    r.fail("repetition_penalty", "repetition_penalty must be greater than 0");
+  r.number("repetition_penalty", p.repetition_penalty, 0, 100, /*above_lo=*/true);
   r.integer32("n", p.n, 1, SamplingParams::kMaxN);
   call.n = p.n;
   int64_t seed = 0;
@@ -229,6 +233,33 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
       p.n = best_of;
   }
   if (r.get("suffix") != nullptr) r.fail("suffix", "suffix is not supported");
+  // Constrained output (JSON mode, JSON schema) is not implemented: refused rather than silently ignored.
+  if (const json* rf = r.get("response_format")) {
+    if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
+      r.fail("response_format", "response_format must be an object such as {\"type\": \"text\"}");
+    else if ((*rf)["type"] != "text")
+      r.fail("response_format", "response_format of type " + (*rf)["type"].dump() +
+                                    " is not supported; only {\"type\": \"text\"} (leave it out)");
+  }
+}
+
+// tools and documents reach the chat template as Hugging Face's apply_chat_template passes them (a list of
+// objects each); the server does not parse tool calls out of the reply, so tool_choice can only leave the
+// choice to the model ("auto") or say none.
+void read_tools(FieldReader& r, GenerationCall& call) {
+  auto list_of_objects = [&r](const char* name, json& out) {
+    const json* v = r.get(name);
+    if (v == nullptr) return;
+    bool ok = v->is_array();
+    for (size_t i = 0; ok && i < v->size(); ++i) ok = (*v)[i].is_object();
+    if (!ok) return r.fail(name, std::string(name) + " must be a list of objects");
+    out = *v;
+  };
+  list_of_objects("tools", call.tools);
+  list_of_objects("documents", call.documents);
+  if (const json* v = r.get("tool_choice"); v != nullptr && !(v->is_string() && (*v == "none" || *v == "auto")))
+    r.fail("tool_choice", "tool_choice " + v->dump() +
+                              " is not supported: only \"none\" and \"auto\" (this server does not force tool calls)");
 }
 
 int json_depth(const json& v, int depth = 0) {
@@ -300,7 +331,7 @@ ApiError bad_request(std::string message, std::string param) {
 bool parse_json_object(const std::string& body, json& object, ApiError& error) {
   object = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (object.is_discarded()) {
-    error = bad_request("the request body is not valid JSON");
+    error = bad_request("the request body is not valid JSON" + json_syntax_error(body));
     return false;
   }
   if (!object.is_object()) {
@@ -328,6 +359,7 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
     if (call.add_generation_prompt && call.continue_final_message && r.get("add_generation_prompt") != nullptr)
       r.fail("continue_final_message", "continue_final_message and add_generation_prompt cannot both be true");
     if (call.continue_final_message) call.add_generation_prompt = false;
+    read_tools(r, call);
     if (const json* kw = r.get("chat_template_kwargs")) {
       if (!kw->is_object()) r.fail("chat_template_kwargs", "chat_template_kwargs must be an object");
       else call.chat_template_kwargs = *kw;

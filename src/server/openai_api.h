@@ -46,6 +46,8 @@ struct GenerationCall {
   bool add_generation_prompt = true;
   bool continue_final_message = false;
   json chat_template_kwargs = json::object();  // further variables for the template (enable_thinking, ...)
+  json tools;      // chat: the function definitions the template lists (null: none), as HF's apply_chat_template
+  json documents;  // chat: documents for retrieval-augmented templates (null: none), likewise
   bool max_tokens_given = false;    // chat: without it, generation may fill the context
   SamplingParams params;            // params.n: completions the engine runs per prompt (best_of of them)
   int32_t n = 1;                    // choices returned per prompt: the n of the best_of with the highest

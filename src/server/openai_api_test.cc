@@ -139,6 +139,21 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"messages": [{"role": "user", "content": 5}]})", true, "messages"},
       {R"({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2})", true, "top_logprobs"},
       {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": 1})", true, "logprobs"},
+      {R"({"prompt": "x", "top_p": 2})", false, "top_p"},
+      {R"({"prompt": "x", "stop": ""})", false, "stop"},
+      {R"({"prompt": "x", "stop": ["a", ""]})", false, "stop"},
+      {R"({"prompt": "x", "response_format": {"type": "json_object"}})", false, "response_format"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": 5})", true, "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": "xyz"})", true, "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [1]})", true, "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": {"type": "function"}})", true, "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "documents": ["d"]})", true, "documents"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", true, "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function",
+          "function": {"name": "f"}}})", true, "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}})", true,
+       "response_format"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "response_format": "text"})", true, "response_format"},
   };
   for (const Case& c : cases) {
     ApiError e = parse_error(c.body, c.chat);
@@ -146,6 +161,42 @@ TEST(OpenAiApi, ErrorsNameTheField) {
     EXPECT_EQ(e.to_json()["error"]["param"], c.param);
     EXPECT_EQ(e.to_json()["error"]["type"], "invalid_request_error");
   }
+}
+
+// One range, one message: top_p 0 and top_p 2 used to be told different ranges.
+TEST(OpenAiApi, OpenRangesSayWhichEndIsOpen) {
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "top_p": 0})").message, "top_p must be in (0, 1], got 0");
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "top_p": 2})").message, "top_p must be in (0, 1], got 2");
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "repetition_penalty": 0})").message,
+            "repetition_penalty must be in (0, 100], got 0");
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "temperature": 2.5})").message, "temperature must be in [0, 2], got 2.5");
+  EXPECT_FLOAT_EQ(parse_ok(R"({"prompt": "x", "top_p": 1})").params.top_p, 1.0f);
+}
+
+// An empty stop string was dropped (200) although the engine, and so the batch job, refuse it.
+TEST(OpenAiApi, EmptyStopStringsAreRefused) {
+  EXPECT_NE(parse_error(R"({"prompt": "x", "stop": ""})").message.find("must not be empty"), std::string::npos);
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "stop": []})").params.stop.empty());
+}
+
+// tools and documents were accepted whatever they held and never reached the template; tool_choice and
+// response_format values the server cannot honour were ignored.
+TEST(OpenAiApi, ToolsAndDocumentsAreKeptForTheTemplate) {
+  GenerationCall c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}],
+      "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+      "documents": [{"title": "T", "text": "body"}], "tool_choice": "auto", "response_format": {"type": "text"}})",
+                              true);
+  ASSERT_TRUE(c.tools.is_array());
+  EXPECT_EQ(c.tools[0]["function"]["name"], "get_weather");
+  ASSERT_TRUE(c.documents.is_array());
+  EXPECT_EQ(c.documents[0]["title"], "T");
+  c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "tools": [], "tool_choice": "none"})", true);
+  EXPECT_TRUE(c.tools.is_array());
+  c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}]})", true);
+  EXPECT_TRUE(c.tools.is_null());
+  EXPECT_TRUE(c.documents.is_null());
+  const ApiError e = parse_error(R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", true);
+  EXPECT_NE(e.message.find("not supported"), std::string::npos) << e.message;
 }
 
 TEST(OpenAiApi, MalformedBodies) {

@@ -5,6 +5,8 @@ Run by CTest (server_curl_test); needs curl and ../shared/models/tinystories-656
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -28,7 +30,8 @@ def curl(url, body=None, method=None, headers=(), raw=None, timeout=60):
             args += ["-H", h]
         data = raw if raw is not None else (json.dumps(body) if body is not None else None)
         if data is not None:
-            args += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
+            # No "Expect: 100-continue" for large bodies: the first status line read must be the answer's.
+            args += ["-H", "Content-Type: application/json", "-H", "Expect:", "--data-binary", "@-"]
         out = subprocess.run(args, input=data.encode() if isinstance(data, str) else data,
                              capture_output=True, check=True)
         lines = open(head.name, encoding="latin-1").read().splitlines()
@@ -52,6 +55,59 @@ def sse_events(text):
         data = block[len("data: "):]
         events.append(data if data == "[DONE]" else json.loads(data))
     return events
+
+
+def metric(text, name):
+    """The value of the /metrics line that starts with `name` (labels included), as a float."""
+    for line in text.split("\n"):
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError("no metric " + name + " in:\n" + text)
+
+
+def raw_request(url, body, path="/v1/completions", headers=()):
+    """A connected socket that has sent one POST of `body` (JSON) to the server at `url`."""
+    host, port = url.split("//")[1].split(":")
+    data = json.dumps(body).encode()
+    head = "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
+        path, len(data))
+    head += "".join(h + "\r\n" for h in headers)
+    s = socket.create_connection((host, int(port)))
+    s.sendall(head.encode() + b"\r\n" + data)
+    return s
+
+
+def reset(sock):
+    """Closes `sock` with an RST rather than a FIN (SO_LINGER 0), as a killed or timed-out client may."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class Trickler:
+    """Connections that send a request's first line, then one header byte every 0.3 s, never ending it."""
+
+    def __init__(self, url, count):
+        host, port = url.split("//")[1].split(":")
+        self.socks = [socket.create_connection((host, int(port))) for _ in range(count)]
+        for s in self.socks:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped.wait(0.3):
+            for s in self.socks:
+                try:
+                    s.sendall(b"a")
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join()
+        for s in self.socks:
+            s.close()
 
 
 class ServerTest(unittest.TestCase):
@@ -321,7 +377,7 @@ class ServerTest(unittest.TestCase):
         self.assert_error(self.post("/v1/completions", {"prompt": "x"}, headers=["Authorization: Bearer nope"]), 401)
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "model": "gpt-5"}), 404, "model")
         self.assert_error(self.get("/v1/nothing"), 404)
-        self.assert_error(self.post("/v1/completions", raw="{not json"), 400, contains="JSON")
+        self.assert_error(self.post("/v1/completions", raw="{not json"), 400, contains="not valid JSON at line 1, column 3: syntax error")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "temperature": -1}), 400, "temperature")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "max_tokens": "many"}), 400, "max_tokens")
         self.assert_error(self.post("/v1/completions", {"prompt": [1, 99999]}), 400, contains="vocabulary")
@@ -330,6 +386,14 @@ class ServerTest(unittest.TestCase):
         err = self.assert_error(self.post("/v1/completions", {"prompt": "word " * 600}), 400, "prompt")
         self.assertEqual(err["code"], "context_length_exceeded")
         self.assert_error(self.post("/v1/chat/completions", {"messages": "hi"}), 400, "messages")
+        # A Content-Length that is not a byte count: "abc" was read as 0 ("not valid JSON"), "-1" as 2^64 - 1
+        # (5 s of waiting, then "larger than ... bytes").
+        for bad in ["abc", "-1"]:
+            start = time.time()
+            self.assert_error(self.post("/v1/completions", raw='{"prompt": "x"}',
+                                        headers=self.auth + ["Content-Length: " + bad]), 400,
+                              contains="bad Content-Length")
+            self.assertLess(time.time() - start, 3.0)
         # The server still answers after all that.
         self.assertEqual(self.post("/v1/completions", {"prompt": "x", "max_tokens": 1})[0], 200)
 
@@ -356,6 +420,89 @@ class ServerTest(unittest.TestCase):
         self.assertGreaterEqual(int(aborted.split()[-1]), 32, aborted)  # most of the 64 never finished
 
 
+    def test_reset_connection_aborts_whole_response(self):
+        # A client that goes away with an RST, not a FIN, while its whole (non-streamed) response is computed:
+        # its request must not run on. Once the connection was reset, cpp-httplib had no peer address for it
+        # (getpeername fails), so the handler never found its socket and the request ran to the end.
+        body = {"prompt": "The cat " * 50, "max_tokens": 450, "ignore_eos": True, "temperature": 0, "n": 8}
+        name = 'kvshare_request_success_total{model_name="tiny",finished_reason="%s"}'
+        before = self.get("/metrics")[2]
+
+        def settled():
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                text = self.get("/metrics")[2]
+                if (metric(text, 'kvshare_num_requests_running{model_name="tiny"}') == 0 and
+                        metric(text, 'kvshare_kv_blocks{model_name="tiny",state="used"}') == 0):
+                    return text
+                time.sleep(0.1)
+            self.fail("the reset request still runs or holds blocks:\n" + text)
+
+        # Reset at once (the request reaches the server with its connection already reset).
+        reset(raw_request(self.url, body, headers=self.auth))
+        time.sleep(1)
+        text = settled()
+        self.assertEqual(metric(text, name % "length"), metric(before, name % "length"), "it ran to the end")
+        # (Refused unrun when cpp-httplib found the connection reset, else aborted once the handler sees it.)
+        before = text
+        # Reset while it runs: aborted, every completion, and its blocks freed.
+        sock = raw_request(self.url, body, headers=self.auth)
+        deadline = time.time() + 20
+        while metric(self.get("/metrics")[2], 'kvshare_num_requests_running{model_name="tiny"}') == 0:
+            self.assertLess(time.time(), deadline, "the request never started")
+            time.sleep(0.02)
+        reset(sock)
+        text = settled()
+        self.assertEqual(metric(text, name % "length"), metric(before, name % "length"), "it ran to the end")
+        self.assertEqual(metric(text, name % "abort") - metric(before, name % "abort"), 8)
+
+    def test_one_request_cannot_take_the_whole_queue(self):
+        # 1000 prompts × n 128 = 128,000 sequences were admitted under --max-waiting-requests 1024, and every
+        # other request got 503 until they were done: a request larger than the limit alone is refused, 400.
+        err = self.assert_error(self.post("/v1/completions", {"prompt": [[1]] * 1000, "max_tokens": 1, "n": 128}),
+                                400, "n")
+        for part in ["128000 sequences", "1000 prompts", "n 128", "1024", "split"]:
+            self.assertIn(part, err["message"])
+        err = self.assert_error(self.post("/v1/completions", {"prompt": [[1]] * 512, "max_tokens": 1, "n": 2,
+                                                              "best_of": 4}), 400, "best_of")
+        self.assertIn("2048 sequences", err["message"])
+        code, _, body = self.post("/v1/completions", {"prompt": [[1]] * 512, "max_tokens": 1, "n": 2})
+        self.assertEqual(code, 200, body)  # 1024 sequences: exactly the limit
+        self.assertEqual(len(json.loads(body)["choices"]), 1024)
+
+    def test_tools_reach_the_chat_template(self):
+        msgs = [{"role": "user", "content": "Hi"}]
+        tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+        self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "tools": 5}), 400, "tools")
+        self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "tools": "xyz"}), 400, "tools")
+        self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "tool_choice": "required"}), 400,
+                          "tool_choice", "not supported")
+        self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "response_format":
+                                                             {"type": "json_object"}}), 400, "response_format",
+                          "not supported")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "stop": ""}), 400, "stop")
+        for top_p in [0, 2]:
+            self.assert_error(self.post("/v1/completions", {"prompt": "x", "top_p": top_p}), 400, "top_p", "(0, 1]")
+        # This server's template (chatml.jinja) ignores tools: the same prompt with or without them.
+        plain = json.loads(self.post("/tokenize", {"messages": msgs})[2])["count"]
+        self.assertEqual(json.loads(self.post("/tokenize", {"messages": msgs, "tools": tools})[2])["count"], plain)
+        # One that lists them sees them, and the documents, as Hugging Face's apply_chat_template passes them.
+        template = ("{{- bos_token -}}{%- for t in tools -%}{{- 'TOOL ' + t['function']['name'] + '\\n' -}}"
+                    "{%- endfor -%}{%- for d in documents -%}{{- 'DOC ' + d['title'] + '\\n' -}}{%- endfor -%}"
+                    "{%- for m in messages -%}{{- m['role'] + ': ' + m['content'] + '\\n' -}}{%- endfor -%}")
+        with tempfile.NamedTemporaryFile("w", suffix=".jinja") as f:
+            f.write(template)
+            f.flush()
+            with serve_util.Server("--chat-template", f.name) as s:
+                body = {"messages": msgs, "tools": tools, "documents": [{"title": "Notes", "text": "..."}]}
+                tokens = json.loads(curl(s.url + "/tokenize", body)[2])["tokens"]
+                text = json.loads(curl(s.url + "/detokenize", {"tokens": tokens})[2])["prompt"]
+                self.assertIn("TOOL get_weather\nDOC Notes\nuser: Hi", text)
+                code, _, out = curl(s.url + "/v1/chat/completions", dict(body, max_tokens=2, tool_choice="auto"))
+                self.assertEqual(code, 200, out)
+                self.assertEqual(json.loads(out)["usage"]["prompt_tokens"], len(tokens))
+
+
 class LimitsTest(unittest.TestCase):
     def test_body_size_and_overload(self):
         with serve_util.Server("--max-body-bytes", "2048", "--max-waiting-requests", "0") as s:
@@ -365,6 +512,73 @@ class LimitsTest(unittest.TestCase):
             code, hdrs, body = curl(s.url + "/v1/completions", {"prompt": "x"})
             self.assertEqual(code, 503, body)
             self.assertEqual(hdrs.get("retry-after"), "1")
+
+    def test_text_far_over_the_context_is_refused_before_tokenizing(self):
+        # 4 MB of text is refused from its length, before BPE (a 30 MB body held an HTTP thread for 30 s).
+        # stories260K spells every byte, so its vocabulary bounds the tokens per byte (tinystories-656k does not).
+        gguf = os.path.join(serve_util.SHARED, "models", "stories260K", "stories260K.gguf")
+        with serve_util.Server(model=gguf) as s:
+            for path, body in [("/v1/completions", {"prompt": "hello world " * 350000}),
+                               ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi " * 1400000}]})]:
+                code, _, text = curl(s.url + path, body)
+                self.assertEqual(code, 400, text[:300])
+                err = json.loads(text)["error"]
+                self.assertEqual(err["code"], "context_length_exceeded")
+                self.assertIn("bytes, at least", err["message"])
+
+    def test_request_larger_than_the_kv_cache_is_refused_for_good(self):
+        # A request whose tokens can never fit the whole KV cache got 503 ("retry later") from the engine's
+        # resource_exhausted: a retry can never succeed, so it is a 400 saying what to change.
+        with serve_util.Server("--kv-cache-memory", "64KiB") as s:  # 64 tokens of this model
+            code, hdrs, text = curl(s.url + "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 100})
+            self.assertEqual(code, 400, text)
+            self.assertNotIn("retry-after", hdrs)
+            err = json.loads(text)["error"]
+            self.assertEqual(err["param"], "max_tokens")
+            self.assertIn("whole cache holds 64", err["message"])
+            self.assertIn("--kv-cache-memory", err["message"])
+            code, _, text = curl(s.url + "/v1/completions", {"prompt": "word " * 100, "max_tokens": 1})
+            self.assertEqual(code, 400, text)
+            self.assertEqual(json.loads(text)["error"]["param"], "prompt")
+            code, _, text = curl(s.url + "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 20})
+            self.assertEqual(code, 200, text)
+
+    def test_idle_and_slow_connections_do_not_starve_requests(self):
+        # Each connection holds an HTTP thread until it closes: a fixed pool of 64 was taken by 64 idle
+        # keep-alive connections (a request then waited for their 5 s timeout) or by 64 clients trickling
+        # header bytes (a request then waited for ever).
+        with serve_util.Server() as s:
+            host, port = s.url.split("//")[1].split(":")
+            idle = [socket.create_connection((host, int(port))) for _ in range(100)]
+            slow = Trickler(s.url, 100)
+            try:
+                time.sleep(0.5)
+                start = time.time()
+                code, _, text = curl(s.url + "/v1/completions", {"prompt": "x", "max_tokens": 2}, timeout=20)
+                self.assertEqual(code, 200, text)
+                self.assertLess(time.time() - start, 3.0)
+            finally:
+                slow.close()
+                for c in idle:
+                    c.close()
+
+    def test_sigint_does_not_wait_for_idle_or_slow_connections(self):
+        # cpp-httplib notices a stop only between requests: an idle keep-alive connection held the process up
+        # to 5 s after SIGINT, and one trickling header bytes held it for ever.
+        s = serve_util.Server()
+        host, port = s.url.split("//")[1].split(":")
+        idle = socket.create_connection((host, int(port)))
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(idle.recv(4096).startswith(b"HTTP/1.1 200"))  # kept alive
+        slow = Trickler(s.url, 4)
+        try:
+            time.sleep(0.5)
+            start = time.time()
+            self.assertEqual(s.stop(signal.SIGINT, timeout=15), 0, "".join(s.log))
+            self.assertLess(time.time() - start, 3.0)
+        finally:
+            slow.close()
+            idle.close()
 
     def test_sigterm_ends_streams_and_exits_cleanly(self):
         s = serve_util.Server()

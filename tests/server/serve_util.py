@@ -31,8 +31,13 @@ class Server:
     """`kvshare serve --model MODEL --port 0 ...`; url is known once it prints its address."""
 
     def __init__(self, *flags, model=None):
-        args = [kvshare_bin(), "serve", "--model", model or MODEL, "--port", "0",
-                "--kv-cache-memory", "64MiB", "--chat-template", CHAT_TEMPLATE, *flags]
+        # Defaults a test may override (a flag may be given only once).
+        defaults = {"--kv-cache-memory": "64MiB", "--chat-template": CHAT_TEMPLATE}
+        args = [kvshare_bin(), "serve", "--model", model or MODEL, "--port", "0"]
+        for flag, value in defaults.items():
+            if flag not in flags:
+                args += [flag, value]
+        args += flags
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
         self.log = []
         deadline = time.time() + 60
