@@ -569,7 +569,19 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
       error.param = call.chat ? "messages" : "prompt";
       return false;
     }
-    // Chat without a limit may fill the context, as OpenAI's and vLLM's do.
+    // A max_tokens past the context's end is an error, as OpenAI's and vLLM's servers answer it (it was cut
+    // silently to what fit). Chat without a limit may fill the context, as theirs do.
+    if (call.max_tokens_given && len + call.params.max_tokens > max_model_len) {
+      error = api_error(400, "invalid_request_error",
+                        "this request asks for " + std::to_string(len + call.params.max_tokens) + " tokens (" +
+                            std::to_string(len) + " in the prompt, " + std::to_string(call.params.max_tokens) +
+                            " to generate) but the model's context holds " + std::to_string(max_model_len) +
+                            "; lower max_tokens to " + std::to_string(max_model_len - len) +
+                            " or less, or shorten the prompt",
+                        "context_length_exceeded");
+      error.param = "max_tokens";
+      return false;
+    }
     if (call.chat && !call.max_tokens_given) call.params.max_tokens = static_cast<int32_t>(max_model_len - len);
   }
   return true;

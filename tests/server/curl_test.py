@@ -386,6 +386,12 @@ class ServerTest(unittest.TestCase):
         err = self.assert_error(self.post("/v1/completions", {"prompt": "word " * 600}), 400, "prompt")
         self.assertEqual(err["code"], "context_length_exceeded")
         self.assert_error(self.post("/v1/chat/completions", {"messages": "hi"}), 400, "messages")
+        # max_tokens past the context's end: 400, as OpenAI and vLLM answer it (it was cut silently).
+        for path, body in [("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 100000}),
+                           ("/v1/chat/completions",
+                            {"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 100000})]:
+            err = self.assert_error(self.post(path, body), 400, "max_tokens", contains="lower max_tokens to")
+            self.assertEqual(err["code"], "context_length_exceeded")
         # A Content-Length that is not a byte count: "abc" was read as 0 ("not valid JSON"), "-1" as 2^64 - 1
         # (5 s of waiting, then "larger than ... bytes").
         for bad in ["abc", "-1"]:
@@ -424,7 +430,7 @@ class ServerTest(unittest.TestCase):
         # A client that goes away with an RST, not a FIN, while its whole (non-streamed) response is computed:
         # its request must not run on. Once the connection was reset, cpp-httplib had no peer address for it
         # (getpeername fails), so the handler never found its socket and the request ran to the end.
-        body = {"prompt": "The cat " * 50, "max_tokens": 450, "ignore_eos": True, "temperature": 0, "n": 8}
+        body = {"prompt": "The cat " * 50, "max_tokens": 400, "ignore_eos": True, "temperature": 0, "n": 8}
         name = 'kvshare_request_success_total{model_name="tiny",finished_reason="%s"}'
         before = self.get("/metrics")[2]
 
