@@ -372,6 +372,7 @@ Status HttpServer::bind() {
 
 int HttpServer::port() const { return impl_->bound_port; }
 const std::string& HttpServer::model_name() const { return impl_->config.served_model_name; }
+const std::string& HttpServer::chat_template_problem() const { return impl_->chat_template_problem; }
 
 void HttpServer::run() { impl_->http.listen_after_bind(); }
 

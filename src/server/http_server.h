@@ -39,6 +39,9 @@ class HttpServer {
   Status bind();
   int port() const;
   const std::string& model_name() const;
+  // Why chat requests cannot be served ("" when a chat template is loaded): the model has none, or its template
+  // does not parse. kvshare serve prints it at start, rather than on the first chat request.
+  const std::string& chat_template_problem() const;
   // Serves until stop(). Returns when every connection's handler has returned.
   void run();
   // Graceful stop, from any thread: refuses new requests, cancels the ones in flight (their streams end with

@@ -532,6 +532,17 @@ class LimitsTest(unittest.TestCase):
                 self.assertEqual(err["code"], "context_length_exceeded")
                 self.assertIn("bytes, at least", err["message"])
 
+    def test_a_model_without_a_usable_chat_template_is_reported_at_start(self):
+        # A GGUF whose template did not parse started silently; chat requests then failed one by one.
+        gguf = os.path.join(serve_util.SHARED, "models", "stories260K", "stories260K.gguf")
+        with serve_util.Server(model=gguf, chat_template=False) as s:
+            log = "".join(s.log)
+            self.assertIn("warning: no chat template", log)
+            code, _, text = curl(s.url + "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+            self.assertEqual(code, 400, text)
+        with serve_util.Server() as s:  # with a template: no warning
+            self.assertNotIn("warning", "".join(s.log))
+
     def test_request_larger_than_the_kv_cache_is_refused_for_good(self):
         # A request whose tokens can never fit the whole KV cache got 503 ("retry later") from the engine's
         # resource_exhausted: a retry can never succeed, so it is a 400 saying what to change.

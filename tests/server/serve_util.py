@@ -30,9 +30,11 @@ def kvshare_bin():
 class Server:
     """`kvshare serve --model MODEL --port 0 ...`; url is known once it prints its address."""
 
-    def __init__(self, *flags, model=None):
-        # Defaults a test may override (a flag may be given only once).
-        defaults = {"--kv-cache-memory": "64MiB", "--chat-template": CHAT_TEMPLATE}
+    def __init__(self, *flags, model=None, chat_template=True):
+        # Defaults a test may override (a flag may be given only once); chat_template=False serves the model's own.
+        defaults = {"--kv-cache-memory": "64MiB"}
+        if chat_template:
+            defaults["--chat-template"] = CHAT_TEMPLATE
         args = [kvshare_bin(), "serve", "--model", model or MODEL, "--port", "0"]
         for flag, value in defaults.items():
             if flag not in flags:
