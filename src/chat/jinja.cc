@@ -1632,9 +1632,12 @@ class Interpreter {
     return Value::null();
   }
 
+  // Loop iterations and macro calls share one budget: a macro that calls itself twice per level ran 2^depth
+  // calls without a loop (f(40) did not finish), while the depth limit only bounds each chain of calls.
   void count_iteration() {
     if (++iterations_ > lim_.max_loop_iterations)
-      fail("the template ran more than " + std::to_string(lim_.max_loop_iterations) + " loop iterations");
+      fail("the template ran more than " + std::to_string(lim_.max_loop_iterations) +
+           " loop iterations and macro calls");
   }
 
   Value eval_for(const NodeP& n, const EnvP& env) {
@@ -1761,6 +1764,7 @@ class Interpreter {
     for (const auto& stmt : n->b) kw = kw || reads_name(stmt, "kwargs"), va = va || reads_name(stmt, "varargs");
     NodeP node = n;
     env->set(n->s, Value::function([this, node, kw, va](std::vector<Value>& args, const EnvP& caller_env) {
+      count_iteration();
       auto scope = std::make_shared<Env>(caller_env);
       bind_macro_args("'" + node->s + "'", node->a, kw, va, args, scope);
       return Value::string(eval_block(node->b, scope));
@@ -1774,6 +1778,7 @@ class Interpreter {
     NodeP node = n;
     EnvP defining = env;
     Value caller = Value::function([this, node, kw, va, defining](std::vector<Value>& args, const EnvP&) {
+      count_iteration();
       auto scope = std::make_shared<Env>(defining);
       bind_macro_args("None", node->a, kw, va, args, scope);
       return Value::string(eval_block(node->b, scope));

@@ -104,8 +104,9 @@ inline bool Value::is_namespace() const { return kind == Kind::kObject && obj->k
 struct Limits {
   int max_depth = 400;                        // nested statements/expressions/macro calls
   size_t max_output_bytes = 64u << 20;        // any string built while rendering
-  // Over the whole render. A real template loops over the messages a few times; at about a microsecond per
-  // iteration, a runaway one fails in about a second (10^7 took 11-24 s: a chat request waited that long).
+  // Loop iterations and macro calls over the whole render. A real template loops over the messages a few
+  // times; at about a microsecond each, a runaway one fails in about a second (10^7 took 11-24 s: a chat request
+  // waited that long).
   uint64_t max_loop_iterations = 1'000'000;
   size_t max_range = 1'000'000;               // elements of one range()
 };

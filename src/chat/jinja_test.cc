@@ -145,6 +145,15 @@ TEST(Jinja, LimitsStopRunawayTemplates) {
                 .find("loop iterations"),
             std::string::npos);
   EXPECT_NE(error("{{ range(100000000) | length }}").find("range()"), std::string::npos);
+  // Macro calls count too: two calls per level is 2^40 calls within the depth limit, without a loop.
+  EXPECT_NE(error("{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}")
+                .find("loop iterations and macro calls"),
+            std::string::npos);
+  EXPECT_NE(error("{% macro g() %}{{ caller() }}{{ caller() }}{% endmacro %}"
+                  "{% macro f(n) %}{% if n > 0 %}{% call g() %}{{ f(n - 1) }}{% endcall %}{% endif %}{% endmacro %}"
+                  "{{ f(40) }}")
+                .find("loop iterations and macro calls"),
+            std::string::npos);
   // The default stops a runaway loop after 10^6 iterations (about a second).
   EXPECT_NE(error("{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}")
                 .find("more than 1000000 loop iterations"),
