@@ -103,7 +103,8 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
   json j = json::parse(line, nullptr, false);
   if (j.is_discarded()) return invalid_argument("not valid JSON" + json_syntax_error(line));
   if (!j.is_object()) return invalid_argument("a line must be a JSON object");
-  for (const auto& [key, value] : j.items()) {
+  for (const auto& item : j.items()) {
+    const std::string& key = item.key();  // (clang 14 cannot capture a structured binding in a lambda)
     if (std::find_if(std::begin(kRequestFields), std::end(kRequestFields),
                      [&](const char* f) { return key == f; }) == std::end(kRequestFields))
       return invalid_argument("unknown field \"" + key + "\" (a line holds \"prompt\" or \"prompt_token_ids\" and "
