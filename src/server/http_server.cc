@@ -374,7 +374,10 @@ int HttpServer::port() const { return impl_->bound_port; }
 const std::string& HttpServer::model_name() const { return impl_->config.served_model_name; }
 const std::string& HttpServer::chat_template_problem() const { return impl_->chat_template_problem; }
 
-void HttpServer::run() { impl_->http.listen_after_bind(); }
+void HttpServer::run() {
+  if (impl_->stopping.load()) return;  // stopped before it ran (see stop())
+  impl_->http.listen_after_bind();
+}
 
 void HttpServer::stop() {
   Impl& s = *impl_;
@@ -384,6 +387,10 @@ void HttpServer::stop() {
   // and [DONE] first (bounded, in case a client stopped reading).
   for (int i = 0; i < 500 && s.open_streams.load() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   s.http.stop();  // no new connections; each open one ends after its current request
+  // cpp-httplib's stop() does nothing before its accept loop has started (a SIGTERM right after "serving" was
+  // printed): the loop then started and ran for ever. Shutting the listening socket ends the loop either way,
+  // since accept() on it fails at once.
+  if (s.listen_fd >= 0) ::shutdown(s.listen_fd, SHUT_RDWR);
   // The handlers of whole responses return now that their requests ended: let them write those (bounded).
   // Then wake every connection still open. cpp-httplib checks for the stop only between requests, so an idle
   // keep-alive connection held run() up to its 5 s timeout, and one whose client trickles header bytes held it

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -110,6 +112,28 @@ TEST(HttpServer, ABurstOfConnectionsIsQueuedUntilAccepted) {
   server->stop();
   run.join();
   EXPECT_EQ(answered, kClients);
+}
+
+// A stop that comes before run() has started listening (a SIGTERM right after start-up) must still end run():
+// cpp-httplib's own stop() does nothing then, and run() listened for ever.
+TEST(HttpServer, AStopBeforeRunStillEndsRun) {
+  KV_REQUIRE_SHARED(kModel);
+  auto server = make_server();
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(server->bind().ok());
+  server->stop();
+  std::atomic<bool> returned{false};
+  std::thread run([&] {
+    server->run();
+    returned = true;
+  });
+  for (int i = 0; i < 500 && !returned; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(returned) << "run() did not return after an earlier stop()";
+  if (!returned) {  // unblock it, so that the test ends
+    const int fd = listening_socket(server->port());
+    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+  }
+  run.join();
 }
 
 // A second server on a port that one is listening on must fail to bind, not share the port (SO_REUSEPORT made

@@ -399,7 +399,7 @@ class ServerTest(unittest.TestCase):
             self.assert_error(self.post("/v1/completions", raw='{"prompt": "x"}',
                                         headers=self.auth + ["Content-Length: " + bad]), 400,
                               contains="bad Content-Length")
-            self.assertLess(time.time() - start, 3.0)
+            self.assertLess(time.time() - start, 4.0)  # "-1" waited 5 s before (a bound with room for TSan)
         # The server still answers after all that.
         self.assertEqual(self.post("/v1/completions", {"prompt": "x", "max_tokens": 1})[0], 200)
 
@@ -573,7 +573,7 @@ class LimitsTest(unittest.TestCase):
                 start = time.time()
                 code, _, text = curl(s.url + "/v1/completions", {"prompt": "x", "max_tokens": 2}, timeout=20)
                 self.assertEqual(code, 200, text)
-                self.assertLess(time.time() - start, 3.0)
+                self.assertLess(time.time() - start, 10.0)  # before: 40 s and more
             finally:
                 slow.close()
                 for c in idle:
@@ -592,7 +592,7 @@ class LimitsTest(unittest.TestCase):
             time.sleep(0.5)
             start = time.time()
             self.assertEqual(s.stop(signal.SIGINT, timeout=15), 0, "".join(s.log))
-            self.assertLess(time.time() - start, 3.0)
+            self.assertLess(time.time() - start, 4.5)  # the idle connection alone held it 5 s, the slow ones for ever
         finally:
             slow.close()
             idle.close()
