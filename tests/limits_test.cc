@@ -12,6 +12,7 @@
 #include "cli/request_line.h"
 #include "core/json_depth.h"
 #include "core/mapped_file.h"
+#include "formats/json_error.h"
 #include "formats/safetensors.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -124,6 +125,17 @@ TEST(TextFiles, ModelFolderFilesThatAreNotRegularFilesAreRefusedAtOnce) {
   std::filesystem::remove(dir + "/link.json");
   std::filesystem::create_symlink(dir + "/real.json", dir + "/link.json");
   EXPECT_EQ(*read_model_text_file(dir + "/link.json"), "{}");
+}
+
+// A JSON syntax error says where, and quotes what it read as ASCII: bytes that are not valid UTF-8 in a request
+// body once made the error answer itself unserializable (fuzz_http_body).
+TEST(JsonErrors, SayWhereAndStayAscii) {
+  EXPECT_EQ(json_syntax_error("{\"a\": 1}"), "");
+  const std::string where = json_syntax_error("{\"a\": 1,\n \"b\": \xFF\x86}");
+  EXPECT_EQ(where.rfind(" at line 2, column ", 0), 0u) << where;
+  EXPECT_NE(where.find("\\xFF"), std::string::npos) << where;
+  for (const char c : where) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << where;
+  EXPECT_NO_THROW((void)nlohmann::json(where).dump());
 }
 
 TEST(RequestLines, LongerThanTheLimitIsRefused) {
