@@ -25,6 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.limits.max_output_bytes = 1 << 20;
   options.limits.max_loop_iterations = 100'000;
   options.limits.max_range = 10'000;
+  options.limits.max_string_bytes = 64 << 20;
   options.now = [] {
     std::tm t{};
     t.tm_year = 124;

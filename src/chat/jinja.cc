@@ -1500,7 +1500,9 @@ class Interpreter {
     if (!n) return Value::undefined();
     DepthGuard g(this, n->pos);
     try {
-      return eval_node(n, env);
+      Value v = eval_node(n, env);
+      charge(v);
+      return v;
     } catch (JinjaError& e) {
       if (e.pos == kNoPos) e.pos = n->pos;
       throw;
@@ -1640,6 +1642,15 @@ class Interpreter {
            " loop iterations and macro calls");
   }
 
+  // Counts a string value made or copied toward the render's byte budget (Limits::max_string_bytes).
+  void charge(const Value& v, uint64_t copies = 1) {
+    if (!v.is_string()) return;
+    string_bytes_ += copies * v.str.size();
+    if (string_bytes_ > lim_.max_string_bytes)
+      fail("the template made or copied more than " + std::to_string(lim_.max_string_bytes) +
+           " bytes of strings (a runaway loop over long text?)");
+  }
+
   Value eval_for(const NodeP& n, const EnvP& env) {
     auto scope = std::make_shared<Env>(env);
     NodeP test;
@@ -1677,6 +1688,7 @@ class Interpreter {
     std::vector<Value> items;
     for (const Value& current : source) {
       count_iteration();
+      charge(current, 2);  // into `source` above, and into `items` or the test's scope
       if (test) {
         auto loop_scope = std::make_shared<Env>(scope);
         bind(loop_scope, current);
@@ -1700,6 +1712,7 @@ class Interpreter {
       m.set("length", Value::integer(len));
       m.set("previtem", i > 0 ? items[i - 1] : Value::undefined());
       m.set("nextitem", i + 1 < len ? items[i + 1] : Value::undefined());
+      charge(items[i], 3);  // the loop variable, loop.previtem and loop.nextitem
       scope->set("loop", loop);
       bind(scope, items[i]);
       try {
@@ -2500,6 +2513,7 @@ class Interpreter {
   const Limits& lim_;
   int depth_ = 0;
   uint64_t iterations_ = 0;
+  uint64_t string_bytes_ = 0;
 };
 
 std::vector<size_t> line_starts_of(const std::string& s) {

@@ -109,6 +109,11 @@ struct Limits {
   // waited that long).
   uint64_t max_loop_iterations = 1'000'000;
   size_t max_range = 1'000'000;               // elements of one range()
+  // Bytes of strings made or copied over the whole render (every expression's string value, loop items). The
+  // limits above bound the count of steps, and max_output_bytes each string, but a loop that reads a 64 MiB
+  // string at each of 10^6 iterations stayed inside both (hours of copying). A real template moves a few times
+  // its conversation; a runaway one fails in about a second.
+  uint64_t max_string_bytes = 256ull << 20;
 };
 
 struct RenderOptions {
