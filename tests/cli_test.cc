@@ -792,7 +792,7 @@ TEST_F(CliTest, BenchRejectsBadWorkloadsAndSizes) {
                        {"--repeats must be from 1 to"});
   expect_clean_failure(kvshare(with({"--groups", "100000000"})), {"--groups must be from 1 to 16777216"});
   expect_clean_failure(kvshare(with({"--groups", "10000", "--prompts-per-group", "10000"})),
-                       {"the gsp workload would send 1e+08 requests, more than a benchmark's limit of 1000000"});
+                       {"the gsp workload would send 100000000 requests, more than a benchmark's limit of 1000000"});
 }
 
 // ---- chat-template ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include "bench/workloads.h"
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
+#include "core/number_text.h"
 #include "kernels/calibrate.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
@@ -21,12 +22,6 @@ namespace {
 // million requests (all are built before the run).
 constexpr int64_t kMaxBenchLength = int64_t{1} << 24;
 constexpr int64_t kMaxBenchRequests = 1'000'000;
-
-std::string number_text(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", x);
-  return buf;
-}
 
 using nlohmann::json;
 

@@ -6,6 +6,7 @@
 #include <iterator>
 #include <limits>
 
+#include "core/number_text.h"
 #include "formats/io_util.h"
 
 namespace kvshare {
@@ -290,11 +291,7 @@ std::string GgufValue::to_string() const {
     return "\"" + (s.size() <= 40 ? s : s.substr(0, 40) + "...") + "\"";
   }
   if (is_bool()) return std::get<bool>(v_) ? "true" : "false";
-  if (is_float()) {
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%.9g", std::get<double>(v_));
-    return buf;
-  }
+  if (is_float()) return number_text(std::get<double>(v_));
   if (is_integer()) {
     return is_unsigned_type(type_) ? std::to_string(std::get<uint64_t>(v_)) : std::to_string(std::get<int64_t>(v_));
   }

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/json_depth.h"
+#include "core/number_text.h"
 #include "formats/gguf.h"
 #include "formats/json_error.h"
 
@@ -13,14 +14,6 @@ namespace kvshare {
 
 const char* arch_name(Arch arch) { return arch == Arch::kGpt2 ? "gpt2" : "llama"; }
 
-namespace {
-// A number for an error message: shortest form that reads back ("-1", "1e-05", "inf", "nan").
-std::string number_string(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
-  return buf;
-}
-}  // namespace
 
 Status ModelConfig::validate() const {
   auto positive = [](int64_t v, const char* name) -> Status {
@@ -63,7 +56,7 @@ Status ModelConfig::validate() const {
   auto finite_positive = [](double v, const std::string& name) -> Status {
     if (!std::isfinite(v) || v <= 0)
       return invalid_argument("model config: " + name + " must be a finite number greater than 0, got " +
-                              number_string(v));
+                              number_text(v));
     return {};
   };
   KV_RETURN_IF_ERROR(finite_positive(norm_eps, arch == Arch::kGpt2 ? "norm_eps (layer_norm_epsilon)"
@@ -77,9 +70,9 @@ Status ModelConfig::validate() const {
                                        "rope_scaling.original_max_position_embeddings"));
     if (!(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor))
       return invalid_argument("model config: rope_scaling.high_freq_factor (" +
-                              number_string(rope_scaling.high_freq_factor) +
+                              number_text(rope_scaling.high_freq_factor) +
                               ") must be greater than rope_scaling.low_freq_factor (" +
-                              number_string(rope_scaling.low_freq_factor) + ")");
+                              number_text(rope_scaling.low_freq_factor) + ")");
   }
   for (size_t i = 0; i < rope_freq_factors.size(); ++i)
     KV_RETURN_IF_ERROR(finite_positive(rope_freq_factors[i], "rope_freq_factors[" + std::to_string(i) + "]"));
@@ -312,7 +305,7 @@ Result<double> gguf_positive_or(const GgufFile& g, const std::string& key, doubl
   KV_ASSIGN_OR_RETURN(const double v, g.get_float(key));
   if (!std::isfinite(v) || v <= 0)
     return invalid_argument("GGUF " + g.path() + ": " + key + " must be a finite number greater than 0, got " +
-                            number_string(v));
+                            number_text(v));
   return v;
 }
 }  // namespace

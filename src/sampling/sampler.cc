@@ -6,17 +6,14 @@
 #include <limits>
 
 #include "core/det_math.h"
+#include "core/number_text.h"
 #include "core/splitmix.h"
 #include "sampling/processors.h"
 
 namespace kvshare {
 
 Status SamplingParams::validate() const {
-  auto num = [](float v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
-    return std::string(buf);
-  };
+  auto num = [](float v) { return number_text(v); };
   auto whole = [](int64_t v) { return std::to_string(v); };
   if (!(temperature >= 0.0f) || !std::isfinite(temperature))
     return invalid_argument("temperature must be a number >= 0 (0 means greedy), got " + num(temperature));
