@@ -666,6 +666,31 @@ TEST_F(EngineBehaviour, EveryProcessorTogetherIsTheSameAloneAndInABatch) {
   }
 }
 
+// A request that can never fit the whole KV cache is refused when it is added (the server answers 400, not
+// "busy, retry later"), and in a batch it fails alone.
+TEST_F(EngineBehaviour, RequestsLargerThanTheWholeKvCacheAreRefusedWhenAdded) {
+  const std::string model = tiny_model("llama");
+  auto probe = make_engine(model, true);
+  const int64_t per_token = probe->metrics().kv_bytes_per_token;
+  auto engine = make_engine(model, true, 64 * per_token);  // 4 blocks of 16 tokens
+  ASSERT_EQ(int64_t{engine->metrics().blocks_total} * 16, 64);
+  Request big = greedy_request("Hello", 100);
+  auto added = engine->add_request(big);
+  ASSERT_FALSE(added.ok());
+  EXPECT_EQ(added.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(added.status().message().find("but the whole cache holds 64; lower max_tokens"), std::string::npos)
+      << added.status().message();
+  EXPECT_FALSE(engine->has_unfinished());
+  Request long_prompt;
+  long_prompt.prompt_token_ids.assign(70, 5);
+  long_prompt.params.max_tokens = 1;
+  EXPECT_NE(engine->add_request(long_prompt).status().message().find("shorten the prompt"), std::string::npos);
+  const auto outs = engine->generate({greedy_request("Hello", 10), big, greedy_request("Hi", 10)});
+  EXPECT_EQ(outs[0].token_ids.size(), 10u);
+  EXPECT_EQ(outs[1].finish_reason, FinishReason::kError);
+  EXPECT_EQ(outs[2].token_ids.size(), 10u);
+}
+
 TEST_F(EngineBehaviour, LogitBiasOutsideTheVocabularyIsAnError) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true);

@@ -88,6 +88,7 @@ struct Engine::Impl {
   };
   void note_peak_blocks();
   void fail_what_cannot_run(const StepPlan& plan, std::vector<Output>& out);
+  Status larger_than_kv_cache(int64_t prompt_tokens, int64_t max_total_tokens) const;
   ForwardBatch build_batch(const StepPlan& plan, StepWork& work) const;
   Status run_model(const ForwardBatch& batch);
   void sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out);
@@ -188,6 +189,10 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   const int64_t id = next_id++;
   const uint64_t seed = r.params.seed.has_value() ? *r.params.seed : mix_seed(config.seed, id);
   const int32_t n = prefill_only ? 1 : r.params.n;
+  const int64_t num_prompt = static_cast<int64_t>(prompt.size());
+  const int64_t max_total = prefill_only ? num_prompt : std::min<int64_t>(num_prompt + r.params.max_tokens, max_model_len);
+  // Refused now, not left to fail in a later step: a retry can never succeed (the server answers 400, not 503).
+  if (!scheduler->fits_whole_cache(max_total)) return larger_than_kv_cache(num_prompt, max_total);
   // A completion continues its prompt's text (a SentencePiece leading space is a real space), unless the
   // prompt holds special tokens only (BOS alone).
   bool after_text = false;
@@ -199,8 +204,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
     seq->prefill_only = prefill_only;
     seq->keep_logits = r.keep_logits && !prefill_only;
     seq->wants_prompt_logprobs = r.params.prompt_logprobs.has_value() && index == 0 && !prefill_only;
-    seq->max_total_tokens = prefill_only ? seq->num_prompt_tokens
-                                         : std::min<int64_t>(seq->num_prompt_tokens + r.params.max_tokens, max_model_len);
+    seq->max_total_tokens = max_total;
     if (!prefill_only && index == 0) m.prompt_tokens += seq->num_prompt_tokens;
     scheduler->add(seq.get());
     decoders[seq->id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, /*skip_special=*/true, after_text);
@@ -282,17 +286,23 @@ void Engine::Impl::note_peak_blocks() {
   m.kv_cache_bytes_peak_used = int64_t{m.peak_blocks_in_use} * kv->shape().bytes_per_block();
 }
 
+// A request whose tokens (prompt and max_tokens, capped by the context) can never fit the whole KV cache.
+Status Engine::Impl::larger_than_kv_cache(int64_t prompt_tokens, int64_t max_total_tokens) const {
+  const int64_t cache = int64_t{blocks->num_blocks()} * blocks->block_size();
+  return invalid_argument("the request needs " + std::to_string(max_total_tokens) + " tokens of KV cache (a " +
+                          std::to_string(prompt_tokens) + "-token prompt and up to " +
+                          std::to_string(max_total_tokens - prompt_tokens) + " generated) but the whole cache holds " +
+                          std::to_string(cache) + "; " +
+                          (prompt_tokens >= cache ? "shorten the prompt" : "lower max_tokens") +
+                          ", or raise --kv-cache-memory");
+}
+
 // Requests that can never fit fail; so does the head of the queue when nothing could run, nothing runs, and no
 // preemption freed blocks for the next try (it cannot fit beside the blocks pinned prefixes hold; the others
 // may fit).
 void Engine::Impl::fail_what_cannot_run(const StepPlan& plan, std::vector<Output>& out) {
-  for (Sequence* s : scheduler->take_unschedulable()) {
-    finish(*s, FinishReason::kError, out,
-           resource_exhausted("the request needs " + std::to_string(s->max_total_tokens) +
-                              " tokens of KV cache but the whole cache holds " +
-                              std::to_string(int64_t{blocks->num_blocks()} * blocks->block_size()) +
-                              "; raise --kv-cache-memory or lower max_tokens"));
-  }
+  for (Sequence* s : scheduler->take_unschedulable())  // add() refuses these; kept for any other way in
+    finish(*s, FinishReason::kError, out, larger_than_kv_cache(s->num_prompt_tokens, s->max_total_tokens));
   if (plan.empty() && !plan.preempted && scheduler->num_running() == 0 && scheduler->first_waiting() != nullptr) {
     finish(*scheduler->first_waiting(), FinishReason::kError, out,
            resource_exhausted("the KV cache has no room for this request while pinned prefixes hold " +

@@ -71,12 +71,16 @@ void Scheduler::finish(Sequence* seq) {
   waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), seq), waiting_.end());
 }
 
+// The blocks a sequence needs to hold all its tokens: if even an empty cache cannot give them, it never can.
+bool Scheduler::fits_whole_cache(int64_t max_total_tokens) const {
+  const int64_t bs = blocks_.block_size();
+  return (max_total_tokens + bs - 1) / bs <= blocks_.num_blocks();
+}
+
 bool Scheduler::admit(Sequence* seq, int64_t& budget, StepPlan& plan) {
   const int64_t bs = blocks_.block_size();
   const int64_t len = seq->num_tokens();
-  // Blocks this sequence needs to hold all its tokens: if even an empty cache cannot give them, it never can.
-  const int64_t blocks_ever = (seq->max_total_tokens + bs - 1) / bs;
-  if (blocks_ever > blocks_.num_blocks()) {
+  if (!fits_whole_cache(seq->max_total_tokens)) {
     unschedulable_.push_back(seq);
     return true;  // handled: removed from the queue
   }

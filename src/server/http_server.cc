@@ -268,8 +268,6 @@ struct HttpServer::Impl {
   std::unique_ptr<ChatTemplate> chat_template;  // null: the model has none
   std::string chat_template_problem;            // why there is none
   int64_t max_model_len = 0;
-  int64_t kv_cache_tokens = 0;  // the whole KV cache, in tokens (its blocks × block size)
-  int32_t block_size = 1;
   int64_t created = std::time(nullptr);
   std::atomic<uint64_t> next_call{0};
   uint64_t id_salt = 0;
@@ -294,7 +292,6 @@ struct HttpServer::Impl {
   Result<std::string> render_chat(const GenerationCall& call) const;
   bool prepare_prompts(GenerationCall& call, ApiError& error) const;
   bool admissible_alone(const GenerationCall& call, int64_t sequences, ApiError& error) const;
-  bool fits_kv_cache(const GenerationCall& call, ApiError& error) const;
   void generate(const httplib::Request& req, httplib::Response& res, bool chat);
   void respond_when_done(const std::shared_ptr<Call>& call, httplib::Response& res);
   void stream(const std::shared_ptr<Call>& call, httplib::Response& res);
@@ -334,8 +331,6 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(std::unique_ptr<Engine> e
   }
   s.max_model_len = engine->config().max_model_len > 0 ? engine->config().max_model_len
                                                         : engine->model_config().max_context;
-  s.block_size = engine->config().block_size;
-  s.kv_cache_tokens = int64_t{engine->metrics().blocks_total} * s.block_size;
   s.config = std::move(config);
   s.engine = std::move(engine);
   s.id_salt = std::random_device{}();
@@ -609,29 +604,6 @@ bool HttpServer::Impl::admissible_alone(const GenerationCall& call, int64_t sequ
   return false;
 }
 
-// A completion's tokens (prompt and max_tokens, capped by the context) must fit the whole KV cache, or the
-// engine can never run it. The engine reports that as resource_exhausted, which reads as "busy, retry" (503):
-// checked here first, as the engine's scheduler does (Scheduler::admit), so the client learns it is final.
-bool HttpServer::Impl::fits_kv_cache(const GenerationCall& call, ApiError& error) const {
-  for (const PromptInput& p : call.prompts) {
-    const int64_t len = std::max<int64_t>(1, static_cast<int64_t>(p.token_ids.size()));
-    const int64_t total = std::min<int64_t>(len + call.params.max_tokens, max_model_len);
-    const int64_t blocks = (total + block_size - 1) / block_size;
-    if (blocks * block_size <= kv_cache_tokens) continue;
-    const char* prompt_param = call.chat ? "messages" : "prompt";
-    std::string advice = "lower max_tokens";
-    if (len >= kv_cache_tokens) advice = "shorten the prompt";
-    else if (call.chat && !call.max_tokens_given) advice = "set max_tokens (without it a chat may fill the context)";
-    error = bad_request("the request needs " + std::to_string(total) + " tokens of KV cache (a " +
-                            std::to_string(len) + "-token prompt and up to " + std::to_string(total - len) +
-                            " generated) but the whole cache holds " + std::to_string(kv_cache_tokens) + "; " +
-                            advice + ", or start the server with a larger --kv-cache-memory",
-                        len >= kv_cache_tokens || (call.chat && !call.max_tokens_given) ? prompt_param : "max_tokens");
-    return false;
-  }
-  return true;
-}
-
 void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
   ++open_calls;
   struct Leave {
@@ -654,7 +626,6 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
   const int64_t sequences = static_cast<int64_t>(call->api.prompts.size()) * call->n();
   if (!admissible_alone(call->api, sequences, error)) return send_error(res, error);
   if (!prepare_prompts(call->api, error)) return send_error(res, error);
-  if (!fits_kv_cache(call->api, error)) return send_error(res, error);
   if (stopping) return send_error(res, api_error(503, "server_error", "the server is shutting down"));
   if (const int64_t waiting = loop->num_waiting(); waiting + sequences > config.max_waiting_requests)
     return send_error(res, api_error(503, "server_error",

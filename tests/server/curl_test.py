@@ -551,12 +551,15 @@ class LimitsTest(unittest.TestCase):
             self.assertEqual(code, 400, text)
             self.assertNotIn("retry-after", hdrs)
             err = json.loads(text)["error"]
-            self.assertEqual(err["param"], "max_tokens")
-            self.assertIn("whole cache holds 64", err["message"])
+            self.assertIn("whole cache holds 64; lower max_tokens", err["message"])
             self.assertIn("--kv-cache-memory", err["message"])
             code, _, text = curl(s.url + "/v1/completions", {"prompt": "word " * 100, "max_tokens": 1})
             self.assertEqual(code, 400, text)
-            self.assertEqual(json.loads(text)["error"]["param"], "prompt")
+            self.assertIn("shorten the prompt", json.loads(text)["error"]["message"])
+            # Streamed: refused before the stream starts.
+            code, _, text = curl(s.url + "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 100,
+                                                              "stream": True})
+            self.assertEqual(code, 400, text)
             code, _, text = curl(s.url + "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 20})
             self.assertEqual(code, 200, text)
 
