@@ -5,6 +5,7 @@
 #include <optional>
 #include <utility>
 
+#include "core/json_depth.h"
 #include "formats/json_error.h"
 
 namespace kvshare::server {
@@ -18,7 +19,6 @@ constexpr size_t kMaxStopStrings = 64;
 constexpr size_t kMaxStopStringBytes = 1024;
 constexpr size_t kMaxLogitBias = 4096;
 constexpr size_t kMaxMessages = 4096;
-constexpr int kMaxJsonDepth = 64;
 
 // Reads a request's fields, recording the first error. A field that is absent or null keeps its default.
 class FieldReader {
@@ -262,14 +262,6 @@ void read_tools(FieldReader& r, GenerationCall& call) {
                               " is not supported: only \"none\" and \"auto\" (this server does not force tool calls)");
 }
 
-int json_depth(const json& v, int depth = 0) {
-  if (depth > kMaxJsonDepth) return depth;
-  int deepest = depth;
-  if (v.is_array() || v.is_object())
-    for (const json& child : v) deepest = std::max(deepest, json_depth(child, depth + 1));
-  return deepest;
-}
-
 // Chat messages: a non-empty list of objects with a string role. Content that is a list of parts keeps its
 // text parts joined by newlines (as vLLM does for text-only models); other parts are refused.
 void read_messages(FieldReader& r, GenerationCall& call) {
@@ -329,6 +321,10 @@ ApiError bad_request(std::string message, std::string param) {
 }
 
 bool parse_json_object(const std::string& body, json& object, ApiError& error) {
+  if (Status deep = check_json_depth(body, "the request body"); !deep.ok()) {
+    error = bad_request(deep.message());
+    return false;
+  }
   object = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (object.is_discarded()) {
     error = bad_request("the request body is not valid JSON" + json_syntax_error(body));
@@ -336,10 +332,6 @@ bool parse_json_object(const std::string& body, json& object, ApiError& error) {
   }
   if (!object.is_object()) {
     error = bad_request("the request body must be a JSON object");
-    return false;
-  }
-  if (json_depth(object) > kMaxJsonDepth) {
-    error = bad_request("the request body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
     return false;
   }
   return true;
