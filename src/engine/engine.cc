@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "core/splitmix.h"
+#include "engine/context_limit.h"
 #include "engine/loader.h"
 #include "engine/scheduler.h"
 #include "engine/tokenizer_api.h"
@@ -150,10 +151,8 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
     prompt = r.prompt_token_ids;
   } else {
     // Text far over the context is refused before BPE, which takes about a second per megabyte.
-    if (const int64_t least = loaded.tokenizer->min_tokens(r.prompt.size()); least >= max_model_len)
-      return out_of_range("the prompt is " + std::to_string(r.prompt.size()) + " bytes, at least " +
-                          std::to_string(least) + " tokens, but the context holds " + std::to_string(max_model_len) +
-                          " (prompt and at least one generated token); shorten the prompt");
+    KV_RETURN_IF_ERROR(
+        check_prompt_text_length(r.prompt.size(), loaded.tokenizer->min_tokens(r.prompt.size()), max_model_len));
     prompt = loaded.tokenizer->encode(r.prompt);
     if (prompt.empty()) {  // an empty prompt starts from BOS alone
       if (loaded.tokenizer->bos_id() < 0)
@@ -174,11 +173,8 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
     if (t < 0 || t >= vocab)
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                               std::to_string(vocab) + ")");
-  if (static_cast<int64_t>(prompt.size()) >= max_model_len)
-    return out_of_range("the prompt has " + std::to_string(prompt.size()) + " tokens but the context holds " +
-                        std::to_string(max_model_len) + " (prompt and at least one generated token); shorten the prompt" +
-                        (max_model_len < loaded.model->config().max_context ? " or raise --max-model-len" : ""));
-  return {};
+  return check_prompt_length(static_cast<int64_t>(prompt.size()), max_model_len,
+                             max_model_len < loaded.model->config().max_context);
 }
 
 // One sequence per completion (n of them), queued together so that they are admitted together and share

@@ -24,6 +24,7 @@
 #include "chat/chat_template.h"
 #include "core/mapped_file.h"
 #include "core/splitmix.h"
+#include "engine/context_limit.h"
 #include "model/config.h"
 #include "server/engine_loop.h"
 #include "server/metrics.h"
@@ -529,17 +530,15 @@ Result<std::string> HttpServer::Impl::render_chat(const GenerationCall& call) co
 
 // Turns every prompt into token ids: chat messages through the template, text through the tokenizer.
 bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) const {
-  // Text far over the context is refused from its length: BPE over a 30 MB body held an HTTP thread for 30 s.
-  auto far_too_long = [&](const std::string& text) {
-    const int64_t least = tokenizer().min_tokens(text.size());
-    if (least < max_model_len) return false;
-    error = api_error(400, "invalid_request_error",
-                      "the prompt is " + std::to_string(text.size()) + " bytes, at least " + std::to_string(least) +
-                          " tokens, but the model's context holds " + std::to_string(max_model_len) +
-                          " (prompt and at least one generated token); shorten the prompt",
-                      "context_length_exceeded");
+  auto refused = [&](const Status& st) {
+    if (st.ok()) return false;
+    error = from_status(st);  // 400 context_length_exceeded
     error.param = call.chat ? "messages" : "prompt";
     return true;
+  };
+  // Text far over the context is refused from its length: BPE over a 30 MB body held an HTTP thread for 30 s.
+  auto far_too_long = [&](const std::string& text) {
+    return refused(check_prompt_text_length(text.size(), tokenizer().min_tokens(text.size()), max_model_len));
   };
   if (call.chat) {
     Result<std::string> text = render_chat(call);
@@ -563,15 +562,7 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
       return false;
     }
     const int64_t len = std::max<int64_t>(1, static_cast<int64_t>(p.token_ids.size()));
-    if (len >= max_model_len) {
-      error = api_error(400, "invalid_request_error",
-                        "the prompt has " + std::to_string(len) + " tokens but the model's context holds " +
-                            std::to_string(max_model_len) +
-                            " (prompt and at least one generated token); shorten the prompt",
-                        "context_length_exceeded");
-      error.param = call.chat ? "messages" : "prompt";
-      return false;
-    }
+    if (refused(check_prompt_length(len, max_model_len))) return false;
     // A max_tokens past the context's end is an error, as OpenAI's and vLLM's servers answer it (it was cut
     // silently to what fit). Chat without a limit may fill the context, as theirs do.
     if (call.max_tokens_given && len + call.params.max_tokens > max_model_len) {
