@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <cstdint>
 #include <nlohmann/json.hpp>
-#include <stdexcept>
 #include <optional>
 #include <string>
 
@@ -35,6 +34,32 @@ Result<float> as_float(const json& v, const std::string& what) {
   return f;
 }
 
+// A whole number in [lo, hi] (5.0 counts); a fraction or an out-of-range number is an error, not cut to fit.
+Result<int64_t> whole(const json& v, const std::string& what, int64_t lo, int64_t hi) {
+  if (v.is_number_unsigned() && v.get<uint64_t>() <= static_cast<uint64_t>(hi))
+    return static_cast<int64_t>(v.get<uint64_t>());
+  if (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() >= lo && v.get<int64_t>() <= hi)
+    return v.get<int64_t>();
+  if (v.is_number_float() && v.get<double>() == std::floor(v.get<double>()) &&
+      v.get<double>() >= static_cast<double>(lo) && v.get<double>() < static_cast<double>(hi) + 1)
+    return static_cast<int64_t>(v.get<double>());
+  return invalid_argument(what + " must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                          ", got " + v.dump());
+}
+
+Result<int32_t> whole32(const json& v, const std::string& what) {
+  KV_ASSIGN_OR_RETURN(int64_t x, whole(v, what, INT32_MIN, INT32_MAX));
+  return static_cast<int32_t>(x);
+}
+
+// The field `key` of `j` if it is present and not null; an error if it is not a number.
+Result<const json*> number_field(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return static_cast<const json*>(nullptr);
+  if (!it->is_number()) return invalid_argument(std::string("\"") + key + "\" must be a number");
+  return &*it;
+}
+
 // The sampling fields beyond the basic ones (vLLM's names), from a request line into `p`.
 Status parse_sampling_extras(const json& j, SamplingParams& p) {
   auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
@@ -46,12 +71,10 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
   }
   // Any whole number in int32 range; SamplingParams::validate then names the field's own range.
   for (auto [key, field] : {std::pair<const char*, int32_t*>{"min_tokens", &p.min_tokens}, {"n", &p.n}}) {
-    if (!present(key)) continue;
-    if (!j[key].is_number_integer()) return invalid_argument(std::string("\"") + key + "\" must be a whole number");
-    const bool fits = j[key].is_number_unsigned() ? j[key].get<uint64_t>() <= INT32_MAX
-                                                   : j[key].get<int64_t>() >= INT32_MIN && j[key].get<int64_t>() <= INT32_MAX;
-    if (!fits) return invalid_argument(std::string("\"") + key + "\" is out of range: " + j[key].dump());
-    *field = static_cast<int32_t>(j[key].get<int64_t>());
+    KV_ASSIGN_OR_RETURN(const json* v, number_field(j, key));
+    if (v != nullptr) {
+      KV_ASSIGN_OR_RETURN(*field, whole32(*v, std::string("\"") + key + "\""));
+    }
   }
   for (auto [key, field] : {std::pair<const char*, std::optional<int32_t>*>{"logprobs", &p.logprobs},
                             {"prompt_logprobs", &p.prompt_logprobs}}) {
@@ -114,66 +137,53 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
     return invalid_argument("a line holds \"prompt\" or \"prompt_token_ids\", not both");
   Request r;
   r.params = defaults;
-  // A whole number in [lo, hi] (5.0 counts); a fraction or an out-of-range number is an error, not cut to fit.
-  auto whole = [](const json& v, const std::string& what, int64_t lo, int64_t hi) -> int64_t {
-    if (v.is_number_unsigned() && v.get<uint64_t>() <= static_cast<uint64_t>(hi))
-      return static_cast<int64_t>(v.get<uint64_t>());
-    if (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() >= lo && v.get<int64_t>() <= hi)
-      return v.get<int64_t>();
-    if (v.is_number_float() && v.get<double>() == std::floor(v.get<double>()) &&
-        v.get<double>() >= static_cast<double>(lo) && v.get<double>() < static_cast<double>(hi) + 1)
-      return static_cast<int64_t>(v.get<double>());
-    throw std::invalid_argument(what + " must be a whole number from " + std::to_string(lo) + " to " +
-                                std::to_string(hi) + ", got " + v.dump());
-  };
-  constexpr int64_t kMin32 = INT32_MIN, kMax32 = INT32_MAX;
-  try {
-    if (j.contains("prompt_token_ids")) {
-      const json& ids = j["prompt_token_ids"];
-      if (!ids.is_array() || ids.empty()) return invalid_argument("\"prompt_token_ids\" must be a non-empty array of integers");
-      for (const json& v : ids) {
-        if (!v.is_number_integer()) return invalid_argument("\"prompt_token_ids\" must hold integers only");
-        r.prompt_token_ids.push_back(static_cast<int32_t>(whole(v, "a prompt token id", kMin32, kMax32)));
-      }
-    } else if (j.contains("prompt")) {
-      if (!j["prompt"].is_string()) return invalid_argument("\"prompt\" must be a string");
-      r.prompt = j["prompt"].get<std::string>();
-    } else {
-      return invalid_argument("a line needs \"prompt\" or \"prompt_token_ids\"");
+  if (j.contains("prompt_token_ids")) {
+    const json& ids = j["prompt_token_ids"];
+    if (!ids.is_array() || ids.empty()) return invalid_argument("\"prompt_token_ids\" must be a non-empty array of integers");
+    for (const json& v : ids) {
+      if (!v.is_number_integer()) return invalid_argument("\"prompt_token_ids\" must hold integers only");
+      KV_ASSIGN_OR_RETURN(r.prompt_token_ids.emplace_back(), whole32(v, "a prompt token id"));
     }
-    auto number = [&](const char* key) -> const json* {
-      auto it = j.find(key);
-      if (it == j.end() || it->is_null()) return nullptr;
-      if (!it->is_number()) throw std::invalid_argument(std::string("\"") + key + "\" must be a number");
-      return &*it;
-    };
-    if (const json* v = number("max_tokens")) r.params.max_tokens = static_cast<int32_t>(whole(*v, "\"max_tokens\"", kMin32, kMax32));
-    auto as_float_or_throw = [](const json& v, const char* key) {
-      Result<float> f = as_float(v, std::string("\"") + key + "\"");
-      if (!f.ok()) throw std::invalid_argument(f.status().message());
-      return *f;
-    };
-    if (const json* v = number("temperature")) r.params.temperature = as_float_or_throw(*v, "temperature");
-    if (const json* v = number("top_p")) r.params.top_p = as_float_or_throw(*v, "top_p");
-    if (const json* v = number("top_k")) r.params.top_k = static_cast<int32_t>(whole(*v, "\"top_k\"", kMin32, kMax32));
-    if (const json* v = number("seed")) r.params.seed = static_cast<uint64_t>(whole(*v, "\"seed\"", 0, INT64_MAX));
-    if (j.contains("ignore_eos")) {
-      if (!j["ignore_eos"].is_boolean()) return invalid_argument("\"ignore_eos\" must be true or false");
-      r.params.ignore_eos = j["ignore_eos"].get<bool>();
-    }
-    if (j.contains("cache_salt")) {
-      if (!j["cache_salt"].is_string()) return invalid_argument("\"cache_salt\" must be a string");
-      r.cache_salt = j["cache_salt"].get<std::string>();
-    }
-    if (j.contains("stop_token_ids")) {
-      if (!j["stop_token_ids"].is_array()) return invalid_argument("\"stop_token_ids\" must be an array of integers");
-      for (const json& v : j.at("stop_token_ids"))
-        r.params.stop_token_ids.push_back(static_cast<int32_t>(whole(v, "a stop token id", kMin32, kMax32)));
-    }
-    KV_RETURN_IF_ERROR(parse_sampling_extras(j, r.params));
-  } catch (const std::exception& e) {
-    return invalid_argument(e.what());
+  } else if (j.contains("prompt")) {
+    if (!j["prompt"].is_string()) return invalid_argument("\"prompt\" must be a string");
+    r.prompt = j["prompt"].get<std::string>();
+  } else {
+    return invalid_argument("a line needs \"prompt\" or \"prompt_token_ids\"");
   }
+  for (auto [key, field] : {std::pair<const char*, int32_t*>{"max_tokens", &r.params.max_tokens},
+                            {"top_k", &r.params.top_k}}) {
+    KV_ASSIGN_OR_RETURN(const json* v, number_field(j, key));
+    if (v != nullptr) {
+      KV_ASSIGN_OR_RETURN(*field, whole32(*v, std::string("\"") + key + "\""));
+    }
+  }
+  for (auto [key, field] : {std::pair<const char*, float*>{"temperature", &r.params.temperature},
+                            {"top_p", &r.params.top_p}}) {
+    KV_ASSIGN_OR_RETURN(const json* v, number_field(j, key));
+    if (v != nullptr) {
+      KV_ASSIGN_OR_RETURN(*field, as_float(*v, std::string("\"") + key + "\""));
+    }
+  }
+  KV_ASSIGN_OR_RETURN(const json* seed, number_field(j, "seed"));
+  if (seed != nullptr) {
+    KV_ASSIGN_OR_RETURN(const int64_t value, whole(*seed, "\"seed\"", 0, INT64_MAX));
+    r.params.seed = static_cast<uint64_t>(value);
+  }
+  if (j.contains("ignore_eos")) {
+    if (!j["ignore_eos"].is_boolean()) return invalid_argument("\"ignore_eos\" must be true or false");
+    r.params.ignore_eos = j["ignore_eos"].get<bool>();
+  }
+  if (j.contains("cache_salt")) {
+    if (!j["cache_salt"].is_string()) return invalid_argument("\"cache_salt\" must be a string");
+    r.cache_salt = j["cache_salt"].get<std::string>();
+  }
+  if (j.contains("stop_token_ids")) {
+    if (!j["stop_token_ids"].is_array()) return invalid_argument("\"stop_token_ids\" must be an array of integers");
+    for (const json& v : j.at("stop_token_ids")) {
+      KV_ASSIGN_OR_RETURN(r.params.stop_token_ids.emplace_back(), whole32(v, "a stop token id"));
+    }
+  }
+  KV_RETURN_IF_ERROR(parse_sampling_extras(j, r.params));
   KV_RETURN_IF_ERROR(r.params.validate());
   return r;
 }
