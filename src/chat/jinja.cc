@@ -86,6 +86,11 @@ Value Value::array(std::vector<Value> items, bool tuple) {
   v.arr = std::make_shared<ArrayData>();
   v.arr->items = std::move(items);
   v.arr->is_tuple = tuple;
+  // Saturating: a list of lists of the same list, nested 64 deep, counts more than 2^64 (and is refused).
+  for (const Value& item : v.arr->items) {
+    const uint64_t add = item.kind == Kind::kString ? item.str.size() : item.kind == Kind::kArray ? item.arr->string_bytes : 0;
+    v.arr->string_bytes = add > UINT64_MAX - v.arr->string_bytes ? UINT64_MAX : v.arr->string_bytes + add;
+  }
   return v;
 }
 Value Value::object(ObjectKind kind) {
@@ -1642,10 +1647,12 @@ class Interpreter {
            " loop iterations and macro calls");
   }
 
-  // Counts a string value made or copied toward the render's byte budget (Limits::max_string_bytes).
+  // Counts a value's strings, made or copied, toward the render's byte budget (Limits::max_string_bytes).
   void charge(const Value& v, uint64_t copies = 1) {
-    if (!v.is_string()) return;
-    string_bytes_ += copies * v.str.size();
+    const uint64_t bytes = v.is_string() ? v.str.size() : v.is_array() ? v.arr->string_bytes : 0;
+    if (bytes == 0) return;
+    const uint64_t room = lim_.max_string_bytes - std::min(string_bytes_, lim_.max_string_bytes);
+    string_bytes_ = bytes > room / copies ? lim_.max_string_bytes + 1 : string_bytes_ + copies * bytes;
     if (string_bytes_ > lim_.max_string_bytes)
       fail("the template made or copied more than " + std::to_string(lim_.max_string_bytes) +
            " bytes of strings (a runaway loop over long text?)");

@@ -88,8 +88,11 @@ class OrderedMap {
 };
 
 struct ArrayData {
-  std::vector<Value> items;
+  std::vector<Value> items;  // never changed after Value::array builds it
   bool is_tuple = false;
+  // Bytes of the strings among `items` and, through nested lists, below them (not inside objects): what copying
+  // the list's items, or printing it, moves. Counted once, when the list is built.
+  uint64_t string_bytes = 0;
 };
 
 struct ObjectData {
@@ -109,11 +112,13 @@ struct Limits {
   // waited that long).
   uint64_t max_loop_iterations = 1'000'000;
   size_t max_range = 1'000'000;               // elements of one range()
-  // Bytes of strings made or copied over the whole render (every expression's string value, loop items). The
-  // limits above bound the count of steps, and max_output_bytes each string, but a loop that reads a 64 MiB
-  // string at each of 10^6 iterations stayed inside both (hours of copying). A real template moves a few times
-  // its conversation; a runaway one fails in about a second.
-  uint64_t max_string_bytes = 256ull << 20;
+  // Bytes of strings made or copied over the whole render: every expression's value (a string's bytes, a list's
+  // string_bytes) and loop items. The limits above bound the count of steps, and max_output_bytes each string,
+  // but a loop that reads a 64 MiB string (or a list holding one) at each of 10^6 iterations stayed inside both:
+  // hours of copying. A template that rebuilds its output at each message (`ns.out = ns.out ~ ...`) moves
+  // messages x output: with 2 GiB, one renders 400 pairs of 1 KB messages (about 200k tokens) in 3.8 s. A runaway
+  // over 64 MiB strings fails in about 9 s (docs/limits.md).
+  uint64_t max_string_bytes = 2ull << 30;
 };
 
 struct RenderOptions {

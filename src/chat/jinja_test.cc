@@ -176,13 +176,32 @@ TEST(Jinja, StringBytesOverTheRenderAreBudgeted) {
   // ~1 KiB read 2000 times through a variable, a loop item, and a macro argument.
   for (const std::string& use : {std::string("{% for i in range(2000) %}{% if ns.s %}{% endif %}{% endfor %}"),
                                  std::string("{% set l = [ns.s] %}{% for i in range(2000) %}{% for x in l %}{% endfor %}{% endfor %}"),
-                                 std::string("{% macro f(a) %}{% endmacro %}{% for i in range(2000) %}{{ f(ns.s) }}{% endfor %}")}) {
+                                 std::string("{% macro f(a) %}{% endmacro %}{% for i in range(2000) %}{{ f(ns.s) }}{% endfor %}"),
+                                 // Lists copied or printed: each copy moves its strings.
+                                 std::string("{% set l = [ns.s] %}{% for i in range(2000) %}{% set r = l|reverse %}{% endfor %}"),
+                                 std::string("{% set d = {'k': ns.s} %}{% for i in range(2000) %}{% set r = d.values() %}{% endfor %}"),
+                                 std::string("{% set l = [[ns.s]] %}{% for i in range(2000) %}{% if l == 'x' %}{% endif %}{% endfor %}")}) {
     EXPECT_NE(error(kilobyte + use, "{}", small).find("more than 1048576 bytes of strings"), std::string::npos) << use;
     // The same template at a twentieth of the work renders.
     std::string less = use;
     less.replace(less.find("2000"), 4, "100");
     EXPECT_TRUE(render(kilobyte + less, "{}", small).ok()) << less;
   }
+}
+
+// A template that rebuilds its whole output at each message (as some real ones do) moves messages x output
+// bytes: the default budget holds it for a conversation longer than a 128k-token context.
+TEST(Jinja, AccumulatingTemplatesRenderLongConversations) {
+  const std::string tmpl =
+      "{% set ns = namespace(out='') %}{% for m in messages %}"
+      "{% set ns.out = ns.out + '<|' + m.role + '|>' + m.content + '<|end|>' %}{% endfor %}{{ ns.out }}";
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  const std::string content(1000, 'w');  // about 250 tokens
+  for (int i = 0; i < 600; ++i)  // 600 KB, about 150k tokens
+    messages.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", content}});
+  auto r = render(tmpl, nlohmann::ordered_json{{"messages", messages}}.dump());
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->size(), 300u * (2 + 4 + 2 + 1000 + 7) + 300u * (2 + 9 + 2 + 1000 + 7));
 }
 
 TEST(Jinja, MalformedTemplatesNeverCrash) {
