@@ -685,6 +685,14 @@ TEST_F(EngineBehaviour, RequestsLargerThanTheWholeKvCacheAreRefusedWhenAdded) {
   long_prompt.prompt_token_ids.assign(70, 5);
   long_prompt.params.max_tokens = 1;
   EXPECT_NE(engine->add_request(long_prompt).status().message().find("shorten the prompt"), std::string::npos);
+  const std::vector<int32_t> long_prefix(70, 5);
+  EXPECT_NE(engine->cache_prefix(long_prefix).status().message().find("the prefix has 70 tokens but the whole KV cache"),
+            std::string::npos);
+  // The refusals took no request id: an unseeded sampled request draws the seed it draws on a fresh engine.
+  Request sampled = greedy_request("Once", 8);
+  sampled.params.temperature = 1.0f;
+  auto fresh = make_engine(model, true, 64 * per_token);
+  EXPECT_EQ(engine->generate({sampled})[0].token_ids, fresh->generate({sampled})[0].token_ids);
   const auto outs = engine->generate({greedy_request("Hello", 10), big, greedy_request("Hi", 10)});
   EXPECT_EQ(outs[0].token_ids.size(), 10u);
   EXPECT_EQ(outs[1].finish_reason, FinishReason::kError);

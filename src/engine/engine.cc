@@ -89,7 +89,7 @@ struct Engine::Impl {
   };
   void note_peak_blocks();
   void fail_what_cannot_run(const StepPlan& plan, std::vector<Output>& out);
-  Status larger_than_kv_cache(int64_t prompt_tokens, int64_t max_total_tokens) const;
+  Status larger_than_kv_cache(int64_t prompt_tokens, int64_t max_total_tokens, bool prefix = false) const;
   ForwardBatch build_batch(const StepPlan& plan, StepWork& work) const;
   Status run_model(const ForwardBatch& batch);
   void sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out);
@@ -182,13 +182,14 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
 Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   std::vector<int32_t> prompt;
   KV_RETURN_IF_ERROR(validate(r, prompt));
-  const int64_t id = next_id++;
-  const uint64_t seed = r.params.seed.has_value() ? *r.params.seed : mix_seed(config.seed, id);
-  const int32_t n = prefill_only ? 1 : r.params.n;
   const int64_t num_prompt = static_cast<int64_t>(prompt.size());
   const int64_t max_total = prefill_only ? num_prompt : std::min<int64_t>(num_prompt + r.params.max_tokens, max_model_len);
   // Refused now, not left to fail in a later step: a retry can never succeed (the server answers 400, not 503).
-  if (!scheduler->fits_whole_cache(max_total)) return larger_than_kv_cache(num_prompt, max_total);
+  // Before an id is taken, so that a refusal does not shift the seeds of the requests after it.
+  if (!scheduler->fits_whole_cache(max_total)) return larger_than_kv_cache(num_prompt, max_total, prefill_only);
+  const int64_t id = next_id++;
+  const uint64_t seed = r.params.seed.has_value() ? *r.params.seed : mix_seed(config.seed, id);
+  const int32_t n = prefill_only ? 1 : r.params.n;
   // A completion continues its prompt's text (a SentencePiece leading space is a real space), unless the
   // prompt holds special tokens only (BOS alone).
   bool after_text = false;
@@ -283,8 +284,11 @@ void Engine::Impl::note_peak_blocks() {
 }
 
 // A request whose tokens (prompt and max_tokens, capped by the context) can never fit the whole KV cache.
-Status Engine::Impl::larger_than_kv_cache(int64_t prompt_tokens, int64_t max_total_tokens) const {
+Status Engine::Impl::larger_than_kv_cache(int64_t prompt_tokens, int64_t max_total_tokens, bool prefix) const {
   const int64_t cache = int64_t{blocks->num_blocks()} * blocks->block_size();
+  if (prefix)
+    return invalid_argument("the prefix has " + std::to_string(prompt_tokens) + " tokens but the whole KV cache holds " +
+                            std::to_string(cache) + "; shorten it, or raise --kv-cache-memory");
   return invalid_argument("the request needs " + std::to_string(max_total_tokens) + " tokens of KV cache (a " +
                           std::to_string(prompt_tokens) + "-token prompt and up to " +
                           std::to_string(max_total_tokens - prompt_tokens) + " generated) but the whole cache holds " +
@@ -298,7 +302,7 @@ Status Engine::Impl::larger_than_kv_cache(int64_t prompt_tokens, int64_t max_tot
 // may fit).
 void Engine::Impl::fail_what_cannot_run(const StepPlan& plan, std::vector<Output>& out) {
   for (Sequence* s : scheduler->take_unschedulable())  // add() refuses these; kept for any other way in
-    finish(*s, FinishReason::kError, out, larger_than_kv_cache(s->num_prompt_tokens, s->max_total_tokens));
+    finish(*s, FinishReason::kError, out, larger_than_kv_cache(s->num_prompt_tokens, s->max_total_tokens, s->prefill_only));
   if (plan.empty() && !plan.preempted && scheduler->num_running() == 0 && scheduler->first_waiting() != nullptr) {
     finish(*scheduler->first_waiting(), FinishReason::kError, out,
            resource_exhausted("the KV cache has no room for this request while pinned prefixes hold " +
