@@ -269,6 +269,8 @@ struct HttpServer::Impl {
   std::unique_ptr<ChatTemplate> chat_template;  // null: the model has none
   std::string chat_template_problem;            // why there is none
   int64_t max_model_len = 0;
+  int64_t kv_cache_tokens = 0;  // the whole KV cache, in tokens: a chat without max_tokens generates at most to it
+  bool context_can_grow = false;  // --max-model-len set below the model's context
   int64_t created = std::time(nullptr);
   std::atomic<uint64_t> next_call{0};
   uint64_t id_salt = 0;
@@ -332,6 +334,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(std::unique_ptr<Engine> e
   }
   s.max_model_len = engine->config().max_model_len > 0 ? engine->config().max_model_len
                                                         : engine->model_config().max_context;
+  s.kv_cache_tokens = int64_t{engine->metrics().blocks_total} * engine->config().block_size;
+  s.context_can_grow = s.max_model_len < engine->model_config().max_context;
   s.config = std::move(config);
   s.engine = std::move(engine);
   s.id_salt = std::random_device{}();
@@ -562,7 +566,7 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
       return false;
     }
     const int64_t len = std::max<int64_t>(1, static_cast<int64_t>(p.token_ids.size()));
-    if (refused(check_prompt_length(len, max_model_len))) return false;
+    if (refused(check_prompt_length(len, max_model_len, context_can_grow))) return false;
     // A max_tokens past the context's end is an error, as OpenAI's and vLLM's servers answer it (it was cut
     // silently to what fit). Chat without a limit may fill the context, as theirs do.
     if (call.max_tokens_given && len + call.params.max_tokens > max_model_len) {
@@ -576,7 +580,10 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
       error.param = "max_tokens";
       return false;
     }
-    if (call.chat && !call.max_tokens_given) call.params.max_tokens = static_cast<int32_t>(max_model_len - len);
+    // Chat without a limit may fill the context, as OpenAI's and vLLM's do, or the whole KV cache where that is
+    // smaller (the engine refuses a request that could never fit it; the client did not ask for that many).
+    if (call.chat && !call.max_tokens_given)
+      call.params.max_tokens = static_cast<int32_t>(std::max<int64_t>(1, std::min(max_model_len, kv_cache_tokens) - len));
   }
   return true;
 }

@@ -562,6 +562,13 @@ class LimitsTest(unittest.TestCase):
             self.assertEqual(code, 400, text)
             code, _, text = curl(s.url + "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 20})
             self.assertEqual(code, 200, text)
+            # A chat without max_tokens may fill the context, or here the smaller KV cache: it runs to its end.
+            code, _, text = curl(s.url + "/v1/chat/completions",
+                                 {"messages": [{"role": "user", "content": "hi"}], "ignore_eos": True})
+            self.assertEqual(code, 200, text)
+            answer = json.loads(text)
+            self.assertEqual(answer["choices"][0]["finish_reason"], "length")
+            self.assertEqual(answer["usage"]["total_tokens"], 64)
 
     def test_idle_and_slow_connections_do_not_starve_requests(self):
         # Each connection holds an HTTP thread until it closes: a fixed pool of 64 was taken by 64 idle
