@@ -369,8 +369,9 @@ class LLM:
         prompt; None means SamplingParams(). use_tqdm shows a progress bar when tqdm is installed (nothing
         otherwise); it may also be a tqdm-like class to use instead.
 
-        Raises ValueError when a prompt or its parameters are bad (after the other prompts have run), and
-        RuntimeError when a prompt cannot run at all (it needs more KV cache than there is). Ctrl-C
+        Raises ValueError when a prompt or its parameters are bad, or when a prompt with its max_tokens needs
+        more KV cache than there is (after the other prompts have run), and RuntimeError when a prompt cannot
+        run for another reason (pinned prefixes hold the cache). Ctrl-C
         (KeyboardInterrupt) stops the batch within a step: its unfinished requests are aborted, the exception
         propagates, and the LLM is ready for the next call.
         """
