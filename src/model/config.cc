@@ -2,7 +2,6 @@
 #include "model/config.h"
 
 #include <cmath>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "core/json_depth.h"
@@ -13,7 +12,6 @@
 namespace kvshare {
 
 const char* arch_name(Arch arch) { return arch == Arch::kGpt2 ? "gpt2" : "llama"; }
-
 
 Status ModelConfig::validate() const {
   auto positive = [](int64_t v, const char* name) -> Status {
