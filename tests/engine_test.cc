@@ -699,6 +699,25 @@ TEST_F(EngineBehaviour, RequestsLargerThanTheWholeKvCacheAreRefusedWhenAdded) {
   EXPECT_EQ(outs[2].token_ids.size(), 10u);
 }
 
+// max_model_len(): the configured length, or the model's context where none is set; generation stops there.
+TEST_F(EngineBehaviour, MaxModelLenIsTheConfiguredLengthOrTheModelsContext) {
+  const std::string model = tiny_model("llama");
+  auto whole = make_engine(model, true);
+  EXPECT_EQ(whole->max_model_len(), whole->model_config().max_context);
+  EngineConfig c = whole->config();
+  c.max_model_len = 12;
+  auto short_engine = Engine::create(c);
+  ASSERT_TRUE(short_engine.ok()) << short_engine.status().to_string();
+  EXPECT_EQ((*short_engine)->max_model_len(), 12);
+  Request r;
+  r.prompt_token_ids.assign(5, 7);
+  r.params.max_tokens = 100;
+  r.params.ignore_eos = true;
+  const Output out = (*short_engine)->generate({r})[0];
+  EXPECT_EQ(out.token_ids.size(), 7u) << "prompt + generated = max_model_len";
+  EXPECT_EQ(out.finish_reason, FinishReason::kLength);
+}
+
 TEST_F(EngineBehaviour, LogitBiasOutsideTheVocabularyIsAnError) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true);

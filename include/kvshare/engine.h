@@ -172,6 +172,9 @@ class Engine {
   const Tokenizer& tokenizer() const;
   const ModelConfig& model_config() const;
   const EngineConfig& config() const;
+  // The longest sequence (prompt + generated tokens) a request may reach: EngineConfig::max_model_len, or the
+  // model's context where that is 0.
+  int64_t max_model_len() const;
   EngineMetrics metrics() const;
   // FLOPs of the model's forward pass for `tokens` tokens at mean context `context` (for benchmark reports).
   double forward_flops(int64_t tokens, double context) const;

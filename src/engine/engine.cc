@@ -565,6 +565,7 @@ int64_t Engine::reset_prefix_cache() { return impl_->blocks->drop_evictable(); }
 const Tokenizer& Engine::tokenizer() const { return *impl_->tokenizer; }
 const ModelConfig& Engine::model_config() const { return impl_->loaded.model->config(); }
 const EngineConfig& Engine::config() const { return impl_->config; }
+int64_t Engine::max_model_len() const { return impl_->max_model_len; }
 double Engine::forward_flops(int64_t tokens, double context) const {
   return impl_->loaded.model->forward_flops(tokens, context);
 }

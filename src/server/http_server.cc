@@ -332,8 +332,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(std::unique_ptr<Engine> e
   } else {
     s.chat_template_problem = t.status().message();
   }
-  s.max_model_len = engine->config().max_model_len > 0 ? engine->config().max_model_len
-                                                        : engine->model_config().max_context;
+  s.max_model_len = engine->max_model_len();
   s.kv_cache_tokens = int64_t{engine->metrics().blocks_total} * engine->config().block_size;
   s.context_can_grow = s.max_model_len < engine->model_config().max_context;
   s.config = std::move(config);
