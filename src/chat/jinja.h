@@ -11,6 +11,7 @@
 // are bounded and exceeding them is an error that says which limit was hit.
 #pragma once
 
+#include <atomic>
 #include <ctime>
 #include <functional>
 #include <map>
@@ -90,9 +91,10 @@ class OrderedMap {
 struct ArrayData {
   std::vector<Value> items;  // never changed after Value::array builds it
   bool is_tuple = false;
-  // Bytes of the strings among `items` and, through nested lists, below them (not inside objects): what copying
-  // the list's items, or printing it, moves. Counted once, when the list is built.
-  uint64_t string_bytes = 0;
+  // What copying the list's items, or printing it, moves: a Value per item and the bytes of the strings among
+  // `items`, and through nested lists below them (not inside objects). Counted once, when the list is built. The
+  // items count too, so that a list of millions of empty strings ("...".split(' ')) is not free to copy.
+  uint64_t bytes = 0;
 };
 
 struct ObjectData {
@@ -105,19 +107,23 @@ inline bool Value::is_namespace() const { return kind == Kind::kObject && obj->k
 
 // Limits that keep a hostile template from exhausting the stack, memory or time.
 struct Limits {
+  // The template's source. Real templates are under 20 KB (the largest of llama.cpp's 68 is 16.7 KB); parsing
+  // costs about 0.2 s per megabyte, so a file mistaken for a template is refused at once.
+  size_t max_template_bytes = 1u << 20;
   int max_depth = 400;                        // nested statements/expressions/macro calls
   size_t max_output_bytes = 64u << 20;        // any string built while rendering
   // Loop iterations and macro calls over the whole render. A real template loops over the messages a few
   // times; at about a microsecond each, a runaway one fails in about a second (10^7 took 11-24 s: a chat request
   // waited that long).
   uint64_t max_loop_iterations = 1'000'000;
-  size_t max_range = 1'000'000;               // elements of one range()
-  // Bytes of strings made or copied over the whole render: every expression's value (a string's bytes, a list's
-  // string_bytes) and loop items. The limits above bound the count of steps, and max_output_bytes each string,
-  // but a loop that reads a 64 MiB string (or a list holding one) at each of 10^6 iterations stayed inside both:
-  // hours of copying. A template that rebuilds its output at each message (`ns.out = ns.out ~ ...`) moves
-  // messages x output: with 2 GiB, one renders 400 pairs of 1 KB messages (about 200k tokens) in 3.8 s. A runaway
-  // over 64 MiB strings fails in about 9 s (docs/limits.md).
+  size_t max_range = 1'000'000;               // elements of one range(), pieces of one split()
+  // Bytes of strings and lists made or copied over the whole render: every expression's value (a string's bytes,
+  // a list's ArrayData::bytes) and loop items. The limits above bound the count of steps and each string's size,
+  // but a loop that reads a 64 MiB string (or splits a long one into a million pieces) at each of 10^6 iterations
+  // stayed inside them: hours of copying. Making and copying run at a few hundred MB/s into fresh pages, so a
+  // runaway fails in seconds (about 9 s on the slowest machine measured; docs/limits.md). A template that rebuilds
+  // its output at each message (`ns.out = ns.out ~ ...`) moves messages x output: llama.cpp's Reka-Edge template
+  // renders 400 pairs of 1 KB messages (about 200k tokens) in 3.8 s.
   uint64_t max_string_bytes = 2ull << 30;
 };
 
@@ -125,6 +131,9 @@ struct RenderOptions {
   Limits limits;
   // The time strftime_now() formats (local time); unset: now.
   std::function<std::tm()> now;
+  // When set, the render stops with an error once it reads true (checked at every loop iteration, macro call and
+  // string or list made): a server shutting down does not wait for a long render.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 class Template {

@@ -189,6 +189,61 @@ TEST(Jinja, StringBytesOverTheRenderAreBudgeted) {
   }
 }
 
+// A list's items count toward the budget besides its strings: splitting 64 KiB of spaces makes 65,537 empty
+// strings, nothing by their bytes, and a loop that split it 10^6 times ran for about a day.
+TEST(Jinja, ListItemsOverTheRenderAreBudgeted) {
+  Limits budget;
+  budget.max_string_bytes = 128 << 20;
+  const std::string spaces =
+      "{% set ns = namespace(s=' ') %}{% for i in range(16) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}";
+  const std::string split_2000 = "{% for i in range(2000) %}{% set parts = ns.s.split(' ') %}{% endfor %}";
+  EXPECT_NE(error(spaces + split_2000, "{}", budget).find("bytes of strings and lists"), std::string::npos);
+  const std::string split_5 = "{% for i in range(5) %}{% set parts = ns.s.split(' ') %}{% endfor %}{{ ns.s.split(' ')|length }}";
+  auto five = render(spaces + split_5, "{}", budget);
+  ASSERT_TRUE(five.ok()) << five.status().message();
+  EXPECT_EQ(*five, "65537");
+  // One split() makes at most max_range pieces, counted before any is made (a 64 MiB string holds 64M).
+  Limits ten;
+  ten.max_range = 10;
+  EXPECT_EQ(ok("{{ 'a,b,c,d,e,f,g,h,i,j'.split(',')|length }}"), "10");
+  EXPECT_NE(error("{{ 'a,b,c,d,e,f,g,h,i,j,k'.split(',') }}", "{}", ten).find("split() would make more than 10 pieces"),
+            std::string::npos);
+  EXPECT_NE(error("{{ 'a b c d e f g h i j k'.split() }}", "{}", ten).find("split() would make more than 10 pieces"),
+            std::string::npos);
+  auto capped = render("{{ 'a,b,c,d,e,f,g,h,i,j,k'.split(',', 3) }}", "{}", ten);
+  ASSERT_TRUE(capped.ok()) << capped.status().message();
+  EXPECT_EQ(*capped, R"(["a", "b", "c", "d,e,f,g,h,i,j,k"])");
+}
+
+// A render stops when its cancel flag is set (a server shutting down), at its next loop iteration.
+TEST(Jinja, RenderStopsWhenCancelled) {
+  auto tpl = Template::parse("{% for i in range(3) %}{{ i }}{% endfor %}");
+  ASSERT_TRUE(tpl.ok());
+  std::atomic<bool> cancel{false};
+  RenderOptions options;
+  options.cancel = &cancel;
+  auto r = tpl->render({}, options);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(*r, "012");
+  cancel = true;
+  r = tpl->render({}, options);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("the render was cancelled"), std::string::npos) << r.status().message();
+}
+
+// A template's source has a size limit, checked before parsing (a mistaken file is refused at once), and a
+// control character in an error message is named by its code point (printed raw it shows nothing).
+TEST(Jinja, SourceSizeLimitAndControlCharactersInErrors) {
+  Limits limits;
+  limits.max_template_bytes = 1000;
+  auto at_limit = render(std::string(1000, 'a'), "{}", limits);
+  ASSERT_TRUE(at_limit.ok()) << at_limit.status().message();
+  EXPECT_EQ(*at_limit, std::string(1000, 'a'));
+  EXPECT_NE(error(std::string(1001, 'a'), "{}", limits).find("the template is 1001 bytes, more than a chat template may have (1000)"),
+            std::string::npos);
+  EXPECT_NE(error("{{ x \x01 }}").find("Unexpected character: U+0001"), std::string::npos);
+}
+
 // A template that rebuilds its whole output at each message (as some real ones do) moves messages x output
 // bytes: the default budget holds it for a conversation longer than a 128k-token context.
 TEST(Jinja, AccumulatingTemplatesRenderLongConversations) {

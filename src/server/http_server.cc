@@ -519,7 +519,9 @@ Result<std::string> HttpServer::Impl::render_chat(const GenerationCall& call) co
   if (call.chat_template_kwargs.is_object())
     for (const auto& [key, value] : call.chat_template_kwargs.items()) conversation[key] = value;
   conversation["messages"] = call.messages;
-  KV_ASSIGN_OR_RETURN(std::string text, chat_template->apply(conversation, call.add_generation_prompt));
+  jinja::RenderOptions render_options;
+  render_options.cancel = &stopping;  // shutdown does not wait for a long render
+  KV_ASSIGN_OR_RETURN(std::string text, chat_template->apply(conversation, call.add_generation_prompt, render_options));
   if (call.continue_final_message) {
     // The reply continues the last message: cut what the template wrote after its content.
     const json& last = call.messages.back();
