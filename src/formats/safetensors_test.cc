@@ -1,6 +1,7 @@
 #include "formats/safetensors.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <cstring>
@@ -352,6 +353,21 @@ TEST_F(SafetensorsDir, SingleFileAndMissingFolders) {
   const std::string empty = testing::temp_dir("safetensors_dir_empty");
   EXPECT_EQ(load_safetensors_dir(empty).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(load_safetensors_dir(empty + "/nope").status().code(), StatusCode::kNotFound);
+}
+
+// A FIFO in place of the weights once blocked the load for good, waiting for a writer.
+TEST_F(SafetensorsDir, AFifoAsTheFileOrAShardIsRefusedWithoutBlocking) {
+  const auto expect_refused = [&](const std::string& fifo) {
+    std::filesystem::remove(fifo);
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const Status st =
+        testing::status_without_blocking_on_fifo(fifo, [&] { return load_safetensors_dir(dir_).status(); });
+    EXPECT_NE(st.message().find(fifo + " is not a regular file"), std::string::npos) << st.to_string();
+  };
+  write_index(good_map_);
+  expect_refused(dir_ + "/model-00002-of-00002.safetensors");
+  std::filesystem::remove(dir_ + "/model.safetensors.index.json");
+  expect_refused(dir_ + "/model.safetensors");
 }
 
 // ---- the real model in ../shared ----
