@@ -63,5 +63,23 @@ TEST(BuildModel, LayersPastTheConfigsCountAreRefused) {
   }
 }
 
+// A tied model storing neither its embedding nor lm_head.weight (which a tied checkpoint may store in its place)
+// was said to lack 'lm_head.weight'; the tensor it needs is the embedding.
+TEST(BuildModel, ATiedModelWithNoEmbeddingNamesTheEmbedding) {
+  KV_REQUIRE_GPT2_TOKENIZER();
+  const std::string dir = tiny_model("qwen2");  // tied
+  Result<ModelConfig> c = parse_hf_config(*read_text_file(dir + "/config.json"));
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  ASSERT_TRUE(c->tie_embeddings);
+  Result<TensorStore> stored = load_safetensors_dir(dir);
+  ASSERT_TRUE(stored.ok()) << stored.status().to_string();
+  TensorStore store;  // views into `stored`'s mapping, which outlives it
+  for (const auto& [name, view] : stored->tensors())
+    if (name != "model.embed_tokens.weight") store.add(name, view);
+  ASSERT_FALSE(store.contains("lm_head.weight"));
+  expect_error_holding(build_model(*c, store, WeightSource::kHuggingFace).status(),
+                       {"the model has no tensor 'model.embed_tokens.weight'"});
+}
+
 }  // namespace
 }  // namespace kvshare
