@@ -1,9 +1,13 @@
 #include "test_util.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <vector>
-#include <unistd.h>
 
 #include "core/mapped_file.h"
 
@@ -75,6 +79,17 @@ std::string temp_dir(const std::string& name) {
   std::filesystem::create_directories(p);
   scratch_cleanup().dirs.push_back(p);
   return p.string();
+}
+
+Status status_without_blocking_on_fifo(const std::string& fifo, const std::function<Status()>& load, int seconds) {
+  std::future<Status> done = std::async(std::launch::async, load);
+  if (done.wait_for(std::chrono::seconds(seconds)) == std::future_status::ready) return done.get();
+  ADD_FAILURE() << "loading " << fifo << " still blocks after " << seconds << " s (open() waits for a writer)";
+  // With a reader waiting, a non-blocking open of the write end succeeds and releases it.
+  const int writer = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+  Status status = done.get();
+  if (writer >= 0) ::close(writer);
+  return status;
 }
 
 }  // namespace kvshare::testing

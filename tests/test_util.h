@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
+
+#include "core/status.h"
 
 namespace kvshare::testing {
 
@@ -23,6 +26,10 @@ std::string temp_dir(const std::string& name);
 // AddressSanitizer (scripts/build_asan.sh), else 1. Timing checks catch quadratic blow-ups (minutes), so a
 // constant factor does not hide one.
 double sanitizer_slowdown();
+// Runs `load`, which opens the FIFO at `fifo` (made with mkfifo, no writer), on another thread and returns its
+// status. A load still running after `seconds` is blocked in open(), waiting for a writer: the test fails, and
+// the write end is then opened here so that the blocked open returns and the suite goes on rather than hanging.
+Status status_without_blocking_on_fifo(const std::string& fifo, const std::function<Status()>& load, int seconds = 5);
 
 }  // namespace kvshare::testing
 

@@ -13,12 +13,20 @@
 namespace kvshare {
 
 Result<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
+  // O_NONBLOCK: opening a FIFO that has no writer would otherwise wait for one for good, before fstat could
+  // refuse it. The flag changes nothing for a regular file (its reads never block, and mmap ignores it).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return not_found("cannot open " + path + ": " + std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
     ::close(fd);
-    return invalid_argument(path + " is not a regular file");
+    return internal_error("cannot stat " + path + ": " + std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    const char* what = S_ISDIR(st.st_mode) ? "a folder" : "a pipe, a socket or a device";
+    return invalid_argument(path + " is not a regular file (" + what + "); weights are mapped from regular files only");
   }
   std::shared_ptr<MappedFile> file(new MappedFile());
   file->path_ = path;

@@ -12,6 +12,8 @@ namespace kvshare {
 
 class MappedFile {
  public:
+  // Maps the whole file. Only a regular file (or a link to one): anything else is refused at once, a FIFO with
+  // no writer included (it is opened without blocking). not_found when it cannot be opened.
   static Result<std::shared_ptr<MappedFile>> open(const std::string& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;

@@ -1,6 +1,7 @@
 #include "formats/gguf.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <cmath>
@@ -376,6 +377,14 @@ TEST(Gguf, MalformedFiles) {
   Result<GgufFile> missing = GgufFile::open(testing::temp_dir("gguf_bad") + "/nope.gguf");
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("nope.gguf"), std::string::npos);
+}
+
+// A FIFO given as the .gguf path once blocked the load for good, waiting for a writer.
+TEST(Gguf, AFifoIsRefusedWithoutBlocking) {
+  const std::string fifo = testing::temp_dir("gguf_fifo") + "/model.gguf";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const Status st = testing::status_without_blocking_on_fifo(fifo, [&] { return GgufFile::open(fifo).status(); });
+  EXPECT_NE(st.message().find(fifo + " is not a regular file"), std::string::npos) << st.to_string();
 }
 
 TEST(Gguf, EveryTruncationAndCorruptionIsHandled) {

@@ -1,6 +1,10 @@
 #include "formats/safetensors.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <limits>
 #include <set>
 
@@ -199,6 +203,14 @@ void resolve_aliases(TensorStore& store) {
   }
 }
 
+// For a `path` that names an entry but not a file (file_exists false, path_entry_exists true): a symbolic link
+// that leads nowhere or loops. Saying the file is missing would send the user looking for the wrong problem.
+Status broken_link(const std::string& path) {
+  struct stat st {};
+  const int err = ::stat(path.c_str(), &st) == 0 ? 0 : errno;
+  return not_found(path + " is a symbolic link that cannot be followed (" + std::strerror(err) + ")");
+}
+
 bool is_plain_file_name(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\0') == std::string::npos;
@@ -226,6 +238,7 @@ Result<TensorStore> load_sharded(const std::string& dir, const std::string& inde
   if (shards.empty()) return data_loss(index_path + ": \"weight_map\" is empty");
   for (const std::string& shard : shards) {
     if (!file_exists(dir + "/" + shard)) {
+      if (path_entry_exists(dir + "/" + shard)) return broken_link(dir + "/" + shard);
       return not_found(index_path + " names the shard " + shard + ", but " + dir + "/" + shard + " is missing");
     }
   }
@@ -268,8 +281,10 @@ Result<TensorStore> load_safetensors_dir(const std::string& dir) {
   if (!file_exists(dir)) return not_found("model folder " + dir + " does not exist");
   const std::string index_path = dir + "/" + kIndexFile;
   if (file_exists(index_path)) return load_sharded(dir, index_path);
+  if (path_entry_exists(index_path)) return broken_link(index_path);
   const std::string single_path = dir + "/" + kSingleFile;
   if (file_exists(single_path)) return load_safetensors(single_path);
+  if (path_entry_exists(single_path)) return broken_link(single_path);
   return not_found(dir + " holds neither " + kSingleFile + " nor " + kIndexFile);
 }
 

@@ -1,9 +1,11 @@
 #include "formats/safetensors.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <random>
 
 #include "core/mapped_file.h"
@@ -352,6 +354,48 @@ TEST_F(SafetensorsDir, SingleFileAndMissingFolders) {
   const std::string empty = testing::temp_dir("safetensors_dir_empty");
   EXPECT_EQ(load_safetensors_dir(empty).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(load_safetensors_dir(empty + "/nope").status().code(), StatusCode::kNotFound);
+}
+
+// A FIFO in place of the weights once blocked the load for good, waiting for a writer.
+TEST_F(SafetensorsDir, AFifoAsTheFileOrAShardIsRefusedWithoutBlocking) {
+  const auto expect_refused = [&](const std::string& fifo) {
+    std::filesystem::remove(fifo);
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const Status st =
+        testing::status_without_blocking_on_fifo(fifo, [&] { return load_safetensors_dir(dir_).status(); });
+    EXPECT_NE(st.message().find(fifo + " is not a regular file"), std::string::npos) << st.to_string();
+  };
+  write_index(good_map_);
+  expect_refused(dir_ + "/model-00002-of-00002.safetensors");
+  std::filesystem::remove(dir_ + "/model.safetensors.index.json");
+  expect_refused(dir_ + "/model.safetensors");
+}
+
+// A dangling or looping link named model.safetensors (or the index, or a shard) was reported as the folder holding
+// neither file, or the shard as missing: the error names the link and why it cannot be followed.
+TEST_F(SafetensorsDir, BrokenLinksAreNamedAsSuch) {
+  const auto expect_broken = [&](const std::string& link, const std::string& reason) {
+    const Status st = load_safetensors_dir(dir_).status();
+    EXPECT_EQ(st.code(), StatusCode::kNotFound) << st.to_string();
+    EXPECT_NE(st.message().find(link + " is a symbolic link that cannot be followed (" + reason + ")"),
+              std::string::npos)
+        << st.to_string();
+  };
+  const std::string single = dir_ + "/model.safetensors";
+  std::filesystem::create_symlink(dir_ + "/absent", single);
+  expect_broken(single, "No such file or directory");
+  std::filesystem::remove(single);
+  std::filesystem::create_symlink(single, single);
+  expect_broken(single, "Too many levels of symbolic links");
+  const std::string index = dir_ + "/model.safetensors.index.json";
+  std::filesystem::create_symlink(dir_ + "/absent", index);
+  expect_broken(index, "No such file or directory");
+  std::filesystem::remove(index);
+  write_index(good_map_);
+  const std::string shard = dir_ + "/model-00002-of-00002.safetensors";
+  std::filesystem::remove(shard);
+  std::filesystem::create_symlink(dir_ + "/absent", shard);
+  expect_broken(shard, "No such file or directory");
 }
 
 // ---- the real model in ../shared ----

@@ -347,7 +347,30 @@ Result<ModelConfig> config_from_gguf(const GgufFile& g) {
     if (rot != c.head_dim)
       return unimplemented("GGUF: partial rotary embeddings (rope.dimension_count " + std::to_string(rot) +
                            " != head dim " + std::to_string(c.head_dim) + ") are not supported");
+    // RoPE scaling as llama.cpp reads it: rope.scaling.type (none, linear, yarn, longrope; linear when absent)
+    // with rope.scaling.factor, else the older rope.scale_linear (a factor of 0 or 1 scales nothing). llama3's
+    // scaling is stored as rope_freqs.weight (below); as on the Hugging Face path, every other one is refused.
+    std::string scaling = "linear";
+    if (g.contains(p + "rope.scaling.type")) {
+      KV_ASSIGN_OR_RETURN(scaling, g.get_string(p + "rope.scaling.type"));
+    }
+    const std::string factor_key =
+        g.contains(p + "rope.scaling.factor") ? p + "rope.scaling.factor" : p + "rope.scale_linear";
+    double factor = 0;
+    if (g.contains(factor_key)) {
+      KV_ASSIGN_OR_RETURN(factor, g.get_float(factor_key));
+    }
+    if (scaling != "none" && !(scaling == "linear" && (factor == 0 || factor == 1)))
+      return unimplemented("GGUF: RoPE scaling type '" + scaling + "' (" + p + "rope.scaling.type, " + factor_key +
+                           " " + number_text(factor) + ") is not supported (only llama3, stored as rope_freqs.weight)");
   }
+  // As on the Hugging Face path, sliding-window attention is not implemented: refused when it would apply, that
+  // is when the window is shorter than the context (no sequence is ever longer).
+  KV_ASSIGN_OR_RETURN(const int64_t window, gguf_int_or(g, p + "attention.sliding_window", 0));
+  if (window > 0 && window < c.max_context)
+    return unimplemented("GGUF: " + p + "attention.sliding_window is " + std::to_string(window) + ", shorter than " +
+                         p + "context_length (" + std::to_string(c.max_context) +
+                         "): sliding-window attention is not supported");
   if (g.contains(p + "vocab_size")) {
     KV_ASSIGN_OR_RETURN(c.vocab_size, g.get_int(p + "vocab_size"));
   } else {

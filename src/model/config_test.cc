@@ -172,10 +172,10 @@ Result<ModelConfig> gguf_config(const std::string& name, const std::function<voi
 }
 
 void expect_gguf_error(const std::string& name, const std::function<void(GgufWriter&)>& edit,
-                       std::initializer_list<const char*> words) {
+                       std::initializer_list<const char*> words, StatusCode code = StatusCode::kInvalidArgument) {
   Result<ModelConfig> r = gguf_config(name, edit);
   ASSERT_FALSE(r.ok()) << name << " accepted";
-  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().to_string();
+  EXPECT_EQ(r.status().code(), code) << r.status().to_string();
   for (const char* w : words) EXPECT_NE(r.status().message().find(w), std::string::npos) << r.status().to_string();
 }
 
@@ -197,6 +197,54 @@ TEST(ModelConfig, GgufMetadataIsCheckedToo) {
                     {"llama.attention.head_count_kv"});
   expect_gguf_error("vocab_float", [](GgufWriter& w) { w.set_f32("llama.vocab_size", 32); },
                     {"llama.vocab_size"});
+}
+
+// RoPE scaling and sliding windows in GGUF metadata were ignored (the model ran unscaled, with full attention)
+// while config.json refuses them: both paths now refuse what kvshare does not implement.
+TEST(ModelConfig, GgufRopeScalingAndSlidingWindowAreRefusedAsInConfigJson) {
+  Json j = llama_json();
+  j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4}};
+  const Status hf = parse_hf_config(j.dump()).status();
+  EXPECT_EQ(hf.code(), StatusCode::kUnimplemented) << hf.to_string();
+  expect_gguf_error("yarn", [](GgufWriter& w) {
+    w.set_string("llama.rope.scaling.type", "yarn");
+    w.set_f32("llama.rope.scaling.factor", 4);
+  }, {"RoPE scaling type 'yarn'", "llama.rope.scaling.factor 4", "not supported (only llama3"},
+                    StatusCode::kUnimplemented);
+  // llama.cpp takes a factor without a type as linear scaling, and so does the older rope.scale_linear.
+  expect_gguf_error("factor_only", [](GgufWriter& w) { w.set_f32("llama.rope.scaling.factor", 2); },
+                    {"type 'linear'", "llama.rope.scaling.factor 2"}, StatusCode::kUnimplemented);
+  expect_gguf_error("scale_linear", [](GgufWriter& w) { w.set_f32("llama.rope.scale_linear", 2); },
+                    {"type 'linear'", "llama.rope.scale_linear 2"}, StatusCode::kUnimplemented);
+  expect_gguf_error("type_number", [](GgufWriter& w) { w.set_u32("llama.rope.scaling.type", 1); },
+                    {"llama.rope.scaling.type"});
+  // Scalings that scale nothing load.
+  for (const auto& edit : std::vector<std::function<void(GgufWriter&)>>{
+           [](GgufWriter& w) { w.set_string("llama.rope.scaling.type", "none"); },
+           [](GgufWriter& w) {
+             w.set_string("llama.rope.scaling.type", "none");
+             w.set_f32("llama.rope.scaling.factor", 8);
+           },
+           [](GgufWriter& w) {
+             w.set_string("llama.rope.scaling.type", "linear");
+             w.set_f32("llama.rope.scaling.factor", 1);
+           },
+           [](GgufWriter& w) { w.set_f32("llama.rope.scale_linear", 1); }}) {
+    Result<ModelConfig> c = gguf_config("no_scaling", edit);
+    EXPECT_TRUE(c.ok()) << c.status().to_string();
+  }
+
+  j = llama_json();
+  j["sliding_window"] = 32;
+  j["use_sliding_window"] = true;
+  EXPECT_EQ(parse_hf_config(j.dump()).status().code(), StatusCode::kUnimplemented);
+  expect_gguf_error("window", [](GgufWriter& w) { w.set_u32("llama.attention.sliding_window", 32); },
+                    {"llama.attention.sliding_window is 32, shorter than llama.context_length (64)", "not supported"},
+                    StatusCode::kUnimplemented);
+  // A window as long as the context never applies.
+  Result<ModelConfig> c =
+      gguf_config("window_64", [](GgufWriter& w) { w.set_u32("llama.attention.sliding_window", 64); });
+  EXPECT_TRUE(c.ok()) << c.status().to_string();
 }
 
 // Head counts that do not divide the width are named as such (GPT-2 with n_head 7 was told "head_dim must be

@@ -38,9 +38,9 @@ class LlamaModel final : public Model {
     const bool gguf = src == WeightSource::kGguf;
     const int64_t d = c.hidden_size, qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim, f = c.ffn_size;
     // A tied checkpoint may store the shared matrix once, as lm_head.weight only (safetensors has no aliases).
-    const char* embed_name = gguf                                      ? "token_embd.weight"
-                             : w.has("model.embed_tokens.weight") || !c.tie_embeddings ? "model.embed_tokens.weight"
-                                                                                       : "lm_head.weight";
+    // Holding neither, the tensor to name as missing is the embedding.
+    const bool head_only = c.tie_embeddings && !w.has("model.embed_tokens.weight") && w.has("lm_head.weight");
+    const char* embed_name = gguf ? "token_embd.weight" : head_only ? "lm_head.weight" : "model.embed_tokens.weight";
     KV_ASSIGN_OR_RETURN(m->embed_, w.floats(embed_name, {c.vocab_size, d}));
     KV_ASSIGN_OR_RETURN(m->final_norm_, w.floats(gguf ? "output_norm.weight" : "model.norm.weight", {d}));
     for (int64_t i = 0; i < c.num_layers; ++i) {

@@ -71,7 +71,8 @@ enum class WeightSource { kHuggingFace, kGguf };
 
 // Builds the architecture's model over `store` (kept alive by the model). Matrix weights are packed once for
 // the GEMM in their stored dtype (F32, BF16, F16; Q8_0 as F32) and their stored bytes released; embeddings,
-// norms and biases are used in place when F32, else converted to F32 once.
+// norms and biases are used in place when F32, else converted to F32 once. A store holding tensors of layers
+// past config.num_layers is refused (the config's layer count disagrees with the file).
 Result<std::unique_ptr<Model>> build_model(const ModelConfig& config, TensorStore store, WeightSource source);
 
 // Loads a model from a Hugging Face folder (config.json + safetensors) or a .gguf file.
