@@ -667,6 +667,9 @@ TEST_F(CliTest, BadGenerateValuesNameTheProblem) {
                          {"--kv-cache-memory", "fraction of free memory below 1"});
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--max-model-len", "0"}),
                        {"--max-model-len must be from 1"});
+  // Too large was reported as "must be at least 1".
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--max-tokens", "99999999999"}),
+                       {"--max-tokens must be from 1 to 16777216, got 99999999999"});
   // A flag given twice was "last one wins"; --output beside --prompt was ignored (the text went to stdout).
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "a", "--prompt", "b"}),
                        {"--prompt is given twice"});

@@ -69,8 +69,12 @@ Result<SamplingParams> sampling_params_from(const Args& a) {
   KV_ASSIGN_OR_RETURN(double temperature, a.get_double("temperature", p.temperature));
   KV_ASSIGN_OR_RETURN(int64_t top_k, a.get_int("top-k", p.top_k));
   KV_ASSIGN_OR_RETURN(double top_p, a.get_double("top-p", p.top_p));
-  if (max_tokens < 1 || max_tokens > (int64_t{1} << 24)) return invalid_argument("--max-tokens must be at least 1");
-  if (top_k < -1 || top_k > (int64_t{1} << 30)) return invalid_argument("--top-k must be -1, 0 or positive");
+  if (max_tokens < 1 || max_tokens > (int64_t{1} << 24))
+    return invalid_argument("--max-tokens must be from 1 to " + std::to_string(int64_t{1} << 24) + ", got " +
+                            std::to_string(max_tokens));
+  if (top_k < -1 || top_k > (int64_t{1} << 30))
+    return invalid_argument("--top-k must be -1, 0 or positive, at most " + std::to_string(int64_t{1} << 30) +
+                            ", got " + std::to_string(top_k));
   p.max_tokens = static_cast<int32_t>(max_tokens);
   p.temperature = static_cast<float>(temperature);
   p.top_k = static_cast<int32_t>(top_k);
