@@ -4,7 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "bench/workloads.h"
 #include "kvshare/engine.h"
@@ -716,6 +720,32 @@ TEST_F(EngineBehaviour, MaxModelLenIsTheConfiguredLengthOrTheModelsContext) {
   const Output out = (*short_engine)->generate({r})[0];
   EXPECT_EQ(out.token_ids.size(), 7u) << "prompt + generated = max_model_len";
   EXPECT_EQ(out.finish_reason, FinishReason::kLength);
+}
+
+// Weights holding NaN give NaN logits: the request fails with a message naming the cause (greedy sampling
+// picked token 0 forever, and logprobs were NaN).
+TEST_F(EngineBehaviour, NonFiniteLogitsFailTheRequest) {
+  const std::string model = testing::temp_dir("engine-nan");
+  std::filesystem::copy(tiny_model("llama"), model, std::filesystem::copy_options::recursive);
+  // model.safetensors: an 8-byte header length, the JSON header, then the data; fill model.norm.weight with NaN.
+  std::fstream f(model + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t header_len = 0;
+  f.read(reinterpret_cast<char*>(&header_len), 8);
+  std::string header(header_len, '\0');
+  f.read(header.data(), static_cast<std::streamsize>(header_len));
+  const auto norm = nlohmann::json::parse(header).at("model.norm.weight");
+  ASSERT_EQ(norm.at("dtype"), "F32");
+  const uint64_t begin = norm.at("data_offsets")[0], end = norm.at("data_offsets")[1];
+  const std::vector<float> nan((end - begin) / 4, std::nanf(""));
+  f.seekp(static_cast<std::streamoff>(8 + header_len + begin));
+  f.write(reinterpret_cast<const char*>(nan.data()), static_cast<std::streamsize>(end - begin));
+  f.close();
+  auto engine = make_engine(model, true);
+  const Output out = engine->generate({greedy_request("Hello", 4)})[0];
+  EXPECT_EQ(out.finish_reason, FinishReason::kError);
+  EXPECT_NE(out.error.message().find("the model computed a logit of NaN"), std::string::npos) << out.error.message();
+  EXPECT_TRUE(out.token_ids.empty());
+  EXPECT_FALSE(engine->has_unfinished());
 }
 
 TEST_F(EngineBehaviour, LogitBiasOutsideTheVocabularyIsAnError) {

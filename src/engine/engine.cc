@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <unordered_map>
@@ -93,6 +94,7 @@ struct Engine::Impl {
   ForwardBatch build_batch(const StepPlan& plan, StepWork& work) const;
   Status run_model(const ForwardBatch& batch);
   void sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out);
+  static Status check_finite(const float* row_logits, int64_t vocab, int64_t position);
   void record_prompt_logprobs(Sequence& s, int64_t positions, int64_t& row);
   FinishReason stop_check(Sequence& s, int32_t token, size_t checked);
   void record_step(std::chrono::steady_clock::time_point start, const StepWork& work);
@@ -368,6 +370,10 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
       continue;
     }
     if (s.keep_logits) s.logits.insert(s.logits.end(), row_logits, row_logits + vocab);
+    if (Status st = check_finite(row_logits, vocab, s.num_tokens()); !st.ok()) {
+      finish(s, FinishReason::kError, out, st);  // greedy would pick token 0 forever, logprobs would be NaN
+      continue;
+    }
     const TokenHistory history{s.tokens, static_cast<size_t>(s.num_prompt_tokens), loaded.eos_ids};
     GeneratedTokenLogprobs lp;
     const int32_t token = sampler.sample(row_logits, vocab, s.params, history, s.rng, &lp);
@@ -383,6 +389,17 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
       out.push_back(make_output(s));
     }
   }
+}
+
+// A logits row with NaN or infinity comes from weights that hold them (or overflow in the model): nothing can
+// be sampled from it.
+Status Engine::Impl::check_finite(const float* row_logits, int64_t vocab, int64_t position) {
+  for (int64_t t = 0; t < vocab; ++t)
+    if (!std::isfinite(row_logits[t]))
+      return data_loss("the model computed a logit of " + std::string(std::isnan(row_logits[t]) ? "NaN" : "infinity") +
+                       " (token " + std::to_string(t) + ", after " + std::to_string(position) +
+                       " tokens): its weights may hold NaN or infinite values; check the model file");
+  return Status();
 }
 
 // The next `positions` logits rows are prompt positions prompt_logprobs.size(), ...: each gives the
