@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/workloads.h"
+#include "engine/context_limit.h"
 #include "kvshare/engine.h"
 #include "model/config.h"
 #include "make_model/make_model.h"
@@ -746,6 +747,20 @@ TEST_F(EngineBehaviour, NonFiniteLogitsFailTheRequest) {
   EXPECT_NE(out.error.message().find("the model computed a logit of NaN"), std::string::npos) << out.error.message();
   EXPECT_TRUE(out.token_ids.empty());
   EXPECT_FALSE(engine->has_unfinished());
+}
+
+// Where the tokenizer bounds no token's length, text over 256 bytes per token of the context (at least 1 MiB)
+// is refused before tokenizing: tinystories-656k took 6.6 s on a 6 MB prompt and a minute on 60 MB to say so.
+TEST(ContextLimit, TextIsCappedWhereTheTokenizerGivesNoBound) {
+  EXPECT_TRUE(check_prompt_text_length(1 << 20, 0, 512).ok());
+  const Status over = check_prompt_text_length((1 << 20) + 1, 0, 512);
+  EXPECT_EQ(over.code(), StatusCode::kOutOfRange);
+  EXPECT_NE(over.message().find("over 1048576 bytes"), std::string::npos) << over.message();
+  EXPECT_TRUE(check_prompt_text_length(256 * 8192, 0, 8192).ok());
+  EXPECT_FALSE(check_prompt_text_length(256 * 8192 + 1, 0, 8192).ok());
+  // With a bound, the bound decides.
+  EXPECT_TRUE(check_prompt_text_length(size_t{10} << 20, 100, 512).ok());
+  EXPECT_FALSE(check_prompt_text_length(size_t{10} << 20, 512, 512).ok());
 }
 
 TEST_F(EngineBehaviour, LogitBiasOutsideTheVocabularyIsAnError) {

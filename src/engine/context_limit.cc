@@ -1,10 +1,19 @@
 #include "engine/context_limit.h"
 
+#include <algorithm>
 #include <string>
 
 namespace kvshare {
 
 Status check_prompt_text_length(size_t text_bytes, int64_t least_tokens, int64_t context) {
+  // least_tokens is 0 for short text, or for any text when the vocabulary bounds no token's length: the cap is
+  // far above what the context holds in any real text, and tokenizing that much takes about a second.
+  const uint64_t cap = std::max<uint64_t>(kMinUnboundedPromptBytes, kUnboundedPromptBytesPerToken * static_cast<uint64_t>(context));
+  if (least_tokens == 0 && text_bytes > cap)
+    return out_of_range("the prompt is " + std::to_string(text_bytes) + " bytes; this tokenizer bounds no token's length, so " +
+                        "a prompt over " + std::to_string(cap) + " bytes (" + std::to_string(kUnboundedPromptBytesPerToken) +
+                        " per token of the context of " + std::to_string(context) +
+                        ", at least 1 MiB) is refused before tokenizing; shorten the prompt");
   if (least_tokens < context) return {};
   return out_of_range("the prompt is " + std::to_string(text_bytes) + " bytes, at least " +
                       std::to_string(least_tokens) + " tokens, but the context holds " + std::to_string(context) +
