@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <vector>
 #include <unistd.h>
 
@@ -75,6 +76,20 @@ std::string temp_dir(const std::string& name) {
   std::filesystem::create_directories(p);
   scratch_cleanup().dirs.push_back(p);
   return p.string();
+}
+
+int64_t resident_bytes() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return -1;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+  return -1;
+#endif
+#endif
+  std::ifstream in("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  if (!(in >> size >> resident)) return -1;
+  return resident * sysconf(_SC_PAGESIZE);
 }
 
 }  // namespace kvshare::testing

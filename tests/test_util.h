@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <string>
 
 namespace kvshare::testing {
@@ -23,6 +24,9 @@ std::string temp_dir(const std::string& name);
 // AddressSanitizer (scripts/build_asan.sh), else 1. Timing checks catch quadratic blow-ups (minutes), so a
 // constant factor does not hide one.
 double sanitizer_slowdown();
+// This process's resident memory in bytes (/proc/self/statm), for checks that memory is taken only as it is
+// used; -1 under a sanitizer, whose shadow memory and redzones are resident too (skip the check then).
+int64_t resident_bytes();
 
 }  // namespace kvshare::testing
 

@@ -2,14 +2,13 @@
 
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "test_util.h"
 
 namespace kvshare {
 namespace {
@@ -311,36 +310,15 @@ TEST(BlockManager, DropEvictableForgetsOnlyUnreferencedBlocks) {
   EXPECT_INVARIANTS(bm);
 }
 
-// Resident bytes of this process.
-int64_t resident_bytes() {
-  std::ifstream in("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  in >> size >> resident;
-  return resident * sysconf(_SC_PAGESIZE);
-}
-
-// Resident memory is only measured as allocated without a sanitizer: ASan adds redzones and shadow memory.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kPlainAllocator = false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool kPlainAllocator = false;
-#else
-constexpr bool kPlainAllocator = true;
-#endif
-#else
-constexpr bool kPlainAllocator = true;
-#endif
-
 // A cache of millions of small blocks (a model with a tiny K/V row, or block size 1) is ready at once: a block's
 // records are made when it is first allocated, so a fresh manager writes nothing per block. Built up front, the
 // 16M blocks here took about 1.5 GB and seconds before the first request.
 TEST(BlockManager, ManyBlocksCostNothingUntilAllocated) {
   constexpr int32_t kBlocks = 1 << 24;
-  const int64_t before = resident_bytes();
+  const int64_t before = testing::resident_bytes();
   BlockManager bm(kBlocks, 1, true);
-  if (kPlainAllocator) {
-    EXPECT_LT(resident_bytes() - before, int64_t{64} << 20);
+  if (before >= 0) {
+    EXPECT_LT(testing::resident_bytes() - before, int64_t{64} << 20);
   }
   EXPECT_EQ(bm.num_free_blocks(), kBlocks);
   EXPECT_EQ(bm.num_used_blocks(), 0);
@@ -361,9 +339,9 @@ TEST(BlockManager, ManyBlocksCostNothingUntilAllocated) {
 // published (distinct tokens, so every block has its own index entry): the engine counts it in the KV budget.
 // Block size 1, where the bookkeeping outweighs the K/V most; once per process, as freed memory is reused.
 TEST(BlockManager, BookkeepingBytesBoundWhatEveryBlockInUseTakes) {
-  if (!kPlainAllocator) GTEST_SKIP() << "resident memory under a sanitizer is not the allocator's";
+  const int64_t before = testing::resident_bytes();
+  if (before < 0) GTEST_SKIP() << "resident memory under a sanitizer is not the allocator's";
   constexpr int32_t kBlocks = 1 << 18;
-  const int64_t before = resident_bytes();
   BlockManager bm(kBlocks, 1, true);
   for (int32_t i = 0; i < kBlocks; ++i) {
     const auto b = bm.allocate();
@@ -371,7 +349,7 @@ TEST(BlockManager, BookkeepingBytesBoundWhatEveryBlockInUseTakes) {
     ASSERT_EQ(bm.publish(*b, -1, Tokens{i}, ""), *b);
   }
   EXPECT_EQ(bm.num_free_blocks(), 0);
-  const int64_t used = resident_bytes() - before;
+  const int64_t used = testing::resident_bytes() - before;
   const int64_t counted = BlockManager::bookkeeping_bytes_per_block(1, true) * kBlocks;
   EXPECT_LE(used, counted);
   EXPECT_GT(used, counted / 2);  // and is not a wild overestimate
