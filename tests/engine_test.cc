@@ -22,20 +22,21 @@
 namespace kvshare {
 namespace {
 
-// One tiny model per architecture, made once for the whole test binary.
-const std::string& tiny_model(const std::string& arch) {
+// One model per architecture and shape (make_model's), made once for the whole test binary.
+const std::string& tiny_model(const std::string& arch, const std::string& shape = "tiny") {
   static std::map<std::string, std::string> made;
-  auto it = made.find(arch);
+  const std::string name = shape == "tiny" ? arch : arch + "-" + shape;
+  auto it = made.find(name);
   if (it != made.end()) return it->second;
   MakeModelOptions o;
   o.arch = arch;
-  o.shape = "tiny";
+  o.shape = shape;
   o.seed = 11;
   o.tokenizer_dir = testing::gpt2_tokenizer_dir();
-  o.out_dir = testing::temp_dir("engine-" + arch);
+  o.out_dir = testing::temp_dir("engine-" + name);
   Status st = make_model(o);
   EXPECT_TRUE(st.ok()) << st.to_string();
-  return made[arch] = o.out_dir;
+  return made[name] = o.out_dir;
 }
 
 std::unique_ptr<Engine> make_engine(const std::string& model, bool prefix_cache, int64_t kv_bytes = int64_t{64} << 20,
@@ -139,8 +140,7 @@ TEST_P(EngineTest, TinyKvBudgetPreemptsAndStillFinishesEverything) {
   const Workload w = small_workload("gsp", *ref);
   const auto want = tokens_of(run_workload(*ref, w).value());
   // Room for 8 blocks of 16 tokens: one 87-token sequence needs 6, so two cannot run together.
-  const int64_t per_token = ref->metrics().kv_bytes_per_token;
-  auto tight = make_engine(model, true, per_token * 16 * 8);
+  auto tight = make_engine(model, true, ref->metrics().kv_bytes_per_block * 8);
   EXPECT_EQ(tokens_of(run_workload(*tight, w).value()), want);
   const EngineMetrics m = tight->metrics();
   EXPECT_GT(m.preemptions, 0);
@@ -369,7 +369,7 @@ TEST_F(EngineBehaviour, PeakBlocksCountBlocksReleasedAtFinish) {
   const EngineMetrics m = engine->metrics();
   EXPECT_EQ(m.blocks_used + m.blocks_cached, 0);  // everything was freed
   EXPECT_EQ(m.peak_blocks_in_use, 2);
-  EXPECT_EQ(m.kv_cache_bytes_peak_used, 2 * 4 * m.kv_bytes_per_token);
+  EXPECT_EQ(m.kv_cache_bytes_peak_used, 2 * m.kv_bytes_per_block);
 }
 
 // An explicit prefix is not a request: neither its tokens nor its lookup count in the hit rate, so queried
@@ -671,13 +671,52 @@ TEST_F(EngineBehaviour, EveryProcessorTogetherIsTheSameAloneAndInABatch) {
   }
 }
 
+// A block's cost in the KV budget is its K/V and its bookkeeping. With micro Llama's 64-byte K/V row (one layer,
+// one KV head, head_dim 8) and blocks of one token the bookkeeping is the larger part: counted, the cache stays
+// within its budget, and start-up writes nothing per block (it built 16 million blocks' records, 1.5 GB, before).
+TEST_F(EngineBehaviour, KvBudgetCountsEveryBlocksBookkeeping) {
+  const std::string& model = tiny_model("llama", "micro");
+  const int64_t budget = int64_t{1} << 30;
+  for (const bool prefix_cache : {true, false}) {
+    SCOPED_TRACE(prefix_cache ? "prefix caching" : "no prefix caching");
+    const int64_t before = testing::resident_bytes();
+    auto engine = make_engine(model, prefix_cache, budget, 512, /*block_size=*/1);
+    ASSERT_TRUE(engine);
+    if (before >= 0) {  // the model's weights and the tokenizer take a few MB
+      EXPECT_LT(testing::resident_bytes() - before, int64_t{128} << 20);
+    }
+    const EngineMetrics m = engine->metrics();
+    EXPECT_GT(m.kv_bytes_per_block, 2 * m.kv_bytes_per_token);  // 64 bytes of K/V, more of bookkeeping
+    EXPECT_EQ(m.blocks_total, budget / m.kv_bytes_per_block);
+    EXPECT_EQ(m.kv_cache_bytes, int64_t{m.blocks_total} * m.kv_bytes_per_block);
+    EXPECT_LE(m.kv_cache_bytes, budget);
+    const auto outs = engine->generate({greedy_request("Hello", 4)});
+    ASSERT_EQ(outs.size(), 1u);
+    EXPECT_EQ(outs[0].finish_reason, FinishReason::kLength) << outs[0].error.to_string();
+    EXPECT_EQ(outs[0].token_ids, make_engine(model, prefix_cache)->generate({greedy_request("Hello", 4)})[0].token_ids);
+  }
+}
+
+// A byte budget more than the machine's memory is refused, naming the flag: its pages are only reserved, so it
+// would be accepted and the process killed once the cache filled.
+TEST_F(EngineBehaviour, KvBudgetLargerThanTheMachineIsRefused) {
+  EngineConfig c;
+  c.model_path = tiny_model("llama", "micro");
+  c.kv_cache_bytes = int64_t{1} << 50;  // 1 PiB
+  auto e = Engine::create(c);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(e.status().message().find("more than this machine's memory"), std::string::npos) << e.status().message();
+  EXPECT_NE(e.status().message().find("--kv-cache-memory"), std::string::npos) << e.status().message();
+}
+
 // A request that can never fit the whole KV cache is refused when it is added (the server answers 400, not
 // "busy, retry later"), and in a batch it fails alone.
 TEST_F(EngineBehaviour, RequestsLargerThanTheWholeKvCacheAreRefusedWhenAdded) {
   const std::string model = tiny_model("llama");
   auto probe = make_engine(model, true);
-  const int64_t per_token = probe->metrics().kv_bytes_per_token;
-  auto engine = make_engine(model, true, 64 * per_token);  // 4 blocks of 16 tokens
+  const int64_t per_block = probe->metrics().kv_bytes_per_block;
+  auto engine = make_engine(model, true, 4 * per_block);  // 4 blocks of 16 tokens
   ASSERT_EQ(int64_t{engine->metrics().blocks_total} * 16, 64);
   Request big = greedy_request("Hello", 100);
   auto added = engine->add_request(big);
@@ -696,7 +735,7 @@ TEST_F(EngineBehaviour, RequestsLargerThanTheWholeKvCacheAreRefusedWhenAdded) {
   // The refusals took no request id: an unseeded sampled request draws the seed it draws on a fresh engine.
   Request sampled = greedy_request("Once", 8);
   sampled.params.temperature = 1.0f;
-  auto fresh = make_engine(model, true, 64 * per_token);
+  auto fresh = make_engine(model, true, 4 * per_block);
   EXPECT_EQ(engine->generate({sampled})[0].token_ids, fresh->generate({sampled})[0].token_ids);
   const auto outs = engine->generate({greedy_request("Hello", 10), big, greedy_request("Hi", 10)});
   EXPECT_EQ(outs[0].token_ids.size(), 10u);
@@ -864,8 +903,7 @@ TEST_P(EngineTest, PromptLogprobsSurvivePreemption) {
   std::vector<Request> requests(w.requests.begin(), w.requests.begin() + 4);
   for (Request& r : requests) r.params.prompt_logprobs = 1;
   const std::vector<Output> want = ref->generate(requests);
-  const int64_t per_token = ref->metrics().kv_bytes_per_token;
-  auto tight = make_engine(model, true, per_token * 16 * 8, /*max_batched_tokens=*/40);
+  auto tight = make_engine(model, true, ref->metrics().kv_bytes_per_block * 8, /*max_batched_tokens=*/40);
   const std::vector<Output> got = tight->generate(requests);
   EXPECT_GT(tight->metrics().preemptions, 0);
   ASSERT_EQ(got.size(), want.size());

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <vector>
 
@@ -90,6 +91,20 @@ Status status_without_blocking_on_fifo(const std::string& fifo, const std::funct
   Status status = done.get();
   if (writer >= 0) ::close(writer);
   return status;
+}
+
+int64_t resident_bytes() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return -1;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+  return -1;
+#endif
+#endif
+  std::ifstream in("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  if (!(in >> size >> resident)) return -1;
+  return resident * sysconf(_SC_PAGESIZE);
 }
 
 }  // namespace kvshare::testing

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -30,6 +31,9 @@ double sanitizer_slowdown();
 // status. A load still running after `seconds` is blocked in open(), waiting for a writer: the test fails, and
 // the write end is then opened here so that the blocked open returns and the suite goes on rather than hanging.
 Status status_without_blocking_on_fifo(const std::string& fifo, const std::function<Status()>& load, int seconds = 5);
+// This process's resident memory in bytes (/proc/self/statm), for checks that memory is taken only as it is
+// used; -1 under a sanitizer, whose shadow memory and redzones are resident too (skip the check then).
+int64_t resident_bytes();
 
 }  // namespace kvshare::testing
 

@@ -115,15 +115,18 @@ struct EngineMetrics {
   double decode_flops = 0;
   double decode_bytes = 0;   // weights read once per decode step plus the K/V each sequence reads
   int32_t peak_blocks_in_use = 0;  // most blocks holding K/V at once (referenced or cached), sampled after planning
-  int64_t kv_cache_bytes_peak_used = 0;  // those blocks' bytes
+  int64_t kv_cache_bytes_peak_used = 0;  // those blocks' bytes (kv_bytes_per_block each)
   int32_t blocks_total = 0;
   int32_t blocks_used = 0;       // referenced by a running sequence or a pinned prefix
   int32_t blocks_cached = 0;     // holding a published prefix, unreferenced, evictable
   int32_t blocks_free = 0;
   int32_t num_running = 0;
   int32_t num_waiting = 0;
+  // What the KV cache may take: blocks_total blocks of kv_bytes_per_block bytes, at most the budget. A block's
+  // bytes are its K/V and its bookkeeping (engine/kv_budget.h); both become resident only as blocks are used.
   int64_t kv_cache_bytes = 0;
-  int64_t kv_bytes_per_token = 0;
+  int64_t kv_bytes_per_block = 0;
+  int64_t kv_bytes_per_token = 0;  // K/V alone: 2 * layers * kv_heads * head_dim * sizeof(float)
 };
 
 struct ModelConfig;

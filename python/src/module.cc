@@ -231,6 +231,7 @@ py::dict metrics_dict(const EngineMetrics& m) {
   d["num_running"] = m.num_running;
   d["num_waiting"] = m.num_waiting;
   d["kv_cache_bytes"] = m.kv_cache_bytes;
+  d["kv_bytes_per_block"] = m.kv_bytes_per_block;
   d["kv_bytes_per_token"] = m.kv_bytes_per_token;
   return d;
 }

@@ -256,8 +256,9 @@ def test_bad_requests(stories):
         short.generate(STORY, GREEDY)
     # The engine still works after a failed call.
     assert len(stories.generate("The cat", GREEDY)[0].outputs[0].token_ids) == 24
-    # A request larger than the whole KV cache (32 tokens here) is a bad request, not a busy engine.
-    tiny_cache = LLM(shared_path("models/stories260K/stories260K.gguf"), kv_cache_memory="40KiB")
+    # A request larger than the whole KV cache (32 tokens here: two blocks of 20 KiB of K/V and their bookkeeping)
+    # is a bad request, not a busy engine.
+    tiny_cache = LLM(shared_path("models/stories260K/stories260K.gguf"), kv_cache_memory="41KiB")
     with pytest.raises(ValueError, match="whole cache holds 32; lower max_tokens"):
         tiny_cache.generate("Once upon a time", SamplingParams(max_tokens=100, temperature=0))
     assert len(tiny_cache.generate("Once", SamplingParams(max_tokens=5, temperature=0))[0].outputs[0].token_ids) == 5

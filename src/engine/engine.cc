@@ -12,6 +12,7 @@
 
 #include "core/splitmix.h"
 #include "engine/context_limit.h"
+#include "engine/kv_budget.h"
 #include "engine/loader.h"
 #include "engine/scheduler.h"
 #include "engine/tokenizer_api.h"
@@ -34,17 +35,6 @@ const char* finish_reason_name(FinishReason reason) {
 }
 
 namespace {
-
-// Bytes the machine can still give (MemAvailable), for a KV budget given as a fraction.
-int64_t available_memory_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  int64_t value = 0;
-  std::string unit;
-  while (in >> key >> value >> unit)
-    if (key == "MemAvailable:") return value * 1024;
-  return int64_t{4} << 30;
-}
 
 // Request `id`'s seed under the engine's seed: the (id + 1)-th output of SplitMix64 from `seed`.
 uint64_t mix_seed(uint64_t seed, int64_t id) {
@@ -129,20 +119,18 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   shape.num_kv_heads = mc.num_kv_heads;
   shape.head_dim = mc.head_dim;
   shape.block_size = config.block_size;
-  const int64_t budget = config.kv_cache_bytes > 0
-                             ? config.kv_cache_bytes
-                             : static_cast<int64_t>(static_cast<double>(available_memory_bytes()) * config.kv_cache_fraction);
-  shape.num_blocks = std::min<int64_t>(budget / shape.bytes_per_block(), int64_t{1} << 30);
-  if (shape.num_blocks < 1)
-    return invalid_argument("the KV cache budget of " + std::to_string(budget) + " bytes holds no block of " +
-                            std::to_string(shape.bytes_per_block()) + " bytes; raise --kv-cache-memory");
+  const KvBlockCost cost = kv_block_cost(shape, config.enable_prefix_caching);
+  KV_ASSIGN_OR_RETURN(shape.num_blocks,
+                      kv_blocks_for_budget(kv_budget_bytes(config.kv_cache_bytes, config.kv_cache_fraction), cost,
+                                           machine_memory_bytes()));
   KV_ASSIGN_OR_RETURN(KvStorage storage, KvStorage::create(shape, config.kv_cache_prefault));
   e.kv = std::make_unique<KvStorage>(std::move(storage));
   e.blocks = std::make_unique<BlockManager>(static_cast<int32_t>(shape.num_blocks), config.block_size,
                                             config.enable_prefix_caching);
   e.scheduler = std::make_unique<Scheduler>(
       SchedulerConfig{config.max_num_seqs, config.max_num_batched_tokens, config.enable_prefix_caching}, *e.blocks);
-  e.m.kv_cache_bytes = e.kv->total_bytes();
+  e.m.kv_bytes_per_block = cost.total();
+  e.m.kv_cache_bytes = shape.num_blocks * cost.total();
   e.m.kv_bytes_per_token = shape.bytes_per_token();
   return engine;
 }
@@ -282,7 +270,7 @@ std::vector<Output> Engine::Impl::step() {
 void Engine::Impl::note_peak_blocks() {
   m.peak_blocks_in_use = std::max(m.peak_blocks_in_use,
                                   blocks->num_blocks() - (blocks->num_free_blocks() - blocks->num_evictable_blocks()));
-  m.kv_cache_bytes_peak_used = int64_t{m.peak_blocks_in_use} * kv->shape().bytes_per_block();
+  m.kv_cache_bytes_peak_used = int64_t{m.peak_blocks_in_use} * m.kv_bytes_per_block;
 }
 
 // A request whose tokens (prompt and max_tokens, capped by the context) can never fit the whole KV cache.

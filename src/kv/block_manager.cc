@@ -1,6 +1,7 @@
 #include "kv/block_manager.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "core/hash.h"
 
@@ -57,14 +58,22 @@ BlockManager::BlockManager(int32_t num_blocks, int32_t block_size, bool enable_p
   KV_CHECK(num_blocks > 0 && block_size > 0,
            "block manager: num_blocks " + std::to_string(num_blocks) + ", block_size " + std::to_string(block_size));
   KV_CHECK(hash_bits >= 0 && hash_bits <= 64, "block manager: hash_bits " + std::to_string(hash_bits));
-  blocks_.resize(static_cast<size_t>(num_blocks));
-  tokens_.assign(static_cast<size_t>(num_blocks) * static_cast<size_t>(block_size), 0);
+  // Reserved, not built: untouched capacity is address space only. Never reallocated, so references into
+  // blocks_ stay valid while it grows.
+  blocks_.reserve(static_cast<size_t>(num_blocks));
+  tokens_.reserve(static_cast<size_t>(num_blocks) * static_cast<size_t>(block_size));
   free_list_.reserve(static_cast<size_t>(num_blocks));
-  // A stack popped from the back: push in reverse so a fresh manager hands out 0, 1, 2, ...
-  for (int32_t b = num_blocks - 1; b >= 0; --b) {
-    free_list_.push_back(b);
-    blocks_[b].in_free_list = true;
+}
+
+int64_t BlockManager::bookkeeping_bytes_per_block(int32_t block_size, bool enable_prefix_caching) {
+  int64_t bytes = sizeof(Block) + int64_t{block_size} * sizeof(int32_t) + sizeof(int32_t);  // record, tokens, free list
+  if (enable_prefix_caching) {
+    // An index_ entry: a node (next pointer, key, value) from malloc, which adds an 8-byte header and rounds
+    // to 16 bytes (glibc), and up to two bucket pointers (the table doubles when it fills).
+    const int64_t node = sizeof(void*) + sizeof(std::pair<const uint64_t, int32_t>);
+    bytes += (node + 8 + 15) / 16 * 16 + 2 * sizeof(void*);
   }
+  return bytes;
 }
 
 void BlockManager::check_id(int32_t block) const {
@@ -74,12 +83,12 @@ void BlockManager::check_id(int32_t block) const {
 
 int32_t BlockManager::ref_count(int32_t block) const {
   check_id(block);
-  return blocks_[block].ref_count;
+  return ever_used(block) ? blocks_[block].ref_count : 0;
 }
 
 bool BlockManager::is_published(int32_t block) const {
   check_id(block);
-  return blocks_[block].published;
+  return ever_used(block) && blocks_[block].published;
 }
 
 uint64_t BlockManager::block_key(uint64_t parent_key, uint64_t salt_hash, std::span<const int32_t> tokens) const {
@@ -131,9 +140,10 @@ std::vector<int32_t> BlockManager::match_prefix(std::span<const int32_t> tokens,
 void BlockManager::acquire(std::span<const int32_t> blocks) {
   for (const int32_t b : blocks) {
     check_id(b);
+    KV_CHECK(ever_used(b) && (blocks_[b].ref_count > 0 || blocks_[b].in_lru),
+             "acquire: block " + std::to_string(b) + " is free (holds nothing to share)");
     Block& blk = blocks_[b];
     if (blk.ref_count == 0) {
-      KV_CHECK(blk.in_lru, "acquire: block " + std::to_string(b) + " is free (holds nothing to share)");
       lru_remove(b);
       --num_evictable_;
     }
@@ -142,12 +152,21 @@ void BlockManager::acquire(std::span<const int32_t> blocks) {
 }
 
 std::optional<int32_t> BlockManager::allocate() {
-  if (free_list_.empty()) {
+  // Released blocks first (their pages are resident already), then one never used (lowest id first), then
+  // the least recently used evictable one.
+  if (free_list_.empty() && num_never_used() == 0) {
     if (lru_head_ == kNone) return std::nullopt;  // every block is referenced
     drop_cache_entry(lru_head_);                  // moves the LRU victim onto the free list
   }
-  const int32_t b = free_list_.back();
-  free_list_.pop_back();
+  int32_t b;
+  if (!free_list_.empty()) {
+    b = free_list_.back();
+    free_list_.pop_back();
+  } else {
+    b = static_cast<int32_t>(blocks_.size());
+    blocks_.emplace_back();
+    tokens_.resize(tokens_.size() + static_cast<size_t>(block_size_));
+  }
   Block& blk = blocks_[b];
   blk.in_free_list = false;
   ++blk.generation;
@@ -162,8 +181,8 @@ void BlockManager::release_chain(std::span<const int32_t> chain) {
 void BlockManager::release(std::span<const int32_t> blocks) {
   for (const int32_t b : blocks) {
     check_id(b);
+    KV_CHECK(ever_used(b) && blocks_[b].ref_count > 0, "release: block " + std::to_string(b) + " is not referenced");
     Block& blk = blocks_[b];
-    KV_CHECK(blk.ref_count > 0, "release: block " + std::to_string(b) + " is not referenced");
     if (--blk.ref_count > 0) continue;
     if (blk.published) {
       lru_push_back(b);
@@ -178,7 +197,8 @@ void BlockManager::release(std::span<const int32_t> blocks) {
 int32_t BlockManager::publish(int32_t block, int32_t parent, std::span<const int32_t> tokens,
                               std::string_view salt) {
   check_id(block);
-  KV_CHECK(blocks_[block].ref_count > 0, "publish: block " + std::to_string(block) + " is not referenced");
+  KV_CHECK(ever_used(block) && blocks_[block].ref_count > 0,
+           "publish: block " + std::to_string(block) + " is not referenced");
   KV_CHECK(tokens.size() == static_cast<size_t>(block_size_),
            "publish: " + std::to_string(tokens.size()) + " tokens for a block of " + std::to_string(block_size_));
   KV_CHECK(parent == kNone || (parent >= 0 && parent < num_blocks_ && parent != block),
@@ -189,7 +209,7 @@ int32_t BlockManager::publish(int32_t block, int32_t parent, std::span<const int
              "publish: block " + std::to_string(block) + " is already published with other content");
     return block;
   }
-  if (parent != kNone && !blocks_[parent].published) return block;  // unreachable through the index anyway
+  if (parent != kNone && !is_published(parent)) return block;  // unreachable through the index anyway
 
   const uint64_t parent_hash = parent == kNone ? kRootHash : blocks_[parent].hash;
   const uint64_t hash = block_key(parent_hash, hash_salt(salt), tokens);
@@ -215,8 +235,7 @@ int32_t BlockManager::publish(int32_t block, int32_t parent, std::span<const int
 
 void BlockManager::unpublish(std::span<const int32_t> blocks) {
   for (int32_t b : blocks) {
-    check_id(b);
-    if (blocks_[b].published) drop_cache_entry(b);
+    if (is_published(b)) drop_cache_entry(b);
   }
 }
 
@@ -276,13 +295,13 @@ void BlockManager::lru_remove(int32_t block) {
 Status BlockManager::check_invariants() const {
   auto fail = [](const std::string& what) { return internal_error("block manager invariant violated: " + what); };
   auto name = [](int32_t b) { return "block " + std::to_string(b); };
-  const size_t n = static_cast<size_t>(num_blocks_);
-  if (blocks_.size() != n || tokens_.size() != n * static_cast<size_t>(block_size_))
+  const size_t n = blocks_.size();  // blocks ever used; the others are free without a record
+  if (n > static_cast<size_t>(num_blocks_) || tokens_.size() != n * static_cast<size_t>(block_size_))
     return fail("per-block storage has the wrong size");
 
   std::vector<char> on_free_list(n, 0);
   for (const int32_t b : free_list_) {
-    if (b < 0 || b >= num_blocks_) return fail("free list holds out-of-range id " + std::to_string(b));
+    if (b < 0 || !ever_used(b)) return fail("free list holds never-used or out-of-range id " + std::to_string(b));
     if (on_free_list[b]) return fail(name(b) + " is on the free list twice");
     on_free_list[b] = 1;
   }
@@ -291,7 +310,7 @@ Status BlockManager::check_invariants() const {
   int32_t lru_length = 0;
   int32_t prev = kNone;
   for (int32_t b = lru_head_; b != kNone; b = blocks_[b].lru_next) {
-    if (b < 0 || b >= num_blocks_) return fail("LRU holds out-of-range id " + std::to_string(b));
+    if (b < 0 || !ever_used(b)) return fail("LRU holds never-used or out-of-range id " + std::to_string(b));
     if (on_lru[b]) return fail(name(b) + " is in the LRU twice");
     on_lru[b] = 1;
     if (blocks_[b].lru_prev != prev) return fail(name(b) + " has a wrong LRU back link");
@@ -304,7 +323,7 @@ Status BlockManager::check_invariants() const {
                 std::to_string(num_evictable_));
 
   size_t num_published = 0;
-  for (int32_t b = 0; b < num_blocks_; ++b) {
+  for (int32_t b = 0; ever_used(b); ++b) {
     const Block& blk = blocks_[b];
     if (blk.ref_count < 0) return fail(name(b) + " has ref count " + std::to_string(blk.ref_count));
     const int states = int{blk.in_free_list} + int{blk.in_lru} + int{blk.ref_count > 0};
@@ -318,13 +337,13 @@ Status BlockManager::check_invariants() const {
     if (!blk.published) continue;
     ++num_published;
     if (!enable_prefix_caching_) return fail(name(b) + " is published with prefix caching off");
-    if (blk.parent != kNone && (blk.parent < 0 || blk.parent >= num_blocks_ || blk.parent == b))
+    if (blk.parent != kNone && (blk.parent < 0 || !ever_used(blk.parent) || blk.parent == b))
       return fail(name(b) + " has invalid parent " + std::to_string(blk.parent));
     const auto it = index_.find(blk.hash);
     if (it == index_.end() || it->second != b) return fail(name(b) + " is published but not indexed");
   }
   for (const auto& [hash, b] : index_) {
-    if (b < 0 || b >= num_blocks_) return fail("index maps to out-of-range id " + std::to_string(b));
+    if (b < 0 || !ever_used(b)) return fail("index maps to never-used or out-of-range id " + std::to_string(b));
     if (!blocks_[b].published) return fail("index maps to unpublished " + name(b));
     if (blocks_[b].hash != hash) return fail("index maps a foreign hash to " + name(b));
   }

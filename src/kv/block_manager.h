@@ -54,10 +54,10 @@ class BlockManager {
   // An evictable block stops being evictable.
   void acquire(std::span<const int32_t> blocks);
 
-  // A block for new tokens, with reference count 1: a free block first (lowest ids first on a fresh
-  // manager), else the least recently used evictable block, whose cache entry is dropped (which makes its
-  // cached descendants stale). nullopt when every block is referenced - the scheduler must then wait or
-  // preempt; it is not an error here.
+  // A block for new tokens, with reference count 1: a free block first (the most recently released, else the
+  // lowest id never used), else the least recently used evictable block, whose cache entry is dropped (which
+  // makes its cached descendants stale). nullopt when every block is referenced - the scheduler must then
+  // wait or preempt; it is not an error here.
   std::optional<int32_t> allocate();
 
   // Drops one reference from each block, in the order given. Precondition: each has ref_count > 0 (releasing
@@ -96,11 +96,20 @@ class BlockManager {
   // published. Returns how many blocks were dropped. O(evictable blocks).
   int32_t drop_evictable();
 
+  // Bytes this manager may allocate for one block beside its K/V (KvStorage's): its Block record, its token ids,
+  // its free-list slot and, with prefix caching, its prefix-index entry. For small K/V rows (few layers, heads
+  // or dimensions, or a block size of 1) this is more than the K/V itself, so the engine counts it in the KV
+  // budget (engine/kv_budget.h). A salt longer than std::string's inline capacity (15 bytes with libstdc++)
+  // costs its length again per published block; that is not counted.
+  static int64_t bookkeeping_bytes_per_block(int32_t block_size, bool enable_prefix_caching);
+
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
   bool prefix_caching_enabled() const { return enable_prefix_caching_; }
   // Allocatable now: free + evictable.
-  int32_t num_free_blocks() const { return static_cast<int32_t>(free_list_.size()) + num_evictable_; }
+  int32_t num_free_blocks() const {
+    return static_cast<int32_t>(free_list_.size()) + num_never_used() + num_evictable_;
+  }
   // Cached and unreferenced.
   int32_t num_evictable_blocks() const { return num_evictable_; }
   // Referenced.
@@ -149,14 +158,20 @@ class BlockManager {
   void lru_push_back(int32_t block);
   void lru_remove(int32_t block);
   void check_id(int32_t block) const;
+  // Blocks [0, blocks_.size()) have been allocated at least once; the rest are free and have no record yet.
+  int32_t num_never_used() const { return num_blocks_ - static_cast<int32_t>(blocks_.size()); }
+  bool ever_used(int32_t block) const { return static_cast<size_t>(block) < blocks_.size(); }
 
   int32_t num_blocks_;
   int32_t block_size_;
   bool enable_prefix_caching_;
   uint64_t hash_mask_;  // all ones unless a test narrowed hash_bits
-  std::vector<Block> blocks_;
-  std::vector<int32_t> tokens_;     // num_blocks * block_size; a published block's tokens
-  std::vector<int32_t> free_list_;  // stack: allocate() pops from the back
+  // Per-block storage grows as blocks are first allocated, within capacity reserved for num_blocks: a cache
+  // of millions of small blocks starts at once and its bookkeeping becomes resident only as it is used, like
+  // KvStorage's pages. (Built up front, 90 million blocks took 47 s and 8.5 GB before the first request.)
+  std::vector<Block> blocks_;       // one record per block ever allocated
+  std::vector<int32_t> tokens_;     // block_size per block ever allocated; a published block's tokens
+  std::vector<int32_t> free_list_;  // stack of released blocks: allocate() pops from the back, then takes a new one
   int32_t lru_head_ = kNone;        // least recently used evictable block
   int32_t lru_tail_ = kNone;        // most recently used
   int32_t num_evictable_ = 0;

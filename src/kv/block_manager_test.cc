@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
+
 namespace kvshare {
 namespace {
 
@@ -308,11 +310,63 @@ TEST(BlockManager, DropEvictableForgetsOnlyUnreferencedBlocks) {
   EXPECT_INVARIANTS(bm);
 }
 
+// A cache of millions of small blocks (a model with a tiny K/V row, or block size 1) is ready at once: a block's
+// records are made when it is first allocated, so a fresh manager writes nothing per block. Built up front, the
+// 16M blocks here took about 1.5 GB and seconds before the first request.
+TEST(BlockManager, ManyBlocksCostNothingUntilAllocated) {
+  constexpr int32_t kBlocks = 1 << 24;
+  const int64_t before = testing::resident_bytes();
+  BlockManager bm(kBlocks, 1, true);
+  if (before >= 0) {
+    EXPECT_LT(testing::resident_bytes() - before, int64_t{64} << 20);
+  }
+  EXPECT_EQ(bm.num_free_blocks(), kBlocks);
+  EXPECT_EQ(bm.num_used_blocks(), 0);
+  EXPECT_EQ(bm.ref_count(kBlocks - 1), 0);
+  EXPECT_FALSE(bm.is_published(kBlocks - 1));
+  // Never-used blocks are handed out lowest first, after any released one.
+  EXPECT_EQ(bm.allocate(), 0);
+  EXPECT_EQ(bm.allocate(), 1);
+  const int32_t zero[] = {0};
+  bm.release(zero);
+  EXPECT_EQ(bm.allocate(), 0);
+  EXPECT_EQ(bm.allocate(), 2);
+  EXPECT_EQ(bm.num_free_blocks(), kBlocks - 3);
+  EXPECT_INVARIANTS(bm);
+}
+
+// bookkeeping_bytes_per_block() bounds what the manager takes for its blocks when every one of them is used and
+// published (distinct tokens, so every block has its own index entry): the engine counts it in the KV budget.
+// Block size 1, where the bookkeeping outweighs the K/V most; once per process, as freed memory is reused.
+TEST(BlockManager, BookkeepingBytesBoundWhatEveryBlockInUseTakes) {
+  const int64_t before = testing::resident_bytes();
+  if (before < 0) GTEST_SKIP() << "resident memory under a sanitizer is not the allocator's";
+  constexpr int32_t kBlocks = 1 << 18;
+  BlockManager bm(kBlocks, 1, true);
+  for (int32_t i = 0; i < kBlocks; ++i) {
+    const auto b = bm.allocate();
+    ASSERT_TRUE(b);
+    ASSERT_EQ(bm.publish(*b, -1, Tokens{i}, ""), *b);
+  }
+  EXPECT_EQ(bm.num_free_blocks(), 0);
+  const int64_t used = testing::resident_bytes() - before;
+  const int64_t counted = BlockManager::bookkeeping_bytes_per_block(1, true) * kBlocks;
+  EXPECT_LE(used, counted);
+  EXPECT_GT(used, counted / 2);  // and is not a wild overestimate
+  // A block's token ids are counted by the block size; the index only with prefix caching.
+  EXPECT_EQ(BlockManager::bookkeeping_bytes_per_block(16, true) - BlockManager::bookkeeping_bytes_per_block(1, true),
+            15 * int64_t{sizeof(int32_t)});
+  EXPECT_LT(BlockManager::bookkeeping_bytes_per_block(16, false), BlockManager::bookkeeping_bytes_per_block(16, true));
+}
+
 TEST(BlockManagerDeathTest, EngineBugsAreChecked) {
   BlockManager bm(2, 2, true);
   const int32_t zero[] = {0};
   EXPECT_DEATH(bm.release(zero), "not referenced");
   EXPECT_DEATH(bm.acquire(zero), "free");
+  const int32_t one[] = {1};
+  EXPECT_DEATH(bm.publish(1, -1, Tokens{1, 2}, ""), "not referenced");  // never allocated
+  EXPECT_DEATH(bm.release(one), "not referenced");
   auto b = bm.allocate();
   ASSERT_TRUE(b);
   const Tokens three = {1, 2, 3};

@@ -546,7 +546,8 @@ class LimitsTest(unittest.TestCase):
     def test_request_larger_than_the_kv_cache_is_refused_for_good(self):
         # A request whose tokens can never fit the whole KV cache got 503 ("retry later") from the engine's
         # resource_exhausted: a retry can never succeed, so it is a 400 saying what to change.
-        with serve_util.Server("--kv-cache-memory", "64KiB") as s:  # 64 tokens of this model
+        # 64 tokens of this model: four blocks of 16 KiB of K/V and their bookkeeping.
+        with serve_util.Server("--kv-cache-memory", "65KiB") as s:
             code, hdrs, text = curl(s.url + "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 100})
             self.assertEqual(code, 400, text)
             self.assertNotIn("retry-after", hdrs)
