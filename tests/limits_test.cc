@@ -148,6 +148,22 @@ TEST(RequestLines, LongerThanTheLimitIsRefused) {
   EXPECT_EQ(ok->prompt.size(), prompt.size() - 20);
 }
 
+// A request line holds at most kMaxRequestJsonValues values, refused before parsing: a 60 MB line of 30M token
+// ids took 12 s to parse and then refuse as longer than the context. Commas inside strings are text.
+TEST(RequestLines, MoreValuesThanTheLimitAreRefusedBeforeParsing) {
+  std::string ids;
+  for (size_t i = 0; i < kMaxRequestJsonValues; ++i) ids += "1,";
+  ids += "1";
+  expect_error_naming(cli::parse_request_line("{\"prompt_token_ids\": [" + ids + "]}", {}).status(),
+                      "the line holds more than 4194304 values");
+  // One value fewer (the object's own comma counts too) parses.
+  ids.resize(ids.size() - 4);
+  auto ok = cli::parse_request_line("{\"prompt_token_ids\": [" + ids + "], \"max_tokens\": 1}", {});
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->prompt_token_ids.size(), kMaxRequestJsonValues - 1);
+  EXPECT_TRUE(check_json_depth("[\"" + std::string(100, ',') + "\"]", "x", 10).ok());
+}
+
 TEST(GenerationConfig, EosIdsOutsideTheTokenRangeAreErrorsNotWrapped) {
   const std::string dir = testing::temp_dir("limits_generation_config");
   write(dir + "/vocab.json", "{\"a\": 0, \"b\": 1, \"ab\": 2}");

@@ -4,8 +4,9 @@
 
 namespace kvshare {
 
-Status check_json_depth(std::string_view text, std::string_view what) {
+Status check_json_depth(std::string_view text, std::string_view what, size_t max_values) {
   int depth = 0;
+  size_t commas = 0;
   bool in_string = false;
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
@@ -26,6 +27,10 @@ Status check_json_depth(std::string_view text, std::string_view what) {
                                 "); that is the limit for any JSON kvshare reads");
     } else if (c == ']' || c == '}') {
       --depth;
+    } else if (c == ',' && ++commas >= max_values) {
+      return invalid_argument(std::string(what) + " holds more than " + std::to_string(max_values) +
+                              " values (array items and object members; at byte " + std::to_string(i) +
+                              "), the limit for a request");
     }
   }
   return {};
