@@ -463,8 +463,11 @@ void HttpServer::Impl::routes() {
                                     " bytes (--max-body-bytes)"));
     else if (res.status == 400 && req.method == "POST" && !req.has_header("Content-Length") &&
              !req.has_header("Transfer-Encoding"))
+      // No Content-Length was read: none was sent, or a header line before it was too long to read.
       send_error(res, api_error(400, "invalid_request_error",
-                                "a POST needs a body or a Content-Length header (an empty body: curl -d '')"));
+                                "the request could not be read: a POST needs a body or a Content-Length header (an "
+                                "empty body: curl -d ''), and each header line must be at most " +
+                                    std::to_string(CPPHTTPLIB_HEADER_MAX_LENGTH) + " bytes"));
     else
       send_error(res, api_error(res.status, "invalid_request_error", "the request could not be read (HTTP " +
                                                                          std::to_string(res.status) + ")"));
