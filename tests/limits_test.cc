@@ -10,7 +10,7 @@
 
 #include "chat/chat_template.h"
 #include "cli/request_line.h"
-#include "core/json_depth.h"
+#include "core/json_limits.h"
 #include "core/mapped_file.h"
 #include "formats/json_error.h"
 #include "formats/safetensors.h"
@@ -40,17 +40,17 @@ void expect_error_naming(const Status& st, const std::string& words) {
 const std::string kDepthWords = "more than " + std::to_string(kMaxJsonDepth) + " levels deep";
 
 TEST(JsonDepth, CountsBracketsOutsideStringsOnly) {
-  EXPECT_TRUE(check_json_depth(nested(kMaxJsonDepth), "x").ok());
-  expect_error_naming(check_json_depth(nested(kMaxJsonDepth + 1), "the input"), "the input nests");
-  expect_error_naming(check_json_depth(nested(kMaxJsonDepth + 1), "x"), kDepthWords);
+  EXPECT_TRUE(check_json_limits(nested(kMaxJsonDepth), "x").ok());
+  expect_error_naming(check_json_limits(nested(kMaxJsonDepth + 1), "the input"), "the input nests");
+  expect_error_naming(check_json_limits(nested(kMaxJsonDepth + 1), "x"), kDepthWords);
   // Brackets inside strings, escaped quotes included, are text.
   const std::string in_string = "[\"" + std::string(1000, '[') + "\\\"" + std::string(1000, '{') + "\"]";
-  EXPECT_TRUE(check_json_depth(in_string, "x").ok());
+  EXPECT_TRUE(check_json_limits(in_string, "x").ok());
   // Siblings do not add up: a long flat list is one level.
   std::string flat = "[";
   for (int i = 0; i < 10000; ++i) flat += "[1],";
   flat += "1]";
-  EXPECT_TRUE(check_json_depth(flat, "x").ok());
+  EXPECT_TRUE(check_json_limits(flat, "x").ok());
 }
 
 TEST(JsonDepth, EveryJsonReaderRefusesDeepDocuments) {
@@ -161,7 +161,7 @@ TEST(RequestLines, MoreValuesThanTheLimitAreRefusedBeforeParsing) {
   auto ok = cli::parse_request_line("{\"prompt_token_ids\": [" + ids + "], \"max_tokens\": 1}", {});
   ASSERT_TRUE(ok.ok()) << ok.status().to_string();
   EXPECT_EQ(ok->prompt_token_ids.size(), kMaxRequestJsonValues - 1);
-  EXPECT_TRUE(check_json_depth("[\"" + std::string(100, ',') + "\"]", "x", 10).ok());
+  EXPECT_TRUE(check_json_limits("[\"" + std::string(100, ',') + "\"]", "x", 10).ok());
 }
 
 TEST(GenerationConfig, EosIdsOutsideTheTokenRangeAreErrorsNotWrapped) {

@@ -2,7 +2,7 @@
 
 #include <sys/stat.h>
 
-#include "core/json_depth.h"
+#include "core/json_limits.h"
 #include "core/mapped_file.h"
 #include "formats/gguf.h"
 #include "formats/json_error.h"
@@ -18,7 +18,7 @@ bool is_directory(const std::string& path) {
 
 Result<nlohmann::ordered_json> read_json(const std::string& path) {
   KV_ASSIGN_OR_RETURN(std::string text, read_model_text_file(path));
-  KV_RETURN_IF_ERROR(check_json_depth(text, path));
+  KV_RETURN_IF_ERROR(check_json_limits(text, path));
   auto j = nlohmann::ordered_json::parse(text, nullptr, false);
   if (j.is_discarded()) return invalid_argument(path + " is not valid JSON" + json_syntax_error(text));
   return j;

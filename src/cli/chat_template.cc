@@ -7,7 +7,7 @@
 #include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
-#include "core/json_depth.h"
+#include "core/json_limits.h"
 #include "core/mapped_file.h"
 #include "formats/json_error.h"
 
@@ -55,7 +55,7 @@ int run_chat_template(const std::vector<std::string>& argv) {
 
   auto text = read_text_file(*messages);
   if (!text.ok()) return fail("chat-template", text.status());
-  if (Status st = check_json_depth(*text, *messages); !st.ok()) return fail("chat-template", st);
+  if (Status st = check_json_limits(*text, *messages); !st.ok()) return fail("chat-template", st);
   const auto conversation = nlohmann::ordered_json::parse(*text, nullptr, false);
   if (conversation.is_discarded())
     return fail("chat-template", invalid_argument(*messages + " is not valid JSON" + json_syntax_error(*text)));

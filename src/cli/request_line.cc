@@ -8,7 +8,7 @@
 #include <optional>
 #include <string>
 
-#include "core/json_depth.h"
+#include "core/json_limits.h"
 #include "formats/json_error.h"
 
 namespace kvshare::cli {
@@ -122,7 +122,7 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
   if (line.size() > kMaxRequestLineBytes)
     return invalid_argument("the line is " + std::to_string(line.size()) + " bytes, more than a request line may have (" +
                             std::to_string(kMaxRequestLineBytes >> 20) + " MiB); split the prompt or send token ids");
-  KV_RETURN_IF_ERROR(check_json_depth(line, "the line", kMaxRequestJsonValues));
+  KV_RETURN_IF_ERROR(check_json_limits(line, "the line", kMaxRequestJsonValues));
   json j = json::parse(line, nullptr, false);
   if (j.is_discarded()) return invalid_argument("not valid JSON" + json_syntax_error(line));
   if (!j.is_object()) return invalid_argument("a line must be a JSON object");

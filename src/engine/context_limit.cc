@@ -13,7 +13,7 @@ Status check_prompt_text_length(size_t text_bytes, int64_t least_tokens, int64_t
     return out_of_range("the prompt is " + std::to_string(text_bytes) + " bytes; this tokenizer bounds no token's length, so " +
                         "a prompt over " + std::to_string(cap) + " bytes (" + std::to_string(kUnboundedPromptBytesPerToken) +
                         " per token of the context of " + std::to_string(context) +
-                        ", at least 1 MiB) is refused before tokenizing; shorten the prompt");
+                        ", at least " + std::to_string(kMinUnboundedPromptBytes) + " bytes) is refused before tokenizing; shorten the prompt");
   if (least_tokens < context) return {};
   return out_of_range("the prompt is " + std::to_string(text_bytes) + " bytes, at least " +
                       std::to_string(least_tokens) + " tokens, but the context holds " + std::to_string(context) +

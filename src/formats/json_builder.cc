@@ -1,6 +1,6 @@
 #include "formats/json_builder.h"
 
-#include "core/json_depth.h"
+#include "core/json_limits.h"
 
 namespace kvshare {
 
@@ -43,7 +43,7 @@ bool JsonBuilder::parse_error(std::size_t /*position*/, const std::string& /*las
 }
 
 Status run_json_builder(std::string_view text, JsonBuilder& builder) {
-  if (Status st = check_json_depth(text, "the JSON text"); !st.ok()) return data_loss("invalid JSON: " + st.message());
+  if (Status st = check_json_limits(text, "the JSON text"); !st.ok()) return data_loss("invalid JSON: " + st.message());
   bool ok = false;
   try {
     ok = nlohmann::json::sax_parse(text.begin(), text.end(), &builder);

@@ -9,7 +9,7 @@
 namespace kvshare {
 
 // " at line L, column C: reason" for a text that is not valid JSON (to append to "... is not valid JSON"), "" for
-// one that is. Parses `text` again, so call it on the error path only, after check_json_depth.
+// one that is. Parses `text` again, so call it on the error path only, after check_json_limits.
 std::string json_syntax_error(std::string_view text);
 
 }  // namespace kvshare

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "core/json_depth.h"
+#include "core/json_limits.h"
 #include "core/number_text.h"
 #include "formats/gguf.h"
 #include "formats/json_error.h"
@@ -193,7 +193,7 @@ Result<ModelConfig> parse_hf_config_json(const json& j);
 }  // namespace
 
 Result<ModelConfig> parse_hf_config(const std::string& text) {
-  KV_RETURN_IF_ERROR(check_json_depth(text, "config.json"));
+  KV_RETURN_IF_ERROR(check_json_limits(text, "config.json"));
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return invalid_argument("config.json is not valid JSON" + json_syntax_error(text));
   if (!j.is_object()) return invalid_argument("config.json is not a JSON object");

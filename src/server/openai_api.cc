@@ -5,7 +5,7 @@
 #include <optional>
 #include <utility>
 
-#include "core/json_depth.h"
+#include "core/json_limits.h"
 #include "formats/json_error.h"
 
 namespace kvshare::server {
@@ -321,7 +321,7 @@ ApiError bad_request(std::string message, std::string param) {
 }
 
 bool parse_json_object(const std::string& body, json& object, ApiError& error) {
-  if (Status deep = check_json_depth(body, "the request body", kMaxRequestJsonValues); !deep.ok()) {
+  if (Status deep = check_json_limits(body, "the request body", kMaxRequestJsonValues); !deep.ok()) {
     error = bad_request(deep.message());
     return false;
   }

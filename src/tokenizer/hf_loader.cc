@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/json_depth.h"
+#include "core/json_limits.h"
 #include "core/mapped_file.h"
 #include "formats/json_builder.h"
 #include "formats/json_error.h"
@@ -51,7 +51,7 @@ std::string token_name(const Json* v) {
 
 Result<Json> parse_json_file(const std::string& path) {
   KV_ASSIGN_OR_RETURN(std::string text, read_model_text_file(path));
-  KV_RETURN_IF_ERROR(check_json_depth(text, path));
+  KV_RETURN_IF_ERROR(check_json_limits(text, path));
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return invalid_argument(path + " is not valid JSON" + json_syntax_error(text));
   return j;

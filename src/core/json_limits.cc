@@ -1,10 +1,10 @@
-#include "core/json_depth.h"
+#include "core/json_limits.h"
 
 #include <string>
 
 namespace kvshare {
 
-Status check_json_depth(std::string_view text, std::string_view what, size_t max_values) {
+Status check_json_limits(std::string_view text, std::string_view what, size_t max_values) {
   int depth = 0;
   size_t commas = 0;
   bool in_string = false;

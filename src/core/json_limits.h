@@ -1,6 +1,6 @@
-// The nesting limit for every JSON text kvshare reads (model files, tokenizer files, configs, request lines,
-// chat conversations). Deeper documents are refused before they are parsed: nothing kvshare reads nests more
-// than a few levels, and code that walks a parsed document recursively (printing a value in an error message,
+// The limits checked on JSON text before it is parsed. The nesting limit holds for every JSON text kvshare
+// reads (model files, tokenizer files, configs, request lines, chat conversations): nothing kvshare reads nests
+// more than a few levels, and code that walks a parsed document recursively (printing a value in an error message,
 // converting a conversation for a chat template) must not run out of stack.
 #pragma once
 
@@ -23,6 +23,6 @@ constexpr size_t kMaxRequestJsonValues = size_t{1} << 22;
 // invalid_argument naming `what`, the limit and the byte offset where `text` nests arrays and objects deeper
 // than kMaxJsonDepth, or holds more than `max_values` values; ok otherwise (also for text that is not valid
 // JSON: the parser reports that). Linear in the text, with no allocation.
-Status check_json_depth(std::string_view text, std::string_view what, size_t max_values = SIZE_MAX);
+Status check_json_limits(std::string_view text, std::string_view what, size_t max_values = SIZE_MAX);
 
 }  // namespace kvshare
