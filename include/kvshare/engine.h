@@ -36,11 +36,16 @@ struct EngineConfig {
   uint64_t seed = 0;                   // seeds requests that give no seed of their own
 };
 
+// The longest cache_salt a request may give. Every cached block keeps its salt, so a salt is best short: a
+// tenant id or a hash.
+inline constexpr size_t kMaxCacheSaltBytes = 1024;
+
 struct Request {
   std::string prompt;                     // text; ignored when prompt_token_ids is given
   std::vector<int32_t> prompt_token_ids;  // tokens as they are (no BOS added)
   SamplingParams params;
-  std::string cache_salt;                 // requests share cached blocks only when their salts are equal
+  std::string cache_salt;                 // requests share cached blocks only when their salts are equal;
+                                          // at most kMaxCacheSaltBytes
   // Keep the float32 logits each generated token was sampled from (vocab floats per token), for comparing
   // results bit for bit across machines. They come back in the finished Output only.
   bool keep_logits = false;

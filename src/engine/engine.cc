@@ -136,6 +136,10 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
 
 Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) const {
   KV_RETURN_IF_ERROR(r.params.validate());
+  if (r.cache_salt.size() > kMaxCacheSaltBytes)  // checked first: every cached block would keep a copy
+    return invalid_argument("cache_salt is " + std::to_string(r.cache_salt.size()) + " bytes; at most " +
+                            std::to_string(kMaxCacheSaltBytes) +
+                            " are allowed (every cached block keeps its salt): use a short tenant id or a hash");
   if (!r.prompt_token_ids.empty()) {
     prompt = r.prompt_token_ids;
   } else {
