@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -197,6 +198,22 @@ TEST_F(EngineBehaviour, DifferentCacheSaltsNeverShareBlocks) {
   EXPECT_EQ(outs[0].token_ids, outs[1].token_ids);
   auto again = engine->generate({a2});
   EXPECT_EQ(again[0].num_cached_tokens, 48);  // the same salt hits its 3 full blocks
+}
+
+// Every cached block keeps its salt: a megabyte of salt cost a megabyte per block, counted nowhere.
+TEST_F(EngineBehaviour, LongCacheSaltsAreRefused) {
+  auto engine = make_engine(tiny_model("llama"), true);
+  Request r;
+  r.prompt_token_ids = {100, 101, 102};
+  r.params.max_tokens = 1;
+  r.cache_salt.assign(kMaxCacheSaltBytes, 's');
+  EXPECT_TRUE(engine->add_request(r).ok());
+  r.cache_salt.push_back('s');
+  const Status st = engine->add_request(r).status();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("cache_salt is 1025 bytes; at most 1024"), std::string::npos) << st.to_string();
+  EXPECT_FALSE(engine->cache_prefix(r.prompt_token_ids, r.cache_salt).ok());
+  while (engine->has_unfinished()) engine->step();
 }
 
 TEST_F(EngineBehaviour, ExplicitPrefixIsComputedOnceAndPinned) {
@@ -762,30 +779,52 @@ TEST_F(EngineBehaviour, MaxModelLenIsTheConfiguredLengthOrTheModelsContext) {
   EXPECT_EQ(out.finish_reason, FinishReason::kLength);
 }
 
-// Weights holding NaN give NaN logits: the request fails with a message naming the cause (greedy sampling
-// picked token 0 forever, and logprobs were NaN).
-TEST_F(EngineBehaviour, NonFiniteLogitsFailTheRequest) {
-  const std::string model = testing::temp_dir("engine-nan");
-  std::filesystem::copy(tiny_model("llama"), model, std::filesystem::copy_options::recursive);
-  // model.safetensors: an 8-byte header length, the JSON header, then the data; fill model.norm.weight with NaN.
+// Overwrites model.safetensors' F32 tensor `name` (in place: an 8-byte header length, the JSON header, the data)
+// with `value` in every element.
+void fill_tensor(const std::string& model, const std::string& name, float value) {
   std::fstream f(model + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
   uint64_t header_len = 0;
   f.read(reinterpret_cast<char*>(&header_len), 8);
   std::string header(header_len, '\0');
   f.read(header.data(), static_cast<std::streamsize>(header_len));
-  const auto norm = nlohmann::json::parse(header).at("model.norm.weight");
-  ASSERT_EQ(norm.at("dtype"), "F32");
-  const uint64_t begin = norm.at("data_offsets")[0], end = norm.at("data_offsets")[1];
-  const std::vector<float> nan((end - begin) / 4, std::nanf(""));
+  const auto entry = nlohmann::json::parse(header).at(name);
+  ASSERT_EQ(entry.at("dtype"), "F32");
+  const uint64_t begin = entry.at("data_offsets")[0], end = entry.at("data_offsets")[1];
+  const std::vector<float> values((end - begin) / 4, value);
   f.seekp(static_cast<std::streamoff>(8 + header_len + begin));
-  f.write(reinterpret_cast<const char*>(nan.data()), static_cast<std::streamsize>(end - begin));
-  f.close();
+  f.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(end - begin));
+}
+
+// Finite weights that overflow give infinite or NaN logits: the request fails with a message naming the cause
+// (greedy sampling picked token 0 forever, and logprobs were NaN).
+TEST_F(EngineBehaviour, NonFiniteLogitsFailTheRequest) {
+  const std::string model = testing::temp_dir("engine-overflow");
+  std::filesystem::copy(tiny_model("llama"), model, std::filesystem::copy_options::recursive);
+  fill_tensor(model, "model.norm.weight", 3e38f);  // finite; the normed activations overflow to infinity
   auto engine = make_engine(model, true);
   const Output out = engine->generate({greedy_request("Hello", 4)})[0];
   EXPECT_EQ(out.finish_reason, FinishReason::kError);
-  EXPECT_NE(out.error.message().find("the model computed a logit of NaN"), std::string::npos) << out.error.message();
+  EXPECT_NE(out.error.message().find("the model computed a logit of "), std::string::npos) << out.error.message();
   EXPECT_TRUE(out.token_ids.empty());
   EXPECT_FALSE(engine->has_unfinished());
+}
+
+// NaN or infinite weights loaded and ran: garbage text, or token 0 for ever. They are refused at load, naming
+// the tensor.
+TEST_F(EngineBehaviour, NonFiniteWeightsAreRefusedAtLoad) {
+  for (const float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    const std::string model = testing::temp_dir("engine-nan-weights");
+    std::filesystem::copy(tiny_model("llama"), model, std::filesystem::copy_options::recursive);
+    fill_tensor(model, "model.layers.1.self_attn.q_proj.weight", bad);
+    EngineConfig c;
+    c.model_path = model;
+    const Status st = Engine::create(c).status();
+    EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.to_string();
+    EXPECT_NE(st.message().find("tensor 'model.layers.1.self_attn.q_proj.weight' holds a NaN or infinite value "
+                                "(element 0)"),
+              std::string::npos)
+        << st.to_string();
+  }
 }
 
 // Where the tokenizer bounds no token's length, text over 256 bytes per token of the context (at least 1 MiB)

@@ -330,6 +330,11 @@ Result<ModelConfig> config_from_gguf(const GgufFile& g) {
   KV_ASSIGN_OR_RETURN(c.ffn_size, g.get_int(p + "feed_forward_length"));
   KV_ASSIGN_OR_RETURN(c.max_context, g.get_int(p + "context_length"));
   KV_ASSIGN_OR_RETURN(c.num_kv_heads, gguf_int_or(g, p + "attention.head_count_kv", c.num_heads));
+  // Mixtral and other mixtures of experts are stored under general.architecture "llama" with an expert count.
+  KV_ASSIGN_OR_RETURN(const int64_t experts, gguf_int_or(g, p + "expert_count", 0));
+  if (experts != 0)
+    return unimplemented("GGUF: " + p + "expert_count is " + std::to_string(experts) +
+                         ": mixture-of-experts models are not supported; kvshare runs dense gpt2, llama and qwen2");
   // The head size comes from these two: check them before anything derived from it.
   if (c.hidden_size <= 0 || c.num_heads <= 0 || c.hidden_size % c.num_heads != 0)
     return invalid_argument("GGUF: " + p + "embedding_length (" + std::to_string(c.hidden_size) +

@@ -197,6 +197,11 @@ TEST(ModelConfig, GgufMetadataIsCheckedToo) {
                     {"llama.attention.head_count_kv"});
   expect_gguf_error("vocab_float", [](GgufWriter& w) { w.set_f32("llama.vocab_size", 32); },
                     {"llama.vocab_size"});
+  // A mixture of experts (Mixtral is stored as "llama") loaded as a dense model when its tensors were dense.
+  expect_gguf_error("experts", [](GgufWriter& w) { w.set_u32("llama.expert_count", 8); },
+                    {"llama.expert_count is 8", "mixture-of-experts"}, StatusCode::kUnimplemented);
+  Result<ModelConfig> dense = gguf_config("no_experts", [](GgufWriter& w) { w.set_u32("llama.expert_count", 0); });
+  EXPECT_TRUE(dense.ok()) << dense.status().to_string();
 }
 
 // RoPE scaling and sliding windows in GGUF metadata were ignored (the model ran unscaled, with full attention)

@@ -72,6 +72,7 @@ class Gpt2Model final : public Model {
       KV_ASSIGN_OR_RETURN(m->lm_head_, w.linear(gguf ? "token_embd.weight" : hf("wte.weight"), {c.vocab_size, d},
                                                 WeightLayout::kOutIn, nullptr, /*keep_stored=*/true));
     }
+    KV_RETURN_IF_ERROR(w.check_every_tensor_used(c.model_type));
     m->owned_ = w.take_owned();
     m->matmul_weight_bytes_ = m->lm_head_.packed_bytes();
     for (const Gpt2Layer& L : m->layers_)

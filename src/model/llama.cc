@@ -80,6 +80,7 @@ class LlamaModel final : public Model {
       return not_found("the model has no tensor 'lm_head.weight' and config.json says tie_word_embeddings is false");
     }
     m->inv_freq_ = c.rope_inv_freq();
+    KV_RETURN_IF_ERROR(w.check_every_tensor_used(c.model_type));
     m->owned_ = w.take_owned();
     m->matmul_weight_bytes_ = m->lm_head_.packed_bytes();
     for (const LlamaLayer& L : m->layers_)

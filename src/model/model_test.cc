@@ -81,5 +81,41 @@ TEST(BuildModel, ATiedModelWithNoEmbeddingNamesTheEmbedding) {
                        {"the model has no tensor 'model.embed_tokens.weight'"});
 }
 
+// A tensor that no part of the model reads (a file written for another variant) was ignored without a word.
+TEST(BuildModel, TensorsTheModelDoesNotUseAreRefused) {
+  KV_REQUIRE_GPT2_TOKENIZER();
+  for (const std::string arch : {"gpt2", "llama", "qwen2"}) {
+    const std::string dir = tiny_model(arch);
+    Result<ModelConfig> c = parse_hf_config(*read_text_file(dir + "/config.json"));
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    Result<TensorStore> stored = load_safetensors_dir(dir);
+    ASSERT_TRUE(stored.ok()) << stored.status().to_string();
+    const std::vector<float> extra(8, 1.0f);
+    auto with = [&](std::initializer_list<std::string> names) {
+      TensorStore store;  // views into `stored`'s mapping, which outlives it
+      for (const auto& [name, view] : stored->tensors()) store.add(name, view);
+      for (const std::string& n : names) store.add(n, TensorView{DType::kF32, {8}, extra.data()});
+      return build_model(*c, std::move(store), WeightSource::kHuggingFace).status();
+    };
+    EXPECT_TRUE(with({}).ok());
+    expect_error_holding(with({"junk"}), {"1 tensor that a " + c->model_type + " model does not use ('junk')",
+                                          "another architecture"});
+    expect_error_holding(with({"a.weight", "b", "c", "d", "e", "f", "g"}),
+                         {"7 tensors", "('a.weight', 'b', 'c', 'd', 'e' and 2 more)"});
+    // Buffers that real checkpoints carry load as before.
+    const std::string layer0 = arch == "gpt2" ? "transformer.h.0." : "model.layers.0.";
+    EXPECT_TRUE(with({layer0 + "attn.bias", layer0 + "attn.masked_bias", layer0 + "self_attn.rotary_emb.inv_freq"}).ok());
+    // The GGUF path is checked too.
+    Result<GgufFile> gguf = GgufFile::open(dir + "/model.gguf");
+    ASSERT_TRUE(gguf.ok()) << gguf.status().to_string();
+    Result<ModelConfig> gc = config_from_gguf(*gguf);
+    ASSERT_TRUE(gc.ok()) << gc.status().to_string();
+    TensorStore gstore = gguf->tensors();
+    gstore.add("blk.0.attn_k_norm.weight", TensorView{DType::kF32, {8}, extra.data()});
+    expect_error_holding(build_model(*gc, std::move(gstore), WeightSource::kGguf).status(),
+                         {"'blk.0.attn_k_norm.weight'"});
+  }
+}
+
 }  // namespace
 }  // namespace kvshare

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,12 +25,19 @@ class WeightLoader {
                         const float* bias = nullptr, bool keep_stored = false);
   bool has(const std::string& name) const { return store_.find(name) != nullptr; }
 
+  // Refuses a store holding a tensor that no floats() or linear() call took: a tensor the model would ignore
+  // means the file was written for another architecture or variant (llama.cpp refuses such files too). Buffers
+  // that checkpoints carry but no model reads (GPT-2's attn.bias / attn.masked_bias masks, Llama's
+  // rotary_emb.inv_freq, GGUF's rope_freqs.weight, which the config reads) are not counted.
+  Status check_every_tensor_used(const std::string& model_type) const;
+
   // Moves the converted buffers out, for the model to keep.
   std::vector<std::vector<float>> take_owned() { return std::move(owned_); }
 
  private:
-  Result<const TensorView*> find(const std::string& name, const std::vector<int64_t>& shape) const;
+  Result<const TensorView*> find(const std::string& name, const std::vector<int64_t>& shape);
   const TensorStore& store_;
+  std::set<std::string> used_;
   std::vector<std::vector<float>> owned_;
 };
 
