@@ -81,7 +81,10 @@ Result<std::unique_ptr<TokenizerModel>> load_gguf(const GgufFile& gguf) {
     for (size_t i = 0; i < n; ++i) {
       // GGUF: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte; 0 (undefined) counts as normal.
       const int32_t t = types[i];
-      m->types[i] = (t >= 1 && t <= 6) ? static_cast<TokenType>(t - 1) : TokenType::kNormal;
+      if (t < 0 || t > 6)
+        return data_loss(gguf.path() + ": tokenizer.ggml.token_type of token " + std::to_string(i) + " is " +
+                         std::to_string(t) + "; the types are 0 (undefined) to 6 (byte)");
+      m->types[i] = t >= 1 ? static_cast<TokenType>(t - 1) : TokenType::kNormal;
     }
   } else {
     m->types.assign(n, TokenType::kNormal);

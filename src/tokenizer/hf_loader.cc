@@ -625,8 +625,13 @@ Status apply_configs(const std::string& dir, TokenizerModel& m, const Template& 
       m.eos_id = find_token(m, eos);
       if (m.eos_id < 0) return invalid_argument(config_path + ": eos_token \"" + eos + "\" is not in the vocabulary");
     }
-    m.add_bos = bool_member(config, "add_bos_token", m.add_bos);
-    m.add_eos = bool_member(config, "add_eos_token", m.add_eos);
+    for (auto [key, flag] : {std::pair{"add_bos_token", &m.add_bos}, std::pair{"add_eos_token", &m.add_eos}}) {
+      const Json* v = member(config, key);
+      if (v == nullptr || v->is_null()) continue;
+      if (!v->is_boolean())
+        return invalid_argument(config_path + ": " + key + " must be true or false, not a " + v->type_name());
+      *flag = v->get<bool>();
+    }
   }
   const std::string generation_path = join_path(dir, "generation_config.json");
   if (path_entry_exists(generation_path)) {

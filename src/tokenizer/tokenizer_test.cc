@@ -585,6 +585,16 @@ TEST(TokenizerErrors, HfFiles) {
       {{"tokenizer.json", minimal}, {"tokenizer_config.json", R"({"bos_token": "<s>", "add_bos_token": true})"}}));
   EXPECT_EQ(unknown_bos.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(unknown_bos.status().message().find("<s>"), std::string::npos);
+  // add_bos_token "yes" was ignored (BOS not added, no word said); a flag that is not a boolean is refused.
+  auto string_flag = BpeTokenizer::from_hf_dir(write_dir(
+      "tokenizer_string_flag", {{"tokenizer.json", minimal}, {"tokenizer_config.json", R"({"add_bos_token": "yes"})"}}));
+  EXPECT_EQ(string_flag.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(string_flag.status().message().find("add_bos_token must be true or false, not a string"), std::string::npos)
+      << string_flag.status().to_string();
+  EXPECT_TRUE(BpeTokenizer::from_hf_dir(write_dir("tokenizer_null_flag", {{"tokenizer.json", minimal},
+                                                                          {"tokenizer_config.json",
+                                                                           R"({"add_eos_token": null})"}}))
+                  .ok());
 }
 
 TEST(TokenizerErrors, MinimalBpeWorks) {
@@ -760,6 +770,11 @@ TEST(TokenizerErrors, Gguf) {
             StatusCode::kDataLoss);
   EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "llama"}}, tokens, {0, 0, 0, -1, -2, -3}, {2, 3, 3, 1, 1, 1}, {}),
             StatusCode::kOk);
+  // A token type outside 0..6 was read as a normal token without a word.
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "llama"}}, tokens, {0, 0, 0, -1, -2, -3}, {2, 3, 3, 1, 99, 0}, {},
+                      &message),
+            StatusCode::kDataLoss);
+  EXPECT_NE(message.find("token_type of token 4 is 99"), std::string::npos) << message;
   EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "gpt2"}, {"tokenizer.ggml.pre", "no-such-pre"}}, tokens, {}, {},
                       {"a b"}, &message),
             StatusCode::kUnimplemented);
