@@ -54,6 +54,34 @@ TEST(Attention, MatchesReferenceForTwoSequencesWithScatteredBlocks) {
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 1e-5f * (1 + std::fabs(ref[i]))) << i;
 }
 
+// A NaN score (from a NaN query) made e^-87 in the softmax and finite garbage out; it now makes its own head's
+// output NaN, as in PyTorch, on every path and for prefill and decode rows. The other heads stay finite.
+TEST(Attention, NanInAQueryGivesNanForItsHeadOnly) {
+  Fixture f;
+  const int64_t len = 9;
+  std::vector<int32_t> table = {3, 1, 4};
+  auto kin = random_floats(len * f.kvh * f.hd, 7), vin = random_floats(kin.size(), 8);
+  std::vector<int32_t> slots(len);
+  for (int64_t i = 0; i < len; ++i) slots[i] = table[i / f.block_size] * f.block_size + i % f.block_size;
+  write_kv(f.layer(), kin.data(), vin.data(), slots.data(), len);
+  const int64_t row = f.heads * f.hd;
+  for (int64_t rows : {int64_t{1}, len}) {  // decode, prefill
+    auto q = random_floats(rows * row, 9);
+    q[(rows - 1) * row + 2 * f.hd + 5] = std::nanf("");  // last row, head 2
+    std::vector<AttentionSeq> seqs = {{0, rows, len, table.data()}};
+    for (Isa isa : supported_isas()) {
+      IsaScope scope(isa);
+      std::vector<float> out(q.size());
+      paged_attention(q.data(), f.layer(), seqs, f.heads, 0.25f, out.data());
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t h = 0; h < f.heads; ++h)
+          for (int64_t d = 0; d < f.hd; ++d)
+            EXPECT_EQ(std::isnan(out[r * row + h * f.hd + d]), r == rows - 1 && h == 2)
+                << "row " << r << " head " << h << " of " << rows << " on " << isa_name(isa);
+    }
+  }
+}
+
 // A row's output is bitwise the same whether computed in a full prefill, in a chunk, or alone, and
 // whatever other sequences share the call.
 TEST(Attention, RowsAreBitwiseIndependentOfChunkingAndBatch) {

@@ -171,5 +171,29 @@ TEST(Ops, ExpSaturatesWithoutInfinitiesOrDenormals) {
   }
 }
 
+// NaN became e^-87 in exp (the clamp dropped it), so a model whose activations overflowed gave finite garbage
+// and the engine's check of the logits never saw it. Every path now keeps NaN, as PyTorch does.
+TEST(Ops, NanPropagatesThroughExpAndActivations) {
+  const float nan = std::nanf("");
+  for (Isa isa : supported_isas()) {
+    IsaScope scope(isa);
+    EXPECT_TRUE(std::isnan(vec_exp_for_test(nan))) << isa_name(isa);
+    for (int64_t n : {1, 5, 16, 21}) {  // with and without a tail
+      std::vector<float> x(static_cast<size_t>(n), 0.5f), y(x.size());
+      x[n / 2] = nan;
+      kernels().exp_row(x.data(), n, y.data());
+      std::vector<float> g = x;
+      gelu_tanh(g.data(), 1, n);
+      std::vector<float> s(x.size());
+      silu_mul(x.data(), x.data(), 1, n, s.data());
+      for (int64_t i = 0; i < n; ++i) {
+        EXPECT_EQ(std::isnan(y[i]), i == n / 2) << "exp " << i << " of " << n << " on " << isa_name(isa);
+        EXPECT_EQ(std::isnan(g[i]), i == n / 2) << "gelu " << i << " of " << n << " on " << isa_name(isa);
+        EXPECT_EQ(std::isnan(s[i]), i == n / 2) << "silu " << i << " of " << n << " on " << isa_name(isa);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvshare
