@@ -389,7 +389,8 @@ Status Engine::Impl::check_finite(const float* row_logits, int64_t vocab, int64_
     if (!std::isfinite(row_logits[t]))
       return data_loss("the model computed a logit of " + std::string(std::isnan(row_logits[t]) ? "NaN" : "infinity") +
                        " (token " + std::to_string(t) + ", after " + std::to_string(position) +
-                       " tokens): its weights may hold NaN or infinite values; check the model file");
+                       " tokens): the computation overflowed float32 (the weights were checked finite at load), so the "
+                       "model's weights or config values are out of range; check the model files");
   return Status();
 }
 

@@ -74,6 +74,23 @@ Status ModelConfig::validate() const {
   }
   for (size_t i = 0; i < rope_freq_factors.size(); ++i)
     KV_RETURN_IF_ERROR(finite_positive(rope_freq_factors[i], "rope_freq_factors[" + std::to_string(i) + "]"));
+  // Each value above may be finite and still give a frequency (float32, as Hugging Face computes it) or an angle
+  // at the last position that is not finite, or past the 2^30 below which det::sincos computes the RoPE tables: a
+  // rope_theta past float's range, a scaling factor of 1e-300, rope_freqs of 1e-30. The model then computed NaN.
+  // Real models' frequencies are at most 1, and max_context at most 2^30.
+  if (arch == Arch::kLlama) {
+    const std::vector<float> inv = rope_inv_freq();
+    for (size_t i = 0; i < inv.size(); ++i) {
+      const double last_angle = static_cast<double>(inv[i]) * static_cast<double>(max_context);
+      if (!(last_angle < 1073741824.0))  // also NaN
+        return invalid_argument("model config: RoPE frequency " + std::to_string(i) + " is " + number_text(inv[i]) +
+                                " (from rope_theta " + number_text(rope_theta) +
+                                (rope_scaling.enabled ? ", rope_scaling.factor " + number_text(rope_scaling.factor) : "") +
+                                (rope_freq_factors.empty() ? "" : " and rope_freqs") + "), so the angle at position " +
+                                std::to_string(max_context) + " would be " + number_text(last_angle) +
+                                ", not a finite number below 2^30: the config's RoPE values are out of range");
+    }
+  }
   return {};
 }
 

@@ -149,6 +149,20 @@ TEST(ModelConfig, ValidateChecksRealNumbers) {
   bad = *c;
   bad.rope_freq_factors = {1.0f, 0.0f};
   EXPECT_NE(bad.validate().message().find("rope_freq_factors[1]"), std::string::npos) << bad.validate().to_string();
+  // Finite values whose RoPE frequencies or angles are not finite float32 numbers: each loaded, then computed NaN.
+  bad = *c;
+  bad.rope_theta = 1e39;  // infinite as a float
+  EXPECT_NE(bad.validate().message().find("RoPE frequency 0 is"), std::string::npos) << bad.validate().to_string();
+  bad = *c;
+  bad.rope_freq_factors.assign(static_cast<size_t>(c->head_dim / 2), 1.0f);
+  EXPECT_TRUE(bad.validate().ok()) << bad.validate().to_string();
+  bad.rope_freq_factors[1] = 1e-38f;  // frequency 1 grows past float's range
+  EXPECT_NE(bad.validate().message().find("RoPE frequency 1 is"), std::string::npos) << bad.validate().to_string();
+  EXPECT_NE(bad.validate().message().find("and rope_freqs"), std::string::npos) << bad.validate().to_string();
+  Json j = llama_json();
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 1e-300}, {"low_freq_factor", 1}, {"high_freq_factor", 4},
+                       {"original_max_position_embeddings", 8192}};
+  expect_config_error(j.dump(), {"rope_scaling.factor 1e-300", "out of range"});
 }
 
 // A minimal llama GGUF (metadata only: the config needs no tensors), with `edit` applied to the writer.
