@@ -152,7 +152,15 @@ TEST(ModelConfig, ValidateChecksRealNumbers) {
   // Finite values whose RoPE frequencies or angles are not finite float32 numbers: each loaded, then computed NaN.
   bad = *c;
   bad.rope_theta = 1e39;  // infinite as a float
-  EXPECT_NE(bad.validate().message().find("RoPE frequency 0 is"), std::string::npos) << bad.validate().to_string();
+  EXPECT_NE(bad.validate().message().find("rope_theta is 1e+39, which is infinite as a float32"), std::string::npos)
+      << bad.validate().to_string();
+  bad.rope_theta = 1e-300;  // 0 as a float: det::powf's log was given 0, and the frequencies came out finite garbage
+  EXPECT_NE(bad.validate().message().find("which is 0 as a float32"), std::string::npos) << bad.validate().to_string();
+  bad = *c;
+  bad.rope_theta = 0.001;  // frequencies up to 178 (head_dim 8): the angle at the last position passes 2^30
+  bad.max_context = 1 << 24;
+  EXPECT_NE(bad.validate().message().find("not a finite number below 2^30"), std::string::npos)
+      << bad.validate().to_string();
   bad = *c;
   bad.rope_freq_factors.assign(static_cast<size_t>(c->head_dim / 2), 1.0f);
   EXPECT_TRUE(bad.validate().ok()) << bad.validate().to_string();
