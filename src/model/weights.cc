@@ -9,15 +9,11 @@ namespace kvshare {
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 // Tensors that checkpoints carry but that are not weights of the model: attention masks and RoPE tables saved
 // as buffers by older transformers versions, and GGUF's llama3 RoPE factors (read by config_from_gguf).
 bool is_known_buffer(const std::string& name) {
-  return ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias") ||
-         ends_with(name, ".rotary_emb.inv_freq") || name == "rope_freqs.weight";
+  return name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") ||
+         name.ends_with(".rotary_emb.inv_freq") || name == "rope_freqs.weight";
 }
 
 // The index of the first element of `t` that is NaN or infinite, or -1. Only the exponent bits are read, so
@@ -78,14 +74,15 @@ Status WeightLoader::check_every_tensor_used(const std::string& model_type) cons
 Result<const TensorView*> WeightLoader::find(const std::string& name, const std::vector<int64_t>& shape) {
   const TensorView* t = store_.find(name);
   if (t == nullptr) return not_found("the model has no tensor '" + name + "'");
-  used_.insert(name);
+  const bool first_use = used_.insert(name).second;
   if (t->shape != shape)
     return invalid_argument("tensor '" + name + "' has shape " + shape_to_string(t->shape) + " but the config implies " +
                             shape_to_string(shape));
   if (t->dtype == DType::kQ8_0 && t->num_elements() % kQ8_0BlockSize != 0)
     return invalid_argument("Q8_0 tensor '" + name + "' has a size that is not a multiple of 32");
   // A NaN or infinite weight makes every result garbage or NaN; PyTorch and llama.cpp run such a file anyway.
-  if (const int64_t bad = first_non_finite(*t); bad >= 0)
+  // Checked once per tensor (a tied embedding is taken twice: as the table and as the LM head).
+  if (const int64_t bad = first_use ? first_non_finite(*t) : -1; bad >= 0)
     return data_loss("tensor '" + name + "' holds a NaN or infinite value (element " + std::to_string(bad) +
                      (t->dtype == DType::kQ8_0 ? ", a block scale" : "") +
                      "): the file is corrupt, or was saved after training diverged");
