@@ -60,9 +60,9 @@ Status ModelConfig::validate() const {
   KV_RETURN_IF_ERROR(finite_positive(norm_eps, arch == Arch::kGpt2 ? "norm_eps (layer_norm_epsilon)"
                                                                   : "norm_eps (rms_norm_eps)"));
   KV_RETURN_IF_ERROR(finite_positive(rope_theta, "rope_theta"));
-  if (const float theta = static_cast<float>(rope_theta); !(theta > 0) || !std::isfinite(theta))
-    return invalid_argument("model config: rope_theta is " + number_text(rope_theta) +
-                            ", which is " + (theta > 0 ? "infinite" : "0") +
+  if (const float theta = static_cast<float>(rope_theta); !std::isnormal(theta))
+    return invalid_argument("model config: rope_theta is " + number_text(rope_theta) + ", which is " +
+                            (std::isinf(theta) ? "infinite" : theta > 0 ? "subnormal" : "0") +
                             " as a float32, the type RoPE frequencies are computed in; it must be between 1.2e-38 and "
                             "3.4e38");
   if (rope_scaling.enabled) {

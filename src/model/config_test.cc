@@ -156,6 +156,9 @@ TEST(ModelConfig, ValidateChecksRealNumbers) {
       << bad.validate().to_string();
   bad.rope_theta = 1e-300;  // 0 as a float: det::powf's log was given 0, and the frequencies came out finite garbage
   EXPECT_NE(bad.validate().message().find("which is 0 as a float32"), std::string::npos) << bad.validate().to_string();
+  bad.rope_theta = 1e-40;  // subnormal as a float: below the range limits.md gives
+  EXPECT_NE(bad.validate().message().find("which is subnormal as a float32"), std::string::npos)
+      << bad.validate().to_string();
   bad = *c;
   bad.rope_theta = 0.001;  // frequencies up to 178 (head_dim 8): the angle at the last position passes 2^30
   bad.max_context = 1 << 24;
