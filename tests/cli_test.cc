@@ -661,6 +661,9 @@ TEST_F(CliTest, BadGenerateValuesNameTheProblem) {
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--kv-cache-memory", "1"}),
                        {"--kv-cache-memory"});
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--block-size", "0"}), {"--block-size"});
+  // A fraction above the engine's largest was refused without naming the flag.
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--kv-cache-memory", "0.97"}),
+                       {"--kv-cache-memory", "(0, 0.95], got 0.97"});
   // A number with a decimal point is a fraction: 1.0 and 1.5 were taken as "1 byte".
   for (const char* frac : {"1.0", "1.5"})
     expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "hi", "--kv-cache-memory", frac}),

@@ -20,7 +20,8 @@ namespace kvshare {
 
 struct EngineConfig {
   std::string model_path;              // a Hugging Face folder or a .gguf file
-  // KV cache budget: bytes when > 0, else this fraction of the memory available at start-up.
+  // KV cache budget: bytes when > 0, else this fraction of the memory available at start-up, in
+  // (0, kMaxKvCacheFraction].
   int64_t kv_cache_bytes = 0;
   double kv_cache_fraction = 0.25;
   // Make the whole KV cache resident at start-up, as llama.cpp and vLLM do with theirs: start-up takes longer
@@ -35,6 +36,10 @@ struct EngineConfig {
   int32_t max_model_len = 0;           // context length; 0 = the model's
   uint64_t seed = 0;                   // seeds requests that give no seed of their own
 };
+
+// The largest fraction of the available memory the KV cache may take: the rest is left for the process's other
+// allocations (activations, the tokenizer, the server's buffers).
+inline constexpr double kMaxKvCacheFraction = 0.95;
 
 // The longest cache_salt a request may give. Every cached block keeps its salt, so a salt is best short: a
 // tenant id or a hash.

@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from ._kvshare import SamplingParams, _Engine, _Request, _Tokenizer
+from ._kvshare import MAX_KV_CACHE_FRACTION, SamplingParams, _Engine, _Request, _Tokenizer
 
 __all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Tokenizer", "PrefixHandle"]
 __version__ = "0.1.0"
@@ -248,7 +248,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 
 
 def _kv_cache_budget(value: Union[None, int, float, str]) -> tuple:
     """kv_cache_memory -> (bytes, fraction) for EngineConfig: None is the engine's default (a quarter of the
-    free memory), an int is bytes, a float below 1 a fraction of the free memory, a string a size like
+    free memory), an int is bytes, a float in (0, MAX_KV_CACHE_FRACTION] a fraction of the free memory, a string a size like
     "2GiB" or "512MiB" (or a fraction like "0.3"), as the CLI's --kv-cache-memory."""
     if value is None:
         return 0, 0.25
@@ -259,8 +259,9 @@ def _kv_cache_budget(value: Union[None, int, float, str]) -> tuple:
             raise ValueError(f"kv_cache_memory must be positive, got {value}")
         return value, 0.25
     if isinstance(value, float):
-        if not 0 < value < 1:
-            raise ValueError(f"kv_cache_memory as a float is a fraction of free memory in (0, 1), got {value}")
+        if not 0 < value <= MAX_KV_CACHE_FRACTION:
+            raise ValueError(f"kv_cache_memory as a float is a fraction of free memory in "
+                             f"(0, {MAX_KV_CACHE_FRACTION}], got {value}")
         return 0, value
     if isinstance(value, str):
         m = _SIZE.match(value)

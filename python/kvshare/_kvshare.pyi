@@ -2,6 +2,8 @@
 # typed in __init__.py.
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+MAX_KV_CACHE_FRACTION: float  # the largest kv_cache_memory fraction the engine takes
+
 class SamplingParams:
     temperature: float
     top_p: float

@@ -243,6 +243,7 @@ PYBIND11_MODULE(_kvshare, m) {
   using namespace kvshare;
   using namespace kvshare::python;
   m.doc() = "kvshare's C++ engine; use the classes of the kvshare package instead";
+  m.attr("MAX_KV_CACHE_FRACTION") = kMaxKvCacheFraction;
 
   py::class_<SamplingParams>(m, "SamplingParams",
                              "How a request's tokens are chosen and when its generation stops.")

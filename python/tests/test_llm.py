@@ -235,6 +235,9 @@ def test_bad_engine_arguments(stories_path, tmp_path):
         LLM(stories_path, max_model_len=1 << 20, kv_cache_memory="16MiB")
     with pytest.raises(ValueError, match="kv_cache_memory"):
         LLM(stories_path, kv_cache_memory="lots")
+    for too_large in (0.97, "0.97"):  # a float is checked in Python, a string by the engine; both name the argument
+        with pytest.raises(ValueError, match=r"kv_cache_memory.*\(0, 0\.95\]"):
+            LLM(stories_path, kv_cache_memory=too_large)
     with pytest.raises(TypeError):
         LLM(stories_path, block_size="16")
 
