@@ -289,20 +289,23 @@ struct HttpServer::Impl {
   }
 
   void routes();
+  using PostHandler = std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
+  void post(const std::string& path, PostHandler handler);
+  bool read_body(const httplib::ContentReader& read, httplib::Response& res, std::string& body) const;
   bool content_length_ok(const httplib::Request& req, httplib::Response& res) const;
   bool authorized(const httplib::Request& req, httplib::Response& res) const;
   bool check_model(const std::string& model, httplib::Response& res) const;
   Result<std::string> render_chat(const GenerationCall& call) const;
   bool prepare_prompts(GenerationCall& call, ApiError& error) const;
   bool admissible_alone(const GenerationCall& call, int64_t sequences, ApiError& error) const;
-  void generate(const httplib::Request& req, httplib::Response& res, bool chat);
+  void generate(const httplib::Request& req, const std::string& body, httplib::Response& res, bool chat);
   void respond_when_done(const std::shared_ptr<Call>& call, httplib::Response& res);
   void stream(const std::shared_ptr<Call>& call, httplib::Response& res);
   void abort_call(Call& call) {
     for (const auto& s : call.streams) loop->abort(s->id());
   }
-  void tokenize(const httplib::Request& req, httplib::Response& res);
-  void detokenize(const httplib::Request& req, httplib::Response& res);
+  void tokenize(const std::string& text, httplib::Response& res);
+  void detokenize(const std::string& text, httplib::Response& res);
 };
 
 HttpServer::HttpServer() : impl_(std::make_unique<Impl>()) {}
@@ -452,18 +455,14 @@ void HttpServer::Impl::routes() {
     return content_length_ok(req, res) && authorized(req, res) ? httplib::Server::HandlerResponse::Unhandled
                                                                : httplib::Server::HandlerResponse::Handled;
   });
-  // Errors cpp-httplib produces itself (no route, body too large, unreadable request) become OpenAI errors.
+  // Errors cpp-httplib produces itself (no route, unreadable headers) become OpenAI errors.
   http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     if (res.status == 404)
       send_error(res, api_error(404, "not_found_error", "no such endpoint: " + req.method + " " + req.path));
-    else if (res.status == 413)
-      send_error(res, api_error(413, "invalid_request_error",
-                                "the request body is larger than " + std::to_string(config.max_body_bytes) +
-                                    " bytes (--max-body-bytes)"));
     else if (res.status == 400 && req.method == "POST" && !req.has_header("Content-Length") &&
              !req.has_header("Transfer-Encoding"))
-      // No Content-Length was read: none was sent, or a header line before it was too long to read.
+      // The headers could not be read: a header line was too long (read_body words the other cases).
       send_error(res, api_error(400, "invalid_request_error",
                                 "the request could not be read: a POST needs a body or a Content-Length header (an "
                                 "empty body: curl -d ''), and each header line must be at most " +
@@ -483,8 +482,8 @@ void HttpServer::Impl::routes() {
     send_error(res, api_error(500, "server_error", "internal error: " + what));
   });
 
-  http.Post("/v1/completions", [this](const auto& req, auto& res) { generate(req, res, false); });
-  http.Post("/v1/chat/completions", [this](const auto& req, auto& res) { generate(req, res, true); });
+  post("/v1/completions", [this](const auto& req, const auto& body, auto& res) { generate(req, body, res, false); });
+  post("/v1/chat/completions", [this](const auto& req, const auto& body, auto& res) { generate(req, body, res, true); });
   http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
     json model = {{"id", config.served_model_name}, {"object", "model"},     {"created", created},
                   {"owned_by", "kvshare"},         {"root", engine->config().model_path},
@@ -501,13 +500,69 @@ void HttpServer::Impl::routes() {
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics.render(loop->metrics(), config.served_model_name), "text/plain; version=0.0.4");
   });
-  http.Post("/tokenize", [this](const auto& req, auto& res) { tokenize(req, res); });
-  http.Post("/detokenize", [this](const auto& req, auto& res) { detokenize(req, res); });
-  http.Post("/reset_prefix_cache", [this](const httplib::Request&, httplib::Response& res) {
+  post("/tokenize", [this](const auto&, const auto& body, auto& res) { tokenize(body, res); });
+  post("/detokenize", [this](const auto&, const auto& body, auto& res) { detokenize(body, res); });
+  post("/reset_prefix_cache", [this](const auto&, const auto&, auto& res) {
     int64_t dropped = 0;
     loop->call([&](Engine& e) { dropped = e.reset_prefix_cache(); });
     send_json(res, json{{"dropped_blocks", dropped}});
   });
+  // Any other path: its body is read as a known path's is (within --max-body-bytes), then 404.
+  const auto no_such_endpoint = [this](const httplib::Request&, httplib::Response& res,
+                                       const httplib::ContentReader& read) {
+    std::string body;
+    if (read_body(read, res, body)) res.status = 404;  // the error handler words it
+  };
+  http.Post(".*", no_such_endpoint);
+  http.Put(".*", no_such_endpoint);
+  http.Patch(".*", no_such_endpoint);
+  http.Delete(".*", no_such_endpoint);
+}
+
+// Every body is read through here. cpp-httplib's own reading holds a body to --max-body-bytes by its
+// Content-Length only: a chunked body, or a compressed one (Content-Encoding gzip, deflate or br, which it
+// inflates), was read whole, whatever its size (32 MiB of gzip inflate to 32 GiB). A content reader sees the bytes
+// as they arrive, inflated, and stops them at the limit.
+void HttpServer::Impl::post(const std::string& path, PostHandler handler) {
+  http.Post(path, [this, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res,
+                                                       const httplib::ContentReader& read) {
+    std::string body;
+    if (read_body(read, res, body)) handler(req, body, res);
+  });
+}
+
+bool HttpServer::Impl::read_body(const httplib::ContentReader& read, httplib::Response& res, std::string& body) const {
+  const auto limit = static_cast<size_t>(config.max_body_bytes);
+  size_t dropped = 0;
+  const bool read_all = read([&](const char* data, size_t n) {
+    if (dropped == 0 && n <= limit - body.size()) {
+      body.append(data, n);
+      return true;
+    }
+    // Over the limit: what follows is read and dropped, up to another `limit` bytes, so that the connection can
+    // end cleanly after the answer (closed with unread data, a socket sends a reset, which can destroy the
+    // answer before the client reads it); a body longer still ends the connection.
+    dropped += n;
+    body.clear();
+    return dropped <= limit;
+  });
+  if (dropped > 0 || res.status == 413) {  // 413: a Content-Length over the limit, skipped by cpp-httplib
+    send_error(res, api_error(413, "invalid_request_error",
+                              "the request body is larger than " + std::to_string(config.max_body_bytes) +
+                                  " bytes (--max-body-bytes)"));
+    return false;
+  }
+  if (!read_all) {
+    // A POST that has neither a Content-Length nor a chunked body has no end cpp-httplib can find; or a header
+    // line before its Content-Length was too long to read; or the client stopped sending.
+    send_error(res, api_error(400, "invalid_request_error",
+                              "the request body could not be read: a POST needs a body or a Content-Length header "
+                              "(an empty body: curl -d ''), each header line must be at most " +
+                                  std::to_string(CPPHTTPLIB_HEADER_MAX_LENGTH) +
+                                  " bytes, and the body must arrive whole"));
+    return false;
+  }
+  return true;
 }
 
 Result<std::string> HttpServer::Impl::render_chat(const GenerationCall& call) const {
@@ -606,7 +661,8 @@ bool HttpServer::Impl::admissible_alone(const GenerationCall& call, int64_t sequ
   return false;
 }
 
-void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+void HttpServer::Impl::generate(const httplib::Request& req, const std::string& body, httplib::Response& res,
+                                bool chat) {
   ++open_calls;
   struct Leave {
     std::atomic<int>& count;
@@ -621,7 +677,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, httplib::Response& 
   }
   auto call = std::make_shared<Call>();
   ApiError error;
-  if (!parse_generation_call(req.body, chat, call->api, error)) return send_error(res, error);
+  if (!parse_generation_call(body, chat, call->api, error)) return send_error(res, error);
   if (!check_model(call->api.model, res)) return;
   // The queue limit counts sequences, not calls: 1000 prompts with n 128 are 128,000 sequences, which took
   // the queue far beyond its limit and had every other client refused until they were done.
@@ -733,19 +789,19 @@ void HttpServer::Impl::stream(const std::shared_ptr<Call>& call, httplib::Respon
       });
 }
 
-void HttpServer::Impl::tokenize(const httplib::Request& req, httplib::Response& res) {
+void HttpServer::Impl::tokenize(const std::string& text, httplib::Response& res) {
   json body;
   ApiError error;
-  if (!parse_json_object(req.body, body, error)) return send_error(res, error);
+  if (!parse_json_object(text, body, error)) return send_error(res, error);
   if (body.contains("model") && body["model"].is_string() && !check_model(body["model"].get<std::string>(), res))
     return;
   std::vector<int32_t> tokens;
   if (body.contains("messages")) {
     GenerationCall call;
-    if (!parse_generation_call(req.body, /*chat=*/true, call, error)) return send_error(res, error);
-    Result<std::string> text = render_chat(call);
-    if (!text.ok()) return send_error(res, bad_request(text.status().message(), "messages"));
-    tokens = tokenizer().encode(*text, /*add_special=*/false);
+    if (!parse_generation_call(text, /*chat=*/true, call, error)) return send_error(res, error);
+    Result<std::string> rendered = render_chat(call);
+    if (!rendered.ok()) return send_error(res, bad_request(rendered.status().message(), "messages"));
+    tokens = tokenizer().encode(*rendered, /*add_special=*/false);
   } else {
     auto prompt = body.find("prompt");
     if (prompt == body.end() || !prompt->is_string())
@@ -761,10 +817,10 @@ void HttpServer::Impl::tokenize(const httplib::Request& req, httplib::Response& 
   send_json(res, json{{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", max_model_len}});
 }
 
-void HttpServer::Impl::detokenize(const httplib::Request& req, httplib::Response& res) {
+void HttpServer::Impl::detokenize(const std::string& text, httplib::Response& res) {
   json body;
   ApiError error;
-  if (!parse_json_object(req.body, body, error)) return send_error(res, error);
+  if (!parse_json_object(text, body, error)) return send_error(res, error);
   auto tokens = body.find("tokens");
   if (tokens == body.end() || !tokens->is_array())
     return send_error(res, bad_request("/detokenize needs \"tokens\": a list of token ids", "tokens"));

@@ -2,6 +2,7 @@
 
 Run by CTest (server_curl_test); needs curl and ../shared/models/tinystories-656k (skips without it).
 """
+import gzip
 import json
 import os
 import signal
@@ -521,6 +522,27 @@ class LimitsTest(unittest.TestCase):
             code, hdrs, body = curl(s.url + "/v1/completions", {"prompt": "x"})
             self.assertEqual(code, 503, body)
             self.assertEqual(hdrs.get("retry-after"), "1")
+
+    def test_body_size_holds_for_chunked_and_compressed_bodies(self):
+        # The limit was checked against Content-Length only: a chunked body was read whole whatever its size, and a
+        # gzip body was inflated without bound (32 MiB of it inflate to 32 GiB).
+        chunked = ["Transfer-Encoding: chunked"]
+        gzipped = ["Content-Encoding: gzip"]
+        big = json.dumps({"prompt": "x" * 20000}).encode()
+        small = json.dumps({"prompt": "Once upon", "max_tokens": 2}).encode()
+        with serve_util.Server("--max-body-bytes", "4096") as s:
+            for path in ["/v1/completions", "/v1/chat/completions", "/tokenize", "/no-such-path"]:
+                for headers, data in [(chunked, big), (gzipped, gzip.compress(big))]:
+                    code, _, body = curl(s.url + path, raw=data, headers=headers)
+                    self.assertEqual(code, 413, (path, headers, body))
+                    self.assertIn("larger than 4096 bytes (--max-body-bytes)", json.loads(body)["error"]["message"])
+            # Within the limit, both are read as any body is.
+            for headers, data in [(chunked, small), (gzipped, gzip.compress(small))]:
+                code, _, body = curl(s.url + "/v1/completions", raw=data, headers=headers)
+                self.assertEqual(code, 200, (headers, body))
+                self.assertEqual(json.loads(body)["usage"]["completion_tokens"], 2)
+            code, _, body = curl(s.url + "/no-such-path", raw=small, headers=chunked)
+            self.assertEqual(code, 404, body)
 
     def test_text_far_over_the_context_is_refused_before_tokenizing(self):
         # 4 MB of text is refused from its length, before BPE (a 30 MB body held an HTTP thread for 30 s).
