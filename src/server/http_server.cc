@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "chat/final_message.h"
 #include "core/mapped_file.h"
 #include "core/splitmix.h"
 #include "engine/context_limit.h"
@@ -580,14 +581,7 @@ Result<std::string> HttpServer::Impl::render_chat(const GenerationCall& call) co
   jinja::RenderOptions render_options;
   render_options.cancel = &stopping;  // shutdown does not wait for a long render
   KV_ASSIGN_OR_RETURN(std::string text, chat_template->apply(conversation, call.add_generation_prompt, render_options));
-  if (call.continue_final_message) {
-    // The reply continues the last message: cut what the template wrote after its content.
-    const json& last = call.messages.back();
-    const std::string content = last.contains("content") && last["content"].is_string()
-                                    ? last["content"].get<std::string>() : std::string();
-    const size_t at = content.empty() ? std::string::npos : text.rfind(content);
-    if (at != std::string::npos) text.resize(at + content.size());
-  }
+  if (call.continue_final_message) return cut_after_final_message(std::move(text), conversation);
   return text;
 }
 

@@ -512,6 +512,28 @@ class ServerTest(unittest.TestCase):
                 self.assertEqual(code, 200, out)
                 self.assertEqual(json.loads(out)["usage"]["prompt_tokens"], len(tokens))
 
+    def test_continue_final_message_cuts_as_hugging_face_does(self):
+        # The server looked for the final message's text unstripped: a template that trims it (as Llama 3's does)
+        # hid "Sure:\n", nothing was cut, and the model was given a closed turn to follow, without an error.
+        template = "{%- for m in messages -%}{{- '<|' + m['role'] + '|>' + m['content'] | trim + '<|end|>' -}}{%- endfor -%}"
+        msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure:\n"}]
+        with tempfile.NamedTemporaryFile("w", suffix=".jinja") as f:
+            f.write(template)
+            f.flush()
+            with serve_util.Server("--chat-template", f.name) as s:
+                code, _, out = curl(s.url + "/tokenize", {"messages": msgs, "continue_final_message": True,
+                                                          "add_generation_prompt": False})
+                self.assertEqual(code, 200, out)
+                tokens = json.loads(out)["tokens"]
+                text = json.loads(curl(s.url + "/detokenize", {"tokens": tokens})[2])["prompt"]
+                self.assertTrue(text.endswith("<|assistant|>Sure:"), text)
+                # A final message whose text the prompt does not show is an error, not a silent closed turn.
+                code, _, out = curl(s.url + "/v1/chat/completions",
+                                    {"messages": msgs[:1] + [{"role": "assistant", "content": "  "}],
+                                     "continue_final_message": True, "add_generation_prompt": False})
+                self.assertEqual(code, 400, out)
+                self.assertIn("continue_final_message", json.loads(out)["error"]["message"])
+
 
 class LimitsTest(unittest.TestCase):
     def test_body_size_and_overload(self):
