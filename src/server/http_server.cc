@@ -122,20 +122,6 @@ void send_error(httplib::Response& res, const ApiError& e) {
   if (e.status == 503) res.set_header("Retry-After", "1");
 }
 
-// The engine's refusal of a request as an API error.
-ApiError from_status(const Status& st) {
-  switch (st.code()) {
-    case StatusCode::kOutOfRange:
-      return api_error(400, "invalid_request_error", st.message(), "context_length_exceeded");
-    case StatusCode::kResourceExhausted:
-      return api_error(503, "server_error", st.message());
-    case StatusCode::kInternal:
-      return api_error(500, "server_error", st.message());
-    default:
-      return api_error(400, "invalid_request_error", st.message());
-  }
-}
-
 // A socket's port and address as text ("" when it is not IPv4 or IPv6).
 int port_of(const sockaddr_storage& a) {
   if (a.ss_family == AF_INET) return static_cast<int>(ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port));
@@ -689,7 +675,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
   call->ctx.id = new_id(chat ? "chatcmpl-" : "cmpl-");
   call->ctx.created = std::time(nullptr);
   call->ctx.model = config.served_model_name;
-  call->ctx.token_text = [this](int32_t id) { return tokenizer().decode({id}); };
+  call->ctx.token_piece = [this](int32_t id) { return tokenizer().token_piece(id); };
   const int32_t n = call->n();
   for (size_t i = 0; i < call->api.prompts.size(); ++i) {
     const PromptInput& p = call->api.prompts[i];

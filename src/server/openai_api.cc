@@ -1,12 +1,14 @@
 #include "server/openai_api.h"
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <optional>
 #include <utility>
 
 #include "core/json_limits.h"
 #include "formats/json_error.h"
+#include "tokenizer/utf8.h"
 
 namespace kvshare::server {
 
@@ -66,13 +68,26 @@ class FieldReader {
       fail(name, std::string(name) + " must be an integer");
       return false;
     }
-    const double d = v->get<double>();
-    if (d < static_cast<double>(lo) || d > static_cast<double>(hi)) {
+    // Compared as integers: as doubles, 2^63 (a float, or 9223372036854775808) passed a bound of 2^63 - 1, then
+    // became INT64_MIN or an undefined conversion.
+    int64_t value = 0;
+    bool in_int64 = true;
+    if (v->is_number_unsigned()) {
+      in_int64 = v->get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+      value = static_cast<int64_t>(v->get<uint64_t>());
+    } else if (v->is_number_integer()) {
+      value = v->get<int64_t>();
+    } else {
+      const double d = v->get<double>();
+      in_int64 = d >= -0x1p63 && d < 0x1p63;  // where a whole double converts to int64 exactly
+      if (in_int64) value = static_cast<int64_t>(d);
+    }
+    if (!in_int64 || value < lo || value > hi) {
       fail(name, std::string(name) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
                      v->dump());
       return false;
     }
-    out = v->is_number_unsigned() ? static_cast<int64_t>(v->get<uint64_t>()) : v->get<int64_t>();
+    out = value;
     return true;
   }
   bool integer32(const char* name, int32_t& out, int64_t lo, int64_t hi) {
@@ -320,6 +335,20 @@ ApiError bad_request(std::string message, std::string param) {
   return e;
 }
 
+ApiError from_status(const Status& st) {
+  switch (st.code()) {
+    case StatusCode::kOutOfRange:
+      return api_error(400, "invalid_request_error", st.message(), "context_length_exceeded");
+    case StatusCode::kResourceExhausted:
+      return api_error(503, "server_error", st.message());
+    case StatusCode::kInternal:
+    case StatusCode::kDataLoss:  // the model computed NaN or overflowed: not the client's doing
+      return api_error(500, "server_error", st.message());
+    default:
+      return api_error(400, "invalid_request_error", st.message());
+  }
+}
+
 bool parse_json_object(const std::string& body, json& object, ApiError& error) {
   if (Status deep = check_json_limits(body, "the request body", kMaxRequestJsonValues); !deep.ok()) {
     error = bad_request(deep.message());
@@ -401,7 +430,32 @@ json finish_reason_json(const Output& output) {
 
 namespace {
 
-std::vector<int> utf8_bytes(const std::string& s) { return std::vector<int>(s.begin(), s.end()); }
+// A token as logprobs name it: its own bytes (" the" keeps its space, which decoding the token alone drops for
+// SentencePiece vocabularies) when they are whole UTF-8 characters; otherwise (a byte token holding part of a
+// character) as OpenAI writes such tokens, "bytes:" and each byte as \xHH, so that no two tokens share a name.
+std::string token_name(const std::string& piece) {
+  for (size_t pos = 0; pos < piece.size();) {
+    const Utf8Char c = scan_utf8_char(piece, pos);
+    if (c.kind != Utf8Char::kComplete) {
+      std::string name = "bytes:";
+      char hex[5];
+      for (unsigned char b : piece) {
+        std::snprintf(hex, sizeof hex, "\\x%02x", b);
+        name += hex;
+      }
+      return name;
+    }
+    pos += c.length;
+  }
+  return piece;
+}
+
+// The token's bytes as numbers 0-255, as chat logprobs' "bytes" give them.
+std::vector<int> byte_values(const std::string& piece) {
+  std::vector<int> out;
+  for (unsigned char b : piece) out.push_back(b);
+  return out;
+}
 
 // Completions' logprobs, built token by token: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}.
 class CompletionLogprobs {
@@ -409,10 +463,10 @@ class CompletionLogprobs {
   CompletionLogprobs(const ResponseContext& ctx, size_t& text_offset) : ctx_(ctx), offset_(text_offset) {}
   // A token with its logprobs, or (lp null: the prompt's first token) with none.
   void add(int32_t token_id, const GeneratedTokenLogprobs* lp) {
-    const std::string text = ctx_.token_text(token_id);
-    tokens_.push_back(text);
+    const std::string piece = ctx_.token_piece(token_id);
+    tokens_.push_back(token_name(piece));
     offsets_.push_back(offset_);
-    offset_ += text.size();
+    offset_ += piece.size();
     if (lp == nullptr) {
       token_logprobs_.push_back(nullptr);
       top_.push_back(nullptr);
@@ -420,7 +474,7 @@ class CompletionLogprobs {
     }
     token_logprobs_.push_back(lp->chosen.logprob);
     json alternatives = json::object();
-    for (const TokenLogprob& t : lp->top) alternatives[ctx_.token_text(t.token_id)] = t.logprob;
+    for (const TokenLogprob& t : lp->top) alternatives[token_name(ctx_.token_piece(t.token_id))] = t.logprob;
     top_.push_back(std::move(alternatives));
   }
   void add_prompt(const PromptLogprobs& p) {
@@ -442,13 +496,13 @@ class CompletionLogprobs {
 json chat_logprobs(const ResponseContext& ctx, const std::vector<GeneratedTokenLogprobs>& logprobs) {
   json content = json::array();
   for (const GeneratedTokenLogprobs& lp : logprobs) {
-    const std::string text = ctx.token_text(lp.chosen.token_id);
+    const std::string piece = ctx.token_piece(lp.chosen.token_id);
     json top = json::array();
     for (const TokenLogprob& t : lp.top) {
-      const std::string alt = ctx.token_text(t.token_id);
-      top.push_back({{"token", alt}, {"logprob", t.logprob}, {"bytes", utf8_bytes(alt)}});
+      const std::string alt = ctx.token_piece(t.token_id);
+      top.push_back({{"token", token_name(alt)}, {"logprob", t.logprob}, {"bytes", byte_values(alt)}});
     }
-    content.push_back({{"token", text}, {"logprob", lp.chosen.logprob}, {"bytes", utf8_bytes(text)},
+    content.push_back({{"token", token_name(piece)}, {"logprob", lp.chosen.logprob}, {"bytes", byte_values(piece)},
                        {"top_logprobs", std::move(top)}});
   }
   return json{{"content", std::move(content)}};

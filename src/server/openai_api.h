@@ -29,6 +29,9 @@ struct ApiError {
 };
 ApiError api_error(int status, std::string type, std::string message, std::string code = "");
 ApiError bad_request(std::string message, std::string param = "");  // 400, invalid_request_error
+// The engine's refusal or failure of a request as an API error: the client's fault (400; a prompt over the
+// context is context_length_exceeded), a full cache (503), or the server's (500: a model that computed NaN).
+ApiError from_status(const Status& st);
 
 // A prompt as the request gave it: text (to tokenize) or token ids.
 struct PromptInput {
@@ -73,7 +76,7 @@ struct ResponseContext {
   std::string id;       // "cmpl-..." / "chatcmpl-..."
   int64_t created = 0;  // Unix seconds
   std::string model;
-  std::function<std::string(int32_t)> token_text;  // a token's text, for logprobs
+  std::function<std::string(int32_t)> token_piece;  // a token's raw bytes (Tokenizer::token_piece), for logprobs
 };
 
 // A prompt's tokens and their logprobs (the first token has none), for echo with logprobs.

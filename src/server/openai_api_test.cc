@@ -1,5 +1,7 @@
 #include "server/openai_api.h"
 
+#include <map>
+
 #include <gtest/gtest.h>
 
 namespace kvshare::server {
@@ -58,6 +60,8 @@ TEST(OpenAiApi, SamplingFields) {
   EXPECT_EQ(c.params.stop_token_ids, (std::vector<int32_t>{2}));
   ASSERT_TRUE(c.params.seed.has_value());
   EXPECT_EQ(*c.params.seed, 42u);
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "seed": 9223372036854775807})").params.seed.has_value());
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "seed": -9223372036854775808})").params.seed.has_value());
   EXPECT_FLOAT_EQ(c.params.presence_penalty, 0.5f);
   EXPECT_FLOAT_EQ(c.params.frequency_penalty, -0.5f);
   EXPECT_FLOAT_EQ(c.params.repetition_penalty, 1.2f);
@@ -131,6 +135,8 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "best_of": 0})", false, "best_of"},
       {R"({"prompt": "x", "best_of": 129})", false, "best_of"},
       {R"({"prompt": "x", "seed": "s"})", false, "seed"},
+      {R"({"prompt": "x", "seed": 9223372036854775808})", false, "seed"},    // 2^63: was INT64_MIN
+      {R"({"prompt": "x", "seed": 9223372036854775808.0})", false, "seed"},  // was an undefined conversion
       {R"({})", true, "messages"},
       {R"({"messages": []})", true, "messages"},
       {R"({"messages": [{"content": "x"}]})", true, "messages"},
@@ -219,7 +225,7 @@ ResponseContext context() {
   ctx.id = "cmpl-1";
   ctx.created = 123;
   ctx.model = "m";
-  ctx.token_text = [](int32_t id) { return "<" + std::to_string(id) + ">"; };
+  ctx.token_piece = [](int32_t id) { return "<" + std::to_string(id) + ">"; };
   return ctx;
 }
 
@@ -339,6 +345,57 @@ TEST(OpenAiApi, EchoListsThePromptTokensLogprobs) {
   EXPECT_EQ(c2["choices"][0]["logprobs"]["tokens"], json({"<8>"}));
   EXPECT_EQ(c2["choices"][0]["logprobs"]["text_offset"], json({9}));
   EXPECT_EQ(c2["choices"][0]["logprobs"]["token_logprobs"], json({-0.25}));
+}
+
+// A model that computed NaN was answered 400 invalid_request_error, as if the client had sent a bad field.
+TEST(OpenAiApi, EngineFailuresMapToStatuses) {
+  EXPECT_EQ(from_status(data_loss("the model computed a logit of NaN")).status, 500);
+  EXPECT_EQ(from_status(data_loss("x")).type, "server_error");
+  EXPECT_EQ(from_status(internal_error("x")).status, 500);
+  EXPECT_EQ(from_status(resource_exhausted("x")).status, 503);
+  EXPECT_EQ(from_status(out_of_range("x")).code, "context_length_exceeded");
+  EXPECT_EQ(from_status(invalid_argument("x")).status, 400);
+}
+
+// Logprobs name a token by its own bytes: a leading space stays (decoding " the" alone dropped it for
+// SentencePiece vocabularies), bytes are 0-255 (a signed char gave -61 for 0xC3), and a token holding part of a
+// character is "bytes:\xHH..." as OpenAI writes it (each was U+FFFD, so alternatives collided in one key).
+TEST(OpenAiApi, LogprobsNameTokensByTheirBytes) {
+  ResponseContext ctx = context();
+  const std::map<int32_t, std::string> pieces = {{1, " the"}, {2, "\xC3\xA9"}, {3, "\xE2\x80"}, {4, "\x9C"}};
+  ctx.token_piece = [&](int32_t id) { return pieces.at(id); };
+  const auto generated = [] {
+    Output o = output(" the\xC3\xA9\xE2\x80\x9C", {1, 2, 3, 4}, true);
+    o.logprobs = {{{1, -0.5f}, {{1, -0.5f}, {2, -1.0f}}},
+                  {{2, -0.25f}, {{2, -0.25f}}},
+                  {{3, -1.0f}, {{3, -1.0f}, {4, -2.0f}}},
+                  {{4, -0.125f}, {{4, -0.125f}}}};
+    return o;
+  };
+  Output o = generated();
+  GenerationCall chat = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true,
+                                     "top_logprobs": 2})", true);
+  ChoiceState st;
+  take_logprobs(st, o);
+  json content = completion_response(ctx, chat, {{st, o}}, Usage{})["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 4u);
+  EXPECT_EQ(content[0]["token"], " the");
+  EXPECT_EQ(content[0]["bytes"], json({32, 116, 104, 101}));
+  EXPECT_EQ(content[1]["token"], "\xC3\xA9");
+  EXPECT_EQ(content[1]["bytes"], json({195, 169}));
+  EXPECT_EQ(content[2]["token"], "bytes:\\xe2\\x80");
+  EXPECT_EQ(content[2]["bytes"], json({226, 128}));
+  EXPECT_EQ(content[2]["top_logprobs"][1]["token"], "bytes:\\x9c");
+  EXPECT_EQ(content[2]["top_logprobs"][1]["bytes"], json({156}));
+
+  GenerationCall completion = parse_ok(R"({"prompt": "x", "logprobs": 2})");
+  ChoiceState cs;
+  o = generated();
+  take_logprobs(cs, o);
+  json lp = completion_response(ctx, completion, {{cs, o}}, Usage{})["choices"][0]["logprobs"];
+  EXPECT_EQ(lp["tokens"], json({" the", "\xC3\xA9", "bytes:\\xe2\\x80", "bytes:\\x9c"}));
+  EXPECT_EQ(lp["top_logprobs"][2].size(), 2u) << "two partial characters, two names";
+  EXPECT_EQ(lp["text_offset"], json({0, 4, 6, 8})) << "offsets count the tokens' bytes";
 }
 
 TEST(OpenAiApi, ChatStreamSendsRoleThenDeltasThenFinish) {
