@@ -284,6 +284,11 @@ struct HttpServer::Impl {
   bool check_model(const std::string& model, httplib::Response& res) const;
   Result<std::string> render_chat(const GenerationCall& call) const;
   bool prepare_prompts(GenerationCall& call, ApiError& error) const;
+  // Text far over the context is refused from its length, before BPE: over a 30 MB body, BPE held an HTTP
+  // thread for 30 s.
+  Status check_text_length(const std::string& text) const {
+    return check_prompt_text_length(text.size(), tokenizer().min_tokens(text.size()), max_model_len);
+  }
   bool admissible_alone(const GenerationCall& call, int64_t sequences, ApiError& error) const;
   void generate(const httplib::Request& req, const std::string& body, httplib::Response& res, bool chat);
   void respond_when_done(const std::shared_ptr<Call>& call, httplib::Response& res);
@@ -579,10 +584,7 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
     error.param = call.chat ? "messages" : "prompt";
     return true;
   };
-  // Text far over the context is refused from its length: BPE over a 30 MB body held an HTTP thread for 30 s.
-  auto far_too_long = [&](const std::string& text) {
-    return refused(check_prompt_text_length(text.size(), tokenizer().min_tokens(text.size()), max_model_len));
-  };
+  auto far_too_long = [&](const std::string& text) { return refused(check_text_length(text)); };
   if (call.chat) {
     Result<std::string> text = render_chat(call);
     if (!text.ok()) {
@@ -781,6 +783,11 @@ void HttpServer::Impl::tokenize(const std::string& text, httplib::Response& res)
     if (!parse_generation_call(text, /*chat=*/true, call, error)) return send_error(res, error);
     Result<std::string> rendered = render_chat(call);
     if (!rendered.ok()) return send_error(res, bad_request(rendered.status().message(), "messages"));
+    if (Status st = check_text_length(*rendered); !st.ok()) {
+      ApiError e = from_status(st);
+      e.param = "messages";
+      return send_error(res, e);
+    }
     tokens = tokenizer().encode(*rendered, /*add_special=*/false);
   } else {
     auto prompt = body.find("prompt");
@@ -791,6 +798,11 @@ void HttpServer::Impl::tokenize(const std::string& text, httplib::Response& res)
       if (!a->is_boolean()) return send_error(res, bad_request("add_special_tokens must be true or false",
                                                               "add_special_tokens"));
       add_special = a->get<bool>();
+    }
+    if (Status st = check_text_length(prompt->get_ref<const std::string&>()); !st.ok()) {
+      ApiError e = from_status(st);
+      e.param = "prompt";
+      return send_error(res, e);
     }
     tokens = tokenizer().encode(prompt->get<std::string>(), add_special);
   }

@@ -567,12 +567,15 @@ class LimitsTest(unittest.TestCase):
             self.assertEqual(code, 404, body)
 
     def test_text_far_over_the_context_is_refused_before_tokenizing(self):
-        # 4 MB of text is refused from its length, before BPE (a 30 MB body held an HTTP thread for 30 s).
+        # 4 MB of text is refused from its length, before BPE (a 30 MB body held an HTTP thread for 30 s), by
+        # /tokenize too, which needs no API key.
         # stories260K spells every byte, so its vocabulary bounds the tokens per byte (tinystories-656k does not).
         gguf = os.path.join(serve_util.SHARED, "models", "stories260K", "stories260K.gguf")
         with serve_util.Server(model=gguf) as s:
+            chat = {"messages": [{"role": "user", "content": "hi " * 1400000}]}
             for path, body in [("/v1/completions", {"prompt": "hello world " * 350000}),
-                               ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi " * 1400000}]})]:
+                               ("/v1/chat/completions", chat),
+                               ("/tokenize", {"prompt": "hello world " * 350000}), ("/tokenize", chat)]:
                 code, _, text = curl(s.url + path, body)
                 self.assertEqual(code, 400, text[:300])
                 err = json.loads(text)["error"]
