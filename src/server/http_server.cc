@@ -289,7 +289,7 @@ struct HttpServer::Impl {
   Status check_text_length(const std::string& text) const {
     return check_prompt_text_length(text.size(), tokenizer().min_tokens(text.size()), max_model_len);
   }
-  bool admissible_alone(const GenerationCall& call, int64_t sequences, ApiError& error) const;
+  bool admissible_alone(const GenerationCall& call, int64_t prompts, int64_t sequences, ApiError& error) const;
   void generate(const httplib::Request& req, const std::string& body, httplib::Response& res, bool chat);
   void respond_when_done(const std::shared_ptr<Call>& call, httplib::Response& res);
   void stream(const std::shared_ptr<Call>& call, httplib::Response& res);
@@ -631,10 +631,11 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
 
 // A request whose sequences alone are more than may wait could never be admitted: 400, not 503 (a retry
 // cannot succeed). One sequence always passes, so that --max-waiting-requests 0 keeps refusing all with 503.
-bool HttpServer::Impl::admissible_alone(const GenerationCall& call, int64_t sequences, ApiError& error) const {
+bool HttpServer::Impl::admissible_alone(const GenerationCall& call, int64_t prompts, int64_t sequences,
+                                        ApiError& error) const {
   if (sequences <= 1 || sequences <= config.max_waiting_requests) return true;
   const bool best_of = call.best_of();
-  std::string asks = std::to_string(call.prompts.size()) + (call.prompts.size() == 1 ? " prompt" : " prompts") +
+  std::string asks = std::to_string(prompts) + (prompts == 1 ? " prompt" : " prompts") +
                      " × " + (best_of ? "best_of " : "n ") + std::to_string(call.params.n);
   error = bad_request("this request asks for " + std::to_string(sequences) + " sequences (" + asks +
                           ") but at most " + std::to_string(config.max_waiting_requests) +
@@ -662,10 +663,12 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
   if (!parse_generation_call(body, chat, call->api, error)) return send_error(res, error);
   if (!check_model(call->api.model, res)) return;
   // The queue limit counts sequences, not calls: 1000 prompts with n 128 are 128,000 sequences, which took
-  // the queue far beyond its limit and had every other client refused until they were done.
-  const int64_t sequences = static_cast<int64_t>(call->api.prompts.size()) * call->n();
-  if (!admissible_alone(call->api, sequences, error)) return send_error(res, error);
-  if (!prepare_prompts(call->api, error)) return send_error(res, error);
+  // the queue far beyond its limit and had every other client refused until they were done. A chat is one
+  // prompt (its messages become one when rendered; counted as none before, chats passed every queue limit).
+  const int64_t prompts = chat ? 1 : static_cast<int64_t>(call->api.prompts.size());
+  const int64_t sequences = prompts * call->n();
+  if (!admissible_alone(call->api, prompts, sequences, error)) return send_error(res, error);
+  // Refused before the prompts are rendered and tokenized, which an overloaded server need not pay for.
   if (stopping) return send_error(res, api_error(503, "server_error", "the server is shutting down"));
   if (const int64_t waiting = loop->num_waiting(); waiting + sequences > config.max_waiting_requests)
     return send_error(res, api_error(503, "server_error",
@@ -673,6 +676,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
                                          " sequences are waiting and this request adds " + std::to_string(sequences) +
                                          " (--max-waiting-requests " + std::to_string(config.max_waiting_requests) +
                                          "); retry later"));
+  if (!prepare_prompts(call->api, error)) return send_error(res, error);
 
   call->ctx.id = new_id(chat ? "chatcmpl-" : "cmpl-");
   call->ctx.created = std::time(nullptr);

@@ -479,6 +479,12 @@ class ServerTest(unittest.TestCase):
         code, _, body = self.post("/v1/completions", {"prompt": [[1]] * 512, "max_tokens": 1, "n": 2})
         self.assertEqual(code, 200, body)  # 1024 sequences: exactly the limit
         self.assertEqual(len(json.loads(body)["choices"]), 1024)
+        # A chat is one prompt: with n over the limit it was admitted whole (counted as no sequence).
+        with serve_util.Server("--max-waiting-requests", "4") as s:
+            code, _, body = curl(s.url + "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                                  "n": 5, "max_tokens": 1})
+            self.assertEqual(code, 400, body)
+            self.assertIn("5 sequences (1 prompt × n 5)", json.loads(body)["error"]["message"])
 
     def test_tools_reach_the_chat_template(self):
         msgs = [{"role": "user", "content": "Hi"}]
@@ -544,6 +550,10 @@ class LimitsTest(unittest.TestCase):
             code, hdrs, body = curl(s.url + "/v1/completions", {"prompt": "x"})
             self.assertEqual(code, 503, body)
             self.assertEqual(hdrs.get("retry-after"), "1")
+            # A chat counted as no sequence and passed every queue limit.
+            code, hdrs, body = curl(s.url + "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})
+            self.assertEqual(code, 503, body)
+            self.assertIn("this request adds 1", json.loads(body)["error"]["message"])
 
     def test_body_size_holds_for_chunked_and_compressed_bodies(self):
         # The limit was checked against Content-Length only: a chunked body was read whole whatever its size, and a
