@@ -385,9 +385,11 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
       if (!kw->is_object()) r.fail("chat_template_kwargs", "chat_template_kwargs must be an object");
       else call.chat_template_kwargs = *kw;
     }
-    // max_completion_tokens is OpenAI's current name, max_tokens the older one.
-    const char* max_name = r.get("max_completion_tokens") != nullptr ? "max_completion_tokens" : "max_tokens";
-    call.max_tokens_given = r.integer32(max_name, call.params.max_tokens, 1, std::numeric_limits<int32_t>::max());
+    // max_completion_tokens is OpenAI's current name, max_tokens the older one; given both, the current one
+    // counts, and each must be valid (a bad max_tokens beside it went unread).
+    call.max_tokens_given = r.integer32("max_tokens", call.params.max_tokens, 1, std::numeric_limits<int32_t>::max());
+    call.max_tokens_given |= r.integer32("max_completion_tokens", call.params.max_tokens, 1,
+                                         std::numeric_limits<int32_t>::max());
     bool logprobs = false;
     r.boolean("logprobs", logprobs);
     int32_t top = 0;

@@ -92,6 +92,9 @@ TEST(OpenAiApi, ChatFields) {
   EXPECT_EQ(c.params.max_tokens, 5);
   EXPECT_TRUE(c.max_tokens_given);
   EXPECT_EQ(c.top_logprobs, 3);
+  c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 9, "max_completion_tokens": 5})",
+               true);
+  EXPECT_EQ(c.params.max_tokens, 5) << "OpenAI's current name wins";
   c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}]})", true);
   EXPECT_FALSE(c.max_tokens_given);
   EXPECT_EQ(c.top_logprobs, -1);
@@ -135,6 +138,8 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "best_of": 0})", false, "best_of"},
       {R"({"prompt": "x", "best_of": 129})", false, "best_of"},
       {R"({"prompt": "x", "seed": "s"})", false, "seed"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 5, "max_tokens": -1})", true,
+       "max_tokens"},  // went unread beside max_completion_tokens
       {R"({"prompt": "x", "seed": 9223372036854775808})", false, "seed"},    // 2^63: was INT64_MIN
       {R"({"prompt": "x", "seed": 9223372036854775808.0})", false, "seed"},  // was an undefined conversion
       {R"({})", true, "messages"},
