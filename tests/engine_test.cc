@@ -216,6 +216,33 @@ TEST_F(EngineBehaviour, LongCacheSaltsAreRefused) {
   while (engine->has_unfinished()) engine->step();
 }
 
+// all_or_none (Python's LLM.generate): one bad request and nothing runs; without it the good ones run, as a
+// batch job wants. Python ran the whole batch, then raised and dropped every result.
+TEST_F(EngineBehaviour, AllOrNoneRunsNothingWhenOneRequestIsBad) {
+  auto engine = make_engine(tiny_model("llama"), true);
+  Request good;
+  good.prompt_token_ids = {100, 101, 102};
+  good.params.max_tokens = 4;
+  good.params.n = 2;
+  Request bad = good;
+  bad.prompt_token_ids = {100, -5};
+  const std::vector<Request> batch = {good, bad, good};
+  const int64_t steps_before = engine->metrics().steps;
+  std::vector<Output> out = engine->generate(batch, {}, {}, /*all_or_none=*/true);
+  ASSERT_EQ(out.size(), 6u);
+  for (size_t k : {0u, 1u, 4u, 5u}) {
+    EXPECT_EQ(out[k].finish_reason, FinishReason::kAbort) << k;
+    EXPECT_TRUE(out[k].token_ids.empty()) << k;
+  }
+  EXPECT_EQ(out[2].finish_reason, FinishReason::kError);
+  EXPECT_EQ(engine->metrics().steps, steps_before) << "no step ran";
+  EXPECT_FALSE(engine->has_unfinished());
+  EXPECT_EQ(engine->metrics().blocks_used, 0);
+  out = engine->generate(batch);
+  for (size_t k : {0u, 1u, 4u, 5u}) EXPECT_EQ(out[k].token_ids.size(), 4u) << k;
+  EXPECT_EQ(out[2].finish_reason, FinishReason::kError);
+}
+
 TEST_F(EngineBehaviour, ExplicitPrefixIsComputedOnceAndPinned) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true, /*kv_bytes=*/int64_t{64} << 20);

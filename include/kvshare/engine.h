@@ -157,9 +157,11 @@ class Engine {
   // `stop_requested`, when given, is called between steps (and before the first); once it returns true,
   // generate aborts the batch's unfinished requests (finish_reason kAbort, their blocks released, the engine
   // ready for more) and returns at once: how a caller interrupts a long batch (Ctrl-C from Python).
+  // With `all_or_none`, one bad request stops the whole batch before any of it runs: the good requests'
+  // outputs finish with kAbort (as vLLM's LLM.generate raises before generating anything).
   std::vector<Output> generate(const std::vector<Request>& requests,
                                const std::function<void(const Output&)>& on_finished = {},
-                               const std::function<bool()>& stop_requested = {});
+                               const std::function<bool()>& stop_requested = {}, bool all_or_none = false);
 
   // Online use: queue a request (its id, or why it cannot run), then call step() until has_unfinished()
   // is false. step() returns an Output for every completion that made progress this step; the n completions

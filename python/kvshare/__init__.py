@@ -415,7 +415,13 @@ class LLM:
             count = params.n if 1 <= params.n <= _MAX_N else 1  # an out-of-range n gives one error output
             grouped.append(outputs[at:at + count])
             at += count
-        errors = [(i, group[0].error) for i, group in enumerate(grouped) if group[0].error is not None]
+        # A bad request stopped the batch before it ran; a completion that failed while running (any of a
+        # request's n, not only the first) fails the call too. One message per prompt.
+        errors = []
+        for i, group in enumerate(grouped):
+            error = next((o.error for o in group if o.error is not None), None)
+            if error is not None:
+                errors.append((i, error))
         if errors:
             lines = [f"prompt {i}: {message}" for i, (_, message) in errors]
             text = "; ".join(lines[:5]) + (f" (and {len(lines) - 5} more)" if len(lines) > 5 else "")
@@ -494,8 +500,9 @@ def _parse_prompt(i: int, prompt: Any) -> tuple:
         if unknown:
             raise ValueError(f"prompt {i}: unsupported keys {sorted(unknown)} (a prompt dict takes \"prompt\" or "
                              f"\"prompt_token_ids\", and \"cache_salt\")")
-        salt = prompt.get("cache_salt") or ""
-        if not isinstance(salt, str):
+        salt = prompt.get("cache_salt")
+        salt = "" if salt is None else salt
+        if not isinstance(salt, str):  # 0 or False were taken as "no salt"
             raise TypeError(f"prompt {i}: cache_salt must be a string")
         if "prompt_token_ids" in prompt:
             ids = prompt["prompt_token_ids"]

@@ -10,6 +10,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -17,7 +18,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kvshare/engine.h"
@@ -156,14 +159,31 @@ std::string repr(const SamplingParams& p) {
 struct PyEngine {
   std::unique_ptr<Engine> engine;
   std::mutex mu;
+  std::atomic<std::thread::id> owner{};  // the thread that holds `mu`
 };
 
-// Takes the engine's lock without holding the GIL while waiting (another thread may hold the lock and
-// need the GIL for a progress callback).
-std::unique_lock<std::mutex> lock_engine(PyEngine& e) {
-  py::gil_scoped_release release;
-  return std::unique_lock<std::mutex>(e.mu);
-}
+// The engine's lock, taken without holding the GIL while waiting (another thread may hold the lock and need the
+// GIL for a progress callback). The thread that holds it may run Python meanwhile (a progress callback, a
+// signal handler); if that calls the same LLM, waiting would hang the process for good, so it is refused.
+class EngineLock {
+ public:
+  explicit EngineLock(PyEngine& e) : e_(e) {
+    if (e.owner.load() == std::this_thread::get_id())
+      throw std::runtime_error("this LLM is already running on this thread: it was called from inside its own "
+                               "generate or chat (a progress callback or a signal handler); call it after that "
+                               "returns");
+    py::gil_scoped_release release;
+    lock_ = std::unique_lock<std::mutex>(e.mu);
+    e.owner = std::this_thread::get_id();
+  }
+  ~EngineLock() { e_.owner = std::thread::id(); }
+  EngineLock(const EngineLock&) = delete;
+  EngineLock& operator=(const EngineLock&) = delete;
+
+ private:
+  PyEngine& e_;
+  std::unique_lock<std::mutex> lock_;
+};
 
 // The Python error raised during a batch, by a progress callback or by a signal handler (Ctrl-C), and how often
 // signals are checked: each check takes the GIL, which other Python threads may be holding.
@@ -425,19 +445,21 @@ PYBIND11_MODULE(_kvshare, m) {
            py::arg("model"), py::arg("kv_cache_bytes"), py::arg("kv_cache_fraction"), py::arg("block_size"),
            py::arg("max_num_seqs"), py::arg("max_num_batched_tokens"), py::arg("max_model_len"),
            py::arg("enable_prefix_caching"), py::arg("seed"), py::arg("kv_cache_prefault"))
-      // Runs every request to the end (GIL released); outputs in request order. `on_finished`, when not
-      // None, is called with the GIL held as each request finishes. When it raises, or a signal handler does
-      // (Ctrl-C: KeyboardInterrupt), the batch's unfinished requests are aborted and the exception is raised.
+      // Runs every request to the end (GIL released); outputs in request order. A bad request stops the batch
+      // before any of it runs (its outputs carry the error, the others' finish with "abort"). `on_finished`,
+      // when not None, is called with the GIL held as each request finishes. When it raises, or a signal
+      // handler does (Ctrl-C: KeyboardInterrupt), the batch's unfinished requests are aborted and the
+      // exception is raised.
       .def("generate",
            [](PyEngine& self, const std::vector<Request>& requests, py::object on_finished) {
-             auto lock = lock_engine(self);
+             EngineLock lock(self);
              PythonInterrupts interrupts(std::move(on_finished));
              std::vector<Output> outputs;
              {
                py::gil_scoped_release release;
                outputs = self.engine->generate(
                    requests, [&](const Output&) { interrupts.finished(); },
-                   [&] { return interrupts.stop_requested(); });
+                   [&] { return interrupts.stop_requested(); }, /*all_or_none=*/true);
              }
              interrupts.rethrow();
              return outputs;
@@ -447,7 +469,7 @@ PYBIND11_MODULE(_kvshare, m) {
            py::return_value_policy::reference_internal)  // the tokenizer keeps its engine alive
       .def("metrics",
            [](PyEngine& self) {
-             auto lock = lock_engine(self);
+             EngineLock lock(self);
              return metrics_dict(self.engine->metrics());
            })
       .def("cache_prefix",
@@ -455,7 +477,7 @@ PYBIND11_MODULE(_kvshare, m) {
               const std::string& cache_salt) {
              std::vector<int32_t> ids32;
              if (ids) ids32 = to_ids(*ids, "prefix token id");
-             auto lock = lock_engine(self);
+             EngineLock lock(self);
              Result<int64_t> handle = Status();
              {
                py::gil_scoped_release release;
@@ -466,11 +488,11 @@ PYBIND11_MODULE(_kvshare, m) {
            },
            py::arg("text"), py::arg("token_ids"), py::arg("cache_salt"))
       .def("release_prefix", [](PyEngine& self, int64_t handle) {
-        auto lock = lock_engine(self);
+        EngineLock lock(self);
         if (Status st = self.engine->release_prefix(handle); !st.ok()) raise(st);
       })
       .def("reset_prefix_cache", [](PyEngine& self) {
-        auto lock = lock_engine(self);
+        EngineLock lock(self);
         return self.engine->reset_prefix_cache();
       });
 }

@@ -246,8 +246,13 @@ def test_bad_requests(stories):
     vocab = stories.get_tokenizer().vocab_size
     with pytest.raises(ValueError, match="vocabulary"):
         stories.generate([[1, vocab + 5]], GREEDY)
+    # One bad prompt fails the call before anything runs (the whole batch ran, then every result was dropped).
+    steps = stories.metrics()["steps"]
     with pytest.raises(ValueError, match="prompt 1"):
-        stories.generate(["fine", {"prompt_token_ids": [1, -3]}], GREEDY)
+        stories.generate(["fine", {"prompt_token_ids": [1, -3]}, "also fine"], GREEDY)
+    assert stories.metrics()["steps"] == steps
+    with pytest.raises(TypeError, match="cache_salt"):  # 0 was taken as no salt
+        stories.generate({"prompt": "a", "cache_salt": 0}, GREEDY)
     with pytest.raises(ValueError, match="2 sampling_params for 3 prompts"):
         stories.generate(["a", "b", "c"], [GREEDY, GREEDY])
     with pytest.raises(ValueError, match="unsupported keys"):
@@ -265,6 +270,24 @@ def test_bad_requests(stories):
     with pytest.raises(ValueError, match="whole cache holds 32; lower max_tokens"):
         tiny_cache.generate("Once upon a time", SamplingParams(max_tokens=100, temperature=0))
     assert len(tiny_cache.generate("Once", SamplingParams(max_tokens=5, temperature=0))[0].outputs[0].token_ids) == 5
+
+
+def test_a_call_from_inside_its_own_generate_is_refused(stories):
+    # A progress callback (or a signal handler) that calls the same LLM waited for the engine's lock, held by its
+    # own thread: the process hung for good.
+    class Bar:
+        def __init__(self, **kwargs):
+            pass
+
+        def update(self, n=1):
+            stories.metrics()
+
+        def close(self):
+            pass
+
+    with pytest.raises(RuntimeError, match="already running on this thread"):
+        stories.generate(["Once", "The cat"], GREEDY, use_tqdm=Bar)
+    assert len(stories.generate("The cat", GREEDY)[0].outputs[0].token_ids) == 24  # still usable
 
 
 def test_gil_is_released_while_the_engine_runs(stories):

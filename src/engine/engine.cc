@@ -456,7 +456,7 @@ void Engine::Impl::record_step(std::chrono::steady_clock::time_point start, cons
 
 std::vector<Output> Engine::generate(const std::vector<Request>& requests,
                                      const std::function<void(const Output&)>& on_finished,
-                                     const std::function<bool()>& stop_requested) {
+                                     const std::function<bool()>& stop_requested, bool all_or_none) {
   // Request i's completions take places first_of[i] .. first_of[i] + n - 1 of the results.
   std::vector<size_t> first_of(requests.size());
   size_t total = 0;
@@ -469,12 +469,14 @@ std::vector<Output> Engine::generate(const std::vector<Request>& requests,
   std::unordered_map<int64_t, size_t> index_of;
   // Requests queued before this call (through add_request, or preempted) keep their places ahead of the batch.
   const size_t queued_before = static_cast<size_t>(impl_->scheduler->num_waiting());
+  bool any_bad = false;
   for (size_t i = 0; i < requests.size(); ++i) {
     auto id = impl_->add(requests[i], /*prefill_only=*/false);
     if (id.ok()) {
       index_of[*id] = i;
       continue;
     }
+    any_bad = true;
     const size_t end = i + 1 < requests.size() ? first_of[i + 1] : total;
     for (size_t k = first_of[i]; k < end; ++k) {
       results[k].index = static_cast<int32_t>(k - first_of[i]);
@@ -500,7 +502,7 @@ std::vector<Output> Engine::generate(const std::vector<Request>& requests,
     }
   };
   while (impl_->scheduler->has_work() || !impl_->pending.empty()) {
-    if (stop_requested && stop_requested()) {
+    if ((all_or_none && any_bad) || (stop_requested && stop_requested())) {
       for (const auto& entry : index_of) abort(entry.first);  // unfinished completions' outputs go to `pending`
       take(std::exchange(impl_->pending, {}), /*report=*/false);
       break;
