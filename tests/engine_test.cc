@@ -537,6 +537,41 @@ TEST_F(EngineBehaviour, StopStringAcrossTokensCutsTheTextAndStreamsNothingThatIs
   EXPECT_EQ(with.token_ids, last.token_ids);
 }
 
+// A token that completes a stop string and ends inside a character (GPT-2 has " \xe2", a space and the start of
+// a dash or a quote):
+// the bytes the decoder held were flushed after the cut text, as U+FFFD. And EOS or a stop token that also
+// completes a stop string ends as a stop token (vLLM's order), not as the string.
+TEST_F(EngineBehaviour, StopStringCutDropsAPartialCharacterAndYieldsToStopTokens) {
+  auto engine = make_engine(tiny_model("gpt2"), true);
+  const Tokenizer& tok = engine->tokenizer();
+  int32_t forced = -1;
+  for (int32_t id = 0; id < tok.vocab_size() && forced < 0; ++id) {
+    const std::string p = tok.token_piece(id);
+    const auto lead = p.size() >= 2 ? static_cast<unsigned char>(p[1]) : 0;
+    const size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC2 ? 2 : 0;  // bytes of that character
+    if (p[0] >= ' ' && p[0] < 127 && need > 0 && p.size() - 1 < need) forced = id;
+  }
+  ASSERT_GE(forced, 0) << "no token of an ASCII character and part of another";
+  const std::string first(1, tok.token_piece(forced)[0]);
+  SCOPED_TRACE("token " + std::to_string(forced) + ", stop string '" + first + "'");
+  Request r = greedy_request("The story", 3);
+  r.params.logit_bias = {{forced, 100.0f}};  // every step picks it
+  r.params.stop = {first};
+  Output o = engine->generate({r})[0];
+  EXPECT_EQ(o.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(o.stop_str, first);
+  EXPECT_EQ(o.text, "");
+  EXPECT_EQ(o.token_ids, std::vector<int32_t>{forced});
+  r.params.include_stop_str_in_output = true;
+  EXPECT_EQ(engine->generate({r})[0].text, first);
+
+  r.params.stop_token_ids = {forced};
+  o = engine->generate({r})[0];
+  EXPECT_EQ(o.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(o.stop_token_id, forced);
+  EXPECT_EQ(o.stop_str, "");
+}
+
 TEST_F(EngineBehaviour, MinTokensMasksStopTokensUntilReached) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true);

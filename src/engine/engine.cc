@@ -410,8 +410,8 @@ void Engine::Impl::record_prompt_logprobs(Sequence& s, int64_t positions, int64_
 }
 
 // Why `s` stops after its newest `token` (kNone: it goes on). EOS and stop tokens count from min_tokens on
-// (the sampler masks them before); a stop string counts when the text after `checked` completes one, and
-// cuts the text there.
+// (the sampler masks them before) and come first, as in vLLM; otherwise a stop string counts when the text after
+// `checked` completes one (at the length limit too), and cuts the text there.
 FinishReason Engine::Impl::stop_check(Sequence& s, int32_t token, size_t checked) {
   const auto& stops = s.params.stop_token_ids;
   const bool may_stop = s.num_generated() >= s.params.min_tokens;
@@ -424,7 +424,7 @@ FinishReason Engine::Impl::stop_check(Sequence& s, int32_t token, size_t checked
   } else if (s.num_tokens() >= s.max_total_tokens) {
     reason = FinishReason::kLength;
   }
-  if (s.params.stop.empty() || !may_stop) return reason;
+  if (s.params.stop.empty() || !may_stop || reason == FinishReason::kStop) return reason;
   if (reason != FinishReason::kNone) {  // the last text the decoder holds may complete a stop string
     auto dec = decoders.find(s.id);
     s.text += dec->second->flush();
@@ -434,8 +434,10 @@ FinishReason Engine::Impl::stop_check(Sequence& s, int32_t token, size_t checked
     const std::string& str = s.params.stop[match->which];
     s.text.resize(match->pos + (s.params.include_stop_str_in_output ? str.size() : 0));
     s.stop_str = str;
-    s.stop_token_id = -1;
     reason = FinishReason::kStop;
+    // The text ends at the stop string: bytes the decoder still holds (part of a character) come after it, and
+    // finish() would have added them as U+FFFD.
+    decoders.erase(s.id);
   }
   return reason;
 }
