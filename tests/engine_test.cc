@@ -811,6 +811,17 @@ TEST_F(EngineBehaviour, RequestsLargerThanTheWholeKvCacheAreRefusedWhenAdded) {
   const std::vector<int32_t> long_prefix(70, 5);
   EXPECT_NE(engine->cache_prefix(long_prefix).status().message().find("the prefix has 70 tokens but the whole KV cache"),
             std::string::npos);
+  // Exactly the cache: the last sampled token is never stored, so a 64-token prompt and one more fit (it was
+  // refused as needing 65); a second generated token needs a 65th slot.
+  Request exact;
+  exact.prompt_token_ids.assign(64, 5);
+  exact.params.max_tokens = 2;
+  EXPECT_NE(engine->add_request(exact).status().message().find("needs 65 tokens of KV cache"), std::string::npos);
+  exact.params.max_tokens = 1;
+  auto fresh_exact = make_engine(model, true, 4 * per_block);
+  const Output one = fresh_exact->generate({exact})[0];
+  EXPECT_EQ(one.finish_reason, FinishReason::kLength) << one.error.to_string();
+  EXPECT_EQ(one.token_ids.size(), 1u);
   // The refusals took no request id: an unseeded sampled request draws the seed it draws on a fresh engine.
   Request sampled = greedy_request("Once", 8);
   sampled.params.temperature = 1.0f;

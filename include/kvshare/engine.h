@@ -109,7 +109,8 @@ struct Output {
 };
 
 struct EngineMetrics {
-  int64_t prefix_queried_tokens = 0;  // requests' prompt tokens looked up in the prefix cache (not cache_prefix's)
+  int64_t prefix_queried_tokens = 0;  // prompt tokens looked up in the prefix cache, once per completion (n per
+                                      // request; not cache_prefix's)
   int64_t prefix_hit_tokens = 0;      // of them, found
   int64_t computed_tokens = 0;        // tokens that went through the model
   int64_t prompt_tokens = 0;

@@ -182,7 +182,8 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   const int64_t max_total = prefill_only ? num_prompt : std::min<int64_t>(num_prompt + r.params.max_tokens, max_model_len);
   // Refused now, not left to fail in a later step: a retry can never succeed (the server answers 400, not 503).
   // Before an id is taken, so that a refusal does not shift the seeds of the requests after it.
-  if (!scheduler->fits_whole_cache(max_total)) return larger_than_kv_cache(num_prompt, max_total, prefill_only);
+  if (!scheduler->fits_whole_cache(Sequence::max_kv_tokens(max_total, prefill_only)))
+    return larger_than_kv_cache(num_prompt, max_total, prefill_only);
   const int64_t id = next_id++;
   const uint64_t seed = r.params.seed.has_value() ? *r.params.seed : mix_seed(config.seed, id);
   const int32_t n = prefill_only ? 1 : r.params.n;
@@ -285,9 +286,10 @@ Status Engine::Impl::larger_than_kv_cache(int64_t prompt_tokens, int64_t max_tot
   if (prefix)
     return invalid_argument("the prefix has " + std::to_string(prompt_tokens) + " tokens but the whole KV cache holds " +
                             std::to_string(cache) + "; shorten it, or raise --kv-cache-memory");
-  return invalid_argument("the request needs " + std::to_string(max_total_tokens) + " tokens of KV cache (a " +
-                          std::to_string(prompt_tokens) + "-token prompt and up to " +
-                          std::to_string(max_total_tokens - prompt_tokens) + " generated) but the whole cache holds " +
+  return invalid_argument("the request needs " + std::to_string(Sequence::max_kv_tokens(max_total_tokens, false)) +
+                          " tokens of KV cache (a " + std::to_string(prompt_tokens) + "-token prompt and up to " +
+                          std::to_string(max_total_tokens - prompt_tokens) +
+                          " generated, the last of which is not stored) but the whole cache holds " +
                           std::to_string(cache) + "; " +
                           (prompt_tokens >= cache ? "shorten the prompt" : "lower max_tokens") +
                           ", or raise --kv-cache-memory");

@@ -72,15 +72,15 @@ void Scheduler::finish(Sequence* seq) {
 }
 
 // The blocks a sequence needs to hold all its tokens: if even an empty cache cannot give them, it never can.
-bool Scheduler::fits_whole_cache(int64_t max_total_tokens) const {
+bool Scheduler::fits_whole_cache(int64_t kv_tokens) const {
   const int64_t bs = blocks_.block_size();
-  return (max_total_tokens + bs - 1) / bs <= blocks_.num_blocks();
+  return (kv_tokens + bs - 1) / bs <= blocks_.num_blocks();
 }
 
 bool Scheduler::admit(Sequence* seq, int64_t& budget, StepPlan& plan) {
   const int64_t bs = blocks_.block_size();
   const int64_t len = seq->num_tokens();
-  if (!fits_whole_cache(seq->max_total_tokens)) {
+  if (!fits_whole_cache(seq->max_kv_tokens())) {
     unschedulable_.push_back(seq);
     return true;  // handled: removed from the queue
   }

@@ -70,9 +70,10 @@ class Scheduler {
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
   int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
   const SchedulerStats& stats() const { return stats_; }
-  // Whether a sequence of up to `max_total_tokens` tokens fits the whole cache, empty. The one place of this
-  // rule: the engine refuses requests that fail it when they are added, and admission skips such sequences.
-  bool fits_whole_cache(int64_t max_total_tokens) const;
+  // Whether the K/V of up to `kv_tokens` tokens (Sequence::max_kv_tokens) fits the whole cache, empty. The one
+  // place of this rule: the engine refuses requests that fail it when they are added, and admission skips such
+  // sequences.
+  bool fits_whole_cache(int64_t kv_tokens) const;
   // Sequences that can never run (they need more blocks than the cache can give even alone); the engine
   // finishes them with an error. Cleared by the call.
   std::vector<Sequence*> take_unschedulable();

@@ -35,6 +35,12 @@ struct Sequence {
   int64_t num_published_blocks = 0; // leading blocks already in the prefix index (hit or published)
   int64_t max_total_tokens = 0;     // prompt + max_tokens, capped by the context length
   bool prefill_only = false;        // an explicit prefix: stops once the prompt is computed, samples nothing
+  // The most tokens whose K/V the sequence stores: the last sampled token ends it and is never computed; an
+  // explicit prefix computes all of its tokens.
+  static int64_t max_kv_tokens(int64_t max_total_tokens, bool prefill_only) {
+    return prefill_only ? max_total_tokens : max_total_tokens - 1;
+  }
+  int64_t max_kv_tokens() const { return max_kv_tokens(max_total_tokens, prefill_only); }
   FinishReason finish_reason = FinishReason::kNone;
   std::string text;                 // detokenized output so far (cut at a stop string when one matched)
   std::string stop_str;             // the stop string that finished it
