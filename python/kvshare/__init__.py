@@ -49,18 +49,22 @@ class Tokenizer:
 
     def decode(self, token_ids: Union[int, Sequence[int]], skip_special_tokens: bool = False) -> str:
         """The text of token ids (one id or a list); skip_special_tokens drops BOS, EOS and chat markers. Bytes that
-        form no character become U+FFFD. Raises ValueError for an id outside the vocabulary."""
+        form no character become U+FFFD. Ids past the tokenizer's vocabulary decode to nothing, as in Hugging Face's
+        fast tokenizers and the engine's own outputs (a model's vocabulary may be larger than its tokenizer's:
+        Qwen2's has 271 padding ids past it, which sampling can pick); a negative id raises ValueError."""
         ids = self._checked_ids(token_ids)
         return self._tok.decode(ids, bool(skip_special_tokens))
 
     def convert_ids_to_tokens(self, ids: Union[int, Sequence[int]],
                               skip_special_tokens: bool = False) -> Union[str, List[str]]:
         """Each id's token as the vocabulary spells it ("Ġworld" in GPT-2's byte alphabet, "▁world", "<0x0A>"):
-        a str for one id, a list for a list. skip_special_tokens leaves out BOS, EOS and chat markers."""
+        a str for one id, a list for a list; None for an id past the vocabulary, as in Hugging Face's fast
+        tokenizers. skip_special_tokens leaves out BOS, EOS and chat markers."""
+        vocab = self._tok.vocab_size()
+        spell = lambda i: self._tok.id_to_token(i) if i < vocab else None  # noqa: E731
         if isinstance(ids, int) and not isinstance(ids, bool):
-            return self._tok.id_to_token(self._checked_ids(ids)[0])
-        return [self._tok.id_to_token(i) for i in self._checked_ids(ids)
-                if not (skip_special_tokens and self._tok.is_special(i))]
+            return spell(self._checked_ids(ids)[0])
+        return [spell(i) for i in self._checked_ids(ids) if not (skip_special_tokens and self._tok.is_special(i))]
 
     @property
     def vocab_size(self) -> int:
@@ -111,14 +115,35 @@ class Tokenizer:
         ("enable_thinking", ...). continue_final_message ends the prompt inside the final message so the model
         continues it (not with add_generation_prompt).
 
+        return_dict=True (with tokenize) gives {"input_ids", "attention_mask"}, as transformers' does without
+        padding. transformers' other tokenizer arguments (padding, truncation, max_length, return_tensors,
+        return_assistant_tokens_mask, tokenizer_kwargs) are refused unless left at their defaults: they are not
+        template variables, and ignoring them would hand back something else than asked for.
+
         Raises ValueError when there is no template, the template fails (its message, raise_exception
         included), or the arguments contradict each other; TypeError when a value is not JSON."""
+        for name in ("padding", "truncation", "max_length", "return_tensors", "return_assistant_tokens_mask",
+                     "tokenizer_kwargs"):
+            if kwargs.pop(name, None):
+                raise ValueError(f"apply_chat_template: {name} is not supported (kvshare gives plain lists, "
+                                 f"neither padded, truncated nor tensors); leave it out")
+        return_dict = bool(kwargs.pop("return_dict", False))
+        if return_dict and not tokenize:
+            raise ValueError("apply_chat_template: return_dict=True needs tokenize=True")
+
+        def as_dict(ids: Any) -> Any:
+            if not return_dict:
+                return ids
+            if ids and isinstance(ids[0], list):
+                return {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids]}
+            return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+
         if _is_conversation(conversation):
-            return self._render_one(conversation, tools, documents, chat_template, add_generation_prompt,
-                                    continue_final_message, tokenize, kwargs)
+            return as_dict(self._render_one(conversation, tools, documents, chat_template, add_generation_prompt,
+                                            continue_final_message, tokenize, kwargs))
         if isinstance(conversation, (list, tuple)) and conversation and all(_is_conversation(c) for c in conversation):
-            return [self._render_one(c, tools, documents, chat_template, add_generation_prompt, continue_final_message,
-                                     tokenize, kwargs) for c in conversation]
+            return as_dict([self._render_one(c, tools, documents, chat_template, add_generation_prompt,
+                                             continue_final_message, tokenize, kwargs) for c in conversation])
         raise TypeError("conversation must be a list of {\"role\", \"content\"} dicts, or a non-empty list of them")
 
     def _render_one(self, conversation: Conversation, tools: Any, documents: Any, chat_template: Optional[str],
@@ -146,12 +171,11 @@ class Tokenizer:
 
     def _checked_ids(self, token_ids: Union[int, Sequence[int]]) -> List[int]:
         ids = [token_ids] if isinstance(token_ids, int) and not isinstance(token_ids, bool) else list(token_ids)
-        vocab = self._tok.vocab_size()
         for i in ids:
             if isinstance(i, bool) or not isinstance(i, int):
                 raise TypeError(f"token ids are ints, not {type(i).__name__}")
-            if not 0 <= i < vocab:
-                raise ValueError(f"token id {i} is outside the vocabulary [0, {vocab})")
+            if not 0 <= i < 2**31:
+                raise ValueError(f"token id {i} is not a token id (0 to 2^31 - 1)")
         return ids
 
     def __repr__(self) -> str:
@@ -306,7 +330,7 @@ class LLM:
 
     def __init__(self, model: Union[str, os.PathLike], *, kv_cache_memory: Union[None, int, float, str] = None,
                  block_size: int = 16, max_num_seqs: int = 64, max_num_batched_tokens: int = 512,
-                 max_model_len: Optional[int] = None, enable_prefix_caching: bool = True, seed: int = 0,
+                 max_model_len: Optional[int] = None, enable_prefix_caching: bool = True, seed: Optional[int] = 0,
                  kv_cache_prefault: bool = False):
         model = os.fspath(model)
         kv_bytes, kv_fraction = _kv_cache_budget(kv_cache_memory)
@@ -314,7 +338,7 @@ class LLM:
             max_model_len = 0
         elif _int_arg("max_model_len", max_model_len) < 1:
             raise ValueError(f"max_model_len must be positive, got {max_model_len}")
-        seed = _int_arg("seed", seed)
+        seed = 0 if seed is None else _int_arg("seed", seed)  # None: vLLM's newer default, the engine's seed 0
         if not 0 <= seed < 1 << 64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         self._engine = _Engine(model, kv_bytes, kv_fraction, _int_arg("block_size", block_size),

@@ -114,6 +114,25 @@ def test_chat_template_argument_and_kwargs(stories):
     assert no_gen.prompt.endswith("[user|Tom had a cat.]")
 
 
+def test_transformers_tokenizer_arguments(stories):
+    # transformers' tokenizer arguments of apply_chat_template became template variables and were ignored:
+    # return_dict=True gave a plain list, return_tensors="pt" no tensor.
+    tok = stories.get_tokenizer()
+    template = "{% for m in messages %}[{{ m.content }}]{% endfor %}"
+    chat = [{"role": "user", "content": "Tom had a cat."}]
+    ids = tok.apply_chat_template(chat, chat_template=template)
+    assert tok.apply_chat_template(chat, chat_template=template, return_dict=True) == \
+        {"input_ids": ids, "attention_mask": [1] * len(ids)}
+    both = tok.apply_chat_template([chat, chat], chat_template=template, return_dict=True)
+    assert both["input_ids"] == [ids, ids] and both["attention_mask"] == [[1] * len(ids)] * 2
+    with pytest.raises(ValueError, match="needs tokenize=True"):
+        tok.apply_chat_template(chat, chat_template=template, return_dict=True, tokenize=False)
+    for name, value in [("return_tensors", "pt"), ("padding", True), ("truncation", True), ("max_length", 8)]:
+        with pytest.raises(ValueError, match=name + " is not supported"):
+            tok.apply_chat_template(chat, chat_template=template, **{name: value})
+    assert tok.apply_chat_template(chat, chat_template=template, padding=False, return_tensors=None) == ids
+
+
 def test_tools_reach_the_template(tmp_path):
     # Qwen2.5's real template writes the tools' JSON schemas between <tools> tags: the prompts equal Hugging Face's.
     model = with_template(tmp_path, "Qwen-Qwen2.5-7B-Instruct")

@@ -52,8 +52,10 @@ def test_gpt2_names_as_transformers_has_them():
     assert not tok.has_chat_template
     with pytest.raises(ValueError, match="no chat template"):
         tok.apply_chat_template([{"role": "user", "content": "hi"}])
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        tok.convert_ids_to_tokens([50257])
+    assert tok.convert_ids_to_tokens([995, 50257]) == ["\u0120world", None]  # None past the vocabulary, as HF's
+    assert tok.convert_ids_to_tokens(50257) is None
+    with pytest.raises(ValueError, match="not a token id"):
+        tok.convert_ids_to_tokens([-3])
     with pytest.raises(TypeError):
         tok.decode(["a"])
 
