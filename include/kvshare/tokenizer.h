@@ -27,7 +27,9 @@ struct ChatTemplateOptions {
   // End the prompt inside the final message (the text after its content is cut off), so the model continues
   // that message, e.g. a partly written assistant reply. Needs add_generation_prompt = false.
   bool continue_final_message = false;
-  // A Jinja template to use instead of the model's ("": the model's own). It sees the model's BOS/EOS texts.
+  // A Jinja template to use instead of the model's, or the name of one the model lists ("tool_use", "rag"); "": the
+  // model's own, as transformers picks it (its "tool_use" template when the conversation has tools and the model
+  // lists one, else its default). A Jinja template given here sees the model's BOS/EOS texts.
   // ({} so that a designated initializer that leaves it out, {.add_generation_prompt = false}, draws no
   // -Wmissing-field-initializers warning.)
   std::string chat_template{};

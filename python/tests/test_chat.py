@@ -161,6 +161,30 @@ def test_tools_reach_the_template(tmp_path):
         llm.chat(c["messages"], GREEDY, tools="search")
 
 
+def test_named_templates(tmp_path):
+    # A model listing several templates (Command-R, Hermes 2 Pro: "default", "tool_use", ...): only "default" was
+    # read, so tools reached a template without a place for them, and chat_template="tool_use" was taken as the
+    # literal text of a template.
+    model = with_template(tmp_path, "Qwen-Qwen2.5-7B-Instruct")
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = [{"name": "default", "template": "{% for m in messages %}[{{ m.content }}]{% endfor %}"},
+                               {"name": "tool_use", "template": config["chat_template"]}]
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    llm = LLM(str(model), kv_cache_memory="64MiB")
+    tok = llm.get_tokenizer()
+    c = case("tools_no_calls")
+    with_tools = golden("Qwen-Qwen2.5-7B-Instruct", "tools_no_calls")["output"]
+    assert tok.apply_chat_template(c["messages"], tools=c["tools"], tokenize=False,
+                                   add_generation_prompt=True) == with_tools
+    [out] = llm.chat(c["messages"], GREEDY, tools=c["tools"], use_tqdm=False)
+    assert out.prompt == with_tools
+    plain = tok.apply_chat_template(c["messages"], tokenize=False)
+    assert plain == "".join(f"[{m['content']}]" for m in c["messages"])
+    assert tok.apply_chat_template(c["messages"], chat_template="tool_use", tokenize=False,
+                                   add_generation_prompt=True).startswith("<|im_start|>system")
+    assert tok.apply_chat_template(c["messages"], chat_template="rag", tokenize=False) == "rag"  # Jinja source
+
+
 def test_continue_final_message(tmp_path):
     model = with_template(tmp_path, "Qwen-Qwen2.5-7B-Instruct")
     llm = LLM(str(model), kv_cache_memory="64MiB")

@@ -33,57 +33,80 @@ std::string config_token(const nlohmann::ordered_json& config, const char* key) 
   return "";
 }
 
-// `chat_template` as a string, or the "default" entry of a list of {name, template}.
-Result<std::string> pick_template(const nlohmann::ordered_json& value, const std::string& where) {
-  if (value.is_string()) return value.get<std::string>();
-  if (value.is_array()) {
-    std::string names;
-    for (const auto& entry : value) {
-      if (!entry.is_object() || !entry.contains("name") || !entry.contains("template") ||
-          !entry.at("name").is_string() || !entry.at("template").is_string())
-        return invalid_argument(where + ": chat_template list entries must be {\"name\": ..., \"template\": ...}");
-      if (entry.at("name") == "default") return entry.at("template").get<std::string>();
-      names += (names.empty() ? "" : ", ") + entry.at("name").get<std::string>();
-    }
-    return not_found(where + ": chat_template has no \"default\" entry (it has: " + names + ")");
+using NamedSources = std::vector<std::pair<std::string, std::string>>;  // name ("" for a single one), source
+
+// `chat_template` as a string, or a list of {name, template}.
+Result<NamedSources> template_sources(const nlohmann::ordered_json& value, const std::string& where) {
+  if (value.is_string()) return NamedSources{{"", value.get<std::string>()}};
+  if (!value.is_array() || value.empty())
+    return invalid_argument(where + ": chat_template must be a string or a list of {name, template}");
+  NamedSources out;
+  for (const auto& entry : value) {
+    if (!entry.is_object() || !entry.contains("name") || !entry.contains("template") ||
+        !entry.at("name").is_string() || !entry.at("template").is_string() || entry.at("name") == "")
+      return invalid_argument(where + ": chat_template list entries must be {\"name\": ..., \"template\": ...}");
+    out.emplace_back(entry.at("name").get<std::string>(), entry.at("template").get<std::string>());
   }
-  return invalid_argument(where + ": chat_template must be a string or a list of {name, template}");
+  return out;
 }
 
-Result<ChatTemplate> from_hf_dir(const std::string& dir) {
+// Parses each source with the model's BOS/EOS texts.
+Result<ModelChatTemplates> parse_all(const NamedSources& sources, const std::string& bos, const std::string& eos,
+                                     const std::string& where) {
+  std::vector<std::pair<std::string, ChatTemplate>> parsed;
+  for (const auto& [name, source] : sources) {
+    auto t = ChatTemplate::from_string(source, bos, eos);
+    if (!t.ok()) return t.status().with_context(where + (name.empty() ? "" : " (template '" + name + "')"));
+    parsed.emplace_back(name, std::move(t).value());
+  }
+  return ModelChatTemplates::from_parsed(std::move(parsed));
+}
+
+Result<ModelChatTemplates> from_hf_dir(const std::string& dir) {
   const std::string config_path = dir + "/tokenizer_config.json";
   nlohmann::ordered_json config = nlohmann::ordered_json::object();
   if (path_entry_exists(config_path)) {
     KV_ASSIGN_OR_RETURN(config, read_json(config_path));
     if (!config.is_object()) return invalid_argument(config_path + " is not a JSON object");
   }
-  std::string source;
-  bool found = false;
+  NamedSources sources;
   if (config.contains("chat_template") && !config.at("chat_template").is_null()) {
-    KV_ASSIGN_OR_RETURN(source, pick_template(config.at("chat_template"), config_path));
-    found = true;
+    KV_ASSIGN_OR_RETURN(sources, template_sources(config.at("chat_template"), config_path));
   } else if (path_entry_exists(dir + "/chat_template.jinja")) {
-    KV_ASSIGN_OR_RETURN(source, read_model_text_file(dir + "/chat_template.jinja"));
-    found = true;
+    KV_ASSIGN_OR_RETURN(std::string source, read_model_text_file(dir + "/chat_template.jinja"));
+    sources.emplace_back("", std::move(source));
   } else if (path_entry_exists(dir + "/chat_template.json")) {
     KV_ASSIGN_OR_RETURN(auto j, read_json(dir + "/chat_template.json"));
     if (j.is_object() && j.contains("chat_template")) {
-      KV_ASSIGN_OR_RETURN(source, pick_template(j.at("chat_template"), dir + "/chat_template.json"));
-      found = true;
+      KV_ASSIGN_OR_RETURN(sources, template_sources(j.at("chat_template"), dir + "/chat_template.json"));
     }
   }
-  if (!found)
+  if (sources.empty())
     return not_found(dir + " has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)");
-  auto t = ChatTemplate::from_string(source, config_token(config, "bos_token"), config_token(config, "eos_token"));
-  if (!t.ok()) return t.status().with_context(dir);
-  return t;
+  return parse_all(sources, config_token(config, "bos_token"), config_token(config, "eos_token"), dir);
 }
 
-Result<ChatTemplate> from_gguf(const std::string& path) {
+Result<ModelChatTemplates> from_gguf(const std::string& path) {
   KV_ASSIGN_OR_RETURN(GgufFile file, GgufFile::open(path));
-  const GgufValue* tpl = file.find("tokenizer.chat_template");
-  if (!tpl) return not_found(path + " has no tokenizer.chat_template");
-  if (!tpl->is_string()) return invalid_argument(path + ": tokenizer.chat_template is not a string");
+  NamedSources sources;
+  if (const GgufValue* tpl = file.find("tokenizer.chat_template")) {
+    if (!tpl->is_string()) return invalid_argument(path + ": tokenizer.chat_template is not a string");
+    sources.emplace_back("", tpl->string_ref());
+  }
+  // Named templates beside it, as llama.cpp's converter writes them: tokenizer.chat_templates lists the names,
+  // tokenizer.chat_template.NAME holds each.
+  if (const GgufValue* names = file.find("tokenizer.chat_templates"); names && names->is_array()) {
+    for (const std::string& name : names->strings()) {
+      const GgufValue* named = file.find("tokenizer.chat_template." + name);
+      if (name.empty() || named == nullptr || !named->is_string())
+        return invalid_argument(path + ": tokenizer.chat_templates names '" + name +
+                                "', but tokenizer.chat_template." + name + " is not a string");
+      sources.emplace_back(name, named->string_ref());
+    }
+    // The unnamed one is the default.
+    if (!sources.empty() && sources.front().first.empty()) sources.front().first = "default";
+  }
+  if (sources.empty()) return not_found(path + " has no tokenizer.chat_template");
   std::string bos, eos;
   if (const GgufValue* tokens = file.find("tokenizer.ggml.tokens"); tokens && tokens->is_array()) {
     const auto& names = tokens->strings();
@@ -95,9 +118,7 @@ Result<ChatTemplate> from_gguf(const std::string& path) {
     bos = token("tokenizer.ggml.bos_token_id");
     eos = token("tokenizer.ggml.eos_token_id");
   }
-  auto t = ChatTemplate::from_string(tpl->string_ref(), bos, eos);
-  if (!t.ok()) return t.status().with_context(path);
-  return t;
+  return parse_all(sources, bos, eos, path);
 }
 
 // Whether `j` nests arrays and objects more than `limit` levels (recursion stops at the limit).
@@ -123,9 +144,54 @@ Result<ChatTemplate> ChatTemplate::from_string(const std::string& source, std::s
 }
 
 Result<ChatTemplate> ChatTemplate::from_model(const std::string& path) {
+  KV_ASSIGN_OR_RETURN(ModelChatTemplates all, ModelChatTemplates::from_model(path));
+  KV_ASSIGN_OR_RETURN(const ChatTemplate* t, all.pick("", /*has_tools=*/false));
+  return *t;
+}
+
+Result<ModelChatTemplates> ModelChatTemplates::from_model(const std::string& path) {
   if (is_directory(path)) return from_hf_dir(path);
   if (!file_exists(path)) return not_found(path + " does not exist");
   return from_gguf(path);
+}
+
+ModelChatTemplates ModelChatTemplates::from_parsed(std::vector<std::pair<std::string, ChatTemplate>> templates) {
+  ModelChatTemplates m;
+  m.templates_ = std::move(templates);
+  return m;
+}
+
+ModelChatTemplates ModelChatTemplates::single(ChatTemplate t) {
+  std::vector<std::pair<std::string, ChatTemplate>> one;
+  one.emplace_back("", std::move(t));
+  return from_parsed(std::move(one));
+}
+
+bool ModelChatTemplates::has(const std::string& name) const {
+  for (const auto& [n, t] : templates_)
+    if (n == name && !name.empty()) return true;
+  return false;
+}
+
+Result<const ChatTemplate*> ModelChatTemplates::pick(const std::string& name, bool has_tools) const {
+  auto find = [&](const std::string& wanted) -> const ChatTemplate* {
+    for (const auto& [n, t] : templates_)
+      if (n == wanted) return &t;
+    return nullptr;
+  };
+  if (templates_.size() == 1 && templates_.front().first.empty() && name.empty()) return &templates_.front().second;
+  std::string names;
+  for (const auto& [n, t] : templates_) names += (names.empty() ? "'" : ", '") + n + "'";
+  if (!name.empty()) {
+    if (const ChatTemplate* t = find(name)) return t;
+    if (templates_.size() == 1 && templates_.front().first.empty())
+      return not_found("the model has one chat template, without a name: none is named '" + name + "'");
+    return not_found("the model has no chat template named '" + name + "' (it has " + names + ")");
+  }
+  if (has_tools)
+    if (const ChatTemplate* t = find("tool_use")) return t;
+  if (const ChatTemplate* t = find("default")) return t;
+  return not_found("the model's chat templates (" + names + ") include none named 'default'; name one");
 }
 
 Result<std::string> ChatTemplate::apply(const nlohmann::ordered_json& conversation, bool add_generation_prompt,

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "chat/jinja.h"
 #include "core/status.h"
@@ -17,7 +19,8 @@ class ChatTemplate {
   // Parses `source`; a syntax error is invalid_argument with its line and column.
   static Result<ChatTemplate> from_string(const std::string& source, std::string bos_token = "",
                                           std::string eos_token = "");
-  // A Hugging Face folder or a .gguf file. not_found when the model has no chat template.
+  // A Hugging Face folder or a .gguf file: its default template (ModelChatTemplates picks among named ones).
+  // not_found when the model has no chat template.
   static Result<ChatTemplate> from_model(const std::string& path);
 
   // Renders `conversation`: a JSON list of messages ({"role", "content", ...}), or an object holding
@@ -37,6 +40,26 @@ class ChatTemplate {
   std::string source_;
   jinja::Template template_;
   std::string bos_token_, eos_token_;
+};
+
+// A model's chat templates. Most models have one; some list several by name (tokenizer_config.json's
+// [{"name": "default", "template": ...}, {"name": "tool_use", ...}, {"name": "rag", ...}], as Command-R and Hermes 2
+// Pro ship; a GGUF's tokenizer.chat_templates names and tokenizer.chat_template.NAME sources).
+class ModelChatTemplates {
+ public:
+  // not_found when the model has no chat template.
+  static Result<ModelChatTemplates> from_model(const std::string& path);
+  static ModelChatTemplates single(ChatTemplate t);
+  static ModelChatTemplates from_parsed(std::vector<std::pair<std::string, ChatTemplate>> templates);
+
+  // The template for a conversation, as transformers' get_chat_template picks it: `name` when the model lists
+  // it; otherwise "tool_use" when the conversation has tools and the model lists one, else "default" (or the
+  // model's only template). not_found naming the model's templates when there is none to pick.
+  Result<const ChatTemplate*> pick(const std::string& name, bool has_tools) const;
+  bool has(const std::string& name) const;
+
+ private:
+  std::vector<std::pair<std::string, ChatTemplate>> templates_;  // one named "" when the model has a single one
 };
 
 }  // namespace kvshare

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/mapped_file.h"
+#include "formats/gguf.h"
 #include "test_util.h"
 
 namespace kvshare {
@@ -153,17 +154,58 @@ TEST(ChatTemplate, ModelFolderTemplateListAndTokens) {
   auto r = tpl->apply(ordered_json::parse(R"([{"role": "user", "content": "hi"}])"), true);
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(*r, "<|begin|>hi<|end|>");
+  // Every named template, picked as transformers' get_chat_template picks: by name, else "tool_use" for a
+  // conversation with tools, else "default". Only "default" was read: tools went to a template without them.
+  auto all = ModelChatTemplates::from_model(dir);
+  ASSERT_TRUE(all.ok()) << all.status().message();
+  const auto hi = ordered_json::parse(R"([{"role": "user", "content": "hi"}])");
+  EXPECT_EQ(*(*all->pick("", /*has_tools=*/true))->apply(hi, true), "TOOLS");
+  EXPECT_EQ(*(*all->pick("", false))->apply(hi, true), "<|begin|>hi<|end|>");
+  EXPECT_EQ(*(*all->pick("tool_use", false))->apply(hi, true), "TOOLS");
+  EXPECT_TRUE(all->has("tool_use"));
+  EXPECT_FALSE(all->has("rag"));
+  const auto rag = all->pick("rag", false);
+  ASSERT_FALSE(rag.ok());
+  EXPECT_NE(rag.status().message().find("no chat template named 'rag' (it has 'tool_use', 'default')"),
+            std::string::npos)
+      << rag.status().message();
 
   std::ofstream(dir + "/tokenizer_config.json") << R"({"chat_template": [{"name": "rag", "template": "x"}]})";
   auto missing = ChatTemplate::from_model(dir);
   ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.status().message().find("no \"default\""), std::string::npos) << missing.status().message();
+  EXPECT_NE(missing.status().message().find("none named 'default'"), std::string::npos) << missing.status().message();
+  EXPECT_TRUE((*ModelChatTemplates::from_model(dir)).pick("rag", false).ok());
 
   std::ofstream(dir + "/tokenizer_config.json") << R"({"eos_token": "E"})";
   std::ofstream(dir + "/chat_template.jinja") << "{% for m in messages %}{{ m.role }}{% endfor %}{{ eos_token }}";
   auto from_file = ChatTemplate::from_model(dir);
   ASSERT_TRUE(from_file.ok()) << from_file.status().message();
   EXPECT_EQ(*from_file->apply(ordered_json::parse(R"({"messages": [{"role": "user"}]})"), false), "userE");
+}
+
+// A GGUF's named templates, as llama.cpp's converter writes them: tokenizer.chat_template (the default),
+// tokenizer.chat_templates (the names) and tokenizer.chat_template.NAME.
+TEST(ChatTemplate, GgufNamedTemplates) {
+  const std::string path = testing::temp_dir("chat_template_gguf") + "/named.gguf";
+  GgufWriter w;
+  w.set_string("tokenizer.chat_template", "DEFAULT");
+  w.set_string_array("tokenizer.chat_templates", {"tool_use", "rag"});
+  w.set_string("tokenizer.chat_template.tool_use", "TOOLS");
+  w.set_string("tokenizer.chat_template.rag", "RAG");
+  ASSERT_TRUE(w.write(path).ok());
+  auto all = ModelChatTemplates::from_model(path);
+  ASSERT_TRUE(all.ok()) << all.status().message();
+  const auto hi = ordered_json::parse(R"([{"role": "user", "content": "hi"}])");
+  EXPECT_EQ(*(*all->pick("", false))->apply(hi, true), "DEFAULT");
+  EXPECT_EQ(*(*all->pick("", true))->apply(hi, true), "TOOLS");
+  EXPECT_EQ(*(*all->pick("rag", false))->apply(hi, true), "RAG");
+  EXPECT_EQ(*ChatTemplate::from_model(path)->apply(hi, true), "DEFAULT");
+  w.set_string_array("tokenizer.chat_templates", {"missing"});
+  ASSERT_TRUE(w.write(path).ok());
+  const auto bad = ModelChatTemplates::from_model(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("tokenizer.chat_template.missing is not a string"), std::string::npos)
+      << bad.status().message();
 }
 
 TEST(ChatTemplate, ConversationMustHaveMessages) {

@@ -41,17 +41,15 @@ int run_chat_template(const std::vector<std::string>& argv) {
     return fail("chat-template", invalid_argument("give exactly one of --model and --template"));
   if (!messages) return fail("chat-template", invalid_argument("--messages FILE.json is required"));
 
-  auto load = [&]() -> Result<ChatTemplate> {
-    if (model) return ChatTemplate::from_model(*model);
+  auto load = [&]() -> Result<ModelChatTemplates> {
+    if (model) return ModelChatTemplates::from_model(*model);
     KV_ASSIGN_OR_RETURN(std::string source, read_text_file(*tpl_file));
     auto t = ChatTemplate::from_string(source);
     if (!t.ok()) return t.status().with_context(*tpl_file);
-    return t;
+    return ModelChatTemplates::single(std::move(t).value());
   };
-  Result<ChatTemplate> tpl = load();
-  if (!tpl.ok()) return fail("chat-template", tpl.status());
-  if (auto bos = args->get("bos-token")) tpl->set_bos_token(*bos);
-  if (auto eos = args->get("eos-token")) tpl->set_eos_token(*eos);
+  Result<ModelChatTemplates> templates = load();
+  if (!templates.ok()) return fail("chat-template", templates.status());
 
   auto text = read_text_file(*messages);
   if (!text.ok()) return fail("chat-template", text.status());
@@ -59,7 +57,15 @@ int run_chat_template(const std::vector<std::string>& argv) {
   const auto conversation = nlohmann::ordered_json::parse(*text, nullptr, false);
   if (conversation.is_discarded())
     return fail("chat-template", invalid_argument(*messages + " is not valid JSON" + json_syntax_error(*text)));
-  auto rendered = tpl->apply(conversation, !args->has("no-generation-prompt"));
+  // As transformers picks among a model's named templates: "tool_use" for a conversation with tools, where the
+  // model lists one; else the default.
+  const bool has_tools = conversation.is_object() && conversation.contains("tools") && !conversation["tools"].is_null();
+  auto picked = templates->pick("", has_tools);
+  if (!picked.ok()) return fail("chat-template", picked.status());
+  ChatTemplate tpl = **picked;
+  if (auto bos = args->get("bos-token")) tpl.set_bos_token(*bos);
+  if (auto eos = args->get("eos-token")) tpl.set_eos_token(*eos);
+  auto rendered = tpl.apply(conversation, !args->has("no-generation-prompt"));
   if (!rendered.ok()) return fail("chat-template", rendered.status());
   std::fwrite(rendered->data(), 1, rendered->size(), stdout);
   std::fflush(stdout);

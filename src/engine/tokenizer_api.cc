@@ -15,14 +15,14 @@ namespace kvshare {
 
 struct Tokenizer::Impl {
   std::shared_ptr<const BpeTokenizer> tok;
-  Result<ChatTemplate> chat_template = Status(StatusCode::kNotFound, "not read");  // the model's
+  Result<ModelChatTemplates> chat_template = Status(StatusCode::kNotFound, "not read");  // the model's
 };
 
 std::unique_ptr<Tokenizer> make_public_tokenizer(std::shared_ptr<const BpeTokenizer> tokenizer,
                                                  const std::string& model_path) {
   auto impl = std::make_unique<Tokenizer::Impl>();
   impl->tok = std::move(tokenizer);
-  impl->chat_template = ChatTemplate::from_model(model_path);
+  impl->chat_template = ModelChatTemplates::from_model(model_path);
   return std::make_unique<Tokenizer>(std::move(impl));
 }
 
@@ -64,22 +64,27 @@ Result<std::string> Tokenizer::apply_chat_template(std::string_view conversation
     return invalid_argument("the conversation is not valid JSON" + json_syntax_error(conversation) +
                             " (a list of messages or an object with \"messages\")");
 
-  const Result<ChatTemplate>& own = impl_->chat_template;
+  const Result<ModelChatTemplates>& own = impl_->chat_template;
+  const bool has_tools = json.is_object() && json.contains("tools") && !json.at("tools").is_null();
   std::optional<ChatTemplate> given;
-  if (!options.chat_template.empty()) {
-    // BOS/EOS texts from the model's own template, else from the tokenizer.
+  const ChatTemplate* tpl = nullptr;
+  if (!options.chat_template.empty() && !(own.ok() && own->has(options.chat_template))) {
+    // Jinja source. BOS/EOS texts from the model's own template, else from the tokenizer.
     const BpeTokenizer& t = *impl_->tok;
-    std::string bos = own.ok() ? own->bos_token() : (t.bos_id() >= 0 ? t.token_piece(t.bos_id()) : "");
-    std::string eos = own.ok() ? own->eos_token() : (t.eos_id() >= 0 ? t.token_piece(t.eos_id()) : "");
+    const Result<const ChatTemplate*> model_tpl = own.ok() ? own->pick("", has_tools) : own.status();
+    std::string bos = model_tpl.ok() ? (*model_tpl)->bos_token() : (t.bos_id() >= 0 ? t.token_piece(t.bos_id()) : "");
+    std::string eos = model_tpl.ok() ? (*model_tpl)->eos_token() : (t.eos_id() >= 0 ? t.token_piece(t.eos_id()) : "");
     KV_ASSIGN_OR_RETURN(given, ChatTemplate::from_string(options.chat_template, std::move(bos), std::move(eos)));
+    tpl = &*given;
   } else if (!own.ok()) {
     if (own.status().code() == StatusCode::kNotFound)
       return invalid_argument("the model has no chat template (" + own.status().message() +
                               "); pass one as chat_template (a Jinja string)");
     return own.status();
+  } else {
+    KV_ASSIGN_OR_RETURN(tpl, own->pick(options.chat_template, has_tools));
   }
-  const ChatTemplate& tpl = given ? *given : *own;
-  KV_ASSIGN_OR_RETURN(std::string prompt, tpl.apply(json, options.add_generation_prompt));
+  KV_ASSIGN_OR_RETURN(std::string prompt, tpl->apply(json, options.add_generation_prompt));
   if (!options.continue_final_message) return prompt;
   return cut_after_final_message(std::move(prompt), json);
 }

@@ -16,6 +16,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <system_error>
 #include <thread>
@@ -253,7 +254,7 @@ struct HttpServer::Impl {
   std::unique_ptr<EngineLoop> loop;
   ServerMetrics metrics;
   httplib::Server http;
-  std::unique_ptr<ChatTemplate> chat_template;  // null: the model has none
+  std::optional<ModelChatTemplates> chat_templates;  // none: the model has no chat template
   std::string chat_template_problem;            // why there is none
   int64_t max_model_len = 0;
   int64_t kv_cache_tokens = 0;  // the whole KV cache, in tokens: a chat without max_tokens generates at most to it
@@ -321,9 +322,9 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(std::unique_ptr<Engine> e
     KV_ASSIGN_OR_RETURN(std::string source, read_text_file(config.chat_template_path));
     Result<ChatTemplate> t = ChatTemplate::from_string(source, piece(tok.bos_id()), piece(tok.eos_id()));
     if (!t.ok()) return t.status().with_context(config.chat_template_path);
-    s.chat_template = std::make_unique<ChatTemplate>(std::move(t).value());
-  } else if (Result<ChatTemplate> t = ChatTemplate::from_model(engine->config().model_path); t.ok()) {
-    s.chat_template = std::make_unique<ChatTemplate>(std::move(t).value());
+    s.chat_templates = ModelChatTemplates::single(std::move(t).value());
+  } else if (Result<ModelChatTemplates> t = ModelChatTemplates::from_model(engine->config().model_path); t.ok()) {
+    s.chat_templates = std::move(t).value();
   } else {
     s.chat_template_problem = t.status().message();
   }
@@ -558,7 +559,7 @@ bool HttpServer::Impl::read_body(const httplib::ContentReader& read, httplib::Re
 }
 
 Result<std::string> HttpServer::Impl::render_chat(const GenerationCall& call) const {
-  if (chat_template == nullptr)
+  if (!chat_templates)
     return invalid_argument("this model has no chat template (" + chat_template_problem +
                             "); start the server with --chat-template FILE, or use /v1/completions");
   // The template's variables as Hugging Face's apply_chat_template (and vLLM) set them: tools and documents
@@ -571,6 +572,8 @@ Result<std::string> HttpServer::Impl::render_chat(const GenerationCall& call) co
   conversation["messages"] = call.messages;
   jinja::RenderOptions render_options;
   render_options.cancel = &stopping;  // shutdown does not wait for a long render
+  // The model's "tool_use" template for a request with tools, where it lists one (as transformers and vLLM pick).
+  KV_ASSIGN_OR_RETURN(const ChatTemplate* chat_template, chat_templates->pick("", !call.tools.is_null()));
   KV_ASSIGN_OR_RETURN(std::string text, chat_template->apply(conversation, call.add_generation_prompt, render_options));
   if (call.continue_final_message) return cut_after_final_message(std::move(text), conversation);
   return text;

@@ -518,6 +518,31 @@ class ServerTest(unittest.TestCase):
                 self.assertEqual(code, 200, out)
                 self.assertEqual(json.loads(out)["usage"]["prompt_tokens"], len(tokens))
 
+    def test_tools_pick_the_models_tool_use_template(self):
+        # A model listing named templates: a request with tools gets its "tool_use" one, as vLLM and transformers
+        # pick it (only "default" was read, which has no place for tools).
+        with tempfile.TemporaryDirectory() as d:
+            for name in os.listdir(serve_util.MODEL):
+                if name != "tokenizer_config.json":
+                    os.symlink(os.path.join(serve_util.MODEL, name), os.path.join(d, name))
+            with open(os.path.join(serve_util.MODEL, "tokenizer_config.json")) as f:
+                config = json.load(f)
+            config["chat_template"] = [
+                {"name": "default", "template": "D:{{ messages[0]['content'] }}"},
+                {"name": "tool_use", "template": "T:{{ tools | length }}:{{ messages[0]['content'] }}"}]
+            with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+                json.dump(config, f)
+            tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+            msgs = [{"role": "user", "content": "Hi"}]
+            with serve_util.Server(model=d, chat_template=False) as s:
+                for body, expected in [({"messages": msgs}, "D:Hi"), ({"messages": msgs, "tools": tools}, "T:1:Hi")]:
+                    tokens = json.loads(curl(s.url + "/tokenize", body)[2])["tokens"]
+                    text = json.loads(curl(s.url + "/detokenize", {"tokens": tokens})[2])["prompt"]
+                    self.assertTrue(text.endswith(expected), (body, text))
+                    code, _, out = curl(s.url + "/v1/chat/completions", dict(body, max_tokens=1))
+                    self.assertEqual(code, 200, out)
+                    self.assertEqual(json.loads(out)["usage"]["prompt_tokens"], len(tokens))
+
     def test_continue_final_message_cuts_as_hugging_face_does(self):
         # The server looked for the final message's text unstripped: a template that trims it (as Llama 3's does)
         # hid "Sure:\n", nothing was cut, and the model was given a closed turn to follow, without an error.
