@@ -175,7 +175,7 @@ class Tokenizer:
             if isinstance(i, bool) or not isinstance(i, int):
                 raise TypeError(f"token ids are ints, not {type(i).__name__}")
             if not 0 <= i < 2**31:
-                raise ValueError(f"token id {i} is not a token id (0 to 2^31 - 1)")
+                raise ValueError(f"token ids are from 0 to 2^31 - 1, not {i}")
         return ids
 
     def __repr__(self) -> str:
@@ -272,8 +272,8 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 
 
 def _kv_cache_budget(value: Union[None, int, float, str]) -> tuple:
     """kv_cache_memory -> (bytes, fraction) for EngineConfig: None is the engine's default (a quarter of the
-    free memory), an int is bytes, a float in (0, MAX_KV_CACHE_FRACTION] a fraction of the free memory, a string a size like
-    "2GiB" or "512MiB" (or a fraction like "0.3"), as the CLI's --kv-cache-memory."""
+    free memory), an int is bytes, a float in (0, MAX_KV_CACHE_FRACTION] a fraction of the free memory, a string
+    a size like "2GiB" or "512MiB" (or a fraction like "0.3"), as the CLI's --kv-cache-memory."""
     if value is None:
         return 0, 0.25
     if isinstance(value, bool):

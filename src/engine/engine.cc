@@ -101,9 +101,9 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   if (config.max_num_batched_tokens < 1) return invalid_argument("max_num_batched_tokens must be at least 1");
   if (config.kv_cache_bytes < 0) return invalid_argument("the KV cache size must not be negative");
   if (!(config.kv_cache_fraction > 0 && config.kv_cache_fraction <= kMaxKvCacheFraction))
-    return invalid_argument("the KV cache budget as a fraction of free memory (--kv-cache-memory; kv_cache_memory in Python) "
-                            "must be in (0, " +
-                            number_text(kMaxKvCacheFraction) + "], got " + number_text(config.kv_cache_fraction));
+    return invalid_argument("the KV cache budget as a fraction of free memory (--kv-cache-memory; kv_cache_memory "
+                            "in Python) must be in (0, " + number_text(kMaxKvCacheFraction) + "], got " +
+                            number_text(config.kv_cache_fraction));
   KV_RETURN_IF_ERROR(isa_from_env().status());  // a bad KVSHARE_ISA is reported, not silently replaced
   std::unique_ptr<Engine> engine(new Engine());
   Impl& e = *engine->impl_;

@@ -285,10 +285,14 @@ struct HttpServer::Impl {
   bool check_model(const std::string& model, httplib::Response& res) const;
   Result<std::string> render_chat(const GenerationCall& call) const;
   bool prepare_prompts(GenerationCall& call, ApiError& error) const;
-  // Text far over the context is refused from its length, before BPE: over a 30 MB body, BPE held an HTTP
-  // thread for 30 s.
-  Status check_text_length(const std::string& text) const {
-    return check_prompt_text_length(text.size(), tokenizer().min_tokens(text.size()), max_model_len);
+  // Text far over the context is refused from its length, before BPE (over a 30 MB body, BPE held an HTTP
+  // thread for 30 s): true, with the error naming `param`.
+  bool far_too_long(const std::string& text, const char* param, ApiError& error) const {
+    const Status st = check_prompt_text_length(text.size(), tokenizer().min_tokens(text.size()), max_model_len);
+    if (st.ok()) return false;
+    error = from_status(st);  // 400 context_length_exceeded
+    error.param = param;
+    return true;
   }
   bool admissible_alone(const GenerationCall& call, int64_t prompts, int64_t sequences, ApiError& error) const;
   void generate(const httplib::Request& req, const std::string& body, httplib::Response& res, bool chat);
@@ -546,8 +550,8 @@ bool HttpServer::Impl::read_body(const httplib::ContentReader& read, httplib::Re
     return false;
   }
   if (!read_all) {
-    // A POST that has neither a Content-Length nor a chunked body has no end cpp-httplib can find; or a header
-    // line before its Content-Length was too long to read; or the client stopped sending.
+    // A POST with neither a Content-Length nor a chunked body (cpp-httplib finds no end for it), or a client that
+    // stopped sending.
     send_error(res, api_error(400, "invalid_request_error",
                               "the request body could not be read: a POST needs a body or a Content-Length header "
                               "(an empty body: curl -d ''), each header line must be at most " +
@@ -587,20 +591,19 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
     error.param = call.chat ? "messages" : "prompt";
     return true;
   };
-  auto far_too_long = [&](const std::string& text) { return refused(check_text_length(text)); };
   if (call.chat) {
     Result<std::string> text = render_chat(call);
     if (!text.ok()) {
       error = bad_request(text.status().message(), "messages");
       return false;
     }
-    if (far_too_long(*text)) return false;
+    if (far_too_long(*text, "messages", error)) return false;
     // The template writes the special tokens it wants (BOS included): none are added.
     call.prompts = {PromptInput{false, *text, tokenizer().encode(*text, /*add_special=*/false)}};
   } else {
     for (PromptInput& p : call.prompts) {
       if (!p.is_text) continue;
-      if (far_too_long(p.text)) return false;
+      if (far_too_long(p.text, "prompt", error)) return false;
       p.token_ids = tokenizer().encode(p.text);
     }
   }
@@ -790,11 +793,7 @@ void HttpServer::Impl::tokenize(const std::string& text, httplib::Response& res)
     if (!parse_generation_call(text, /*chat=*/true, call, error)) return send_error(res, error);
     Result<std::string> rendered = render_chat(call);
     if (!rendered.ok()) return send_error(res, bad_request(rendered.status().message(), "messages"));
-    if (Status st = check_text_length(*rendered); !st.ok()) {
-      ApiError e = from_status(st);
-      e.param = "messages";
-      return send_error(res, e);
-    }
+    if (far_too_long(*rendered, "messages", error)) return send_error(res, error);
     tokens = tokenizer().encode(*rendered, /*add_special=*/false);
   } else {
     auto prompt = body.find("prompt");
@@ -806,11 +805,7 @@ void HttpServer::Impl::tokenize(const std::string& text, httplib::Response& res)
                                                               "add_special_tokens"));
       add_special = a->get<bool>();
     }
-    if (Status st = check_text_length(prompt->get_ref<const std::string&>()); !st.ok()) {
-      ApiError e = from_status(st);
-      e.param = "prompt";
-      return send_error(res, e);
-    }
+    if (far_too_long(prompt->get_ref<const std::string&>(), "prompt", error)) return send_error(res, error);
     tokens = tokenizer().encode(prompt->get<std::string>(), add_special);
   }
   send_json(res, json{{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", max_model_len}});
