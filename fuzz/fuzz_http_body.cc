@@ -32,7 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ResponseContext ctx;
   ctx.id = "cmpl-fuzz";
   ctx.model = call.model;
-  ctx.token_text = [](int32_t id) { return std::string(1, static_cast<char>(id)); };
+  ctx.token_piece = [](int32_t id) { return std::string(1, static_cast<char>(id)); };  // 200, 255: partial UTF-8
   Output o;
   o.text = std::string(body.substr(0, 8));
   o.token_ids = {1, 200, 3};
