@@ -454,14 +454,17 @@ class LLM:
             raise cls(text)
 
         results = []
-        for prompt_text, group in zip(shown, grouped):
+        for prompt_text, group, params in zip(shown, grouped, params_list):
             request_id = str(self._next_request)
             self._next_request += 1
             completions = [CompletionOutput(o.index, o.text, list(o.token_ids), o.finish_reason, o.stop_reason,
                                             o.logprobs) for o in group]
             o = group[0]
+            prompt_logprobs = o.prompt_logprobs
+            if prompt_logprobs is None and params.prompt_logprobs is not None:
+                prompt_logprobs = [None]  # a one-token prompt: its token has no context, as vLLM gives it
             results.append(RequestOutput(request_id, prompt_text, list(o.prompt_token_ids), o.num_cached_tokens,
-                                         completions, prompt_logprobs=o.prompt_logprobs))
+                                         completions, prompt_logprobs=prompt_logprobs))
         return results
 
     def chat(self, messages: Union[Conversation, Sequence[Conversation]],

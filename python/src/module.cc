@@ -81,6 +81,14 @@ std::vector<int32_t> to_ids(const std::vector<int64_t>& ids, const char* what) {
   return out;
 }
 
+// `logit_bias` as vLLM takes it: None or {token id: bias}.
+std::map<int32_t, float> to_logit_bias(const std::optional<std::map<int64_t, double>>& bias) {
+  std::map<int32_t, float> out;
+  if (bias)
+    for (const auto& [id, b] : *bias) out[to_int32(id, "logit_bias token id")] = static_cast<float>(b);
+  return out;
+}
+
 // `stop` as vLLM takes it: None, one string, or a list of strings.
 std::vector<std::string> to_stop_strings(const py::object& stop) {
   if (stop.is_none()) return {};
@@ -110,8 +118,7 @@ SamplingParams make_sampling_params(double temperature, double top_p, std::optio
   p.presence_penalty = static_cast<float>(presence_penalty);
   p.frequency_penalty = static_cast<float>(frequency_penalty);
   p.repetition_penalty = static_cast<float>(repetition_penalty);
-  if (logit_bias)
-    for (const auto& [id, bias] : *logit_bias) p.logit_bias[to_int32(id, "logit_bias token id")] = static_cast<float>(bias);
+  p.logit_bias = to_logit_bias(logit_bias);
   p.min_tokens = to_int32(min_tokens, "min_tokens");
   p.stop = to_stop_strings(stop);
   p.include_stop_str_in_output = include_stop_str_in_output;
@@ -286,18 +293,36 @@ PYBIND11_MODULE(_kvshare, m) {
            "a value out of range.")
       .def_readwrite("temperature", &SamplingParams::temperature)
       .def_readwrite("top_p", &SamplingParams::top_p)
-      .def_readwrite("top_k", &SamplingParams::top_k)
+      // The fields the constructor converts take the same values when set (a str for stop, None for top_k, ...).
+      // Lists and dicts are copies: set them whole (p.stop = [...]), as p.stop.append(...) changes a copy.
+      .def_property(
+          "top_k", [](const SamplingParams& p) { return p.top_k; },
+          [](SamplingParams& p, std::optional<int64_t> k) { p.top_k = k ? to_int32(*k, "top_k") : -1; })
       .def_readwrite("max_tokens", &SamplingParams::max_tokens)
       .def_readwrite("seed", &SamplingParams::seed)
-      .def_readwrite("stop_token_ids", &SamplingParams::stop_token_ids)
+      .def_property(
+          "stop_token_ids", [](const SamplingParams& p) { return p.stop_token_ids; },
+          [](SamplingParams& p, std::optional<std::vector<int64_t>> ids) {
+            p.stop_token_ids = ids ? to_ids(*ids, "stop token id") : std::vector<int32_t>{};
+          })
       .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
       .def_readwrite("min_p", &SamplingParams::min_p)
       .def_readwrite("presence_penalty", &SamplingParams::presence_penalty)
       .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty)
       .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty)
-      .def_readwrite("logit_bias", &SamplingParams::logit_bias)
+      .def_property(
+          "logit_bias", [](const SamplingParams& p) { return p.logit_bias; },
+          [](SamplingParams& p, const std::optional<std::map<int64_t, double>>& bias) {
+            p.logit_bias = to_logit_bias(bias);
+          })
       .def_readwrite("min_tokens", &SamplingParams::min_tokens)
-      .def_readwrite("stop", &SamplingParams::stop)
+      .def_property(
+          "stop", [](const SamplingParams& p) {
+            py::list out;
+            for (const std::string& s : p.stop) out.append(to_str(s));
+            return out;
+          },
+          [](SamplingParams& p, const py::object& stop) { p.stop = to_stop_strings(stop); })
       .def_readwrite("include_stop_str_in_output", &SamplingParams::include_stop_str_in_output)
       .def_readwrite("n", &SamplingParams::n)
       .def_readwrite("logprobs", &SamplingParams::logprobs)

@@ -42,6 +42,25 @@ def test_stop_must_be_strings():
         SamplingParams(stop=[1])
 
 
+def test_fields_take_when_set_what_the_constructor_takes():
+    # p.stop = "x" and p.top_k = None raised TypeError, though SamplingParams(stop="x", top_k=None) is vLLM's usage.
+    p = SamplingParams(top_k=5, stop=["a"], stop_token_ids=[3], logit_bias={1: 1.0})
+    p.stop = "x"
+    assert p.stop == ["x"]
+    p.stop = None
+    assert p.stop == []
+    p.top_k = None
+    assert p.top_k == -1
+    p.stop_token_ids = None
+    assert p.stop_token_ids == []
+    p.logit_bias = {7: -2.5}
+    assert p.logit_bias == {7: -2.5}
+    p.logit_bias = None
+    assert p.logit_bias == {}
+    with pytest.raises(TypeError, match="stop"):
+        p.stop = [1]
+
+
 def test_n_completions_come_back_in_one_request_output(stories):
     params = SamplingParams(temperature=1.0, seed=9, max_tokens=8, n=3, ignore_eos=True, logprobs=2)
     outs = stories.generate(["Once upon a time", "The dog"], [params, SamplingParams(temperature=0, max_tokens=4)])
@@ -81,5 +100,7 @@ def test_prompt_logprobs(stories):
     for lp, t in zip(out.prompt_logprobs[1:], out.prompt_token_ids[1:]):
         assert t in lp and lp[t] <= 0.0 and len(lp) in (1, 2)
     assert stories.generate("Once upon a time", SamplingParams(temperature=0, max_tokens=2))[0].prompt_logprobs is None
+    one = stories.generate([[1]], params)[0]  # was None, as if not asked for
+    assert one.prompt_logprobs == [None] and len(one.prompt_token_ids) == 1
     with pytest.raises(ValueError, match="prompt_logprobs"):
         SamplingParams(prompt_logprobs=21)
