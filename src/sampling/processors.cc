@@ -98,4 +98,12 @@ void top_logprobs(std::span<const float> logits, const LogSoftmax& ls, int32_t k
   for (TokenLogprob& t : top) t.logprob = ls.at(t.logprob);
 }
 
+int32_t rank_of(std::span<const float> logits, int32_t token) {
+  const float x = logits[static_cast<size_t>(token)];
+  int32_t ahead = 0;
+  for (size_t i = 0; i < logits.size(); ++i)
+    ahead += logits[i] > x || (logits[i] == x && i < static_cast<size_t>(token));
+  return ahead + 1;
+}
+
 }  // namespace kvshare

@@ -47,5 +47,8 @@ struct LogSoftmax {
 };
 LogSoftmax log_softmax_of(std::span<const float> logits);
 void top_logprobs(std::span<const float> logits, const LogSoftmax& ls, int32_t k, std::vector<TokenLogprob>& top);
+// `token`'s place in the order top_logprobs uses, from 1: one more than the tokens with a larger logit, or an
+// equal one and a lower id. As vLLM's Logprob.rank of a sampled token.
+int32_t rank_of(std::span<const float> logits, int32_t token);
 
 }  // namespace kvshare

@@ -101,6 +101,8 @@ TEST(Processors, LogSoftmaxAndTopLogprobsMatchADoubleReference) {
   }
   top_logprobs(row, ls, 0, top);
   EXPECT_TRUE(top.empty());
+  // rank_of is each token's place in that same order, counted from 1 (vLLM's Logprob.rank).
+  for (size_t k : {0u, 1u, 2u, 317u, 999u}) EXPECT_EQ(rank_of(row, order[k]), static_cast<int32_t>(k + 1)) << k;
 }
 
 }  // namespace

@@ -204,6 +204,7 @@ void token_logprobs(const float* logits, int64_t vocab, int32_t token, int32_t k
   const LogSoftmax ls = log_softmax_of(raw);
   out.chosen = {token, ls.at(logits[token])};
   top_logprobs(raw, ls, k, out.top);
+  out.chosen_rank = rank_of(raw, token);
 }
 
 }  // namespace kvshare

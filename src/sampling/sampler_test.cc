@@ -198,6 +198,7 @@ TEST(Sampler, ProcessorsRunBeforeTheChoiceAndLogprobsSeeTheRawRow) {
   const double lse = std::log(std::exp(3.0) + std::exp(2.0) + std::exp(1.0) + 1.0);
   EXPECT_EQ(lp.chosen.token_id, 2);
   EXPECT_FLOAT_EQ(lp.chosen.logprob, static_cast<float>(1.0 - lse)) << "from the raw logits, not the penalized ones";
+  EXPECT_EQ(lp.chosen_rank, 3) << "third of the raw logits";
   ASSERT_EQ(lp.top.size(), 2u);
   EXPECT_EQ(lp.top[0].token_id, 0);
   EXPECT_FLOAT_EQ(lp.top[0].logprob, static_cast<float>(3.0 - lse));
