@@ -9,20 +9,152 @@ prefix once.
 """
 from __future__ import annotations
 
+import copy
 import json
+import numbers
+import operator
 import os
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from ._kvshare import MAX_KV_CACHE_FRACTION, SamplingParams, _Engine, _Request, _Tokenizer
+from ._kvshare import MAX_KV_CACHE_FRACTION, _Engine, _Request, _SamplingParams, _Tokenizer
 
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Tokenizer", "PrefixHandle"]
+__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Logprob", "Tokenizer", "PrefixHandle"]
 __version__ = "0.1.0"
 
 _MAX_N = 128  # SamplingParams::kMaxN
 
 PromptType = Union[str, Sequence[int], Dict[str, Any]]
 Conversation = Sequence[Dict[str, Any]]
+
+
+class SamplingParams:
+    """How a request's tokens are chosen and when its generation stops, with vLLM's field names and defaults.
+
+    temperature 0 is greedy; top_k -1, 0 or None is off; top_p 1 is off; min_p 0 is off; seed None derives one
+    from the LLM's seed and the request; stop_token_ids end generation (the stop token is kept in the output); stop
+    strings end it too, also across tokens (the text ends before the stop string unless
+    include_stop_str_in_output); ignore_eos keeps going past the model's end-of-sequence tokens; min_tokens: no
+    EOS, stop token or stop string before that many tokens; presence_penalty and frequency_penalty (OpenAI,
+    [-2, 2]) over the generated tokens, repetition_penalty (> 0, 1 is off) over prompt and generated tokens;
+    logit_bias {token id: bias in [-100, 100]}; n completions per prompt; logprobs k (0 to 20) returns each
+    token's Logprob and the k likeliest; prompt_logprobs k the same for the prompt's tokens
+    (RequestOutput.prompt_logprobs).
+
+    The constructor raises ValueError for a value out of range and TypeError for a value of the wrong type, naming
+    the field. Fields may be set later, and stop, stop_token_ids and logit_bias changed in place
+    (params.stop.append("END")), as vLLM's; the values are checked again when a request is made of them."""
+
+    _FLOATS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+    _INTS = ("max_tokens", "min_tokens", "n")
+    _OPTIONAL_INTS = ("seed", "logprobs", "prompt_logprobs")
+    _BOOLS = ("ignore_eos", "include_stop_str_in_output")
+    _FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop_token_ids", "ignore_eos", "min_p",
+               "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "min_tokens", "stop",
+               "include_stop_str_in_output", "n", "logprobs", "prompt_logprobs")
+
+    def __init__(self, *, temperature: float = 1.0, top_p: float = 1.0, top_k: Optional[int] = None,
+                 max_tokens: int = 16, seed: Optional[int] = None, stop_token_ids: Optional[Sequence[int]] = None,
+                 ignore_eos: bool = False, min_p: float = 0.0, presence_penalty: float = 0.0,
+                 frequency_penalty: float = 0.0, repetition_penalty: float = 1.0,
+                 logit_bias: Optional[Dict[int, float]] = None, min_tokens: int = 0,
+                 stop: Union[None, str, Sequence[str]] = None, include_stop_str_in_output: bool = False,
+                 n: int = 1, logprobs: Optional[int] = None, prompt_logprobs: Optional[int] = None) -> None:
+        values = locals()
+        for name in self._FIELDS:
+            setattr(self, name, values[name])
+        self._native()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Sets a field as the constructor takes it: stop as a str or a list of str (kept as a list), top_k None
+        as -1, stop_token_ids and logit_bias None as empty. Ranges are checked when a request is made."""
+        if name not in self._FIELDS:
+            raise AttributeError(f"SamplingParams has no field {name!r}")
+        object.__setattr__(self, name, self._converted(name, value))
+
+    @classmethod
+    def _converted(cls, name: str, value: Any) -> Any:
+        def bad(expected: str) -> TypeError:
+            return TypeError(f"{name} must be {expected}, not {type(value).__name__}")
+
+        if name in cls._FLOATS:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise bad("a number")
+            return value
+        if name in cls._BOOLS:
+            if not isinstance(value, bool):
+                raise bad("a bool")
+            return value
+        if name in cls._INTS or name in cls._OPTIONAL_INTS or name == "top_k":
+            if value is None and name not in cls._INTS:
+                return -1 if name == "top_k" else None
+            if isinstance(value, bool):
+                raise bad("an int")
+            try:
+                return operator.index(value)
+            except TypeError:
+                raise bad("an int" if name in cls._INTS else "an int or None") from None
+        if name == "stop":
+            if value is None:
+                return []
+            if isinstance(value, str):
+                return [value]
+            if isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value):
+                return list(value)
+            raise TypeError(f"stop must be a str or a list of str, got {type(value).__name__}"
+                            + (" holding other values" if isinstance(value, (list, tuple)) else ""))
+        if name == "stop_token_ids":
+            if value is None:
+                return []
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise bad("a list of token ids")
+            return list(value)
+        if name == "logit_bias":
+            if value is None:
+                return {}
+            if not isinstance(value, dict):
+                raise bad("a dict {token id: bias}")
+            return dict(value)
+        return value
+
+    def _native(self) -> _SamplingParams:
+        """The engine's SamplingParams of the fields as they are now (ValueError or TypeError when one is bad)."""
+        return _SamplingParams(**{name: getattr(self, name) for name in self._FIELDS})
+
+    def clone(self) -> "SamplingParams":
+        """A deep copy (its lists and dict are its own), as vLLM's clone()."""
+        return copy.deepcopy(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SamplingParams):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._FIELDS)
+
+    __hash__ = None  # mutable, as vLLM's
+
+    def __repr__(self) -> str:
+        return "SamplingParams(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self._FIELDS) + ")"
+
+
+class Logprob:
+    """One token's log-probability, as vLLM's Logprob: logprob (the raw log-softmax of the model's logits), rank
+    (its place among all tokens, from 1: the likeliest is 1, ties by lower id) and decoded_token (its text; bytes
+    that form no character become U+FFFD)."""
+
+    __slots__ = ("logprob", "rank", "decoded_token")
+
+    def __init__(self, logprob: float, rank: Optional[int] = None, decoded_token: Optional[str] = None):
+        self.logprob = logprob
+        self.rank = rank
+        self.decoded_token = decoded_token
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Logprob):
+            return NotImplemented
+        return (self.logprob, self.rank, self.decoded_token) == (other.logprob, other.rank, other.decoded_token)
+
+    def __repr__(self) -> str:
+        return f"Logprob(logprob={self.logprob!r}, rank={self.rank!r}, decoded_token={self.decoded_token!r})"
 
 
 class Tokenizer:
@@ -187,12 +319,12 @@ class CompletionOutput:
     """One completion of a request (index 0..n-1 of SamplingParams.n): its text, token ids, why it stopped
     ("stop" or "length") and, as vLLM's, stop_reason: the stop string or stop token id that ended it (None for
     the model's end-of-sequence token or a length stop). logprobs, when SamplingParams.logprobs was set, holds
-    one {token id: log-probability} per generated token, with the chosen token and the top ones."""
+    one {token id: Logprob} per generated token, with the chosen token and the top ones, as vLLM's."""
 
     __slots__ = ("index", "text", "token_ids", "finish_reason", "stop_reason", "logprobs")
 
     def __init__(self, index: int, text: str, token_ids: List[int], finish_reason: Optional[str],
-                 stop_reason: Union[None, int, str] = None, logprobs: Optional[List[Dict[int, float]]] = None):
+                 stop_reason: Union[None, int, str] = None, logprobs: Optional[List[Dict[int, Logprob]]] = None):
         self.index = index
         self.text = text
         self.token_ids = token_ids
@@ -205,7 +337,7 @@ class CompletionOutput:
         """The sum of the generated tokens' log-probabilities (None without logprobs)."""
         if self.logprobs is None:
             return None
-        return float(sum(lp[t] for lp, t in zip(self.logprobs, self.token_ids)))
+        return float(sum(lp[t].logprob for lp, t in zip(self.logprobs, self.token_ids)))
 
     def __repr__(self) -> str:
         return (f"CompletionOutput(index={self.index}, text={self.text!r}, token_ids={self.token_ids}, "
@@ -216,14 +348,14 @@ class RequestOutput:
     """A finished request: its prompt (None when given as token ids), the prompt's token ids, how many of
     them came from the prefix cache, and its SamplingParams.n completions in outputs (by index). prompt_logprobs,
     when SamplingParams.prompt_logprobs was set, holds None for the first prompt token, then one
-    {token id: log-probability} per prompt token (the token and the top ones), as vLLM's."""
+    {token id: Logprob} per prompt token (the token and the top ones), as vLLM's."""
 
     __slots__ = ("request_id", "prompt", "prompt_token_ids", "num_cached_tokens", "outputs", "finished",
                  "prompt_logprobs")
 
     def __init__(self, request_id: str, prompt: Optional[str], prompt_token_ids: List[int], num_cached_tokens: int,
                  outputs: List[CompletionOutput], finished: bool = True,
-                 prompt_logprobs: Optional[List[Optional[Dict[int, float]]]] = None):
+                 prompt_logprobs: Optional[List[Optional[Dict[int, Logprob]]]] = None):
         self.prompt_logprobs = prompt_logprobs
         self.request_id = request_id
         self.prompt = prompt
@@ -308,6 +440,13 @@ def _int_arg(name: str, value: Any) -> int:
     return value
 
 
+def _native_at(i: int, params: SamplingParams) -> _SamplingParams:
+    try:
+        return params._native()
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"sampling_params[{i}]: {e}") from None
+
+
 def _is_token_ids(x: Any) -> bool:
     return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(t, int) and not isinstance(t, bool)
                                                                 for t in x)
@@ -348,6 +487,15 @@ class LLM:
         self.model = model
         self._next_request = 0
         self._tokenizer = Tokenizer(self._engine.tokenizer())
+
+    def _logprobs(self, rows: Optional[List[Optional[Dict[int, tuple]]]]) -> Optional[List[Optional[Dict[int, Logprob]]]]:
+        """The engine's {token id: (logprob, rank)} rows as vLLM's {token id: Logprob}, with each token's text."""
+        if rows is None:
+            return None
+        piece = self._tokenizer._tok.token_piece
+        return [None if row is None else
+                {t: Logprob(lp, rank, piece(t).decode("utf-8", "replace")) for t, (lp, rank) in row.items()}
+                for row in rows]
 
     def get_tokenizer(self) -> Tokenizer:
         """The model's tokenizer and chat template (see Tokenizer): encode, decode, convert_ids_to_tokens,
@@ -415,6 +563,12 @@ class LLM:
             for i, p in enumerate(params_list):
                 if not isinstance(p, SamplingParams):
                     raise TypeError(f"sampling_params[{i}] is a {type(p).__name__}, not a SamplingParams")
+        # The engine's copies of the parameters as they are now (a field set or changed in place since the
+        # constructor is checked here).
+        if isinstance(sampling_params, SamplingParams):
+            params_list = [sampling_params._native()] * len(prompts)
+        else:
+            params_list = [_native_at(i, p) for i, p in enumerate(params_list)]
 
         requests = []
         shown = []  # the prompt text each output reports (None for token ids)
@@ -458,9 +612,9 @@ class LLM:
             request_id = str(self._next_request)
             self._next_request += 1
             completions = [CompletionOutput(o.index, o.text, list(o.token_ids), o.finish_reason, o.stop_reason,
-                                            o.logprobs) for o in group]
+                                            self._logprobs(o.logprobs)) for o in group]
             o = group[0]
-            prompt_logprobs = o.prompt_logprobs
+            prompt_logprobs = self._logprobs(o.prompt_logprobs)
             if prompt_logprobs is None and params.prompt_logprobs is not None:
                 prompt_logprobs = [None]  # a one-token prompt: its token has no context, as vLLM gives it
             results.append(RequestOutput(request_id, prompt_text, list(o.prompt_token_ids), o.num_cached_tokens,

@@ -4,32 +4,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 MAX_KV_CACHE_FRACTION: float  # the largest kv_cache_memory fraction the engine takes
 
-class SamplingParams:
-    temperature: float
-    top_p: float
-    top_k: int
-    max_tokens: int
-    seed: Optional[int]
-    stop_token_ids: List[int]
-    ignore_eos: bool
-    min_p: float
-    presence_penalty: float
-    frequency_penalty: float
-    repetition_penalty: float
-    logit_bias: Dict[int, float]
-    min_tokens: int
-    stop: List[str]
-    include_stop_str_in_output: bool
+class _SamplingParams:  # built by kvshare.SamplingParams._native(); every argument is required
     n: int
-    logprobs: Optional[int]
     prompt_logprobs: Optional[int]
-    def __init__(self, *, temperature: float = 1.0, top_p: float = 1.0, top_k: Optional[int] = None,
-                 max_tokens: int = 16, seed: Optional[int] = None, stop_token_ids: Optional[Sequence[int]] = None,
-                 ignore_eos: bool = False, min_p: float = 0.0, presence_penalty: float = 0.0,
-                 frequency_penalty: float = 0.0, repetition_penalty: float = 1.0,
-                 logit_bias: Optional[Dict[int, float]] = None, min_tokens: int = 0,
-                 stop: Union[None, str, Sequence[str]] = None, include_stop_str_in_output: bool = False,
-                 n: int = 1, logprobs: Optional[int] = None, prompt_logprobs: Optional[int] = None) -> None: ...
+    def __init__(self, *, temperature: float, top_p: float, top_k: Optional[int], max_tokens: int,
+                 seed: Optional[int], stop_token_ids: Optional[Sequence[int]], ignore_eos: bool, min_p: float,
+                 presence_penalty: float, frequency_penalty: float, repetition_penalty: float,
+                 logit_bias: Optional[Dict[int, float]], min_tokens: int, stop: Union[None, str, Sequence[str]],
+                 include_stop_str_in_output: bool, n: int, logprobs: Optional[int],
+                 prompt_logprobs: Optional[int]) -> None: ...
 
 class _Tokenizer:
     @staticmethod
@@ -49,15 +32,15 @@ class _Tokenizer:
                             chat_template: Optional[str]) -> str: ...
 
 class _Request:
-    def __init__(self, prompt: Optional[str], prompt_token_ids: Optional[Sequence[int]], params: SamplingParams,
+    def __init__(self, prompt: Optional[str], prompt_token_ids: Optional[Sequence[int]], params: _SamplingParams,
                  cache_salt: str) -> None: ...
 
 class _Output:
     request_id: int
     index: int
     stop_reason: Union[None, int, str]
-    logprobs: Optional[List[Dict[int, float]]]
-    prompt_logprobs: Optional[List[Optional[Dict[int, float]]]]
+    logprobs: Optional[List[Dict[int, Tuple[float, int]]]]  # {token id: (logprob, rank)} per token
+    prompt_logprobs: Optional[List[Optional[Dict[int, Tuple[float, int]]]]]
     text: str
     token_ids: List[int]
     prompt_token_ids: List[int]

@@ -32,11 +32,13 @@ namespace py = pybind11;
 namespace kvshare::python {
 namespace {
 
-// One token's logprobs as vLLM gives them: {token id: logprob} of the top tokens and the chosen one.
+// One token's logprobs: {token id: (logprob, rank)} of the top tokens and the chosen one (rank from 1, as vLLM's
+// Logprob.rank; the Python half makes Logprob objects of them).
 py::dict logprob_dict(const GeneratedTokenLogprobs& t) {
   py::dict d;
-  for (const TokenLogprob& a : t.top) d[py::int_(a.token_id)] = a.logprob;
-  d[py::int_(t.chosen.token_id)] = t.chosen.logprob;
+  for (size_t i = 0; i < t.top.size(); ++i)
+    d[py::int_(t.top[i].token_id)] = py::make_tuple(t.top[i].logprob, static_cast<int64_t>(i + 1));
+  d[py::int_(t.chosen.token_id)] = py::make_tuple(t.chosen.logprob, t.chosen_rank);
   return d;
 }
 
@@ -137,29 +139,6 @@ SamplingParams make_sampling_params(double temperature, double top_p, std::optio
   p.ignore_eos = ignore_eos;
   if (Status st = p.validate(); !st.ok()) raise(st);
   return p;
-}
-
-std::string repr(const SamplingParams& p) {
-  std::string s = "SamplingParams(temperature=" + py::repr(py::float_(p.temperature)).cast<std::string>() +
-                  ", top_p=" + py::repr(py::float_(p.top_p)).cast<std::string>() +
-                  ", top_k=" + std::to_string(p.top_k) + ", max_tokens=" + std::to_string(p.max_tokens) +
-                  ", seed=" + (p.seed ? std::to_string(*p.seed) : std::string("None")) + ", stop_token_ids=[";
-  for (size_t i = 0; i < p.stop_token_ids.size(); ++i) s += (i ? ", " : "") + std::to_string(p.stop_token_ids[i]);
-  s += std::string("], ignore_eos=") + (p.ignore_eos ? "True" : "False");
-  auto f = [](float v) { return py::repr(py::float_(v)).cast<std::string>(); };
-  s += ", min_p=" + f(p.min_p) + ", presence_penalty=" + f(p.presence_penalty) +
-       ", frequency_penalty=" + f(p.frequency_penalty) + ", repetition_penalty=" + f(p.repetition_penalty);
-  s += ", logit_bias={";
-  bool first = true;
-  for (const auto& [id, bias] : p.logit_bias) {
-    s += (first ? "" : ", ") + std::to_string(id) + ": " + f(bias);
-    first = false;
-  }
-  s += "}, min_tokens=" + std::to_string(p.min_tokens) + ", stop=[";
-  for (size_t i = 0; i < p.stop.size(); ++i) s += (i ? ", " : "") + py::repr(to_str(p.stop[i])).cast<std::string>();
-  s += std::string("], include_stop_str_in_output=") + (p.include_stop_str_in_output ? "True" : "False") +
-       ", n=" + std::to_string(p.n) + ", logprobs=" + (p.logprobs ? std::to_string(*p.logprobs) : std::string("None")) + ")";
-  return s;
 }
 
 // One engine and the lock that keeps Python threads from driving it at the same time.
@@ -272,64 +251,16 @@ PYBIND11_MODULE(_kvshare, m) {
   m.doc() = "kvshare's C++ engine; use the classes of the kvshare package instead";
   m.attr("MAX_KV_CACHE_FRACTION") = kMaxKvCacheFraction;
 
-  py::class_<SamplingParams>(m, "SamplingParams",
-                             "How a request's tokens are chosen and when its generation stops.")
-      .def(py::init(&make_sampling_params), py::kw_only(), py::arg("temperature") = 1.0, py::arg("top_p") = 1.0,
-           py::arg("top_k") = py::none(), py::arg("max_tokens") = 16, py::arg("seed") = py::none(),
-           py::arg("stop_token_ids") = py::none(), py::arg("ignore_eos") = false, py::arg("min_p") = 0.0,
-           py::arg("presence_penalty") = 0.0, py::arg("frequency_penalty") = 0.0, py::arg("repetition_penalty") = 1.0,
-           py::arg("logit_bias") = py::none(), py::arg("min_tokens") = 0, py::arg("stop") = py::none(),
-           py::arg("include_stop_str_in_output") = false, py::arg("n") = 1, py::arg("logprobs") = py::none(),
-           py::arg("prompt_logprobs") = py::none(),
-           "temperature 0 is greedy; top_k -1, 0 or None is off; top_p 1 is off; min_p 0 is off; seed None derives "
-           "one from the LLM's seed and the request; stop_token_ids end generation (the stop token is kept in the "
-           "output); stop strings end it too, also across tokens (the text ends before the stop string unless "
-           "include_stop_str_in_output); ignore_eos keeps going past the model's end-of-sequence tokens; "
-           "min_tokens: no EOS, stop token or stop string before that many tokens; presence_penalty and "
-           "frequency_penalty (OpenAI, [-2, 2]) over the generated tokens, repetition_penalty (> 0, 1 is off) over "
-           "prompt and generated tokens; logit_bias {token id: bias in [-100, 100]}; n completions per prompt; "
-           "logprobs k (0 to 20) returns each token's log-probability and the k likeliest; prompt_logprobs k the "
-           "same for the prompt's tokens (RequestOutput.prompt_logprobs). Raises ValueError for "
-           "a value out of range.")
-      .def_readwrite("temperature", &SamplingParams::temperature)
-      .def_readwrite("top_p", &SamplingParams::top_p)
-      // The fields the constructor converts take the same values when set (a str for stop, None for top_k, ...).
-      // Lists and dicts are copies: set them whole (p.stop = [...]), as p.stop.append(...) changes a copy.
-      .def_property(
-          "top_k", [](const SamplingParams& p) { return p.top_k; },
-          [](SamplingParams& p, std::optional<int64_t> k) { p.top_k = k ? to_int32(*k, "top_k") : -1; })
-      .def_readwrite("max_tokens", &SamplingParams::max_tokens)
-      .def_readwrite("seed", &SamplingParams::seed)
-      .def_property(
-          "stop_token_ids", [](const SamplingParams& p) { return p.stop_token_ids; },
-          [](SamplingParams& p, std::optional<std::vector<int64_t>> ids) {
-            p.stop_token_ids = ids ? to_ids(*ids, "stop token id") : std::vector<int32_t>{};
-          })
-      .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
-      .def_readwrite("min_p", &SamplingParams::min_p)
-      .def_readwrite("presence_penalty", &SamplingParams::presence_penalty)
-      .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty)
-      .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty)
-      .def_property(
-          "logit_bias", [](const SamplingParams& p) { return p.logit_bias; },
-          [](SamplingParams& p, const std::optional<std::map<int64_t, double>>& bias) {
-            p.logit_bias = to_logit_bias(bias);
-          })
-      .def_readwrite("min_tokens", &SamplingParams::min_tokens)
-      .def_property(
-          "stop", [](const SamplingParams& p) {
-            py::list out;
-            for (const std::string& s : p.stop) out.append(to_str(s));
-            return out;
-          },
-          [](SamplingParams& p, const py::object& stop) { p.stop = to_stop_strings(stop); })
-      .def_readwrite("include_stop_str_in_output", &SamplingParams::include_stop_str_in_output)
-      .def_readwrite("n", &SamplingParams::n)
-      .def_readwrite("logprobs", &SamplingParams::logprobs)
-      .def_readwrite("prompt_logprobs", &SamplingParams::prompt_logprobs)
-      .def("__repr__", &repr)
-      .def("__copy__", [](const SamplingParams& p) { return p; })
-      .def("__deepcopy__", [](const SamplingParams& p, py::dict) { return p; }, py::arg("memo"));
+  // Built from kvshare.SamplingParams (a Python class, so that its lists can be changed in place, as vLLM's) when
+  // a request is made: the constructor converts and validates every field (ValueError or TypeError naming it).
+  py::class_<SamplingParams>(m, "_SamplingParams")
+      .def(py::init(&make_sampling_params), py::kw_only(), py::arg("temperature"), py::arg("top_p"),
+           py::arg("top_k"), py::arg("max_tokens"), py::arg("seed"), py::arg("stop_token_ids"),
+           py::arg("ignore_eos"), py::arg("min_p"), py::arg("presence_penalty"), py::arg("frequency_penalty"),
+           py::arg("repetition_penalty"), py::arg("logit_bias"), py::arg("min_tokens"), py::arg("stop"),
+           py::arg("include_stop_str_in_output"), py::arg("n"), py::arg("logprobs"), py::arg("prompt_logprobs"))
+      .def_readonly("n", &SamplingParams::n)
+      .def_readonly("prompt_logprobs", &SamplingParams::prompt_logprobs);
 
   py::class_<Request>(m, "_Request")
       .def(py::init([](std::optional<std::string> prompt, std::optional<std::vector<int64_t>> prompt_token_ids,
@@ -352,8 +283,8 @@ PYBIND11_MODULE(_kvshare, m) {
                                if (o.stop_token_id >= 0) return py::int_(o.stop_token_id);
                                return py::none();
                              })
-      // Per generated token: {token id: logprob} holding the chosen token and the top ones (None when the
-      // request did not ask for logprobs).
+      // Per generated token: {token id: (logprob, rank)} holding the chosen token and the top ones (None when
+      // the request did not ask for logprobs).
       .def_property_readonly("logprobs",
                              [](const Output& o) -> py::object {
                                if (o.logprobs.empty()) return py::none();
@@ -361,8 +292,8 @@ PYBIND11_MODULE(_kvshare, m) {
                                for (const GeneratedTokenLogprobs& t : o.logprobs) out.append(logprob_dict(t));
                                return out;
                              })
-      // The request's prompt logprobs, as vLLM's: None for the first prompt token, then {token id: logprob} per
-      // token (completion 0 carries them; None when the request did not ask).
+      // The request's prompt logprobs, as vLLM's: None for the first prompt token, then {token id: (logprob,
+      // rank)} per token (completion 0 carries them; None when the request did not ask).
       .def_property_readonly("prompt_logprobs",
                              [](const Output& o) -> py::object {
                                if (o.prompt_logprobs.empty()) return py::none();

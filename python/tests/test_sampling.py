@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from kvshare import SamplingParams
+from kvshare import Logprob, SamplingParams
 
 
 def test_new_fields_round_trip_and_defaults():
@@ -59,6 +59,49 @@ def test_fields_take_when_set_what_the_constructor_takes():
     assert p.logit_bias == {}
     with pytest.raises(TypeError, match="stop"):
         p.stop = [1]
+    with pytest.raises(TypeError, match="temperature must be a number"):
+        p.temperature = "hot"
+    with pytest.raises(TypeError, match="max_tokens must be an int"):
+        p.max_tokens = 2.5
+    with pytest.raises(AttributeError, match="best_of"):
+        p.best_of = 2  # not a field: an error, not an attribute the engine never reads
+
+
+def test_list_fields_change_in_place_and_are_checked_when_used(stories):
+    # They were copies read out of the C++ struct: p.stop.append(...) changed the copy, and the stop was ignored.
+    greedy = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    text = stories.generate("Once upon a time", greedy)[0].outputs[0].text
+    word = next(w for w in text.split()[2:] if w.isalpha() and len(w) > 2)
+    greedy.stop.append(word)
+    assert greedy.stop == [word]
+    out = stories.generate("Once upon a time", greedy)[0].outputs[0]
+    assert (out.text, out.stop_reason) == (text[:text.index(word)], word)
+    first = stories.generate("Once upon a time", SamplingParams(temperature=0, max_tokens=1))[0].outputs[0].token_ids[0]
+    biased = SamplingParams(temperature=0, max_tokens=1)
+    biased.logit_bias[first] = -100.0
+    assert stories.generate("Once upon a time", biased)[0].outputs[0].token_ids[0] != first
+    stopped = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    stopped.stop_token_ids.append(first)
+    out = stories.generate("Once upon a time", stopped)[0].outputs[0]
+    assert (out.token_ids, out.stop_reason) == ([first], first)
+    # A value changed in place is checked when a request is made of it, with the field's name.
+    bad = SamplingParams()
+    bad.stop.append("")
+    with pytest.raises(ValueError, match="stop"):
+        stories.generate("Once upon a time", bad)
+    with pytest.raises(ValueError, match=r"sampling_params\[1\]: .*min_tokens"):
+        late = SamplingParams(max_tokens=4)
+        late.min_tokens = 9
+        stories.generate(["a", "b"], [SamplingParams(), late])
+
+
+def test_copies_and_equality():
+    p = SamplingParams(stop=["a"], logit_bias={1: 2.0}, seed=3)
+    q = p.clone()
+    assert q == p and q is not p
+    q.stop.append("b")
+    assert p.stop == ["a"] and q != p
+    assert "seed=3" in repr(p) and "stop=['a']" in repr(p)
 
 
 def test_n_completions_come_back_in_one_request_output(stories):
@@ -72,8 +115,13 @@ def test_n_completions_come_back_in_one_request_output(stories):
     for c in outs[0].outputs:
         assert len(c.logprobs) == len(c.token_ids) == 8
         for lp, t in zip(c.logprobs, c.token_ids):
-            assert t in lp and lp[t] <= 0.0 and len(lp) in (2, 3)
-        assert math.isclose(c.cumulative_logprob, sum(lp[t] for lp, t in zip(c.logprobs, c.token_ids)))
+            assert t in lp and lp[t].logprob <= 0.0 and len(lp) in (2, 3)
+            assert all(isinstance(x, Logprob) for x in lp.values())
+            top = sorted((x for tok, x in lp.items() if tok != t or x.rank <= 2), key=lambda x: x.rank)
+            assert [x.rank for x in top] == [1, 2], "the two likeliest are ranked 1 and 2"
+            assert top[0].logprob >= top[1].logprob
+            assert lp[t].rank >= 1 and (lp[t].rank <= 2) == (lp[t] in top)
+        assert math.isclose(c.cumulative_logprob, sum(lp[t].logprob for lp, t in zip(c.logprobs, c.token_ids)))
     # The same request again draws the same completions.
     again = stories.generate("Once upon a time", params)[0]
     assert [c.token_ids for c in again.outputs] == [c.token_ids for c in outs[0].outputs]
@@ -98,7 +146,11 @@ def test_prompt_logprobs(stories):
     assert out.prompt_logprobs[0] is None, "the first prompt token has no context"
     assert len(out.prompt_logprobs) == len(out.prompt_token_ids)
     for lp, t in zip(out.prompt_logprobs[1:], out.prompt_token_ids[1:]):
-        assert t in lp and lp[t] <= 0.0 and len(lp) in (1, 2)
+        assert t in lp and lp[t].logprob <= 0.0 and len(lp) in (1, 2)
+        assert (lp[t].rank == 1) == (len(lp) == 1), "the likeliest token is ranked 1"
+    # Each token's text, as vLLM's decoded_token: the prompt's words, each with its space.
+    pieces = [lp[t].decoded_token for lp, t in zip(out.prompt_logprobs[1:], out.prompt_token_ids[1:])]
+    assert "".join(pieces).strip() == "Once upon a time" and all(p.startswith(" ") for p in pieces[1:])
     assert stories.generate("Once upon a time", SamplingParams(temperature=0, max_tokens=2))[0].prompt_logprobs is None
     one = stories.generate([[1]], params)[0]  # was None, as if not asked for
     assert one.prompt_logprobs == [None] and len(one.prompt_token_ids) == 1
