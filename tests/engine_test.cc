@@ -263,6 +263,27 @@ TEST_F(EngineBehaviour, ExplicitPrefixIsComputedOnceAndPinned) {
   EXPECT_EQ(engine->metrics().blocks_used, 0);
 }
 
+TEST_F(EngineBehaviour, AStoppedCachePrefixPinsNothingAndLeavesTheEngineAsItWas) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true, int64_t{64} << 20, /*max_batched_tokens=*/16);  // 64 tokens: four steps
+  ASSERT_NE(engine, nullptr);
+  std::vector<int32_t> prefix;
+  for (int i = 0; i < 64; ++i) prefix.push_back(500 + i);
+  int calls = 0;
+  auto stopped = engine->cache_prefix(prefix, "", [&] { return ++calls > 2; });  // stop after two steps
+  ASSERT_FALSE(stopped.ok());
+  EXPECT_EQ(stopped.status().code(), StatusCode::kCancelled) << stopped.status().to_string();
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(engine->metrics().blocks_used, 0) << "nothing pinned, nothing held";
+  EXPECT_FALSE(engine->has_unfinished());
+  EXPECT_TRUE(engine->step().empty()) << "no output of the stopped prefix is left for step()";
+  // The engine goes on as before: the same prefix is cached in full and pinned.
+  auto handle = engine->cache_prefix(prefix, "", [] { return false; });
+  ASSERT_TRUE(handle.ok()) << handle.status().to_string();
+  EXPECT_EQ(engine->metrics().blocks_used, 4);
+  EXPECT_TRUE(engine->release_prefix(*handle).ok());
+}
+
 TEST_F(EngineBehaviour, ResetPrefixCacheForgetsCachedBlocksButNotPinnedOnes) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true, /*kv_bytes=*/int64_t{64} << 20);

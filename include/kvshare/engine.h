@@ -176,9 +176,13 @@ class Engine {
   void abort(int64_t request_id);
 
   // Explicit prefix: computes the prefix's K/V once and pins its full blocks until release_prefix(), so
-  // requests that start with it (and the same cache_salt) reuse them. Returns a handle.
-  Result<int64_t> cache_prefix(const std::vector<int32_t>& tokens, const std::string& cache_salt = "");
-  Result<int64_t> cache_prefix(const std::string& text, const std::string& cache_salt = "");
+  // requests that start with it (and the same cache_salt) reuse them. Returns a handle. `stop_requested`, as
+  // generate's, is called between steps: once it returns true the prefix's computation is aborted (its blocks
+  // released, nothing pinned) and the result is kCancelled. release_prefix of an unknown handle is kNotFound.
+  Result<int64_t> cache_prefix(const std::vector<int32_t>& tokens, const std::string& cache_salt = "",
+                               const std::function<bool()>& stop_requested = {});
+  Result<int64_t> cache_prefix(const std::string& text, const std::string& cache_salt = "",
+                               const std::function<bool()>& stop_requested = {});
   Status release_prefix(int64_t handle);
   // Forgets every cached prefix block that no request holds, so later requests compute their prompts anew
   // (for benchmarks, and for clients that want a cold cache); blocks of running requests and pinned prefixes

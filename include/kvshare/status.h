@@ -22,6 +22,7 @@ enum class StatusCode {
   kOutOfRange,       // a value exceeds a limit (a prompt longer than the context)
   kResourceExhausted,
   kInternal,
+  kCancelled,        // the caller asked to stop (Ctrl-C in Python) before the work finished
 };
 
 const char* status_code_name(StatusCode code);
@@ -54,6 +55,7 @@ inline Status unimplemented(std::string m) { return {StatusCode::kUnimplemented,
 inline Status out_of_range(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
 inline Status resource_exhausted(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
 inline Status internal_error(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 
 // A value or the Status that explains why there is none.
 template <typename T>

@@ -509,7 +509,8 @@ class LLM:
     def cache_prefix(self, prefix: Union[str, Sequence[int]], *, cache_salt: str = "") -> PrefixHandle:
         """Computes the K/V of `prefix` (text, encoded as a prompt is, or token ids) once and pins its full
         blocks until the handle is released, so requests that begin with it reuse them. Usable as a context
-        manager: `with llm.cache_prefix(instruction): llm.generate(...)`."""
+        manager: `with llm.cache_prefix(instruction): llm.generate(...)`. Ctrl-C (KeyboardInterrupt) stops a long
+        prefix's computation within a step; nothing is pinned and the LLM is ready for the next call."""
         if isinstance(prefix, str):
             handle = self._engine.cache_prefix(prefix, None, cache_salt)
         elif _is_token_ids(prefix):
@@ -519,7 +520,8 @@ class LLM:
         return PrefixHandle(self, handle)
 
     def release_prefix(self, handle: Union[PrefixHandle, int]) -> None:
-        """Unpins a prefix from cache_prefix (its blocks stay cached until evicted)."""
+        """Unpins a prefix from cache_prefix (its blocks stay cached until evicted). ValueError for a handle that
+        is not pinned."""
         if isinstance(handle, PrefixHandle):
             handle.release()
         else:

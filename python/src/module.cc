@@ -55,6 +55,7 @@ py::dict logprob_dict(const GeneratedTokenLogprobs& t) {
     case StatusCode::kDataLoss:
       throw py::value_error(status.message());
     case StatusCode::kResourceExhausted:
+    case StatusCode::kCancelled:
     case StatusCode::kInternal:
     case StatusCode::kOk:
       break;
@@ -434,18 +435,23 @@ PYBIND11_MODULE(_kvshare, m) {
              std::vector<int32_t> ids32;
              if (ids) ids32 = to_ids(*ids, "prefix token id");
              EngineLock lock(self);
+             PythonInterrupts interrupts{py::none()};  // Ctrl-C stops a long prefix's computation
              Result<int64_t> handle = Status();
              {
                py::gil_scoped_release release;
-               handle = text ? self.engine->cache_prefix(*text, cache_salt) : self.engine->cache_prefix(ids32, cache_salt);
+               auto stop = [&] { return interrupts.stop_requested(); };
+               handle = text ? self.engine->cache_prefix(*text, cache_salt, stop)
+                             : self.engine->cache_prefix(ids32, cache_salt, stop);
              }
+             interrupts.rethrow();
              if (!handle.ok()) raise(handle.status());
              return handle.value();
            },
            py::arg("text"), py::arg("token_ids"), py::arg("cache_salt"))
       .def("release_prefix", [](PyEngine& self, int64_t handle) {
         EngineLock lock(self);
-        if (Status st = self.engine->release_prefix(handle); !st.ok()) raise(st);
+        // An unknown handle is a bad argument (ValueError), not a missing file.
+        if (Status st = self.engine->release_prefix(handle); !st.ok()) throw py::value_error(st.message());
       })
       .def("reset_prefix_cache", [](PyEngine& self) {
         EngineLock lock(self);

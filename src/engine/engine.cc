@@ -533,7 +533,8 @@ void Engine::abort(int64_t request_id) {
   for (Sequence* s : completions) impl_->finish(*s, FinishReason::kAbort, impl_->pending);
 }
 
-Result<int64_t> Engine::cache_prefix(const std::vector<int32_t>& tokens, const std::string& cache_salt) {
+Result<int64_t> Engine::cache_prefix(const std::vector<int32_t>& tokens, const std::string& cache_salt,
+                                     const std::function<bool()>& stop_requested) {
   if (!impl_->config.enable_prefix_caching)
     return invalid_argument("cache_prefix needs prefix caching; it is switched off (--no-prefix-cache)");
   if (tokens.empty()) return invalid_argument("cache_prefix: the prefix is empty");
@@ -545,6 +546,11 @@ Result<int64_t> Engine::cache_prefix(const std::vector<int32_t>& tokens, const s
   bool done = false;
   Status error;
   while (!done) {
+    if (stop_requested && stop_requested()) {
+      abort(id);  // its output (kAbort) is the only one of it in `pending`
+      std::erase_if(impl_->pending, [id](const Output& o) { return o.request_id == id; });
+      return cancelled("cache_prefix was stopped before the prefix was computed; nothing was pinned");
+    }
     std::vector<Output> outs = impl_->step();
     for (Output& o : outs) {
       if (o.request_id == id) {
@@ -565,9 +571,10 @@ Result<int64_t> Engine::cache_prefix(const std::vector<int32_t>& tokens, const s
   return handle;
 }
 
-Result<int64_t> Engine::cache_prefix(const std::string& text, const std::string& cache_salt) {
+Result<int64_t> Engine::cache_prefix(const std::string& text, const std::string& cache_salt,
+                                     const std::function<bool()>& stop_requested) {
   std::vector<int32_t> tokens = impl_->loaded.tokenizer->encode(text);
-  return cache_prefix(tokens, cache_salt);
+  return cache_prefix(tokens, cache_salt, stop_requested);
 }
 
 Status Engine::release_prefix(int64_t handle) {
