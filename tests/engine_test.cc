@@ -901,6 +901,18 @@ TEST_F(EngineBehaviour, NonFiniteLogitsFailTheRequest) {
   EXPECT_NE(out.error.message().find("the model computed a logit of "), std::string::npos) << out.error.message();
   EXPECT_TRUE(out.token_ids.empty());
   EXPECT_FALSE(engine->has_unfinished());
+  // Prompt logprobs come from the prompt's rows, which are checked as well: the request fails at its first
+  // chunk, not after computing the whole prompt (and its logprobs were NaN).
+  auto chunked = make_engine(model, true, int64_t{64} << 20, /*max_batched_tokens=*/16);
+  Request r;
+  r.prompt_token_ids.assign(40, 300);
+  r.params.max_tokens = 2;
+  r.params.prompt_logprobs = 1;
+  const Output failed = chunked->generate({r})[0];
+  EXPECT_EQ(failed.finish_reason, FinishReason::kError);
+  EXPECT_NE(failed.error.message().find("the model computed a logit of "), std::string::npos) << failed.error.message();
+  EXPECT_EQ(chunked->metrics().computed_tokens, 16) << "stopped after the first chunk";
+  EXPECT_TRUE(failed.prompt_logprobs.empty());
 }
 
 // NaN or infinite weights loaded and ran: garbage text, or token 0 for ever. They are refused at load, naming

@@ -120,7 +120,8 @@ struct EngineMetrics {
   int64_t steps = 0;
   double step_seconds_total = 0;
   double last_step_seconds = 0;
-  // For hardware-efficiency reports: steps that ran any prompt token count as prefill, the rest as decode.
+  // For hardware-efficiency reports: steps that ran any token other than a sequence's newest generated one
+  // (prompt tokens, generated tokens recomputed after a preemption) count as prefill, the rest as decode.
   double prefill_seconds = 0;
   double decode_seconds = 0;
   double prefill_flops = 0;  // matrix multiplies and attention of prefill steps

@@ -85,7 +85,7 @@ struct Engine::Impl {
   Status run_model(const ForwardBatch& batch);
   void sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out);
   static Status check_finite(const float* row_logits, int64_t vocab, int64_t position);
-  void record_prompt_logprobs(Sequence& s, int64_t positions, int64_t& row);
+  Status record_prompt_logprobs(Sequence& s, int64_t positions, int64_t row);
   FinishReason stop_check(Sequence& s, int32_t token, size_t checked);
   void record_step(std::chrono::steady_clock::time_point start, const StepWork& work);
   Result<int64_t> add(const Request& r, bool prefill_only);
@@ -319,7 +319,7 @@ ForwardBatch Engine::Impl::build_batch(const StepPlan& plan, StepWork& work) con
     const double mean_ctx = static_cast<double>(s.num_computed) + static_cast<double>(p.num_tokens + 1) / 2;
     work.flops += loaded.model->forward_flops(p.num_tokens, mean_ctx);
     work.kv_read_bytes += static_cast<double>(s.num_computed + p.num_tokens) * static_cast<double>(m.kv_bytes_per_token);
-    work.has_prefill = work.has_prefill || s.num_computed < s.num_prompt_tokens;
+    work.has_prefill = work.has_prefill || !s.decodes(p.num_tokens);
     AttentionSeq a;
     a.q_begin = batch.num_tokens();
     a.q_len = p.num_tokens;
@@ -342,8 +342,9 @@ Status Engine::Impl::run_model(const ForwardBatch& batch) {
   const int64_t vocab = loaded.model->config().vocab_size;
   if (static_cast<int64_t>(logits.size()) < static_cast<int64_t>(batch.logit_rows.size()) * vocab)
     logits.resize(batch.logit_rows.size() * vocab);
-  m.computed_tokens += batch.num_tokens();
-  return loaded.model->forward(batch, *kv, act, logits.data());
+  KV_RETURN_IF_ERROR(loaded.model->forward(batch, *kv, act, logits.data()));
+  m.computed_tokens += batch.num_tokens();  // a failed step computed nothing that is kept
+  return Status();
 }
 
 // Each sequence takes its logits rows in batch order: first its prompt positions' (prompt logprobs), then,
@@ -357,10 +358,16 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     const auto [lp_begin, lp_end] = s.prompt_logprob_positions(p.num_tokens);
     KV_CHECK(lp_begin == lp_end || lp_begin == static_cast<int64_t>(s.prompt_logprobs.size()),
              "prompt logprobs must be computed position after position");
-    record_prompt_logprobs(s, lp_end - lp_begin, row);
+    const bool reaches_end = s.num_computed + p.num_tokens == s.num_tokens();
+    const int64_t first_row = row;
+    row += (lp_end - lp_begin) + (reaches_end ? 1 : 0);  // this sequence's rows, as build_batch laid them out
+    if (Status st = record_prompt_logprobs(s, lp_end - lp_begin, first_row); !st.ok()) {
+      finish(s, FinishReason::kError, out, st);
+      continue;
+    }
     s.num_computed += p.num_tokens;
-    if (s.num_computed < s.num_tokens()) continue;  // a prefill chunk short of the end
-    const float* row_logits = logits.data() + row++ * vocab;
+    if (!reaches_end) continue;  // a prefill chunk short of the end
+    const float* row_logits = logits.data() + (row - 1) * vocab;
     if (s.prefill_only) {
       finish(s, FinishReason::kStop, out);
       continue;
@@ -399,16 +406,19 @@ Status Engine::Impl::check_finite(const float* row_logits, int64_t vocab, int64_
   return Status();
 }
 
-// The next `positions` logits rows are prompt positions prompt_logprobs.size(), ...: each gives the
-// log-probability of the prompt token after it.
-void Engine::Impl::record_prompt_logprobs(Sequence& s, int64_t positions, int64_t& row) {
+// The `positions` logits rows from `row` on are prompt positions prompt_logprobs.size(), ...: each gives the
+// log-probability of the prompt token after it. A row that is not finite fails the sequence, as a sampled one.
+Status Engine::Impl::record_prompt_logprobs(Sequence& s, int64_t positions, int64_t row) {
   const int64_t vocab = loaded.model->config().vocab_size;
   for (int64_t i = 0; i < positions; ++i) {
     const int64_t next = static_cast<int64_t>(s.prompt_logprobs.size()) + 1;
+    const float* row_logits = logits.data() + (row + i) * vocab;
+    KV_RETURN_IF_ERROR(check_finite(row_logits, vocab, next));
     GeneratedTokenLogprobs lp;
-    token_logprobs(logits.data() + row++ * vocab, vocab, s.tokens[next], *s.params.prompt_logprobs, lp);
+    token_logprobs(row_logits, vocab, s.tokens[next], *s.params.prompt_logprobs, lp);
     s.prompt_logprobs.push_back(std::move(lp));
   }
+  return Status();
 }
 
 // Why `s` stops after its newest `token` (kNone: it goes on). EOS and stop tokens count from min_tokens on

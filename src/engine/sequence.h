@@ -75,6 +75,11 @@ struct Sequence {
     return {begin, std::max(begin, end)};
   }
   int64_t num_generated() const { return num_tokens() - num_prompt_tokens; }
+  // Whether computing the next `chunk` tokens is a decode: exactly the newest generated token. Anything else
+  // (prompt tokens, or generated tokens recomputed after a preemption) is prefill work.
+  bool decodes(int64_t chunk) const {
+    return chunk == 1 && num_computed == num_tokens() - 1 && num_generated() >= 1;
+  }
 };
 
 }  // namespace kvshare
