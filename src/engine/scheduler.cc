@@ -42,11 +42,45 @@ void Scheduler::publish_full_blocks(Sequence* seq, int64_t end) {
   for (int64_t b = seq->num_published_blocks; b < full; ++b) {
     const int32_t parent = b == 0 ? -1 : seq->block_table[b - 1];
     std::span<const int32_t> tokens(seq->tokens.data() + b * bs, static_cast<size_t>(bs));
-    // An identical block published by another sequence leaves ours unpublished: ours is still computed
-    // (bitwise the same) and used by this sequence, and freed when it finishes.
-    blocks_.publish(seq->block_table[b], parent, tokens, seq->salt);
+    // An identical block published by another sequence leaves ours unpublished (and every later one, as a
+    // chain is findable only through published links). Ours is still computed, bitwise the same, in this
+    // step; take_cached_blocks switches to the published copy before the next.
+    if (blocks_.publish(seq->block_table[b], parent, tokens, seq->salt) != seq->block_table[b])
+      seq->holds_duplicate = true;
   }
   seq->num_published_blocks = std::max(seq->num_published_blocks, full);
+}
+
+// A sequence computes blocks that another already published when it could not take them at admission: one
+// that needs prompt logprobs computes its whole prompt (a cached block holds no logits). Its own copies stay
+// unpublished, and so would every later block of it, a chain being findable only through published links: a
+// later turn of its conversation would find nothing past the shared prefix. So once those blocks are computed,
+// it swaps them for the published copies (bitwise the same K/V) and frees its own. Blocks past num_computed
+// that the match finds were published by this step's plan so far and are written in this forward pass before
+// any attention reads them, as for the hits of admit(); the run is capped as at admission (max_reusable_tokens).
+void Scheduler::take_cached_blocks(Sequence* seq) {
+  if (!config_.enable_prefix_caching || !seq->holds_duplicate) return;
+  const int64_t bs = blocks_.block_size();
+  const std::vector<int32_t> found =
+      blocks_.match_prefix(seq->tokens, seq->salt, static_cast<int32_t>(seq->max_reusable_tokens() / bs));
+  const auto k = static_cast<int64_t>(found.size());
+  bool swapped = false;
+  for (int64_t j = 0; j < k; ++j) {
+    if (j < static_cast<int64_t>(seq->block_table.size())) {
+      if (seq->block_table[j] == found[j]) continue;
+      blocks_.acquire(std::span<const int32_t>(&found[j], 1));
+      blocks_.release(std::span<const int32_t>(&seq->block_table[j], 1));  // unpublished: back to free
+      seq->block_table[j] = found[j];
+      swapped = true;
+    } else {
+      blocks_.acquire(std::span<const int32_t>(&found[j], 1));
+      seq->block_table.push_back(found[j]);
+    }
+  }
+  seq->num_computed = std::max(seq->num_computed, k * bs);
+  // The blocks after a swapped one were offered with an unpublished parent: offer them again.
+  seq->num_published_blocks = swapped ? k : std::max(seq->num_published_blocks, k);
+  seq->holds_duplicate = false;
 }
 
 void Scheduler::release_blocks(Sequence* seq) {
@@ -54,6 +88,7 @@ void Scheduler::release_blocks(Sequence* seq) {
   blocks_.release_chain(seq->block_table);
   seq->block_table.clear();
   seq->num_published_blocks = 0;
+  seq->holds_duplicate = false;
   seq->num_computed = 0;
 }
 
@@ -142,6 +177,7 @@ StepPlan Scheduler::schedule() {
   // 1. Running sequences, oldest first: a decode token, or the next chunk of a prefill.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence* seq = running_[i];
+    take_cached_blocks(seq);
     const int64_t n = std::min(seq->num_tokens() - seq->num_computed, budget);
     bool scheduled = true;
     while (!allocate_until(seq, seq->num_computed + n)) {

@@ -83,6 +83,9 @@ class Scheduler {
   bool allocate_until(Sequence* seq, int64_t end);
   // Publishes the blocks of `seq` that are full once its first `end` tokens are computed.
   void publish_full_blocks(Sequence* seq, int64_t end);
+  // Before a running sequence's next step: when it computed a block that another sequence published first,
+  // takes the published copies of its leading blocks (and any further cached ones) in place of its own.
+  void take_cached_blocks(Sequence* seq);
   void preempt(Sequence* seq);
   void release_blocks(Sequence* seq);
   bool admit(Sequence* seq, int64_t& budget, StepPlan& plan);

@@ -184,6 +184,45 @@ TEST_F(SchedulerTest, AtLeastOnePromptTokenIsComputedEvenWhenAllIsCached) {
   EXPECT_EQ(sched_->stats().prefix_hit_tokens, 4 + 8);
 }
 
+// A sequence that needs prompt logprobs computes its whole prompt even where another published it: its copies
+// were left unpublished, and so was every block after them, so nothing of its own (a later turn of its
+// conversation) could ever be found. It now swaps in the published copies, and its later blocks publish.
+TEST_F(SchedulerTest, ASequenceThatComputedPublishedBlocksTakesThemAndPublishesItsOwnLaterBlocks) {
+  make(32, 4);
+  std::vector<int32_t> shared = range(0, 16);  // four full blocks
+  Sequence* first = add(shared, 1);
+  run(schedule_and_check());
+  const std::vector<int32_t> published(first->block_table.begin(), first->block_table.begin() + 4);
+  ASSERT_EQ(blocks_->match_prefix(shared, "", 4), published);
+  run(schedule_and_check());  // it finishes; its blocks stay cached
+
+  std::vector<int32_t> prompt = shared;
+  prompt.push_back(99);
+  Sequence* logprobs = add(prompt, 8);
+  logprobs->wants_prompt_logprobs = true;  // so nothing may come from the cache
+  StepPlan plan = schedule_and_check();
+  ASSERT_EQ(plan.seqs.size(), 1u);
+  EXPECT_EQ(plan.seqs[0].num_tokens, 17) << "the whole prompt is computed";
+  EXPECT_TRUE(logprobs->holds_duplicate);
+  run(plan);
+  logprobs->prompt_logprobs.resize(16);  // as the engine records them
+  const std::vector<int32_t> copies(logprobs->block_table.begin(), logprobs->block_table.begin() + 4);
+  for (int32_t c : copies) EXPECT_FALSE(blocks_->is_published(c));
+  // Decode steps until its fifth block (tokens 16..19) is full and offered to the index.
+  while (logprobs->num_computed < 20) run(schedule_and_check());
+  EXPECT_FALSE(logprobs->holds_duplicate);
+  EXPECT_EQ(std::vector<int32_t>(logprobs->block_table.begin(), logprobs->block_table.begin() + 4), published)
+      << "its copies are swapped for the published ones";
+  for (int32_t c : copies) EXPECT_EQ(blocks_->ref_count(c), 0) << "its copy " << c << " is released";
+  EXPECT_EQ(blocks_->num_used_blocks(), 5) << "the four shared blocks and its own of tokens 16..19";
+  const std::vector<int32_t> own(logprobs->tokens.begin(), logprobs->tokens.begin() + 20);
+  const std::vector<int32_t> found = blocks_->match_prefix(own, "", 5);
+  ASSERT_EQ(found.size(), 5u) << "its fifth block is findable after the shared four";
+  EXPECT_EQ(found[4], logprobs->block_table[4]);
+  while (sched_->has_work()) run(schedule_and_check());
+  EXPECT_EQ(blocks_->num_used_blocks(), 0);
+}
+
 TEST_F(SchedulerTest, MaxNumSeqsLimitsAdmission) {
   make(32, 4, 512, /*max_seqs=*/2);
   add(range(0, 3), 5);

@@ -32,7 +32,8 @@ struct Sequence {
   int64_t num_computed = 0;         // leading tokens whose K/V are in the cache (or written this step)
   int64_t num_cached_tokens = -1;   // prompt tokens served by the prefix cache at first admission (-1: not yet)
   std::vector<int32_t> block_table; // the blocks holding its K/V, in order
-  int64_t num_published_blocks = 0; // leading blocks already in the prefix index (hit or published)
+  int64_t num_published_blocks = 0; // leading blocks already offered to the prefix index (hit or published)
+  bool holds_duplicate = false;     // one of its blocks was computed by another sequence too, which published it
   int64_t max_total_tokens = 0;     // prompt + max_tokens, capped by the context length
   bool prefill_only = false;        // an explicit prefix: stops once the prompt is computed, samples nothing
   // The most tokens whose K/V the sequence stores: the last sampled token ends it and is never computed; an
