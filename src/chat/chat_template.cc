@@ -167,18 +167,16 @@ ModelChatTemplates ModelChatTemplates::single(ChatTemplate t) {
   return from_parsed(std::move(one));
 }
 
-bool ModelChatTemplates::has(const std::string& name) const {
+const ChatTemplate* ModelChatTemplates::find(const std::string& name) const {
+  if (name.empty()) return nullptr;
   for (const auto& [n, t] : templates_)
-    if (n == name && !name.empty()) return true;
-  return false;
+    if (n == name) return &t;
+  return nullptr;
 }
 
+bool ModelChatTemplates::has(const std::string& name) const { return find(name) != nullptr; }
+
 Result<const ChatTemplate*> ModelChatTemplates::pick(const std::string& name, bool has_tools) const {
-  auto find = [&](const std::string& wanted) -> const ChatTemplate* {
-    for (const auto& [n, t] : templates_)
-      if (n == wanted) return &t;
-    return nullptr;
-  };
   if (templates_.size() == 1 && templates_.front().first.empty() && name.empty()) return &templates_.front().second;
   std::string names;
   for (const auto& [n, t] : templates_) names += (names.empty() ? "'" : ", '") + n + "'";

@@ -59,6 +59,7 @@ class ModelChatTemplates {
   bool has(const std::string& name) const;
 
  private:
+  const ChatTemplate* find(const std::string& name) const;  // the template of that name (never the unnamed one)
   std::vector<std::pair<std::string, ChatTemplate>> templates_;  // one named "" when the model has a single one
 };
 
