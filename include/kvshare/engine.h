@@ -70,7 +70,7 @@ struct TokenLogprob {
 struct GeneratedTokenLogprobs {
   TokenLogprob chosen;              // the token that was generated (or stands in the prompt)
   std::vector<TokenLogprob> top;    // the k most likely tokens, most likely first (ties: lower id first)
-  int32_t chosen_rank = 0;          // chosen's place in the whole vocabulary in that order, from 1 (top[i] is i + 1)
+  int32_t chosen_rank = 0;          // tokens whose logit is >= chosen's, itself included (vLLM's rank; top[i] is i + 1)
 };
 
 // A request's progress. A request with SamplingParams::n = N yields N completions: each has its own Output

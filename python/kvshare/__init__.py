@@ -15,6 +15,7 @@ import numbers
 import operator
 import os
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from ._kvshare import MAX_KV_CACHE_FRACTION, _Engine, _Request, _SamplingParams, _Tokenizer
@@ -74,52 +75,80 @@ class SamplingParams:
 
     @classmethod
     def _converted(cls, name: str, value: Any) -> Any:
-        def bad(expected: str) -> TypeError:
-            return TypeError(f"{name} must be {expected}, not {type(value).__name__}")
+        """`value` as field `name` holds it, or TypeError naming the field. Integers may be any integer type
+        (numpy's too), numbers any real, token id lists any iterable of integers."""
+        def bad(expected: str, what: Any = value) -> TypeError:
+            return TypeError(f"{name} must be {expected}, not {type(what).__name__}")
+
+        def integer(v: Any, expected: str) -> int:
+            if isinstance(v, float) or isinstance(v, (str, bytes)):
+                raise bad(expected, v)
+            try:
+                return int(operator.index(v))
+            except TypeError:
+                raise bad(expected, v) from None
 
         if name in cls._FLOATS:
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            if not isinstance(value, numbers.Real):
                 raise bad("a number")
-            return value
+            return float(value)
         if name in cls._BOOLS:
-            if not isinstance(value, bool):
-                raise bad("a bool")
-            return value
-        if name in cls._INTS or name in cls._OPTIONAL_INTS or name == "top_k":
-            if value is None and name not in cls._INTS:
+            if isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", None) == "b":
+                return bool(value)
+            raise bad("a bool")
+        if name in cls._INTS:
+            return integer(value, "an int")
+        if name in cls._OPTIONAL_INTS or name == "top_k":
+            if value is None:
                 return -1 if name == "top_k" else None
-            if isinstance(value, bool):
-                raise bad("an int")
-            try:
-                return operator.index(value)
-            except TypeError:
-                raise bad("an int" if name in cls._INTS else "an int or None") from None
+            return integer(value, "an int or None")
         if name == "stop":
             if value is None:
                 return []
             if isinstance(value, str):
                 return [value]
-            if isinstance(value, (list, tuple)) and all(isinstance(s, str) for s in value):
-                return list(value)
-            raise TypeError(f"stop must be a str or a list of str, got {type(value).__name__}"
-                            + (" holding other values" if isinstance(value, (list, tuple)) else ""))
+            if isinstance(value, (bytes, dict)) or not isinstance(value, Iterable):
+                raise bad("a str or a list of str")
+            out = list(value)
+            for x in out:
+                if not isinstance(x, str):
+                    raise TypeError(f"stop must be a str or a list of str, got a list holding {type(x).__name__}")
+            return out
         if name == "stop_token_ids":
             if value is None:
                 return []
-            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
                 raise bad("a list of token ids")
-            return list(value)
+            return [integer(t, "a list of int token ids, holding") for t in value]
         if name == "logit_bias":
             if value is None:
                 return {}
-            if not isinstance(value, dict):
+            if not isinstance(value, Mapping):
                 raise bad("a dict {token id: bias}")
-            return dict(value)
+            out = {}
+            for t, b in value.items():
+                tid = integer(t, "a dict with int token ids as keys, with a key of type")
+                if not isinstance(b, numbers.Real):
+                    raise TypeError(f"logit_bias must map token ids to numbers, not to {type(b).__name__}")
+                out[tid] = float(b)
+            return out
         return value
 
     def _native(self) -> _SamplingParams:
-        """The engine's SamplingParams of the fields as they are now (ValueError or TypeError when one is bad)."""
-        return _SamplingParams(**{name: getattr(self, name) for name in self._FIELDS})
+        """The engine's SamplingParams of the fields as they are now, checked again (a list may have changed in
+        place): ValueError for a value out of range, TypeError for one of the wrong type, naming the field."""
+        values = {name: self._converted(name, getattr(self, name)) for name in self._FIELDS}
+        for name in self._INTS + ("logprobs", "prompt_logprobs", "top_k"):
+            v = values[name]
+            if v is not None and not -2**63 <= v < 2**63:
+                raise ValueError(f"{name} {v} is out of range")
+        for t in values["stop_token_ids"] + list(values["logit_bias"]):
+            if not -2**63 <= t < 2**63:
+                raise ValueError(f"token id {t} is out of range")
+        seed = values["seed"]
+        if seed is not None and not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64), got {seed}")
+        return _SamplingParams(**values)
 
     def clone(self) -> "SamplingParams":
         """A deep copy (its lists and dict are its own), as vLLM's clone()."""

@@ -32,13 +32,14 @@ namespace py = pybind11;
 namespace kvshare::python {
 namespace {
 
-// One token's logprobs: {token id: (logprob, rank)} of the top tokens and the chosen one (rank from 1, as vLLM's
-// Logprob.rank; the Python half makes Logprob objects of them).
+// One token's logprobs: {token id: (logprob, rank)} of the chosen token and the top ones, built as vLLM builds
+// its dict: the chosen token first, then the top ones ranked 1..k (a chosen token among them takes its place
+// there). The Python half makes Logprob objects of them.
 py::dict logprob_dict(const GeneratedTokenLogprobs& t) {
   py::dict d;
+  d[py::int_(t.chosen.token_id)] = py::make_tuple(t.chosen.logprob, t.chosen_rank);
   for (size_t i = 0; i < t.top.size(); ++i)
     d[py::int_(t.top[i].token_id)] = py::make_tuple(t.top[i].logprob, static_cast<int64_t>(i + 1));
-  d[py::int_(t.chosen.token_id)] = py::make_tuple(t.chosen.logprob, t.chosen_rank);
   return d;
 }
 
@@ -109,7 +110,7 @@ std::vector<std::string> to_stop_strings(const py::object& stop) {
 }
 
 SamplingParams make_sampling_params(double temperature, double top_p, std::optional<int64_t> top_k,
-                                    int64_t max_tokens, std::optional<int64_t> seed,
+                                    int64_t max_tokens, std::optional<uint64_t> seed,
                                     std::optional<std::vector<int64_t>> stop_token_ids, bool ignore_eos,
                                     double min_p, double presence_penalty, double frequency_penalty,
                                     double repetition_penalty, std::optional<std::map<int64_t, double>> logit_bias,
@@ -132,10 +133,7 @@ SamplingParams make_sampling_params(double temperature, double top_p, std::optio
   p.top_p = static_cast<float>(top_p);
   p.top_k = top_k ? to_int32(*top_k, "top_k") : -1;
   p.max_tokens = to_int32(max_tokens, "max_tokens");
-  if (seed) {
-    if (*seed < 0) throw py::value_error("seed must be >= 0, got " + std::to_string(*seed));
-    p.seed = static_cast<uint64_t>(*seed);
-  }
+  p.seed = seed;  // kvshare.SamplingParams checks it is in [0, 2**64)
   if (stop_token_ids) p.stop_token_ids = to_ids(*stop_token_ids, "stop token id");
   p.ignore_eos = ignore_eos;
   if (Status st = p.validate(); !st.ok()) raise(st);

@@ -95,6 +95,39 @@ def test_list_fields_change_in_place_and_are_checked_when_used(stories):
         stories.generate(["a", "b"], [SamplingParams(), late])
 
 
+def test_fields_take_integer_and_sequence_types_and_name_the_field_when_wrong():
+    p = SamplingParams(stop_token_ids=(2, 3), stop=("a", "b"), logprobs=True, seed=2**63, max_tokens=True)
+    assert (p.stop_token_ids, p.stop, p.logprobs, p.seed, p.max_tokens) == ([2, 3], ["a", "b"], 1, 2**63, 1)
+    assert SamplingParams(seed=2**64 - 1).seed == 2**64 - 1
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\)"):
+        SamplingParams(seed=2**64)
+    with pytest.raises(ValueError, match="seed"):
+        SamplingParams(seed=-1)
+    with pytest.raises(TypeError, match="stop_token_ids must be a list of int token ids, holding.* str"):
+        SamplingParams(stop_token_ids=["3"])
+    with pytest.raises(TypeError, match="logit_bias must be a dict with int token ids as keys"):
+        SamplingParams(logit_bias={"5": 1.0})  # string keys, as OpenAI JSON has them
+    with pytest.raises(TypeError, match="logit_bias must map token ids to numbers"):
+        SamplingParams(logit_bias={5: "high"})
+    with pytest.raises(ValueError, match="max_tokens"):
+        SamplingParams(max_tokens=2**70)
+    with pytest.raises(ValueError, match="token id"):
+        SamplingParams(stop_token_ids=[2**40])
+    q = SamplingParams()
+    q.stop_token_ids.append("3")  # checked when used, with the field's name
+    with pytest.raises(TypeError, match="stop_token_ids"):
+        q._native()
+
+
+def test_numpy_values_are_taken_as_their_python_values():
+    np = pytest.importorskip("numpy")
+    p = SamplingParams(stop_token_ids=np.array([2, 3]), ignore_eos=np.bool_(True), temperature=np.float32(0.5),
+                       max_tokens=np.int64(7), logit_bias={np.int64(4): np.float64(1.5)})
+    assert (p.stop_token_ids, p.ignore_eos, p.temperature, p.max_tokens, p.logit_bias) == \
+        ([2, 3], True, 0.5, 7, {4: 1.5})
+    assert all(type(t) is int for t in p.stop_token_ids)
+
+
 def test_copies_and_equality():
     p = SamplingParams(stop=["a"], logit_bias={1: 2.0}, seed=3)
     q = p.clone()

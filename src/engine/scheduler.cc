@@ -64,22 +64,21 @@ void Scheduler::take_cached_blocks(Sequence* seq) {
   const std::vector<int32_t> found =
       blocks_.match_prefix(seq->tokens, seq->salt, static_cast<int32_t>(seq->max_reusable_tokens() / bs));
   const auto k = static_cast<int64_t>(found.size());
-  bool swapped = false;
   for (int64_t j = 0; j < k; ++j) {
     if (j < static_cast<int64_t>(seq->block_table.size())) {
       if (seq->block_table[j] == found[j]) continue;
       blocks_.acquire(std::span<const int32_t>(&found[j], 1));
       blocks_.release(std::span<const int32_t>(&seq->block_table[j], 1));  // unpublished: back to free
       seq->block_table[j] = found[j];
-      swapped = true;
     } else {
       blocks_.acquire(std::span<const int32_t>(&found[j], 1));
       seq->block_table.push_back(found[j]);
     }
   }
   seq->num_computed = std::max(seq->num_computed, k * bs);
-  // The blocks after a swapped one were offered with an unpublished parent: offer them again.
-  seq->num_published_blocks = swapped ? k : std::max(seq->num_published_blocks, k);
+  // Its blocks from k on were offered with an unpublished parent, or as duplicates of copies that may since
+  // have been evicted: offer them again (publish() returns a block already published as it is).
+  seq->num_published_blocks = k;
   seq->holds_duplicate = false;
 }
 

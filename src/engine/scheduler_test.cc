@@ -223,6 +223,29 @@ TEST_F(SchedulerTest, ASequenceThatComputedPublishedBlocksTakesThemAndPublishesI
   EXPECT_EQ(blocks_->num_used_blocks(), 0);
 }
 
+// The same, but the published copies are dropped (reset_prefix_cache, or evicted) before its next step: its own
+// copies are then the only ones, and they publish, with the blocks after them.
+TEST_F(SchedulerTest, ASequenceWhosePublishedTwinsWereDroppedPublishesItsOwnBlocks) {
+  make(32, 4);
+  std::vector<int32_t> shared = range(0, 16);
+  add(shared, 1);
+  run(schedule_and_check());
+  run(schedule_and_check());  // finished; its four blocks stay cached
+  std::vector<int32_t> prompt = shared;
+  prompt.push_back(99);
+  Sequence* logprobs = add(prompt, 8);
+  logprobs->wants_prompt_logprobs = true;
+  run(schedule_and_check());
+  ASSERT_TRUE(logprobs->holds_duplicate);
+  logprobs->prompt_logprobs.resize(16);
+  EXPECT_EQ(blocks_->drop_evictable(), 4);
+  EXPECT_TRUE(blocks_->match_prefix(shared, "", 4).empty());
+  while (logprobs->num_computed < 20) run(schedule_and_check());
+  const std::vector<int32_t> own(logprobs->tokens.begin(), logprobs->tokens.begin() + 20);
+  const std::vector<int32_t> table(logprobs->block_table.begin(), logprobs->block_table.begin() + 5);
+  EXPECT_EQ(blocks_->match_prefix(own, "", 5), table) << "its own five blocks are found";
+}
+
 TEST_F(SchedulerTest, MaxNumSeqsLimitsAdmission) {
   make(32, 4, 512, /*max_seqs=*/2);
   add(range(0, 3), 5);

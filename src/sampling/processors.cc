@@ -100,10 +100,9 @@ void top_logprobs(std::span<const float> logits, const LogSoftmax& ls, int32_t k
 
 int32_t rank_of(std::span<const float> logits, int32_t token) {
   const float x = logits[static_cast<size_t>(token)];
-  int32_t ahead = 0;
-  for (size_t i = 0; i < logits.size(); ++i)
-    ahead += logits[i] > x || (logits[i] == x && i < static_cast<size_t>(token));
-  return ahead + 1;
+  int32_t rank = 0;
+  for (float y : logits) rank += y >= x;
+  return rank;
 }
 
 }  // namespace kvshare

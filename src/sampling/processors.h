@@ -47,8 +47,9 @@ struct LogSoftmax {
 };
 LogSoftmax log_softmax_of(std::span<const float> logits);
 void top_logprobs(std::span<const float> logits, const LogSoftmax& ls, int32_t k, std::vector<TokenLogprob>& top);
-// `token`'s place in the order top_logprobs uses, from 1: one more than the tokens with a larger logit, or an
-// equal one and a lower id. As vLLM's Logprob.rank of a sampled token.
+// A sampled token's rank as vLLM gives it (Logprob.rank): the number of tokens whose logit is at least its own,
+// itself included, so the likeliest is 1 and tied tokens all take the last place of their tie. (The k top tokens
+// are ranked 1..k by their place in top_logprobs' order instead, as vLLM ranks them.)
 int32_t rank_of(std::span<const float> logits, int32_t token);
 
 }  // namespace kvshare

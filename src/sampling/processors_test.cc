@@ -101,8 +101,11 @@ TEST(Processors, LogSoftmaxAndTopLogprobsMatchADoubleReference) {
   }
   top_logprobs(row, ls, 0, top);
   EXPECT_TRUE(top.empty());
-  // rank_of is each token's place in that same order, counted from 1 (vLLM's Logprob.rank).
-  for (size_t k : {0u, 1u, 2u, 317u, 999u}) EXPECT_EQ(rank_of(row, order[k]), static_cast<int32_t>(k + 1)) << k;
+  // rank_of is vLLM's rank of a sampled token: its place in that order, except that tied tokens all take the
+  // last place of their tie (10 and 20 share the top logit: both are 2).
+  for (size_t k : {2u, 3u, 317u, 999u}) EXPECT_EQ(rank_of(row, order[k]), static_cast<int32_t>(k + 1)) << k;
+  EXPECT_EQ(rank_of(row, 10), 2);
+  EXPECT_EQ(rank_of(row, 20), 2);
 }
 
 }  // namespace
