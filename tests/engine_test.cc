@@ -8,6 +8,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -722,6 +723,44 @@ TEST_F(EngineBehaviour, LogprobsAreTheRawLogSoftmax) {
 
 // Every processor at once stays a pure function of the request: the same tokens, text and logprobs alone
 // and in a batch beside other sampled requests (different prompts, seeds and processors).
+// allowed_token_ids keeps every draw inside the set; skip_special_tokens decides whether the text shows the
+// special tokens generated (token_ids hold them either way).
+TEST_F(EngineBehaviour, AllowedTokenIdsAndSkipSpecialTokens) {
+  const std::string model = tiny_model("gpt2");
+  auto engine = make_engine(model, true);
+  Request r;
+  r.prompt = "Pick one";
+  r.params.temperature = 0;
+  r.params.max_tokens = 24;
+  r.params.ignore_eos = true;
+  const Output free = engine->generate({r})[0];
+  ASSERT_EQ(free.token_ids.size(), 24u) << free.error.to_string();
+  // The set leaves out every token the unrestricted run chose, greedy or drawn.
+  std::set<int32_t> chosen(free.token_ids.begin(), free.token_ids.end());
+  std::vector<int32_t> allowed;
+  for (int32_t t = 11; allowed.size() < 3; ++t)
+    if (!chosen.count(t)) allowed.push_back(t);
+  r.params.allowed_token_ids = allowed;
+  for (float temperature : {0.0f, 1.0f}) {
+    r.params.temperature = temperature;
+    r.params.seed = 5;
+    const Output out = engine->generate({r})[0];
+    ASSERT_EQ(out.token_ids.size(), 24u) << out.error.to_string();
+    for (int32_t t : out.token_ids) EXPECT_TRUE(std::count(allowed.begin(), allowed.end(), t)) << t;
+  }
+  r.params.temperature = 1.0f;
+  r.params.allowed_token_ids = std::vector<int32_t>{50256};  // <|endoftext|> only, past EOS
+  r.params.max_tokens = 3;
+  EXPECT_EQ(engine->generate({r})[0].text, "") << "skipped by default, as vLLM's";
+  r.params.skip_special_tokens = false;
+  const Output shown = engine->generate({r})[0];
+  EXPECT_EQ(shown.token_ids, (std::vector<int32_t>{50256, 50256, 50256}));
+  EXPECT_EQ(shown.text, "<|endoftext|><|endoftext|><|endoftext|>");
+  r.params.allowed_token_ids = std::vector<int32_t>{7, 1 << 20};
+  EXPECT_NE(engine->generate({r})[0].error.message().find("allowed_token_ids: token id 1048576 is outside the vocabulary"),
+            std::string::npos);
+}
+
 TEST_F(EngineBehaviour, EveryProcessorTogetherIsTheSameAloneAndInABatch) {
   const std::string model = tiny_model("gpt2");
   Request r;

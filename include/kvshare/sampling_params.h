@@ -3,7 +3,8 @@
 //
 // Each step, the processors run in vLLM's order on a copy of the model's logits:
 //   logprobs are taken first, from the raw logits (log-softmax, before any processor);
-//   min_tokens (EOS and stop tokens masked) -> logit_bias -> repetition, frequency, presence penalties;
+//   allowed_token_ids (every other token masked) -> min_tokens (EOS and stop tokens masked) -> logit_bias ->
+//   repetition, frequency, presence penalties;
 //   then greedy (temperature 0) takes the largest, or: temperature -> min_p -> top_k -> top_p -> draw.
 #pragma once
 
@@ -42,6 +43,13 @@ struct SamplingParams {
   float repetition_penalty = 1.0f;
   // Token id -> bias in [-100, 100] added to its logit (ids must be in the vocabulary).
   std::map<int32_t, float> logit_bias;
+  // When set, only these tokens can be sampled (vLLM's allowed_token_ids: a label set for classification, say):
+  // every other token's logit is -inf. Not empty; ids must be in the vocabulary. Logprobs still come from the
+  // raw logits.
+  std::optional<std::vector<int32_t>> allowed_token_ids;
+  // Whether Output::text leaves out the special tokens (BOS, EOS, chat markers) that the model generates, as
+  // vLLM's default; token_ids always hold them.
+  bool skip_special_tokens = true;
 
   int32_t n = 1;  // [1, 128] completions of the prompt; they share its KV blocks (see Engine and Output::index)
   // When set (0 to 20): every generated token comes back with its log-probability and the `*logprobs` most

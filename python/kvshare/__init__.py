@@ -38,7 +38,9 @@ class SamplingParams:
     include_stop_str_in_output); ignore_eos keeps going past the model's end-of-sequence tokens; min_tokens: no
     EOS, stop token or stop string before that many tokens; presence_penalty and frequency_penalty (OpenAI,
     [-2, 2]) over the generated tokens, repetition_penalty (> 0, 1 is off) over prompt and generated tokens;
-    logit_bias {token id: bias in [-100, 100]}; n completions per prompt; logprobs k (0 to 20) returns each
+    logit_bias {token id: bias in [-100, 100]}; allowed_token_ids: only these tokens may be sampled;
+    skip_special_tokens (default True, as vLLM's): the text leaves out special tokens the model generates (token_ids
+    keep them); n completions per prompt; logprobs k (0 to 20) returns each
     token's Logprob and the k likeliest; prompt_logprobs k the same for the prompt's tokens
     (RequestOutput.prompt_logprobs).
 
@@ -49,10 +51,11 @@ class SamplingParams:
     _FLOATS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
     _INTS = ("max_tokens", "min_tokens", "n")
     _OPTIONAL_INTS = ("seed", "logprobs", "prompt_logprobs")
-    _BOOLS = ("ignore_eos", "include_stop_str_in_output")
+    _BOOLS = ("ignore_eos", "include_stop_str_in_output", "skip_special_tokens")
     _FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop_token_ids", "ignore_eos", "min_p",
                "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "min_tokens", "stop",
-               "include_stop_str_in_output", "n", "logprobs", "prompt_logprobs")
+               "include_stop_str_in_output", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
+               "skip_special_tokens")
 
     def __init__(self, *, temperature: float = 1.0, top_p: float = 1.0, top_k: Optional[int] = None,
                  max_tokens: int = 16, seed: Optional[int] = None, stop_token_ids: Optional[Sequence[int]] = None,
@@ -60,7 +63,8 @@ class SamplingParams:
                  frequency_penalty: float = 0.0, repetition_penalty: float = 1.0,
                  logit_bias: Optional[Dict[int, float]] = None, min_tokens: int = 0,
                  stop: Union[None, str, Sequence[str]] = None, include_stop_str_in_output: bool = False,
-                 n: int = 1, logprobs: Optional[int] = None, prompt_logprobs: Optional[int] = None) -> None:
+                 n: int = 1, logprobs: Optional[int] = None, prompt_logprobs: Optional[int] = None,
+                 allowed_token_ids: Optional[Sequence[int]] = None, skip_special_tokens: bool = True) -> None:
         values = locals()
         for name in self._FIELDS:
             setattr(self, name, values[name])
@@ -114,7 +118,9 @@ class SamplingParams:
                 if not isinstance(x, str):
                     raise TypeError(f"stop must be a str or a list of str, got a list holding {type(x).__name__}")
             return out
-        if name == "stop_token_ids":
+        if name == "allowed_token_ids" and value is None:
+            return None
+        if name in ("stop_token_ids", "allowed_token_ids"):
             if value is None:
                 return []
             if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
@@ -142,7 +148,7 @@ class SamplingParams:
             v = values[name]
             if v is not None and not -2**63 <= v < 2**63:
                 raise ValueError(f"{name} {v} is out of range")
-        for t in values["stop_token_ids"] + list(values["logit_bias"]):
+        for t in values["stop_token_ids"] + list(values["logit_bias"]) + (values["allowed_token_ids"] or []):
             if not -2**63 <= t < 2**63:
                 raise ValueError(f"token id {t} is out of range")
         seed = values["seed"]

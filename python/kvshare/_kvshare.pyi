@@ -12,7 +12,8 @@ class _SamplingParams:  # built by kvshare.SamplingParams._native(); every argum
                  presence_penalty: float, frequency_penalty: float, repetition_penalty: float,
                  logit_bias: Optional[Dict[int, float]], min_tokens: int, stop: Union[None, str, Sequence[str]],
                  include_stop_str_in_output: bool, n: int, logprobs: Optional[int],
-                 prompt_logprobs: Optional[int]) -> None: ...
+                 prompt_logprobs: Optional[int], allowed_token_ids: Optional[Sequence[int]],
+                 skip_special_tokens: bool) -> None: ...
 
 class _Tokenizer:
     @staticmethod

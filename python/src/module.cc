@@ -116,7 +116,8 @@ SamplingParams make_sampling_params(double temperature, double top_p, std::optio
                                     double repetition_penalty, std::optional<std::map<int64_t, double>> logit_bias,
                                     int64_t min_tokens, const py::object& stop, bool include_stop_str_in_output,
                                     int64_t n, std::optional<int64_t> logprobs,
-                                    std::optional<int64_t> prompt_logprobs) {
+                                    std::optional<int64_t> prompt_logprobs,
+                                    std::optional<std::vector<int64_t>> allowed_token_ids, bool skip_special_tokens) {
   SamplingParams p;
   p.min_p = static_cast<float>(min_p);
   p.presence_penalty = static_cast<float>(presence_penalty);
@@ -135,6 +136,8 @@ SamplingParams make_sampling_params(double temperature, double top_p, std::optio
   p.max_tokens = to_int32(max_tokens, "max_tokens");
   p.seed = seed;  // kvshare.SamplingParams checks it is in [0, 2**64)
   if (stop_token_ids) p.stop_token_ids = to_ids(*stop_token_ids, "stop token id");
+  if (allowed_token_ids) p.allowed_token_ids = to_ids(*allowed_token_ids, "allowed token id");
+  p.skip_special_tokens = skip_special_tokens;
   p.ignore_eos = ignore_eos;
   if (Status st = p.validate(); !st.ok()) raise(st);
   return p;
@@ -257,7 +260,8 @@ PYBIND11_MODULE(_kvshare, m) {
            py::arg("top_k"), py::arg("max_tokens"), py::arg("seed"), py::arg("stop_token_ids"),
            py::arg("ignore_eos"), py::arg("min_p"), py::arg("presence_penalty"), py::arg("frequency_penalty"),
            py::arg("repetition_penalty"), py::arg("logit_bias"), py::arg("min_tokens"), py::arg("stop"),
-           py::arg("include_stop_str_in_output"), py::arg("n"), py::arg("logprobs"), py::arg("prompt_logprobs"))
+           py::arg("include_stop_str_in_output"), py::arg("n"), py::arg("logprobs"), py::arg("prompt_logprobs"),
+           py::arg("allowed_token_ids"), py::arg("skip_special_tokens"))
       .def_readonly("n", &SamplingParams::n)
       .def_readonly("prompt_logprobs", &SamplingParams::prompt_logprobs);
 

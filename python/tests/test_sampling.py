@@ -128,6 +128,23 @@ def test_numpy_values_are_taken_as_their_python_values():
     assert all(type(t) is int for t in p.stop_token_ids)
 
 
+def test_allowed_token_ids_and_skip_special_tokens(stories):
+    tok = stories.get_tokenizer()
+    labels = [tok.encode(w, add_special_tokens=False)[-1] for w in (" yes", " no")]
+    params = SamplingParams(temperature=1.0, seed=3, max_tokens=12, ignore_eos=True, allowed_token_ids=labels)
+    out = stories.generate("Once upon a time", params)[0].outputs[0]
+    assert len(out.token_ids) == 12 and set(out.token_ids) <= set(labels)
+    eos = tok.eos_token_id
+    shown = SamplingParams(max_tokens=2, ignore_eos=True, allowed_token_ids=[eos], skip_special_tokens=False)
+    assert stories.generate("Once upon a time", shown)[0].outputs[0].text == tok.decode([eos, eos])
+    shown.skip_special_tokens = True
+    assert stories.generate("Once upon a time", shown)[0].outputs[0].text == ""
+    with pytest.raises(ValueError, match="allowed_token_ids must not be empty"):
+        SamplingParams(allowed_token_ids=[])
+    with pytest.raises(ValueError, match="allowed_token_ids: token id 99999 is outside the vocabulary"):
+        stories.generate("x", SamplingParams(allowed_token_ids=[99999]))
+
+
 def test_copies_and_equality():
     p = SamplingParams(stop=["a"], logit_bias={1: 2.0}, seed=3)
     q = p.clone()

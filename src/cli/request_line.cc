@@ -22,7 +22,8 @@ namespace {
 constexpr const char* kRequestFields[] = {
     "prompt", "prompt_token_ids", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "ignore_eos",
     "cache_salt", "stop", "stop_token_ids", "include_stop_str_in_output", "presence_penalty", "frequency_penalty",
-    "repetition_penalty", "logit_bias", "min_tokens", "n", "logprobs", "prompt_logprobs"};
+    "repetition_penalty", "logit_bias", "min_tokens", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
+    "skip_special_tokens"};
 
 // A JSON number as the 32-bit float the sampler uses: a value a float cannot hold (1e308 would become inf,
 // 1e-300 would become 0) is an error naming the field, not a different value.
@@ -182,6 +183,18 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
     for (const json& v : j.at("stop_token_ids")) {
       KV_ASSIGN_OR_RETURN(r.params.stop_token_ids.emplace_back(), whole32(v, "a stop token id"));
     }
+  }
+  if (j.contains("allowed_token_ids")) {
+    if (!j["allowed_token_ids"].is_array())
+      return invalid_argument("\"allowed_token_ids\" must be an array of integers");
+    r.params.allowed_token_ids.emplace();
+    for (const json& v : j.at("allowed_token_ids")) {
+      KV_ASSIGN_OR_RETURN(r.params.allowed_token_ids->emplace_back(), whole32(v, "an allowed token id"));
+    }
+  }
+  if (j.contains("skip_special_tokens")) {
+    if (!j["skip_special_tokens"].is_boolean()) return invalid_argument("\"skip_special_tokens\" must be true or false");
+    r.params.skip_special_tokens = j["skip_special_tokens"].get<bool>();
   }
   KV_RETURN_IF_ERROR(parse_sampling_extras(j, r.params));
   KV_RETURN_IF_ERROR(r.params.validate());

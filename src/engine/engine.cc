@@ -165,6 +165,11 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
     if (t >= vocab)
       return invalid_argument("stop_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                               std::to_string(vocab) + ")");
+  if (r.params.allowed_token_ids)
+    for (int32_t t : *r.params.allowed_token_ids)
+      if (t >= vocab)
+        return invalid_argument("allowed_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                std::to_string(vocab) + ")");
   for (int32_t t : prompt)
     if (t < 0 || t >= vocab)
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -201,7 +206,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
     seq->max_total_tokens = max_total;
     if (!prefill_only && index == 0) m.prompt_tokens += seq->num_prompt_tokens;
     scheduler->add(seq.get());
-    decoders[seq->id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, /*skip_special=*/true, after_text);
+    decoders[seq->id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, r.params.skip_special_tokens, after_text);
     seqs[seq->id] = std::move(seq);
   }
   return id;

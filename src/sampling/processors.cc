@@ -16,6 +16,14 @@ void mask_tokens(std::span<float> logits, std::span<const int32_t> ids) {
     if (in_row(id, logits.size())) logits[id] = -std::numeric_limits<float>::infinity();
 }
 
+void keep_only_tokens(std::span<float> logits, std::span<const int32_t> ids, std::vector<float>& kept) {
+  kept.clear();
+  for (int32_t id : ids) kept.push_back(in_row(id, logits.size()) ? logits[id] : 0.0f);
+  std::fill(logits.begin(), logits.end(), -std::numeric_limits<float>::infinity());
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (in_row(ids[i], logits.size())) logits[ids[i]] = kept[i];
+}
+
 void add_logit_bias(std::span<float> logits, const std::map<int32_t, float>& bias) {
   for (const auto& [id, b] : bias)
     if (in_row(id, logits.size())) logits[id] += b;

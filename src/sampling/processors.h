@@ -16,6 +16,10 @@ namespace kvshare {
 // are skipped.
 void mask_tokens(std::span<float> logits, std::span<const int32_t> ids);
 
+// allowed_token_ids: every logit but those of `ids` becomes -inf (theirs are kept as they are). Ids outside the
+// row are skipped. `kept` is scratch.
+void keep_only_tokens(std::span<float> logits, std::span<const int32_t> ids, std::vector<float>& kept);
+
 // logit_bias: logits[id] += bias. Ids outside the row are skipped (the engine rejects them beforehand).
 void add_logit_bias(std::span<float> logits, const std::map<int32_t, float>& bias);
 

@@ -19,6 +19,14 @@ TEST(Processors, MaskTokensSetsMinusInfinity) {
   EXPECT_EQ(row, (std::vector<float>{1, -kInf, 3, -kInf}));
 }
 
+TEST(Processors, KeepOnlyTokensMasksEveryOtherToken) {
+  std::vector<float> row = {1, 2, 3, 4, 5};
+  std::vector<float> scratch;
+  const std::vector<int32_t> ids = {3, 0, 3, 99};  // a repeat and an id outside the row change nothing
+  keep_only_tokens(row, ids, scratch);
+  EXPECT_EQ(row, (std::vector<float>{1, -kInf, -kInf, 4, -kInf}));
+}
+
 TEST(Processors, LogitBiasAddsToTheNamedTokens) {
   std::vector<float> row = {0.5f, -1.0f, 2.0f};
   add_logit_bias(row, {{0, 1.5f}, {2, -100.0f}});

@@ -37,6 +37,12 @@ Status SamplingParams::validate() const {
   }
   for (int32_t id : stop_token_ids)
     if (id < 0) return invalid_argument("stop_token_ids must hold token ids >= 0, got " + whole(id));
+  if (allowed_token_ids.has_value()) {
+    if (allowed_token_ids->empty())
+      return invalid_argument("allowed_token_ids must not be empty (leave it out to allow every token)");
+    for (int32_t id : *allowed_token_ids)
+      if (id < 0) return invalid_argument("allowed_token_ids must hold token ids >= 0, got " + whole(id));
+  }
   for (const std::string& s : stop)
     if (s.empty()) return invalid_argument("stop strings must not be empty");
   if (n < 1 || n > kMaxN)
@@ -176,11 +182,12 @@ int32_t draw_token(const float* logits, int64_t vocab, const SamplingParams& p, 
 
 const float* Sampler::process(const float* logits, int64_t vocab, const SamplingParams& p, const TokenHistory& h) {
   const bool below_min_tokens = h.generated().size() < static_cast<size_t>(p.min_tokens);
-  const bool any = below_min_tokens || !p.logit_bias.empty() || p.repetition_penalty != 1.0f ||
-                   p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
+  const bool any = p.allowed_token_ids.has_value() || below_min_tokens || !p.logit_bias.empty() ||
+                   p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
   if (!any) return logits;
   processed_.assign(logits, logits + vocab);
   std::span<float> row(processed_);
+  if (p.allowed_token_ids.has_value()) keep_only_tokens(row, *p.allowed_token_ids, kept_);
   if (below_min_tokens) {
     if (!p.ignore_eos) mask_tokens(row, h.eos_ids);
     mask_tokens(row, p.stop_token_ids);

@@ -55,6 +55,7 @@ class Sampler {
   const float* process(const float* logits, int64_t vocab, const SamplingParams& params, const TokenHistory& history);
 
   std::vector<float> processed_;
+  std::vector<float> kept_;
   std::vector<uint8_t> seen_;
   std::vector<int32_t> counts_;
   std::vector<double> weights_;

@@ -203,6 +203,18 @@ TEST(Sampler, ProcessorsRunBeforeTheChoiceAndLogprobsSeeTheRawRow) {
   EXPECT_EQ(lp.top[0].token_id, 0);
   EXPECT_FLOAT_EQ(lp.top[0].logprob, static_cast<float>(3.0 - lse));
   EXPECT_EQ(lp.top[1].token_id, 1);
+  // allowed_token_ids: greedy and random draws stay inside the set; logprobs still see the raw row.
+  p = SamplingParams{};
+  p.temperature = 0;
+  p.allowed_token_ids = std::vector<int32_t>{2, 3};
+  EXPECT_EQ(sampler.sample(logits.data(), 4, p, h, rng, &lp), 2) << "the likelier of the allowed";
+  p.temperature = 1;
+  p.logprobs = 1;
+  std::map<int32_t, int> drawn;
+  for (int i = 0; i < 400; ++i) drawn[sampler.sample(logits.data(), 4, p, h, rng, &lp)]++;
+  EXPECT_EQ(drawn.size(), 2u);
+  EXPECT_GT(drawn[2], drawn[3]);
+  EXPECT_EQ(lp.top[0].token_id, 0) << "logprobs come from the raw logits";
 }
 
 TEST(Sampler, ValidateNamesEveryNewParameter) {
@@ -212,6 +224,10 @@ TEST(Sampler, ValidateNamesEveryNewParameter) {
     return p.validate().message();
   };
   EXPECT_NE(message([](SamplingParams& p) { p.min_p = 1.5f; }).find("min_p"), std::string::npos);
+  EXPECT_NE(message([](SamplingParams& p) { p.allowed_token_ids = std::vector<int32_t>{}; }).find("allowed_token_ids must not be empty"),
+            std::string::npos);
+  EXPECT_NE(message([](SamplingParams& p) { p.allowed_token_ids = std::vector<int32_t>{-1}; }).find("allowed_token_ids"),
+            std::string::npos);
   EXPECT_NE(message([](SamplingParams& p) { p.presence_penalty = 3; }).find("presence_penalty"), std::string::npos);
   EXPECT_NE(message([](SamplingParams& p) { p.frequency_penalty = -3; }).find("frequency_penalty"), std::string::npos);
   EXPECT_NE(message([](SamplingParams& p) { p.repetition_penalty = 0; }).find("repetition_penalty"), std::string::npos);

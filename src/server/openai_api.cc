@@ -225,6 +225,15 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
   read_stop(r, p);
   if (const json* v = r.get("stop_token_ids"); v != nullptr && !token_id_list(*v, p.stop_token_ids))
     r.fail("stop_token_ids", "stop_token_ids must be a list of token ids (non-negative integers)");
+  // vLLM's extensions: only these tokens may be sampled; whether the text leaves out special tokens.
+  if (const json* v = r.get("allowed_token_ids"); v != nullptr && !v->is_null()) {
+    p.allowed_token_ids.emplace();
+    if (!token_id_list(*v, *p.allowed_token_ids))
+      r.fail("allowed_token_ids", "allowed_token_ids must be a list of token ids (non-negative integers)");
+    else if (p.allowed_token_ids->empty())
+      r.fail("allowed_token_ids", "allowed_token_ids must not be empty (leave it out to allow every token)");
+  }
+  r.boolean("skip_special_tokens", p.skip_special_tokens);
   read_logit_bias(r, p);
   r.string("cache_salt", call.cache_salt);
   r.boolean("stream", call.stream);
