@@ -9,7 +9,8 @@ kvshare="${1:-build/kvshare}"
 out=fuzz/corpus
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-rm -rf "$out"
+# The folders this script writes; fuzz/corpus/http_body is hand-written and kept.
+rm -rf "$out"/{safetensors,safetensors_index,gguf,tokenizer_json,vocab_merges,config,request_line,chat_template}
 mkdir -p "$out"/{safetensors,safetensors_index,gguf,tokenizer_json,vocab_merges,config,request_line,chat_template}
 
 # A small byte-level BPE tokenizer (256 byte tokens, 40 merges, <|endoftext|>), as vocab.json + merges.txt and

@@ -501,7 +501,8 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"n\": -1}\n";
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"allowed_token_ids\": []}\n";
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"skip_special_tokens\": \"no\"}\n";
-  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2.0, \"temperature\": 0, \"ignore_eos\": true}\n";  // fine
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2.0, \"temperature\": 0, \"ignore_eos\": true, "
+        "\"allowed_token_ids\": null}\n";  // fine (null: every token, as vLLM's None)
   const std::string in_path = scratch() + "/numbers.jsonl", out_path = scratch() + "/numbers-out.jsonl";
   write_file(in_path, in);
   const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",

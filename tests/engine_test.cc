@@ -721,8 +721,6 @@ TEST_F(EngineBehaviour, LogprobsAreTheRawLogSoftmax) {
   EXPECT_TRUE(engine->generate({r})[0].logprobs.empty());
 }
 
-// Every processor at once stays a pure function of the request: the same tokens, text and logprobs alone
-// and in a batch beside other sampled requests (different prompts, seeds and processors).
 // allowed_token_ids keeps every draw inside the set; skip_special_tokens decides whether the text shows the
 // special tokens generated (token_ids hold them either way).
 TEST_F(EngineBehaviour, AllowedTokenIdsAndSkipSpecialTokens) {
@@ -759,8 +757,35 @@ TEST_F(EngineBehaviour, AllowedTokenIdsAndSkipSpecialTokens) {
   r.params.allowed_token_ids = std::vector<int32_t>{7, 1 << 20};
   EXPECT_NE(engine->generate({r})[0].error.message().find("allowed_token_ids: token id 1048576 is outside the vocabulary"),
             std::string::npos);
+  // The EOS or stop token that ends a request is not in its text (vLLM's rule), special or not, unless
+  // include_stop_str_in_output; token_ids keep it.
+  r.params.ignore_eos = false;
+  r.params.allowed_token_ids = std::vector<int32_t>{50256};
+  Output ended = engine->generate({r})[0];
+  EXPECT_EQ(ended.token_ids, (std::vector<int32_t>{50256}));
+  EXPECT_EQ(ended.finish_reason, FinishReason::kStop);
+  EXPECT_EQ(ended.text, "") << "a chat reply would have ended in its <|im_end|>";
+  r.params.include_stop_str_in_output = true;
+  EXPECT_EQ(engine->generate({r})[0].text, "<|endoftext|>");
+  r.params.allowed_token_ids = std::vector<int32_t>{13};  // "."
+  r.params.stop_token_ids = {13};
+  EXPECT_EQ(engine->generate({r})[0].text, ".");
+  r.params.include_stop_str_in_output = false;
+  ended = engine->generate({r})[0];
+  EXPECT_EQ(ended.token_ids, (std::vector<int32_t>{13}));
+  EXPECT_EQ(ended.stop_token_id, 13);
+  EXPECT_EQ(ended.text, "");
+  // Only EOS and stop tokens allowed, and min_tokens forbids them at first: nothing could be drawn (token 0 was).
+  r.params.min_tokens = 2;
+  r.params.allowed_token_ids = std::vector<int32_t>{50256, 13};
+  EXPECT_NE(engine->generate({r})[0].error.message().find("allowed_token_ids holds only end-of-sequence and stop tokens"),
+            std::string::npos);
+  r.params.ignore_eos = true;  // EOS may be drawn then
+  EXPECT_EQ(engine->generate({r})[0].token_ids[0], 50256);
 }
 
+// Every processor at once stays a pure function of the request: the same tokens, text and logprobs alone
+// and in a batch beside other sampled requests (different prompts, seeds and processors).
 TEST_F(EngineBehaviour, EveryProcessorTogetherIsTheSameAloneAndInABatch) {
   const std::string model = tiny_model("gpt2");
   Request r;
@@ -774,6 +799,9 @@ TEST_F(EngineBehaviour, EveryProcessorTogetherIsTheSameAloneAndInABatch) {
   r.params.logit_bias = {{11, -5.0f}, {13, 2.0f}};
   r.params.min_tokens = 4;
   r.params.stop_token_ids = {50256};
+  r.params.allowed_token_ids.emplace();
+  for (int32_t t = 0; t < 20000; t += 3) r.params.allowed_token_ids->push_back(t);  // 11 is not in it, 13 is
+  r.params.allowed_token_ids->push_back(50256);
   r.params.seed = 77;
   r.params.max_tokens = 14;
   r.params.logprobs = 3;

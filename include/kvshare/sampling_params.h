@@ -28,7 +28,9 @@ struct SamplingParams {
   int32_t min_tokens = 0;         // [0, max_tokens]: EOS and stop_token_ids cannot be sampled, and stop strings
                                   // do not match, before this many tokens are generated
   bool ignore_eos = false;        // keep going past the model's end-of-sequence tokens
-  std::vector<int32_t> stop_token_ids;  // further tokens that end generation (included in the output)
+  // Further tokens that end generation. The token that ends it (one of these, or an EOS) is kept in token_ids
+  // but not in the text unless include_stop_str_in_output, as in vLLM.
+  std::vector<int32_t> stop_token_ids;
   // Strings that end generation when they appear in the generated text, also across token boundaries. The
   // text ends before the stop string (with it when include_stop_str_in_output); token_ids keep every token.
   std::vector<std::string> stop;

@@ -33,7 +33,7 @@ class SamplingParams:
     """How a request's tokens are chosen and when its generation stops, with vLLM's field names and defaults.
 
     temperature 0 is greedy; top_k -1, 0 or None is off; top_p 1 is off; min_p 0 is off; seed None derives one
-    from the LLM's seed and the request; stop_token_ids end generation (the stop token is kept in the output); stop
+    from the LLM's seed and the request; stop_token_ids end generation (the stop token is kept in token_ids, not in the text); stop
     strings end it too, also across tokens (the text ends before the stop string unless
     include_stop_str_in_output); ignore_eos keeps going past the model's end-of-sequence tokens; min_tokens: no
     EOS, stop token or stop string before that many tokens; presence_penalty and frequency_penalty (OpenAI,

@@ -97,6 +97,18 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
       return invalid_argument("\"stop\" must be a string or an array of strings");
     }
   }
+  if (present("allowed_token_ids")) {  // null: every token, as vLLM's None
+    if (!j["allowed_token_ids"].is_array())
+      return invalid_argument("\"allowed_token_ids\" must be an array of integers");
+    p.allowed_token_ids.emplace();
+    for (const json& v : j.at("allowed_token_ids")) {
+      KV_ASSIGN_OR_RETURN(p.allowed_token_ids->emplace_back(), whole32(v, "an allowed token id"));
+    }
+  }
+  if (present("skip_special_tokens")) {
+    if (!j["skip_special_tokens"].is_boolean()) return invalid_argument("\"skip_special_tokens\" must be true or false");
+    p.skip_special_tokens = j["skip_special_tokens"].get<bool>();
+  }
   if (present("include_stop_str_in_output")) {
     if (!j["include_stop_str_in_output"].is_boolean())
       return invalid_argument("\"include_stop_str_in_output\" must be true or false");
@@ -183,18 +195,6 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
     for (const json& v : j.at("stop_token_ids")) {
       KV_ASSIGN_OR_RETURN(r.params.stop_token_ids.emplace_back(), whole32(v, "a stop token id"));
     }
-  }
-  if (j.contains("allowed_token_ids")) {
-    if (!j["allowed_token_ids"].is_array())
-      return invalid_argument("\"allowed_token_ids\" must be an array of integers");
-    r.params.allowed_token_ids.emplace();
-    for (const json& v : j.at("allowed_token_ids")) {
-      KV_ASSIGN_OR_RETURN(r.params.allowed_token_ids->emplace_back(), whole32(v, "an allowed token id"));
-    }
-  }
-  if (j.contains("skip_special_tokens")) {
-    if (!j["skip_special_tokens"].is_boolean()) return invalid_argument("\"skip_special_tokens\" must be true or false");
-    r.params.skip_special_tokens = j["skip_special_tokens"].get<bool>();
   }
   KV_RETURN_IF_ERROR(parse_sampling_extras(j, r.params));
   KV_RETURN_IF_ERROR(r.params.validate());

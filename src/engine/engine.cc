@@ -87,6 +87,7 @@ struct Engine::Impl {
   static Status check_finite(const float* row_logits, int64_t vocab, int64_t position);
   Status record_prompt_logprobs(Sequence& s, int64_t positions, int64_t row);
   FinishReason stop_check(Sequence& s, int32_t token, size_t checked);
+  bool ends_on_token(const Sequence& s, int32_t token) const;
   void record_step(std::chrono::steady_clock::time_point start, const StepWork& work);
   Result<int64_t> add(const Request& r, bool prefill_only);
 };
@@ -165,11 +166,25 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
     if (t >= vocab)
       return invalid_argument("stop_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                               std::to_string(vocab) + ")");
-  if (r.params.allowed_token_ids)
-    for (int32_t t : *r.params.allowed_token_ids)
-      if (t >= vocab)
+  if (r.params.allowed_token_ids) {
+    // As vLLM, against the tokenizer's vocabulary: a model's may be larger (Qwen2's padding rows).
+    const int64_t tokens = loaded.tokenizer->vocab_size();
+    bool any_may_be_drawn = false;  // before min_tokens, EOS and stop tokens are masked
+    for (int32_t t : *r.params.allowed_token_ids) {
+      if (t >= tokens)
         return invalid_argument("allowed_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                                std::to_string(vocab) + ")");
+                                std::to_string(tokens) + ")");
+      const auto& eos = loaded.eos_ids;
+      const auto& stops = r.params.stop_token_ids;
+      const bool masked = (!r.params.ignore_eos && std::find(eos.begin(), eos.end(), t) != eos.end()) ||
+                          std::find(stops.begin(), stops.end(), t) != stops.end();
+      any_may_be_drawn = any_may_be_drawn || !masked;
+    }
+    if (r.params.min_tokens > 0 && !any_may_be_drawn)
+      return invalid_argument("allowed_token_ids holds only end-of-sequence and stop tokens, which min_tokens = " +
+                              std::to_string(r.params.min_tokens) +
+                              " forbids at first: nothing could be sampled; allow another token or lower min_tokens");
+  }
   for (int32_t t : prompt)
     if (t < 0 || t >= vocab)
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -389,7 +404,9 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     if (s.params.logprobs.has_value()) s.logprobs.push_back(std::move(lp));
     ++m.generated_tokens;
     const size_t checked = s.text.size();
-    s.text += decoders[s.id]->push(token);
+    // The EOS or stop token that ends the request is not part of its text (unless include_stop_str_in_output),
+    // as in vLLM: with skip_special_tokens off, a chat reply would end in "<|im_end|>".
+    if (!ends_on_token(s, token) || s.params.include_stop_str_in_output) s.text += decoders[s.id]->push(token);
     const FinishReason reason = stop_check(s, token, checked);
     if (reason != FinishReason::kNone) {
       finish(s, reason, out);
@@ -429,6 +446,14 @@ Status Engine::Impl::record_prompt_logprobs(Sequence& s, int64_t positions, int6
 // Why `s` stops after its newest `token` (kNone: it goes on). EOS and stop tokens count from min_tokens on
 // (the sampler masks them before) and come first, as in vLLM; otherwise a stop string counts when the text after
 // `checked` completes one (at the length limit too), and cuts the text there.
+// Whether `token`, just generated, ends `s` as an EOS (unless ignore_eos) or a stop token (from min_tokens on).
+bool Engine::Impl::ends_on_token(const Sequence& s, int32_t token) const {
+  if (s.num_generated() < s.params.min_tokens) return false;
+  const auto& stops = s.params.stop_token_ids;
+  return (!s.params.ignore_eos && std::find(loaded.eos_ids.begin(), loaded.eos_ids.end(), token) != loaded.eos_ids.end()) ||
+         std::find(stops.begin(), stops.end(), token) != stops.end();
+}
+
 FinishReason Engine::Impl::stop_check(Sequence& s, int32_t token, size_t checked) {
   const auto& stops = s.params.stop_token_ids;
   const bool may_stop = s.num_generated() >= s.params.min_tokens;

@@ -2,7 +2,7 @@
 // into what the engine needs, and the engine's outputs written back as OpenAI's JSON (whole responses and
 // server-sent-event chunks). Pure functions of their inputs: no sockets, no engine, so they are tested and
 // fuzzed alone. Field names and meanings follow OpenAI's API reference and vLLM's extensions (top_k, min_p,
-// repetition_penalty, min_tokens, stop_token_ids, ignore_eos, cache_salt, ...).
+// repetition_penalty, min_tokens, stop_token_ids, ignore_eos, allowed_token_ids, skip_special_tokens, cache_salt, ...).
 #pragma once
 
 #include <cstdint>
