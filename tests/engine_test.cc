@@ -1014,6 +1014,55 @@ TEST(ContextLimit, TextIsCappedWhereTheTokenizerGivesNoBound) {
   EXPECT_FALSE(check_prompt_text_length(size_t{10} << 20, 512, 512).ok());
 }
 
+// truncate_prompt_tokens keeps a prompt's last tokens; text up to 64 contexts may be sent to be cut.
+TEST(ContextLimit, TruncationKeepsTheLastTokens) {
+  std::vector<int32_t> t = {1, 2, 3, 4, 5};
+  EXPECT_TRUE(truncate_prompt(t, std::nullopt, 8).ok());
+  EXPECT_EQ(t.size(), 5u);
+  EXPECT_TRUE(truncate_prompt(t, 3, 8).ok());
+  EXPECT_EQ(t, (std::vector<int32_t>{3, 4, 5}));
+  EXPECT_TRUE(truncate_prompt(t, 7, 8).ok());
+  EXPECT_EQ(t.size(), 3u) << "a shorter prompt is left whole";
+  std::vector<int32_t> u = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  EXPECT_TRUE(truncate_prompt(u, -1, 8).ok());
+  EXPECT_EQ(u, (std::vector<int32_t>{3, 4, 5, 6, 7, 8, 9})) << "-1: the context less one token to generate";
+  const Status over = truncate_prompt(u, 8, 8);
+  EXPECT_EQ(over.code(), StatusCode::kOutOfRange);
+  EXPECT_NE(over.message().find("use at most 7, or -1"), std::string::npos) << over.message();
+  EXPECT_FALSE(check_prompt_text_length(size_t{10} << 20, 600, 512).ok());
+  EXPECT_TRUE(check_prompt_text_length(size_t{10} << 20, 600, 512, /*truncating=*/true).ok());
+  const Status huge = check_prompt_text_length(size_t{100} << 20, 64 * 512, 512, true);
+  EXPECT_NE(huge.message().find("with truncate_prompt_tokens, text of up to 64 contexts"), std::string::npos)
+      << huge.message();
+}
+
+TEST_F(EngineBehaviour, TruncatePromptTokensRunsTheLastTokensAsTheirOwnPrompt) {
+  const std::string model = tiny_model("llama");
+  auto engine = make_engine(model, true);
+  Request whole = greedy_request("", 4);
+  for (int i = 0; i < 700; ++i) whole.prompt_token_ids.push_back(300 + i % 97);  // over the context of 512
+  Request cut = whole;
+  cut.params.truncate_prompt_tokens = 100;
+  Request last = greedy_request("", 4);
+  last.prompt_token_ids.assign(whole.prompt_token_ids.end() - 100, whole.prompt_token_ids.end());
+  const std::vector<Output> outs = engine->generate({whole, cut, last});
+  EXPECT_EQ(outs[0].finish_reason, FinishReason::kError) << "700 tokens do not fit";
+  EXPECT_EQ(outs[1].prompt_token_ids, last.prompt_token_ids);
+  EXPECT_EQ(outs[1].token_ids, outs[2].token_ids);
+  EXPECT_EQ(outs[1].token_ids.size(), 4u);
+  cut.params.truncate_prompt_tokens = -1;
+  EXPECT_EQ(engine->generate({cut})[0].prompt_token_ids.size(), 511u);
+  cut.params.truncate_prompt_tokens = 0;
+  EXPECT_NE(engine->generate({cut})[0].error.message().find("truncate_prompt_tokens must be -1"), std::string::npos);
+  // Text over the context is taken when it is to be cut.
+  Request text = greedy_request("", 2);
+  for (int i = 0; i < 400; ++i) text.prompt += "once upon a time ";
+  EXPECT_EQ(engine->generate({text})[0].finish_reason, FinishReason::kError);
+  text.params.truncate_prompt_tokens = 50;
+  const Output cut_text = engine->generate({text})[0];
+  EXPECT_EQ(cut_text.prompt_token_ids.size(), 50u) << cut_text.error.to_string();
+}
+
 TEST_F(EngineBehaviour, LogitBiasOutsideTheVocabularyIsAnError) {
   const std::string model = tiny_model("llama");
   auto engine = make_engine(model, true);

@@ -49,6 +49,10 @@ struct SamplingParams {
   // every other token's logit is -inf. Not empty; ids must be in the vocabulary. Logprobs still come from the
   // raw logits.
   std::optional<std::vector<int32_t>> allowed_token_ids;
+  // When set, a longer prompt keeps only its last truncate_prompt_tokens tokens (vLLM's; -1: as many as the
+  // context holds with one token to generate). Text up to kTruncatedTextContexts contexts long is then taken
+  // (context_limit.h).
+  std::optional<int32_t> truncate_prompt_tokens;
   // Whether Output::text leaves out the special tokens (BOS, EOS, chat markers) that the model generates, as
   // vLLM's default; token_ids always hold them.
   bool skip_special_tokens = true;

@@ -40,7 +40,8 @@ class SamplingParams:
     [-2, 2]) over the generated tokens, repetition_penalty (> 0, 1 is off) over prompt and generated tokens;
     logit_bias {token id: bias in [-100, 100]}; allowed_token_ids: only these tokens may be sampled;
     skip_special_tokens (default True, as vLLM's): the text leaves out special tokens the model generates (token_ids
-    keep them); n completions per prompt; logprobs k (0 to 20) returns each
+    keep them); truncate_prompt_tokens k: a longer prompt keeps its last k tokens (-1: as many as the context
+    holds); n completions per prompt; logprobs k (0 to 20) returns each
     token's Logprob and the k likeliest; prompt_logprobs k the same for the prompt's tokens
     (RequestOutput.prompt_logprobs).
 
@@ -50,12 +51,12 @@ class SamplingParams:
 
     _FLOATS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
     _INTS = ("max_tokens", "min_tokens", "n")
-    _OPTIONAL_INTS = ("seed", "logprobs", "prompt_logprobs")
+    _OPTIONAL_INTS = ("seed", "logprobs", "prompt_logprobs", "truncate_prompt_tokens")
     _BOOLS = ("ignore_eos", "include_stop_str_in_output", "skip_special_tokens")
     _FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop_token_ids", "ignore_eos", "min_p",
                "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "min_tokens", "stop",
                "include_stop_str_in_output", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
-               "skip_special_tokens")
+               "skip_special_tokens", "truncate_prompt_tokens")
 
     def __init__(self, *, temperature: float = 1.0, top_p: float = 1.0, top_k: Optional[int] = None,
                  max_tokens: int = 16, seed: Optional[int] = None, stop_token_ids: Optional[Sequence[int]] = None,
@@ -64,7 +65,8 @@ class SamplingParams:
                  logit_bias: Optional[Dict[int, float]] = None, min_tokens: int = 0,
                  stop: Union[None, str, Sequence[str]] = None, include_stop_str_in_output: bool = False,
                  n: int = 1, logprobs: Optional[int] = None, prompt_logprobs: Optional[int] = None,
-                 allowed_token_ids: Optional[Sequence[int]] = None, skip_special_tokens: bool = True) -> None:
+                 allowed_token_ids: Optional[Sequence[int]] = None, skip_special_tokens: bool = True,
+                 truncate_prompt_tokens: Optional[int] = None) -> None:
         values = locals()
         for name in self._FIELDS:
             setattr(self, name, values[name])
@@ -144,7 +146,7 @@ class SamplingParams:
         """The engine's SamplingParams of the fields as they are now, checked again (a list may have changed in
         place): ValueError for a value out of range, TypeError for one of the wrong type, naming the field."""
         values = {name: self._converted(name, getattr(self, name)) for name in self._FIELDS}
-        for name in self._INTS + ("logprobs", "prompt_logprobs", "top_k"):
+        for name in self._INTS + ("logprobs", "prompt_logprobs", "top_k", "truncate_prompt_tokens"):
             v = values[name]
             if v is not None and not -2**63 <= v < 2**63:
                 raise ValueError(f"{name} {v} is out of range")

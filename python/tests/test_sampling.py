@@ -145,6 +145,18 @@ def test_allowed_token_ids_and_skip_special_tokens(stories):
         stories.generate("x", SamplingParams(allowed_token_ids=[99999]))
 
 
+def test_truncate_prompt_tokens_keeps_the_last_tokens(stories):
+    long = "Once upon a time there was a little dog. " * 60  # over stories260K's context
+    with pytest.raises(ValueError, match="context"):
+        stories.generate(long, SamplingParams(max_tokens=2))
+    out = stories.generate(long, SamplingParams(temperature=0, max_tokens=2, truncate_prompt_tokens=20))[0]
+    assert len(out.prompt_token_ids) == 20
+    alone = stories.generate([out.prompt_token_ids], SamplingParams(temperature=0, max_tokens=2))[0]
+    assert out.outputs[0].token_ids == alone.outputs[0].token_ids
+    with pytest.raises(ValueError, match="truncate_prompt_tokens must be -1"):
+        SamplingParams(truncate_prompt_tokens=0)
+
+
 def test_copies_and_equality():
     p = SamplingParams(stop=["a"], logit_bias={1: 2.0}, seed=3)
     q = p.clone()

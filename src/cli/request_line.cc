@@ -23,7 +23,7 @@ constexpr const char* kRequestFields[] = {
     "prompt", "prompt_token_ids", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "ignore_eos",
     "cache_salt", "stop", "stop_token_ids", "include_stop_str_in_output", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "logit_bias", "min_tokens", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
-    "skip_special_tokens"};
+    "skip_special_tokens", "truncate_prompt_tokens"};
 
 // A JSON number as the 32-bit float the sampler uses: a value a float cannot hold (1e308 would become inf,
 // 1e-300 would become 0) is an error naming the field, not a different value.
@@ -104,6 +104,9 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
     for (const json& v : j.at("allowed_token_ids")) {
       KV_ASSIGN_OR_RETURN(p.allowed_token_ids->emplace_back(), whole32(v, "an allowed token id"));
     }
+  }
+  if (present("truncate_prompt_tokens")) {
+    KV_ASSIGN_OR_RETURN(p.truncate_prompt_tokens, whole32(j["truncate_prompt_tokens"], "\"truncate_prompt_tokens\""));
   }
   if (present("skip_special_tokens")) {
     if (!j["skip_special_tokens"].is_boolean()) return invalid_argument("\"skip_special_tokens\" must be true or false");

@@ -5,7 +5,15 @@
 
 namespace kvshare {
 
-Status check_prompt_text_length(size_t text_bytes, int64_t least_tokens, int64_t context) {
+Status check_prompt_text_length(size_t text_bytes, int64_t least_tokens, int64_t context, bool truncating) {
+  if (truncating) {
+    const int64_t limit = context * kTruncatedTextContexts;
+    const Status st = check_prompt_text_length(text_bytes, least_tokens, limit, false);
+    if (st.ok()) return st;
+    return out_of_range(st.message() + " (with truncate_prompt_tokens, text of up to " +
+                        std::to_string(kTruncatedTextContexts) + " contexts of " + std::to_string(context) +
+                        " tokens is taken and cut)");
+  }
   // least_tokens is 0 for short text, or for any text when the vocabulary bounds no token's length: the cap is
   // far above what the context holds in any real text, and tokenizing that much takes about a second.
   const uint64_t cap = std::max<uint64_t>(kMinUnboundedPromptBytes, kUnboundedPromptBytesPerToken * static_cast<uint64_t>(context));
@@ -18,6 +26,18 @@ Status check_prompt_text_length(size_t text_bytes, int64_t least_tokens, int64_t
   return out_of_range("the prompt is " + std::to_string(text_bytes) + " bytes, at least " +
                       std::to_string(least_tokens) + " tokens, but the context holds " + std::to_string(context) +
                       " (prompt and at least one generated token); shorten the prompt");
+}
+
+Status truncate_prompt(std::vector<int32_t>& tokens, std::optional<int32_t> keep, int64_t context) {
+  if (!keep.has_value()) return {};
+  const int64_t most = context - 1;
+  const int64_t n = *keep == -1 ? most : *keep;
+  if (n > most)
+    return out_of_range("truncate_prompt_tokens is " + std::to_string(n) + " but the context holds " +
+                        std::to_string(context) + " (prompt and at least one generated token): use at most " +
+                        std::to_string(most) + ", or -1");
+  if (static_cast<int64_t>(tokens.size()) > n) tokens.erase(tokens.begin(), tokens.end() - n);
+  return {};
 }
 
 Status check_prompt_length(int64_t tokens, int64_t context, bool context_can_grow) {

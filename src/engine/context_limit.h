@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
+#include <vector>
 
 #include "core/status.h"
 
@@ -15,10 +17,18 @@ namespace kvshare {
 inline constexpr uint64_t kUnboundedPromptBytesPerToken = 256;
 inline constexpr uint64_t kMinUnboundedPromptBytes = uint64_t{1} << 20;
 
+// A prompt to be cut to its last tokens (SamplingParams::truncate_prompt_tokens) may be this many contexts long.
+inline constexpr int64_t kTruncatedTextContexts = 64;
+
 // Text of `text_bytes` bytes that is at least `least_tokens` tokens (Tokenizer::min_tokens) is refused from its
 // length, before BPE (which takes about a second per megabyte), when the context cannot hold it, or when there is
-// no bound and it is longer than the cap above.
-Status check_prompt_text_length(size_t text_bytes, int64_t least_tokens, int64_t context);
+// no bound and it is longer than the cap above. `truncating`: the prompt will be cut to its last tokens, so it
+// may be kTruncatedTextContexts contexts long.
+Status check_prompt_text_length(size_t text_bytes, int64_t least_tokens, int64_t context, bool truncating = false);
+
+// vLLM's truncate_prompt_tokens: a prompt longer than `keep` tokens keeps its last `keep` (-1: context - 1, room
+// for one generated token); none leaves it whole. A `keep` over context - 1 is refused (out_of_range).
+Status truncate_prompt(std::vector<int32_t>& tokens, std::optional<int32_t> keep, int64_t context);
 
 // A prompt of `tokens` tokens. `context_can_grow`: the context was set below the model's own (--max-model-len).
 Status check_prompt_length(int64_t tokens, int64_t context, bool context_can_grow = false);

@@ -148,8 +148,8 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
     prompt = r.prompt_token_ids;
   } else {
     // Text far over the context is refused before BPE, which takes about a second per megabyte.
-    KV_RETURN_IF_ERROR(
-        check_prompt_text_length(r.prompt.size(), loaded.tokenizer->min_tokens(r.prompt.size()), max_model_len));
+    KV_RETURN_IF_ERROR(check_prompt_text_length(r.prompt.size(), loaded.tokenizer->min_tokens(r.prompt.size()),
+                                                max_model_len, r.params.truncate_prompt_tokens.has_value()));
     prompt = loaded.tokenizer->encode(r.prompt);
     if (prompt.empty()) {  // an empty prompt starts from BOS alone
       if (loaded.tokenizer->bos_id() < 0)
@@ -157,6 +157,7 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
       prompt.push_back(loaded.tokenizer->bos_id());
     }
   }
+  KV_RETURN_IF_ERROR(truncate_prompt(prompt, r.params.truncate_prompt_tokens, max_model_len));
   const int64_t vocab = loaded.model->config().vocab_size;
   for (const auto& [t, bias] : r.params.logit_bias)
     if (t >= vocab)

@@ -37,6 +37,9 @@ Status SamplingParams::validate() const {
   }
   for (int32_t id : stop_token_ids)
     if (id < 0) return invalid_argument("stop_token_ids must hold token ids >= 0, got " + whole(id));
+  if (truncate_prompt_tokens.has_value() && *truncate_prompt_tokens < 1 && *truncate_prompt_tokens != -1)
+    return invalid_argument("truncate_prompt_tokens must be -1 (the context) or at least 1, got " +
+                            whole(*truncate_prompt_tokens));
   if (allowed_token_ids.has_value()) {
     if (allowed_token_ids->empty())
       return invalid_argument("allowed_token_ids must not be empty (leave it out to allow every token)");

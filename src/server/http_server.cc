@@ -287,8 +287,9 @@ struct HttpServer::Impl {
   bool prepare_prompts(GenerationCall& call, ApiError& error) const;
   // Text far over the context is refused from its length, before BPE (over a 30 MB body, BPE held an HTTP
   // thread for 30 s): true, with the error naming `param`.
-  bool far_too_long(const std::string& text, const char* param, ApiError& error) const {
-    const Status st = check_prompt_text_length(text.size(), tokenizer().min_tokens(text.size()), max_model_len);
+  bool far_too_long(const std::string& text, const char* param, ApiError& error, bool truncating = false) const {
+    const Status st =
+        check_prompt_text_length(text.size(), tokenizer().min_tokens(text.size()), max_model_len, truncating);
     if (st.ok()) return false;
     error = from_status(st);  // 400 context_length_exceeded
     error.param = param;
@@ -585,6 +586,7 @@ Result<std::string> HttpServer::Impl::render_chat(const GenerationCall& call) co
 
 // Turns every prompt into token ids: chat messages through the template, text through the tokenizer.
 bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) const {
+  const bool truncating = call.params.truncate_prompt_tokens.has_value();
   auto refused = [&](const Status& st) {
     if (st.ok()) return false;
     error = from_status(st);  // 400 context_length_exceeded
@@ -597,17 +599,22 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
       error = bad_request(text.status().message(), "messages");
       return false;
     }
-    if (far_too_long(*text, "messages", error)) return false;
+    if (far_too_long(*text, "messages", error, truncating)) return false;
     // The template writes the special tokens it wants (BOS included): none are added.
     call.prompts = {PromptInput{false, *text, tokenizer().encode(*text, /*add_special=*/false)}};
   } else {
     for (PromptInput& p : call.prompts) {
       if (!p.is_text) continue;
-      if (far_too_long(p.text, "prompt", error)) return false;
+      if (far_too_long(p.text, "prompt", error, truncating)) return false;
       p.token_ids = tokenizer().encode(p.text);
     }
   }
-  for (const PromptInput& p : call.prompts) {
+  for (PromptInput& p : call.prompts) {
+    if (const Status st = truncate_prompt(p.token_ids, call.params.truncate_prompt_tokens, max_model_len); !st.ok()) {
+      error = from_status(st);
+      error.param = "truncate_prompt_tokens";
+      return false;
+    }
     if (p.token_ids.empty() && tokenizer().bos_id() < 0) {
       error = bad_request("the prompt is empty and the model has no BOS token to start from", "prompt");
       return false;

@@ -234,6 +234,11 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
       r.fail("allowed_token_ids", "allowed_token_ids must not be empty (leave it out to allow every token)");
   }
   r.boolean("skip_special_tokens", p.skip_special_tokens);
+  int64_t truncate = 0;
+  if (r.integer("truncate_prompt_tokens", truncate, -1, std::numeric_limits<int32_t>::max())) {
+    if (truncate == 0) r.fail("truncate_prompt_tokens", "truncate_prompt_tokens must be -1 (the context) or at least 1");
+    p.truncate_prompt_tokens = static_cast<int32_t>(truncate);
+  }
   read_logit_bias(r, p);
   r.string("cache_salt", call.cache_salt);
   r.boolean("stream", call.stream);

@@ -70,9 +70,12 @@ TEST(OpenAiApi, SamplingFields) {
   EXPECT_EQ(c.top_logprobs, 2);
   EXPECT_FALSE(c.params.allowed_token_ids.has_value());
   EXPECT_TRUE(c.params.skip_special_tokens);
-  const GenerationCall vllm = parse_ok(R"({"prompt": "x", "allowed_token_ids": [5, 9], "skip_special_tokens": false})");
+  const GenerationCall vllm = parse_ok(
+      R"({"prompt": "x", "allowed_token_ids": [5, 9], "skip_special_tokens": false, "truncate_prompt_tokens": 7})");
   EXPECT_EQ(vllm.params.allowed_token_ids, (std::vector<int32_t>{5, 9}));
   EXPECT_FALSE(vllm.params.skip_special_tokens);
+  EXPECT_EQ(vllm.params.truncate_prompt_tokens, 7);
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "truncate_prompt_tokens": -1})").params.truncate_prompt_tokens, -1);
   ASSERT_TRUE(c.params.logprobs.has_value());
   EXPECT_EQ(*c.params.logprobs, 2);
   EXPECT_TRUE(c.echo);
@@ -130,6 +133,9 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "allowed_token_ids": []})", false, "allowed_token_ids"},
       {R"({"prompt": "x", "allowed_token_ids": [1, -1]})", false, "allowed_token_ids"},
       {R"({"prompt": "x", "skip_special_tokens": 1})", false, "skip_special_tokens"},
+      {R"({"prompt": "x", "truncate_prompt_tokens": 0})", false, "truncate_prompt_tokens"},
+      {R"({"prompt": "x", "truncate_prompt_tokens": -2})", false, "truncate_prompt_tokens"},
+      {R"({"prompt": "x", "truncate_prompt_tokens": 1.5})", false, "truncate_prompt_tokens"},
       {R"({"prompt": "x", "logit_bias": {"a": 1}})", false, "logit_bias"},
       {R"({"prompt": "x", "logit_bias": {"5": 101}})", false, "logit_bias"},
       {R"({"prompt": "x", "logit_bias": [1]})", false, "logit_bias"},

@@ -386,6 +386,18 @@ class ServerTest(unittest.TestCase):
                           contains="99999")
         err = self.assert_error(self.post("/v1/completions", {"prompt": "word " * 600}), 400, "prompt")
         self.assertEqual(err["code"], "context_length_exceeded")
+        # vLLM's truncate_prompt_tokens: the same prompt cut to its last 20 tokens runs, on both endpoints, and a
+        # cut longer than the context is refused.
+        code, _, text = self.post("/v1/completions", {"prompt": "word " * 600, "max_tokens": 2,
+                                                      "truncate_prompt_tokens": 20})
+        self.assertEqual(code, 200, text)
+        self.assertEqual(json.loads(text)["usage"]["prompt_tokens"], 20)
+        code, _, text = self.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 600}],
+                                                           "max_tokens": 2, "truncate_prompt_tokens": 20})
+        self.assertEqual(code, 200, text)
+        self.assertEqual(json.loads(text)["usage"]["prompt_tokens"], 20)
+        err = self.assert_error(self.post("/v1/completions", {"prompt": "x", "truncate_prompt_tokens": 100000}), 400,
+                                "truncate_prompt_tokens", contains="use at most")
         self.assert_error(self.post("/v1/chat/completions", {"messages": "hi"}), 400, "messages")
         # max_tokens past the context's end: 400, as OpenAI and vLLM answer it (it was cut silently).
         for path, body in [("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 100000}),
