@@ -1026,9 +1026,22 @@ TEST(ContextLimit, TruncationKeepsTheLastTokens) {
   std::vector<int32_t> u = {1, 2, 3, 4, 5, 6, 7, 8, 9};
   EXPECT_TRUE(truncate_prompt(u, -1, 8).ok());
   EXPECT_EQ(u, (std::vector<int32_t>{3, 4, 5, 6, 7, 8, 9})) << "-1: the context less one token to generate";
-  const Status over = truncate_prompt(u, 8, 8);
+  EXPECT_TRUE(truncate_prompt(u, 8, 8).ok()) << "the whole context may be asked for, as vLLM's";
+  const Status over = truncate_prompt(u, 9, 8);
   EXPECT_EQ(over.code(), StatusCode::kOutOfRange);
-  EXPECT_NE(over.message().find("use at most 7, or -1"), std::string::npos) << over.message();
+  EXPECT_NE(over.message().find("use at most 7 (room for one generated token), or -1"), std::string::npos)
+      << over.message();
+  // The BOS a tokenizer put first stays first, as a Hugging Face tokenizer truncating on the left keeps it.
+  std::vector<int32_t> b = {1, 10, 11, 12, 13};
+  bool cut = false;
+  EXPECT_TRUE(truncate_prompt(b, 3, 8, /*bos=*/1, &cut).ok());
+  EXPECT_EQ(b, (std::vector<int32_t>{1, 12, 13}));
+  EXPECT_TRUE(cut);
+  EXPECT_TRUE(truncate_prompt(b, 3, 8, 1, &cut).ok());
+  EXPECT_FALSE(cut) << "nothing more to cut";
+  std::vector<int32_t> no_bos = {10, 11, 12, 13};
+  EXPECT_TRUE(truncate_prompt(no_bos, 2, 8, /*bos=*/1).ok());
+  EXPECT_EQ(no_bos, (std::vector<int32_t>{12, 13})) << "token ids that do not start with BOS are cut plainly";
   EXPECT_FALSE(check_prompt_text_length(size_t{10} << 20, 600, 512).ok());
   EXPECT_TRUE(check_prompt_text_length(size_t{10} << 20, 600, 512, /*truncating=*/true).ok());
   const Status huge = check_prompt_text_length(size_t{100} << 20, 64 * 512, 512, true);

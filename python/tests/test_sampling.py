@@ -151,6 +151,9 @@ def test_truncate_prompt_tokens_keeps_the_last_tokens(stories):
         stories.generate(long, SamplingParams(max_tokens=2))
     out = stories.generate(long, SamplingParams(temperature=0, max_tokens=2, truncate_prompt_tokens=20))[0]
     assert len(out.prompt_token_ids) == 20
+    tok = stories.get_tokenizer()
+    assert out.prompt_token_ids[0] == tok.bos_token_id, "BOS stays first, as a tokenizer truncating on the left keeps it"
+    assert out.prompt_token_ids[1:] == tok.encode(long)[-19:]
     alone = stories.generate([out.prompt_token_ids], SamplingParams(temperature=0, max_tokens=2))[0]
     assert out.outputs[0].token_ids == alone.outputs[0].token_ids
     with pytest.raises(ValueError, match="truncate_prompt_tokens must be -1"):

@@ -28,15 +28,20 @@ Status check_prompt_text_length(size_t text_bytes, int64_t least_tokens, int64_t
                       " (prompt and at least one generated token); shorten the prompt");
 }
 
-Status truncate_prompt(std::vector<int32_t>& tokens, std::optional<int32_t> keep, int64_t context) {
+Status truncate_prompt(std::vector<int32_t>& tokens, std::optional<int32_t> keep, int64_t context, int32_t bos,
+                       bool* cut) {
+  if (cut != nullptr) *cut = false;
   if (!keep.has_value()) return {};
-  const int64_t most = context - 1;
-  const int64_t n = *keep == -1 ? most : *keep;
-  if (n > most)
+  const int64_t n = *keep == -1 ? context - 1 : *keep;
+  if (n > context)
     return out_of_range("truncate_prompt_tokens is " + std::to_string(n) + " but the context holds " +
-                        std::to_string(context) + " (prompt and at least one generated token): use at most " +
-                        std::to_string(most) + ", or -1");
-  if (static_cast<int64_t>(tokens.size()) > n) tokens.erase(tokens.begin(), tokens.end() - n);
+                        std::to_string(context) + ": use at most " + std::to_string(context - 1) +
+                        " (room for one generated token), or -1");
+  if (static_cast<int64_t>(tokens.size()) <= n) return {};
+  const bool keeps_bos = bos >= 0 && tokens.front() == bos;
+  const int64_t tail = keeps_bos ? n - 1 : n;
+  tokens.erase(tokens.begin() + (keeps_bos ? 1 : 0), tokens.end() - tail);
+  if (cut != nullptr) *cut = true;
   return {};
 }
 

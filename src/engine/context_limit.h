@@ -26,9 +26,14 @@ inline constexpr int64_t kTruncatedTextContexts = 64;
 // may be kTruncatedTextContexts contexts long.
 Status check_prompt_text_length(size_t text_bytes, int64_t least_tokens, int64_t context, bool truncating = false);
 
-// vLLM's truncate_prompt_tokens: a prompt longer than `keep` tokens keeps its last `keep` (-1: context - 1, room
-// for one generated token); none leaves it whole. A `keep` over context - 1 is refused (out_of_range).
-Status truncate_prompt(std::vector<int32_t>& tokens, std::optional<int32_t> keep, int64_t context);
+// vLLM's truncate_prompt_tokens: a prompt longer than `keep` tokens keeps its last `keep`; none leaves it whole.
+// `bos` (or -1): the BOS id the tokenizer put first when it encoded the prompt's text, which stays first, as a
+// Hugging Face tokenizer truncating on the left keeps it (BOS and the last keep - 1). -1 for `keep` is
+// context - 1, room for one generated token (vLLM's is the whole context, which leaves none). A `keep` over the
+// context is refused (out_of_range); a cut prompt that still fills the context is check_prompt_length's to refuse.
+// Returns whether tokens were removed through `cut`.
+Status truncate_prompt(std::vector<int32_t>& tokens, std::optional<int32_t> keep, int64_t context, int32_t bos = -1,
+                       bool* cut = nullptr);
 
 // A prompt of `tokens` tokens. `context_can_grow`: the context was set below the model's own (--max-model-len).
 Status check_prompt_length(int64_t tokens, int64_t context, bool context_can_grow = false);

@@ -157,7 +157,9 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
       prompt.push_back(loaded.tokenizer->bos_id());
     }
   }
-  KV_RETURN_IF_ERROR(truncate_prompt(prompt, r.params.truncate_prompt_tokens, max_model_len));
+  const bool from_text = r.prompt_token_ids.empty();
+  const int32_t bos = from_text && loaded.tokenizer->adds_bos() ? loaded.tokenizer->bos_id() : -1;
+  KV_RETURN_IF_ERROR(truncate_prompt(prompt, r.params.truncate_prompt_tokens, max_model_len, bos));
   const int64_t vocab = loaded.model->config().vocab_size;
   for (const auto& [t, bias] : r.params.logit_bias)
     if (t >= vocab)

@@ -610,7 +610,10 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
     }
   }
   for (PromptInput& p : call.prompts) {
-    if (const Status st = truncate_prompt(p.token_ids, call.params.truncate_prompt_tokens, max_model_len); !st.ok()) {
+    // A completion's text was encoded with the tokenizer's BOS, which stays first; a chat's template wrote its own.
+    const int32_t bos = !call.chat && p.is_text && tokenizer().adds_bos() ? tokenizer().bos_id() : -1;
+    if (const Status st = truncate_prompt(p.token_ids, call.params.truncate_prompt_tokens, max_model_len, bos, &p.truncated);
+        !st.ok()) {
       error = from_status(st);
       error.param = "truncate_prompt_tokens";
       return false;
@@ -715,7 +718,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
     std::vector<ChoiceState> states(n);
     for (int32_t j = 0; j < n; ++j) {
       states[j].index = static_cast<int32_t>(i) * n + j;
-      if (call->api.echo) states[j].echo_text = p.is_text ? p.text : tokenizer().decode(p.token_ids);
+      if (call->api.echo) states[j].echo_text = p.is_text && !p.truncated ? p.text : tokenizer().decode(p.token_ids);
     }
     call->states.push_back(std::move(states));
   }

@@ -38,6 +38,7 @@ struct PromptInput {
   bool is_text = true;
   std::string text;
   std::vector<int32_t> token_ids;
+  bool truncated = false;  // truncate_prompt_tokens removed some: `text` is no longer the prompt that ran
 };
 
 // A parsed /v1/completions or /v1/chat/completions request.
