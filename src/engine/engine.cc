@@ -86,8 +86,9 @@ struct Engine::Impl {
   void sample_and_check_stops(const StepPlan& plan, std::vector<Output>& out);
   static Status check_finite(const float* row_logits, int64_t vocab, int64_t position);
   Status record_prompt_logprobs(Sequence& s, int64_t positions, int64_t row);
-  FinishReason stop_check(Sequence& s, int32_t token, size_t checked);
-  bool ends_on_token(const Sequence& s, int32_t token) const;
+  enum class TokenStop { kNone, kEos, kStopToken };
+  TokenStop token_stop(const Sequence& s, int32_t token) const;
+  FinishReason stop_check(Sequence& s, int32_t token, size_t checked, TokenStop by_token);
   void record_step(std::chrono::steady_clock::time_point start, const StepWork& work);
   Result<int64_t> add(const Request& r, bool prefill_only);
 };
@@ -409,8 +410,9 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     const size_t checked = s.text.size();
     // The EOS or stop token that ends the request is not part of its text (unless include_stop_str_in_output),
     // as in vLLM: with skip_special_tokens off, a chat reply would end in "<|im_end|>".
-    if (!ends_on_token(s, token) || s.params.include_stop_str_in_output) s.text += decoders[s.id]->push(token);
-    const FinishReason reason = stop_check(s, token, checked);
+    const TokenStop by_token = token_stop(s, token);
+    if (by_token == TokenStop::kNone || s.params.include_stop_str_in_output) s.text += decoders[s.id]->push(token);
+    const FinishReason reason = stop_check(s, token, checked, by_token);
     if (reason != FinishReason::kNone) {
       finish(s, reason, out);
     } else {
@@ -446,26 +448,26 @@ Status Engine::Impl::record_prompt_logprobs(Sequence& s, int64_t positions, int6
   return Status();
 }
 
-// Why `s` stops after its newest `token` (kNone: it goes on). EOS and stop tokens count from min_tokens on
-// (the sampler masks them before) and come first, as in vLLM; otherwise a stop string counts when the text after
-// `checked` completes one (at the length limit too), and cuts the text there.
-// Whether `token`, just generated, ends `s` as an EOS (unless ignore_eos) or a stop token (from min_tokens on).
-bool Engine::Impl::ends_on_token(const Sequence& s, int32_t token) const {
-  if (s.num_generated() < s.params.min_tokens) return false;
+// Whether `token`, just generated, ends `s`: as an EOS (unless ignore_eos) or as a stop token, from min_tokens on
+// (the sampler masks them before); EOS first, as in vLLM.
+Engine::Impl::TokenStop Engine::Impl::token_stop(const Sequence& s, int32_t token) const {
+  if (s.num_generated() < s.params.min_tokens) return TokenStop::kNone;
+  const auto& eos = loaded.eos_ids;
+  if (!s.params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) return TokenStop::kEos;
   const auto& stops = s.params.stop_token_ids;
-  return (!s.params.ignore_eos && std::find(loaded.eos_ids.begin(), loaded.eos_ids.end(), token) != loaded.eos_ids.end()) ||
-         std::find(stops.begin(), stops.end(), token) != stops.end();
+  if (std::find(stops.begin(), stops.end(), token) != stops.end()) return TokenStop::kStopToken;
+  return TokenStop::kNone;
 }
 
-FinishReason Engine::Impl::stop_check(Sequence& s, int32_t token, size_t checked) {
-  const auto& stops = s.params.stop_token_ids;
+// Why `s` stops after its newest `token` (kNone: it goes on). EOS and stop tokens come first (`by_token`, from token_stop);
+// otherwise a stop string counts when the text after `checked` completes one (at the length limit too), and cuts
+// the text there.
+FinishReason Engine::Impl::stop_check(Sequence& s, int32_t token, size_t checked, TokenStop by_token) {
   const bool may_stop = s.num_generated() >= s.params.min_tokens;
   FinishReason reason = FinishReason::kNone;
-  if (may_stop && !s.params.ignore_eos && std::find(loaded.eos_ids.begin(), loaded.eos_ids.end(), token) != loaded.eos_ids.end()) {
+  if (by_token != TokenStop::kNone) {
     reason = FinishReason::kStop;
-  } else if (may_stop && std::find(stops.begin(), stops.end(), token) != stops.end()) {
-    reason = FinishReason::kStop;
-    s.stop_token_id = token;
+    if (by_token == TokenStop::kStopToken) s.stop_token_id = token;
   } else if (s.num_tokens() >= s.max_total_tokens) {
     reason = FinishReason::kLength;
   }
