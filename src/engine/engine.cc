@@ -87,7 +87,7 @@ struct Engine::Impl {
   static Status check_finite(const float* row_logits, int64_t vocab, int64_t position);
   Status record_prompt_logprobs(Sequence& s, int64_t positions, int64_t row);
   enum class TokenStop { kNone, kEos, kStopToken };
-  TokenStop token_stop(const Sequence& s, int32_t token) const;
+  TokenStop token_stop(const SamplingParams& p, int32_t token) const;
   FinishReason stop_check(Sequence& s, int32_t token, size_t checked, TokenStop by_token);
   void record_step(std::chrono::steady_clock::time_point start, const StepWork& work);
   Result<int64_t> add(const Request& r, bool prefill_only);
@@ -178,11 +178,7 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
       if (t >= tokens)
         return invalid_argument("allowed_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                                 std::to_string(tokens) + ")");
-      const auto& eos = loaded.eos_ids;
-      const auto& stops = r.params.stop_token_ids;
-      const bool masked = (!r.params.ignore_eos && std::find(eos.begin(), eos.end(), t) != eos.end()) ||
-                          std::find(stops.begin(), stops.end(), t) != stops.end();
-      any_may_be_drawn = any_may_be_drawn || !masked;
+      any_may_be_drawn = any_may_be_drawn || token_stop(r.params, t) == TokenStop::kNone;
     }
     if (r.params.min_tokens > 0 && !any_may_be_drawn)
       return invalid_argument("allowed_token_ids holds only end-of-sequence and stop tokens, which min_tokens = " +
@@ -410,7 +406,8 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     const size_t checked = s.text.size();
     // The EOS or stop token that ends the request is not part of its text (unless include_stop_str_in_output),
     // as in vLLM: with skip_special_tokens off, a chat reply would end in "<|im_end|>".
-    const TokenStop by_token = token_stop(s, token);
+    // EOS and stop tokens end it from min_tokens on (the sampler masks them before).
+    const TokenStop by_token = s.num_generated() >= s.params.min_tokens ? token_stop(s.params, token) : TokenStop::kNone;
     if (by_token == TokenStop::kNone || s.params.include_stop_str_in_output) s.text += decoders[s.id]->push(token);
     const FinishReason reason = stop_check(s, token, checked, by_token);
     if (reason != FinishReason::kNone) {
@@ -448,13 +445,12 @@ Status Engine::Impl::record_prompt_logprobs(Sequence& s, int64_t positions, int6
   return Status();
 }
 
-// Whether `token`, just generated, ends `s`: as an EOS (unless ignore_eos) or as a stop token, from min_tokens on
-// (the sampler masks them before); EOS first, as in vLLM.
-Engine::Impl::TokenStop Engine::Impl::token_stop(const Sequence& s, int32_t token) const {
-  if (s.num_generated() < s.params.min_tokens) return TokenStop::kNone;
+// Whether `token` ends a request of `p` as an EOS (unless ignore_eos) or as a stop token, EOS first as in vLLM:
+// the tokens the sampler masks before min_tokens.
+Engine::Impl::TokenStop Engine::Impl::token_stop(const SamplingParams& p, int32_t token) const {
   const auto& eos = loaded.eos_ids;
-  if (!s.params.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) return TokenStop::kEos;
-  const auto& stops = s.params.stop_token_ids;
+  if (!p.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) return TokenStop::kEos;
+  const auto& stops = p.stop_token_ids;
   if (std::find(stops.begin(), stops.end(), token) != stops.end()) return TokenStop::kStopToken;
   return TokenStop::kNone;
 }
