@@ -35,7 +35,8 @@ def curl(url, body=None, method=None, headers=(), raw=None, timeout=60):
             args += ["-H", "Content-Type: application/json", "-H", "Expect:", "--data-binary", "@-"]
         out = subprocess.run(args, input=data.encode() if isinstance(data, str) else data,
                              capture_output=True, check=True)
-        lines = open(head.name, encoding="latin-1").read().splitlines()
+        with open(head.name, encoding="latin-1") as f:
+            lines = f.read().splitlines()
     status = int(lines[0].split()[1])
     hdrs = {}
     for line in lines[1:]:
@@ -308,6 +309,45 @@ class ServerTest(unittest.TestCase):
         a = json.loads(self.post("/v1/completions", seeded)[2])["choices"][0]["text"]
         b = json.loads(self.post("/v1/completions", seeded)[2])["choices"][0]["text"]
         self.assertEqual(a, b)
+
+    def test_allowed_token_ids_and_skip_special_tokens(self):
+        # vLLM's allowed_token_ids: only the listed tokens are sampled, even at temperature 1.
+        ids = json.loads(self.post("/tokenize", {"prompt": "cat dog", "add_special_tokens": False})[2])["tokens"]
+        echo = json.loads(self.post("/v1/completions", {"prompt": ids, "max_tokens": 1, "echo": True,
+                                                         "logprobs": 0})[2])
+        words = echo["choices"][0]["logprobs"]["tokens"][:len(ids)]  # the pieces logprobs name these tokens by
+        self.assertEqual(len(set(words)), len(ids), words)
+        code, _, text = self.post("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 12, "seed": 3,
+                                                      "temperature": 1.0, "allowed_token_ids": ids, "logprobs": 0})
+        self.assertEqual(code, 200, text)
+        tokens = json.loads(text)["choices"][0]["logprobs"]["tokens"]
+        self.assertEqual(len(tokens), 12)
+        self.assertTrue(set(tokens) <= set(words), (tokens, words))
+        # Without the restriction the same seeded request says something else.
+        free = json.loads(self.post("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 12, "seed": 3,
+                                                        "temperature": 1.0, "logprobs": 0})[2])
+        self.assertFalse(set(free["choices"][0]["logprobs"]["tokens"]) <= set(words))
+        # skip_special_tokens: <|start_story|> (id 1, special) sampled three times is in the text only when false.
+        only_bos = {"prompt": "Once upon a time", "max_tokens": 3, "allowed_token_ids": [1], "temperature": 0}
+        r = json.loads(self.post("/v1/completions", only_bos)[2])["choices"][0]
+        self.assertEqual((r["text"], r["finish_reason"]), ("", "length"))
+        r = json.loads(self.post("/v1/completions", dict(only_bos, skip_special_tokens=False))[2])["choices"][0]
+        self.assertEqual(r["text"], "<|start_story|>" * 3)
+        chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "allowed_token_ids": [1],
+                "skip_special_tokens": False}
+        r = json.loads(self.post("/v1/chat/completions", chat)[2])["choices"][0]
+        self.assertEqual(r["message"]["content"], "<|start_story|>" * 2)
+        # Bad sets: empty, outside the vocabulary, not ids, or only the EOS while min_tokens forbids it.
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "allowed_token_ids": []}), 400,
+                          "allowed_token_ids", contains="must not be empty")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "allowed_token_ids": ["a"]}), 400,
+                          "allowed_token_ids")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "allowed_token_ids": [99999]}), 400,
+                          contains="outside the vocabulary")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "allowed_token_ids": [2], "min_tokens": 1}),
+                          400, contains="min_tokens")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "skip_special_tokens": "no"}), 400,
+                          "skip_special_tokens")
 
     def test_streaming_completion(self):
         body = {"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0}
