@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::check(again.ok() && again->prompt == r->prompt && again->prompt_token_ids == r->prompt_token_ids &&
                   again->params.stop_token_ids == r->params.stop_token_ids &&
                   again->params.allowed_token_ids == r->params.allowed_token_ids &&
-                  again->params.skip_special_tokens == r->params.skip_special_tokens && again->cache_salt == r->cache_salt,
+                  again->params.skip_special_tokens == r->params.skip_special_tokens &&
+                  again->params.bad_words == r->params.bad_words && again->cache_salt == r->cache_salt,
               "parsing the same line twice gave different requests");
   return 0;
 }

@@ -155,7 +155,7 @@ done <<'LINES'
 {"prompt": "\u00e9\ud83d\ude42 unicode", "max_tokens": 9223372036854775807, "temperature": 1e400}
 [1, 2, 3]
 {"prompt": "x", "stop_token_ids": "3", "ignore_eos": 1}
-{"prompt": "Is it? Answer:", "max_tokens": 1, "allowed_token_ids": [3, 4], "skip_special_tokens": false, "truncate_prompt_tokens": 4}
+{"prompt": "Is it? Answer:", "max_tokens": 1, "allowed_token_ids": [3, 4], "skip_special_tokens": false, "truncate_prompt_tokens": 4, "bad_words": ["darn", " heck it"]}
 LINES
 
 # Chat templates: the project's own tricky templates (tests/goldens/chat_templates/tricky.txt) over their

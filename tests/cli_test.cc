@@ -502,6 +502,8 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"allowed_token_ids\": []}\n";
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"skip_special_tokens\": \"no\"}\n";
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"truncate_prompt_tokens\": 0}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"bad_words\": \"darn\"}\n";
+  in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2, \"bad_words\": [\"\"]}\n";
   in += "{\"prompt_token_ids\": [5, 6], \"max_tokens\": 2.0, \"temperature\": 0, \"ignore_eos\": true, "
         "\"allowed_token_ids\": null}\n";  // fine (null: every token, as vLLM's None)
   const std::string in_path = scratch() + "/numbers.jsonl", out_path = scratch() + "/numbers-out.jsonl";
@@ -511,7 +513,7 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
   EXPECT_EQ(r.signal, 0) << r;
   EXPECT_EQ(r.exit_code, 1) << r;
   const std::vector<json> outs = read_jsonl(out_path);
-  ASSERT_EQ(outs.size(), 18u) << r;
+  ASSERT_EQ(outs.size(), 20u) << r;
   const std::vector<std::string> want = {"token id", "max_tokens", "max_tokens", "max_tokens", "seed",
                                          "stop_token_ids", "stop token id", "vocabulary",
                                          "unknown field \"max_token\"", "not both",
@@ -521,7 +523,9 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
                                          "n (completions per prompt) must be in [1, 128], got -1",
                                          "allowed_token_ids must not be empty",
                                          "\"skip_special_tokens\" must be true or false",
-                                         "truncate_prompt_tokens must be -1 (the context) or at least 1"};
+                                         "truncate_prompt_tokens must be -1 (the context) or at least 1",
+                                         "\"bad_words\" must be an array of strings",
+                                         "bad_words[0] is empty or only whitespace"};
   for (size_t i = 0; i < want.size(); ++i) {
     SCOPED_TRACE("line " + std::to_string(i + 1) + ": " + outs[i].dump());
     EXPECT_EQ(outs[i].value("finish_reason", ""), "error");
@@ -529,8 +533,8 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
     EXPECT_TRUE(contains(r.err, "line " + std::to_string(i + 1) + ":")) << r;
     EXPECT_FALSE(contains(outs[i].value("error", ""), "json.exception")) << "a library message, not ours";
   }
-  EXPECT_EQ(outs[17].value("finish_reason", ""), "length") << outs[17].dump();
-  EXPECT_EQ(outs[17]["token_ids"].size(), 2u) << outs[17].dump();
+  EXPECT_EQ(outs[19].value("finish_reason", ""), "length") << outs[19].dump();
+  EXPECT_EQ(outs[19]["token_ids"].size(), 2u) << outs[19].dump();
 }
 
 TEST_F(CliTest, BatchInputAndOutputProblemsFailClearly) {

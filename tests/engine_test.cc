@@ -784,6 +784,83 @@ TEST_F(EngineBehaviour, AllowedTokenIdsAndSkipSpecialTokens) {
   EXPECT_EQ(engine->generate({r})[0].token_ids[0], 50256);
 }
 
+// bad_words: a two-token phrase the unrestricted greedy run generates is not generated. The run is the same up to
+// the token that would complete the phrase, and differs there.
+TEST_F(EngineBehaviour, BadWordsAreNotGenerated) {
+  const std::string model = tiny_model("gpt2");
+  auto engine = make_engine(model, true);
+  const Tokenizer& tok = engine->tokenizer();
+  auto encode = [&](const std::string& text) { return tok.encode(text, /*add_special=*/false); };
+  Request r;
+  r.prompt = "Say something";
+  r.params.temperature = 0;
+  r.params.max_tokens = 32;
+  r.params.ignore_eos = true;
+  const Output free = engine->generate({r})[0];
+  ASSERT_EQ(free.token_ids.size(), 32u) << free.error.to_string();
+  // Where the generated tokens `out` hold one of `words`, the index of the last token of the first such place.
+  auto first_bad = [](const std::vector<int32_t>& out, const std::vector<std::vector<int32_t>>& words) -> size_t {
+    for (size_t end = 0; end < out.size(); ++end)
+      for (const std::vector<int32_t>& w : words)
+        if (w.size() <= end + 1 && std::equal(w.begin(), w.end(), out.begin() + static_cast<std::ptrdiff_t>(end + 1 - w.size())))
+          return end;
+    return out.size();
+  };
+  // A phrase of two generated tokens whose text tokenizes back to them (alone or after a space).
+  std::string phrase;
+  std::vector<std::vector<int32_t>> banned;
+  for (size_t i = 1; i + 1 < free.token_ids.size() && phrase.empty(); ++i) {
+    const std::vector<int32_t> pair = {free.token_ids[i], free.token_ids[i + 1]};
+    const std::string text = tok.decode(pair);
+    auto words = bad_word_tokens({text}, encode);
+    if (bad_word_text(text).empty() || std::find(words.begin(), words.end(), pair) == words.end()) continue;
+    phrase = text;
+    banned = words;
+  }
+  ASSERT_FALSE(phrase.empty()) << "no two generated tokens that tokenize back to themselves";
+  const size_t at = first_bad(free.token_ids, banned);
+  ASSERT_LT(at, free.token_ids.size());
+  r.params.bad_words = {phrase};
+  const Output out = engine->generate({r})[0];
+  ASSERT_EQ(out.token_ids.size(), 32u) << out.error.to_string();
+  EXPECT_EQ(first_bad(out.token_ids, banned), out.token_ids.size()) << "'" << phrase << "' was generated";
+  EXPECT_TRUE(std::equal(free.token_ids.begin(), free.token_ids.begin() + static_cast<std::ptrdiff_t>(at),
+                         out.token_ids.begin()))
+      << "the runs differ before the banned phrase";
+  EXPECT_NE(out.token_ids[at], free.token_ids[at]);
+  // A one-token word is never generated; with only that token allowed, nothing can be: the request ends with an
+  // error that says why, after the tokens it had.
+  r.prompt = "Say something";
+  const std::string one = tok.decode({free.token_ids[0]});
+  r.params.bad_words = {one};
+  const auto one_banned = bad_word_tokens({one}, encode);
+  ASSERT_NE(std::find(one_banned.begin(), one_banned.end(), std::vector<int32_t>{free.token_ids[0]}), one_banned.end());
+  const Output without_first = engine->generate({r})[0];
+  ASSERT_EQ(without_first.token_ids.size(), 32u) << without_first.error.to_string();
+  for (int32_t t : without_first.token_ids) EXPECT_NE(t, free.token_ids[0]);
+  r.params.allowed_token_ids = std::vector<int32_t>{banned[0][0]};
+  r.params.bad_words = {tok.decode({banned[0][0], banned[0][0]})};
+  const auto doubled = bad_word_tokens(r.params.bad_words, encode);
+  ASSERT_NE(std::find(doubled.begin(), doubled.end(), std::vector<int32_t>{banned[0][0], banned[0][0]}), doubled.end());
+  r.params.max_tokens = 4;
+  const Output once = engine->generate({r})[0];
+  EXPECT_EQ(once.finish_reason, FinishReason::kError);
+  EXPECT_EQ(once.token_ids, std::vector<int32_t>{banned[0][0]}) << "one token, then nothing is left";
+  EXPECT_NE(once.error.message().find("no token can be generated after 1 tokens"), std::string::npos)
+      << once.error.to_string();
+  // Bad lists are refused, naming the field.
+  r.params.allowed_token_ids.reset();
+  r.params.bad_words = {"  "};
+  EXPECT_NE(engine->generate({r})[0].error.message().find("bad_words[0] is empty or only whitespace"), std::string::npos);
+  r.params.bad_words = {std::string(2000, 'a')};
+  EXPECT_NE(engine->generate({r})[0].error.message().find("bytes; at most 1024"), std::string::npos);
+  r.params.bad_words.assign(129, "a");
+  EXPECT_NE(engine->generate({r})[0].error.message().find("at most 128"), std::string::npos);
+  r.params.bad_words.assign(128, std::string(1000, 'x') + "y");
+  EXPECT_NE(engine->generate({r})[0].error.message().find("tokens (each word alone and after a space); at most 1024"),
+            std::string::npos);
+}
+
 // Every processor at once stays a pure function of the request: the same tokens, text and logprobs alone
 // and in a batch beside other sampled requests (different prompts, seeds and processors).
 TEST_F(EngineBehaviour, EveryProcessorTogetherIsTheSameAloneAndInABatch) {
@@ -802,6 +879,7 @@ TEST_F(EngineBehaviour, EveryProcessorTogetherIsTheSameAloneAndInABatch) {
   r.params.allowed_token_ids.emplace();
   for (int32_t t = 0; t < 20000; t += 3) r.params.allowed_token_ids->push_back(t);  // 11 is not in it, 13 is
   r.params.allowed_token_ids->push_back(50256);
+  r.params.bad_words = {" the", "and so on"};
   r.params.seed = 77;
   r.params.max_tokens = 14;
   r.params.logprobs = 3;

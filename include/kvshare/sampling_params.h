@@ -3,8 +3,8 @@
 //
 // Each step, the processors run in vLLM's order on a copy of the model's logits:
 //   logprobs are taken first, from the raw logits (log-softmax, before any processor);
-//   allowed_token_ids (every other token masked) -> min_tokens (EOS and stop tokens masked) -> logit_bias ->
-//   repetition, frequency, presence penalties;
+//   allowed_token_ids (every other token masked) -> bad_words (the token that would complete one masked) ->
+//   min_tokens (EOS and stop tokens masked) -> logit_bias -> repetition, frequency, presence penalties;
 //   then greedy (temperature 0) takes the largest, or: temperature -> min_p -> top_k -> top_p -> draw.
 #pragma once
 
@@ -49,6 +49,13 @@ struct SamplingParams {
   // every other token's logit is -inf. Not empty; ids must be in the vocabulary. Logprobs still come from the
   // raw logits.
   std::optional<std::vector<int32_t>> allowed_token_ids;
+  // Words and phrases that must not be generated (vLLM's bad_words). The engine tokenizes each (leading
+  // whitespace dropped) alone and after a space, and keeps the second too when it is as many tokens and starts
+  // with another one (the word in mid-text); the last token of such a sequence is masked whenever the tokens
+  // generated just before it are the rest of it. Only generated tokens count, not the prompt. At most
+  // kMaxBadWords, each 1 to kMaxBadWordBytes bytes and not only whitespace; kMaxBadWordTokens in all once
+  // tokenized.
+  std::vector<std::string> bad_words;
   // When set, a longer prompt keeps only its last truncate_prompt_tokens tokens (vLLM's; -1: as many as the
   // context holds with one token to generate). Text up to kTruncatedTextContexts contexts long is then taken
   // (context_limit.h).
@@ -70,6 +77,9 @@ struct SamplingParams {
 
   static constexpr int32_t kMaxN = 128;
   static constexpr int32_t kMaxLogprobs = 20;
+  static constexpr size_t kMaxBadWords = 128;      // as vLLM's VLLM_MAX_NUM_BAD_WORDS
+  static constexpr size_t kMaxBadWordBytes = 1024;
+  static constexpr size_t kMaxBadWordTokens = 1024;  // as vLLM's MAX_BAD_WORDS_TOTAL_TOKENS
 
   // Says which parameter is wrong and its valid range. (Token ids are checked against the vocabulary when
   // the engine takes the request.)

@@ -38,7 +38,8 @@ class SamplingParams:
     include_stop_str_in_output); ignore_eos keeps going past the model's end-of-sequence tokens; min_tokens: no
     EOS, stop token or stop string before that many tokens; presence_penalty and frequency_penalty (OpenAI,
     [-2, 2]) over the generated tokens, repetition_penalty (> 0, 1 is off) over prompt and generated tokens;
-    logit_bias {token id: bias in [-100, 100]}; allowed_token_ids: only these tokens may be sampled;
+    logit_bias {token id: bias in [-100, 100]}; allowed_token_ids: only these tokens may be sampled; bad_words: a
+    list of words and phrases never generated (each at the start of the text or after a space, as vLLM's);
     skip_special_tokens (default True, as vLLM's): the text leaves out special tokens the model generates (token_ids
     keep them); truncate_prompt_tokens k: a longer prompt keeps its last k tokens (-1: as many as the context
     holds); n completions per prompt; logprobs k (0 to 20) returns each
@@ -46,7 +47,7 @@ class SamplingParams:
     (RequestOutput.prompt_logprobs).
 
     The constructor raises ValueError for a value out of range and TypeError for a value of the wrong type, naming
-    the field. Fields may be set later, and stop, stop_token_ids and logit_bias changed in place
+    the field. Fields may be set later, and stop, stop_token_ids, bad_words and logit_bias changed in place
     (params.stop.append("END")), as vLLM's; the values are checked again when a request is made of them."""
 
     _FLOATS = ("temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
@@ -56,7 +57,7 @@ class SamplingParams:
     _FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop_token_ids", "ignore_eos", "min_p",
                "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "min_tokens", "stop",
                "include_stop_str_in_output", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
-               "skip_special_tokens", "truncate_prompt_tokens")
+               "skip_special_tokens", "truncate_prompt_tokens", "bad_words")
 
     def __init__(self, *, temperature: float = 1.0, top_p: float = 1.0, top_k: Optional[int] = None,
                  max_tokens: int = 16, seed: Optional[int] = None, stop_token_ids: Optional[Sequence[int]] = None,
@@ -66,7 +67,7 @@ class SamplingParams:
                  stop: Union[None, str, Sequence[str]] = None, include_stop_str_in_output: bool = False,
                  n: int = 1, logprobs: Optional[int] = None, prompt_logprobs: Optional[int] = None,
                  allowed_token_ids: Optional[Sequence[int]] = None, skip_special_tokens: bool = True,
-                 truncate_prompt_tokens: Optional[int] = None) -> None:
+                 truncate_prompt_tokens: Optional[int] = None, bad_words: Optional[Sequence[str]] = None) -> None:
         values = locals()
         for name in self._FIELDS:
             setattr(self, name, values[name])
@@ -74,7 +75,7 @@ class SamplingParams:
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Sets a field as the constructor takes it: stop as a str or a list of str (kept as a list), top_k None
-        as -1, stop_token_ids and logit_bias None as empty. Ranges are checked when a request is made."""
+        as -1, stop_token_ids, bad_words and logit_bias None as empty. Ranges are checked when a request is made."""
         if name not in self._FIELDS:
             raise AttributeError(f"SamplingParams has no field {name!r}")
         object.__setattr__(self, name, self._converted(name, value))
@@ -108,17 +109,19 @@ class SamplingParams:
             if value is None:
                 return -1 if name == "top_k" else None
             return integer(value, "an int or None")
-        if name == "stop":
+        if name in ("stop", "bad_words"):  # a stop may be one str; a bad_words str would be taken letter by letter
+            one = name == "stop"
+            expected = "a str or a list of str" if one else "a list of str"
             if value is None:
                 return []
-            if isinstance(value, str):
+            if one and isinstance(value, str):
                 return [value]
-            if isinstance(value, (bytes, dict)) or not isinstance(value, Iterable):
-                raise bad("a str or a list of str")
+            if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+                raise bad(expected)
             out = list(value)
             for x in out:
                 if not isinstance(x, str):
-                    raise TypeError(f"stop must be a str or a list of str, got a list holding {type(x).__name__}")
+                    raise TypeError(f"{name} must be {expected}, got a list holding {type(x).__name__}")
             return out
         if name == "allowed_token_ids" and value is None:
             return None

@@ -13,7 +13,8 @@ class _SamplingParams:  # built by kvshare.SamplingParams._native(); every argum
                  logit_bias: Optional[Dict[int, float]], min_tokens: int, stop: Union[None, str, Sequence[str]],
                  include_stop_str_in_output: bool, n: int, logprobs: Optional[int],
                  prompt_logprobs: Optional[int], allowed_token_ids: Optional[Sequence[int]],
-                 skip_special_tokens: bool, truncate_prompt_tokens: Optional[int]) -> None: ...
+                 skip_special_tokens: bool, truncate_prompt_tokens: Optional[int],
+                 bad_words: Sequence[str]) -> None: ...
 
 class _Tokenizer:
     @staticmethod

@@ -145,6 +145,26 @@ def test_allowed_token_ids_and_skip_special_tokens(stories):
         stories.generate("x", SamplingParams(allowed_token_ids=[99999]))
 
 
+def test_bad_words_are_not_generated(stories):
+    tok = stories.get_tokenizer()
+    greedy = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    free = stories.generate("Once upon a time", greedy)[0].outputs[0]
+    # A word the model said that is one token of its own.
+    words = [(t, tok.decode([t]).strip()) for t in free.token_ids]
+    t, word = next((t, w) for t, w in words if len(w) > 2 and tok.encode(w, add_special_tokens=False) == [t])
+    greedy.bad_words = [word]
+    out = stories.generate("Once upon a time", greedy)[0].outputs[0]
+    assert t not in out.token_ids and out.token_ids != free.token_ids
+    at = free.token_ids.index(t)
+    assert out.token_ids[:at] == free.token_ids[:at]  # the same until the banned word
+    greedy.bad_words.append("  ")  # changed in place: checked again
+    with pytest.raises(ValueError, match=r"bad_words\[1\] is empty or only whitespace"):
+        stories.generate("Once upon a time", greedy)
+    with pytest.raises(TypeError, match="bad_words must be a list of str"):
+        SamplingParams(bad_words="darn")
+    assert SamplingParams(bad_words=None).bad_words == []
+
+
 def test_truncate_prompt_tokens_keeps_the_last_tokens(stories):
     long = "Once upon a time there was a little dog. " * 60  # over stories260K's context
     with pytest.raises(ValueError, match="context"):

@@ -23,7 +23,7 @@ constexpr const char* kRequestFields[] = {
     "prompt", "prompt_token_ids", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "ignore_eos",
     "cache_salt", "stop", "stop_token_ids", "include_stop_str_in_output", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "logit_bias", "min_tokens", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
-    "skip_special_tokens", "truncate_prompt_tokens"};
+    "skip_special_tokens", "bad_words", "truncate_prompt_tokens"};
 
 // A JSON number as the 32-bit float the sampler uses: a value a float cannot hold (1e308 would become inf,
 // 1e-300 would become 0) is an error naming the field, not a different value.
@@ -96,6 +96,12 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
     } else {
       return invalid_argument("\"stop\" must be a string or an array of strings");
     }
+  }
+  if (present("bad_words")) {
+    const json& v = j["bad_words"];
+    if (!v.is_array() || !std::all_of(v.begin(), v.end(), [](const json& e) { return e.is_string(); }))
+      return invalid_argument("\"bad_words\" must be an array of strings");
+    p.bad_words = v.get<std::vector<std::string>>();
   }
   if (present("allowed_token_ids")) {  // null: every token, as vLLM's None
     if (!j["allowed_token_ids"].is_array())

@@ -68,7 +68,8 @@ struct Engine::Impl {
   int64_t next_seq_id = 0;  // the next sequence's (one per completion)
   EngineMetrics m;
 
-  Status validate(const Request& r, std::vector<int32_t>& prompt) const;
+  // Checks `r` against the model; gives its prompt tokens and its bad_words as token sequences.
+  Status validate(const Request& r, std::vector<int32_t>& prompt, std::vector<std::vector<int32_t>>& bad_words) const;
   Output make_output(Sequence& s) const;
   void finish(Sequence& s, FinishReason reason, std::vector<Output>& out, Status error = {});
   std::vector<Output> step();
@@ -139,7 +140,8 @@ Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config) {
   return engine;
 }
 
-Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) const {
+Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt,
+                              std::vector<std::vector<int32_t>>& bad_words) const {
   KV_RETURN_IF_ERROR(r.params.validate());
   if (r.cache_salt.size() > kMaxCacheSaltBytes)  // checked first: every cached block would keep a copy
     return invalid_argument("cache_salt is " + std::to_string(r.cache_salt.size()) + " bytes; at most " +
@@ -185,6 +187,15 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
                               std::to_string(r.params.min_tokens) +
                               " forbids at first: nothing could be sampled; allow another token or lower min_tokens");
   }
+  bad_words = bad_word_tokens(r.params.bad_words, [&](const std::string& text) {
+    return loaded.tokenizer->encode(text, /*add_special=*/false);
+  });
+  size_t bad_word_tokens = 0;
+  for (const std::vector<int32_t>& w : bad_words) bad_word_tokens += w.size();
+  if (bad_word_tokens > SamplingParams::kMaxBadWordTokens)
+    return invalid_argument("bad_words make " + std::to_string(bad_word_tokens) + " tokens (each word alone and after "
+                            "a space); at most " + std::to_string(SamplingParams::kMaxBadWordTokens) +
+                            " are allowed: ban fewer or shorter words");
   for (int32_t t : prompt)
     if (t < 0 || t >= vocab)
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
@@ -197,7 +208,8 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt) co
 // the prompt's full blocks (the first publishes them as planned, the others find them).
 Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   std::vector<int32_t> prompt;
-  KV_RETURN_IF_ERROR(validate(r, prompt));
+  std::vector<std::vector<int32_t>> bad_words;
+  KV_RETURN_IF_ERROR(validate(r, prompt, bad_words));
   const int64_t num_prompt = static_cast<int64_t>(prompt.size());
   const int64_t max_total = prefill_only ? num_prompt : std::min<int64_t>(num_prompt + r.params.max_tokens, max_model_len);
   // Refused now, not left to fail in a later step: a retry can never succeed (the server answers 400, not 503).
@@ -219,6 +231,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
     seq->keep_logits = r.keep_logits && !prefill_only;
     seq->wants_prompt_logprobs = r.params.prompt_logprobs.has_value() && index == 0 && !prefill_only;
     seq->max_total_tokens = max_total;
+    seq->bad_words = bad_words;
     if (!prefill_only && index == 0) m.prompt_tokens += seq->num_prompt_tokens;
     scheduler->add(seq.get());
     decoders[seq->id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, r.params.skip_special_tokens, after_text);
@@ -397,9 +410,16 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
       finish(s, FinishReason::kError, out, st);  // greedy would pick token 0 forever, logprobs would be NaN
       continue;
     }
-    const TokenHistory history{s.tokens, static_cast<size_t>(s.num_prompt_tokens), loaded.eos_ids};
+    const TokenHistory history{s.tokens, static_cast<size_t>(s.num_prompt_tokens), loaded.eos_ids, s.bad_words};
     GeneratedTokenLogprobs lp;
     const int32_t token = sampler.sample(row_logits, vocab, s.params, history, s.rng, &lp);
+    if (token == Sampler::kNothingToSample) {
+      finish(s, FinishReason::kError, out,
+             invalid_argument("no token can be generated after " + std::to_string(s.num_generated()) +
+                              " tokens: allowed_token_ids, bad_words and min_tokens together mask every token; "
+                              "allow more tokens or ban fewer"));
+      continue;
+    }
     s.tokens.push_back(token);
     if (s.params.logprobs.has_value()) s.logprobs.push_back(std::move(lp));
     ++m.generated_tokens;

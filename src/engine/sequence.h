@@ -25,6 +25,7 @@ struct Sequence {
   std::vector<int32_t> tokens;  // the prompt, then every generated token
   int64_t num_prompt_tokens;
   SamplingParams params;
+  std::vector<std::vector<int32_t>> bad_words;  // params.bad_words as token sequences (bad_word_tokens)
   std::string salt;             // cache_salt: blocks are shared only between equal salts
   Rng rng;                      // advances only with this sequence's own samples
 

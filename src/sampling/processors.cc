@@ -24,6 +24,17 @@ void keep_only_tokens(std::span<float> logits, std::span<const int32_t> ids, std
     if (in_row(ids[i], logits.size())) logits[ids[i]] = kept[i];
 }
 
+void mask_bad_words(std::span<float> logits, std::span<const std::vector<int32_t>> words,
+                    std::span<const int32_t> generated) {
+  for (const std::vector<int32_t>& w : words) {
+    if (w.empty() || w.size() - 1 > generated.size()) continue;
+    const size_t before = w.size() - 1;  // the tokens that must come just before the masked one
+    if (std::equal(w.begin(), w.end() - 1, generated.end() - static_cast<std::ptrdiff_t>(before)) &&
+        in_row(w.back(), logits.size()))
+      logits[w.back()] = -std::numeric_limits<float>::infinity();
+  }
+}
+
 void add_logit_bias(std::span<float> logits, const std::map<int32_t, float>& bias) {
   for (const auto& [id, b] : bias)
     if (in_row(id, logits.size())) logits[id] += b;

@@ -12,6 +12,12 @@
 
 namespace kvshare {
 
+// bad_words: the last token of each sequence in `words` gets -inf when `generated` ends with the sequence's other
+// tokens (a one-token sequence is always masked), as vLLM's bad-words processor does. Ids outside the row are
+// skipped.
+void mask_bad_words(std::span<float> logits, std::span<const std::vector<int32_t>> words,
+                    std::span<const int32_t> generated);
+
 // min_tokens: these tokens (EOS and stop_token_ids) get -inf, so they cannot be sampled. Ids outside the row
 // are skipped.
 void mask_tokens(std::span<float> logits, std::span<const int32_t> ids);

@@ -27,6 +27,26 @@ TEST(Processors, KeepOnlyTokensMasksEveryOtherToken) {
   EXPECT_EQ(row, (std::vector<float>{1, -kInf, -kInf, 4, -kInf}));
 }
 
+TEST(Processors, BadWordsMaskTheTokenThatWouldCompleteOne) {
+  const std::vector<std::vector<int32_t>> words = {{4}, {1, 2}, {1, 2, 3}, {0, 0, 0, 0, 0, 1}, {99}};
+  auto masked = [&](std::vector<int32_t> generated) {
+    std::vector<float> row = {0, 1, 2, 3, 4, 5};
+    mask_bad_words(row, words, generated);
+    std::vector<int32_t> out;
+    for (size_t i = 0; i < row.size(); ++i)
+      if (row[i] == -kInf) out.push_back(static_cast<int32_t>(i));
+    return out;
+  };
+  // Nothing generated: only the one-token word (4); 99 is outside the row; the five-token prefix cannot fit yet.
+  EXPECT_EQ(masked({}), (std::vector<int32_t>{4}));
+  EXPECT_EQ(masked({1}), (std::vector<int32_t>{2, 4}));           // "1 2" would be completed
+  EXPECT_EQ(masked({3, 1}), (std::vector<int32_t>{2, 4}));        // only the last tokens count
+  EXPECT_EQ(masked({1, 3}), (std::vector<int32_t>{4}));           // 1 is not last
+  EXPECT_EQ(masked({1, 2}), (std::vector<int32_t>{3, 4}));        // "1 2 3"
+  EXPECT_EQ(masked({0, 0, 0, 0}), (std::vector<int32_t>{4}));     // one 0 short of the long word's prefix
+  EXPECT_EQ(masked({5, 0, 0, 0, 0, 0}), (std::vector<int32_t>{1, 4}));
+}
+
 TEST(Processors, LogitBiasAddsToTheNamedTokens) {
   std::vector<float> row = {0.5f, -1.0f, 2.0f};
   add_logit_bias(row, {{0, 1.5f}, {2, -100.0f}});

@@ -48,6 +48,19 @@ Status SamplingParams::validate() const {
   }
   for (const std::string& s : stop)
     if (s.empty()) return invalid_argument("stop strings must not be empty");
+  if (bad_words.size() > kMaxBadWords)
+    return invalid_argument("bad_words holds " + whole(static_cast<int64_t>(bad_words.size())) + " words; at most " +
+                            whole(kMaxBadWords) + " are allowed");
+  for (size_t i = 0; i < bad_words.size(); ++i) {
+    const std::string& w = bad_words[i];
+    if (w.size() > kMaxBadWordBytes)
+      return invalid_argument("bad_words[" + whole(static_cast<int64_t>(i)) + "] is " +
+                              whole(static_cast<int64_t>(w.size())) + " bytes; at most " + whole(kMaxBadWordBytes) +
+                              " are allowed");
+    if (bad_word_text(w).empty())
+      return invalid_argument("bad_words[" + whole(static_cast<int64_t>(i)) +
+                              "] is empty or only whitespace: give a word, or leave it out");
+  }
   if (n < 1 || n > kMaxN)
     return invalid_argument("n (completions per prompt) must be in [1, " + whole(kMaxN) + "], got " + whole(n));
   if (logprobs.has_value() && (*logprobs < 0 || *logprobs > kMaxLogprobs))
@@ -55,6 +68,11 @@ Status SamplingParams::validate() const {
   if (prompt_logprobs.has_value() && (*prompt_logprobs < 0 || *prompt_logprobs > kMaxLogprobs))
     return invalid_argument("prompt_logprobs must be in [0, " + whole(kMaxLogprobs) + "], got " + whole(*prompt_logprobs));
   return {};
+}
+
+std::string_view bad_word_text(std::string_view word) {
+  const size_t first = word.find_first_not_of(" \t\n\v\f\r");
+  return first == std::string_view::npos ? std::string_view() : word.substr(first);
 }
 
 namespace {
@@ -185,12 +203,14 @@ int32_t draw_token(const float* logits, int64_t vocab, const SamplingParams& p, 
 
 const float* Sampler::process(const float* logits, int64_t vocab, const SamplingParams& p, const TokenHistory& h) {
   const bool below_min_tokens = h.generated().size() < static_cast<size_t>(p.min_tokens);
-  const bool any = p.allowed_token_ids.has_value() || below_min_tokens || !p.logit_bias.empty() ||
-                   p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
+  const bool any = p.allowed_token_ids.has_value() || !h.bad_words.empty() || below_min_tokens ||
+                   !p.logit_bias.empty() || p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
+                   p.presence_penalty != 0.0f;
   if (!any) return logits;
   processed_.assign(logits, logits + vocab);
   std::span<float> row(processed_);
   if (p.allowed_token_ids.has_value()) keep_only_tokens(row, *p.allowed_token_ids, kept_);
+  if (!h.bad_words.empty()) mask_bad_words(row, h.bad_words, h.generated());
   if (below_min_tokens) {
     if (!p.ignore_eos) mask_tokens(row, h.eos_ids);
     mask_tokens(row, p.stop_token_ids);
@@ -204,7 +224,12 @@ const float* Sampler::process(const float* logits, int64_t vocab, const Sampling
 
 int32_t Sampler::sample(const float* logits, int64_t vocab, const SamplingParams& p, const TokenHistory& h, Rng& rng,
                         GeneratedTokenLogprobs* logprobs) {
-  const int32_t token = draw_token(process(logits, vocab, p, h), vocab, p, rng, weights_, candidates_);
+  const float* row = process(logits, vocab, p, h);
+  // Only the masks make a logit -inf (the engine refuses rows that are not finite): when they took every token,
+  // nothing may be drawn.
+  if (row != logits && std::none_of(row, row + vocab, [](float x) { return x > -std::numeric_limits<float>::infinity(); }))
+    return kNothingToSample;
+  const int32_t token = draw_token(row, vocab, p, rng, weights_, candidates_);
   if (logprobs != nullptr && p.logprobs.has_value()) token_logprobs(logits, vocab, token, *p.logprobs, *logprobs);
   return token;
 }

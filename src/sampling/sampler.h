@@ -7,6 +7,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -29,6 +30,26 @@ class Rng {
   uint64_t s_[4];
 };
 
+// A bad word as it is tokenized: without its leading ASCII whitespace (as vLLM strips it with Python's lstrip).
+std::string_view bad_word_text(std::string_view word);
+
+// The token sequences that SamplingParams::bad_words forbids, as vLLM makes them: each word (bad_word_text) encoded
+// without special tokens, then " " + word too when that is as many tokens and starts with another token (the word
+// in mid-text, for tokenizers that mark a leading space). `encode` maps text to token ids.
+template <class Encode>
+std::vector<std::vector<int32_t>> bad_word_tokens(const std::vector<std::string>& words, const Encode& encode) {
+  std::vector<std::vector<int32_t>> out;
+  for (const std::string& w : words) {
+    const std::string text(bad_word_text(w));
+    std::vector<int32_t> alone = encode(text);
+    std::vector<int32_t> spaced = encode(" " + text);
+    const bool mid_text = !alone.empty() && spaced.size() == alone.size() && spaced.front() != alone.front();
+    if (!alone.empty()) out.push_back(std::move(alone));
+    if (mid_text) out.push_back(std::move(spaced));
+  }
+  return out;
+}
+
 // Greedy: the first index of the largest logit.
 int32_t argmax(const float* logits, int64_t vocab);
 
@@ -37,6 +58,7 @@ struct TokenHistory {
   std::span<const int32_t> tokens;  // the prompt, then the generated tokens
   size_t num_prompt_tokens = 0;
   std::span<const int32_t> eos_ids;  // the model's end-of-sequence tokens (masked by min_tokens unless ignore_eos)
+  std::span<const std::vector<int32_t>> bad_words;  // the request's bad_words as token sequences (bad_word_tokens)
   std::span<const int32_t> generated() const { return tokens.subspan(num_prompt_tokens); }
 };
 
@@ -46,7 +68,9 @@ struct TokenHistory {
 class Sampler {
  public:
   // `logprobs`, when given and params.logprobs is set, receives the chosen token's and the top tokens' raw
-  // log-probabilities.
+  // log-probabilities. Returns kNothingToSample when the masks (allowed_token_ids, bad_words, min_tokens)
+  // together left no token, as when the one allowed token completes a bad word.
+  static constexpr int32_t kNothingToSample = -1;
   int32_t sample(const float* logits, int64_t vocab, const SamplingParams& params, const TokenHistory& history,
                  Rng& rng, GeneratedTokenLogprobs* logprobs = nullptr);
 

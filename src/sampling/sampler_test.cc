@@ -176,7 +176,7 @@ TEST(Sampler, ProcessorsRunBeforeTheChoiceAndLogprobsSeeTheRawRow) {
   const std::vector<float> logits = {3.0f, 2.0f, 1.0f, 0.0f};
   const std::vector<int32_t> prompt_and_generated = {0, 0, 1};  // prompt {0}, generated {0, 1}
   const std::vector<int32_t> eos = {0};
-  TokenHistory h{prompt_and_generated, 1, eos};
+  TokenHistory h{prompt_and_generated, 1, eos, {}};
   Sampler sampler;
   Rng rng(1);
   SamplingParams p;
@@ -217,6 +217,37 @@ TEST(Sampler, ProcessorsRunBeforeTheChoiceAndLogprobsSeeTheRawRow) {
   EXPECT_EQ(lp.top[0].token_id, 0) << "logprobs come from the raw logits";
 }
 
+TEST(Sampler, BadWordsSeeOnlyGeneratedTokensAndNothingLeftIsSaid) {
+  const std::vector<float> logits = {3.0f, 2.0f, 1.0f, 0.0f};
+  const std::vector<int32_t> tokens = {2, 1, 3};  // prompt {2, 1}, generated {3}
+  const std::vector<std::vector<int32_t>> words = {{3, 0}, {1, 1}};
+  TokenHistory h{tokens, 2, {}, words};
+  Sampler sampler;
+  Rng rng(1);
+  SamplingParams p;
+  p.temperature = 0;
+  EXPECT_EQ(sampler.sample(logits.data(), 4, p, h, rng), 1) << "3 was generated: 0 would complete {3, 0}";
+  h.num_prompt_tokens = 3;  // the same tokens, all prompt: the prompt's 3 does not start {3, 0}
+  EXPECT_EQ(sampler.sample(logits.data(), 4, p, h, rng), 0);
+  h.num_prompt_tokens = 2;
+  p.allowed_token_ids = std::vector<int32_t>{0};
+  EXPECT_EQ(sampler.sample(logits.data(), 4, p, h, rng), Sampler::kNothingToSample);
+  p.temperature = 1;
+  EXPECT_EQ(sampler.sample(logits.data(), 4, p, h, rng), Sampler::kNothingToSample);
+}
+
+TEST(Sampler, BadWordTokensFollowVllm) {
+  // A tokenizer where a leading space is part of a word's token: "cat" -> {1}, " cat" -> {2}; "a cat" -> {3, 2},
+  // " a cat" -> {4, 2}; " dog" is two tokens ({5, 6}) but "dog" one ({7}): not kept.
+  const std::map<std::string, std::vector<int32_t>> vocab = {
+      {"cat", {1}}, {" cat", {2}}, {"a cat", {3, 2}}, {" a cat", {4, 2}}, {"dog", {7}}, {" dog", {5, 6}}};
+  auto encode = [&](const std::string& text) { return vocab.at(text); };
+  EXPECT_EQ(bad_word_tokens({" cat", "\ta cat", "dog"}, encode),
+            (std::vector<std::vector<int32_t>>{{1}, {2}, {3, 2}, {4, 2}, {7}}));
+  EXPECT_EQ(bad_word_text(" \t\nx y "), "x y ");
+  EXPECT_EQ(bad_word_text(" \r\f\v"), "");
+}
+
 TEST(Sampler, ValidateNamesEveryNewParameter) {
   auto message = [](auto edit) {
     SamplingParams p;
@@ -235,6 +266,13 @@ TEST(Sampler, ValidateNamesEveryNewParameter) {
   EXPECT_NE(message([](SamplingParams& p) { p.logit_bias = {{-1, 1.0f}}; }).find("logit_bias"), std::string::npos);
   EXPECT_NE(message([](SamplingParams& p) { p.min_tokens = 17; }).find("min_tokens"), std::string::npos);
   EXPECT_NE(message([](SamplingParams& p) { p.stop = {""}; }).find("stop"), std::string::npos);
+  EXPECT_NE(message([](SamplingParams& p) { p.bad_words = {"a", "\n "}; }).find("bad_words[1] is empty or only whitespace"),
+            std::string::npos);
+  EXPECT_NE(message([](SamplingParams& p) { p.bad_words = {std::string(1025, 'a')}; }).find("bad_words[0] is 1025 bytes"),
+            std::string::npos);
+  EXPECT_NE(message([](SamplingParams& p) { p.bad_words.assign(129, "a"); }).find("bad_words holds 129 words; at most 128"),
+            std::string::npos);
+  EXPECT_TRUE(message([](SamplingParams& p) { p.bad_words.assign(128, std::string(1024, 'a')); }).empty());
   EXPECT_NE(message([](SamplingParams& p) { p.n = 0; }).find("n (completions"), std::string::npos);
   EXPECT_NE(message([](SamplingParams& p) { p.logprobs = 21; }).find("logprobs"), std::string::npos);
   EXPECT_TRUE(message([](SamplingParams& p) { p.logprobs = 20; p.n = 4; p.min_tokens = 16; }).empty());

@@ -234,6 +234,16 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
       r.fail("allowed_token_ids", "allowed_token_ids must not be empty (leave it out to allow every token)");
   }
   r.boolean("skip_special_tokens", p.skip_special_tokens);
+  if (const json* v = r.get("bad_words"); v != nullptr && !v->is_null()) {
+    if (!v->is_array() || !std::all_of(v->begin(), v->end(), [](const json& w) { return w.is_string(); })) {
+      r.fail("bad_words", "bad_words must be a list of strings");
+    } else {
+      SamplingParams words;  // SamplingParams::validate holds the rules; the error names this field
+      words.bad_words = v->get<std::vector<std::string>>();
+      if (Status st = words.validate(); !st.ok()) r.fail("bad_words", st.message());
+      else p.bad_words = std::move(words.bad_words);
+    }
+  }
   int64_t truncate = 0;
   if (r.integer("truncate_prompt_tokens", truncate, -1, std::numeric_limits<int32_t>::max())) {
     if (truncate == 0) r.fail("truncate_prompt_tokens", "truncate_prompt_tokens must be -1 (the context) or at least 1");

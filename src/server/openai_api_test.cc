@@ -71,10 +71,13 @@ TEST(OpenAiApi, SamplingFields) {
   EXPECT_FALSE(c.params.allowed_token_ids.has_value());
   EXPECT_TRUE(c.params.skip_special_tokens);
   const GenerationCall vllm = parse_ok(
-      R"({"prompt": "x", "allowed_token_ids": [5, 9], "skip_special_tokens": false, "truncate_prompt_tokens": 7})");
+      R"({"prompt": "x", "allowed_token_ids": [5, 9], "skip_special_tokens": false, "truncate_prompt_tokens": 7,
+          "bad_words": ["darn", " heck it"]})");
   EXPECT_EQ(vllm.params.allowed_token_ids, (std::vector<int32_t>{5, 9}));
   EXPECT_FALSE(vllm.params.skip_special_tokens);
   EXPECT_EQ(vllm.params.truncate_prompt_tokens, 7);
+  EXPECT_EQ(vllm.params.bad_words, (std::vector<std::string>{"darn", " heck it"}));
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "bad_words": null})").params.bad_words.empty());
   EXPECT_EQ(parse_ok(R"({"prompt": "x", "truncate_prompt_tokens": -1})").params.truncate_prompt_tokens, -1);
   ASSERT_TRUE(c.params.logprobs.has_value());
   EXPECT_EQ(*c.params.logprobs, 2);
@@ -133,6 +136,9 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "allowed_token_ids": []})", false, "allowed_token_ids"},
       {R"({"prompt": "x", "allowed_token_ids": [1, -1]})", false, "allowed_token_ids"},
       {R"({"prompt": "x", "skip_special_tokens": 1})", false, "skip_special_tokens"},
+      {R"({"prompt": "x", "bad_words": "darn"})", false, "bad_words"},
+      {R"({"prompt": "x", "bad_words": ["a", 1]})", false, "bad_words"},
+      {R"({"prompt": "x", "bad_words": ["a", " "]})", false, "bad_words"},
       {R"({"prompt": "x", "truncate_prompt_tokens": 0})", false, "truncate_prompt_tokens"},
       {R"({"prompt": "x", "truncate_prompt_tokens": -2})", false, "truncate_prompt_tokens"},
       {R"({"prompt": "x", "truncate_prompt_tokens": 1.5})", false, "truncate_prompt_tokens"},

@@ -349,6 +349,36 @@ class ServerTest(unittest.TestCase):
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "skip_special_tokens": "no"}), 400,
                           "skip_special_tokens")
 
+    def test_bad_words(self):
+        # vLLM's bad_words: a word the greedy reply holds is not said when banned, on both endpoints. A ban is on the
+        # word's tokens, so the replies are compared by their tokens. stories260K's tokenizer is Llama 2's kind
+        # ("▁word"); tinystories-656k's puts spaces at the ends of its tokens, where a word alone rarely matches.
+        gguf = os.path.join(serve_util.SHARED, "models", "stories260K", "stories260K.gguf")
+        with serve_util.Server(model=gguf) as s:
+            def post(path, body):
+                code, _, text = curl(s.url + path, body)
+                self.assertEqual(code, 200, text)
+                return json.loads(text)
+
+            for path, body, tokens_of in [
+                    ("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 30, "temperature": 0,
+                                         "logprobs": 0},
+                     lambda r: r["choices"][0]["logprobs"]["tokens"]),
+                    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Tell me a story"}],
+                                              "max_tokens": 30, "temperature": 0, "logprobs": True},
+                     lambda r: [t["token"] for t in r["choices"][0]["logprobs"]["content"]])]:
+                free = tokens_of(post(path, body))
+                word = next(w for w in "".join(free).split() if w.isalpha() and len(w) > 2 and " " + w in free)
+                said = tokens_of(post(path, dict(body, bad_words=[word])))
+                self.assertNotIn(" " + word, said, (word, free, said))
+                at = free.index(" " + word)
+                self.assertEqual(said[:at], free[:at])  # the same until the banned word
+                self.assertNotEqual(said[at], free[at])
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "bad_words": "darn"}), 400, "bad_words",
+                          contains="list of strings")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "bad_words": ["a", "\n"]}), 400, "bad_words",
+                          contains="bad_words[1] is empty or only whitespace")
+
     def test_streaming_completion(self):
         body = {"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0}
         whole = json.loads(self.post("/v1/completions", body)[2])["choices"][0]["text"]
