@@ -209,10 +209,10 @@ struct Call {
     }
     return all;
   }
-  // Echo with logprobs: the prompt's logprobs come with completion 0's first output (and its last), for every
-  // choice of the prompt.
+  // Echo with logprobs, prompt_logprobs: the prompt's logprobs come with completion 0's first output (and its
+  // last), for every choice of the prompt.
   void take_prompt_logprobs(std::vector<ChoiceState>& choices, Output& o) const {
-    if (!api.echo_logprobs() || choices[0].prompt != nullptr) return;
+    if (!api.wants_prompt_logprobs() || choices[0].prompt != nullptr) return;
     if (o.prompt_logprobs.size() + 1 != o.prompt_token_ids.size()) return;  // not computed (yet)
     auto prompt = std::make_shared<PromptLogprobs>();
     prompt->token_ids = o.prompt_token_ids;

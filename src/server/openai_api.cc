@@ -428,9 +428,20 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
     if (r.integer32("logprobs", logprobs, 0, SamplingParams::kMaxLogprobs)) call.top_logprobs = logprobs;
   }
   read_sampling(r, call);
+  // vLLM's prompt_logprobs: each prompt token's logprob and the k likeliest at its place, in the whole response
+  // only (as vLLM, which refuses it with stream).
+  if (const json* v = r.get("prompt_logprobs"); v != nullptr && !v->is_null()) {
+    if (FieldReader::is_integer(*v) && v->get<int64_t>() == -1)
+      r.fail("prompt_logprobs", "prompt_logprobs -1 (every token of the vocabulary) is not supported; give 0 to " +
+                                    std::to_string(SamplingParams::kMaxLogprobs));
+    else if (r.integer32("prompt_logprobs", call.prompt_logprobs, 0, SamplingParams::kMaxLogprobs) && call.stream)
+      r.fail("prompt_logprobs", "prompt_logprobs are not available when stream is true");
+  }
   if (call.top_logprobs >= 0) call.params.logprobs = call.top_logprobs;
   if (call.best_of() && !call.params.logprobs.has_value()) call.params.logprobs = 0;  // ranks by them
-  if (call.echo_logprobs()) call.params.prompt_logprobs = call.top_logprobs;
+  // The engine computes the prompt's logprobs once, with the most alternatives either view lists.
+  if (call.echo_logprobs() || call.prompt_logprobs >= 0)
+    call.params.prompt_logprobs = std::max(call.echo_logprobs() ? call.top_logprobs : 0, call.prompt_logprobs);
   if (!r.ok()) {
     error = r.error();
     return false;
@@ -486,7 +497,8 @@ std::vector<int> byte_values(const std::string& piece) {
 // Completions' logprobs, built token by token: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}.
 class CompletionLogprobs {
  public:
-  CompletionLogprobs(const ResponseContext& ctx, size_t& text_offset) : ctx_(ctx), offset_(text_offset) {}
+  CompletionLogprobs(const ResponseContext& ctx, size_t& text_offset, int32_t top)
+      : ctx_(ctx), offset_(text_offset), top_k_(static_cast<size_t>(std::max(top, 0))) {}
   // A token with its logprobs, or (lp null: the prompt's first token) with none.
   void add(int32_t token_id, const GeneratedTokenLogprobs* lp) {
     const std::string piece = ctx_.token_piece(token_id);
@@ -500,7 +512,9 @@ class CompletionLogprobs {
     }
     token_logprobs_.push_back(lp->chosen.logprob);
     json alternatives = json::object();
-    for (const TokenLogprob& t : lp->top) alternatives[token_name(ctx_.token_piece(t.token_id))] = t.logprob;
+    // The prompt's may hold more alternatives than `logprobs` asks for (prompt_logprobs asked for more).
+    for (size_t k = 0; k < lp->top.size() && k < top_k_; ++k)
+      alternatives[token_name(ctx_.token_piece(lp->top[k].token_id))] = lp->top[k].logprob;
     top_.push_back(std::move(alternatives));
   }
   void add_prompt(const PromptLogprobs& p) {
@@ -515,6 +529,7 @@ class CompletionLogprobs {
  private:
   const ResponseContext& ctx_;
   size_t& offset_;
+  size_t top_k_;
   json tokens_ = json::array(), token_logprobs_ = json::array(), top_ = json::array(), offsets_ = json::array();
 };
 
@@ -538,10 +553,33 @@ json chat_logprobs(const ResponseContext& ctx, const std::vector<GeneratedTokenL
 json logprobs_json(const ResponseContext& ctx, const GenerationCall& call, ChoiceState& state, bool with_prompt) {
   if (call.top_logprobs < 0) return nullptr;
   if (call.chat) return chat_logprobs(ctx, state.logprobs);
-  CompletionLogprobs out(ctx, state.text_offset);
+  CompletionLogprobs out(ctx, state.text_offset, call.top_logprobs);
   if (with_prompt && state.prompt != nullptr) out.add_prompt(*state.prompt);
   for (const GeneratedTokenLogprobs& lp : state.logprobs) out.add(lp.chosen.token_id, &lp);
   return std::move(out).to_json();
+}
+
+// vLLM's prompt_logprobs: null for the first token, then for each token {token id: {"logprob", "rank",
+// "decoded_token"}} holding the prompt's token (rank: among all tokens) and the k likeliest (ranks 1..k; a prompt
+// token among them takes its place there, as vLLM's dict does).
+json prompt_logprobs_json(const ResponseContext& ctx, const PromptLogprobs& p, int32_t k) {
+  json out = json::array({nullptr});
+  for (const GeneratedTokenLogprobs& lp : p.logprobs) {
+    json at = json::object();
+    auto put = [&](int32_t id, float logprob, int32_t rank) {
+      at[std::to_string(id)] = {
+          {"logprob", logprob}, {"rank", rank}, {"decoded_token", token_name(ctx.token_piece(id))}};
+    };
+    put(lp.chosen.token_id, lp.chosen.logprob, lp.chosen_rank);
+    for (size_t r = 0; r < lp.top.size() && r < static_cast<size_t>(k); ++r)
+      put(lp.top[r].token_id, lp.top[r].logprob, static_cast<int32_t>(r + 1));
+    out.push_back(std::move(at));
+  }
+  return out;
+}
+
+json prompt_logprobs_json(const ResponseContext& ctx, const GenerationCall& call, const ChoiceState& state) {
+  return state.prompt != nullptr ? prompt_logprobs_json(ctx, *state.prompt, call.prompt_logprobs) : json(nullptr);
 }
 
 }  // namespace
@@ -583,6 +621,7 @@ json completion_response(const ResponseContext& ctx, const GenerationCall& call,
       choice["text"] = state.echo_text + o.text;
     }
     choice["logprobs"] = logprobs_json(ctx, call, state, call.echo_logprobs());
+    if (!call.chat && call.prompt_logprobs >= 0) choice["prompt_logprobs"] = prompt_logprobs_json(ctx, call, state);
     choice["finish_reason"] = finish_reason_json(o);
     if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
     else if (o.stop_token_id >= 0) choice["stop_reason"] = o.stop_token_id;
@@ -590,6 +629,8 @@ json completion_response(const ResponseContext& ctx, const GenerationCall& call,
     list.push_back(std::move(choice));
   }
   response["choices"] = std::move(list);
+  if (call.chat && call.prompt_logprobs >= 0)  // one conversation: vLLM lists them beside the choices
+    response["prompt_logprobs"] = choices.empty() ? json(nullptr) : prompt_logprobs_json(ctx, call, choices[0].first);
   response["usage"] = usage.to_json();
   return response;
 }

@@ -60,9 +60,12 @@ struct GenerationCall {
   bool include_usage = false;  // stream_options.include_usage
   bool echo = false;           // completions: the prompt's text before each completion's
   int32_t top_logprobs = -1;   // completions: `logprobs`; chat: `top_logprobs` when `logprobs` is true; -1 off
+  int32_t prompt_logprobs = -1;  // vLLM's prompt_logprobs: alternatives per prompt token (0 to 20); -1 off
   bool best_of() const { return params.n > n; }
   // Completions with echo and logprobs list the prompt's tokens too (the engine's prompt_logprobs).
   bool echo_logprobs() const { return !chat && echo && top_logprobs >= 0; }
+  // Whether the response needs the prompt's logprobs (echo with logprobs, or prompt_logprobs).
+  bool wants_prompt_logprobs() const { return echo_logprobs() || prompt_logprobs >= 0; }
   std::string cache_salt;
 };
 
@@ -80,7 +83,7 @@ struct ResponseContext {
   std::function<std::string(int32_t)> token_piece;  // a token's raw bytes (Tokenizer::token_piece), for logprobs
 };
 
-// A prompt's tokens and their logprobs (the first token has none), for echo with logprobs.
+// A prompt's tokens and their logprobs (the first token has none), for echo with logprobs and prompt_logprobs.
 struct PromptLogprobs {
   std::vector<int32_t> token_ids;
   std::vector<GeneratedTokenLogprobs> logprobs;  // token_ids.size() - 1 entries: entry i is token i + 1's
@@ -96,7 +99,7 @@ struct ChoiceState {
   std::vector<GeneratedTokenLogprobs> logprobs;
   size_t logprobs_begin = 0;
   size_t text_offset = 0;       // completions' logprobs: text_offset of the next token listed
-  std::shared_ptr<const PromptLogprobs> prompt;  // echo_logprobs(): the prompt's, once the engine gave them
+  std::shared_ptr<const PromptLogprobs> prompt;  // wants_prompt_logprobs(): the prompt's, once the engine gave them
   bool sent_role = false;       // chat streaming: the first delta (role) was sent
   bool sent_echo = false;       // completions streaming: echo_text was sent
   bool finished = false;

@@ -372,6 +372,54 @@ TEST(OpenAiApi, EchoListsThePromptTokensLogprobs) {
   EXPECT_EQ(c2["choices"][0]["logprobs"]["token_logprobs"], json({-0.25}));
 }
 
+// vLLM's prompt_logprobs: per choice for completions, beside the choices for chat; null first, then the prompt's
+// token (its own rank) and the k likeliest (ranks 1..k), keyed by token id. The engine computes them once, with
+// the most alternatives either view asks for, and each view lists its own number.
+TEST(OpenAiApi, PromptLogprobsAsVllmGivesThem) {
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "prompt_logprobs": 3})").params.prompt_logprobs, 3);
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "prompt_logprobs": 0, "echo": true, "logprobs": 2})").params.prompt_logprobs, 2);
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "prompt_logprobs": 4, "echo": true, "logprobs": 1})").params.prompt_logprobs, 4);
+  EXPECT_EQ(parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "prompt_logprobs": 1})", true)
+                .params.prompt_logprobs, 1);
+  EXPECT_FALSE(parse_ok(R"({"prompt": "x", "prompt_logprobs": null})").params.prompt_logprobs.has_value());
+  for (const char* bad : {R"({"prompt": "x", "prompt_logprobs": -1})", R"({"prompt": "x", "prompt_logprobs": 21})",
+                          R"({"prompt": "x", "prompt_logprobs": "2"})",
+                          R"({"prompt": "x", "prompt_logprobs": 1, "stream": true})"})
+    EXPECT_EQ(parse_error(bad).param, "prompt_logprobs") << bad;
+
+  auto prompt = std::make_shared<PromptLogprobs>();
+  prompt->token_ids = {3, 4, 5};
+  GeneratedTokenLogprobs second{{4, -2.5f}, {{10, -0.5f}, {11, -1.0f}, {4, -2.5f}}};
+  second.chosen_rank = 3;
+  GeneratedTokenLogprobs third{{5, -0.25f}, {{5, -0.25f}, {12, -3.0f}, {13, -4.0f}}};
+  third.chosen_rank = 1;
+  prompt->logprobs = {second, third};
+  ChoiceState st;
+  st.prompt = prompt;
+  Output o = output("!", {7}, true);
+  GenerationCall call = parse_ok(R"({"prompt": "Hi", "prompt_logprobs": 2, "echo": true, "logprobs": 1})");
+  json choice = completion_response(context(), call, {{st, o}}, Usage{})["choices"][0];
+  const json plp = choice["prompt_logprobs"];
+  ASSERT_EQ(plp.size(), 3u) << plp;
+  EXPECT_TRUE(plp[0].is_null());
+  EXPECT_EQ(plp[1], json::parse(R"({"4": {"logprob": -2.5, "rank": 3, "decoded_token": "<4>"},
+                                     "10": {"logprob": -0.5, "rank": 1, "decoded_token": "<10>"},
+                                     "11": {"logprob": -1.0, "rank": 2, "decoded_token": "<11>"}})"));
+  EXPECT_EQ(plp[2], json::parse(R"({"5": {"logprob": -0.25, "rank": 1, "decoded_token": "<5>"},
+                                     "12": {"logprob": -3.0, "rank": 2, "decoded_token": "<12>"}})"));
+  EXPECT_EQ(choice["logprobs"]["top_logprobs"][1], json::parse(R"({"<10>": -0.5})")) << "echo lists its own 1";
+  // Without prompt_logprobs, no such field; for chat, one list beside the choices.
+  call = parse_ok(R"({"prompt": "Hi", "echo": true, "logprobs": 1})");
+  EXPECT_FALSE(completion_response(context(), call, {{st, o}}, Usage{})["choices"][0].contains("prompt_logprobs"));
+  call = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "prompt_logprobs": 0})", true);
+  json chat = completion_response(context(), call, {{st, o}}, Usage{});
+  EXPECT_FALSE(chat["choices"][0].contains("prompt_logprobs"));
+  EXPECT_EQ(chat["prompt_logprobs"][2], json::parse(R"({"5": {"logprob": -0.25, "rank": 1, "decoded_token": "<5>"}})"));
+  // A request that ended before its prompt's logprobs were computed has none to list.
+  st.prompt = nullptr;
+  EXPECT_TRUE(completion_response(context(), call, {{st, o}}, Usage{})["prompt_logprobs"].is_null());
+}
+
 // A model that computed NaN was answered 400 invalid_request_error, as if the client had sent a bad field.
 TEST(OpenAiApi, EngineFailuresMapToStatuses) {
   EXPECT_EQ(from_status(data_loss("the model computed a logit of NaN")).status, 500);

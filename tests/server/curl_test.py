@@ -253,6 +253,44 @@ class ServerTest(unittest.TestCase):
         for c in r["choices"]:
             self.assertEqual(c["logprobs"]["token_logprobs"][:len(ids)], lp["token_logprobs"][:len(ids)])
 
+    def test_prompt_logprobs_as_vllm_gives_them(self):
+        prompt = "Once upon a time there was a little cat"
+        ids = json.loads(self.post("/tokenize", {"prompt": prompt})[2])["tokens"]
+        echo = json.loads(self.post("/v1/completions", {"prompt": prompt, "max_tokens": 1, "echo": True,
+                                                         "logprobs": 3})[2])["choices"][0]["logprobs"]
+        code, _, text = self.post("/v1/completions", {"prompt": prompt, "max_tokens": 2, "n": 2, "seed": 1,
+                                                      "prompt_logprobs": 3})
+        self.assertEqual(code, 200, text)
+        choices = json.loads(text)["choices"]
+        plp = choices[0]["prompt_logprobs"]
+        self.assertEqual(choices[1]["prompt_logprobs"], plp)  # every choice of the prompt
+        self.assertEqual(len(plp), len(ids))
+        self.assertIsNone(plp[0])
+        for p in range(1, len(ids)):
+            at = plp[p]
+            mine = at[str(ids[p])]
+            # The same numbers echo gives, by token id, with ranks; the prompt's token is in it with its own rank.
+            self.assertEqual(mine["logprob"], echo["token_logprobs"][p], p)
+            self.assertEqual(mine["decoded_token"], echo["tokens"][p])
+            top = sorted((v for v in at.values() if v["rank"] <= 3), key=lambda v: v["rank"])
+            self.assertEqual([v["rank"] for v in top], [1, 2, 3])
+            self.assertEqual({v["decoded_token"]: v["logprob"] for v in top}, echo["top_logprobs"][p])
+            if mine["rank"] <= 3:  # among the likeliest: its place there
+                self.assertEqual(top[mine["rank"] - 1]["decoded_token"], mine["decoded_token"])
+            else:
+                self.assertTrue(all(v["logprob"] >= mine["logprob"] for v in top))
+            self.assertLessEqual(len(at), 4)
+        # Chat: one list beside the choices, over the rendered prompt.
+        chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "prompt_logprobs": 0}
+        r = json.loads(self.post("/v1/chat/completions", chat)[2])
+        rendered = json.loads(self.post("/tokenize", {"messages": chat["messages"]})[2])["tokens"]
+        self.assertEqual(len(r["prompt_logprobs"]), len(rendered))
+        self.assertEqual([list(d) for d in r["prompt_logprobs"][1:]], [[str(t)] for t in rendered[1:]])
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "prompt_logprobs": 1, "stream": True}), 400,
+                          "prompt_logprobs", contains="not available when stream is true")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "prompt_logprobs": -1}), 400,
+                          "prompt_logprobs", contains="not supported")
+
     def test_streamed_logprobs_equal_the_whole_response(self):
         body = {"prompt": "The little dog ran", "max_tokens": 12, "temperature": 0, "logprobs": 2, "echo": True,
                 "ignore_eos": True}
