@@ -774,7 +774,11 @@ void HttpServer::Impl::stream(const std::shared_ptr<Call>& call, httplib::Respon
               if (!send(from_status(o.error).to_json())) return false;
             }
             json chunk = stream_chunk(call->ctx, call->api, call->states[i][o.index], o);
-            if (!chunk.is_null() && !send(chunk)) return false;
+            if (chunk.is_null()) continue;
+            if (call->api.include_usage && call->api.continuous_usage)  // vLLM's: this choice's so far
+              chunk["usage"] = Usage{call->prompt_tokens[i], static_cast<int64_t>(o.token_ids.size()),
+                                     o.num_cached_tokens}.to_json();
+            if (!send(chunk)) return false;
           }
         if (!all_finished) return true;
         if (call->api.include_usage && !send(usage_chunk(call->ctx, call->api, call->usage(outputs)))) return false;

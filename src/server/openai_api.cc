@@ -257,7 +257,8 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
     if (!call.stream) return r.fail("stream_options", "stream_options is only allowed when stream is true");
     FieldReader sr(*so);
     sr.boolean("include_usage", call.include_usage);
-    if (!sr.ok()) r.fail("stream_options", "stream_options.include_usage must be true or false");
+    sr.boolean("continuous_usage_stats", call.continuous_usage);
+    if (!sr.ok()) r.fail("stream_options", "stream_options." + sr.error().param + " must be true or false");
   }
   // best_of (vLLM's meaning): the engine runs best_of completions per prompt, the n with the highest
   // cumulative logprob are returned.

@@ -58,6 +58,8 @@ struct GenerationCall {
                                     // cumulative logprob when best_of > n, else all
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // stream_options.continuous_usage_stats (vLLM's): with include_usage, every chunk carries its choice's usage so far
+  bool continuous_usage = false;
   bool echo = false;           // completions: the prompt's text before each completion's
   int32_t top_logprobs = -1;   // completions: `logprobs`; chat: `top_logprobs` when `logprobs` is true; -1 off
   int32_t prompt_logprobs = -1;  // vLLM's prompt_logprobs: alternatives per prompt token (0 to 20); -1 off

@@ -87,6 +87,9 @@ TEST(OpenAiApi, SamplingFields) {
   EXPECT_EQ(c.cache_salt, "s");
   EXPECT_TRUE(c.stream);
   EXPECT_TRUE(c.include_usage);
+  EXPECT_FALSE(c.continuous_usage);
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "stream": true, "stream_options": {"include_usage": true,
+                           "continuous_usage_stats": true}})").continuous_usage);
   EXPECT_EQ(c.model, "m");
   // A single stop string and nulls (the SDKs send them) are accepted.
   c = parse_ok(R"({"prompt": "x", "stop": "###", "temperature": null, "max_tokens": null})");
@@ -151,6 +154,8 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "min_tokens": -1})", false, "min_tokens"},
       {R"({"prompt": "x", "echo": "yes"})", false, "echo"},
       {R"({"prompt": "x", "stream_options": {"include_usage": true}})", false, "stream_options"},
+      {R"({"prompt": "x", "stream": true, "stream_options": {"continuous_usage_stats": "yes"}})", false,
+       "stream_options"},
       {R"({"prompt": "x", "model": 3})", false, "model"},
       {R"({"prompt": "x", "suffix": "y"})", false, "suffix"},
       {R"({"prompt": "x", "n": 3, "best_of": 2})", false, "best_of"},

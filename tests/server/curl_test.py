@@ -433,6 +433,26 @@ class ServerTest(unittest.TestCase):
         self.assertEqual("".join(e["choices"][0]["text"] for e in chunks), whole)
         self.assertEqual(chunks[-1]["choices"][0]["finish_reason"], "length")
         self.assertTrue(all(e["choices"][0]["finish_reason"] is None for e in chunks[:-1]))
+        self.assertTrue(all("usage" not in e for e in chunks))
+        # vLLM's continuous_usage_stats: every chunk carries its choice's usage so far, on both endpoints.
+        prompt_tokens = usage["usage"]["prompt_tokens"]
+        for path, extra in [("/v1/completions", {}),
+                            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]})]:
+            events = sse_events(self.post(path, dict(body, **extra, stream=True, n=2, seed=4, temperature=1.0,
+                                                     stream_options={"include_usage": True,
+                                                                     "continuous_usage_stats": True}))[2])
+            chunks = events[:-2]
+            self.assertEqual(events[-2]["usage"]["completion_tokens"], 20)
+            for index in (0, 1):
+                counts = [e["usage"]["completion_tokens"] for e in chunks if e["choices"][0]["index"] == index]
+                self.assertEqual(counts, sorted(counts))
+                self.assertEqual(counts[-1], 10)
+            if not extra:
+                self.assertTrue(all(e["usage"]["prompt_tokens"] == prompt_tokens for e in chunks))
+            self.assertTrue(all(e["usage"]["total_tokens"] == e["usage"]["prompt_tokens"] +
+                                e["usage"]["completion_tokens"] for e in chunks))
+        self.assert_error(self.post("/v1/completions", dict(body, stream=True, stream_options={
+            "continuous_usage_stats": 1})), 400, "stream_options", contains="continuous_usage_stats must be true or false")
 
     def test_chat(self):
         msgs = [{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "A story"}]
