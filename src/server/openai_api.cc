@@ -429,6 +429,10 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
     if (r.integer32("logprobs", logprobs, 0, SamplingParams::kMaxLogprobs)) call.top_logprobs = logprobs;
   }
   read_sampling(r, call);
+  // vLLM's output options: the prompt's and the generated tokens' ids beside the text; logprobs naming tokens
+  // "token_id:N".
+  r.boolean("return_token_ids", call.return_token_ids);
+  r.boolean("return_tokens_as_token_ids", call.tokens_as_ids);
   // vLLM's prompt_logprobs: each prompt token's logprob and the k likeliest at its place, in the whole response
   // only (as vLLM, which refuses it with stream).
   if (const json* v = r.get("prompt_logprobs"); v != nullptr && !v->is_null()) {
@@ -488,6 +492,11 @@ std::string token_name(const std::string& piece) {
   return piece;
 }
 
+// How logprobs name a token: by its bytes (token_name), or as "token_id:N" (vLLM's return_tokens_as_token_ids).
+std::string logprob_name(int32_t id, const std::string& piece, bool as_id) {
+  return as_id ? "token_id:" + std::to_string(id) : token_name(piece);
+}
+
 // The token's bytes as numbers 0-255, as chat logprobs' "bytes" give them.
 std::vector<int> byte_values(const std::string& piece) {
   std::vector<int> out;
@@ -498,12 +507,12 @@ std::vector<int> byte_values(const std::string& piece) {
 // Completions' logprobs, built token by token: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}.
 class CompletionLogprobs {
  public:
-  CompletionLogprobs(const ResponseContext& ctx, size_t& text_offset, int32_t top)
-      : ctx_(ctx), offset_(text_offset), top_k_(static_cast<size_t>(std::max(top, 0))) {}
+  CompletionLogprobs(const ResponseContext& ctx, size_t& text_offset, int32_t top, bool as_ids)
+      : ctx_(ctx), offset_(text_offset), top_k_(static_cast<size_t>(std::max(top, 0))), as_ids_(as_ids) {}
   // A token with its logprobs, or (lp null: the prompt's first token) with none.
   void add(int32_t token_id, const GeneratedTokenLogprobs* lp) {
     const std::string piece = ctx_.token_piece(token_id);
-    tokens_.push_back(token_name(piece));
+    tokens_.push_back(logprob_name(token_id, piece, as_ids_));
     offsets_.push_back(offset_);
     offset_ += piece.size();
     if (lp == nullptr) {
@@ -514,8 +523,10 @@ class CompletionLogprobs {
     token_logprobs_.push_back(lp->chosen.logprob);
     json alternatives = json::object();
     // The prompt's may hold more alternatives than `logprobs` asks for (prompt_logprobs asked for more).
-    for (size_t k = 0; k < lp->top.size() && k < top_k_; ++k)
-      alternatives[token_name(ctx_.token_piece(lp->top[k].token_id))] = lp->top[k].logprob;
+    for (size_t k = 0; k < lp->top.size() && k < top_k_; ++k) {
+      const int32_t id = lp->top[k].token_id;
+      alternatives[logprob_name(id, ctx_.token_piece(id), as_ids_)] = lp->top[k].logprob;
+    }
     top_.push_back(std::move(alternatives));
   }
   void add_prompt(const PromptLogprobs& p) {
@@ -531,21 +542,23 @@ class CompletionLogprobs {
   const ResponseContext& ctx_;
   size_t& offset_;
   size_t top_k_;
+  bool as_ids_;
   json tokens_ = json::array(), token_logprobs_ = json::array(), top_ = json::array(), offsets_ = json::array();
 };
 
 // Chat's logprobs: {"content": [{"token", "logprob", "bytes", "top_logprobs"}]}.
-json chat_logprobs(const ResponseContext& ctx, const std::vector<GeneratedTokenLogprobs>& logprobs) {
+json chat_logprobs(const ResponseContext& ctx, const std::vector<GeneratedTokenLogprobs>& logprobs, bool as_ids) {
   json content = json::array();
   for (const GeneratedTokenLogprobs& lp : logprobs) {
     const std::string piece = ctx.token_piece(lp.chosen.token_id);
     json top = json::array();
     for (const TokenLogprob& t : lp.top) {
       const std::string alt = ctx.token_piece(t.token_id);
-      top.push_back({{"token", token_name(alt)}, {"logprob", t.logprob}, {"bytes", byte_values(alt)}});
+      top.push_back({{"token", logprob_name(t.token_id, alt, as_ids)}, {"logprob", t.logprob},
+                     {"bytes", byte_values(alt)}});
     }
-    content.push_back({{"token", token_name(piece)}, {"logprob", lp.chosen.logprob}, {"bytes", byte_values(piece)},
-                       {"top_logprobs", std::move(top)}});
+    content.push_back({{"token", logprob_name(lp.chosen.token_id, piece, as_ids)}, {"logprob", lp.chosen.logprob},
+                       {"bytes", byte_values(piece)}, {"top_logprobs", std::move(top)}});
   }
   return json{{"content", std::move(content)}};
 }
@@ -553,8 +566,8 @@ json chat_logprobs(const ResponseContext& ctx, const std::vector<GeneratedTokenL
 // The logprobs `state` holds (with the prompt's first, when `with_prompt`), advancing its text offset.
 json logprobs_json(const ResponseContext& ctx, const GenerationCall& call, ChoiceState& state, bool with_prompt) {
   if (call.top_logprobs < 0) return nullptr;
-  if (call.chat) return chat_logprobs(ctx, state.logprobs);
-  CompletionLogprobs out(ctx, state.text_offset, call.top_logprobs);
+  if (call.chat) return chat_logprobs(ctx, state.logprobs, call.tokens_as_ids);
+  CompletionLogprobs out(ctx, state.text_offset, call.top_logprobs, call.tokens_as_ids);
   if (with_prompt && state.prompt != nullptr) out.add_prompt(*state.prompt);
   for (const GeneratedTokenLogprobs& lp : state.logprobs) out.add(lp.chosen.token_id, &lp);
   return std::move(out).to_json();
@@ -623,6 +636,10 @@ json completion_response(const ResponseContext& ctx, const GenerationCall& call,
     }
     choice["logprobs"] = logprobs_json(ctx, call, state, call.echo_logprobs());
     if (!call.chat && call.prompt_logprobs >= 0) choice["prompt_logprobs"] = prompt_logprobs_json(ctx, call, state);
+    if (call.return_token_ids) {
+      if (!call.chat) choice["prompt_token_ids"] = o.prompt_token_ids;
+      choice["token_ids"] = o.token_ids;
+    }
     choice["finish_reason"] = finish_reason_json(o);
     if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
     else if (o.stop_token_id >= 0) choice["stop_reason"] = o.stop_token_id;
@@ -630,6 +647,8 @@ json completion_response(const ResponseContext& ctx, const GenerationCall& call,
     list.push_back(std::move(choice));
   }
   response["choices"] = std::move(list);
+  if (call.chat && call.return_token_ids && !choices.empty())  // one conversation: beside the choices, as vLLM
+    response["prompt_token_ids"] = choices[0].second.prompt_token_ids;
   if (call.chat && call.prompt_logprobs >= 0)  // one conversation: vLLM lists them beside the choices
     response["prompt_logprobs"] = choices.empty() ? json(nullptr) : prompt_logprobs_json(ctx, call, choices[0].first);
   response["usage"] = usage.to_json();
@@ -648,7 +667,9 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   if (text_end > state.sent_text) delta += o.text.substr(state.sent_text);
   const bool new_logprobs = call.top_logprobs >= 0 && (!state.logprobs.empty() || with_prompt);
   const bool first_chat_chunk = call.chat && !state.sent_role;
-  if (delta.empty() && !new_logprobs && !o.finished && !first_chat_chunk) return nullptr;
+  const bool new_tokens = call.return_token_ids && o.token_ids.size() > state.sent_tokens;
+  if (delta.empty() && !new_logprobs && !new_tokens && !o.finished && !first_chat_chunk) return nullptr;
+  const bool first_chunk = !state.sent_echo;
   state.sent_echo = true;
 
   json choice = {{"index", state.index}};
@@ -664,6 +685,12 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   choice["logprobs"] = new_logprobs ? logprobs_json(ctx, call, state, with_prompt) : json(nullptr);
   state.logprobs_begin += state.logprobs.size();  // sent: O(new) per event
   state.logprobs.clear();
+  if (call.return_token_ids) {  // the tokens new since the last event; the prompt's with the choice's first
+    const auto from = static_cast<std::ptrdiff_t>(std::min(state.sent_tokens, o.token_ids.size()));
+    choice["token_ids"] = std::vector<int32_t>(o.token_ids.begin() + from, o.token_ids.end());
+    if (first_chunk && !call.chat) choice["prompt_token_ids"] = o.prompt_token_ids;
+    state.sent_tokens = std::max(state.sent_tokens, o.token_ids.size());
+  }
   choice["finish_reason"] = finish_reason_json(o);
   if (o.finished) {
     if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
@@ -672,6 +699,7 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   state.sent_text = std::max(state.sent_text, text_end);
   state.finished = o.finished;
   json chunk = envelope(ctx, call, true);
+  if (first_chunk && call.chat && call.return_token_ids) chunk["prompt_token_ids"] = o.prompt_token_ids;
   chunk["choices"] = json::array({std::move(choice)});
   return chunk;
 }

@@ -63,6 +63,8 @@ struct GenerationCall {
   bool echo = false;           // completions: the prompt's text before each completion's
   int32_t top_logprobs = -1;   // completions: `logprobs`; chat: `top_logprobs` when `logprobs` is true; -1 off
   int32_t prompt_logprobs = -1;  // vLLM's prompt_logprobs: alternatives per prompt token (0 to 20); -1 off
+  bool return_token_ids = false;  // vLLM's: token_ids (and prompt_token_ids) beside the text
+  bool tokens_as_ids = false;     // vLLM's return_tokens_as_token_ids: logprobs name tokens "token_id:N"
   bool best_of() const { return params.n > n; }
   // Completions with echo and logprobs list the prompt's tokens too (the engine's prompt_logprobs).
   bool echo_logprobs() const { return !chat && echo && top_logprobs >= 0; }
@@ -103,7 +105,8 @@ struct ChoiceState {
   size_t text_offset = 0;       // completions' logprobs: text_offset of the next token listed
   std::shared_ptr<const PromptLogprobs> prompt;  // wants_prompt_logprobs(): the prompt's, once the engine gave them
   bool sent_role = false;       // chat streaming: the first delta (role) was sent
-  bool sent_echo = false;       // completions streaming: echo_text was sent
+  bool sent_echo = false;       // streaming: the choice's first event was sent (with echo_text, for completions)
+  size_t sent_tokens = 0;       // streaming with return_token_ids: generated tokens already listed
   bool finished = false;
 };
 

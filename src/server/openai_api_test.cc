@@ -425,6 +425,59 @@ TEST(OpenAiApi, PromptLogprobsAsVllmGivesThem) {
   EXPECT_TRUE(completion_response(context(), call, {{st, o}}, Usage{})["prompt_logprobs"].is_null());
 }
 
+// vLLM's return_token_ids: the prompt's and the generated ids beside the text (a stream lists each event's new
+// ones, the prompt's with a choice's first event); return_tokens_as_token_ids names logprobs' tokens "token_id:N".
+TEST(OpenAiApi, ReturnTokenIdsAsVllmGivesThem) {
+  Output o = output(" there!", {7, 8}, true);
+  o.prompt_token_ids = {3, 4};
+  o.logprobs = {{{7, -0.5f}, {{7, -0.5f}}}, {{8, -0.25f}, {{8, -0.25f}}}};
+  ChoiceState st;
+  take_logprobs(st, o);
+  GenerationCall call = parse_ok(R"({"prompt": "Hi", "return_token_ids": true, "logprobs": 1,
+                                     "return_tokens_as_token_ids": true})");
+  json choice = completion_response(context(), call, {{st, o}}, Usage{})["choices"][0];
+  EXPECT_EQ(choice["prompt_token_ids"], json({3, 4}));
+  EXPECT_EQ(choice["token_ids"], json({7, 8}));
+  EXPECT_EQ(choice["logprobs"]["tokens"], json({"token_id:7", "token_id:8"}));
+  EXPECT_EQ(choice["logprobs"]["top_logprobs"][1], json::parse(R"({"token_id:8": -0.25})"));
+  EXPECT_EQ(choice["logprobs"]["text_offset"], json({0, 3})) << "offsets still count the tokens' bytes";
+  call = parse_ok(R"({"prompt": "Hi"})");
+  choice = completion_response(context(), call, {{st, o}}, Usage{})["choices"][0];
+  EXPECT_FALSE(choice.contains("token_ids"));
+  EXPECT_FALSE(choice.contains("prompt_token_ids"));
+  // Chat: the prompt's beside the choices; logprobs' "token" as ids, "bytes" still the token's.
+  call = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "return_token_ids": true, "logprobs": true,
+                      "return_tokens_as_token_ids": true})", true);
+  json chat = completion_response(context(), call, {{st, o}}, Usage{});
+  EXPECT_EQ(chat["prompt_token_ids"], json({3, 4}));
+  EXPECT_EQ(chat["choices"][0]["token_ids"], json({7, 8}));
+  EXPECT_EQ(chat["choices"][0]["logprobs"]["content"][0]["token"], "token_id:7");
+  EXPECT_EQ(chat["choices"][0]["logprobs"]["content"][0]["bytes"], json({60, 55, 62}));  // "<7>"
+  // Streamed: each event lists its new tokens, even one whose text is held back; the first lists the prompt's.
+  for (bool is_chat : {false, true}) {
+    call = is_chat ? parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "return_token_ids": true,
+                                  "stream": true})", true)
+                   : parse_ok(R"({"prompt": "Hi", "return_token_ids": true, "stream": true})");
+    ChoiceState s;
+    Output first = output("", {7}, false);  // its text held back (it may begin a stop string)
+    first.prompt_token_ids = {3, 4};
+    json c1 = stream_chunk(context(), call, s, first);
+    ASSERT_FALSE(c1.is_null()) << "new tokens make an event";
+    EXPECT_EQ(c1["choices"][0]["token_ids"], json({7}));
+    EXPECT_EQ(is_chat ? c1["prompt_token_ids"] : c1["choices"][0]["prompt_token_ids"], json({3, 4}));
+    EXPECT_TRUE(stream_chunk(context(), call, s, first).is_null()) << "nothing new";
+    Output last = output(" there!", {7, 8, 9}, true);
+    last.prompt_token_ids = {3, 4};
+    json c2 = stream_chunk(context(), call, s, last);
+    EXPECT_EQ(c2["choices"][0]["token_ids"], json({8, 9}));
+    EXPECT_FALSE(c2.contains("prompt_token_ids"));
+    EXPECT_FALSE(c2["choices"][0].contains("prompt_token_ids"));
+  }
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "return_token_ids": 1})").param, "return_token_ids");
+  EXPECT_EQ(parse_error(R"({"prompt": "x", "return_tokens_as_token_ids": "yes"})").param,
+            "return_tokens_as_token_ids");
+}
+
 // A model that computed NaN was answered 400 invalid_request_error, as if the client had sent a bad field.
 TEST(OpenAiApi, EngineFailuresMapToStatuses) {
   EXPECT_EQ(from_status(data_loss("the model computed a logit of NaN")).status, 500);

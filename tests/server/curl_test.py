@@ -291,6 +291,32 @@ class ServerTest(unittest.TestCase):
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "prompt_logprobs": -1}), 400,
                           "prompt_logprobs", contains="not supported")
 
+    def test_return_token_ids_as_vllm_gives_them(self):
+        prompt = "Once upon a time"
+        ids = json.loads(self.post("/tokenize", {"prompt": prompt})[2])["tokens"]
+        body = {"prompt": prompt, "max_tokens": 8, "temperature": 0, "return_token_ids": True, "logprobs": 0,
+                "return_tokens_as_token_ids": True}
+        r = json.loads(self.post("/v1/completions", body)[2])
+        c = r["choices"][0]
+        self.assertEqual(c["prompt_token_ids"], ids)
+        self.assertEqual(len(c["token_ids"]), r["usage"]["completion_tokens"])
+        self.assertEqual(json.loads(self.post("/detokenize", {"tokens": c["token_ids"]})[2])["prompt"].strip(),
+                         c["text"].strip())
+        self.assertEqual(c["logprobs"]["tokens"], ["token_id:%d" % t for t in c["token_ids"]])
+        # Streamed: the events' ids put together are the whole response's; the prompt's come once.
+        events = sse_events(self.post("/v1/completions", dict(body, stream=True))[2])[:-1]
+        self.assertEqual([t for e in events for t in e["choices"][0]["token_ids"]], c["token_ids"])
+        self.assertEqual([e["choices"][0].get("prompt_token_ids") for e in events],
+                         [ids] + [None] * (len(events) - 1))
+        # Chat: the rendered prompt's ids beside the choices.
+        msgs = [{"role": "user", "content": "Hi"}]
+        chat = json.loads(self.post("/v1/chat/completions", {"messages": msgs, "max_tokens": 4,
+                                                             "return_token_ids": True})[2])
+        self.assertEqual(chat["prompt_token_ids"], json.loads(self.post("/tokenize", {"messages": msgs})[2])["tokens"])
+        self.assertEqual(len(chat["choices"][0]["token_ids"]), chat["usage"]["completion_tokens"])
+        plain = json.loads(self.post("/v1/completions", {"prompt": prompt, "max_tokens": 2})[2])
+        self.assertNotIn("token_ids", plain["choices"][0])
+
     def test_streamed_logprobs_equal_the_whole_response(self):
         body = {"prompt": "The little dog ran", "max_tokens": 12, "temperature": 0, "logprobs": 2, "echo": True,
                 "ignore_eos": True}
