@@ -2,6 +2,8 @@
 // HTTP thread of `kvshare serve` parses it. The first byte picks the endpoint. A body is either refused with an
 // OpenAI error (status 400, a message, the field when one is at fault) or gives a call whose sampling parameters
 // validate; then every response shape is written from made-up outputs, and must serialize as JSON.
+#include <algorithm>
+
 #include "fuzz_util.h"
 #include "server/openai_api.h"
 
@@ -23,8 +25,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::check(chat ? !call.messages.empty() : !call.prompts.empty(), "an accepted body without a prompt");
   fuzz::check(call.top_logprobs < 0 || (call.params.logprobs && *call.params.logprobs == call.top_logprobs),
               "logprobs asked but not passed to the engine");
-  fuzz::check(!call.echo_logprobs() || call.params.prompt_logprobs == call.top_logprobs,
-              "echo with logprobs but no prompt logprobs asked of the engine");
+  // The engine computes the prompt's logprobs once, with the most alternatives echo or prompt_logprobs lists.
+  const int32_t prompt_k = std::max(call.echo_logprobs() ? call.top_logprobs : -1, call.prompt_logprobs);
+  fuzz::check(prompt_k < 0 ? !call.params.prompt_logprobs.has_value() : call.params.prompt_logprobs == prompt_k,
+              "the engine is not asked for the prompt logprobs echo or prompt_logprobs list");
   fuzz::check(call.params.n >= call.n && (!call.best_of() || (call.params.logprobs && !call.stream)),
               "best_of runs fewer completions than n, streams, or cannot rank");
 
@@ -36,6 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Output o;
   o.text = std::string(body.substr(0, 8));
   o.token_ids = {1, 200, 3};
+  o.prompt_token_ids = {7, 128, 9};
   o.logprobs.resize(3);
   for (auto& lp : o.logprobs) lp.top = {{255, -1.5f}, {0, -2.0f}};
   ChoiceState state;
@@ -57,6 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)dump(stream_chunk(ctx, call, state, o));
   fuzz::check(stream_chunk(ctx, call, state, o).is_null(), "a finished choice streamed twice");
   (void)dump(completion_response(ctx, call, {{ChoiceState{}, o}}, Usage{3, 3, 1}));
+  (void)dump(completion_response(ctx, call, {{state, o}}, Usage{3, 3, 1}));  // with the prompt's logprobs
   (void)dump(usage_chunk(ctx, call, Usage{}));
   return 0;
 }

@@ -856,9 +856,22 @@ TEST_F(EngineBehaviour, BadWordsAreNotGenerated) {
   EXPECT_NE(engine->generate({r})[0].error.message().find("bytes; at most 1024"), std::string::npos);
   r.params.bad_words.assign(129, "a");
   EXPECT_NE(engine->generate({r})[0].error.message().find("at most 128"), std::string::npos);
-  r.params.bad_words.assign(128, std::string(1000, 'x') + "y");
+  r.params.bad_words.assign(100, "hello");  // alone and after a space: 200 sequences, as vLLM counts them
+  EXPECT_NE(engine->generate({r})[0].error.message().find("make 200 token sequences (each word alone and after a "
+                                                          "space); at most 128"),
+            std::string::npos);
+  std::string long_word;
+  for (int i = 0; i < 500; ++i) long_word += "a ";
+  r.params.bad_words.assign(3, long_word);
   EXPECT_NE(engine->generate({r})[0].error.message().find("tokens (each word alone and after a space); at most 1024"),
             std::string::npos);
+  // Every allowed token a one-token bad word: refused before any work, as min_tokens' like case is.
+  r.params.bad_words = {one};
+  r.params.allowed_token_ids = std::vector<int32_t>{free.token_ids[0]};
+  EXPECT_NE(engine->generate({r})[0].error.message().find("every token of allowed_token_ids is a word of bad_words"),
+            std::string::npos);
+  r.params.allowed_token_ids->push_back(free.token_ids[0] == 13 ? 14 : 13);
+  EXPECT_TRUE(engine->generate({r})[0].error.ok());
 }
 
 // Every processor at once stays a pure function of the request: the same tokens, text and logprobs alone

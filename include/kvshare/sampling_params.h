@@ -53,8 +53,8 @@ struct SamplingParams {
   // whitespace dropped) alone and after a space, and keeps the second too when it is as many tokens and starts
   // with another one (the word in mid-text); the last token of such a sequence is masked whenever the tokens
   // generated just before it are the rest of it. Only generated tokens count, not the prompt. At most
-  // kMaxBadWords, each 1 to kMaxBadWordBytes bytes and not only whitespace; kMaxBadWordTokens in all once
-  // tokenized.
+  // kMaxBadWords, each 1 to kMaxBadWordBytes bytes and not only (ASCII) whitespace; once tokenized, at most
+  // kMaxBadWords sequences (as vLLM counts them) of kMaxBadWordTokens tokens in all.
   std::vector<std::string> bad_words;
   // When set, a longer prompt keeps only its last truncate_prompt_tokens tokens (vLLM's; -1: as many as the
   // context holds with one token to generate). Text up to kTruncatedTextContexts contexts long is then taken
@@ -77,7 +77,7 @@ struct SamplingParams {
 
   static constexpr int32_t kMaxN = 128;
   static constexpr int32_t kMaxLogprobs = 20;
-  static constexpr size_t kMaxBadWords = 128;      // as vLLM's VLLM_MAX_NUM_BAD_WORDS
+  static constexpr size_t kMaxBadWords = 128;      // words, and token sequences: vLLM's VLLM_MAX_NUM_BAD_WORDS
   static constexpr size_t kMaxBadWordBytes = 1024;
   static constexpr size_t kMaxBadWordTokens = 1024;  // as vLLM's MAX_BAD_WORDS_TOTAL_TOKENS
 

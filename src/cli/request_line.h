@@ -13,8 +13,8 @@ constexpr size_t kMaxRequestLineBytes = 64u << 20;
 // `line` -> a Request, with `defaults` (the command line's sampling flags) for the fields it does not set:
 // {"prompt": "..."} or {"prompt_token_ids": [...]}, optionally with max_tokens, temperature, top_p, top_k, seed,
 // ignore_eos, stop_token_ids, cache_salt and vLLM's further sampling fields (min_p, penalties, min_tokens, n,
-// logprobs, prompt_logprobs, stop, include_stop_str_in_output, logit_bias, allowed_token_ids, skip_special_tokens,
-// truncate_prompt_tokens). Anything else wrong (not JSON, a field of the wrong type or out of
+// logprobs, prompt_logprobs, stop, include_stop_str_in_output, logit_bias, allowed_token_ids, bad_words,
+// skip_special_tokens, truncate_prompt_tokens). Anything else wrong (not JSON, a field of the wrong type or out of
 // range) is invalid_argument saying which field and what it must be.
 Result<Request> parse_request_line(const std::string& line, const SamplingParams& defaults);
 

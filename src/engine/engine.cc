@@ -172,30 +172,47 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt,
     if (t >= vocab)
       return invalid_argument("stop_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                               std::to_string(vocab) + ")");
-  if (r.params.allowed_token_ids) {
-    // As vLLM, against the tokenizer's vocabulary: a model's may be larger (Qwen2's padding rows).
-    const int64_t tokens = loaded.tokenizer->vocab_size();
-    bool any_may_be_drawn = false;  // before min_tokens, EOS and stop tokens are masked
-    for (int32_t t : *r.params.allowed_token_ids) {
-      if (t >= tokens)
-        return invalid_argument("allowed_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                                std::to_string(tokens) + ")");
-      any_may_be_drawn = any_may_be_drawn || token_stop(r.params, t) == TokenStop::kNone;
-    }
-    if (r.params.min_tokens > 0 && !any_may_be_drawn)
-      return invalid_argument("allowed_token_ids holds only end-of-sequence and stop tokens, which min_tokens = " +
-                              std::to_string(r.params.min_tokens) +
-                              " forbids at first: nothing could be sampled; allow another token or lower min_tokens");
-  }
   bad_words = bad_word_tokens(r.params.bad_words, [&](const std::string& text) {
     return loaded.tokenizer->encode(text, /*add_special=*/false);
   });
   size_t bad_word_tokens = 0;
   for (const std::vector<int32_t>& w : bad_words) bad_word_tokens += w.size();
+  if (bad_words.size() > SamplingParams::kMaxBadWords)  // as vLLM counts them
+    return invalid_argument("bad_words make " + std::to_string(bad_words.size()) + " token sequences (each word alone "
+                            "and after a space); at most " + std::to_string(SamplingParams::kMaxBadWords) +
+                            " are allowed: ban fewer words");
   if (bad_word_tokens > SamplingParams::kMaxBadWordTokens)
     return invalid_argument("bad_words make " + std::to_string(bad_word_tokens) + " tokens (each word alone and after "
                             "a space); at most " + std::to_string(SamplingParams::kMaxBadWordTokens) +
                             " are allowed: ban fewer or shorter words");
+  if (r.params.allowed_token_ids) {
+    // As vLLM, against the tokenizer's vocabulary: a model's may be larger (Qwen2's padding rows).
+    const int64_t tokens = loaded.tokenizer->vocab_size();
+    auto banned_alone = [&](int32_t t) {  // a one-token bad word: never drawn
+      return std::any_of(bad_words.begin(), bad_words.end(),
+                         [&](const std::vector<int32_t>& w) { return w.size() == 1 && w[0] == t; });
+    };
+    bool any_first = false;  // a token the first draw may take (before min_tokens, EOS and stop tokens are masked)
+    bool any_banned = false;
+    for (int32_t t : *r.params.allowed_token_ids) {
+      if (t >= tokens)
+        return invalid_argument("allowed_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                                std::to_string(tokens) + ")");
+      const bool banned = banned_alone(t);
+      any_banned = any_banned || banned;
+      any_first = any_first || (!banned && (r.params.min_tokens == 0 || token_stop(r.params, t) == TokenStop::kNone));
+    }
+    if (!any_first && !any_banned)
+      return invalid_argument("allowed_token_ids holds only end-of-sequence and stop tokens, which min_tokens = " +
+                              std::to_string(r.params.min_tokens) +
+                              " forbids at first: nothing could be sampled; allow another token or lower min_tokens");
+    if (!any_first)
+      return invalid_argument("every token of allowed_token_ids is a word of bad_words" +
+                              std::string(r.params.min_tokens > 0 ? " or an end-of-sequence or stop token, which "
+                                                                    "min_tokens forbids at first"
+                                                                  : "") +
+                              ": nothing could be sampled; allow another token or ban fewer words");
+  }
   for (int32_t t : prompt)
     if (t < 0 || t >= vocab)
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +

@@ -436,11 +436,17 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
   // vLLM's prompt_logprobs: each prompt token's logprob and the k likeliest at its place, in the whole response
   // only (as vLLM, which refuses it with stream).
   if (const json* v = r.get("prompt_logprobs"); v != nullptr && !v->is_null()) {
-    if (FieldReader::is_integer(*v) && v->get<int64_t>() == -1)
+    // Not *v == -1: nlohmann takes 2^64 - 1 for -1. Nor get<int64_t>() of any whole number: 1e300 overflows.
+    const bool minus_one = (v->is_number_integer() && !v->is_number_unsigned() && v->get<int64_t>() == -1) ||
+                           (v->is_number_float() && v->get<double>() == -1.0);
+    if (minus_one)
       r.fail("prompt_logprobs", "prompt_logprobs -1 (every token of the vocabulary) is not supported; give 0 to " +
                                     std::to_string(SamplingParams::kMaxLogprobs));
-    else if (r.integer32("prompt_logprobs", call.prompt_logprobs, 0, SamplingParams::kMaxLogprobs) && call.stream)
-      r.fail("prompt_logprobs", "prompt_logprobs are not available when stream is true");
+    else if (r.integer32("prompt_logprobs", call.prompt_logprobs, 0, SamplingParams::kMaxLogprobs) && call.stream) {
+      // As vLLM: refused when there would be alternatives to list; 0 is taken, and a stream lists none.
+      if (call.prompt_logprobs > 0) r.fail("prompt_logprobs", "prompt_logprobs are not available when stream is true");
+      call.prompt_logprobs = -1;
+    }
   }
   if (call.top_logprobs >= 0) call.params.logprobs = call.top_logprobs;
   if (call.best_of() && !call.params.logprobs.has_value()) call.params.logprobs = 0;  // ranks by them

@@ -389,8 +389,16 @@ TEST(OpenAiApi, PromptLogprobsAsVllmGivesThem) {
   EXPECT_FALSE(parse_ok(R"({"prompt": "x", "prompt_logprobs": null})").params.prompt_logprobs.has_value());
   for (const char* bad : {R"({"prompt": "x", "prompt_logprobs": -1})", R"({"prompt": "x", "prompt_logprobs": 21})",
                           R"({"prompt": "x", "prompt_logprobs": "2"})",
+                          R"({"prompt": "x", "prompt_logprobs": 1e300})", R"({"prompt": "x", "prompt_logprobs": -1.0})",
+                          R"({"prompt": "x", "prompt_logprobs": 18446744073709551615})",
                           R"({"prompt": "x", "prompt_logprobs": 1, "stream": true})"})
     EXPECT_EQ(parse_error(bad).param, "prompt_logprobs") << bad;
+  EXPECT_NE(parse_error(R"({"prompt": "x", "prompt_logprobs": 18446744073709551615})").message.find("must be in [0, 20]"),
+            std::string::npos) << "a range error, not taken for -1";
+  // 0 with stream is taken, as vLLM takes it; a stream lists no prompt logprobs, so none are computed.
+  const GenerationCall streamed = parse_ok(R"({"prompt": "x", "prompt_logprobs": 0, "stream": true})");
+  EXPECT_EQ(streamed.prompt_logprobs, -1);
+  EXPECT_FALSE(streamed.params.prompt_logprobs.has_value());
 
   auto prompt = std::make_shared<PromptLogprobs>();
   prompt->token_ids = {3, 4, 5};
