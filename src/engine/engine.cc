@@ -188,10 +188,11 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt,
   if (r.params.allowed_token_ids) {
     // As vLLM, against the tokenizer's vocabulary: a model's may be larger (Qwen2's padding rows).
     const int64_t tokens = loaded.tokenizer->vocab_size();
-    auto banned_alone = [&](int32_t t) {  // a one-token bad word: never drawn
-      return std::any_of(bad_words.begin(), bad_words.end(),
-                         [&](const std::vector<int32_t>& w) { return w.size() == 1 && w[0] == t; });
-    };
+    std::vector<int32_t> alone;  // the one-token bad words: never drawn
+    for (const std::vector<int32_t>& w : bad_words)
+      if (w.size() == 1) alone.push_back(w[0]);
+    std::sort(alone.begin(), alone.end());
+    auto banned_alone = [&](int32_t t) { return std::binary_search(alone.begin(), alone.end(), t); };
     bool any_first = false;  // a token the first draw may take (before min_tokens, EOS and stop tokens are masked)
     bool any_banned = false;
     for (int32_t t : *r.params.allowed_token_ids) {
@@ -211,7 +212,8 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt,
                               std::string(r.params.min_tokens > 0 ? " or an end-of-sequence or stop token, which "
                                                                     "min_tokens forbids at first"
                                                                   : "") +
-                              ": nothing could be sampled; allow another token or ban fewer words");
+                              ": nothing could be sampled; allow another token" +
+                              std::string(r.params.min_tokens > 0 ? ", lower min_tokens" : "") + " or ban fewer words");
   }
   for (int32_t t : prompt)
     if (t < 0 || t >= vocab)

@@ -777,7 +777,7 @@ void HttpServer::Impl::stream(const std::shared_ptr<Call>& call, httplib::Respon
             if (chunk.is_null()) continue;
             if (call->api.include_usage && call->api.continuous_usage)  // vLLM's: this choice's so far
               chunk["usage"] = Usage{call->prompt_tokens[i], static_cast<int64_t>(o.token_ids.size()),
-                                     o.num_cached_tokens}.to_json();
+                                     outputs[i][0].num_cached_tokens}.to_json();  // the prompt's, as the last
             if (!send(chunk)) return false;
           }
         if (!all_finished) return true;

@@ -434,7 +434,7 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
   r.boolean("return_token_ids", call.return_token_ids);
   r.boolean("return_tokens_as_token_ids", call.tokens_as_ids);
   // vLLM's prompt_logprobs: each prompt token's logprob and the k likeliest at its place, in the whole response
-  // only (as vLLM, which refuses it with stream).
+  // only (vLLM refuses it above 0 with stream).
   if (const json* v = r.get("prompt_logprobs"); v != nullptr && !v->is_null()) {
     // Not *v == -1: nlohmann takes 2^64 - 1 for -1. Nor get<int64_t>() of any whole number: 1e300 overflows.
     const bool minus_one = (v->is_number_integer() && !v->is_number_unsigned() && v->get<int64_t>() == -1) ||
@@ -444,7 +444,8 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
                                     std::to_string(SamplingParams::kMaxLogprobs));
     else if (r.integer32("prompt_logprobs", call.prompt_logprobs, 0, SamplingParams::kMaxLogprobs) && call.stream) {
       // As vLLM: refused when there would be alternatives to list; 0 is taken, and a stream lists none.
-      if (call.prompt_logprobs > 0) r.fail("prompt_logprobs", "prompt_logprobs are not available when stream is true");
+      if (call.prompt_logprobs > 0)
+        r.fail("prompt_logprobs", "prompt_logprobs above 0 are not available when stream is true");
       call.prompt_logprobs = -1;
     }
   }
@@ -560,11 +561,13 @@ json chat_logprobs(const ResponseContext& ctx, const std::vector<GeneratedTokenL
     json top = json::array();
     for (const TokenLogprob& t : lp.top) {
       const std::string alt = ctx.token_piece(t.token_id);
-      top.push_back({{"token", logprob_name(t.token_id, alt, as_ids)}, {"logprob", t.logprob},
-                     {"bytes", byte_values(alt)}});
+      const std::string name = logprob_name(t.token_id, alt, as_ids);
+      top.push_back({{"token", name}, {"logprob", t.logprob}, {"bytes", byte_values(as_ids ? name : alt)}});
     }
-    content.push_back({{"token", logprob_name(lp.chosen.token_id, piece, as_ids)}, {"logprob", lp.chosen.logprob},
-                       {"bytes", byte_values(piece)}, {"top_logprobs", std::move(top)}});
+    // As vLLM: "token_id:N" comes with its own bytes.
+    const std::string name = logprob_name(lp.chosen.token_id, piece, as_ids);
+    content.push_back({{"token", name}, {"logprob", lp.chosen.logprob}, {"bytes", byte_values(as_ids ? name : piece)},
+                       {"top_logprobs", std::move(top)}});
   }
   return json{{"content", std::move(content)}};
 }

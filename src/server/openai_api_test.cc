@@ -460,7 +460,8 @@ TEST(OpenAiApi, ReturnTokenIdsAsVllmGivesThem) {
   EXPECT_EQ(chat["prompt_token_ids"], json({3, 4}));
   EXPECT_EQ(chat["choices"][0]["token_ids"], json({7, 8}));
   EXPECT_EQ(chat["choices"][0]["logprobs"]["content"][0]["token"], "token_id:7");
-  EXPECT_EQ(chat["choices"][0]["logprobs"]["content"][0]["bytes"], json({60, 55, 62}));  // "<7>"
+  EXPECT_EQ(chat["choices"][0]["logprobs"]["content"][0]["bytes"],
+            json({116, 111, 107, 101, 110, 95, 105, 100, 58, 55}));  // "token_id:7", as vLLM
   // Streamed: each event lists its new tokens, even one whose text is held back; the first lists the prompt's.
   for (bool is_chat : {false, true}) {
     call = is_chat ? parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "return_token_ids": true,
@@ -474,10 +475,15 @@ TEST(OpenAiApi, ReturnTokenIdsAsVllmGivesThem) {
     EXPECT_EQ(c1["choices"][0]["token_ids"], json({7}));
     EXPECT_EQ(is_chat ? c1["prompt_token_ids"] : c1["choices"][0]["prompt_token_ids"], json({3, 4}));
     EXPECT_TRUE(stream_chunk(context(), call, s, first).is_null()) << "nothing new";
+    Output held = output("", {7, 8}, false);  // a token whose text is held back too
+    held.prompt_token_ids = {3, 4};
+    json c_held = stream_chunk(context(), call, s, held);
+    ASSERT_FALSE(c_held.is_null()) << "new tokens make an event";
+    EXPECT_EQ(c_held["choices"][0]["token_ids"], json({8}));
     Output last = output(" there!", {7, 8, 9}, true);
     last.prompt_token_ids = {3, 4};
     json c2 = stream_chunk(context(), call, s, last);
-    EXPECT_EQ(c2["choices"][0]["token_ids"], json({8, 9}));
+    EXPECT_EQ(c2["choices"][0]["token_ids"], json({9}));
     EXPECT_FALSE(c2.contains("prompt_token_ids"));
     EXPECT_FALSE(c2["choices"][0].contains("prompt_token_ids"));
   }

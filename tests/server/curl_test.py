@@ -477,6 +477,15 @@ class ServerTest(unittest.TestCase):
                 self.assertTrue(all(e["usage"]["prompt_tokens"] == prompt_tokens for e in chunks))
             self.assertTrue(all(e["usage"]["total_tokens"] == e["usage"]["prompt_tokens"] +
                                 e["usage"]["completion_tokens"] for e in chunks))
+        # Each event's cached tokens are the prompt's, as the last usage counts them: completion 1 finds the blocks
+        # completion 0 just computed, which are not served from the cache for the request.
+        long = dict(body, prompt="The little dog ran to the park and played with a red ball all day long. " * 3,
+                    stream=True, n=2, seed=4, temperature=1.0,
+                    stream_options={"include_usage": True, "continuous_usage_stats": True})
+        events = sse_events(self.post("/v1/completions", long)[2])
+        cached = events[-2]["usage"]["prompt_tokens_details"]["cached_tokens"]
+        self.assertGreater(events[-2]["usage"]["prompt_tokens"], 32)
+        self.assertEqual({e["usage"]["prompt_tokens_details"]["cached_tokens"] for e in events[:-2]}, {cached})
         self.assert_error(self.post("/v1/completions", dict(body, stream=True, stream_options={
             "continuous_usage_stats": 1})), 400, "stream_options", contains="continuous_usage_stats must be true or false")
 
