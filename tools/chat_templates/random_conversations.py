@@ -11,6 +11,7 @@ Deterministic from SEED.
     python3 tools/chat_templates/random_conversations.py SEED N OUT_DIR
 """
 import json
+import os
 import random
 import sys
 
@@ -103,6 +104,7 @@ def main():
     if len(sys.argv) != 4:
         sys.exit("usage: random_conversations.py SEED N OUT_DIR")
     rnd = random.Random(int(sys.argv[1]))
+    os.makedirs(sys.argv[3], exist_ok=True)
     for i in range(int(sys.argv[2])):
         case = conversation(rnd)
         with open(f"{sys.argv[3]}/r{i:03d}.json", "w", encoding="utf-8") as f:
