@@ -1,6 +1,6 @@
 // End-to-end test of `kvshare serve` with the official OpenAI Node SDK (npm `openai`, installed here by
-// scripts/install.sh with `npm ci`), unchanged: completions, chat, streaming, usage, errors, 32 concurrent
-// clients sharing a system prompt, and a client that disconnects mid-stream.
+// scripts/install.sh with `npm ci`), unchanged: completions, chat, streaming, usage, vLLM's extra fields, errors,
+// 32 concurrent clients sharing a system prompt, and a client that disconnects mid-stream.
 // Run by CTest (server_openai_sdk_test): node --test tests/server/openai_sdk.test.mjs
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -140,6 +140,34 @@ test('chat: message, streaming deltas, logprobs', { skip }, async () => {
   }
   assert.equal(role, 'assistant');
   assert.equal(content, r.choices[0].message.content);
+});
+
+test('vLLM\'s extra fields pass through the SDK unchanged, as with vLLM', { skip }, async () => {
+  const prompt = 'Once upon a time';
+  const free = await client.completions.create({ model: 'tiny', prompt, max_tokens: 8, temperature: 0,
+    return_token_ids: true, prompt_logprobs: 1 });
+  const c = free.choices[0];
+  assert.equal(c.token_ids.length, free.usage.completion_tokens);
+  assert.equal(c.prompt_token_ids.length, free.usage.prompt_tokens);
+  assert.equal(c.prompt_logprobs.length, free.usage.prompt_tokens);
+  assert.equal(c.prompt_logprobs[0], null);
+  // allowed_token_ids: the greedy reply's own tokens but its first; the reply changes from the start.
+  const allowed = [...new Set(c.token_ids)].filter((t) => t !== c.token_ids[0]);
+  assert.ok(allowed.length > 0);
+  const r = await client.completions.create({ model: 'tiny', prompt, max_tokens: 8, temperature: 0,
+    return_token_ids: true, allowed_token_ids: allowed, ignore_eos: true });
+  assert.ok(r.choices[0].token_ids.every((t) => allowed.includes(t)));
+  assert.notEqual(r.choices[0].token_ids[0], c.token_ids[0]);
+  const chat = await client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }],
+    max_completion_tokens: 4, return_token_ids: true, stream: true,
+    stream_options: { include_usage: true, continuous_usage_stats: true } });
+  let ids = [];
+  let last = null;
+  for await (const chunk of chat) {
+    if (chunk.choices.length) ids = ids.concat(chunk.choices[0].token_ids ?? []);
+    last = chunk.usage ?? last;
+  }
+  assert.equal(ids.length, last.completion_tokens);
 });
 
 test('errors arrive as the SDK\'s typed errors', { skip }, async () => {
