@@ -600,18 +600,20 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
       return false;
     }
     if (far_too_long(*text, "messages", error, truncating)) return false;
-    // The template writes the special tokens it wants (BOS included): none are added.
-    call.prompts = {PromptInput{false, *text, tokenizer().encode(*text, /*add_special=*/false)}};
+    // The template writes the special tokens it wants (BOS included): none are added unless add_special_tokens.
+    call.prompts = {PromptInput{false, *text, tokenizer().encode(*text, call.add_special_tokens)}};
   } else {
     for (PromptInput& p : call.prompts) {
       if (!p.is_text) continue;
       if (far_too_long(p.text, "prompt", error, truncating)) return false;
-      p.token_ids = tokenizer().encode(p.text);
+      p.token_ids = tokenizer().encode(p.text, call.add_special_tokens);
     }
   }
   for (PromptInput& p : call.prompts) {
-    // A completion's text was encoded with the tokenizer's BOS, which stays first; a chat's template wrote its own.
-    const int32_t bos = !call.chat && p.is_text && tokenizer().adds_bos() ? tokenizer().bos_id() : -1;
+    // Text encoded with the tokenizer's BOS keeps it first (a chat's template writes its own, unless
+    // add_special_tokens asked for the tokenizer's too).
+    const bool bos_added = (call.chat || p.is_text) && call.add_special_tokens && tokenizer().adds_bos();
+    const int32_t bos = bos_added ? tokenizer().bos_id() : -1;
     if (const Status st = truncate_prompt(p.token_ids, call.params.truncate_prompt_tokens, max_model_len, bos, &p.truncated);
         !st.ok()) {
       error = from_status(st);

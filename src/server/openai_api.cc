@@ -281,6 +281,14 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
       r.fail("response_format", "response_format of type " + (*rf)["type"].dump() +
                                     " is not supported; only {\"type\": \"text\"} (leave it out)");
   }
+  // vLLM's constrained decoding and beam search: likewise refused, not ignored.
+  for (const char* name : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"})
+    if (const json* v = r.get(name); v != nullptr && !v->is_null())
+      r.fail(name, std::string(name) + " is not supported: this server does not constrain its output (leave it out)");
+  bool beam_search = false;
+  r.boolean("use_beam_search", beam_search);
+  if (beam_search)
+    r.fail("use_beam_search", "use_beam_search is not supported (leave it out, or use best_of)");
 }
 
 // tools and documents reach the chat template as Hugging Face's apply_chat_template passes them (a list of
@@ -429,6 +437,10 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
     if (r.integer32("logprobs", logprobs, 0, SamplingParams::kMaxLogprobs)) call.top_logprobs = logprobs;
   }
   read_sampling(r, call);
+  // vLLM's: whether the tokenizer adds its special tokens (BOS) to the prompt's text; a chat's template writes its
+  // own, so there the default is no.
+  call.add_special_tokens = !chat;
+  r.boolean("add_special_tokens", call.add_special_tokens);
   // vLLM's output options: the prompt's and the generated tokens' ids beside the text; logprobs naming tokens
   // "token_id:N".
   r.boolean("return_token_ids", call.return_token_ids);

@@ -64,6 +64,7 @@ struct GenerationCall {
   int32_t top_logprobs = -1;   // completions: `logprobs`; chat: `top_logprobs` when `logprobs` is true; -1 off
   int32_t prompt_logprobs = -1;  // vLLM's prompt_logprobs: alternatives per prompt token (0 to 20); -1 off
   bool return_token_ids = false;  // vLLM's: token_ids (and prompt_token_ids) beside the text
+  bool add_special_tokens = true;  // vLLM's: the tokenizer adds BOS to the text (default: completions yes, chat no)
   bool tokens_as_ids = false;     // vLLM's return_tokens_as_token_ids: logprobs name tokens "token_id:N"
   bool best_of() const { return params.n > n; }
   // Completions with echo and logprobs list the prompt's tokens too (the engine's prompt_logprobs).

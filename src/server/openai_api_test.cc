@@ -77,6 +77,13 @@ TEST(OpenAiApi, SamplingFields) {
   EXPECT_FALSE(vllm.params.skip_special_tokens);
   EXPECT_EQ(vllm.params.truncate_prompt_tokens, 7);
   EXPECT_EQ(vllm.params.bad_words, (std::vector<std::string>{"darn", " heck it"}));
+  // add_special_tokens: yes for a completion's text, no for a chat's (its template writes them), as vLLM.
+  EXPECT_TRUE(vllm.add_special_tokens);
+  EXPECT_FALSE(parse_ok(R"({"prompt": "x", "add_special_tokens": false})").add_special_tokens);
+  EXPECT_FALSE(parse_ok(R"({"messages": [{"role": "user", "content": "x"}]})", true).add_special_tokens);
+  EXPECT_TRUE(parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "add_special_tokens": true})", true)
+                  .add_special_tokens);
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "use_beam_search": false, "guided_json": null})").params.n == 1);
   EXPECT_TRUE(parse_ok(R"({"prompt": "x", "bad_words": null})").params.bad_words.empty());
   EXPECT_EQ(parse_ok(R"({"prompt": "x", "truncate_prompt_tokens": -1})").params.truncate_prompt_tokens, -1);
   ASSERT_TRUE(c.params.logprobs.has_value());
@@ -140,6 +147,12 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "allowed_token_ids": [1, -1]})", false, "allowed_token_ids"},
       {R"({"prompt": "x", "skip_special_tokens": 1})", false, "skip_special_tokens"},
       {R"({"prompt": "x", "bad_words": "darn"})", false, "bad_words"},
+      {R"({"prompt": "x", "guided_choice": ["yes", "no"]})", false, "guided_choice"},
+      {R"({"prompt": "x", "guided_json": {"type": "object"}})", false, "guided_json"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "structured_outputs": {"regex": "a+"}})", true,
+       "structured_outputs"},
+      {R"({"prompt": "x", "use_beam_search": true})", false, "use_beam_search"},
+      {R"({"prompt": "x", "add_special_tokens": "no"})", false, "add_special_tokens"},
       {R"({"prompt": "x", "bad_words": ["a", 1]})", false, "bad_words"},
       {R"({"prompt": "x", "bad_words": ["a", " "]})", false, "bad_words"},
       {R"({"prompt": "x", "truncate_prompt_tokens": 0})", false, "truncate_prompt_tokens"},

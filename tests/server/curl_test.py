@@ -317,6 +317,34 @@ class ServerTest(unittest.TestCase):
         plain = json.loads(self.post("/v1/completions", {"prompt": prompt, "max_tokens": 2})[2])
         self.assertNotIn("token_ids", plain["choices"][0])
 
+    def test_add_special_tokens_and_unsupported_vllm_fields(self):
+        # vLLM's add_special_tokens: a completion's text gets the tokenizer's BOS unless false; a chat's rendered
+        # prompt gets none (its template writes what it wants) unless true.
+        prompt = "Once upon a time"
+        with_bos = json.loads(self.post("/tokenize", {"prompt": prompt})[2])["tokens"]
+        self.assertEqual(with_bos[0], 1)
+        for add, want in [(None, with_bos), (True, with_bos), (False, with_bos[1:])]:
+            body = {"prompt": prompt, "max_tokens": 1, "return_token_ids": True}
+            if add is not None:
+                body["add_special_tokens"] = add
+            r = json.loads(self.post("/v1/completions", body)[2])
+            self.assertEqual(r["choices"][0]["prompt_token_ids"], want, add)
+        msgs = [{"role": "user", "content": "Hi"}]
+        rendered = json.loads(self.post("/tokenize", {"messages": msgs})[2])["tokens"]
+        self.assertEqual(rendered[0], 1)  # the test's template writes BOS; add_special_tokens adds a second, as vLLM
+        for add, want in [(None, rendered), (True, [1] + rendered)]:
+            body = {"messages": msgs, "max_tokens": 1, "return_token_ids": True}
+            if add is not None:
+                body["add_special_tokens"] = add
+            r = json.loads(self.post("/v1/chat/completions", body)[2])
+            self.assertEqual(r["prompt_token_ids"], want, add)
+        # Constrained decoding and beam search are refused, not ignored.
+        for field, value in [("guided_choice", ["yes", "no"]), ("guided_json", {"type": "object"}),
+                             ("guided_regex", "a+"), ("structured_outputs", {"choice": ["a"]}),
+                             ("use_beam_search", True)]:
+            self.assert_error(self.post("/v1/completions", {"prompt": "x", field: value}), 400, field,
+                              contains="not supported")
+
     def test_streamed_logprobs_equal_the_whole_response(self):
         body = {"prompt": "The little dog ran", "max_tokens": 12, "temperature": 0, "logprobs": 2, "echo": True,
                 "ignore_eos": True}
