@@ -810,7 +810,7 @@ void HttpServer::Impl::tokenize(const std::string& text, httplib::Response& res)
     Result<std::string> rendered = render_chat(call);
     if (!rendered.ok()) return send_error(res, bad_request(rendered.status().message(), "messages"));
     if (far_too_long(*rendered, "messages", error)) return send_error(res, error);
-    tokens = tokenizer().encode(*rendered, /*add_special=*/false);
+    tokens = tokenizer().encode(*rendered, call.add_special_tokens);  // as the chat endpoint encodes it
   } else {
     auto prompt = body.find("prompt");
     if (prompt == body.end() || !prompt->is_string())

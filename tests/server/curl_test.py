@@ -338,6 +338,8 @@ class ServerTest(unittest.TestCase):
                 body["add_special_tokens"] = add
             r = json.loads(self.post("/v1/chat/completions", body)[2])
             self.assertEqual(r["prompt_token_ids"], want, add)
+            tokenized = json.loads(self.post("/tokenize", {k: v for k, v in body.items() if k != "max_tokens"})[2])
+            self.assertEqual(tokenized["tokens"], want, add)  # /tokenize encodes a chat as the endpoint does
         # Constrained decoding and beam search are refused, not ignored.
         for field, value in [("guided_choice", ["yes", "no"]), ("guided_json", {"type": "object"}),
                              ("guided_regex", "a+"), ("structured_outputs", {"choice": ["a"]}),
