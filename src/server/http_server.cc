@@ -624,6 +624,9 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
       error = bad_request("the prompt is empty and the model has no BOS token to start from", "prompt");
       return false;
     }
+    // An empty prompt starts from BOS alone, also with add_special_tokens false (the engine would encode "" with
+    // its defaults, an EOS too where the tokenizer adds one).
+    if (p.token_ids.empty()) p.token_ids = {tokenizer().bos_id()};
     const int64_t len = std::max<int64_t>(1, static_cast<int64_t>(p.token_ids.size()));
     if (refused(check_prompt_length(len, max_model_len, context_can_grow))) return false;
     // A max_tokens past the context's end is an error, as OpenAI's and vLLM's servers answer it (it was cut
@@ -704,8 +707,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
   for (size_t i = 0; i < call->api.prompts.size(); ++i) {
     const PromptInput& p = call->api.prompts[i];
     Request r;
-    if (p.token_ids.empty()) r.prompt = "";  // the engine starts an empty prompt from BOS
-    else r.prompt_token_ids = p.token_ids;
+    r.prompt_token_ids = p.token_ids;  // never empty: an empty prompt is BOS alone
     r.params = call->api.params;
     r.cache_salt = call->api.cache_salt;
     Result<std::shared_ptr<RequestStream>> stream = loop->submit(std::move(r), call->notifier);
@@ -716,7 +718,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
       return send_error(res, e);
     }
     call->streams.push_back(std::move(stream).value());
-    call->prompt_tokens.push_back(std::max<int64_t>(1, static_cast<int64_t>(p.token_ids.size())));
+    call->prompt_tokens.push_back(static_cast<int64_t>(p.token_ids.size()));
     std::vector<ChoiceState> states(n);
     for (int32_t j = 0; j < n; ++j) {
       states[j].index = static_cast<int32_t>(i) * n + j;

@@ -282,9 +282,14 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
                                     " is not supported; only {\"type\": \"text\"} (leave it out)");
   }
   // vLLM's constrained decoding and beam search: likewise refused, not ignored.
-  for (const char* name : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"})
-    if (const json* v = r.get(name); v != nullptr && !v->is_null())
+  for (const char* name : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"}) {
+    const json* v = r.get(name);
+    // structured_outputs is an object of constraints: one with none set (vLLM takes {}) asks for nothing.
+    const bool asks = v != nullptr && !v->is_null() &&
+                      !(v->is_object() && std::all_of(v->begin(), v->end(), [](const json& c) { return c.is_null(); }));
+    if (asks)
       r.fail(name, std::string(name) + " is not supported: this server does not constrain its output (leave it out)");
+  }
   bool beam_search = false;
   r.boolean("use_beam_search", beam_search);
   if (beam_search)

@@ -84,6 +84,8 @@ TEST(OpenAiApi, SamplingFields) {
   EXPECT_TRUE(parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "add_special_tokens": true})", true)
                   .add_special_tokens);
   EXPECT_TRUE(parse_ok(R"({"prompt": "x", "use_beam_search": false, "guided_json": null})").params.n == 1);
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "structured_outputs": {}})").params.n == 1);  // no constraint, as vLLM
+  EXPECT_TRUE(parse_ok(R"({"prompt": "x", "structured_outputs": {"json": null}})").params.n == 1);
   EXPECT_TRUE(parse_ok(R"({"prompt": "x", "bad_words": null})").params.bad_words.empty());
   EXPECT_EQ(parse_ok(R"({"prompt": "x", "truncate_prompt_tokens": -1})").params.truncate_prompt_tokens, -1);
   ASSERT_TRUE(c.params.logprobs.has_value());
@@ -149,6 +151,8 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "bad_words": "darn"})", false, "bad_words"},
       {R"({"prompt": "x", "guided_choice": ["yes", "no"]})", false, "guided_choice"},
       {R"({"prompt": "x", "guided_json": {"type": "object"}})", false, "guided_json"},
+      {R"({"prompt": "x", "guided_grammar": "root ::= \"a\""})", false, "guided_grammar"},
+      {R"({"prompt": "x", "guided_regex": "a+"})", false, "guided_regex"},
       {R"({"messages": [{"role": "user", "content": "x"}], "structured_outputs": {"regex": "a+"}})", true,
        "structured_outputs"},
       {R"({"prompt": "x", "use_beam_search": true})", false, "use_beam_search"},

@@ -340,6 +340,20 @@ class ServerTest(unittest.TestCase):
             self.assertEqual(r["prompt_token_ids"], want, add)
             tokenized = json.loads(self.post("/tokenize", {k: v for k, v in body.items() if k != "max_tokens"})[2])
             self.assertEqual(tokenized["tokens"], want, add)  # /tokenize encodes a chat as the endpoint does
+        # An empty prompt is BOS alone either way; truncation keeps the BOS the tokenizer added, in a chat too.
+        for add in (True, False):
+            r = json.loads(self.post("/v1/completions", {"prompt": "", "max_tokens": 1, "return_token_ids": True,
+                                                          "add_special_tokens": add})[2])
+            self.assertEqual((r["choices"][0]["prompt_token_ids"], r["usage"]["prompt_tokens"]), ([1], 1), add)
+        long_msgs = [{"role": "user", "content": "word " * 100}]
+        full = json.loads(self.post("/tokenize", {"messages": long_msgs, "add_special_tokens": True})[2])["tokens"]
+        r = json.loads(self.post("/v1/chat/completions", {"messages": long_msgs, "max_tokens": 1, "return_token_ids": True,
+                                                          "add_special_tokens": True, "truncate_prompt_tokens": 20})[2])
+        self.assertEqual(r["prompt_token_ids"], [1] + full[-19:])
+        r = json.loads(self.post("/v1/completions", {"prompt": "word " * 100, "max_tokens": 1, "return_token_ids": True,
+                                                     "add_special_tokens": False, "truncate_prompt_tokens": 20})[2])
+        no_bos = json.loads(self.post("/tokenize", {"prompt": "word " * 100, "add_special_tokens": False})[2])["tokens"]
+        self.assertEqual(r["choices"][0]["prompt_token_ids"], no_bos[-20:])
         # Constrained decoding and beam search are refused, not ignored.
         for field, value in [("guided_choice", ["yes", "no"]), ("guided_json", {"type": "object"}),
                              ("guided_regex", "a+"), ("structured_outputs", {"choice": ["a"]}),

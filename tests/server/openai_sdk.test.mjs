@@ -163,10 +163,13 @@ test('vLLM\'s extra fields pass through the SDK unchanged, as with vLLM', { skip
     stream_options: { include_usage: true, continuous_usage_stats: true } });
   let ids = [];
   let last = null;
+  let usages = 0;  // continuous_usage_stats: on the choices' events too, not only the last
   for await (const chunk of chat) {
     if (chunk.choices.length) ids = ids.concat(chunk.choices[0].token_ids ?? []);
+    if (chunk.choices.length && chunk.usage) usages += 1;
     last = chunk.usage ?? last;
   }
+  assert.ok(usages > 0);
   assert.equal(ids.length, last.completion_tokens);
 });
 
