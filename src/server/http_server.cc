@@ -296,6 +296,14 @@ struct HttpServer::Impl {
     return true;
   }
   bool admissible_alone(const GenerationCall& call, int64_t prompts, int64_t sequences, ApiError& error) const;
+  // What echo shows of a completion's prompt: its text, or, cut by truncate_prompt_tokens, the tokens that ran,
+  // without the BOS the tokenizer added (the uncut text does not show it either).
+  std::string echo_text(const GenerationCall& call, const PromptInput& p) const {
+    if (p.is_text && !p.truncated) return p.text;
+    const bool added_bos = p.is_text && call.add_special_tokens && tokenizer().adds_bos() && !p.token_ids.empty() &&
+                           p.token_ids.front() == tokenizer().bos_id();
+    return tokenizer().decode(std::vector<int32_t>(p.token_ids.begin() + (added_bos ? 1 : 0), p.token_ids.end()));
+  }
   void generate(const httplib::Request& req, const std::string& body, httplib::Response& res, bool chat);
   void respond_when_done(const std::shared_ptr<Call>& call, httplib::Response& res);
   void stream(const std::shared_ptr<Call>& call, httplib::Response& res);
@@ -722,7 +730,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
     std::vector<ChoiceState> states(n);
     for (int32_t j = 0; j < n; ++j) {
       states[j].index = static_cast<int32_t>(i) * n + j;
-      if (call->api.echo) states[j].echo_text = p.is_text && !p.truncated ? p.text : tokenizer().decode(p.token_ids);
+      if (call->api.echo) states[j].echo_text = echo_text(call->api, p);
     }
     call->states.push_back(std::move(states));
   }

@@ -596,9 +596,13 @@ class ServerTest(unittest.TestCase):
         # vLLM's truncate_prompt_tokens: the same prompt cut to its last 20 tokens runs, on both endpoints, and a
         # cut longer than the context is refused.
         code, _, text = self.post("/v1/completions", {"prompt": "word " * 600, "max_tokens": 2,
-                                                      "truncate_prompt_tokens": 20})
+                                                      "truncate_prompt_tokens": 20, "echo": True})
         self.assertEqual(code, 200, text)
         self.assertEqual(json.loads(text)["usage"]["prompt_tokens"], 20)
+        # echo shows the 19 tokens that ran after the kept BOS, not the BOS's text (an uncut echo does not).
+        echoed = json.loads(text)["choices"][0]["text"]
+        self.assertTrue(echoed.startswith("d word word"), echoed)  # the cut falls inside a word here
+        self.assertNotIn("<|start_story|>", echoed)
         code, _, text = self.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 600}],
                                                            "max_tokens": 2, "truncate_prompt_tokens": 20})
         self.assertEqual(code, 200, text)
