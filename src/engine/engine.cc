@@ -70,6 +70,8 @@ struct Engine::Impl {
 
   // Checks `r` against the model; gives its prompt tokens and its bad_words as token sequences.
   Status validate(const Request& r, std::vector<int32_t>& prompt, std::vector<std::vector<int32_t>>& bad_words) const;
+  Status tokenize_bad_words(const SamplingParams& p, std::vector<std::vector<int32_t>>& bad_words) const;
+  Status check_allowed_tokens(const SamplingParams& p, const std::vector<std::vector<int32_t>>& bad_words) const;
   Output make_output(Sequence& s) const;
   void finish(Sequence& s, FinishReason reason, std::vector<Output>& out, Status error = {});
   std::vector<Output> step();
@@ -172,55 +174,65 @@ Status Engine::Impl::validate(const Request& r, std::vector<int32_t>& prompt,
     if (t >= vocab)
       return invalid_argument("stop_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                               std::to_string(vocab) + ")");
-  bad_words = bad_word_tokens(r.params.bad_words, [&](const std::string& text) {
-    return loaded.tokenizer->encode(text, /*add_special=*/false);
-  });
-  size_t bad_word_tokens = 0;
-  for (const std::vector<int32_t>& w : bad_words) bad_word_tokens += w.size();
-  if (bad_words.size() > SamplingParams::kMaxBadWords)  // as vLLM counts them
-    return invalid_argument("bad_words make " + std::to_string(bad_words.size()) + " token sequences (each word alone "
-                            "and after a space); at most " + std::to_string(SamplingParams::kMaxBadWords) +
-                            " are allowed: ban fewer words");
-  if (bad_word_tokens > SamplingParams::kMaxBadWordTokens)
-    return invalid_argument("bad_words make " + std::to_string(bad_word_tokens) + " tokens (each word alone and after "
-                            "a space); at most " + std::to_string(SamplingParams::kMaxBadWordTokens) +
-                            " are allowed: ban fewer or shorter words");
-  if (r.params.allowed_token_ids) {
-    // As vLLM, against the tokenizer's vocabulary: a model's may be larger (Qwen2's padding rows).
-    const int64_t tokens = loaded.tokenizer->vocab_size();
-    std::vector<int32_t> alone;  // the one-token bad words: never drawn
-    for (const std::vector<int32_t>& w : bad_words)
-      if (w.size() == 1) alone.push_back(w[0]);
-    std::sort(alone.begin(), alone.end());
-    auto banned_alone = [&](int32_t t) { return std::binary_search(alone.begin(), alone.end(), t); };
-    bool any_first = false;  // a token the first draw may take (before min_tokens, EOS and stop tokens are masked)
-    bool any_banned = false;
-    for (int32_t t : *r.params.allowed_token_ids) {
-      if (t >= tokens)
-        return invalid_argument("allowed_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                                std::to_string(tokens) + ")");
-      const bool banned = banned_alone(t);
-      any_banned = any_banned || banned;
-      any_first = any_first || (!banned && (r.params.min_tokens == 0 || token_stop(r.params, t) == TokenStop::kNone));
-    }
-    if (!any_first && !any_banned)
-      return invalid_argument("allowed_token_ids holds only end-of-sequence and stop tokens, which min_tokens = " +
-                              std::to_string(r.params.min_tokens) +
-                              " forbids at first: nothing could be sampled; allow another token or lower min_tokens");
-    if (!any_first)
-      return invalid_argument("every token of allowed_token_ids is a word of bad_words" +
-                              std::string(r.params.min_tokens > 0 ? " or an end-of-sequence or stop token, which "
-                                                                    "min_tokens forbids at first"
-                                                                  : "") +
-                              ": nothing could be sampled; allow another token" +
-                              std::string(r.params.min_tokens > 0 ? ", lower min_tokens" : "") + " or ban fewer words");
-  }
+  KV_RETURN_IF_ERROR(tokenize_bad_words(r.params, bad_words));
+  KV_RETURN_IF_ERROR(check_allowed_tokens(r.params, bad_words));
   for (int32_t t : prompt)
     if (t < 0 || t >= vocab)
       return invalid_argument("prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                               std::to_string(vocab) + ")");
   return check_prompt_length(static_cast<int64_t>(prompt.size()), max_model_len,
                              max_model_len < loaded.model->config().max_context);
+}
+
+// SamplingParams::bad_words as the token sequences the sampler masks (bad_word_tokens), within vLLM's limits.
+Status Engine::Impl::tokenize_bad_words(const SamplingParams& p, std::vector<std::vector<int32_t>>& bad_words) const {
+  bad_words = bad_word_tokens(p.bad_words, [&](const std::string& text) {
+    return loaded.tokenizer->encode(text, /*add_special=*/false);
+  });
+  size_t total_tokens = 0;
+  for (const std::vector<int32_t>& w : bad_words) total_tokens += w.size();
+  if (bad_words.size() > SamplingParams::kMaxBadWords)  // as vLLM counts them
+    return invalid_argument("bad_words make " + std::to_string(bad_words.size()) + " token sequences (each word alone "
+                            "and after a space); at most " + std::to_string(SamplingParams::kMaxBadWords) +
+                            " are allowed: ban fewer words");
+  if (total_tokens > SamplingParams::kMaxBadWordTokens)
+    return invalid_argument("bad_words make " + std::to_string(total_tokens) + " tokens (each word alone and after "
+                            "a space); at most " + std::to_string(SamplingParams::kMaxBadWordTokens) +
+                            " are allowed: ban fewer or shorter words");
+  return {};
+}
+
+// allowed_token_ids: in the tokenizer's vocabulary (as vLLM: a model's may be larger, Qwen2's padding rows), and
+// leaving the first draw a token that neither a one-token bad word nor min_tokens masks.
+Status Engine::Impl::check_allowed_tokens(const SamplingParams& p,
+                                          const std::vector<std::vector<int32_t>>& bad_words) const {
+  if (!p.allowed_token_ids) return {};
+  const int64_t tokens = loaded.tokenizer->vocab_size();
+  std::vector<int32_t> alone;  // the one-token bad words: never drawn
+  for (const std::vector<int32_t>& w : bad_words)
+    if (w.size() == 1) alone.push_back(w[0]);
+  std::sort(alone.begin(), alone.end());
+  bool any_first = false;  // a token the first draw may take (before min_tokens, EOS and stop tokens are masked)
+  bool any_banned = false;
+  for (int32_t t : *p.allowed_token_ids) {
+    if (t >= tokens)
+      return invalid_argument("allowed_token_ids: token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                              std::to_string(tokens) + ")");
+    const bool banned = std::binary_search(alone.begin(), alone.end(), t);
+    any_banned = any_banned || banned;
+    any_first = any_first || (!banned && (p.min_tokens == 0 || token_stop(p, t) == TokenStop::kNone));
+  }
+  if (any_first) return {};
+  if (!any_banned)
+    return invalid_argument("allowed_token_ids holds only end-of-sequence and stop tokens, which min_tokens = " +
+                            std::to_string(p.min_tokens) +
+                            " forbids at first: nothing could be sampled; allow another token or lower min_tokens");
+  return invalid_argument("every token of allowed_token_ids is a word of bad_words" +
+                          std::string(p.min_tokens > 0 ? " or an end-of-sequence or stop token, which min_tokens "
+                                                         "forbids at first"
+                                                       : "") +
+                          ": nothing could be sampled; allow another token" +
+                          std::string(p.min_tokens > 0 ? ", lower min_tokens" : "") + " or ban fewer words");
 }
 
 // One sequence per completion (n of them), queued together so that they are admitted together and share
