@@ -685,18 +685,18 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   if (state.finished) return nullptr;
   // Echo with logprobs: the first chunk lists the prompt's tokens, whose logprobs come with completion 0's
   // first output; until then (unless the completion ended without them) the choice waits.
-  const bool with_prompt = call.echo_logprobs() && !state.sent_echo;
+  const bool with_prompt = call.echo_logprobs() && !state.sent_first;
   if (with_prompt && state.prompt == nullptr && !o.finished) return nullptr;
   std::string delta;
-  if (!call.chat && !state.sent_echo) delta = state.echo_text;
+  if (!call.chat && !state.sent_first) delta = state.echo_text;
   const size_t text_end = o.text.size();
   if (text_end > state.sent_text) delta += o.text.substr(state.sent_text);
   const bool new_logprobs = call.top_logprobs >= 0 && (!state.logprobs.empty() || with_prompt);
   const bool first_chat_chunk = call.chat && !state.sent_role;
   const bool new_tokens = call.return_token_ids && o.token_ids.size() > state.sent_tokens;
   if (delta.empty() && !new_logprobs && !new_tokens && !o.finished && !first_chat_chunk) return nullptr;
-  const bool first_chunk = !state.sent_echo;
-  state.sent_echo = true;
+  const bool first_chunk = !state.sent_first;
+  state.sent_first = true;
 
   json choice = {{"index", state.index}};
   if (call.chat) {

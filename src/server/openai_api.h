@@ -106,7 +106,7 @@ struct ChoiceState {
   size_t text_offset = 0;       // completions' logprobs: text_offset of the next token listed
   std::shared_ptr<const PromptLogprobs> prompt;  // wants_prompt_logprobs(): the prompt's, once the engine gave them
   bool sent_role = false;       // chat streaming: the first delta (role) was sent
-  bool sent_echo = false;       // streaming: the choice's first event was sent (with echo_text, for completions)
+  bool sent_first = false;      // streaming: the choice's first event was sent (with echo_text, for completions)
   size_t sent_tokens = 0;       // streaming with return_token_ids: generated tokens already listed
   bool finished = false;
 };
