@@ -21,6 +21,8 @@
 #include <vector>
 
 #include "core/mapped_file.h"
+#include "kvshare/tokenizer.h"
+#include "sampling/sampler.h"
 #include "test_util.h"
 
 extern char** environ;
@@ -535,6 +537,54 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
   }
   EXPECT_EQ(outs[19].value("finish_reason", ""), "length") << outs[19].dump();
   EXPECT_EQ(outs[19]["token_ids"].size(), 2u) << outs[19].dump();
+}
+
+// A completion that fails alone fails its line: counted, reported on stderr, exit 1. Here a completion fails when
+// its first token is A: allowed_token_ids {A, B} and the bad words "A A" and "A B" leave it nothing to draw next.
+// Each completion draws its own first token, so some lines fail in completion 1 only (this was counted only when
+// completion 0 failed: the job exited 0).
+TEST_F(CliTest, ACompletionThatFailsAloneFailsItsLine) {
+  auto tok = Tokenizer::load(model_);
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  auto encode = [&](const std::string& text) { return (*tok)->encode(text, /*add_special=*/false); };
+  auto bans = [&](const std::vector<int32_t>& pair) {  // the phrase of `pair` bans `pair` itself
+    const auto words = bad_word_tokens({(*tok)->decode(pair)}, encode);
+    return std::find(words.begin(), words.end(), pair) != words.end();
+  };
+  int32_t a = -1, b = -1;
+  for (int32_t x = 40; x < 400 && a < 0; ++x)
+    for (int32_t y = x + 1; y < x + 40 && a < 0; ++y)
+      if (!(*tok)->is_special(x) && !(*tok)->is_special(y) && bans({x, x}) && bans({x, y})) a = x, b = y;
+  ASSERT_GE(a, 0) << "no two tokens whose phrases tokenize back to them";
+  const json words = {(*tok)->decode({a, a}), (*tok)->decode({a, b})};
+  std::string in;
+  for (int seed = 0; seed < 24; ++seed)
+    in += json{{"prompt_token_ids", {5, 6}}, {"max_tokens", 2}, {"n", 2}, {"temperature", 1.0}, {"seed", seed},
+               {"allowed_token_ids", {a, b}}, {"bad_words", words}}.dump() + "\n";
+  const std::string in_path = scratch() + "/alone.jsonl", out_path = scratch() + "/alone-out.jsonl";
+  write_file(in_path, in);
+  const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
+                            "--kv-cache-memory", "64MiB"});
+  EXPECT_EQ(r.signal, 0) << r;
+  const std::vector<json> outs = read_jsonl(out_path);
+  ASSERT_EQ(outs.size(), 48u) << r;
+  int failed_lines = 0, alone = 0;
+  for (int line = 0; line < 24; ++line) {
+    const json& c0 = outs[2 * line];
+    const json& c1 = outs[2 * line + 1];
+    const bool f0 = c0.contains("error"), f1 = c1.contains("error");
+    for (const json& c : {c0, c1})
+      if (c.contains("error")) EXPECT_TRUE(contains(c["error"], "no token can be generated after 1 tokens")) << c;
+    if (f0 || f1) {
+      ++failed_lines;
+      EXPECT_TRUE(contains(r.err, "line " + std::to_string(line + 1) + (f0 ? " completion 0:" : " completion 1:")))
+          << r;
+    }
+    alone += !f0 && f1;
+  }
+  EXPECT_GT(alone, 0) << "no line failed in completion 1 alone: the case is not exercised";
+  EXPECT_EQ(r.exit_code, failed_lines > 0 ? 1 : 0) << r;
+  EXPECT_TRUE(contains(r.err, "(0 bad lines, " + std::to_string(failed_lines) + " failed)")) << r;
 }
 
 TEST_F(CliTest, BatchInputAndOutputProblemsFailClearly) {

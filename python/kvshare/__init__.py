@@ -39,7 +39,8 @@ class SamplingParams:
     EOS, stop token or stop string before that many tokens; presence_penalty and frequency_penalty (OpenAI,
     [-2, 2]) over the generated tokens, repetition_penalty (> 0, 1 is off) over prompt and generated tokens;
     logit_bias {token id: bias in [-100, 100]}; allowed_token_ids: only these tokens may be sampled; bad_words: a
-    list of words and phrases never generated (each at the start of the text or after a space, as vLLM's);
+    list of words and phrases never generated (each as tokenized at the start of a text, and after a space when that
+    is as many tokens, vLLM's rule);
     skip_special_tokens (default True, as vLLM's): the text leaves out special tokens the model generates (token_ids
     keep them); truncate_prompt_tokens k: a longer prompt keeps its last k tokens (-1: as many as the context
     holds); n completions per prompt; logprobs k (0 to 20) returns each

@@ -187,6 +187,12 @@ def test_copies_and_equality():
     q.stop.append("b")
     assert p.stop == ["a"] and q != p
     assert "seed=3" in repr(p) and "stop=['a']" in repr(p)
+    w = SamplingParams(bad_words=["darn"])
+    v = w.clone()
+    v.bad_words.append("heck")
+    assert w.bad_words == ["darn"] and v != w and "bad_words=['darn']" in repr(w)
+    with pytest.raises(ValueError, match="bad_words holds 129 words; at most 128"):
+        SamplingParams(bad_words=["a"] * 129)
 
 
 def test_n_completions_come_back_in_one_request_output(stories):

@@ -192,6 +192,7 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   for (size_t i = 0; i < request_of_line.size(); ++i) {
     if (request_of_line[i] == -2) continue;  // blank lines are skipped, not answered
     const int32_t n = request_of_line[i] < 0 ? 1 : requests[request_of_line[i]].params.n;
+    bool line_failed = false, prompt_counted = false;
     for (int32_t c = 0; c < n; ++c) {
       json o;
       o["index"] = index++;
@@ -203,15 +204,20 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
       } else {
         const Output& r = outputs[first_output[request_of_line[i]] + static_cast<size_t>(c)];
         if (r.finish_reason == FinishReason::kError) {
-          if (c == 0) ++failed;  // a request that failed fails all its completions: count and report it once
-          if (c == 0)
-            std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), i + 1, r.error.message().c_str());
+          // A line counts and is reported once, whichever of its completions failed: each draws its own tokens,
+          // so one may fail alone (the masks leaving it no token) while the others finish.
+          if (!line_failed)
+            std::fprintf(stderr, "kvshare generate: %s line %zu%s: %s\n", in_path.c_str(), i + 1,
+                         n > 1 ? (" completion " + std::to_string(c)).c_str() : "", r.error.message().c_str());
+          failed += line_failed ? 0 : 1;
+          line_failed = true;
           o["error"] = "line " + std::to_string(i + 1) + ": " + r.error.message();
         } else {
           put_completion(o, r);
           out_tokens += static_cast<int64_t>(r.token_ids.size());
           dump.write(r);
-          if (c == 0) prompt_tokens += static_cast<int64_t>(r.prompt_token_ids.size());
+          if (!prompt_counted) prompt_tokens += static_cast<int64_t>(r.prompt_token_ids.size());
+          prompt_counted = true;
         }
         o["finish_reason"] = finish_reason_name(r.finish_reason);
       }
