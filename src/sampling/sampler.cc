@@ -227,8 +227,8 @@ int32_t Sampler::sample(const float* logits, int64_t vocab, const SamplingParams
   const float* row = process(logits, vocab, p, h);
   // Only the masks make a logit -inf (the engine refuses rows that are not finite): when they took every token,
   // nothing may be drawn.
-  if (row != logits && std::none_of(row, row + vocab, [](float x) { return x > -std::numeric_limits<float>::infinity(); }))
-    return kNothingToSample;
+  const auto masked = [](float x) { return x == -std::numeric_limits<float>::infinity(); };
+  if (row != logits && std::all_of(row, row + vocab, masked)) return kNothingToSample;
   const int32_t token = draw_token(row, vocab, p, rng, weights_, candidates_);
   if (logprobs != nullptr && p.logprobs.has_value()) token_logprobs(logits, vocab, token, *p.logprobs, *logprobs);
   return token;

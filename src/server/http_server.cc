@@ -296,13 +296,18 @@ struct HttpServer::Impl {
     return true;
   }
   bool admissible_alone(const GenerationCall& call, int64_t prompts, int64_t sequences, ApiError& error) const;
+  // Whether the tokenizer put its BOS first when it encoded `p`: text (a completion's, or a chat's rendering)
+  // encoded with add_special_tokens (a chat's template writes its own otherwise).
+  bool tokenizer_adds_bos(const GenerationCall& call, const PromptInput& p) const {
+    return (call.chat || p.is_text) && call.add_special_tokens && tokenizer().adds_bos();
+  }
   // What echo shows of a completion's prompt: its text, or, cut by truncate_prompt_tokens, the tokens that ran,
   // without the BOS the tokenizer added (the uncut text does not show it either).
   std::string echo_text(const GenerationCall& call, const PromptInput& p) const {
     if (p.is_text && !p.truncated) return p.text;
-    const bool added_bos = p.is_text && call.add_special_tokens && tokenizer().adds_bos() && !p.token_ids.empty() &&
-                           p.token_ids.front() == tokenizer().bos_id();
-    return tokenizer().decode(std::vector<int32_t>(p.token_ids.begin() + (added_bos ? 1 : 0), p.token_ids.end()));
+    const bool skip_bos = tokenizer_adds_bos(call, p) && !p.token_ids.empty() &&
+                          p.token_ids.front() == tokenizer().bos_id();
+    return tokenizer().decode(std::vector<int32_t>(p.token_ids.begin() + (skip_bos ? 1 : 0), p.token_ids.end()));
   }
   void generate(const httplib::Request& req, const std::string& body, httplib::Response& res, bool chat);
   void respond_when_done(const std::shared_ptr<Call>& call, httplib::Response& res);
@@ -618,10 +623,8 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
     }
   }
   for (PromptInput& p : call.prompts) {
-    // Text encoded with the tokenizer's BOS keeps it first (a chat's template writes its own, unless
-    // add_special_tokens asked for the tokenizer's too).
-    const bool bos_added = (call.chat || p.is_text) && call.add_special_tokens && tokenizer().adds_bos();
-    const int32_t bos = bos_added ? tokenizer().bos_id() : -1;
+    // Text encoded with the tokenizer's BOS keeps it first.
+    const int32_t bos = tokenizer_adds_bos(call, p) ? tokenizer().bos_id() : -1;
     if (const Status st = truncate_prompt(p.token_ids, call.params.truncate_prompt_tokens, max_model_len, bos, &p.truncated);
         !st.ok()) {
       error = from_status(st);
@@ -635,7 +638,7 @@ bool HttpServer::Impl::prepare_prompts(GenerationCall& call, ApiError& error) co
     // An empty prompt starts from BOS alone, also with add_special_tokens false (the engine would encode "" with
     // its defaults, an EOS too where the tokenizer adds one).
     if (p.token_ids.empty()) p.token_ids = {tokenizer().bos_id()};
-    const int64_t len = std::max<int64_t>(1, static_cast<int64_t>(p.token_ids.size()));
+    const auto len = static_cast<int64_t>(p.token_ids.size());
     if (refused(check_prompt_length(len, max_model_len, context_can_grow))) return false;
     // A max_tokens past the context's end is an error, as OpenAI's and vLLM's servers answer it (it was cut
     // silently to what fit). Chat without a limit may fill the context, as theirs do.
