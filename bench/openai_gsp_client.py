@@ -105,9 +105,9 @@ def main():
                            args.token_lo, args.token_hi, avoid)
     if args.dump_prompts:
         with open(args.dump_prompts, "w") as f:
-            for g, p, toks in prompts:
+            for _, _, toks in prompts:
                 f.write(json.dumps({"prompt_token_ids": toks, "max_tokens": args.output_len, "temperature": 0,
-                                    "ignore_eos": True, "group": g, "index": p}) + "\n")
+                                    "ignore_eos": True}) + "\n")
 
     client = Client(args.url, args.timeout)
 
