@@ -387,10 +387,13 @@ TEST_F(CliTest, BatchLinesTakeEverySamplingField) {
   in += line({{"prompt", "x"}, {"prompt_logprobs", -1}});
   const std::string in_path = scratch() + "/fields.jsonl", out_path = scratch() + "/fields-out.jsonl";
   write_file(in_path, in);
-  const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
+  const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path,
                             "--kv-cache-memory", "64MiB"});
   EXPECT_EQ(r.signal, 0) << r;
   EXPECT_EQ(r.exit_code, 1) << "bad lines make the job fail" << r;
+  // The progress lines count completions when a line asks for several: 1 + 3 + 1 of the three good lines.
+  EXPECT_TRUE(contains(r.err, "progress: 5/5 completions")) << r;
+  EXPECT_FALSE(contains(r.err, "/3 requests")) << r;
   const std::vector<json> outs = read_jsonl(out_path);
   ASSERT_EQ(outs.size(), 1u + 3u + 1u + 7u) << r;
   // Line 1 greedy, then a stop string cut from its text: the same run, cut before it.
@@ -471,6 +474,12 @@ TEST_F(CliTest, SamplingFlagsForOnePrompt) {
     EXPECT_EQ(j.value("text", "?"), text.substr(0, text.find(stop))) << "stop '" << stop << "' in '" << text << "'";
     EXPECT_EQ(j.value("finish_reason", ""), "stop");
     EXPECT_EQ(j.value("stop_reason", ""), stop);
+    // --stop again adds a stop string: the first to appear ends the text.
+    std::vector<std::string> two = base;
+    two.insert(two.end(), {"--stop", "no such words", "--stop", stop});
+    const CliRun r2 = kvshare(two);
+    expect_success(r2);
+    EXPECT_EQ(json::parse(r2.out).value("stop_reason", ""), stop) << r2;
   }
   for (const auto& [flag, value, message] : std::vector<std::tuple<std::string, std::string, std::string>>{
            {"--min-p", "2", "min_p"}, {"--presence-penalty", "9", "presence_penalty"},
@@ -574,7 +583,9 @@ TEST_F(CliTest, ACompletionThatFailsAloneFailsItsLine) {
     const json& c1 = outs[2 * line + 1];
     const bool f0 = c0.contains("error"), f1 = c1.contains("error");
     for (const json& c : {c0, c1})
-      if (c.contains("error")) EXPECT_TRUE(contains(c["error"], "no token can be generated after 1 tokens")) << c;
+      if (c.contains("error")) {
+        EXPECT_TRUE(contains(c["error"], "no token can be generated after 1 tokens")) << c;
+      }
     if (f0 || f1) {
       ++failed_lines;
       EXPECT_TRUE(contains(r.err, "line " + std::to_string(line + 1) + (f0 ? " completion 0:" : " completion 1:")))

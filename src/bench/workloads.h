@@ -1,4 +1,4 @@
-// The benchmark workloads of ../shared/docs/workloads.md, as deterministic request lists of token ids.
+// The benchmark workloads of docs/workloads.md, as deterministic request lists of token ids.
 // Every request generates exactly its max_tokens (EOS ignored, greedy), so runs with and without prefix
 // reuse do the same work and must produce the same tokens.
 #pragma once

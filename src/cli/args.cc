@@ -34,9 +34,9 @@ Result<Args> Args::parse(const std::string& command, const std::vector<FlagSpec>
     } else if (!spec->takes_value && has_inline) {
       return invalid_argument("flag --" + name + " takes no value");
     }
-    if (a.values_.count(name) != 0)
+    if (a.values_.count(name) != 0 && !spec->repeatable)
       return invalid_argument("flag --" + name + " is given twice; give it once");
-    a.values_[name] = value;
+    a.values_[name].push_back(value);
   }
   return a;
 }
@@ -44,7 +44,12 @@ Result<Args> Args::parse(const std::string& command, const std::vector<FlagSpec>
 std::optional<std::string> Args::get(const std::string& name) const {
   auto it = values_.find(name);
   if (it == values_.end()) return std::nullopt;
-  return it->second;
+  return it->second.back();
+}
+
+std::vector<std::string> Args::get_all(const std::string& name) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
 std::string Args::get_or(const std::string& name, const std::string& fallback) const {

@@ -17,6 +17,7 @@ struct FlagSpec {
   std::string name;  // without dashes
   bool takes_value;
   std::string help;
+  bool repeatable = false;  // may be given more than once (get_all); any other flag given twice is an error
 };
 
 class Args {
@@ -26,7 +27,8 @@ class Args {
                             const std::vector<std::string>& argv);
 
   bool has(const std::string& name) const { return values_.count(name) != 0; }
-  std::optional<std::string> get(const std::string& name) const;
+  std::optional<std::string> get(const std::string& name) const;  // a repeatable flag's last value
+  std::vector<std::string> get_all(const std::string& name) const;  // every value, in order
   std::string get_or(const std::string& name, const std::string& fallback) const;
   Result<int64_t> get_int(const std::string& name, int64_t fallback) const;
   Result<double> get_double(const std::string& name, double fallback) const;
@@ -34,7 +36,7 @@ class Args {
 
  private:
   std::string command_;
-  std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> values_;
   std::vector<std::string> positional_;
 };
 

@@ -28,6 +28,20 @@ TEST(Args, RejectsUnknownAndMalformedFlags) {
   EXPECT_FALSE(b->get_int("max-tokens", 0).ok());
 }
 
+// A repeatable flag keeps every value in order; any other flag given twice is an error naming it.
+TEST(Args, OnlyRepeatableFlagsMayBeGivenTwice) {
+  std::vector<FlagSpec> specs = kSpecs;
+  specs.push_back({"stop", true, "", true});
+  auto a = Args::parse("x", specs, {"--stop", "a", "--model", "m", "--stop=b c"});
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  EXPECT_EQ(a->get_all("stop"), (std::vector<std::string>{"a", "b c"}));
+  EXPECT_EQ(a->get_all("model"), std::vector<std::string>{"m"});
+  EXPECT_TRUE(a->get_all("json").empty());
+  auto twice = Args::parse("x", specs, {"--model", "m", "--model", "n"});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.status().message().find("--model is given twice"), std::string::npos);
+}
+
 TEST(Args, ParsesMemorySizes) {
   EXPECT_EQ(parse_memory_size("2GiB")->bytes, int64_t{2} << 30);
   EXPECT_EQ(parse_memory_size("512MiB")->bytes, int64_t{512} << 20);

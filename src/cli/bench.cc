@@ -1,4 +1,4 @@
-// kvshare bench: runs a workload of ../shared/docs/workloads.md and reports throughput, prefix reuse and
+// kvshare bench: runs a workload of docs/workloads.md and reports throughput, prefix reuse and
 // hardware efficiency; --compare runs it with reuse off and on in one process and reports the ratio.
 #include <sys/resource.h>
 
@@ -206,7 +206,7 @@ int run_bench(const std::vector<std::string>& argv) {
   auto args = Args::parse("bench", specs, argv);
   if (!args.ok()) return usage_error("bench", args.status());
   if (args->has("help")) {
-    std::fputs(usage("bench", "Run a benchmark workload (see ../shared/docs/workloads.md).", specs).c_str(), stdout);
+    std::fputs(usage("bench", "Run a benchmark workload (docs/workloads.md).", specs).c_str(), stdout);
     return 0;
   }
   if (!args->positional().empty())

@@ -59,7 +59,8 @@ std::vector<FlagSpec> sampling_flag_specs() {
       {"frequency-penalty", true, "OpenAI frequency penalty in [-2, 2] over generated tokens; 0 = off"},
       {"repetition-penalty", true, "penalty > 0 over prompt and generated tokens; 1 = off"},
       {"min-tokens", true, "no end-of-sequence, stop token or stop string before this many tokens (0)"},
-      {"stop", true, "a stop string: generation ends where it appears; the text ends before it"},
+      {"stop", true, "a stop string: generation ends where it appears; the text ends before it (give it again for more)",
+       true},
   };
 }
 
@@ -93,9 +94,9 @@ Result<SamplingParams> sampling_params_from(const Args& a) {
   if (min_tokens < 0 || min_tokens > max_tokens)
     return invalid_argument("--min-tokens must be from 0 to --max-tokens (" + std::to_string(max_tokens) + ")");
   p.min_tokens = static_cast<int32_t>(min_tokens);
-  if (auto stop = a.get("stop")) {
-    if (stop->empty()) return invalid_argument("--stop needs a non-empty string");
-    p.stop = {*stop};
+  for (const std::string& stop : a.get_all("stop")) {
+    if (stop.empty()) return invalid_argument("--stop needs a non-empty string");
+    p.stop.push_back(stop);
   }
   KV_RETURN_IF_ERROR(p.validate());
   return p;

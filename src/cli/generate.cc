@@ -26,7 +26,7 @@ std::vector<FlagSpec> generate_specs() {
   std::vector<FlagSpec> specs = engine_flag_specs();
   for (auto& s : sampling_flag_specs()) specs.push_back(s);
   specs.push_back({"prompt", true, "the prompt text (an empty prompt starts from BOS alone)"});
-  specs.push_back({"json", false, "print one JSON object {text, token_ids, prompt_token_ids}"});
+  specs.push_back({"json", false, "print one JSON object {text, token_ids, prompt_token_ids, finish_reason} (and stop_reason)"});
   specs.push_back({"input", true, "a JSONL file of requests: {\"prompt\": ...} or {\"prompt_token_ids\": [...]} per line"});
   specs.push_back({"output", true,
                    "where to write the results, one JSON line per input line in input order (n lines for a line "
@@ -179,7 +179,11 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   auto engine = Engine::create(*config);
   if (!engine.ok()) return fail("generate", engine.status());
 
-  Progress progress(requests.size(), !args.has("no-progress"));
+  // The engine reports each completion as it finishes: a line with "n": N counts N times.
+  size_t completions = 0;
+  for (const Request& r : requests) completions += static_cast<size_t>(std::max(1, r.params.n));
+  Progress progress(completions, completions == requests.size() ? "requests" : "completions",
+                    !args.has("no-progress"));
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<Output> outputs = (*engine)->generate(requests, [&](const Output&) { progress.advance(); });
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

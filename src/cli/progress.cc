@@ -6,8 +6,8 @@
 
 namespace kvshare::cli {
 
-Progress::Progress(size_t total, bool enabled)
-    : total_(total), enabled_(enabled && total > 0), tty_(isatty(STDERR_FILENO) != 0),
+Progress::Progress(size_t total, const char* unit, bool enabled)
+    : total_(total), unit_(unit), enabled_(enabled && total > 0), tty_(isatty(STDERR_FILENO) != 0),
       start_(std::chrono::steady_clock::now()) {}
 
 void Progress::advance() {
@@ -29,13 +29,13 @@ void Progress::draw(bool final) {
     char bar[kWidth + 1];
     for (int i = 0; i < kWidth; ++i) bar[i] = i < filled ? '#' : '.';
     bar[kWidth] = '\0';
-    std::fprintf(stderr, "\r[%s] %zu/%zu requests  %.1f s", bar, done_, total_, secs);
+    std::fprintf(stderr, "\r[%s] %zu/%zu %s  %.1f s", bar, done_, total_, unit_, secs);
     std::fflush(stderr);
   } else {
     const int decile = static_cast<int>(frac * 10);
     if (decile != last_decile_ || final) {
       last_decile_ = decile;
-      std::fprintf(stderr, "progress: %zu/%zu requests, %.1f s\n", done_, total_, secs);
+      std::fprintf(stderr, "progress: %zu/%zu %s, %.1f s\n", done_, total_, unit_, secs);
     }
   }
 }

@@ -8,13 +8,15 @@ namespace kvshare::cli {
 
 class Progress {
  public:
-  Progress(size_t total, bool enabled);
+  // `total` things to count, called `unit` ("requests", "completions") in the bar.
+  Progress(size_t total, const char* unit, bool enabled);
   void advance();
   void done();
 
  private:
   void draw(bool final);
   size_t total_, done_ = 0;
+  const char* unit_;
   bool enabled_, tty_;
   int last_decile_ = -1;
   std::chrono::steady_clock::time_point start_;

@@ -31,7 +31,7 @@ int run_serve(const std::vector<std::string>& argv) {
   auto args = Args::parse("serve", specs, argv);
   if (!args.ok()) return usage_error("serve", args.status());
   if (args->has("help")) {
-    std::fputs(usage("serve --model MODEL [flags]",
+    std::fputs(usage("serve --model MODEL",
                      "Serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, "
                      "/v1/models, /tokenize, /detokenize, /metrics, /health).",
                      specs)

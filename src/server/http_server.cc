@@ -422,9 +422,16 @@ void HttpServer::stop() {
 // cpp-httplib reads Content-Length with strtoull: "abc" became an empty body (then "not valid JSON") and "-1"
 // a body of 2^64 - 1 bytes, which it tried to skip for 5 s before answering 413. The pre-routing handler runs
 // after the headers and before the body, so a bad value is answered here, before any of the body is read.
+// A request with neither Content-Length nor Transfer-Encoding has no body (RFC 9112, 6.3), but cpp-httplib reads
+// a POST's body until the client closes: `curl -X POST URL` (vLLM's own example for /reset_prefix_cache) waited
+// for the 5 s read timeout, then got a 400. Such a request is given its Content-Length of 0 here. (The request is
+// the connection's own, not const: cpp-httplib hands it to this handler as const only by convention.)
 bool HttpServer::Impl::content_length_ok(const httplib::Request& req, httplib::Response& res) const {
   const size_t count = req.get_header_value_count("Content-Length");
-  if (count == 0) return true;
+  if (count == 0) {
+    if (!req.has_header("Transfer-Encoding")) const_cast<httplib::Request&>(req).set_header("Content-Length", "0");
+    return true;
+  }
   const std::string first = req.get_header_value("Content-Length");
   bool ok = !first.empty() && first.size() <= 18 && first.find_first_not_of("0123456789") == std::string::npos;
   for (size_t i = 1; ok && i < count; ++i) ok = req.get_header_value("Content-Length", i) == first;
@@ -475,8 +482,7 @@ void HttpServer::Impl::routes() {
              !req.has_header("Transfer-Encoding"))
       // The headers could not be read: a header line was too long (read_body words the other cases).
       send_error(res, api_error(400, "invalid_request_error",
-                                "the request could not be read: a POST needs a body or a Content-Length header (an "
-                                "empty body: curl -d ''), and each header line must be at most " +
+                                "the request's headers could not be read: each header line must be at most " +
                                     std::to_string(CPPHTTPLIB_HEADER_MAX_LENGTH) + " bytes"));
     else
       send_error(res, api_error(res.status, "invalid_request_error", "the request could not be read (HTTP " +
@@ -564,13 +570,11 @@ bool HttpServer::Impl::read_body(const httplib::ContentReader& read, httplib::Re
     return false;
   }
   if (!read_all) {
-    // A POST with neither a Content-Length nor a chunked body (cpp-httplib finds no end for it), or a client that
-    // stopped sending.
+    // A client that stopped sending before the end of its body (a Content-Length it did not keep, a chunked body
+    // without its last chunk).
     send_error(res, api_error(400, "invalid_request_error",
-                              "the request body could not be read: a POST needs a body or a Content-Length header "
-                              "(an empty body: curl -d ''), each header line must be at most " +
-                                  std::to_string(CPPHTTPLIB_HEADER_MAX_LENGTH) +
-                                  " bytes, and the body must arrive whole"));
+                              "the request body could not be read: it ended before the size its Content-Length or "
+                              "chunked encoding promised (the body must arrive whole)"));
     return false;
   }
   return true;

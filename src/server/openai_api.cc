@@ -284,9 +284,11 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
   // vLLM's constrained decoding and beam search: likewise refused, not ignored.
   for (const char* name : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"}) {
     const json* v = r.get(name);
-    // structured_outputs is an object of constraints: one with none set (vLLM takes {}) asks for nothing.
-    const bool asks = v != nullptr && !v->is_null() &&
-                      !(v->is_object() && std::all_of(v->begin(), v->end(), [](const json& c) { return c.is_null(); }));
+    // structured_outputs is an object of constraints: one with none set (vLLM takes {}) asks for nothing. A
+    // guided_json of {} is a schema, one that any JSON value meets: vLLM constrains the output to JSON for it.
+    const bool none_set = std::string_view(name) == "structured_outputs" && v != nullptr && v->is_object() &&
+                          std::all_of(v->begin(), v->end(), [](const json& c) { return c.is_null(); });
+    const bool asks = v != nullptr && !v->is_null() && !none_set;
     if (asks)
       r.fail(name, std::string(name) + " is not supported: this server does not constrain its output (leave it out)");
   }

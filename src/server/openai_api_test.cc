@@ -151,6 +151,7 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "bad_words": "darn"})", false, "bad_words"},
       {R"({"prompt": "x", "guided_choice": ["yes", "no"]})", false, "guided_choice"},
       {R"({"prompt": "x", "guided_json": {"type": "object"}})", false, "guided_json"},
+      {R"({"prompt": "x", "guided_json": {}})", false, "guided_json"},  // the schema any JSON value meets
       {R"({"prompt": "x", "guided_grammar": "root ::= \"a\""})", false, "guided_grammar"},
       {R"({"prompt": "x", "guided_regex": "a+"})", false, "guided_regex"},
       {R"({"messages": [{"role": "user", "content": "x"}], "structured_outputs": {"regex": "a+"}})", true,
