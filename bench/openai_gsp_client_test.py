@@ -29,7 +29,8 @@ class GspClientTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             prompts = os.path.join(tmp, "prompts.jsonl")
             served = os.path.join(tmp, "served.jsonl")
-            with serve_util.Server("--block-size", str(BLOCK_SIZE)) as server:
+            server = serve_util.Server("--block-size", str(BLOCK_SIZE))
+            try:
                 run = subprocess.run(
                     [sys.executable, os.path.join(HERE, "openai_gsp_client.py"), "--url", server.url,
                      "--groups", str(GROUPS), "--prompts-per-group", str(PER_GROUP), "--system-len", str(SYSTEM_LEN),
@@ -38,6 +39,9 @@ class GspClientTest(unittest.TestCase):
                      "--token-lo", "3", "--token-hi", "2048", "--avoid", "2",
                      "--dump-prompts", prompts, "--save-outputs", served],
                     capture_output=True, text=True, timeout=300)
+            finally:
+                code = server.stop()
+            self.assertEqual(code, 0, "".join(server.log))  # a clean exit (under ASan: no leak, no report)
             self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
             report = json.loads(run.stdout)
             n = GROUPS * PER_GROUP

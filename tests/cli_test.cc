@@ -474,9 +474,10 @@ TEST_F(CliTest, SamplingFlagsForOnePrompt) {
     EXPECT_EQ(j.value("text", "?"), text.substr(0, text.find(stop))) << "stop '" << stop << "' in '" << text << "'";
     EXPECT_EQ(j.value("finish_reason", ""), "stop");
     EXPECT_EQ(j.value("stop_reason", ""), stop);
-    // --stop again adds a stop string: the first to appear ends the text.
+    // --stop again adds a stop string: the first to appear ends the text (given first here: not only the last
+    // value counts).
     std::vector<std::string> two = base;
-    two.insert(two.end(), {"--stop", "no such words", "--stop", stop});
+    two.insert(two.end(), {"--stop", stop, "--stop", "no such words"});
     const CliRun r2 = kvshare(two);
     expect_success(r2);
     EXPECT_EQ(json::parse(r2.out).value("stop_reason", ""), stop) << r2;

@@ -81,6 +81,9 @@ struct SamplingParams {
   static constexpr size_t kMaxBadWordBytes = 1024;
   static constexpr size_t kMaxBadWordTokens = 1024;  // as vLLM's MAX_BAD_WORDS_TOTAL_TOKENS
 
+  // The outputs Engine::generate gives a request with these parameters: n, or 1 (its error) when n is out of range.
+  int32_t num_outputs() const { return n >= 1 && n <= kMaxN ? n : 1; }
+
   // Says which parameter is wrong and its valid range. (Token ids are checked against the vocabulary when
   // the engine takes the request.)
   Status validate() const;

@@ -181,7 +181,7 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
 
   // The engine reports each completion as it finishes: a line with "n": N counts N times.
   size_t completions = 0;
-  for (const Request& r : requests) completions += static_cast<size_t>(std::max(1, r.params.n));
+  for (const Request& r : requests) completions += static_cast<size_t>(r.params.num_outputs());
   Progress progress(completions, completions == requests.size() ? "requests" : "completions",
                     !args.has("no-progress"));
   const auto t0 = std::chrono::steady_clock::now();
@@ -191,11 +191,12 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
 
   // One output line per completion: n adjacent lines (completion 0..n-1) for a request with n > 1.
   std::vector<size_t> first_output(requests.size());
-  for (size_t i = 0, k = 0; i < requests.size(); k += static_cast<size_t>(requests[i].params.n), ++i) first_output[i] = k;
+  for (size_t i = 0, k = 0; i < requests.size(); k += static_cast<size_t>(requests[i].params.num_outputs()), ++i)
+    first_output[i] = k;
   int64_t index = 0, failed = 0, out_tokens = 0, prompt_tokens = 0;
   for (size_t i = 0; i < request_of_line.size(); ++i) {
     if (request_of_line[i] == -2) continue;  // blank lines are skipped, not answered
-    const int32_t n = request_of_line[i] < 0 ? 1 : requests[request_of_line[i]].params.n;
+    const int32_t n = request_of_line[i] < 0 ? 1 : requests[request_of_line[i]].params.num_outputs();
     bool line_failed = false, prompt_counted = false;
     for (int32_t c = 0; c < n; ++c) {
       json o;

@@ -558,8 +558,7 @@ std::vector<Output> Engine::generate(const std::vector<Request>& requests,
   size_t total = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     first_of[i] = total;
-    const int32_t n = requests[i].params.n;
-    total += n >= 1 && n <= SamplingParams::kMaxN ? static_cast<size_t>(n) : 1;
+    total += static_cast<size_t>(requests[i].params.num_outputs());
   }
   std::vector<Output> results(total);
   std::unordered_map<int64_t, size_t> index_of;

@@ -480,10 +480,12 @@ void HttpServer::Impl::routes() {
       send_error(res, api_error(404, "not_found_error", "no such endpoint: " + req.method + " " + req.path));
     else if (res.status == 400 && req.method == "POST" && !req.has_header("Content-Length") &&
              !req.has_header("Transfer-Encoding"))
-      // The headers could not be read: a header line was too long (read_body words the other cases).
+      // The request line or headers could not be read, e.g. a header line too long (read_body words the body's
+      // failures).
       send_error(res, api_error(400, "invalid_request_error",
-                                "the request's headers could not be read: each header line must be at most " +
-                                    std::to_string(CPPHTTPLIB_HEADER_MAX_LENGTH) + " bytes"));
+                                "the request line or headers could not be read (an HTTP/1.1 request line, and each "
+                                "header line at most " +
+                                    std::to_string(CPPHTTPLIB_HEADER_MAX_LENGTH) + " bytes)"));
     else
       send_error(res, api_error(res.status, "invalid_request_error", "the request could not be read (HTTP " +
                                                                          std::to_string(res.status) + ")"));

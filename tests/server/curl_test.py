@@ -577,7 +577,7 @@ class ServerTest(unittest.TestCase):
         start = time.time()
         code, _, body = self.post("/reset_prefix_cache")
         self.assertEqual(code, 200, body)
-        self.assertLess(time.time() - start, 3.0)
+        self.assertLess(time.time() - start, 4.0)  # it waited 5 s (a bound with room for TSan)
         code, _, body = self.post("/reset_prefix_cache", raw="")
         self.assertEqual(code, 200, body)
         r = json.loads(self.post("/v1/completions", {"prompt": shared + "Why?", "max_tokens": 2})[2])
@@ -630,13 +630,13 @@ class ServerTest(unittest.TestCase):
                                         headers=self.auth + ["Content-Length: " + bad]), 400,
                               contains="bad Content-Length")
             self.assertLess(time.time() - start, 4.0)  # "-1" waited 5 s before (a bound with room for TSan)
-        # A header line too long to read: "a POST needs a body or a Content-Length header" alone misled.
+        # A header line too long to read: the error says what could not be read and the limit.
         self.assert_error(self.post("/v1/completions", {"prompt": "x"}, headers=self.auth + ["X-Long: " + "a" * 9000]),
-                          400, contains="each header line must be at most 8192 bytes")
+                          400, contains="each header line at most 8192 bytes")
         # No body and no Content-Length: an empty body, refused at once for what it lacks (it waited 5 s before).
         start = time.time()
         self.assert_error(self.post("/v1/completions"), 400, contains="JSON")
-        self.assertLess(time.time() - start, 3.0)
+        self.assertLess(time.time() - start, 4.0)  # it waited 5 s (a bound with room for TSan)
         # A body that stops (the client sends no more) before its Content-Length: after the 5 s read timeout, a 400
         # that says so.
         host, port = self.url.split("//")[1].split(":")
