@@ -146,6 +146,8 @@ struct ModelConfig;
 
 class Engine {
  public:
+  // Loads the model and sizes the KV cache. The load runs on a thread of its own, so any thread may then step
+  // the engine at full speed (see engine.cc).
   static Result<std::unique_ptr<Engine>> create(const EngineConfig& config);
   ~Engine();
   Engine(const Engine&) = delete;
@@ -203,6 +205,7 @@ class Engine {
 
  private:
   Engine();
+  static Result<std::unique_ptr<Engine>> create_on_this_thread(const EngineConfig& config);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

