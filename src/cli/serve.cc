@@ -22,7 +22,7 @@ int run_serve(const std::vector<std::string>& argv) {
       {"served-model-name", true, "the model's name in the API (default: the model path's last part)"},
       {"chat-template", true, "a Jinja chat template file to use instead of the model's own"},
       {"max-waiting-requests", true, "answer 503 (Retry-After) when more requests than this wait (1024)"},
-      {"max-body-bytes", true, "largest request body accepted, in bytes (33554432)"},
+      {"max-body-bytes", true, "largest request body accepted, in bytes, at least 1024 (33554432)"},
       {"http-threads", true, "connections served at once, one thread each, started as needed (512)"},
       {"seed", true, "seeds requests that give no seed of their own (0)"},
       {"help", false, "show this help"},
