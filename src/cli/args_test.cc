@@ -42,6 +42,15 @@ TEST(Args, OnlyRepeatableFlagsMayBeGivenTwice) {
   EXPECT_NE(twice.status().message().find("--model is given twice"), std::string::npos);
 }
 
+// Control characters in a message (a NUL inside a name a file gave cut the line short) are written as escapes.
+TEST(Args, MessagesArePrintable) {
+  const char with_nul[] = "model_type 'lla\0ma'";
+  EXPECT_EQ(printable(std::string(with_nul, sizeof with_nul - 1)), "model_type 'lla\\0ma'");
+  EXPECT_EQ(printable("a\x1b[2Jb\x7f"), "a\\x1b[2Jb\\x7f");
+  EXPECT_EQ(printable("line one\n\tline two"), "line one\n\tline two");
+  EXPECT_EQ(printable("caf\xc3\xa9"), "caf\xc3\xa9");  // UTF-8 as it is
+}
+
 TEST(Args, ParsesMemorySizes) {
   EXPECT_EQ(parse_memory_size("2GiB")->bytes, int64_t{2} << 30);
   EXPECT_EQ(parse_memory_size("512MiB")->bytes, int64_t{512} << 20);

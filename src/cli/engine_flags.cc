@@ -102,8 +102,26 @@ Result<SamplingParams> sampling_params_from(const Args& a) {
   return p;
 }
 
+std::string printable(const std::string& message) {
+  std::string out;
+  out.reserve(message.size());
+  for (const char c : message) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u == 0) {
+      out += "\\0";
+    } else if ((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", u);
+      out += esc;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 int fail(const std::string& command, const Status& status) {
-  std::fprintf(stderr, "kvshare %s: %s\n", command.c_str(), status.message().c_str());
+  std::fprintf(stderr, "kvshare %s: %s\n", command.c_str(), printable(status.message()).c_str());
   return 1;
 }
 

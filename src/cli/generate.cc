@@ -157,7 +157,8 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
     }
     auto r = parse_request_line(line, defaults);
     if (!r.ok()) {
-      std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), line_no, r.status().message().c_str());
+      std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), line_no,
+                   printable(r.status().message()).c_str());
       request_of_line.push_back(-1);
       errors.push_back("line " + std::to_string(line_no) + ": " + r.status().message());
       ++bad;
@@ -213,7 +214,7 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
           // so one may fail alone (the masks leaving it no token) while the others finish.
           if (!line_failed)
             std::fprintf(stderr, "kvshare generate: %s line %zu%s: %s\n", in_path.c_str(), i + 1,
-                         n > 1 ? (" completion " + std::to_string(c)).c_str() : "", r.error.message().c_str());
+                         n > 1 ? (" completion " + std::to_string(c)).c_str() : "", printable(r.error.message()).c_str());
           failed += line_failed ? 0 : 1;
           line_failed = true;
           o["error"] = "line " + std::to_string(i + 1) + ": " + r.error.message();

@@ -159,6 +159,9 @@ Result<int64_t> get_int(const json& j, std::initializer_list<const char*> keys) 
     if (it == j.end() || it->is_null()) continue;
     if (!it->is_number_integer())
       return invalid_argument(std::string("config.json: \"") + k + "\" must be an integer, got " + shown(*it));
+    // 2^63 and above are read as unsigned; as int64 they wrapped to negative ("must be positive, got -9223...").
+    if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      return invalid_argument(std::string("config.json: \"") + k + "\" is " + shown(*it) + ", far too large");
     return it->get<int64_t>();
   }
   return invalid_argument(std::string("config.json: missing integer \"") + *keys.begin() + "\"");

@@ -94,6 +94,16 @@ TEST(ModelConfig, WrongJsonTypesNameTheField) {
   j = llama_json();
   j["hidden_size"] = "16";
   expect_config_error(j.dump(), {"\"hidden_size\"", "must be an integer"});
+  // 2^63 is read as unsigned; it wrapped to -2^63 ("must be positive, got -9223372036854775808").
+  for (const char* key : {"hidden_size", "vocab_size", "num_hidden_layers"}) {
+    std::string text = llama_json().dump();
+    const std::string from = std::string("\"") + key + "\":";
+    const size_t at = text.find(from);
+    ASSERT_NE(at, std::string::npos);
+    const size_t end = text.find_first_of(",}", at);
+    text.replace(at + from.size(), end - at - from.size(), "9223372036854775808");
+    expect_config_error(text, {key, "9223372036854775808", "too large"});
+  }
   j = gpt2_json();
   j["n_inner"] = "64";
   expect_config_error(j.dump(), {"\"n_inner\"", "must be an integer"});

@@ -427,6 +427,13 @@ void HttpServer::stop() {
 // for the 5 s read timeout, then got a 400. Such a request is given its Content-Length of 0 here. (The request is
 // the connection's own, not const: cpp-httplib hands it to this handler as const only by convention.)
 bool HttpServer::Impl::content_length_ok(const httplib::Request& req, httplib::Response& res) const {
+  // cpp-httplib reads a multipart/form-data body only through a multipart reader, which the handlers (JSON
+  // bodies) do not give: reading one threw bad_function_call, answered 500.
+  if (req.is_multipart_form_data()) {
+    send_error(res, api_error(400, "invalid_request_error",
+                              "the request body must be JSON (Content-Type: application/json), not multipart/form-data"));
+    return false;
+  }
   const size_t count = req.get_header_value_count("Content-Length");
   if (count == 0) {
     if (!req.has_header("Transfer-Encoding")) const_cast<httplib::Request&>(req).set_header("Content-Length", "0");
@@ -573,10 +580,12 @@ bool HttpServer::Impl::read_body(const httplib::ContentReader& read, httplib::Re
   }
   if (!read_all) {
     // A client that stopped sending before the end of its body (a Content-Length it did not keep, a chunked body
-    // without its last chunk).
+    // without its last chunk), a malformed chunked encoding (cpp-httplib 0.11 also takes no chunk trailers), or a
+    // Content-Encoding the body does not follow.
     send_error(res, api_error(400, "invalid_request_error",
-                              "the request body could not be read: it ended before the size its Content-Length or "
-                              "chunked encoding promised (the body must arrive whole)"));
+                              "the request body could not be read whole: it ended before its Content-Length or last "
+                              "chunk, its chunked encoding is malformed (trailers are not supported), or it does not "
+                              "follow its Content-Encoding (gzip, deflate, br)"));
     return false;
   }
   return true;

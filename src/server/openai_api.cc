@@ -425,6 +425,11 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
       if (!kw->is_object()) r.fail("chat_template_kwargs", "chat_template_kwargs must be an object");
       else call.chat_template_kwargs = *kw;
     }
+    // A template sent with the request: refused, as vLLM refuses it unless started with
+    // --trust-request-chat-template (a template is a program the server runs); it was ignored without a word.
+    if (const json* t = r.get("chat_template"); t != nullptr && !t->is_null())
+      r.fail("chat_template", "a chat template in the request is not accepted; the server renders with the model's "
+                              "template, or the one given at start-up (kvshare serve --chat-template FILE)");
     // max_completion_tokens is OpenAI's current name, max_tokens the older one; given both, the current one
     // counts, and each must be valid (a bad max_tokens beside it went unread).
     call.max_tokens_given = r.integer32("max_tokens", call.params.max_tokens, 1, std::numeric_limits<int32_t>::max());

@@ -157,6 +157,7 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"messages": [{"role": "user", "content": "x"}], "structured_outputs": {"regex": "a+"}})", true,
        "structured_outputs"},
       {R"({"prompt": "x", "use_beam_search": true})", false, "use_beam_search"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "chat_template": "{{ 1 }}"})", true, "chat_template"},
       {R"({"prompt": "x", "add_special_tokens": "no"})", false, "add_special_tokens"},
       {R"({"prompt": "x", "bad_words": ["a", 1]})", false, "bad_words"},
       {R"({"prompt": "x", "bad_words": ["a", " "]})", false, "bad_words"},

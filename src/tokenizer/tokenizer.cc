@@ -122,6 +122,15 @@ Status finalize_model(TokenizerModel& m) {
     return invalid_argument("token types: " + std::to_string(m.types.size()) + " entries for " +
                             std::to_string(n) + " tokens");
   }
+  // Only special tokens (a tokenizer.json whose "model.vocab" is empty beside its added tokens, a GGUF of empty
+  // strings): every text encoded to nothing, and generation ran from BOS alone without a word.
+  bool any_text_token = false;
+  for (size_t id = 0; id < n && !any_text_token; ++id)
+    any_text_token = !m.pieces[id].empty() && (m.types[id] == TokenType::kNormal || m.types[id] == TokenType::kByte ||
+                                               m.types[id] == TokenType::kUserDefined);
+  if (!any_text_token)
+    return invalid_argument("the vocabulary has no token that text can be encoded to (" + std::to_string(n) +
+                            " tokens, all special, unused or empty)");
   if (m.merge_mode == MergeMode::kScore && m.scores.size() != n) {
     return invalid_argument("token scores: " + std::to_string(m.scores.size()) + " entries for " +
                             std::to_string(n) + " tokens");

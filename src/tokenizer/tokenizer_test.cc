@@ -549,6 +549,13 @@ TEST(TokenizerErrors, HfFiles) {
   EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": "x"}, "merges": []}})"), StatusCode::kInvalidArgument);
   EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [3]}})"), StatusCode::kInvalidArgument);
   EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {}, "merges": []}})"), StatusCode::kInvalidArgument);
+  // Special tokens alone (an empty "model.vocab" beside added tokens): text encoded to nothing; refused.
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {}, "merges": [], "unk_token": "<unk>"},
+                          "added_tokens": [{"id": 0, "content": "<unk>", "special": true},
+                                           {"id": 1, "content": "<s>", "special": true}]})",
+                      &message),
+            StatusCode::kInvalidArgument);
+  EXPECT_NE(message.find("no token that text can be encoded to"), std::string::npos) << message;
   // Ids that would make a huge, nearly empty vocabulary.
   EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a": 16000000}, "merges": []}})"),
             StatusCode::kInvalidArgument);

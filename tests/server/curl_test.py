@@ -651,7 +651,14 @@ class ServerTest(unittest.TestCase):
                 answer += chunk
         head, _, body = answer.decode().partition("\r\n\r\n")
         self.assertIn(" 400 ", head.split("\r\n")[0], answer)
-        self.assertIn("ended before the size its Content-Length", json.loads(body)["error"]["message"])
+        self.assertIn("ended before its Content-Length", json.loads(body)["error"]["message"])
+        # A multipart body (curl -F): a 400 that says the body must be JSON; it was a 500 (bad_function_call).
+        for path in ["/v1/completions", "/tokenize", "/no/such/path"]:
+            out = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "-H", self.auth[0], "-F", "a=b",
+                                  self.url + path], capture_output=True, text=True, check=True).stdout
+            text, _, code = out.rpartition("\n")
+            self.assertEqual(code, "400", out)
+            self.assertIn("must be JSON", json.loads(text)["error"]["message"])
         # The server still answers after all that.
         self.assertEqual(self.post("/v1/completions", {"prompt": "x", "max_tokens": 1})[0], 200)
 
