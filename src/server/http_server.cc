@@ -279,7 +279,8 @@ struct HttpServer::Impl {
   void routes();
   using PostHandler = std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
   void post(const std::string& path, PostHandler handler);
-  bool read_body(const httplib::ContentReader& read, httplib::Response& res, std::string& body) const;
+  bool read_body(const httplib::Request& req, const httplib::ContentReader& read, httplib::Response& res,
+                 std::string& body) const;
   bool content_length_ok(const httplib::Request& req, httplib::Response& res) const;
   bool authorized(const httplib::Request& req, httplib::Response& res) const;
   bool check_model(const std::string& model, httplib::Response& res) const;
@@ -427,13 +428,6 @@ void HttpServer::stop() {
 // for the 5 s read timeout, then got a 400. Such a request is given its Content-Length of 0 here. (The request is
 // the connection's own, not const: cpp-httplib hands it to this handler as const only by convention.)
 bool HttpServer::Impl::content_length_ok(const httplib::Request& req, httplib::Response& res) const {
-  // cpp-httplib reads a multipart/form-data body only through a multipart reader, which the handlers (JSON
-  // bodies) do not give: reading one threw bad_function_call, answered 500.
-  if (req.is_multipart_form_data()) {
-    send_error(res, api_error(400, "invalid_request_error",
-                              "the request body must be JSON (Content-Type: application/json), not multipart/form-data"));
-    return false;
-  }
   const size_t count = req.get_header_value_count("Content-Length");
   if (count == 0) {
     if (!req.has_header("Transfer-Encoding")) const_cast<httplib::Request&>(req).set_header("Content-Length", "0");
@@ -446,8 +440,9 @@ bool HttpServer::Impl::content_length_ok(const httplib::Request& req, httplib::R
   send_error(res, api_error(400, "invalid_request_error",
                             "bad Content-Length header \"" + first + "\"" + (count > 1 ? " (given more than once)" : "") +
                                 ": it must be the body's size in bytes, a whole number"));
-  // The body is left unread; cpp-httplib then reads it as the connection's next request, which fails and ends
-  // the connection. (Shutting the socket's reading side here ended it sooner, but closing it with the body
+  // The body is left unread: what lies past cpp-httplib's 4 KiB read-ahead is read as the connection's next
+  // requests (no conforming client or proxy sends such a header, so only the sender's connection is affected).
+  // (Shutting the socket's reading side here ended it sooner, but closing it with the body
   // unread sends an RST, which could destroy this answer before the client read it.)
   return false;
 }
@@ -534,10 +529,10 @@ void HttpServer::Impl::routes() {
     send_json(res, json{{"dropped_blocks", dropped}});
   });
   // Any other path: its body is read as a known path's is (within --max-body-bytes), then 404.
-  const auto no_such_endpoint = [this](const httplib::Request&, httplib::Response& res,
+  const auto no_such_endpoint = [this](const httplib::Request& req, httplib::Response& res,
                                        const httplib::ContentReader& read) {
     std::string body;
-    if (read_body(read, res, body)) res.status = 404;  // the error handler words it
+    if (read_body(req, read, res, body)) res.status = 404;  // the error handler words it
   };
   http.Post(".*", no_such_endpoint);
   http.Put(".*", no_such_endpoint);
@@ -553,14 +548,15 @@ void HttpServer::Impl::post(const std::string& path, PostHandler handler) {
   http.Post(path, [this, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res,
                                                        const httplib::ContentReader& read) {
     std::string body;
-    if (read_body(read, res, body)) handler(req, body, res);
+    if (read_body(req, read, res, body)) handler(req, body, res);
   });
 }
 
-bool HttpServer::Impl::read_body(const httplib::ContentReader& read, httplib::Response& res, std::string& body) const {
+bool HttpServer::Impl::read_body(const httplib::Request& req, const httplib::ContentReader& read,
+                                 httplib::Response& res, std::string& body) const {
   const auto limit = static_cast<size_t>(config.max_body_bytes);
   size_t dropped = 0;
-  const bool read_all = read([&](const char* data, size_t n) {
+  const auto receive = [&](const char* data, size_t n) {
     if (dropped == 0 && n <= limit - body.size()) {
       body.append(data, n);
       return true;
@@ -571,7 +567,12 @@ bool HttpServer::Impl::read_body(const httplib::ContentReader& read, httplib::Re
     dropped += n;
     body.clear();
     return dropped <= limit;
-  });
+  };
+  // A multipart/form-data body (curl -F) goes through cpp-httplib's multipart reader (the plain one threw
+  // bad_function_call for it: a 500), to its end, so that the connection's next request starts where it does (left
+  // unread, a body past the first 4 KiB was read as further requests); then it is refused.
+  const bool multipart = req.is_multipart_form_data();
+  const bool read_all = multipart ? read([](const httplib::MultipartFormData&) { return true; }, receive) : read(receive);
   if (dropped > 0 || res.status == 413) {  // 413: a Content-Length over the limit, skipped by cpp-httplib
     send_error(res, api_error(413, "invalid_request_error",
                               "the request body is larger than " + std::to_string(config.max_body_bytes) +
@@ -586,6 +587,11 @@ bool HttpServer::Impl::read_body(const httplib::ContentReader& read, httplib::Re
                               "the request body could not be read whole: it ended before its Content-Length or last "
                               "chunk, its chunked encoding is malformed (trailers are not supported), or it does not "
                               "follow its Content-Encoding (gzip, deflate, br)"));
+    return false;
+  }
+  if (multipart) {
+    send_error(res, api_error(400, "invalid_request_error",
+                              "the request body must be JSON (Content-Type: application/json), not multipart/form-data"));
     return false;
   }
   return true;
