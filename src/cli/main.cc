@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/engine_flags.h"
 #include "kernels/isa.h"
 
 namespace {
@@ -35,7 +36,7 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   if (kvshare::Status isa = kvshare::check_isa_env(); !isa.ok()) {
-    std::fprintf(stderr, "kvshare: %s\n", isa.message().c_str());
+    std::fprintf(stderr, "kvshare: %s\n", kvshare::cli::printable(isa.message()).c_str());
     return 2;
   }
   std::vector<std::string> rest(argv + 2, argv + argc);
@@ -46,6 +47,6 @@ int main(int argc, char** argv) {
   if (command == "chat-template") return run_chat_template(rest);
   if (command == "make-model") return run_make_model(rest);
   if (command == "bench") return run_bench(rest);
-  std::fprintf(stderr, "kvshare: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  std::fprintf(stderr, "kvshare: unknown command '%s'\n\n%s", printable(command).c_str(), kUsage);
   return 2;
 }

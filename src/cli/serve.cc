@@ -81,7 +81,7 @@ int run_serve(const std::vector<std::string>& argv) {
     std::fprintf(stderr,
                  "kvshare serve: warning: no chat template (%s); /v1/chat/completions will answer 400 until the "
                  "server is started with --chat-template FILE; /v1/completions works\n",
-                 (*server)->chat_template_problem().c_str());
+                 printable((*server)->chat_template_problem()).c_str());
   std::fprintf(stderr, "kvshare serve: serving '%s' on http://%s:%d (Ctrl-C stops)\n", (*server)->model_name().c_str(),
                sc.host.c_str(), (*server)->port());
   std::fflush(stderr);
