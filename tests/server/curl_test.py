@@ -80,6 +80,17 @@ def raw_request(url, body, path="/v1/completions", headers=()):
     return s
 
 
+def read_one_answer(sock):
+    """Reads one HTTP answer with a Content-Length from `sock` (and nothing after it); returns its bytes."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+            re.search(rb"Content-Length: (\d+)", answer).group(1)):
+        chunk = sock.recv(65536)
+        assert chunk, "the connection ended before the answer did: %r" % answer
+        answer += chunk
+    return answer
+
+
 def reset(sock):
     """Closes `sock` with an RST rather than a FIN (SO_LINGER 0), as a killed or timed-out client may."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -643,12 +654,7 @@ class ServerTest(unittest.TestCase):
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.sendall(("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                           "Content-Length: 100\r\n%s\r\n\r\n{\"prompt\"" % self.auth[0]).encode())
-            answer = b""
-            while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
-                    re.search(rb"Content-Length: (\d+)", answer).group(1)):
-                chunk = sock.recv(65536)
-                self.assertTrue(chunk, answer)
-                answer += chunk
+            answer = read_one_answer(sock)
         head, _, body = answer.decode().partition("\r\n\r\n")
         self.assertIn(" 400 ", head.split("\r\n")[0], answer)
         self.assertIn("ended before its Content-Length", json.loads(body)["error"]["message"])
@@ -668,12 +674,7 @@ class ServerTest(unittest.TestCase):
         second = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.sendall(first)
-            answer = b""
-            while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
-                    re.search(rb"Content-Length: (\d+)", answer).group(1)):
-                chunk = sock.recv(65536)
-                self.assertTrue(chunk, answer)
-                answer += chunk
+            answer = read_one_answer(sock)
             time.sleep(0.3)  # (room for any answer to the body's bytes, before the next request goes)
             sock.sendall(second)  # (pipelined at once, cpp-httplib 0.11 would drop it with the first's read-ahead)
             while True:
