@@ -43,33 +43,39 @@ py::dict logprob_dict(const GeneratedTokenLogprobs& t) {
   return d;
 }
 
-// Raises the Python exception that fits the status: FileNotFoundError for a missing file, ValueError for
-// bad input, RuntimeError otherwise. The message is the engine's own.
-[[noreturn]] void raise(const Status& status) {
-  switch (status.code()) {
-    case StatusCode::kNotFound:
-      PyErr_SetString(PyExc_FileNotFoundError, status.message().c_str());
-      throw py::error_already_set();
-    case StatusCode::kInvalidArgument:
-    case StatusCode::kOutOfRange:
-    case StatusCode::kUnimplemented:
-    case StatusCode::kDataLoss:
-      throw py::value_error(status.message());
-    case StatusCode::kResourceExhausted:
-    case StatusCode::kCancelled:
-    case StatusCode::kInternal:
-    case StatusCode::kOk:
-      break;
-  }
-  throw std::runtime_error(status.message());
-}
-
 // Text from the engine as a Python str; bytes that are not UTF-8 (a token cut inside a character) become
 // U+FFFD, as in the CLI's JSON output.
 py::str to_str(const std::string& s) {
   PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
   if (o == nullptr) throw py::error_already_set();
   return py::reinterpret_steal<py::str>(o);
+}
+
+// Raises the Python exception that fits the status: FileNotFoundError for a missing file, ValueError for
+// bad input, RuntimeError otherwise. The message is the engine's own, as a str whose bytes that are not UTF-8 are
+// replaced (thrown as a C++ message, it was decoded strictly: a name a file gave with such a byte raised
+// UnicodeDecodeError instead, and a NUL cut it short). Called with the GIL held.
+[[noreturn]] void raise(const Status& status) {
+  PyObject* type = PyExc_RuntimeError;
+  switch (status.code()) {
+    case StatusCode::kNotFound:
+      type = PyExc_FileNotFoundError;
+      break;
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kOutOfRange:
+    case StatusCode::kUnimplemented:
+    case StatusCode::kDataLoss:
+      type = PyExc_ValueError;
+      break;
+    case StatusCode::kResourceExhausted:
+    case StatusCode::kCancelled:
+    case StatusCode::kInternal:
+    case StatusCode::kOk:
+      break;
+  }
+  const py::str message = to_str(status.message());
+  PyErr_SetObject(type, message.ptr());
+  throw py::error_already_set();
 }
 
 int32_t to_int32(int64_t v, const char* what) {
@@ -321,7 +327,7 @@ PYBIND11_MODULE(_kvshare, m) {
                              })
       .def_property_readonly("error", [](const Output& o) -> py::object {
         if (o.error.ok()) return py::none();
-        return py::make_tuple(status_code_name(o.error.code()), o.error.message());
+        return py::make_tuple(status_code_name(o.error.code()), to_str(o.error.message()));
       });
 
   // The public Tokenizer (immutable, so no lock): the engine's, or one loaded alone. kvshare.Tokenizer wraps it.

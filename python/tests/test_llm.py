@@ -1,6 +1,7 @@
 """kvshare.LLM end to end on the tiny real models of ../shared: the golden continuation, the same tokens as
 the CLI, reuse on = off, prompt forms, per-prompt parameters, explicit prefixes, the tokenizer, errors."""
 import json
+import pathlib
 import subprocess
 
 import pytest
@@ -244,6 +245,20 @@ def test_bad_engine_arguments(stories_path, tmp_path):
     with pytest.raises(TypeError):
         LLM(stories_path, block_size="16")
     assert LLM(stories_path, seed=None, kv_cache_memory="16MiB").generate("Once", GREEDY)[0].outputs[0].token_ids
+
+
+def test_errors_keep_what_a_file_wrote(stories_path, tmp_path):
+    # A GGUF whose architecture holds a byte that is not UTF-8 and a NUL: the error was a UnicodeDecodeError (the
+    # message decoded strictly); it is the ValueError, the byte replaced and the NUL kept.
+    data = bytearray(pathlib.Path(stories_path).read_bytes())
+    at = data.index(b"general.architecture") + len(b"general.architecture") + 12  # past the type and length
+    assert data[at:at + 5] == b"llama"
+    data[at:at + 5] = b"l\xff\x00ma"
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError) as e:
+        LLM(str(bad), kv_cache_memory="16MiB")
+    assert "l\ufffd\x00ma" in str(e.value) and "not supported" in str(e.value)
 
 
 def test_bad_requests(stories):
