@@ -44,7 +44,8 @@ Result<int64_t> kv_blocks_for_budget(int64_t budget, const KvBlockCost& cost, in
   if (num_blocks < 1)
     return invalid_argument("the KV cache budget of " + std::to_string(budget) + " bytes holds no block of " +
                             std::to_string(cost.total()) + " bytes (" + std::to_string(cost.kv_bytes) + " of K/V and " +
-                            std::to_string(cost.bookkeeping_bytes) + " of bookkeeping); raise --kv-cache-memory");
+                            std::to_string(cost.bookkeeping_bytes) + " of bookkeeping); raise --kv-cache-memory (a whole "
+                            "number is bytes: give a size such as 2GiB, or a fraction with a decimal point such as 0.3)");
   return num_blocks;
 }
 
