@@ -180,9 +180,12 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   auto engine = Engine::create(*config);
   if (!engine.ok()) return fail("generate", engine.status());
 
-  // The engine reports each completion as it finishes: a line with "n": N counts N times.
+  // One output per completion: n adjacent ones (completion 0..n-1) for a request with n > 1, each an output line.
+  std::vector<size_t> first_output(requests.size());
   size_t completions = 0;
-  for (const Request& r : requests) completions += static_cast<size_t>(r.params.num_outputs());
+  for (size_t i = 0; i < requests.size(); completions += static_cast<size_t>(requests[i].params.num_outputs()), ++i)
+    first_output[i] = completions;
+  // The engine reports each completion as it finishes: a line with "n": N counts N times.
   Progress progress(completions, completions == requests.size() ? "requests" : "completions",
                     !args.has("no-progress"));
   const auto t0 = std::chrono::steady_clock::now();
@@ -190,10 +193,6 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   progress.done();
 
-  // One output line per completion: n adjacent lines (completion 0..n-1) for a request with n > 1.
-  std::vector<size_t> first_output(requests.size());
-  for (size_t i = 0, k = 0; i < requests.size(); k += static_cast<size_t>(requests[i].params.num_outputs()), ++i)
-    first_output[i] = k;
   int64_t index = 0, failed = 0, out_tokens = 0, prompt_tokens = 0;
   for (size_t i = 0; i < request_of_line.size(); ++i) {
     if (request_of_line[i] == -2) continue;  // blank lines are skipped, not answered
