@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/workloads.h"
+#include "core/mapped_file.h"
 #include "engine/context_limit.h"
 #include "kvshare/engine.h"
 #include "model/config.h"
@@ -872,6 +873,152 @@ TEST_F(EngineBehaviour, BadWordsAreNotGenerated) {
             std::string::npos);
   r.params.allowed_token_ids->push_back(free.token_ids[0] == 13 ? 14 : 13);
   EXPECT_TRUE(engine->generate({r})[0].error.ok());
+}
+
+// Whether `text` is a choice, or the start of one.
+bool is_choice(const std::vector<std::string>& choices, const std::string& text) {
+  return std::find(choices.begin(), choices.end(), text) != choices.end();
+}
+bool starts_a_choice(const std::vector<std::string>& choices, const std::string& text) {
+  return std::any_of(choices.begin(), choices.end(), [&](const std::string& c) { return c.starts_with(text); });
+}
+
+// choice (vLLM's structured_outputs.choice): the text is one of the choices. Greedy, each token is the first
+// likeliest of those that keep the text the start of a choice (and EOS where the text is a choice that another one
+// continues), found here by brute force over the vocabulary against the raw logits.
+TEST_F(EngineBehaviour, ChoiceTextIsOneOfTheChoicesAndEachTokenTheLikeliestThatKeepsItSo) {
+  const std::string model = tiny_model("gpt2");
+  auto engine = make_engine(model, true);
+  const Tokenizer& tok = engine->tokenizer();
+  const int64_t vocab = engine->model_config().vocab_size;
+  std::vector<std::string> piece(static_cast<size_t>(vocab));
+  for (int32_t t = 0; t < vocab; ++t) piece[static_cast<size_t>(t)] = tok.decode({t}, /*skip_special=*/true);
+  const std::vector<std::string> choices = {"positive", "negative", "neutral", "mixed", "mixed feelings", "n/a"};
+  Request r;
+  r.params.temperature = 0;
+  r.params.max_tokens = 32;
+  r.params.choice = choices;
+  r.keep_logits = true;
+  for (const std::string prompt : {"Review: the soup was cold. Sentiment:", "Label:", "x"}) {
+    r.prompt = prompt;
+    const Output out = engine->generate({r})[0];
+    ASSERT_TRUE(out.error.ok()) << out.error.to_string();
+    EXPECT_TRUE(is_choice(choices, out.text)) << out.text;
+    EXPECT_EQ(out.finish_reason, FinishReason::kStop);
+    ASSERT_EQ(out.logits.size(), out.token_ids.size() * static_cast<size_t>(vocab));
+    std::string text;
+    for (size_t i = 0; i < out.token_ids.size(); ++i) {
+      const float* row = out.logits.data() + i * static_cast<size_t>(vocab);
+      int32_t best = -1;
+      for (int32_t t = 0; t < vocab; ++t) {
+        const std::string& p = piece[static_cast<size_t>(t)];
+        const bool ends = t == 50256 && is_choice(choices, text);  // another choice continues it, or it would be done
+        if (!ends && (p.empty() || !starts_a_choice(choices, text + p))) continue;
+        if (best < 0 || row[t] > row[best]) best = t;
+      }
+      EXPECT_EQ(out.token_ids[i], best) << "token " << i << " of \"" << out.text << "\"";
+      text += piece[static_cast<size_t>(out.token_ids[i])];
+    }
+    EXPECT_EQ(text, out.text);
+  }
+  // Sampled, n = 16: every completion is a choice, the same alone and beside another request.
+  r.keep_logits = false;
+  r.prompt = "Label:";
+  r.params.temperature = 1.5f;
+  r.params.n = 16;
+  r.params.seed = 7;
+  Request other;
+  other.prompt = "Something else entirely";
+  other.params.temperature = 1.0f;
+  other.params.max_tokens = 9;
+  other.params.seed = 8;
+  const std::vector<Output> alone = engine->generate({r});
+  const std::vector<Output> batched = engine->generate({other, r});
+  ASSERT_EQ(alone.size(), 16u);
+  ASSERT_EQ(batched.size(), 17u);
+  std::set<std::string> seen;
+  for (size_t i = 0; i < alone.size(); ++i) {
+    EXPECT_TRUE(is_choice(choices, alone[i].text)) << alone[i].text;
+    EXPECT_EQ(alone[i].finish_reason, FinishReason::kStop);
+    EXPECT_EQ(alone[i].token_ids, batched[i + 1].token_ids);
+    seen.insert(alone[i].text);
+  }
+  EXPECT_GE(seen.size(), 2u) << "a draw at temperature 1.5 over a random model picks more than one choice";
+}
+
+TEST_F(EngineBehaviour, ChoiceEndsWithEosWhereAnotherGoesOnAndOtherStopsStillApply) {
+  const std::string model = tiny_model("gpt2");
+  auto engine = make_engine(model, true);
+  Request r;
+  r.prompt = "Answer:";
+  r.params.temperature = 0;
+  r.params.max_tokens = 16;
+  r.params.choice = std::vector<std::string>{"yes", "yes, sir"};
+  r.params.logit_bias[50256] = 100;  // EOS, wherever it may be drawn
+  Output out = engine->generate({r})[0];
+  EXPECT_EQ(out.text, "yes");
+  EXPECT_EQ(out.token_ids.back(), 50256);
+  EXPECT_EQ(out.finish_reason, FinishReason::kStop);
+  r.params.ignore_eos = true;  // EOS does not end it: the longer choice is the only way on
+  out = engine->generate({r})[0];
+  EXPECT_EQ(out.text, "yes, sir");
+  EXPECT_EQ(out.finish_reason, FinishReason::kStop);
+  // A choice cut short by max_tokens ends with length; a stop string inside a choice still stops it.
+  r.params.ignore_eos = false;
+  r.params.logit_bias.clear();
+  r.params.choice = std::vector<std::string>{"mixed feelings about it"};
+  r.params.max_tokens = 2;
+  out = engine->generate({r})[0];
+  EXPECT_EQ(out.finish_reason, FinishReason::kLength);
+  EXPECT_TRUE(std::string("mixed feelings about it").starts_with(out.text) && !out.text.empty()) << out.text;
+  r.params.max_tokens = 16;
+  r.params.stop = {"feel"};
+  out = engine->generate({r})[0];
+  EXPECT_EQ(out.text, "mixed ");
+  EXPECT_EQ(out.stop_str, "feel");
+  // Bad choices fail the request alone, with the reason.
+  auto error_of = [&](SamplingParams p) { Request bad = r; bad.params = p; return engine->generate({bad})[0].error.message(); };
+  SamplingParams p;
+  p.choice = std::vector<std::string>{};
+  EXPECT_NE(error_of(p).find("choice must hold at least one string"), std::string::npos) << error_of(p);
+  p.choice = std::vector<std::string>{"a", ""};
+  EXPECT_NE(error_of(p).find("choice[1] is empty"), std::string::npos) << error_of(p);
+  p.choice = std::vector<std::string>{"caf\xc3"};
+  EXPECT_NE(error_of(p).find("choice[0] is not valid UTF-8"), std::string::npos) << error_of(p);
+  p.choice = std::vector<std::string>{"a"};
+  p.min_tokens = 1;
+  EXPECT_NE(error_of(p).find("min_tokens cannot be combined with choice"), std::string::npos) << error_of(p);
+  p.min_tokens = 0;
+  p.allowed_token_ids = std::vector<int32_t>{13};  // "." starts no choice
+  EXPECT_NE(error_of(p).find("allowed_token_ids, choice, bad_words and min_tokens together mask every token"),
+            std::string::npos) << error_of(p);
+}
+
+// A SentencePiece model: a completion of BOS alone drops its first token's leading space, and the choice is
+// matched on the text as it is shown.
+TEST(EngineChoice, SentencePieceLeadingSpace) {
+  KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  auto engine = make_engine(testing::shared_dir() + "/models/stories260K/stories260K.gguf", true);
+  ASSERT_NE(engine, nullptr);
+  const std::vector<std::string> choices = {"Once upon a time", "Lily", "The cat sat"};
+  const Tokenizer& tok = engine->tokenizer();
+  for (const std::string prompt : {"", "Once upon a time, there was"}) {
+    int spaced_first = 0;  // completions whose first token is "▁..." (its space dropped after BOS alone)
+    Request r;
+    r.prompt = prompt;
+    r.params.choice = choices;
+    r.params.max_tokens = 32;
+    r.params.temperature = 1.0f;
+    r.params.n = 12;
+    r.params.seed = 3;
+    for (const Output& o : engine->generate({r})) {
+      EXPECT_TRUE(is_choice(choices, o.text)) << "prompt \"" << prompt << "\": " << o.text << " " << o.error.to_string();
+      EXPECT_EQ(o.finish_reason, FinishReason::kStop);
+      if (!o.token_ids.empty() && tok.token_piece(o.token_ids[0]).starts_with(" ")) ++spaced_first;
+    }
+    // The model starts a story with "▁Once", "▁Lily", "▁The": after BOS alone these spell the choices.
+    if (prompt.empty()) EXPECT_GT(spaced_first, 0);
+  }
 }
 
 // Every processor at once stays a pure function of the request: the same tokens, text and logprobs alone

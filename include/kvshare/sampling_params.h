@@ -3,7 +3,7 @@
 //
 // Each step, the processors run in vLLM's order on a copy of the model's logits:
 //   logprobs are taken first, from the raw logits (log-softmax, before any processor);
-//   allowed_token_ids (every other token masked) -> bad_words (the token that would complete one masked) ->
+//   allowed_token_ids (every other token masked) -> choice (tokens that leave every choice masked) -> bad_words (the token that would complete one masked) ->
 //   min_tokens (EOS and stop tokens masked) -> logit_bias -> repetition, frequency, presence penalties;
 //   then greedy (temperature 0) takes the largest, or: temperature -> min_p -> top_k -> top_p -> draw.
 #pragma once
@@ -56,6 +56,14 @@ struct SamplingParams {
   // kMaxBadWords, each 1 to kMaxBadWordBytes bytes and not only (ASCII) whitespace; once tokenized, at most
   // kMaxBadWords sequences (as vLLM counts them) of kMaxBadWordTokens tokens in all.
   std::vector<std::string> bad_words;
+  // When set (vLLM's structured_outputs.choice; the server's guided_choice), the generated text is one of these
+  // strings, for a job that labels or classifies: each token is drawn among those that keep the text the start of
+  // a choice (the model may spell it with any tokens), and the request stops with kStop once the text is a choice
+  // that no other one continues. Where one does ("yes" and "yes, sir"), the model's EOS may end it at "yes" (unless
+  // ignore_eos). Other stops still apply (stop strings, stop_token_ids, max_tokens: a choice cut short ends with
+  // kLength). Not empty; at most kMaxChoices strings of UTF-8, none empty, kMaxChoiceBytes in all; not with
+  // min_tokens. Logprobs still come from the raw logits.
+  std::optional<std::vector<std::string>> choice;
   // When set, a longer prompt keeps only its last truncate_prompt_tokens tokens (vLLM's; -1: as many as the
   // context holds with one token to generate). Text up to kTruncatedTextContexts contexts long is then taken
   // (context_limit.h).
@@ -80,6 +88,8 @@ struct SamplingParams {
   static constexpr size_t kMaxBadWords = 128;      // words, and token sequences: vLLM's VLLM_MAX_NUM_BAD_WORDS
   static constexpr size_t kMaxBadWordBytes = 1024;
   static constexpr size_t kMaxBadWordTokens = 1024;  // as vLLM's MAX_BAD_WORDS_TOTAL_TOKENS
+  static constexpr size_t kMaxChoices = 1024;
+  static constexpr size_t kMaxChoiceBytes = 16384;  // all choices together: checking them is linear in this
 
   // The outputs Engine::generate gives a request with these parameters: n, or 1 (its error) when n is out of range.
   int32_t num_outputs() const { return n >= 1 && n <= kMaxN ? n : 1; }

@@ -20,7 +20,9 @@
 #include "kernels/isa.h"
 #include "kv/block_manager.h"
 #include "kv/kv_storage.h"
+#include "sampling/choice.h"
 #include "sampling/stop_strings.h"
+#include "tokenizer/utf8.h"
 
 namespace kvshare {
 
@@ -64,6 +66,8 @@ struct Engine::Impl {
   std::unordered_map<int64_t, std::unique_ptr<Sequence>> seqs;  // by Sequence::id
   std::unordered_map<int64_t, std::unique_ptr<IncrementalDecoder>> decoders;  // by Sequence::id
   std::map<int64_t, std::vector<int32_t>> pinned;  // explicit prefixes: handle -> blocks held
+  std::unique_ptr<TokenTexts> token_texts;  // the vocabulary as text, made for the first request with a choice
+  std::vector<int32_t> choice_tokens;       // scratch: the tokens a choice allows at one draw
   std::vector<Output> pending;  // outputs produced while cache_prefix drove the loop, for the next step()
   int64_t next_id = 0;      // the next request's id
   int64_t next_seq_id = 0;  // the next sequence's (one per completion)
@@ -73,6 +77,7 @@ struct Engine::Impl {
   Status validate(const Request& r, std::vector<int32_t>& prompt, std::vector<std::vector<int32_t>>& bad_words) const;
   Status tokenize_bad_words(const SamplingParams& p, std::vector<std::vector<int32_t>>& bad_words) const;
   Status check_allowed_tokens(const SamplingParams& p, const std::vector<std::vector<int32_t>>& bad_words) const;
+  Result<std::shared_ptr<const ChoiceSet>> make_choices(const SamplingParams& p, bool after_text);
   Output make_output(Sequence& s) const;
   void finish(Sequence& s, FinishReason reason, std::vector<Output>& out, Status error = {});
   std::vector<Output> step();
@@ -247,6 +252,24 @@ Status Engine::Impl::check_allowed_tokens(const SamplingParams& p,
                           std::string(p.min_tokens > 0 ? ", lower min_tokens" : "") + " or ban fewer words");
 }
 
+// SamplingParams::choice checked against the vocabulary (null without one): valid UTF-8, and each choice can
+// be spelled by the tokens, whose texts are gathered once, for the first request that gives choices.
+Result<std::shared_ptr<const ChoiceSet>> Engine::Impl::make_choices(const SamplingParams& p, bool after_text) {
+  if (!p.choice.has_value()) return std::shared_ptr<const ChoiceSet>();
+  for (size_t i = 0; i < p.choice->size(); ++i)
+    if (sanitize_utf8((*p.choice)[i]) != (*p.choice)[i])
+      return invalid_argument("choice[" + std::to_string(i) + "] is not valid UTF-8");
+  if (token_texts == nullptr) {
+    const BpeTokenizer& tok = *loaded.tokenizer;
+    std::vector<std::string> texts(static_cast<size_t>(tok.vocab_size()));
+    for (int32_t id = 0; id < tok.vocab_size(); ++id)
+      if (!tok.is_special(id)) texts[static_cast<size_t>(id)] = tok.token_piece(id);
+    token_texts = std::make_unique<TokenTexts>(std::move(texts), tok.strips_leading_space());
+  }
+  KV_ASSIGN_OR_RETURN(ChoiceSet set, ChoiceSet::make(*p.choice, *token_texts, !after_text));
+  return std::make_shared<const ChoiceSet>(std::move(set));
+}
+
 // One sequence per completion (n of them), queued together so that they are admitted together and share
 // the prompt's full blocks (the first publishes them as planned, the others find them).
 Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
@@ -266,6 +289,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   // prompt holds special tokens only (BOS alone).
   bool after_text = false;
   for (int32_t t : prompt) after_text = after_text || !loaded.tokenizer->is_special(t);
+  KV_ASSIGN_OR_RETURN(std::shared_ptr<const ChoiceSet> choices, make_choices(r.params, after_text));
   for (int32_t index = 0; index < n; ++index) {
     auto seq = std::make_unique<Sequence>(next_seq_id++, prompt, r.params, r.cache_salt, completion_seed(seed, index));
     seq->request_id = id;
@@ -275,6 +299,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
     seq->wants_prompt_logprobs = r.params.prompt_logprobs.has_value() && index == 0 && !prefill_only;
     seq->max_total_tokens = max_total;
     seq->bad_words = bad_words;
+    seq->choices = choices;
     if (!prefill_only && index == 0) m.prompt_tokens += seq->num_prompt_tokens;
     scheduler->add(seq.get());
     decoders[seq->id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, r.params.skip_special_tokens, after_text);
@@ -453,16 +478,22 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
       finish(s, FinishReason::kError, out, st);  // greedy would pick token 0 forever, logprobs would be NaN
       continue;
     }
-    const TokenHistory history{s.tokens, static_cast<size_t>(s.num_prompt_tokens), loaded.eos_ids, s.bad_words};
+    TokenHistory history{s.tokens, static_cast<size_t>(s.num_prompt_tokens), loaded.eos_ids, s.bad_words};
+    if (s.choices != nullptr) {  // EOS may end a choice that another one continues
+      const std::span<const int32_t> ends = s.params.ignore_eos ? std::span<const int32_t>() : loaded.eos_ids;
+      s.choices->allowed(*token_texts, s.choice_text, s.num_generated() == 0, ends, choice_tokens);
+      history.choice_tokens = &choice_tokens;
+    }
     GeneratedTokenLogprobs lp;
     const int32_t token = sampler.sample(row_logits, vocab, s.params, history, s.rng, &lp);
     if (token == Sampler::kNothingToSample) {
       finish(s, FinishReason::kError, out,
              invalid_argument("no token can be generated after " + std::to_string(s.num_generated()) +
-                              " tokens: allowed_token_ids, bad_words and min_tokens together mask every token; "
-                              "allow more tokens or ban fewer"));
+                              " tokens: allowed_token_ids, choice, bad_words and min_tokens together mask every "
+                              "token; allow more tokens or ban fewer"));
       continue;
     }
+    if (s.choices != nullptr) s.choice_text += s.choices->added_text(*token_texts, token, s.num_generated() == 0);
     s.tokens.push_back(token);
     if (s.params.logprobs.has_value()) s.logprobs.push_back(std::move(lp));
     ++m.generated_tokens;
@@ -472,7 +503,9 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     // EOS and stop tokens end it from min_tokens on (the sampler masks them before).
     const TokenStop by_token = s.num_generated() >= s.params.min_tokens ? token_stop(s.params, token) : TokenStop::kNone;
     if (by_token == TokenStop::kNone || s.params.include_stop_str_in_output) s.text += decoders[s.id]->push(token);
-    const FinishReason reason = stop_check(s, token, checked, by_token);
+    FinishReason reason = stop_check(s, token, checked, by_token);
+    if (reason == FinishReason::kNone && s.choices != nullptr && s.choices->complete(s.choice_text))
+      reason = FinishReason::kStop;  // the text is a whole choice, and no other one goes on from it
     if (reason != FinishReason::kNone) {
       finish(s, reason, out);
     } else {

@@ -61,6 +61,24 @@ Status SamplingParams::validate() const {
       return invalid_argument("bad_words[" + whole(static_cast<int64_t>(i)) +
                               "] is empty or only whitespace: give a word, or leave it out");
   }
+  if (choice.has_value()) {
+    if (choice->empty()) return invalid_argument("choice must hold at least one string (leave it out for free text)");
+    if (choice->size() > kMaxChoices)
+      return invalid_argument("choice holds " + whole(static_cast<int64_t>(choice->size())) + " strings; at most " +
+                              whole(kMaxChoices) + " are allowed");
+    size_t bytes = 0;
+    for (size_t i = 0; i < choice->size(); ++i) {
+      if ((*choice)[i].empty())
+        return invalid_argument("choice[" + whole(static_cast<int64_t>(i)) + "] is empty: each choice is some text");
+      bytes += (*choice)[i].size();
+    }
+    if (bytes > kMaxChoiceBytes)
+      return invalid_argument("choice holds " + whole(static_cast<int64_t>(bytes)) + " bytes in all; at most " +
+                              whole(kMaxChoiceBytes) + " are allowed");
+    if (min_tokens > 0)
+      return invalid_argument("min_tokens cannot be combined with choice (a choice ends the output once it is "
+                              "complete): leave min_tokens out");
+  }
   if (n < 1 || n > kMaxN)
     return invalid_argument("n (completions per prompt) must be in [1, " + whole(kMaxN) + "], got " + whole(n));
   if (logprobs.has_value() && (*logprobs < 0 || *logprobs > kMaxLogprobs))
@@ -203,13 +221,14 @@ int32_t draw_token(const float* logits, int64_t vocab, const SamplingParams& p, 
 
 const float* Sampler::process(const float* logits, int64_t vocab, const SamplingParams& p, const TokenHistory& h) {
   const bool below_min_tokens = h.generated().size() < static_cast<size_t>(p.min_tokens);
-  const bool any = p.allowed_token_ids.has_value() || !h.bad_words.empty() || below_min_tokens ||
+  const bool any = p.allowed_token_ids.has_value() || h.choice_tokens != nullptr || !h.bad_words.empty() || below_min_tokens ||
                    !p.logit_bias.empty() || p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
                    p.presence_penalty != 0.0f;
   if (!any) return logits;
   processed_.assign(logits, logits + vocab);
   std::span<float> row(processed_);
   if (p.allowed_token_ids.has_value()) keep_only_tokens(row, *p.allowed_token_ids, kept_);
+  if (h.choice_tokens != nullptr) keep_only_tokens(row, *h.choice_tokens, kept_);
   if (!h.bad_words.empty()) mask_bad_words(row, h.bad_words, h.generated());
   if (below_min_tokens) {
     if (!p.ignore_eos) mask_tokens(row, h.eos_ids);

@@ -76,6 +76,8 @@ class BpeTokenizer {
   Result<std::vector<int32_t>> read_generation_eos_ids(const std::string& path) const;
   bool adds_bos() const;
   bool adds_eos() const;
+  // Whether decoding drops one leading space (SentencePiece's prepended "▁") of the first token.
+  bool strips_leading_space() const;
 
  private:
   friend class IncrementalDecoder;
@@ -86,8 +88,6 @@ class BpeTokenizer {
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
   void merge_by_rank(std::string_view word, std::vector<int32_t>& out) const;
   void merge_by_score(std::string_view word, std::vector<int32_t>& out) const;
-  // Whether decoding drops one leading space (SentencePiece's prepended "▁").
-  bool strips_leading_space() const;
 
   std::unique_ptr<TokenizerModel> model_;
 };

@@ -1,0 +1,107 @@
+#include "sampling/choice.h"
+
+#include <algorithm>
+
+namespace kvshare {
+
+TokenTexts::TokenTexts(std::vector<std::string> texts, bool strip_first_space)
+    : texts_(std::move(texts)), strip_first_space_(strip_first_space) {
+  for (size_t id = 0; id < texts_.size(); ++id) {
+    const std::string& t = texts_[id];
+    if (t.empty()) continue;
+    ids_[t].push_back(static_cast<int32_t>(id));
+    max_length_ = std::max(max_length_, t.size());
+  }
+}
+
+std::span<const int32_t> TokenTexts::ids_of(std::string_view bytes) const {
+  const auto it = ids_.find(bytes);
+  if (it == ids_.end()) return {};
+  return it->second;
+}
+
+namespace {
+
+// Calls f(k, ids) for every k in [1, rest.size()] whose first k bytes of `rest` some tokens add, with those
+// tokens. First token of a completion whose first space is dropped: a token " " + rest[0, k) adds rest[0, k), and
+// so does rest[0, k) itself unless it starts with a space (that one would lose it).
+template <class F>
+void for_each_prefix_token(const TokenTexts& vocab, std::string_view rest, bool first_drops_space, F&& f) {
+  const size_t most = std::min(rest.size(), vocab.max_length());
+  std::string spaced;
+  for (size_t k = 1; k <= most; ++k) {
+    const std::string_view piece = rest.substr(0, k);
+    if (!first_drops_space || piece[0] != ' ') f(k, vocab.ids_of(piece));
+    if (first_drops_space && k < vocab.max_length()) {
+      spaced.assign(1, ' ');
+      spaced.append(piece);
+      f(k, vocab.ids_of(spaced));
+    }
+  }
+}
+
+}  // namespace
+
+Result<ChoiceSet> ChoiceSet::make(const std::vector<std::string>& choices, const TokenTexts& vocab,
+                                  bool strip_first_space) {
+  ChoiceSet set;
+  set.strip_first_space_ = strip_first_space && vocab.strip_first_space();
+  set.choices_ = choices;
+  std::sort(set.choices_.begin(), set.choices_.end());
+  set.choices_.erase(std::unique(set.choices_.begin(), set.choices_.end()), set.choices_.end());
+  for (const std::string& c : set.choices_) {
+    // Backwards: the rest from i can be spelled when a token adds c[i, i + k) and the rest from i + k can be.
+    std::vector<uint8_t> ok(c.size() + 1, 0);
+    ok[c.size()] = 1;
+    for (size_t i = c.size(); i-- > 0;) {
+      for_each_prefix_token(vocab, std::string_view(c).substr(i), false, [&](size_t k, std::span<const int32_t> ids) {
+        if (!ids.empty() && ok[i + k]) ok[i] = 1;
+      });
+    }
+    bool first = false;  // some first token leads to a rest that can be spelled
+    for_each_prefix_token(vocab, c, set.strip_first_space_, [&](size_t k, std::span<const int32_t> ids) {
+      if (!ids.empty() && ok[k]) first = true;
+    });
+    if (!first)
+      return invalid_argument("choice \"" + c + "\" cannot be spelled with this model's tokens (a byte or character "
+                              "it holds is in none of them): change or drop it");
+    set.spellable_.push_back(std::move(ok));
+  }
+  return set;
+}
+
+void ChoiceSet::allowed(const TokenTexts& vocab, std::string_view so_far, bool at_start,
+                        std::span<const int32_t> end_ids, std::vector<int32_t>& out) const {
+  out.clear();
+  const bool drops_space = at_start && strip_first_space_;
+  // The choices that start with so_far are one run of the sorted list.
+  auto it = std::lower_bound(choices_.begin(), choices_.end(), so_far);
+  for (; it != choices_.end() && std::string_view(*it).starts_with(so_far); ++it) {
+    const std::vector<uint8_t>& ok = spellable_[static_cast<size_t>(it - choices_.begin())];
+    const std::string_view rest = std::string_view(*it).substr(so_far.size());
+    if (rest.empty()) {
+      out.insert(out.end(), end_ids.begin(), end_ids.end());
+      continue;
+    }
+    for_each_prefix_token(vocab, rest, drops_space, [&](size_t k, std::span<const int32_t> ids) {
+      if (ok[so_far.size() + k]) out.insert(out.end(), ids.begin(), ids.end());
+    });
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+}
+
+std::string_view ChoiceSet::added_text(const TokenTexts& vocab, int32_t token, bool at_start) const {
+  std::string_view t = vocab.text(token);
+  if (at_start && strip_first_space_ && !t.empty() && t[0] == ' ') t.remove_prefix(1);
+  return t;
+}
+
+bool ChoiceSet::complete(std::string_view so_far) const {
+  auto it = std::lower_bound(choices_.begin(), choices_.end(), so_far);
+  if (it == choices_.end() || *it != so_far) return false;
+  ++it;  // choices are unique: a longer one that starts with so_far comes next, if any
+  return it == choices_.end() || !std::string_view(*it).starts_with(so_far);
+}
+
+}  // namespace kvshare

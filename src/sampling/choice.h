@@ -1,0 +1,68 @@
+// Guided choice (vLLM's structured_outputs.choice, OpenAI-server field guided_choice): the generated text must be
+// one of a list of strings, for a batch job that labels or classifies. The constraint works on the bytes each
+// token adds to the text, so the model may spell a choice with any tokens (" positive", "pos" + "itive", byte
+// tokens), as vLLM's grammar backends allow, and a token is offered only when the rest of some choice can still
+// be spelled after it: a draw never runs into a dead end.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/status.h"
+
+namespace kvshare {
+
+// The vocabulary as text: which tokens add which bytes to the output. Built once per tokenizer.
+class TokenTexts {
+ public:
+  // texts[id]: the bytes token `id` adds to the text; "" for a token a choice never uses (control tokens, which
+  // the text leaves out, and tokens that add nothing). strip_first_space: the text drops one leading space of the
+  // first token when a completion does not continue prompt text (SentencePiece's prepended "▁").
+  TokenTexts(std::vector<std::string> texts, bool strip_first_space);
+  TokenTexts(const TokenTexts&) = delete;  // its index views its own strings
+  TokenTexts& operator=(const TokenTexts&) = delete;
+
+  // The ids whose text is exactly `bytes` (none for "").
+  std::span<const int32_t> ids_of(std::string_view bytes) const;
+  const std::string& text(int32_t id) const { return texts_[static_cast<size_t>(id)]; }
+  size_t max_length() const { return max_length_; }
+  bool strip_first_space() const { return strip_first_space_; }
+
+ private:
+  std::vector<std::string> texts_;
+  std::unordered_map<std::string_view, std::vector<int32_t>> ids_;  // keys view texts_
+  size_t max_length_ = 0;
+  bool strip_first_space_ = false;
+};
+
+// A request's choices, checked against the vocabulary once (its n completions share it).
+class ChoiceSet {
+ public:
+  // Sorted, duplicates dropped; an error names a choice that no tokens of `vocab` can spell. `strip_first_space`:
+  // the completion's first token drops a leading space (TokenTexts::strip_first_space, when it does not continue
+  // prompt text).
+  static Result<ChoiceSet> make(const std::vector<std::string>& choices, const TokenTexts& vocab,
+                                bool strip_first_space);
+
+  // The tokens that may come after `so_far` (the bytes generated until now; `at_start`: none yet): each token
+  // whose text extends it to the start of a choice whose rest can still be spelled, and `end_ids` (EOS) when
+  // `so_far` is a whole choice that another one continues. Sorted, without duplicates, into `out`.
+  void allowed(const TokenTexts& vocab, std::string_view so_far, bool at_start, std::span<const int32_t> end_ids,
+               std::vector<int32_t>& out) const;
+  // The bytes `token` adds after `so_far` (its text, without the leading space that the first token drops).
+  std::string_view added_text(const TokenTexts& vocab, int32_t token, bool at_start) const;
+  // Whether `so_far` is a whole choice that no other choice continues: the output is complete.
+  bool complete(std::string_view so_far) const;
+
+ private:
+  std::vector<std::string> choices_;
+  // spellable_[c][i]: the bytes of choice c from i on can be spelled by tokens (i = size: nothing left).
+  std::vector<std::vector<uint8_t>> spellable_;
+  bool strip_first_space_ = false;
+};
+
+}  // namespace kvshare
