@@ -549,6 +549,40 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
   EXPECT_EQ(outs[19]["token_ids"].size(), 2u) << outs[19].dump();
 }
 
+// A batch line's choices (vLLM's guided_choice or structured_outputs.choice): each completion's text is one of them;
+// bad choices fail their own line.
+TEST_F(CliTest, BatchLinesTakeChoices) {
+  const std::vector<std::string> labels = {"positive", "negative", "neutral"};
+  std::string in;
+  in += json{{"prompt", "Review: great. Sentiment:"}, {"guided_choice", labels}, {"n", 4}, {"seed", 1}}.dump() + "\n";
+  in += json{{"prompt", "Review: awful. Sentiment:"}, {"structured_outputs", {{"choice", labels}}}, {"temperature", 0}}
+            .dump() + "\n";
+  in += "{\"prompt\": \"x\", \"guided_choice\": \"yes\"}\n";
+  in += "{\"prompt\": \"x\", \"guided_choice\": [\"a\"], \"structured_outputs\": {\"choice\": [\"a\"]}}\n";
+  in += "{\"prompt\": \"x\", \"structured_outputs\": {\"regex\": \"a+\"}}\n";
+  in += "{\"prompt\": \"x\", \"guided_choice\": []}\n";
+  const std::string in_path = scratch() + "/choices.jsonl", out_path = scratch() + "/choices-out.jsonl";
+  write_file(in_path, in);
+  const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
+                            "--kv-cache-memory", "64MiB", "--max-tokens", "16"});
+  EXPECT_EQ(r.signal, 0) << r;
+  EXPECT_EQ(r.exit_code, 1) << r;
+  const std::vector<json> outs = read_jsonl(out_path);
+  ASSERT_EQ(outs.size(), 9u) << r;
+  for (size_t i = 0; i < 5; ++i) {
+    SCOPED_TRACE(outs[i].dump());
+    EXPECT_EQ(outs[i].value("finish_reason", ""), "stop");
+    EXPECT_NE(std::find(labels.begin(), labels.end(), outs[i].value("text", "")), labels.end());
+  }
+  const std::vector<std::string> want = {"must be an array of strings", "give the choices once",
+                                         "regex is not supported, only choice", "choice must hold at least one string"};
+  for (size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE(outs[5 + i].dump());
+    EXPECT_EQ(outs[5 + i].value("finish_reason", ""), "error");
+    EXPECT_TRUE(contains(outs[5 + i].value("error", ""), want[i]));
+  }
+}
+
 // A completion that fails alone fails its line: counted, reported on stderr, exit 1. Here a completion fails when
 // its first token is A: allowed_token_ids {A, B} and the bad words "A A" and "A B" leave it nothing to draw next.
 // Each completion draws its own first token, so some lines fail in completion 1 only (this was counted only when

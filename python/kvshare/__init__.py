@@ -20,13 +20,50 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from ._kvshare import MAX_KV_CACHE_FRACTION, _Engine, _Request, _SamplingParams, _Tokenizer
 
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Logprob", "Tokenizer", "PrefixHandle"]
+__all__ = ["LLM", "SamplingParams", "StructuredOutputsParams", "RequestOutput", "CompletionOutput", "Logprob", "Tokenizer", "PrefixHandle"]
 __version__ = "0.1.0"
 
 _MAX_N = 128  # SamplingParams::kMaxN
 
 PromptType = Union[str, Sequence[int], Dict[str, Any]]
 Conversation = Sequence[Dict[str, Any]]
+
+
+class StructuredOutputsParams:
+    """What the output must be, as vLLM's StructuredOutputsParams, of which kvshare does `choice`: the generated
+    text is one of these strings (a label, a class), each token drawn among those that keep it the start of one.
+    It ends once the text is a choice that no other one continues (where one does, the model's EOS may end it
+    there). vLLM's other constraints (json, regex, grammar, json_object, structural_tag) raise ValueError."""
+
+    _CONSTRAINTS = ("json", "regex", "grammar", "json_object", "structural_tag")
+
+    def __init__(self, *, choice: Optional[Sequence[str]] = None, json: Any = None, regex: Optional[str] = None,
+                 grammar: Optional[str] = None, json_object: Optional[bool] = None,
+                 structural_tag: Optional[str] = None) -> None:
+        given = {"json": json, "regex": regex, "grammar": grammar, "json_object": json_object,
+                 "structural_tag": structural_tag}
+        for name in self._CONSTRAINTS:
+            if given[name] is not None and given[name] is not False:
+                raise ValueError(f"StructuredOutputsParams({name}=...) is not supported: kvshare constrains the "
+                                 "output only to a list of strings (choice=[...])")
+        if choice is None:
+            raise ValueError("StructuredOutputsParams needs choice=[...] (the strings the output may be)")
+        if isinstance(choice, (str, bytes, dict)) or not isinstance(choice, Iterable):
+            raise TypeError(f"choice must be a list of str, not {type(choice).__name__}")
+        self.choice = list(choice)
+        for c in self.choice:
+            if not isinstance(c, str):
+                raise TypeError(f"choice must be a list of str, got a list holding {type(c).__name__}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StructuredOutputsParams):
+            return NotImplemented
+        return self.choice == other.choice
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"StructuredOutputsParams(choice={self.choice!r})"
 
 
 class SamplingParams:
@@ -45,7 +82,8 @@ class SamplingParams:
     keep them); truncate_prompt_tokens k: a longer prompt keeps its last k tokens (-1: as many as the context
     holds); n completions per prompt; logprobs k (0 to 20) returns each
     token's Logprob and the k likeliest; prompt_logprobs k the same for the prompt's tokens
-    (RequestOutput.prompt_logprobs).
+    (RequestOutput.prompt_logprobs); structured_outputs=StructuredOutputsParams(choice=[...]): the text is one of
+    these strings (not with min_tokens).
 
     The constructor raises ValueError for a value out of range and TypeError for a value of the wrong type, naming
     the field. Fields may be set later, and stop, stop_token_ids, bad_words and logit_bias changed in place
@@ -58,7 +96,7 @@ class SamplingParams:
     _FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop_token_ids", "ignore_eos", "min_p",
                "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "min_tokens", "stop",
                "include_stop_str_in_output", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
-               "skip_special_tokens", "truncate_prompt_tokens", "bad_words")
+               "skip_special_tokens", "truncate_prompt_tokens", "bad_words", "structured_outputs")
 
     def __init__(self, *, temperature: float = 1.0, top_p: float = 1.0, top_k: Optional[int] = None,
                  max_tokens: int = 16, seed: Optional[int] = None, stop_token_ids: Optional[Sequence[int]] = None,
@@ -68,7 +106,8 @@ class SamplingParams:
                  stop: Union[None, str, Sequence[str]] = None, include_stop_str_in_output: bool = False,
                  n: int = 1, logprobs: Optional[int] = None, prompt_logprobs: Optional[int] = None,
                  allowed_token_ids: Optional[Sequence[int]] = None, skip_special_tokens: bool = True,
-                 truncate_prompt_tokens: Optional[int] = None, bad_words: Optional[Sequence[str]] = None) -> None:
+                 truncate_prompt_tokens: Optional[int] = None, bad_words: Optional[Sequence[str]] = None,
+                 structured_outputs: Optional[StructuredOutputsParams] = None) -> None:
         values = locals()
         for name in self._FIELDS:
             setattr(self, name, values[name])
@@ -132,6 +171,10 @@ class SamplingParams:
             if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
                 raise bad("a list of token ids")
             return [integer(t, "a list of int token ids, holding") for t in value]
+        if name == "structured_outputs":
+            if value is not None and not isinstance(value, StructuredOutputsParams):
+                raise bad("a StructuredOutputsParams or None")
+            return value
         if name == "logit_bias":
             if value is None:
                 return {}
@@ -160,7 +203,8 @@ class SamplingParams:
         seed = values["seed"]
         if seed is not None and not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-        return _SamplingParams(**values)
+        structured = values.pop("structured_outputs")
+        return _SamplingParams(**values, choice=None if structured is None else list(structured.choice))
 
     def clone(self) -> "SamplingParams":
         """A deep copy (its lists and dict are its own), as vLLM's clone()."""

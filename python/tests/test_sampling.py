@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from kvshare import Logprob, SamplingParams
+from kvshare import Logprob, SamplingParams, StructuredOutputsParams
 
 
 def test_new_fields_round_trip_and_defaults():
@@ -163,6 +163,33 @@ def test_bad_words_are_not_generated(stories):
     with pytest.raises(TypeError, match="bad_words must be a list of str"):
         SamplingParams(bad_words="darn")
     assert SamplingParams(bad_words=None).bad_words == []
+
+
+def test_structured_outputs_choice(stories):
+    # vLLM's spelling: the text is one of the choices, for every completion.
+    choices = ["happy", "sad", "a little bit scared"]
+    params = SamplingParams(temperature=1.5, seed=2, n=8, max_tokens=30,
+                            structured_outputs=StructuredOutputsParams(choice=choices))
+    outs = stories.generate(["Once upon a time", "The dog felt"], params)
+    for out in outs:
+        assert all(c.text in choices and c.finish_reason == "stop" for c in out.outputs), \
+            [c.text for c in out.outputs]
+    assert len({c.text for out in outs for c in out.outputs}) > 1
+    assert params.structured_outputs == StructuredOutputsParams(choice=choices)
+    assert "choice=['happy'" in repr(params)
+    params.structured_outputs.choice.append("")  # changed in place: checked again
+    with pytest.raises(ValueError, match=r"choice\[3\] is empty"):
+        stories.generate("x", params)
+    with pytest.raises(ValueError, match="min_tokens cannot be combined with choice"):
+        stories.generate("x", SamplingParams(min_tokens=1, structured_outputs=StructuredOutputsParams(choice=["a"])))
+    with pytest.raises(ValueError, match=r"StructuredOutputsParams\(json=...\) is not supported"):
+        StructuredOutputsParams(json={"type": "object"})
+    with pytest.raises(ValueError, match="needs choice"):
+        StructuredOutputsParams()
+    with pytest.raises(TypeError, match="choice must be a list of str"):
+        StructuredOutputsParams(choice="yes")
+    with pytest.raises(TypeError, match="structured_outputs must be a StructuredOutputsParams or None"):
+        SamplingParams(structured_outputs={"choice": ["a"]})
 
 
 def test_truncate_prompt_tokens_keeps_the_last_tokens(stories):

@@ -23,7 +23,7 @@ constexpr const char* kRequestFields[] = {
     "prompt", "prompt_token_ids", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "ignore_eos",
     "cache_salt", "stop", "stop_token_ids", "include_stop_str_in_output", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "logit_bias", "min_tokens", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
-    "skip_special_tokens", "bad_words", "truncate_prompt_tokens"};
+    "skip_special_tokens", "bad_words", "truncate_prompt_tokens", "guided_choice", "structured_outputs"};
 
 // A JSON number as the 32-bit float the sampler uses: a value a float cannot hold (1e308 would become inf,
 // 1e-300 would become 0) is an error naming the field, not a different value.
@@ -102,6 +102,27 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
     if (!v.is_array() || !std::all_of(v.begin(), v.end(), [](const json& e) { return e.is_string(); }))
       return invalid_argument("\"bad_words\" must be an array of strings");
     p.bad_words = v.get<std::vector<std::string>>();
+  }
+  // The output is one of a list of strings: guided_choice, or structured_outputs.choice (vLLM's two spellings, as
+  // the server takes them); structured_outputs may set no other constraint.
+  const json* choice = present("guided_choice") ? &j["guided_choice"] : nullptr;
+  if (present("structured_outputs")) {
+    const json& so = j["structured_outputs"];
+    if (!so.is_object()) return invalid_argument("\"structured_outputs\" must be an object such as {\"choice\": [...]}");
+    for (const auto& [key, value] : so.items())
+      if (key != "choice" && !value.is_null() && value != false)
+        return invalid_argument("\"structured_outputs\": " + key + " is not supported, only choice (a list of strings)");
+    if (auto it = so.find("choice"); it != so.end() && !it->is_null()) {
+      if (choice != nullptr)
+        return invalid_argument("give the choices once: \"guided_choice\" or \"structured_outputs\".choice");
+      choice = &*it;
+    }
+  }
+  if (choice != nullptr) {
+    if (!choice->is_array() || !std::all_of(choice->begin(), choice->end(), [](const json& e) { return e.is_string(); }))
+      return invalid_argument("the choices (\"guided_choice\" or \"structured_outputs\".choice) must be an array of "
+                              "strings");
+    p.choice = choice->get<std::vector<std::string>>();
   }
   if (present("allowed_token_ids")) {  // null: every token, as vLLM's None
     if (!j["allowed_token_ids"].is_array())

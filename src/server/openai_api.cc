@@ -203,6 +203,39 @@ void read_logit_bias(FieldReader& r, SamplingParams& p) {
   }
 }
 
+// guided_choice (vLLM's OpenAI field) or structured_outputs.choice (its newer form): the output is one of these
+// strings. structured_outputs' other constraints (json, regex, grammar, json_object, structural_tag) are refused;
+// an object that sets none (vLLM takes {}) asks for nothing.
+void read_choice(FieldReader& r, SamplingParams& p) {
+  const json* guided = r.get("guided_choice");
+  if (guided != nullptr && guided->is_null()) guided = nullptr;
+  const json* choice = guided;
+  std::string field = "guided_choice";
+  if (const json* so = r.get("structured_outputs"); so != nullptr && !so->is_null()) {
+    if (!so->is_object()) return r.fail("structured_outputs", "structured_outputs must be an object, such as "
+                                                              "{\"choice\": [\"yes\", \"no\"]}");
+    for (const auto& [key, value] : so->items()) {
+      if (key == "choice" || value.is_null() || value == false) continue;
+      return r.fail("structured_outputs", "structured_outputs." + key + " is not supported: this server constrains its "
+                                          "output only to a list of strings (structured_outputs.choice)");
+    }
+    if (const auto it = so->find("choice"); it != so->end() && !it->is_null()) {
+      if (guided != nullptr)
+        return r.fail("structured_outputs", "give the choices once: guided_choice or structured_outputs.choice");
+      choice = &*it;
+      field = "structured_outputs.choice";
+    }
+  }
+  if (choice == nullptr) return;
+  if (!choice->is_array() || !std::all_of(choice->begin(), choice->end(), [](const json& c) { return c.is_string(); }))
+    return r.fail(field, field + " must be a list of strings");
+  SamplingParams checked;  // SamplingParams::validate holds the rules; the error names this field
+  checked.choice = choice->get<std::vector<std::string>>();
+  if (Status st = checked.validate(); !st.ok())  // "choice ..." names the field as the client gave it
+    return r.fail(field, field + st.message().substr(std::string_view("choice").size()));
+  p.choice = std::move(checked.choice);
+}
+
 // Sampling fields both endpoints share.
 void read_sampling(FieldReader& r, GenerationCall& call) {
   SamplingParams& p = call.params;
@@ -281,16 +314,14 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
       r.fail("response_format", "response_format of type " + (*rf)["type"].dump() +
                                     " is not supported; only {\"type\": \"text\"} (leave it out)");
   }
-  // vLLM's constrained decoding and beam search: likewise refused, not ignored.
-  for (const char* name : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"}) {
+  read_choice(r, p);
+  // vLLM's other constrained decoding: refused, not ignored. A guided_json of {} is a schema, one that any JSON
+  // value meets: vLLM constrains the output to JSON for it.
+  for (const char* name : {"guided_json", "guided_regex", "guided_grammar"}) {
     const json* v = r.get(name);
-    // structured_outputs is an object of constraints: one with none set (vLLM takes {}) asks for nothing. A
-    // guided_json of {} is a schema, one that any JSON value meets: vLLM constrains the output to JSON for it.
-    const bool none_set = std::string_view(name) == "structured_outputs" && v != nullptr && v->is_object() &&
-                          std::all_of(v->begin(), v->end(), [](const json& c) { return c.is_null(); });
-    const bool asks = v != nullptr && !v->is_null() && !none_set;
-    if (asks)
-      r.fail(name, std::string(name) + " is not supported: this server does not constrain its output (leave it out)");
+    if (v != nullptr && !v->is_null())
+      r.fail(name, std::string(name) + " is not supported: this server constrains its output only to a list of "
+                                       "strings (guided_choice); leave it out");
   }
   bool beam_search = false;
   r.boolean("use_beam_search", beam_search);

@@ -86,6 +86,13 @@ TEST(OpenAiApi, SamplingFields) {
   EXPECT_TRUE(parse_ok(R"({"prompt": "x", "use_beam_search": false, "guided_json": null})").params.n == 1);
   EXPECT_TRUE(parse_ok(R"({"prompt": "x", "structured_outputs": {}})").params.n == 1);  // no constraint, as vLLM
   EXPECT_TRUE(parse_ok(R"({"prompt": "x", "structured_outputs": {"json": null}})").params.n == 1);
+  // The output as one of a list of strings: vLLM's two spellings.
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "guided_choice": ["yes", "no"]})").params.choice,
+            (std::vector<std::string>{"yes", "no"}));
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "structured_outputs": {"choice": ["a"], "json": null, "json_object": false}})")
+                .params.choice,
+            (std::vector<std::string>{"a"}));
+  EXPECT_FALSE(parse_ok(R"({"prompt": "x", "guided_choice": null})").params.choice.has_value());
   EXPECT_TRUE(parse_ok(R"({"prompt": "x", "bad_words": null})").params.bad_words.empty());
   EXPECT_EQ(parse_ok(R"({"prompt": "x", "truncate_prompt_tokens": -1})").params.truncate_prompt_tokens, -1);
   ASSERT_TRUE(c.params.logprobs.has_value());
@@ -149,7 +156,15 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "allowed_token_ids": [1, -1]})", false, "allowed_token_ids"},
       {R"({"prompt": "x", "skip_special_tokens": 1})", false, "skip_special_tokens"},
       {R"({"prompt": "x", "bad_words": "darn"})", false, "bad_words"},
-      {R"({"prompt": "x", "guided_choice": ["yes", "no"]})", false, "guided_choice"},
+      {R"({"prompt": "x", "guided_choice": []})", false, "guided_choice"},
+      {R"({"prompt": "x", "guided_choice": "yes"})", false, "guided_choice"},
+      {R"({"prompt": "x", "guided_choice": ["yes", 1]})", false, "guided_choice"},
+      {R"({"prompt": "x", "guided_choice": ["yes", ""]})", false, "guided_choice"},
+      {R"({"prompt": "x", "structured_outputs": {"choice": []}})", false, "structured_outputs.choice"},
+      {R"({"prompt": "x", "structured_outputs": ["a"]})", false, "structured_outputs"},
+      {R"({"prompt": "x", "structured_outputs": {"choice": ["a"]}, "guided_choice": ["a"]})", false,
+       "structured_outputs"},
+      {R"({"prompt": "x", "structured_outputs": {"choice": ["a"], "json_object": true}})", false, "structured_outputs"},
       {R"({"prompt": "x", "guided_json": {"type": "object"}})", false, "guided_json"},
       {R"({"prompt": "x", "guided_json": {}})", false, "guided_json"},  // the schema any JSON value meets
       {R"({"prompt": "x", "guided_grammar": "root ::= \"a\""})", false, "guided_grammar"},

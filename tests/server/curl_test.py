@@ -366,10 +366,9 @@ class ServerTest(unittest.TestCase):
                                                      "add_special_tokens": False, "truncate_prompt_tokens": 20})[2])
         no_bos = json.loads(self.post("/tokenize", {"prompt": "word " * 100, "add_special_tokens": False})[2])["tokens"]
         self.assertEqual(r["choices"][0]["prompt_token_ids"], no_bos[-20:])
-        # Constrained decoding and beam search are refused, not ignored.
-        for field, value in [("guided_choice", ["yes", "no"]), ("guided_json", {"type": "object"}),
-                             ("guided_regex", "a+"), ("structured_outputs", {"choice": ["a"]}),
-                             ("use_beam_search", True)]:
+        # Constrained decoding other than a choice, and beam search, are refused, not ignored.
+        for field, value in [("guided_json", {"type": "object"}), ("guided_regex", "a+"),
+                             ("structured_outputs", {"regex": "a+"}), ("use_beam_search", True)]:
             self.assert_error(self.post("/v1/completions", {"prompt": "x", field: value}), 400, field,
                               contains="not supported")
 
@@ -498,6 +497,34 @@ class ServerTest(unittest.TestCase):
                           contains="list of strings")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "bad_words": ["a", "\n"]}), 400, "bad_words",
                           contains="bad_words[1] is empty or only whitespace")
+
+    def test_guided_choice(self):
+        # The reply is one of the choices, on both endpoints, streamed or not, in both of vLLM's spellings; with n = 6
+        # at a high temperature more than one choice comes back.
+        choices = ["positive", "negative", "neutral", "mixed feelings"]
+        for path, body, text_of in [
+                ("/v1/completions", {"prompt": "The soup was cold. Sentiment:"}, lambda c: c["text"]),
+                ("/v1/chat/completions", {"messages": [{"role": "user", "content": "The soup was cold. Sentiment?"}]},
+                 lambda c: c["message"]["content"])]:
+            for constraint in [{"guided_choice": choices}, {"structured_outputs": {"choice": choices}}]:
+                r = json.loads(self.post(path, dict(body, **constraint, n=6, temperature=1.8, seed=4,
+                                                    max_tokens=20))[2])
+                texts = [text_of(c) for c in r["choices"]]
+                self.assertTrue(all(t in choices for t in texts), texts)
+                self.assertEqual({c["finish_reason"] for c in r["choices"]}, {"stop"})
+                self.assertGreater(len(set(texts)), 1, texts)
+        code, _, text = self.post("/v1/completions", {"prompt": "Sentiment:", "guided_choice": choices, "stream": True,
+                                                      "temperature": 0, "max_tokens": 20})
+        self.assertEqual(code, 200, text)
+        streamed = "".join(e["choices"][0]["text"] for e in sse_events(text) if isinstance(e, dict) and e.get("choices"))
+        self.assertIn(streamed, choices)
+        whole = json.loads(self.post("/v1/completions", {"prompt": "Sentiment:", "guided_choice": choices,
+                                                         "temperature": 0, "max_tokens": 20})[2])
+        self.assertEqual(whole["choices"][0]["text"], streamed)
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "guided_choice": []}), 400, "guided_choice",
+                          contains="guided_choice must hold at least one string")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "guided_choice": ["a"], "min_tokens": 2}), 400,
+                          contains="min_tokens cannot be combined with choice")
 
     def test_streaming_completion(self):
         body = {"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0}

@@ -171,6 +171,12 @@ test('vLLM\'s extra fields pass through the SDK unchanged, as with vLLM', { skip
   }
   assert.ok(usages > 0);
   assert.equal(ids.length, last.completion_tokens);
+  // guided_choice: the reply is one of the strings, as the vLLM docs show it with this SDK.
+  const labels = ['positive', 'negative'];
+  const choice = await client.chat.completions.create({ model: 'tiny', max_completion_tokens: 16, n: 4,
+    messages: [{ role: 'user', content: 'Classify: the soup was cold.' }], guided_choice: labels });
+  assert.equal(choice.choices.length, 4);
+  for (const ch of choice.choices) assert.ok(labels.includes(ch.message.content), ch.message.content);
 });
 
 test('errors arrive as the SDK\'s typed errors', { skip }, async () => {
