@@ -892,18 +892,23 @@ TEST_F(EngineBehaviour, ChoiceTextIsOneOfTheChoicesAndEachTokenTheLikeliestThatK
   const Tokenizer& tok = engine->tokenizer();
   const int64_t vocab = engine->model_config().vocab_size;
   std::vector<std::string> piece(static_cast<size_t>(vocab));
-  for (int32_t t = 0; t < vocab; ++t) piece[static_cast<size_t>(t)] = tok.decode({t}, /*skip_special=*/true);
+  // Each token's raw bytes (part of a character, maybe); none for special tokens, which the text leaves out.
+  for (int32_t t = 0; t < vocab; ++t)
+    if (!tok.decode({t}, /*skip_special=*/true).empty()) piece[static_cast<size_t>(t)] = tok.token_piece(t);
   const std::vector<std::string> choices = {"positive", "negative", "neutral", "mixed", "mixed feelings", "n/a"};
+  const std::vector<std::string> characters = {"caf\xc3\xa9 cr\xc3\xa8me", "\xe6\x97\xa5\xe6\x9c\xac"};  // split by tokens
   Request r;
   r.params.temperature = 0;
   r.params.max_tokens = 32;
-  r.params.choice = choices;
   r.keep_logits = true;
-  for (const std::string prompt : {"Review: the soup was cold. Sentiment:", "Label:", "x"}) {
+  for (const auto& [prompt, set] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"Review: the soup was cold. Sentiment:", choices}, {"Label:", choices}, {"x", choices},
+           {"Label:", characters}}) {
     r.prompt = prompt;
+    r.params.choice = set;
     const Output out = engine->generate({r})[0];
     ASSERT_TRUE(out.error.ok()) << out.error.to_string();
-    EXPECT_TRUE(is_choice(choices, out.text)) << out.text;
+    EXPECT_TRUE(is_choice(set, out.text)) << out.text;
     EXPECT_EQ(out.finish_reason, FinishReason::kStop);
     ASSERT_EQ(out.logits.size(), out.token_ids.size() * static_cast<size_t>(vocab));
     std::string text;
@@ -912,8 +917,8 @@ TEST_F(EngineBehaviour, ChoiceTextIsOneOfTheChoicesAndEachTokenTheLikeliestThatK
       int32_t best = -1;
       for (int32_t t = 0; t < vocab; ++t) {
         const std::string& p = piece[static_cast<size_t>(t)];
-        const bool ends = t == 50256 && is_choice(choices, text);  // another choice continues it, or it would be done
-        if (!ends && (p.empty() || !starts_a_choice(choices, text + p))) continue;
+        const bool ends = t == 50256 && is_choice(set, text);  // another choice continues it, or it would be done
+        if (!ends && (p.empty() || !starts_a_choice(set, text + p))) continue;
         if (best < 0 || row[t] > row[best]) best = t;
       }
       EXPECT_EQ(out.token_ids[i], best) << "token " << i << " of \"" << out.text << "\"";
@@ -922,6 +927,7 @@ TEST_F(EngineBehaviour, ChoiceTextIsOneOfTheChoicesAndEachTokenTheLikeliestThatK
     EXPECT_EQ(text, out.text);
   }
   // Sampled, n = 16: every completion is a choice, the same alone and beside another request.
+  r.params.choice = choices;
   r.keep_logits = false;
   r.prompt = "Label:";
   r.params.temperature = 1.5f;
@@ -1017,8 +1023,18 @@ TEST(EngineChoice, SentencePieceLeadingSpace) {
       if (!o.token_ids.empty() && tok.token_piece(o.token_ids[0]).starts_with(" ")) ++spaced_first;
     }
     // The model starts a story with "▁Once", "▁Lily", "▁The": after BOS alone these spell the choices.
-    if (prompt.empty()) EXPECT_GT(spaced_first, 0);
+    if (prompt.empty()) {
+      EXPECT_GT(spaced_first, 0);
+    }
   }
+  // A choice that starts with a space, after BOS alone: "▁" (its space dropped, it writes nothing) then "▁Lily".
+  Request r;
+  r.prompt = "";
+  r.params.choice = std::vector<std::string>{" Lily"};
+  r.params.temperature = 0;
+  const Output o = engine->generate({r})[0];
+  EXPECT_EQ(o.text, " Lily") << o.error.to_string();
+  EXPECT_EQ(o.finish_reason, FinishReason::kStop);
 }
 
 // Every processor at once stays a pure function of the request: the same tokens, text and logprobs alone

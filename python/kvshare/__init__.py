@@ -39,7 +39,11 @@ class StructuredOutputsParams:
 
     def __init__(self, *, choice: Optional[Sequence[str]] = None, json: Any = None, regex: Optional[str] = None,
                  grammar: Optional[str] = None, json_object: Optional[bool] = None,
-                 structural_tag: Optional[str] = None) -> None:
+                 structural_tag: Optional[str] = None, disable_fallback: bool = False,
+                 disable_any_whitespace: bool = False, disable_additional_properties: bool = False,
+                 whitespace_pattern: Optional[str] = None) -> None:
+        # disable_fallback ... whitespace_pattern: vLLM's options for its grammar backends; they change nothing
+        # for a choice.
         given = {"json": json, "regex": regex, "grammar": grammar, "json_object": json_object,
                  "structural_tag": structural_tag}
         for name in self._CONSTRAINTS:

@@ -175,7 +175,7 @@ def test_structured_outputs_choice(stories):
         assert all(c.text in choices and c.finish_reason == "stop" for c in out.outputs), \
             [c.text for c in out.outputs]
     assert len({c.text for out in outs for c in out.outputs}) > 1
-    assert params.structured_outputs == StructuredOutputsParams(choice=choices)
+    assert params.structured_outputs == StructuredOutputsParams(choice=choices, disable_any_whitespace=True)
     assert "choice=['happy'" in repr(params)
     params.structured_outputs.choice.append("")  # changed in place: checked again
     with pytest.raises(ValueError, match=r"choice\[3\] is empty"):

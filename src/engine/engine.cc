@@ -67,7 +67,13 @@ struct Engine::Impl {
   std::unordered_map<int64_t, std::unique_ptr<IncrementalDecoder>> decoders;  // by Sequence::id
   std::map<int64_t, std::vector<int32_t>> pinned;  // explicit prefixes: handle -> blocks held
   std::unique_ptr<TokenTexts> token_texts;  // the vocabulary as text, made for the first request with a choice
-  std::vector<int32_t> choice_tokens;       // scratch: the tokens a choice allows at one draw
+  // The last few requests' choices, checked (most recent first): a labelling job gives every line the same ones.
+  struct KnownChoices {
+    std::vector<std::string> choices;
+    bool after_text = false;
+    std::shared_ptr<const ChoiceSet> set;
+  };
+  std::vector<KnownChoices> known_choices;
   std::vector<Output> pending;  // outputs produced while cache_prefix drove the loop, for the next step()
   int64_t next_id = 0;      // the next request's id
   int64_t next_seq_id = 0;  // the next sequence's (one per completion)
@@ -266,8 +272,18 @@ Result<std::shared_ptr<const ChoiceSet>> Engine::Impl::make_choices(const Sampli
       if (!tok.is_special(id)) texts[static_cast<size_t>(id)] = tok.token_piece(id);
     token_texts = std::make_unique<TokenTexts>(std::move(texts), tok.strips_leading_space());
   }
-  KV_ASSIGN_OR_RETURN(ChoiceSet set, ChoiceSet::make(*p.choice, *token_texts, !after_text));
-  return std::make_shared<const ChoiceSet>(std::move(set));
+  auto known = std::find_if(known_choices.begin(), known_choices.end(), [&](const KnownChoices& k) {
+    return k.after_text == after_text && k.choices == *p.choice;
+  });
+  if (known == known_choices.end()) {
+    KV_ASSIGN_OR_RETURN(ChoiceSet set, ChoiceSet::make(*p.choice, *token_texts, !after_text));
+    constexpr size_t kKnownChoices = 8;
+    if (known_choices.size() < kKnownChoices) known_choices.emplace_back();
+    known = known_choices.end() - 1;  // the least recent, replaced
+    *known = {*p.choice, after_text, std::make_shared<const ChoiceSet>(std::move(set))};
+  }
+  std::rotate(known_choices.begin(), known, known + 1);
+  return known_choices.front().set;
 }
 
 // One sequence per completion (n of them), queued together so that they are admitted together and share
@@ -481,8 +497,7 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     TokenHistory history{s.tokens, static_cast<size_t>(s.num_prompt_tokens), loaded.eos_ids, s.bad_words};
     if (s.choices != nullptr) {  // EOS may end a choice that another one continues
       const std::span<const int32_t> ends = s.params.ignore_eos ? std::span<const int32_t>() : loaded.eos_ids;
-      s.choices->allowed(*token_texts, s.choice_text, s.num_generated() == 0, ends, choice_tokens);
-      history.choice_tokens = &choice_tokens;
+      history.choice_tokens = &s.choices->allowed(*token_texts, s.choice_text, s.num_generated() == 0, ends);
     }
     GeneratedTokenLogprobs lp;
     const int32_t token = sampler.sample(row_logits, vocab, s.params, history, s.rng, &lp);

@@ -58,22 +58,44 @@ Result<ChoiceSet> ChoiceSet::make(const std::vector<std::string>& choices, const
         if (!ids.empty() && ok[i + k]) ok[i] = 1;
       });
     }
-    bool first = false;  // some first token leads to a rest that can be spelled
+    // Some first token leads to a rest that can be spelled; where the first token drops its space, that may be
+    // a token of one space alone, after which the choice is spelled from its start.
+    bool first = set.strip_first_space_ && !vocab.ids_of(" ").empty() && ok[0];
     for_each_prefix_token(vocab, c, set.strip_first_space_, [&](size_t k, std::span<const int32_t> ids) {
       if (!ids.empty() && ok[k]) first = true;
     });
     if (!first)
-      return invalid_argument("choice \"" + c + "\" cannot be spelled with this model's tokens (a byte or character "
-                              "it holds is in none of them): change or drop it");
+      return invalid_argument("choice \"" + c + "\" cannot be spelled with this model's tokens (no sequence of them "
+                              "writes exactly this text): change or drop it");
     set.spellable_.push_back(std::move(ok));
   }
   return set;
 }
 
-void ChoiceSet::allowed(const TokenTexts& vocab, std::string_view so_far, bool at_start,
-                        std::span<const int32_t> end_ids, std::vector<int32_t>& out) const {
+const std::vector<int32_t>& ChoiceSet::allowed(const TokenTexts& vocab, std::string_view so_far, bool at_start,
+                                               std::span<const int32_t> end_ids) const {
+  const auto same = [&](const Memo& m) {
+    return m.at_start == at_start && m.so_far == so_far && std::equal(m.end_ids.begin(), m.end_ids.end(),
+                                                                      end_ids.begin(), end_ids.end());
+  };
+  auto it = std::find_if(memo_.begin(), memo_.end(), same);
+  if (it == memo_.end()) {
+    if (memo_.size() < kMemo) memo_.emplace_back();
+    it = memo_.end() - 1;  // the least recent, reused
+    it->so_far.assign(so_far);
+    it->at_start = at_start;
+    it->end_ids.assign(end_ids.begin(), end_ids.end());
+    compute_allowed(vocab, so_far, at_start, end_ids, it->tokens);
+  }
+  std::rotate(memo_.begin(), it, it + 1);  // most recent first
+  return memo_.front().tokens;
+}
+
+void ChoiceSet::compute_allowed(const TokenTexts& vocab, std::string_view so_far, bool at_start,
+                                std::span<const int32_t> end_ids, std::vector<int32_t>& out) const {
   out.clear();
   const bool drops_space = at_start && strip_first_space_;
+  bool spelled_from_start = false;  // some choice can be spelled from its first byte (after a lone space)
   // The choices that start with so_far are one run of the sorted list.
   auto it = std::lower_bound(choices_.begin(), choices_.end(), so_far);
   for (; it != choices_.end() && std::string_view(*it).starts_with(so_far); ++it) {
@@ -83,9 +105,14 @@ void ChoiceSet::allowed(const TokenTexts& vocab, std::string_view so_far, bool a
       out.insert(out.end(), end_ids.begin(), end_ids.end());
       continue;
     }
+    spelled_from_start = spelled_from_start || (drops_space && ok[0]);
     for_each_prefix_token(vocab, rest, drops_space, [&](size_t k, std::span<const int32_t> ids) {
       if (ok[so_far.size() + k]) out.insert(out.end(), ids.begin(), ids.end());
     });
+  }
+  if (spelled_from_start) {
+    const std::span<const int32_t> space = vocab.ids_of(" ");
+    out.insert(out.end(), space.begin(), space.end());
   }
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
@@ -99,9 +126,14 @@ std::string_view ChoiceSet::added_text(const TokenTexts& vocab, int32_t token, b
 
 bool ChoiceSet::complete(std::string_view so_far) const {
   auto it = std::lower_bound(choices_.begin(), choices_.end(), so_far);
-  if (it == choices_.end() || *it != so_far) return false;
-  ++it;  // choices are unique: a longer one that starts with so_far comes next, if any
-  return it == choices_.end() || !std::string_view(*it).starts_with(so_far);
+  return it != choices_.end() && *it == so_far && !continues(so_far);
+}
+
+bool ChoiceSet::continues(std::string_view so_far) const {
+  auto it = std::upper_bound(choices_.begin(), choices_.end(), so_far);  // past so_far itself
+  for (; it != choices_.end() && std::string_view(*it).starts_with(so_far); ++it)
+    if (spellable_[static_cast<size_t>(it - choices_.begin())][so_far.size()]) return true;
+  return false;
 }
 
 }  // namespace kvshare

@@ -48,17 +48,34 @@ class ChoiceSet {
   static Result<ChoiceSet> make(const std::vector<std::string>& choices, const TokenTexts& vocab,
                                 bool strip_first_space);
 
-  // The tokens that may come after `so_far` (the bytes generated until now; `at_start`: none yet): each token
+  // The tokens that may come after `so_far` (the bytes generated until now; `at_start`: no token yet): each token
   // whose text extends it to the start of a choice whose rest can still be spelled, and `end_ids` (EOS) when
-  // `so_far` is a whole choice that another one continues. Sorted, without duplicates, into `out`.
-  void allowed(const TokenTexts& vocab, std::string_view so_far, bool at_start, std::span<const int32_t> end_ids,
-               std::vector<int32_t>& out) const;
+  // `so_far` is a whole choice that another one continues. Where the first token drops its leading space, a token
+  // that is one space alone adds nothing and ends the start (the next token's space stays): it is offered when a
+  // choice can be spelled from there. Sorted, without duplicates. The n completions of a request share one set
+  // and often stand at the same place: the last kMemo results are kept (the engine's thread alone calls this).
+  const std::vector<int32_t>& allowed(const TokenTexts& vocab, std::string_view so_far, bool at_start,
+                                      std::span<const int32_t> end_ids) const;
   // The bytes `token` adds after `so_far` (its text, without the leading space that the first token drops).
   std::string_view added_text(const TokenTexts& vocab, int32_t token, bool at_start) const;
-  // Whether `so_far` is a whole choice that no other choice continues: the output is complete.
+  // Whether `so_far` is a whole choice that no other choice continues (one that could still be spelled from
+  // there): the output is complete.
   bool complete(std::string_view so_far) const;
 
  private:
+  void compute_allowed(const TokenTexts& vocab, std::string_view so_far, bool at_start,
+                       std::span<const int32_t> end_ids, std::vector<int32_t>& out) const;
+  // Whether some choice other than `so_far` itself starts with it and can be spelled on from there.
+  bool continues(std::string_view so_far) const;
+
+  struct Memo {
+    std::string so_far;
+    bool at_start = false;
+    std::vector<int32_t> end_ids;
+    std::vector<int32_t> tokens;
+  };
+  static constexpr size_t kMemo = 4;
+  mutable std::vector<Memo> memo_;  // most recent first
   std::vector<std::string> choices_;
   // spellable_[c][i]: the bytes of choice c from i on can be spelled by tokens (i = size: nothing left).
   std::vector<std::vector<uint8_t>> spellable_;

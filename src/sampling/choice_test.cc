@@ -27,9 +27,7 @@ struct Vocab {
 
 std::vector<int32_t> allowed(const ChoiceSet& set, const TokenTexts& texts, const std::string& so_far, bool at_start,
                              std::vector<int32_t> ends = {}) {
-  std::vector<int32_t> out;
-  set.allowed(texts, so_far, at_start, ends, out);
-  return out;
+  return set.allowed(texts, so_far, at_start, ends);
 }
 
 TEST(Choice, TokensThatKeepTheTextTheStartOfAChoice) {
@@ -83,8 +81,9 @@ TEST(Choice, TheFirstTokenDropsItsLeadingSpaceWhereTheTextDoes) {
   const TokenTexts texts(v.texts, /*strip_first_space=*/true);
   auto set = ChoiceSet::make({"Paris", " x"}, texts, /*strip_first_space=*/true);
   ASSERT_TRUE(set.ok()) << set.status().to_string();
-  // " Paris" and " P" add "Paris" and "P" at the start; " x" needs a token that adds " x" once its space is gone.
-  EXPECT_EQ(allowed(*set, texts, "", true), v.ids({" Paris", "Paris", " P", "P", "  x"}));
+  // " Paris" and " P" add "Paris" and "P" at the start; " x" needs a token that adds " x" once its space is gone,
+  // or " " (which adds nothing and ends the start) then " x".
+  EXPECT_EQ(allowed(*set, texts, "", true), v.ids({" Paris", "Paris", " P", "P", "  x", " "}));
   EXPECT_EQ(set->added_text(texts, v.id(" Paris"), true), "Paris");
   EXPECT_EQ(set->added_text(texts, v.id(" Paris"), false), " Paris");
   EXPECT_EQ(allowed(*set, texts, "P", false), v.ids({"a", "aris"}));
@@ -93,6 +92,51 @@ TEST(Choice, TheFirstTokenDropsItsLeadingSpaceWhereTheTextDoes) {
   ASSERT_TRUE(after_text.ok());
   EXPECT_EQ(allowed(*after_text, texts, "", true), v.ids({"Paris", "P", " "}));
   EXPECT_EQ(after_text->added_text(texts, v.id(" Paris"), true), " Paris");
+}
+
+TEST(Choice, ALoneSpaceMayOpenAChoiceThatStartsWithASpace) {
+  // After a prompt of special tokens alone, the first token's space is dropped: "▁" then "▁Lily" writes " Lily".
+  const Vocab v({" ", " Lily", "Lily", "L", "i", "l", "y"});
+  const TokenTexts texts(v.texts, true);
+  auto set = ChoiceSet::make({" Lily"}, texts, true);
+  ASSERT_TRUE(set.ok()) << set.status().to_string();
+  EXPECT_EQ(allowed(*set, texts, "", true), v.ids({" "}));
+  EXPECT_EQ(set->added_text(texts, v.id(" "), true), "");
+  EXPECT_EQ(allowed(*set, texts, "", false), v.ids({" ", " Lily"}));
+  // Without a lone space in the vocabulary, such a choice cannot be written.
+  const Vocab w({" Lily", "Lily"});
+  const TokenTexts no_space(w.texts, true);
+  auto bad = ChoiceSet::make({" Lily"}, no_space, true);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("no sequence of them writes exactly this text"), std::string::npos);
+  EXPECT_TRUE(ChoiceSet::make({" Lily"}, no_space, false).ok()) << "continuing prompt text, the space stays";
+}
+
+TEST(Choice, AChoiceIsCompleteWhenNoLongerOneCanBeSpelledOn) {
+  // "ab" goes on from "a" only through "b", which no token writes: "a" is complete.
+  const Vocab v({"a", "ab"});
+  const TokenTexts texts(v.texts, false);
+  auto set = ChoiceSet::make({"a", "ab"}, texts, false);
+  ASSERT_TRUE(set.ok());
+  EXPECT_TRUE(set->complete("a"));
+  EXPECT_TRUE(set->complete("ab"));
+}
+
+TEST(Choice, RepeatedPlacesGiveTheSameTokens) {
+  // The last few results are kept: asking again, or between other places, gives the same answer.
+  const Vocab v({"a", "b", "ab", "c"});
+  const TokenTexts texts(v.texts, false);
+  auto set = ChoiceSet::make({"ab", "cab", "ca"}, texts, false);
+  ASSERT_TRUE(set.ok());
+  const std::vector<int32_t> start = allowed(*set, texts, "", true);
+  for (const std::string place : {"c", "ca", "cab", "", "a", "c", ""}) {
+    const std::vector<int32_t> first = allowed(*set, texts, place, place.empty());
+    allowed(*set, texts, "ca", false);  // something else in between
+    EXPECT_EQ(set->allowed(texts, place, place.empty(), {}), first) << place;
+  }
+  EXPECT_EQ(allowed(*set, texts, "", true), start);
+  EXPECT_EQ(allowed(*set, texts, "ca", false, {9}), (std::vector<int32_t>{v.id("b"), 9}));
+  EXPECT_EQ(allowed(*set, texts, "ca", false), (std::vector<int32_t>{v.id("b")})) << "other end ids, other result";
 }
 
 TEST(Choice, CharactersMaySpanTokens) {

@@ -203,6 +203,11 @@ void read_logit_bias(FieldReader& r, SamplingParams& p) {
   }
 }
 
+bool is_structured_output_option(const std::string& key) {
+  return key == "disable_fallback" || key == "disable_any_whitespace" || key == "disable_additional_properties" ||
+         key == "whitespace_pattern";
+}
+
 // guided_choice (vLLM's OpenAI field) or structured_outputs.choice (its newer form): the output is one of these
 // strings. structured_outputs' other constraints (json, regex, grammar, json_object, structural_tag) are refused;
 // an object that sets none (vLLM takes {}) asks for nothing.
@@ -215,7 +220,8 @@ void read_choice(FieldReader& r, SamplingParams& p) {
     if (!so->is_object()) return r.fail("structured_outputs", "structured_outputs must be an object, such as "
                                                               "{\"choice\": [\"yes\", \"no\"]}");
     for (const auto& [key, value] : so->items()) {
-      if (key == "choice" || value.is_null() || value == false) continue;
+      // vLLM's options for its grammar backends change nothing for a choice.
+      if (key == "choice" || value.is_null() || value == false || is_structured_output_option(key)) continue;
       return r.fail("structured_outputs", "structured_outputs." + key + " is not supported: this server constrains its "
                                           "output only to a list of strings (structured_outputs.choice)");
     }

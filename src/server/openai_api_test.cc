@@ -93,6 +93,10 @@ TEST(OpenAiApi, SamplingFields) {
                 .params.choice,
             (std::vector<std::string>{"a"}));
   EXPECT_FALSE(parse_ok(R"({"prompt": "x", "guided_choice": null})").params.choice.has_value());
+  EXPECT_EQ(parse_ok(R"({"prompt": "x", "structured_outputs": {"choice": ["a"], "disable_any_whitespace": true,
+                                                               "whitespace_pattern": " +"}})")
+                .params.choice,
+            (std::vector<std::string>{"a"}));  // vLLM's backend options: nothing to change for a choice
   EXPECT_TRUE(parse_ok(R"({"prompt": "x", "bad_words": null})").params.bad_words.empty());
   EXPECT_EQ(parse_ok(R"({"prompt": "x", "truncate_prompt_tokens": -1})").params.truncate_prompt_tokens, -1);
   ASSERT_TRUE(c.params.logprobs.has_value());
