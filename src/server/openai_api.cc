@@ -321,6 +321,9 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
                                     " is not supported; only {\"type\": \"text\"} (leave it out)");
   }
   read_choice(r, p);
+  if (p.choice.has_value() && p.min_tokens > 0)  // named here: the engine's refusal would name no field
+    r.fail("min_tokens", "min_tokens cannot be combined with choice (a choice ends the output once it is complete): "
+                         "leave min_tokens out");
   // vLLM's other constrained decoding: refused, not ignored. A guided_json of {} is a schema, one that any JSON
   // value meets: vLLM constrains the output to JSON for it.
   for (const char* name : {"guided_json", "guided_regex", "guided_grammar"}) {

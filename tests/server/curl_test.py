@@ -524,7 +524,7 @@ class ServerTest(unittest.TestCase):
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "guided_choice": []}), 400, "guided_choice",
                           contains="guided_choice must hold at least one string")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "guided_choice": ["a"], "min_tokens": 2}), 400,
-                          contains="min_tokens cannot be combined with choice")
+                          "min_tokens", contains="min_tokens cannot be combined with choice")
 
     def test_streaming_completion(self):
         body = {"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0}
