@@ -482,10 +482,17 @@ TEST_F(CliTest, SamplingFlagsForOnePrompt) {
     expect_success(r2);
     EXPECT_EQ(json::parse(r2.out).value("stop_reason", ""), stop) << r2;
   }
+  // --choice, given once for each: the text is one of them.
+  std::vector<std::string> labelled = base;
+  labelled.insert(labelled.end(), {"--choice", "yes", "--choice", "no, never"});
+  const CliRun c = kvshare(labelled);
+  expect_success(c);
+  const std::string said = json::parse(c.out).value("text", "?");
+  EXPECT_TRUE(said == "yes" || said == "no, never") << c;
   for (const auto& [flag, value, message] : std::vector<std::tuple<std::string, std::string, std::string>>{
            {"--min-p", "2", "min_p"}, {"--presence-penalty", "9", "presence_penalty"},
            {"--repetition-penalty", "0", "repetition_penalty"}, {"--min-tokens", "9", "--min-tokens"},
-           {"--stop", "", "--stop"}}) {
+           {"--stop", "", "--stop"}, {"--choice", "", "choice[0] is empty"}}) {
     std::vector<std::string> bad = base;
     bad.insert(bad.end(), {flag, value});
     expect_clean_failure(kvshare(bad), {message});

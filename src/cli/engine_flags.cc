@@ -61,6 +61,7 @@ std::vector<FlagSpec> sampling_flag_specs() {
       {"min-tokens", true, "no end-of-sequence, stop token or stop string before this many tokens (0)"},
       {"stop", true, "a stop string: generation ends where it appears; the text ends before it (give it again for more)",
        true},
+      {"choice", true, "the text is one of these strings, as vLLM's guided_choice (give it once for each)", true},
   };
 }
 
@@ -98,6 +99,7 @@ Result<SamplingParams> sampling_params_from(const Args& a) {
     if (stop.empty()) return invalid_argument("--stop needs a non-empty string");
     p.stop.push_back(stop);
   }
+  if (a.has("choice")) p.choice = a.get_all("choice");
   KV_RETURN_IF_ERROR(p.validate());
   return p;
 }
