@@ -1000,6 +1000,33 @@ TEST_F(EngineBehaviour, ChoiceEndsWithEosWhereAnotherGoesOnAndOtherStopsStillApp
             std::string::npos) << error_of(p);
 }
 
+// Preempted and recomputed, a completion keeps where it stands in its choices: the same tokens as with room.
+TEST_F(EngineBehaviour, ChoiceSurvivesPreemption) {
+  const std::string model = tiny_model("gpt2");
+  auto roomy = make_engine(model, true);
+  // Room for 6 blocks of 16 tokens: each completion needs 3 or 4, so the 8 cannot run together.
+  auto tight = make_engine(model, true, roomy->metrics().kv_bytes_per_block * 6);
+  const std::vector<std::string> choices = {
+      "the soup was cold and the waiter never came back to our table, so we left",
+      "everything was wonderful from the bread to the dessert and the coffee after it",
+      "mixed feelings: the view was lovely but the food was only average at best"};
+  Request r;
+  r.prompt = "Review summary:";
+  r.params.choice = choices;
+  r.params.temperature = 1.0f;
+  r.params.seed = 12;
+  r.params.n = 8;
+  r.params.max_tokens = 64;
+  const std::vector<Output> want = roomy->generate({r});
+  const std::vector<Output> got = tight->generate({r});
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(is_choice(choices, got[i].text)) << got[i].text << got[i].error.to_string();
+    EXPECT_EQ(got[i].token_ids, want[i].token_ids);
+  }
+  EXPECT_GT(tight->metrics().preemptions, 0);
+}
+
 // A SentencePiece model: a completion of BOS alone drops its first token's leading space, and the choice is
 // matched on the text as it is shown.
 TEST(EngineChoice, SentencePieceLeadingSpace) {
