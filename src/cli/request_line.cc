@@ -10,6 +10,7 @@
 
 #include "core/json_limits.h"
 #include "formats/json_error.h"
+#include "sampling/choice.h"
 
 namespace kvshare::cli {
 
@@ -109,9 +110,8 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
   if (present("structured_outputs")) {
     const json& so = j["structured_outputs"];
     if (!so.is_object()) return invalid_argument("\"structured_outputs\" must be an object such as {\"choice\": [...]}");
-    for (const auto& [key, value] : so.items())  // vLLM's grammar-backend options change nothing for a choice
-      if (key != "choice" && !value.is_null() && value != false && key != "disable_fallback" &&
-          key != "disable_any_whitespace" && key != "disable_additional_properties" && key != "whitespace_pattern")
+    for (const auto& [key, value] : so.items())
+      if (key != "choice" && !value.is_null() && value != false && !is_structured_output_option(key))
         return invalid_argument("\"structured_outputs\": " + key + " is not supported, only choice (a list of strings)");
     if (auto it = so.find("choice"); it != so.end() && !it->is_null()) {
       if (choice != nullptr)

@@ -4,6 +4,11 @@
 
 namespace kvshare {
 
+bool is_structured_output_option(std::string_view key) {
+  return key == "disable_fallback" || key == "disable_any_whitespace" || key == "disable_additional_properties" ||
+         key == "whitespace_pattern";
+}
+
 TokenTexts::TokenTexts(std::vector<std::string> texts, bool strip_first_space)
     : texts_(std::move(texts)), strip_first_space_(strip_first_space) {
   for (size_t id = 0; id < texts_.size(); ++id) {

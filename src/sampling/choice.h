@@ -16,6 +16,10 @@
 
 namespace kvshare {
 
+// Whether `key` of vLLM's structured_outputs is one of its options for its grammar backends
+// (disable_any_whitespace, ...), which change nothing for a choice: the server and batch lines take them.
+bool is_structured_output_option(std::string_view key);
+
 // The vocabulary as text: which tokens add which bytes to the output. Built once per tokenizer.
 class TokenTexts {
  public:

@@ -8,6 +8,7 @@
 
 #include "core/json_limits.h"
 #include "formats/json_error.h"
+#include "sampling/choice.h"
 #include "tokenizer/utf8.h"
 
 namespace kvshare::server {
@@ -201,11 +202,6 @@ void read_logit_bias(FieldReader& r, SamplingParams& p) {
       return r.fail("logit_bias", "logit_bias values must be in [-100, 100], got " + bias.dump() + " for token " + key);
     p.logit_bias[static_cast<int32_t>(id)] = static_cast<float>(b);
   }
-}
-
-bool is_structured_output_option(const std::string& key) {
-  return key == "disable_fallback" || key == "disable_any_whitespace" || key == "disable_additional_properties" ||
-         key == "whitespace_pattern";
 }
 
 // guided_choice (vLLM's OpenAI field) or structured_outputs.choice (its newer form): the output is one of these
