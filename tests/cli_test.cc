@@ -569,6 +569,16 @@ TEST_F(CliTest, BatchLinesTakeChoices) {
   in += "{\"prompt\": \"x\", \"structured_outputs\": {\"regex\": \"a+\"}}\n";
   in += "{\"prompt\": \"x\", \"guided_choice\": []}\n";
   const std::string in_path = scratch() + "/choices.jsonl", out_path = scratch() + "/choices-out.jsonl";
+  // With --choice for every line, a line's "guided_choice": null asks for free text.
+  write_file(scratch() + "/free.jsonl", "{\"prompt\": \"Once\", \"guided_choice\": null, \"ignore_eos\": true}\n"
+                                        "{\"prompt\": \"Once\"}\n");
+  const CliRun free = kvshare({"generate", "--model", model_, "--input", scratch() + "/free.jsonl", "--output",
+                               scratch() + "/free-out.jsonl", "--no-progress", "--choice", "zq", "--max-tokens", "5"});
+  expect_success(free);
+  const std::vector<json> frees = read_jsonl(scratch() + "/free-out.jsonl");
+  ASSERT_EQ(frees.size(), 2u) << free;
+  EXPECT_EQ(frees[0].value("finish_reason", ""), "length") << frees[0].dump();
+  EXPECT_EQ(frees[1].value("text", ""), "zq") << frees[1].dump();
   write_file(in_path, in);
   const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
                             "--kv-cache-memory", "64MiB", "--max-tokens", "16"});

@@ -993,7 +993,7 @@ TEST_F(EngineBehaviour, ChoiceEndsWithEosWhereAnotherGoesOnAndOtherStopsStillApp
   EXPECT_NE(error_of(p).find("choice[0] is not valid UTF-8"), std::string::npos) << error_of(p);
   p.choice = std::vector<std::string>{"a"};
   p.min_tokens = 1;
-  EXPECT_NE(error_of(p).find("min_tokens cannot be combined with choice"), std::string::npos) << error_of(p);
+  EXPECT_NE(error_of(p).find("min_tokens (1) cannot be combined with choice"), std::string::npos) << error_of(p);
   p.min_tokens = 0;
   p.allowed_token_ids = std::vector<int32_t>{13};  // "." starts no choice
   EXPECT_NE(error_of(p).find("allowed_token_ids, choice, bad_words and min_tokens together mask every token"),

@@ -178,6 +178,11 @@ class SamplingParams:
         if name == "structured_outputs":
             if value is not None and not isinstance(value, StructuredOutputsParams):
                 raise bad("a StructuredOutputsParams or None")
+            if value is not None:  # its list may have changed in place since it was made
+                for c in value.choice:
+                    if not isinstance(c, str):
+                        raise TypeError(f"structured_outputs.choice must be a list of str, got a list holding "
+                                        f"{type(c).__name__}")
             return value
         if name == "logit_bias":
             if value is None:

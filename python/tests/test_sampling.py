@@ -180,7 +180,10 @@ def test_structured_outputs_choice(stories):
     params.structured_outputs.choice.append("")  # changed in place: checked again
     with pytest.raises(ValueError, match=r"choice\[3\] is empty"):
         stories.generate("x", params)
-    with pytest.raises(ValueError, match="min_tokens cannot be combined with choice"):
+    params.structured_outputs.choice[3] = 3
+    with pytest.raises(TypeError, match="structured_outputs.choice must be a list of str, got a list holding int"):
+        stories.generate("x", params)
+    with pytest.raises(ValueError, match=r"min_tokens \(1\) cannot be combined with choice"):
         stories.generate("x", SamplingParams(min_tokens=1, structured_outputs=StructuredOutputsParams(choice=["a"])))
     with pytest.raises(ValueError, match=r"StructuredOutputsParams\(json=...\) is not supported"):
         StructuredOutputsParams(json={"type": "object"})

@@ -76,8 +76,9 @@ Status SamplingParams::validate() const {
       return invalid_argument("choice holds " + whole(static_cast<int64_t>(bytes)) + " bytes in all; at most " +
                               whole(kMaxChoiceBytes) + " are allowed");
     if (min_tokens > 0)
-      return invalid_argument("min_tokens cannot be combined with choice (a choice ends the output once it is "
-                              "complete): leave min_tokens out");
+      return invalid_argument("min_tokens (" + whole(min_tokens) + ") cannot be combined with choice (a choice ends "
+                              "the output once it is complete): leave min_tokens out, and --min-tokens too in a batch "
+                              "job");
   }
   if (n < 1 || n > kMaxN)
     return invalid_argument("n (completions per prompt) must be in [1, " + whole(kMaxN) + "], got " + whole(n));
