@@ -983,7 +983,11 @@ TEST_F(EngineBehaviour, ChoiceEndsWithEosWhereAnotherGoesOnAndOtherStopsStillApp
   EXPECT_EQ(out.text, "mixed ");
   EXPECT_EQ(out.stop_str, "feel");
   // Bad choices fail the request alone, with the reason.
-  auto error_of = [&](SamplingParams p) { Request bad = r; bad.params = p; return engine->generate({bad})[0].error.message(); };
+  auto error_of = [&](SamplingParams p) {
+    Request bad = r;
+    bad.params = p;
+    return engine->generate({bad})[0].error.message();
+  };
   SamplingParams p;
   p.choice = std::vector<std::string>{};
   EXPECT_NE(error_of(p).find("choice must hold at least one string"), std::string::npos) << error_of(p);

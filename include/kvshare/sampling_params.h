@@ -3,7 +3,8 @@
 //
 // Each step, the processors run in vLLM's order on a copy of the model's logits:
 //   logprobs are taken first, from the raw logits (log-softmax, before any processor);
-//   allowed_token_ids (every other token masked) -> choice (tokens that leave every choice masked) -> bad_words (the token that would complete one masked) ->
+//   allowed_token_ids (every other token masked) -> choice (tokens that leave every choice masked) ->
+//   bad_words (the token that would complete one masked) ->
 //   min_tokens (EOS and stop tokens masked) -> logit_bias -> repetition, frequency, presence penalties;
 //   then greedy (temperature 0) takes the largest, or: temperature -> min_p -> top_k -> top_p -> draw.
 #pragma once

@@ -107,7 +107,8 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
   // The output is one of a list of strings: guided_choice, or structured_outputs.choice (vLLM's two spellings, as
   // the server takes them); structured_outputs may set no other constraint.
   const json* choice = present("guided_choice") ? &j["guided_choice"] : nullptr;
-  if (j.contains("guided_choice") && j["guided_choice"].is_null()) p.choice.reset();  // free text, whatever --choice says
+  // null: free text, whatever --choice says
+  if (j.contains("guided_choice") && j["guided_choice"].is_null()) p.choice.reset();
   if (present("structured_outputs")) {
     const json& so = j["structured_outputs"];
     if (!so.is_object()) return invalid_argument("\"structured_outputs\" must be an object such as {\"choice\": [...]}");

@@ -222,9 +222,9 @@ int32_t draw_token(const float* logits, int64_t vocab, const SamplingParams& p, 
 
 const float* Sampler::process(const float* logits, int64_t vocab, const SamplingParams& p, const TokenHistory& h) {
   const bool below_min_tokens = h.generated().size() < static_cast<size_t>(p.min_tokens);
-  const bool any = p.allowed_token_ids.has_value() || h.choice_tokens != nullptr || !h.bad_words.empty() || below_min_tokens ||
-                   !p.logit_bias.empty() || p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f ||
-                   p.presence_penalty != 0.0f;
+  const bool any = p.allowed_token_ids.has_value() || h.choice_tokens != nullptr || !h.bad_words.empty() ||
+                   below_min_tokens || !p.logit_bias.empty() || p.repetition_penalty != 1.0f ||
+                   p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
   if (!any) return logits;
   processed_.assign(logits, logits + vocab);
   std::span<float> row(processed_);
