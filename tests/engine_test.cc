@@ -18,6 +18,7 @@
 #include "kvshare/engine.h"
 #include "model/config.h"
 #include "make_model/make_model.h"
+#include "sampling/json_object.h"
 #include "sampling/sampler.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -1000,7 +1001,7 @@ TEST_F(EngineBehaviour, ChoiceEndsWithEosWhereAnotherGoesOnAndOtherStopsStillApp
   EXPECT_NE(error_of(p).find("min_tokens (1) cannot be combined with choice"), std::string::npos) << error_of(p);
   p.min_tokens = 0;
   p.allowed_token_ids = std::vector<int32_t>{13};  // "." starts no choice
-  EXPECT_NE(error_of(p).find("allowed_token_ids, choice, bad_words and min_tokens together mask every token"),
+  EXPECT_NE(error_of(p).find("allowed_token_ids, choice or json_object, bad_words and min_tokens together mask"),
             std::string::npos) << error_of(p);
 }
 
@@ -1066,6 +1067,136 @@ TEST(EngineChoice, SentencePieceLeadingSpace) {
   const Output o = engine->generate({r})[0];
   EXPECT_EQ(o.text, " Lily") << o.error.to_string();
   EXPECT_EQ(o.finish_reason, FinishReason::kStop);
+}
+
+// Whether `text` is one whole JSON object, by nlohmann's strict parser.
+bool is_json_object(const std::string& text) {
+  return nlohmann::json::accept(text) && nlohmann::json::parse(text).is_object();
+}
+bool starts_json_object(const std::string& text, bool whitespace = true) {
+  JsonPrefix p(whitespace);
+  return p.feed(text);
+}
+
+// json_object (OpenAI's response_format json_object): greedy, each token is the first likeliest of those whose
+// bytes keep the text the start of a JSON object, found here by brute force over the vocabulary against the raw
+// logits; the output ends (stop) when the object closes, and a parser takes it.
+TEST_F(EngineBehaviour, JsonObjectTextIsJsonAndEachTokenTheLikeliestThatKeepsItSo) {
+  const std::string model = tiny_model("gpt2");
+  auto engine = make_engine(model, true);
+  const Tokenizer& tok = engine->tokenizer();
+  const int64_t vocab = engine->model_config().vocab_size;
+  std::vector<std::string> piece(static_cast<size_t>(vocab));
+  for (int32_t t = 0; t < vocab; ++t)
+    if (!tok.decode({t}, /*skip_special=*/true).empty()) piece[static_cast<size_t>(t)] = tok.token_piece(t);
+  Request r;
+  r.params.temperature = 0;
+  r.params.max_tokens = 32;
+  r.params.json_object = true;
+  r.keep_logits = true;
+  for (const std::string prompt : {"Answer in JSON:", "x"}) {
+    for (bool compact : {false, true}) {
+      r.prompt = prompt;
+      r.params.disable_any_whitespace = compact;
+      const Output out = engine->generate({r})[0];
+      ASSERT_TRUE(out.error.ok()) << out.error.to_string();
+      ASSERT_EQ(out.logits.size(), out.token_ids.size() * static_cast<size_t>(vocab));
+      std::string text;
+      for (size_t i = 0; i < out.token_ids.size(); ++i) {
+        const float* row = out.logits.data() + i * static_cast<size_t>(vocab);
+        int32_t best = -1;
+        for (int32_t t = 0; t < vocab; ++t) {
+          if (best >= 0 && row[t] <= row[best]) continue;  // the first of the largest wins
+          const std::string& p = piece[static_cast<size_t>(t)];
+          if (!p.empty() && starts_json_object(text + p, !compact)) best = t;
+        }
+        ASSERT_EQ(out.token_ids[i], best) << "token " << i << " after \"" << text << "\"";
+        text += piece[static_cast<size_t>(out.token_ids[i])];
+      }
+      EXPECT_EQ(text, out.text);
+      EXPECT_EQ(out.finish_reason, out.token_ids.size() < 32 ? FinishReason::kStop : FinishReason::kLength);
+      if (out.finish_reason == FinishReason::kStop) EXPECT_TRUE(is_json_object(out.text)) << out.text;
+    }
+  }
+  // It ends at the brace that closes the object: with "{" and "}" the only tokens allowed, "{}".
+  r.prompt = "x";
+  r.params.allowed_token_ids = std::vector<int32_t>{90, 92};
+  const Output out = engine->generate({r})[0];
+  EXPECT_EQ(out.text, "{}");
+  EXPECT_EQ(out.finish_reason, FinishReason::kStop);
+}
+
+// Sampled, n = 16: every completion is the start of a JSON object (whole ones parse), the same alone and beside
+// another request, and across a preemption.
+TEST_F(EngineBehaviour, JsonObjectSampledIsTheSameAloneInABatchAndPreempted) {
+  const std::string model = tiny_model("gpt2");
+  auto engine = make_engine(model, true);
+  auto tight = make_engine(model, true, engine->metrics().kv_bytes_per_block * 5);
+  Request r;
+  r.prompt = "Reply with a JSON object:";
+  r.params.json_object = true;
+  r.params.temperature = 1.2f;
+  r.params.n = 16;
+  r.params.seed = 5;
+  r.params.max_tokens = 64;
+  // A few tokens only ({ } [ ] " : , 1 a), so that a random model closes strings and objects as often as not.
+  r.params.allowed_token_ids = std::vector<int32_t>{90, 92, 58, 60, 1, 25, 11, 16, 64};
+  r.params.logit_bias = {{92, -8.0f}};  // "}" less likely, so that the objects hold something
+  Request other;
+  other.prompt = "Something else entirely";
+  other.params.temperature = 1.0f;
+  other.params.max_tokens = 9;
+  other.params.seed = 8;
+  const std::vector<Output> alone = engine->generate({r});
+  const std::vector<Output> batched = engine->generate({other, r});
+  const std::vector<Output> squeezed = tight->generate({r});
+  ASSERT_EQ(alone.size(), 16u);
+  ASSERT_EQ(batched.size(), 17u);
+  ASSERT_EQ(squeezed.size(), 16u);
+  int whole = 0;
+  for (size_t i = 0; i < alone.size(); ++i) {
+    ASSERT_TRUE(alone[i].error.ok()) << alone[i].error.to_string();
+    EXPECT_TRUE(starts_json_object(alone[i].text)) << alone[i].text;
+    if (alone[i].finish_reason == FinishReason::kStop) {
+      EXPECT_TRUE(is_json_object(alone[i].text)) << alone[i].text;
+      ++whole;
+    }
+    EXPECT_EQ(alone[i].token_ids, batched[i + 1].token_ids);
+    EXPECT_EQ(alone[i].token_ids, squeezed[i].token_ids);
+  }
+  EXPECT_GE(whole, 4);
+  EXPECT_GT(tight->metrics().preemptions, 0);
+  // Refused with the reason: with choice, with min_tokens.
+  r.params.choice = std::vector<std::string>{"{}"};
+  EXPECT_NE(engine->generate({r})[0].error.message().find("json_object and choice cannot both be given"),
+            std::string::npos);
+  r.params.choice.reset();
+  r.params.min_tokens = 2;
+  EXPECT_NE(engine->generate({r})[0].error.message().find("min_tokens (2) cannot be combined with json_object"),
+            std::string::npos);
+}
+
+// A SentencePiece model after BOS alone: the first token's dropped space leaves compact JSON valid.
+TEST(EngineJsonObject, SentencePieceLeadingSpace) {
+  KV_REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  auto engine = make_engine(testing::shared_dir() + "/models/stories260K/stories260K.gguf", true);
+  ASSERT_NE(engine, nullptr);
+  for (const std::string prompt : {"", "Once upon a time"}) {
+    Request r;
+    r.prompt = prompt;
+    r.params.json_object = true;
+    r.params.disable_any_whitespace = true;
+    r.params.max_tokens = 40;
+    r.params.temperature = 1.0f;
+    r.params.n = 8;
+    r.params.seed = 3;
+    for (const Output& o : engine->generate({r})) {
+      ASSERT_TRUE(o.error.ok()) << o.error.to_string();
+      EXPECT_TRUE(starts_json_object(o.text, false)) << "prompt \"" << prompt << "\": " << o.text;
+      EXPECT_TRUE(o.text.starts_with("{")) << o.text;
+      if (o.finish_reason == FinishReason::kStop) EXPECT_TRUE(is_json_object(o.text)) << o.text;
+    }
+  }
 }
 
 // Every processor at once stays a pure function of the request: the same tokens, text and logprobs alone

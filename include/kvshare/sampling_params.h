@@ -3,7 +3,7 @@
 //
 // Each step, the processors run in vLLM's order on a copy of the model's logits:
 //   logprobs are taken first, from the raw logits (log-softmax, before any processor);
-//   allowed_token_ids (every other token masked) -> choice (tokens that leave every choice masked) ->
+//   allowed_token_ids (every other token masked) -> choice or json_object (tokens that break it masked) ->
 //   bad_words (the token that would complete one masked) ->
 //   min_tokens (EOS and stop tokens masked) -> logit_bias -> repetition, frequency, presence penalties;
 //   then greedy (temperature 0) takes the largest, or: temperature -> min_p -> top_k -> top_p -> draw.
@@ -65,6 +65,15 @@ struct SamplingParams {
   // kLength). Not empty; at most kMaxChoices strings of UTF-8, none empty, kMaxChoiceBytes in all; not with
   // min_tokens. Logprobs still come from the raw logits.
   std::optional<std::vector<std::string>> choice;
+  // When true (OpenAI's response_format {"type": "json_object"}, vLLM's structured_outputs.json_object), the
+  // generated text is one JSON object (RFC 8259: valid UTF-8, escapes and surrogate pairs as strict parsers take
+  // them, at most 128 levels deep): each token is drawn among those that keep the text the start of one, and the
+  // request stops with kStop once the object closes. Other stops still apply (max_tokens: an object cut short ends
+  // with kLength, so leave room). Not with choice or min_tokens. Logprobs still come from the raw logits.
+  bool json_object = false;
+  // With json_object: no whitespace between JSON's tokens, the compact form (vLLM's
+  // structured_outputs.disable_any_whitespace); a model that likes newlines cannot spend tokens on them.
+  bool disable_any_whitespace = false;
   // When set, a longer prompt keeps only its last truncate_prompt_tokens tokens (vLLM's; -1: as many as the
   // context holds with one token to generate). Text up to kTruncatedTextContexts contexts long is then taken
   // (context_limit.h).

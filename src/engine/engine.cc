@@ -4,6 +4,7 @@
 #include "kvshare/engine.h"
 
 #include <algorithm>
+#include <functional>
 #include <chrono>
 #include <cmath>
 #include <future>
@@ -21,6 +22,7 @@
 #include "kv/block_manager.h"
 #include "kv/kv_storage.h"
 #include "sampling/choice.h"
+#include "sampling/json_object.h"
 #include "sampling/stop_strings.h"
 #include "tokenizer/utf8.h"
 
@@ -66,7 +68,7 @@ struct Engine::Impl {
   std::unordered_map<int64_t, std::unique_ptr<Sequence>> seqs;  // by Sequence::id
   std::unordered_map<int64_t, std::unique_ptr<IncrementalDecoder>> decoders;  // by Sequence::id
   std::map<int64_t, std::vector<int32_t>> pinned;  // explicit prefixes: handle -> blocks held
-  std::unique_ptr<TokenTexts> token_texts;  // the vocabulary as text, made for the first request with a choice
+  std::unique_ptr<TokenTexts> token_texts;  // the vocabulary as text, made for the first request that needs it
   // The last few requests' choices, checked (most recent first): a labelling job gives every line the same ones.
   struct KnownChoices {
     std::vector<std::string> choices;
@@ -74,6 +76,7 @@ struct Engine::Impl {
     std::shared_ptr<const ChoiceSet> set;
   };
   std::vector<KnownChoices> known_choices;
+  std::shared_ptr<const JsonObjectRules> json_rules[2];  // JSON mode without and with whitespace, made when needed
   std::vector<Output> pending;  // outputs produced while cache_prefix drove the loop, for the next step()
   int64_t next_id = 0;      // the next request's id
   int64_t next_seq_id = 0;  // the next sequence's (one per completion)
@@ -83,7 +86,10 @@ struct Engine::Impl {
   Status validate(const Request& r, std::vector<int32_t>& prompt, std::vector<std::vector<int32_t>>& bad_words) const;
   Status tokenize_bad_words(const SamplingParams& p, std::vector<std::vector<int32_t>>& bad_words) const;
   Status check_allowed_tokens(const SamplingParams& p, const std::vector<std::vector<int32_t>>& bad_words) const;
+  const TokenTexts& vocab_texts();
   Result<std::shared_ptr<const ChoiceSet>> make_choices(const SamplingParams& p, bool after_text);
+  using GuideMaker = std::function<std::unique_ptr<OutputGuide>()>;
+  Result<GuideMaker> output_rules(const SamplingParams& p, bool after_text);
   Output make_output(Sequence& s) const;
   void finish(Sequence& s, FinishReason reason, std::vector<Output>& out, Status error = {});
   std::vector<Output> step();
@@ -258,13 +264,8 @@ Status Engine::Impl::check_allowed_tokens(const SamplingParams& p,
                           std::string(p.min_tokens > 0 ? ", lower min_tokens" : "") + " or ban fewer words");
 }
 
-// SamplingParams::choice checked against the vocabulary (null without one): valid UTF-8, and each choice can
-// be spelled by the tokens, whose texts are gathered once, for the first request that gives choices.
-Result<std::shared_ptr<const ChoiceSet>> Engine::Impl::make_choices(const SamplingParams& p, bool after_text) {
-  if (!p.choice.has_value()) return std::shared_ptr<const ChoiceSet>();
-  for (size_t i = 0; i < p.choice->size(); ++i)
-    if (sanitize_utf8((*p.choice)[i]) != (*p.choice)[i])
-      return invalid_argument("choice[" + std::to_string(i) + "] is not valid UTF-8");
+// The vocabulary as text, gathered for the first request that constrains its output.
+const TokenTexts& Engine::Impl::vocab_texts() {
   if (token_texts == nullptr) {
     const BpeTokenizer& tok = *loaded.tokenizer;
     std::vector<std::string> texts(static_cast<size_t>(tok.vocab_size()));
@@ -272,6 +273,15 @@ Result<std::shared_ptr<const ChoiceSet>> Engine::Impl::make_choices(const Sampli
       if (!tok.is_special(id)) texts[static_cast<size_t>(id)] = tok.token_piece(id);
     token_texts = std::make_unique<TokenTexts>(std::move(texts), tok.strips_leading_space());
   }
+  return *token_texts;
+}
+
+// SamplingParams::choice checked against the vocabulary: valid UTF-8, and each choice can be spelled by the tokens.
+Result<std::shared_ptr<const ChoiceSet>> Engine::Impl::make_choices(const SamplingParams& p, bool after_text) {
+  for (size_t i = 0; i < p.choice->size(); ++i)
+    if (sanitize_utf8((*p.choice)[i]) != (*p.choice)[i])
+      return invalid_argument("choice[" + std::to_string(i) + "] is not valid UTF-8");
+  vocab_texts();
   auto known = std::find_if(known_choices.begin(), known_choices.end(), [&](const KnownChoices& k) {
     return k.after_text == after_text && k.choices == *p.choice;
   });
@@ -284,6 +294,24 @@ Result<std::shared_ptr<const ChoiceSet>> Engine::Impl::make_choices(const Sampli
   }
   std::rotate(known_choices.begin(), known, known + 1);
   return known_choices.front().set;
+}
+
+// What a request's output must follow (choice, json_object), checked once; each completion gets its own guide
+// from the maker (null without a constraint). `after_text`: the completion continues prompt text, so its first
+// token keeps a leading space.
+Result<Engine::Impl::GuideMaker> Engine::Impl::output_rules(const SamplingParams& p, bool after_text) {
+  if (p.choice.has_value()) {
+    KV_ASSIGN_OR_RETURN(std::shared_ptr<const ChoiceSet> set, make_choices(p, after_text));
+    return GuideMaker([this, set] { return follow_choices(set, *token_texts); });
+  }
+  if (p.json_object) {
+    std::shared_ptr<const JsonObjectRules>& rules = json_rules[p.disable_any_whitespace ? 0 : 1];
+    if (rules == nullptr) {
+      KV_ASSIGN_OR_RETURN(rules, JsonObjectRules::make(vocab_texts(), !p.disable_any_whitespace));
+    }
+    return GuideMaker([rules, after_text] { return follow_json_object(rules, !after_text); });
+  }
+  return GuideMaker();
 }
 
 // One sequence per completion (n of them), queued together so that they are admitted together and share
@@ -305,7 +333,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   // prompt holds special tokens only (BOS alone).
   bool after_text = false;
   for (int32_t t : prompt) after_text = after_text || !loaded.tokenizer->is_special(t);
-  KV_ASSIGN_OR_RETURN(std::shared_ptr<const ChoiceSet> choices, make_choices(r.params, after_text));
+  KV_ASSIGN_OR_RETURN(GuideMaker make_guide, output_rules(r.params, after_text));
   for (int32_t index = 0; index < n; ++index) {
     auto seq = std::make_unique<Sequence>(next_seq_id++, prompt, r.params, r.cache_salt, completion_seed(seed, index));
     seq->request_id = id;
@@ -315,7 +343,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
     seq->wants_prompt_logprobs = r.params.prompt_logprobs.has_value() && index == 0 && !prefill_only;
     seq->max_total_tokens = max_total;
     seq->bad_words = bad_words;
-    seq->choices = choices;
+    if (make_guide) seq->guide = make_guide();
     if (!prefill_only && index == 0) m.prompt_tokens += seq->num_prompt_tokens;
     scheduler->add(seq.get());
     decoders[seq->id] = std::make_unique<IncrementalDecoder>(*loaded.tokenizer, r.params.skip_special_tokens, after_text);
@@ -495,20 +523,18 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
       continue;
     }
     TokenHistory history{s.tokens, static_cast<size_t>(s.num_prompt_tokens), loaded.eos_ids, s.bad_words};
-    if (s.choices != nullptr) {  // EOS may end a choice that another one continues
-      const std::span<const int32_t> ends = s.params.ignore_eos ? std::span<const int32_t>() : loaded.eos_ids;
-      history.choice_tokens = &s.choices->allowed(*token_texts, s.choice_text, s.num_generated() == 0, ends);
-    }
+    if (s.guide != nullptr)  // EOS may end a choice that another one continues
+      history.guide_tokens = &s.guide->allowed(s.params.ignore_eos ? std::span<const int32_t>() : loaded.eos_ids);
     GeneratedTokenLogprobs lp;
     const int32_t token = sampler.sample(row_logits, vocab, s.params, history, s.rng, &lp);
     if (token == Sampler::kNothingToSample) {
       finish(s, FinishReason::kError, out,
              invalid_argument("no token can be generated after " + std::to_string(s.num_generated()) +
-                              " tokens: allowed_token_ids, choice, bad_words and min_tokens together mask every "
-                              "token; allow more tokens or ban fewer"));
+                              " tokens: allowed_token_ids, choice or json_object, bad_words and min_tokens together "
+                              "mask every token; allow more tokens or ban fewer"));
       continue;
     }
-    if (s.choices != nullptr) s.choice_text += s.choices->added_text(*token_texts, token, s.num_generated() == 0);
+    if (s.guide != nullptr) s.guide->advance(token);
     s.tokens.push_back(token);
     if (s.params.logprobs.has_value()) s.logprobs.push_back(std::move(lp));
     ++m.generated_tokens;
@@ -519,8 +545,8 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     const TokenStop by_token = s.num_generated() >= s.params.min_tokens ? token_stop(s.params, token) : TokenStop::kNone;
     if (by_token == TokenStop::kNone || s.params.include_stop_str_in_output) s.text += decoders[s.id]->push(token);
     FinishReason reason = stop_check(s, token, checked, by_token);
-    if (reason == FinishReason::kNone && s.choices != nullptr && s.choices->complete(s.choice_text))
-      reason = FinishReason::kStop;  // the text is a whole choice, and no other one goes on from it
+    if (reason == FinishReason::kNone && s.guide != nullptr && s.guide->complete())
+      reason = FinishReason::kStop;  // a whole choice that no other one goes on from, a closed JSON object
     if (reason != FinishReason::kNone) {
       finish(s, reason, out);
     } else {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "kvshare/engine.h"
-#include "sampling/choice.h"
+#include "sampling/output_guide.h"
 #include "sampling/sampler.h"
 
 namespace kvshare {
@@ -28,8 +28,7 @@ struct Sequence {
   int64_t num_prompt_tokens;
   SamplingParams params;
   std::vector<std::vector<int32_t>> bad_words;  // params.bad_words as token sequences (bad_word_tokens)
-  std::shared_ptr<const ChoiceSet> choices;  // params.choice against the vocabulary (shared by the n completions)
-  std::string choice_text;      // with choices: the bytes its tokens added so far
+  std::unique_ptr<OutputGuide> guide;  // params.choice or json_object: the tokens its draws may take
   std::string salt;             // cache_salt: blocks are shared only between equal salts
   Rng rng;                      // advances only with this sequence's own samples
 

@@ -141,4 +141,32 @@ bool ChoiceSet::continues(std::string_view so_far) const {
   return false;
 }
 
+namespace {
+
+class ChoiceGuide final : public OutputGuide {
+ public:
+  ChoiceGuide(std::shared_ptr<const ChoiceSet> set, const TokenTexts& vocab) : set_(std::move(set)), vocab_(vocab) {}
+
+  const std::vector<int32_t>& allowed(std::span<const int32_t> end_ids) override {
+    return set_->allowed(vocab_, text_, at_start_, end_ids);
+  }
+  void advance(int32_t token) override {
+    text_ += set_->added_text(vocab_, token, at_start_);
+    at_start_ = false;
+  }
+  bool complete() const override { return set_->complete(text_); }
+
+ private:
+  std::shared_ptr<const ChoiceSet> set_;
+  const TokenTexts& vocab_;
+  std::string text_;  // the bytes its tokens added so far
+  bool at_start_ = true;
+};
+
+}  // namespace
+
+std::unique_ptr<OutputGuide> follow_choices(std::shared_ptr<const ChoiceSet> set, const TokenTexts& vocab) {
+  return std::make_unique<ChoiceGuide>(std::move(set), vocab);
+}
+
 }  // namespace kvshare

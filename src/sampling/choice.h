@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "sampling/output_guide.h"
 
 namespace kvshare {
 
@@ -33,6 +35,7 @@ class TokenTexts {
   // The ids whose text is exactly `bytes` (none for "").
   std::span<const int32_t> ids_of(std::string_view bytes) const;
   const std::string& text(int32_t id) const { return texts_[static_cast<size_t>(id)]; }
+  int32_t size() const { return static_cast<int32_t>(texts_.size()); }
   size_t max_length() const { return max_length_; }
   bool strip_first_space() const { return strip_first_space_; }
 
@@ -85,5 +88,8 @@ class ChoiceSet {
   std::vector<std::vector<uint8_t>> spellable_;
   bool strip_first_space_ = false;
 };
+
+// One completion of a request with choices. `vocab` outlives it.
+std::unique_ptr<OutputGuide> follow_choices(std::shared_ptr<const ChoiceSet> set, const TokenTexts& vocab);
 
 }  // namespace kvshare

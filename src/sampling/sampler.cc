@@ -80,6 +80,12 @@ Status SamplingParams::validate() const {
                               "the output once it is complete): leave min_tokens out, and --min-tokens too in a batch "
                               "job");
   }
+  if (json_object && choice.has_value())
+    return invalid_argument("json_object and choice cannot both be given: the text is either one of the choices or "
+                            "a JSON object");
+  if (json_object && min_tokens > 0)
+    return invalid_argument("min_tokens (" + whole(min_tokens) + ") cannot be combined with json_object (the output "
+                            "ends once the object closes): leave min_tokens out, and --min-tokens too in a batch job");
   if (n < 1 || n > kMaxN)
     return invalid_argument("n (completions per prompt) must be in [1, " + whole(kMaxN) + "], got " + whole(n));
   if (logprobs.has_value() && (*logprobs < 0 || *logprobs > kMaxLogprobs))
@@ -222,14 +228,14 @@ int32_t draw_token(const float* logits, int64_t vocab, const SamplingParams& p, 
 
 const float* Sampler::process(const float* logits, int64_t vocab, const SamplingParams& p, const TokenHistory& h) {
   const bool below_min_tokens = h.generated().size() < static_cast<size_t>(p.min_tokens);
-  const bool any = p.allowed_token_ids.has_value() || h.choice_tokens != nullptr || !h.bad_words.empty() ||
+  const bool any = p.allowed_token_ids.has_value() || h.guide_tokens != nullptr || !h.bad_words.empty() ||
                    below_min_tokens || !p.logit_bias.empty() || p.repetition_penalty != 1.0f ||
                    p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
   if (!any) return logits;
   processed_.assign(logits, logits + vocab);
   std::span<float> row(processed_);
   if (p.allowed_token_ids.has_value()) keep_only_tokens(row, *p.allowed_token_ids, kept_);
-  if (h.choice_tokens != nullptr) keep_only_tokens(row, *h.choice_tokens, kept_);
+  if (h.guide_tokens != nullptr) keep_only_tokens(row, *h.guide_tokens, kept_);
   if (!h.bad_words.empty()) mask_bad_words(row, h.bad_words, h.generated());
   if (below_min_tokens) {
     if (!p.ignore_eos) mask_tokens(row, h.eos_ids);
