@@ -600,6 +600,87 @@ TEST_F(CliTest, BatchLinesTakeChoices) {
   }
 }
 
+// JSON mode in a batch job: response_format {"type": "json_object"} or structured_outputs.json_object on a line,
+// --json-object for every line (a line's {"type": "text"} asks for free text); bad requests fail their own line.
+TEST_F(CliTest, BatchLinesTakeJsonMode) {
+  // A few tokens only ({ } " : 1), so that the random test model closes its objects.
+  auto tok = Tokenizer::load(model_);
+  ASSERT_TRUE(tok.ok()) << tok.status().to_string();
+  json few = json::array();
+  int32_t close_brace = -1;
+  for (const std::string piece : {"{", "}", "\"", ":", "1"}) {
+    for (int32_t id = 0; id < (*tok)->vocab_size(); ++id)
+      if ((*tok)->token_piece(id) == piece) {
+        few.push_back(id);
+        if (piece == "}") close_brace = id;
+        break;
+      }
+  }
+  ASSERT_EQ(few.size(), 5u);
+  std::string in;
+  in += json{{"prompt", "As JSON:"}, {"response_format", {{"type", "json_object"}}}, {"allowed_token_ids", few},
+             {"n", 4}, {"seed", 1}, {"logit_bias", {{std::to_string(close_brace), -2}}}}.dump() + "\n";
+  in += json{{"prompt", "As JSON:"}, {"structured_outputs", {{"json_object", true}, {"disable_any_whitespace", true}}},
+             {"temperature", 0}}.dump() + "\n";
+  in += "{\"prompt\": \"x\", \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {}}}\n";
+  in += "{\"prompt\": \"x\", \"response_format\": {\"type\": \"json_object\"}, \"guided_choice\": [\"a\"]}\n";
+  in += "{\"prompt\": \"x\", \"structured_outputs\": {\"json_object\": 1}}\n";
+  in += "{\"prompt\": \"x\", \"response_format\": {\"type\": \"json_object\"}, \"min_tokens\": 2}\n";
+  const std::string in_path = scratch() + "/json.jsonl", out_path = scratch() + "/json-out.jsonl";
+  write_file(in_path, in);
+  const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
+                            "--max-tokens", "48"});
+  EXPECT_EQ(r.signal, 0) << r;
+  EXPECT_EQ(r.exit_code, 1) << r;
+  const std::vector<json> outs = read_jsonl(out_path);
+  ASSERT_EQ(outs.size(), 9u) << r;
+  int whole = 0;
+  for (size_t i = 0; i < 5; ++i) {
+    SCOPED_TRACE(outs[i].dump());
+    const std::string text = outs[i].value("text", "");
+    ASSERT_TRUE(outs[i].contains("text"));
+    if (outs[i].value("finish_reason", "") == "stop") {
+      const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
+      EXPECT_TRUE(parsed.is_object());
+      ++whole;
+    } else {
+      EXPECT_EQ(outs[i].value("finish_reason", ""), "length");
+    }
+    EXPECT_NE(text.find('{'), std::string::npos);
+  }
+  EXPECT_GE(whole, 2);
+  // Compact: no whitespace outside strings.
+  bool in_string = false, escaped = false;
+  for (char c : outs[4].value("text", "")) {
+    EXPECT_TRUE(in_string || (c != ' ' && c != '\n' && c != '\t' && c != '\r')) << outs[4].dump();
+    if (in_string && !escaped && c == '"') in_string = false;
+    else if (!in_string && c == '"') in_string = true;
+    escaped = in_string && !escaped && c == '\\';
+  }
+  const std::vector<std::string> want = {"of type \"json_schema\" is not supported", "cannot both be given",
+                                         "json_object must be true or false", "cannot be combined with json_object"};
+  for (size_t i = 0; i < want.size(); ++i) {
+    SCOPED_TRACE(outs[5 + i].dump());
+    EXPECT_EQ(outs[5 + i].value("finish_reason", ""), "error");
+    EXPECT_TRUE(contains(outs[5 + i].value("error", ""), want[i]));
+  }
+  // --json-object for every line; a line's {"type": "text"} or own choices replace it.
+  write_file(scratch() + "/mixed.jsonl", "{\"prompt\": \"x\"}\n"
+                                         "{\"prompt\": \"x\", \"response_format\": {\"type\": \"text\"}}\n"
+                                         "{\"prompt\": \"x\", \"guided_choice\": [\"zq\"]}\n");
+  const CliRun mixed = kvshare({"generate", "--model", model_, "--input", scratch() + "/mixed.jsonl", "--output",
+                                scratch() + "/mixed-out.jsonl", "--no-progress", "--json-object",
+                                "--disable-any-whitespace", "--max-tokens", "6", "--temperature", "0"});
+  expect_success(mixed);
+  const std::vector<json> m = read_jsonl(scratch() + "/mixed-out.jsonl");
+  ASSERT_EQ(m.size(), 3u) << mixed;
+  EXPECT_TRUE(m[0].value("text", "").starts_with("{")) << m[0].dump();
+  EXPECT_FALSE(m[1].value("text", "").starts_with("{")) << m[1].dump();
+  EXPECT_EQ(m[2].value("text", ""), "zq") << m[2].dump();
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "x", "--disable-any-whitespace"}),
+                       {"--disable-any-whitespace applies to JSON: give --json-object too"});
+}
+
 // A completion that fails alone fails its line: counted, reported on stderr, exit 1. Here a completion fails when
 // its first token is A: allowed_token_ids {A, B} and the bad words "A A" and "A B" leave it nothing to draw next.
 // Each completion draws its own first token, so some lines fail in completion 1 only (this was counted only when

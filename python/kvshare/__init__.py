@@ -30,44 +30,59 @@ Conversation = Sequence[Dict[str, Any]]
 
 
 class StructuredOutputsParams:
-    """What the output must be, as vLLM's StructuredOutputsParams, of which kvshare does `choice`: the generated
-    text is one of these strings (a label, a class), each token drawn among those that keep it the start of one.
-    It ends once the text is a choice that no other one continues (where one does, the model's EOS may end it
-    there). vLLM's other constraints (json, regex, grammar, json_object, structural_tag) raise ValueError."""
+    """What the output must be, as vLLM's StructuredOutputsParams, of which kvshare does `choice` and
+    `json_object`. choice=[...]: the generated text is one of these strings (a label, a class), each token drawn
+    among those that keep it the start of one; it ends once the text is a choice that no other one continues (where
+    one does, the model's EOS may end it there). json_object=True: the text is one JSON object, ended when the
+    object closes; disable_any_whitespace=True writes it compactly. vLLM's other constraints (json, regex, grammar,
+    structural_tag) raise ValueError."""
 
-    _CONSTRAINTS = ("json", "regex", "grammar", "json_object", "structural_tag")
+    _CONSTRAINTS = ("json", "regex", "grammar", "structural_tag")
 
     def __init__(self, *, choice: Optional[Sequence[str]] = None, json: Any = None, regex: Optional[str] = None,
                  grammar: Optional[str] = None, json_object: Optional[bool] = None,
                  structural_tag: Optional[str] = None, disable_fallback: bool = False,
                  disable_any_whitespace: bool = False, disable_additional_properties: bool = False,
                  whitespace_pattern: Optional[str] = None) -> None:
-        # disable_fallback ... whitespace_pattern: vLLM's options for its grammar backends; they change nothing
-        # for a choice.
-        given = {"json": json, "regex": regex, "grammar": grammar, "json_object": json_object,
-                 "structural_tag": structural_tag}
+        # disable_fallback, disable_additional_properties, whitespace_pattern: vLLM's options for its grammar
+        # backends; they change nothing here.
+        given = {"json": json, "regex": regex, "grammar": grammar, "structural_tag": structural_tag}
         for name in self._CONSTRAINTS:
             if given[name] is not None and given[name] is not False:
                 raise ValueError(f"StructuredOutputsParams({name}=...) is not supported: kvshare constrains the "
-                                 "output only to a list of strings (choice=[...])")
-        if choice is None:
-            raise ValueError("StructuredOutputsParams needs choice=[...] (the strings the output may be)")
-        if isinstance(choice, (str, bytes, dict)) or not isinstance(choice, Iterable):
-            raise TypeError(f"choice must be a list of str, not {type(choice).__name__}")
-        self.choice = list(choice)
-        for c in self.choice:
-            if not isinstance(c, str):
-                raise TypeError(f"choice must be a list of str, got a list holding {type(c).__name__}")
+                                 "output to a list of strings (choice=[...]) or to a JSON object (json_object=True)")
+        for name, flag in (("json_object", json_object), ("disable_any_whitespace", disable_any_whitespace)):
+            if flag is not None and not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, not {type(flag).__name__}")
+        self.json_object = bool(json_object)
+        self.disable_any_whitespace = disable_any_whitespace
+        if self.json_object and choice is not None:
+            raise ValueError("StructuredOutputsParams takes choice=[...] or json_object=True, not both")
+        if choice is None and not self.json_object:
+            raise ValueError("StructuredOutputsParams needs choice=[...] (the strings the output may be) or "
+                             "json_object=True")
+        self.choice = None
+        if choice is not None:
+            if isinstance(choice, (str, bytes, dict)) or not isinstance(choice, Iterable):
+                raise TypeError(f"choice must be a list of str, not {type(choice).__name__}")
+            self.choice = list(choice)
+            for c in self.choice:
+                if not isinstance(c, str):
+                    raise TypeError(f"choice must be a list of str, got a list holding {type(c).__name__}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StructuredOutputsParams):
             return NotImplemented
-        return self.choice == other.choice
+        # Equal when they constrain the same way (whitespace matters to JSON only).
+        return (self.choice, self.json_object, self.json_object and self.disable_any_whitespace) == \
+            (other.choice, other.json_object, other.json_object and other.disable_any_whitespace)
 
     __hash__ = None
 
     def __repr__(self) -> str:
-        return f"StructuredOutputsParams(choice={self.choice!r})"
+        if self.choice is not None:
+            return f"StructuredOutputsParams(choice={self.choice!r})"
+        return f"StructuredOutputsParams(json_object=True, disable_any_whitespace={self.disable_any_whitespace!r})"
 
 
 class SamplingParams:
@@ -87,7 +102,8 @@ class SamplingParams:
     holds); n completions per prompt; logprobs k (0 to 20) returns each
     token's Logprob and the k likeliest; prompt_logprobs k the same for the prompt's tokens
     (RequestOutput.prompt_logprobs); structured_outputs=StructuredOutputsParams(choice=[...]): the text is one of
-    these strings (not with min_tokens).
+    these strings, or StructuredOutputsParams(json_object=True): the text is one JSON object (neither with
+    min_tokens).
 
     The constructor raises ValueError for a value out of range and TypeError for a value of the wrong type, naming
     the field. Fields may be set later, and stop, stop_token_ids, bad_words and logit_bias changed in place
@@ -178,7 +194,7 @@ class SamplingParams:
         if name == "structured_outputs":
             if value is not None and not isinstance(value, StructuredOutputsParams):
                 raise bad("a StructuredOutputsParams or None")
-            if value is not None:  # its list may have changed in place since it was made
+            if value is not None and value.choice is not None:  # its list may have changed in place
                 for c in value.choice:
                     if not isinstance(c, str):
                         raise TypeError(f"structured_outputs.choice must be a list of str, got a list holding "
@@ -213,7 +229,10 @@ class SamplingParams:
         if seed is not None and not 0 <= seed < 2**64:
             raise ValueError(f"seed must be in [0, 2**64), got {seed}")
         structured = values.pop("structured_outputs")
-        return _SamplingParams(**values, choice=None if structured is None else list(structured.choice))
+        choice = None if structured is None or structured.choice is None else list(structured.choice)
+        json_object = structured is not None and structured.json_object
+        return _SamplingParams(**values, choice=choice, json_object=json_object,
+                               disable_any_whitespace=json_object and bool(structured.disable_any_whitespace))
 
     def clone(self) -> "SamplingParams":
         """A deep copy (its lists and dict are its own), as vLLM's clone()."""

@@ -187,12 +187,41 @@ def test_structured_outputs_choice(stories):
         stories.generate("x", SamplingParams(min_tokens=1, structured_outputs=StructuredOutputsParams(choice=["a"])))
     with pytest.raises(ValueError, match=r"StructuredOutputsParams\(json=...\) is not supported"):
         StructuredOutputsParams(json={"type": "object"})
-    with pytest.raises(ValueError, match="needs choice"):
+    with pytest.raises(ValueError, match="needs choice=.* or json_object=True"):
         StructuredOutputsParams()
     with pytest.raises(TypeError, match="choice must be a list of str"):
         StructuredOutputsParams(choice="yes")
     with pytest.raises(TypeError, match="structured_outputs must be a StructuredOutputsParams or None"):
         SamplingParams(structured_outputs={"choice": ["a"]})
+
+
+def test_structured_outputs_json_object(stories):
+    # The text is the start of one JSON object, compact here; each that stops is whole and parses. A few tokens only
+    # ({ } " : 1), so that the tiny model closes its objects.
+    import json
+    tok = stories.get_tokenizer()
+    few = [tok.encode(piece, add_special_tokens=False)[-1] for piece in ["{", "}", '"', ":", "1"]]
+    assert [tok.decode([t]) for t in few] == ["{", "}", '"', ":", "1"]
+    params = SamplingParams(temperature=1.0, seed=3, n=8, max_tokens=40, allowed_token_ids=few,
+                            structured_outputs=StructuredOutputsParams(json_object=True, disable_any_whitespace=True))
+    whole = 0
+    for out in stories.generate(["Once upon a time", "The dog felt"], params):
+        for c in out.outputs:
+            assert c.text.startswith("{"), c.text
+            if c.finish_reason == "stop":
+                assert isinstance(json.loads(c.text), dict), c.text
+                whole += 1
+            else:
+                assert c.finish_reason == "length", c.finish_reason
+    assert whole >= 4
+    assert "json_object=True" in repr(params)
+    assert StructuredOutputsParams(json_object=True) != params.structured_outputs  # whitespace matters to JSON
+    with pytest.raises(ValueError, match=r"min_tokens \(1\) cannot be combined with json_object"):
+        stories.generate("x", SamplingParams(min_tokens=1, structured_outputs=StructuredOutputsParams(json_object=True)))
+    with pytest.raises(ValueError, match="not both"):
+        StructuredOutputsParams(choice=["a"], json_object=True)
+    with pytest.raises(TypeError, match="json_object must be True or False"):
+        StructuredOutputsParams(json_object="yes")
 
 
 def test_truncate_prompt_tokens_keeps_the_last_tokens(stories):

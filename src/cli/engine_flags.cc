@@ -62,6 +62,8 @@ std::vector<FlagSpec> sampling_flag_specs() {
       {"stop", true, "a stop string: generation ends where it appears; the text ends before it (give it again for more)",
        true},
       {"choice", true, "the text is one of these strings, as vLLM's guided_choice (give it once for each)", true},
+      {"json-object", false, "the text is one JSON object, as OpenAI's response_format {\"type\": \"json_object\"}"},
+      {"disable-any-whitespace", false, "with --json-object: compact JSON, no whitespace between its tokens"},
   };
 }
 
@@ -100,6 +102,10 @@ Result<SamplingParams> sampling_params_from(const Args& a) {
     p.stop.push_back(stop);
   }
   if (a.has("choice")) p.choice = a.get_all("choice");
+  p.json_object = a.has("json-object");
+  p.disable_any_whitespace = a.has("disable-any-whitespace");
+  if (p.disable_any_whitespace && !p.json_object)
+    return invalid_argument("--disable-any-whitespace applies to JSON: give --json-object too");
   KV_RETURN_IF_ERROR(p.validate());
   return p;
 }

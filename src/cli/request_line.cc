@@ -24,7 +24,8 @@ constexpr const char* kRequestFields[] = {
     "prompt", "prompt_token_ids", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "ignore_eos",
     "cache_salt", "stop", "stop_token_ids", "include_stop_str_in_output", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "logit_bias", "min_tokens", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
-    "skip_special_tokens", "bad_words", "truncate_prompt_tokens", "guided_choice", "structured_outputs"};
+    "skip_special_tokens", "bad_words", "truncate_prompt_tokens", "guided_choice", "structured_outputs",
+    "response_format"};
 
 // A JSON number as the 32-bit float the sampler uses: a value a float cannot hold (1e308 would become inf,
 // 1e-300 would become 0) is an error naming the field, not a different value.
@@ -104,22 +105,58 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
       return invalid_argument("\"bad_words\" must be an array of strings");
     p.bad_words = v.get<std::vector<std::string>>();
   }
-  // The output is one of a list of strings: guided_choice, or structured_outputs.choice (vLLM's two spellings, as
-  // the server takes them); structured_outputs may set no other constraint.
+  // Constrained output, with the server's fields: one of a list of strings (guided_choice, or
+  // structured_outputs.choice), or one JSON object (response_format {"type": "json_object"}, or
+  // structured_outputs.json_object). A line's own constraint replaces the job's (--choice, --json-object);
+  // guided_choice null and response_format {"type": "text"} ask for free text whatever those say.
   const json* choice = present("guided_choice") ? &j["guided_choice"] : nullptr;
-  // null: free text, whatever --choice says
-  if (j.contains("guided_choice") && j["guided_choice"].is_null()) p.choice.reset();
+  const char* json_field = nullptr;  // the field that asked for JSON mode
+  bool free_text = j.contains("guided_choice") && j["guided_choice"].is_null();
+  if (present("response_format")) {
+    const json& rf = j["response_format"];
+    if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
+      return invalid_argument("\"response_format\" must be an object such as {\"type\": \"json_object\"}");
+    if (rf["type"] == "json_object") {
+      json_field = "\"response_format\"";
+    } else if (rf["type"] == "text") {
+      free_text = true;
+    } else {
+      return invalid_argument("\"response_format\" of type " + rf["type"].dump() + " is not supported (a JSON schema "
+                              "is not enforced); use {\"type\": \"json_object\"} for any JSON object");
+    }
+  }
   if (present("structured_outputs")) {
     const json& so = j["structured_outputs"];
     if (!so.is_object()) return invalid_argument("\"structured_outputs\" must be an object such as {\"choice\": [...]}");
-    for (const auto& [key, value] : so.items())
-      if (key != "choice" && !value.is_null() && value != false && !is_structured_output_option(key))
-        return invalid_argument("\"structured_outputs\": " + key + " is not supported, only choice (a list of strings)");
+    for (const auto& [key, value] : so.items()) {
+      if (key == "choice" || value.is_null() || value == false || is_structured_output_option(key)) continue;
+      if (key == "json_object" && value == true) {
+        if (json_field != nullptr)
+          return invalid_argument("ask for JSON once: \"response_format\" or \"structured_outputs\".json_object");
+        json_field = "\"structured_outputs\".json_object";
+        continue;
+      }
+      if (key == "json_object") return invalid_argument("\"structured_outputs\".json_object must be true or false");
+      return invalid_argument("\"structured_outputs\": " + key + " is not supported, only choice (a list of strings) "
+                              "and json_object (true)");
+    }
+    if (auto it = so.find("disable_any_whitespace"); it != so.end() && !it->is_null()) {
+      if (!it->is_boolean())
+        return invalid_argument("\"structured_outputs\".disable_any_whitespace must be true or false");
+      p.disable_any_whitespace = it->get<bool>();
+    }
     if (auto it = so.find("choice"); it != so.end() && !it->is_null()) {
       if (choice != nullptr)
         return invalid_argument("give the choices once: \"guided_choice\" or \"structured_outputs\".choice");
       choice = &*it;
     }
+  }
+  if (json_field != nullptr && choice != nullptr)
+    return invalid_argument(std::string(json_field) + " and the choices cannot both be given: the text is either one "
+                            "of the choices or a JSON object");
+  if (free_text || choice != nullptr || json_field != nullptr) {  // the line's constraint, not the job's
+    p.choice.reset();
+    p.json_object = json_field != nullptr;
   }
   if (choice != nullptr) {
     if (!choice->is_array() || !std::all_of(choice->begin(), choice->end(), [](const json& e) { return e.is_string(); }))

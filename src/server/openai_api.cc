@@ -204,22 +204,50 @@ void read_logit_bias(FieldReader& r, SamplingParams& p) {
   }
 }
 
-// guided_choice (vLLM's OpenAI field) or structured_outputs.choice (its newer form): the output is one of these
-// strings. structured_outputs' other constraints (json, regex, grammar, json_object, structural_tag) are refused;
-// an object that sets none (vLLM takes {}) asks for nothing.
-void read_choice(FieldReader& r, SamplingParams& p) {
+// Constrained output. A choice: guided_choice (vLLM's OpenAI field) or structured_outputs.choice (its newer form),
+// the output is one of these strings. JSON mode: response_format {"type": "json_object"} (OpenAI's) or
+// structured_outputs.json_object (vLLM's), the output is one JSON object; structured_outputs.disable_any_whitespace
+// makes it compact. structured_outputs' other constraints (json, regex, grammar, structural_tag) are refused, as is
+// a response_format with a schema; an object that sets none (vLLM takes {}) asks for nothing.
+void read_structured_outputs(FieldReader& r, SamplingParams& p) {
   const json* guided = r.get("guided_choice");
   if (guided != nullptr && guided->is_null()) guided = nullptr;
   const json* choice = guided;
   std::string field = "guided_choice";
+  std::string json_field;  // the field that asked for JSON mode
+  if (const json* rf = r.get("response_format"); rf != nullptr && !rf->is_null()) {
+    if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
+      return r.fail("response_format", "response_format must be an object such as {\"type\": \"json_object\"}");
+    const std::string type = (*rf)["type"];
+    if (type == "json_object") {
+      json_field = "response_format";
+    } else if (type != "text") {
+      return r.fail("response_format", "response_format of type \"" + type + "\" is not supported (a JSON schema is "
+                                       "not enforced); use {\"type\": \"json_object\"} for any JSON object, or "
+                                       "{\"type\": \"text\"}");
+    }
+  }
   if (const json* so = r.get("structured_outputs"); so != nullptr && !so->is_null()) {
     if (!so->is_object()) return r.fail("structured_outputs", "structured_outputs must be an object, such as "
                                                               "{\"choice\": [\"yes\", \"no\"]}");
     for (const auto& [key, value] : so->items()) {
-      // vLLM's options for its grammar backends change nothing for a choice.
+      // vLLM's options for its grammar backends: disable_any_whitespace applies to JSON, the others change nothing.
       if (key == "choice" || value.is_null() || value == false || is_structured_output_option(key)) continue;
+      if (key == "json_object" && value == true) {
+        if (!json_field.empty())
+          return r.fail("structured_outputs", "ask for JSON once: response_format or structured_outputs.json_object");
+        json_field = "structured_outputs.json_object";
+        continue;
+      }
+      if (key == "json_object") return r.fail("structured_outputs", "structured_outputs.json_object must be true or false");
       return r.fail("structured_outputs", "structured_outputs." + key + " is not supported: this server constrains its "
-                                          "output only to a list of strings (structured_outputs.choice)");
+                                          "output to a list of strings (choice) or to a JSON object (json_object: "
+                                          "true)");
+    }
+    if (const auto it = so->find("disable_any_whitespace"); it != so->end() && !it->is_null()) {
+      if (!it->is_boolean())
+        return r.fail("structured_outputs", "structured_outputs.disable_any_whitespace must be true or false");
+      p.disable_any_whitespace = it->get<bool>();
     }
     if (const auto it = so->find("choice"); it != so->end() && !it->is_null()) {
       if (guided != nullptr)
@@ -227,6 +255,12 @@ void read_choice(FieldReader& r, SamplingParams& p) {
       choice = &*it;
       field = "structured_outputs.choice";
     }
+  }
+  if (!json_field.empty()) {
+    if (choice != nullptr)
+      return r.fail(json_field, json_field + " and " + field + " cannot both be given: the output is either one of the "
+                                "choices or a JSON object");
+    p.json_object = true;
   }
   if (choice == nullptr) return;
   if (!choice->is_array() || !std::all_of(choice->begin(), choice->end(), [](const json& c) { return c.is_string(); }))
@@ -308,25 +342,18 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
       p.n = best_of;
   }
   if (r.get("suffix") != nullptr) r.fail("suffix", "suffix is not supported");
-  // Constrained output (JSON mode, JSON schema) is not implemented: refused rather than silently ignored.
-  if (const json* rf = r.get("response_format")) {
-    if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
-      r.fail("response_format", "response_format must be an object such as {\"type\": \"text\"}");
-    else if ((*rf)["type"] != "text")
-      r.fail("response_format", "response_format of type " + (*rf)["type"].dump() +
-                                    " is not supported; only {\"type\": \"text\"} (leave it out)");
-  }
-  read_choice(r, p);
-  if (p.choice.has_value() && p.min_tokens > 0)  // named here: the engine's refusal would name no field
-    r.fail("min_tokens", "min_tokens cannot be combined with choice (a choice ends the output once it is complete): "
-                         "leave min_tokens out");
+  read_structured_outputs(r, p);
+  if ((p.choice.has_value() || p.json_object) && p.min_tokens > 0)  // named here: the engine's would name no field
+    r.fail("min_tokens", std::string("min_tokens cannot be combined with ") + (p.json_object ? "json_object" : "choice") +
+                             " (the output ends once it is complete): leave min_tokens out");
   // vLLM's other constrained decoding: refused, not ignored. A guided_json of {} is a schema, one that any JSON
   // value meets: vLLM constrains the output to JSON for it.
   for (const char* name : {"guided_json", "guided_regex", "guided_grammar"}) {
     const json* v = r.get(name);
     if (v != nullptr && !v->is_null())
-      r.fail(name, std::string(name) + " is not supported: this server constrains its output only to a list of "
-                                       "strings (guided_choice); leave it out");
+      r.fail(name, std::string(name) + " is not supported: this server constrains its output to a list of strings "
+                                       "(guided_choice) or to a JSON object (response_format json_object); leave it "
+                                       "out");
   }
   bool beam_search = false;
   r.boolean("use_beam_search", beam_search);

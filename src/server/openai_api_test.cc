@@ -168,7 +168,17 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "structured_outputs": ["a"]})", false, "structured_outputs"},
       {R"({"prompt": "x", "structured_outputs": {"choice": ["a"]}, "guided_choice": ["a"]})", false,
        "structured_outputs"},
-      {R"({"prompt": "x", "structured_outputs": {"choice": ["a"], "json_object": true}})", false, "structured_outputs"},
+      {R"({"prompt": "x", "structured_outputs": {"choice": ["a"], "json_object": true}})", false,
+       "structured_outputs.json_object"},
+      {R"({"prompt": "x", "structured_outputs": {"json_object": "yes"}})", false, "structured_outputs"},
+      {R"({"prompt": "x", "structured_outputs": {"json": {"type": "object"}}})", false, "structured_outputs"},
+      {R"({"prompt": "x", "structured_outputs": {"json_object": true, "disable_any_whitespace": 1}})", false,
+       "structured_outputs"},
+      {R"({"prompt": "x", "response_format": {"type": "json_object"}, "guided_choice": ["a"]})", false,
+       "response_format"},
+      {R"({"prompt": "x", "response_format": {"type": "json_object"}, "structured_outputs": {"json_object": true}})",
+       false, "structured_outputs"},
+      {R"({"prompt": "x", "response_format": {"type": "json_object"}, "min_tokens": 3})", false, "min_tokens"},
       {R"({"prompt": "x", "guided_json": {"type": "object"}})", false, "guided_json"},
       {R"({"prompt": "x", "guided_json": {}})", false, "guided_json"},  // the schema any JSON value meets
       {R"({"prompt": "x", "guided_grammar": "root ::= \"a\""})", false, "guided_grammar"},
@@ -216,7 +226,8 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "top_p": 2})", false, "top_p"},
       {R"({"prompt": "x", "stop": ""})", false, "stop"},
       {R"({"prompt": "x", "stop": ["a", ""]})", false, "stop"},
-      {R"({"prompt": "x", "response_format": {"type": "json_object"}})", false, "response_format"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {}}})", false, "response_format"},
+      {R"({"prompt": "x", "response_format": {"type": "xml"}})", false, "response_format"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": 5})", true, "tools"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": "xyz"})", true, "tools"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tools": [1]})", true, "tools"},
@@ -235,6 +246,27 @@ TEST(OpenAiApi, ErrorsNameTheField) {
     EXPECT_EQ(e.to_json()["error"]["param"], c.param);
     EXPECT_EQ(e.to_json()["error"]["type"], "invalid_request_error");
   }
+}
+
+// JSON mode: OpenAI's response_format and vLLM's structured_outputs.json_object, with its whitespace option;
+// {"type": "text"} and null ask for nothing.
+TEST(OpenAiApi, JsonModeFromEitherSpelling) {
+  GenerationCall c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}],
+                                  "response_format": {"type": "json_object"}})", true);
+  EXPECT_TRUE(c.params.json_object);
+  EXPECT_FALSE(c.params.disable_any_whitespace);
+  c = parse_ok(R"({"prompt": "x", "structured_outputs": {"json_object": true, "disable_any_whitespace": true}})");
+  EXPECT_TRUE(c.params.json_object);
+  EXPECT_TRUE(c.params.disable_any_whitespace);
+  c = parse_ok(R"({"prompt": "x", "response_format": {"type": "json_object"},
+                   "structured_outputs": {"disable_any_whitespace": true}})");
+  EXPECT_TRUE(c.params.json_object && c.params.disable_any_whitespace);
+  for (const char* body : {R"({"prompt": "x", "response_format": {"type": "text"}})",
+                           R"({"prompt": "x", "response_format": null, "structured_outputs": {"json_object": false}})"})
+    EXPECT_FALSE(parse_ok(body).params.json_object) << body;
+  EXPECT_NE(parse_error(R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {}}})")
+                .message.find("use {\"type\": \"json_object\"}"),
+            std::string::npos);
 }
 
 // One range, one message: top_p 0 and top_p 2 used to be told different ranges.

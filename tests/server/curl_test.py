@@ -526,6 +526,56 @@ class ServerTest(unittest.TestCase):
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "guided_choice": ["a"], "min_tokens": 2}), 400,
                           "min_tokens", contains="min_tokens cannot be combined with choice")
 
+    def test_json_mode(self):
+        # This test model's vocabulary has no "{" token: refused, saying so.
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "response_format": {"type": "json_object"}}),
+                          400, None, contains="has no token for: {")
+        # stories260K writes any byte. The reply is a JSON object, on both endpoints, in OpenAI's and vLLM's
+        # spellings; streamed equals whole. A few tokens only ({ } " : 1), so that the tiny model closes its objects:
+        # each that stops parses.
+        with serve_util.Server(model=os.path.join(serve_util.SHARED, "models", "stories260K", "stories260K.gguf")) as s:
+            def post(path, body):
+                return curl(s.url + path, body)
+            few = []
+            for piece in ["{", "}", '"', ":", "1"]:
+                # SentencePiece writes "▁" before the text: the piece is the last token.
+                token = json.loads(post("/tokenize", {"prompt": piece, "add_special_tokens": False})[2])["tokens"][-1]
+                self.assertEqual(json.loads(post("/detokenize", {"tokens": [token]})[2])["prompt"], piece)
+                few.append(token)
+            whole_objects = 0
+            for path, body, text_of in [
+                    ("/v1/completions", {"prompt": "As JSON:"}, lambda c: c["text"]),
+                    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "As JSON?"}]},
+                     lambda c: c["message"]["content"])]:
+                for constraint in [{"response_format": {"type": "json_object"}},
+                                   {"structured_outputs": {"json_object": True, "disable_any_whitespace": True}}]:
+                    code, _, out = post(path, dict(body, **constraint, n=6, temperature=1.0, seed=4, max_tokens=40,
+                                                   allowed_token_ids=few))
+                    self.assertEqual(code, 200, out)
+                    for c in json.loads(out)["choices"]:
+                        text = text_of(c)
+                        self.assertTrue(text.lstrip().startswith("{"), text)
+                        if c["finish_reason"] == "stop":
+                            self.assertIsInstance(json.loads(text), dict)
+                            whole_objects += 1
+                        else:
+                            self.assertEqual(c["finish_reason"], "length")
+            self.assertGreater(whole_objects, 4)
+            body = {"prompt": "Give JSON:", "structured_outputs": {"json_object": True, "disable_any_whitespace": True},
+                    "temperature": 0, "max_tokens": 24}
+            code, _, text = post("/v1/completions", dict(body, stream=True))
+            self.assertEqual(code, 200, text)
+            streamed = "".join(e["choices"][0]["text"] for e in sse_events(text)
+                               if isinstance(e, dict) and e.get("choices"))
+            self.assertEqual(json.loads(post("/v1/completions", body)[2])["choices"][0]["text"], streamed)
+            self.assertTrue(streamed.startswith("{"), streamed)
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "response_format": {"type": "json_object"},
+                                                        "guided_choice": ["a"]}), 400, "response_format",
+                          contains="cannot both be given")
+        self.assert_error(self.post("/v1/completions", {"prompt": "x", "response_format": {"type": "json_object"},
+                                                        "min_tokens": 2}), 400,
+                          "min_tokens", contains="min_tokens cannot be combined with json_object")
+
     def test_streaming_completion(self):
         body = {"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0}
         whole = json.loads(self.post("/v1/completions", body)[2])["choices"][0]["text"]
@@ -804,8 +854,8 @@ class ServerTest(unittest.TestCase):
         self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "tool_choice": "required"}), 400,
                           "tool_choice", "not supported")
         self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "response_format":
-                                                             {"type": "json_object"}}), 400, "response_format",
-                          "not supported")
+                                                             {"type": "json_schema", "json_schema": {}}}), 400,
+                          "response_format", "not supported")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "stop": ""}), 400, "stop")
         for top_p in [0, 2]:
             self.assert_error(self.post("/v1/completions", {"prompt": "x", "top_p": top_p}), 400, "top_p", "(0, 1]")

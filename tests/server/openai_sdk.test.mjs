@@ -25,9 +25,9 @@ let server;
 let baseURL;
 let client;
 
-function startServer(args) {
+function startServer(args, served = model) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(kvshare, ['serve', '--model', model, '--port', '0', '--kv-cache-memory', '64MiB',
+    const proc = spawn(kvshare, ['serve', '--model', served, '--port', '0', '--kv-cache-memory', '64MiB',
       '--chat-template', path.join(here, 'chatml.jinja'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     proc.stderr.on('data', (d) => {
@@ -177,6 +177,43 @@ test('vLLM\'s extra fields pass through the SDK unchanged, as with vLLM', { skip
     messages: [{ role: 'user', content: 'Classify: the soup was cold.' }], guided_choice: labels });
   assert.equal(choice.choices.length, 4);
   for (const ch of choice.choices) assert.ok(labels.includes(ch.message.content), ch.message.content);
+});
+
+test('JSON mode: response_format json_object gives a JSON object', { skip }, async () => {
+  // This model's vocabulary has no "{" token: a typed 400 that says so.
+  await assert.rejects(client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'x' }],
+    response_format: { type: 'json_object' } }),
+  (e) => e instanceof OpenAI.BadRequestError && /has no token for: \{/.test(e.message));
+  // stories260K writes any byte. A few tokens only ({ } " : 1), so that the tiny model closes its objects.
+  const stories = await startServer([], path.join(shared, 'models', 'stories260K', 'stories260K.gguf'));
+  try {
+    const few = [];
+    for (const piece of ['{', '}', '"', ':', '1']) {
+      const r = await fetch(`${stories.url}/tokenize`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: piece, add_special_tokens: false }) });
+      few.push((await r.json()).tokens.at(-1));  // after SentencePiece's "▁"
+    }
+    const json = new OpenAI({ apiKey: 'none', baseURL: `${stories.url}/v1`, maxRetries: 0 });
+    const r = await json.chat.completions.create({ model: 'stories260K.gguf', n: 8, max_completion_tokens: 40,
+      temperature: 1, seed: 3, messages: [{ role: 'user', content: 'As JSON?' }],
+      response_format: { type: 'json_object' }, allowed_token_ids: few });
+    assert.equal(r.choices.length, 8);
+    let whole = 0;
+    for (const ch of r.choices) {
+      assert.ok(ch.message.content.trimStart().startsWith('{'), ch.message.content);
+      if (ch.finish_reason === 'stop') {
+        assert.equal(typeof JSON.parse(ch.message.content), 'object');
+        whole += 1;
+      } else {
+        assert.equal(ch.finish_reason, 'length');
+      }
+    }
+    assert.ok(whole >= 2, `${whole} whole objects`);
+  } finally {
+    const exited = new Promise((resolve) => stories.proc.on('exit', resolve));
+    stories.proc.kill('SIGTERM');
+    await exited;
+  }
 });
 
 test('errors arrive as the SDK\'s typed errors', { skip }, async () => {
