@@ -10,8 +10,8 @@ out=fuzz/corpus
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The folders this script writes; fuzz/corpus/http_body is hand-written and kept.
-rm -rf "$out"/{safetensors,safetensors_index,gguf,tokenizer_json,vocab_merges,config,request_line,chat_template}
-mkdir -p "$out"/{safetensors,safetensors_index,gguf,tokenizer_json,vocab_merges,config,request_line,chat_template}
+rm -rf "$out"/{safetensors,safetensors_index,gguf,tokenizer_json,vocab_merges,config,request_line,chat_template,json_object}
+mkdir -p "$out"/{safetensors,safetensors_index,gguf,tokenizer_json,vocab_merges,config,request_line,chat_template,json_object}
 
 # A small byte-level BPE tokenizer (256 byte tokens, 40 merges, <|endoftext|>), as vocab.json + merges.txt and
 # as tokenizer.json; and a SentencePiece-style tokenizer.json (Metaspace, byte fallback).
@@ -157,6 +157,22 @@ done <<'LINES'
 {"prompt": "x", "stop_token_ids": "3", "ignore_eos": 1}
 {"prompt": "Is it? Answer:", "max_tokens": 1, "allowed_token_ids": [3, 4], "skip_special_tokens": false, "truncate_prompt_tokens": 4, "bad_words": ["darn", " heck it"]}
 LINES
+
+# JSON mode's texts: whole objects, starts of objects, and near misses.
+n=0
+while IFS= read -r text; do
+  n=$((n + 1))
+  printf '%s' "$text" > "$out/json_object/text$n"
+done <<'TEXTS'
+{}
+ { "name": "Ann", "age": 31, "tags": ["a", "b"], "ok": true, "none": null }
+{"a":{"b":[1,-2.5e+3,0.0,[],{}]},"c":"\u00e9\ud83d\ude00\n\"","d":false}
+{"café": "日本", "x": 1E400}
+{"a": [1, 2,
+{"a": "\ud800\u0041"}
+{"a": 01}
+[1, 2]
+TEXTS
 
 # Chat templates: the project's own tricky templates (tests/goldens/chat_templates/tricky.txt) over their
 # context, and the golden conversations under a ChatML-like template.
