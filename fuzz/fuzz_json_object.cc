@@ -5,6 +5,7 @@
 
 #include "fuzz_util.h"
 #include "sampling/json_object.h"
+#include "sampling/json_object_test_util.h"
 
 namespace {
 
@@ -32,20 +33,6 @@ struct Verdict : nlohmann::json_sax<nlohmann::json> {
   }
 };
 
-// Whether the text stays inside the recognizer's limits, counted loosely (every bracket and every whitespace
-// byte, in strings too): a text this passes is one the recognizer must take whenever the parser does. Without NUL
-// bytes, too: nlohmann takes "{}" followed by NULs as "{}".
-bool within_limits(std::string_view text) {
-  int brackets = 0, run = 0;
-  for (char c : text) {
-    if (c == '\0') return false;
-    brackets += c == '{' || c == '[';
-    run = (c == ' ' || c == '\t' || c == '\n' || c == '\r') ? run + 1 : 0;
-    if (run > kvshare::JsonPrefix::kMaxWhitespaceRun || brackets > kvshare::JsonPrefix::kMaxDepth) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -69,7 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const bool parsed = v.error == 0 && v.object;
     if (taken == size && p.complete())
       fuzz::check(parsed || v.error == 406, "the recognizer took a text that is not one JSON object");
-    if (parsed && within_limits(text))
+    if (parsed && within_json_mode_limits(text))
       fuzz::check(taken == size && p.complete(), "the recognizer refused a JSON object within its limits");
   }
   return 0;

@@ -37,7 +37,7 @@ bool JsonPrefix::feed(std::string_view bytes) {
 }
 
 bool JsonPrefix::feed(uint8_t b) {
-  if (!is_json_space(b)) spaces_ = 0;  // (whitespace inside a string neither counts nor ends a run)
+  if (!is_json_space(b)) spaces_ = 0;  // (whitespace inside a string neither counts nor is counted)
   switch (mode_) {
     case Mode::kStart:
       if (space(b)) return true;

@@ -21,9 +21,10 @@ namespace kvshare {
 class JsonPrefix {
  public:
   static constexpr int kMaxDepth = 128;  // nesting deeper than this is refused (nlohmann and Python take it)
-  // Whitespace between JSON's tokens comes in runs of at most this many bytes (a newline and indentation), so that
-  // a model cannot spend its tokens on whitespace before or inside the object (vLLM's users met that with any).
-  static constexpr int kMaxWhitespaceRun = 32;
+  // Whitespace between JSON's tokens is one space, or a newline and at most this many spaces or tabs of indentation
+  // (llama.cpp's JSON grammar's rule), so that a model cannot spend its tokens on whitespace before or inside the
+  // object (vLLM's users met that where any whitespace goes).
+  static constexpr int kMaxIndent = 20;
 
   // whitespace: whether spaces, tabs and newlines may stand between tokens of JSON (vLLM's default); without
   // it (its disable_any_whitespace), the object is written compactly. Whitespace inside strings is text.
@@ -64,9 +65,14 @@ class JsonPrefix {
   bool string_byte(uint8_t byte);
   bool number_byte(uint8_t byte);
   static bool is_json_space(uint8_t b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
-  // Whether `byte` is whitespace that may stand here (counted in the current run).
+  // Whether `byte` is whitespace that may stand here: it starts a run (' ' or '\n') or indents after a newline.
   bool space(uint8_t byte) {
-    if (!whitespace_ || !is_json_space(byte) || spaces_ == kMaxWhitespaceRun) return false;
+    if (!whitespace_) return false;
+    if (spaces_ == 0 && (byte == ' ' || byte == '\n')) {
+      spaces_ = byte == ' ' ? 1 : 2;
+      return true;
+    }
+    if (spaces_ < 2 || spaces_ == 2 + kMaxIndent || (byte != ' ' && byte != '\t')) return false;
     ++spaces_;
     return true;
   }
@@ -80,7 +86,7 @@ class JsonPrefix {
   uint8_t hex_count_ = 0;      // digits of a \u escape read; letters of a literal read
   uint16_t hex_ = 0;           // the \u escape's value so far
   uint8_t literal_ = 0;
-  uint8_t spaces_ = 0;         // whitespace bytes just read between JSON's tokens
+  uint8_t spaces_ = 0;         // the whitespace just read: 0 none, 1 a space, 2 + k a newline and k indentation
   int16_t depth_ = 0;          // open arrays and objects
   uint64_t stack_[kMaxDepth / 64] = {};  // bit d: level d + 1 is an object (else an array)
 };
