@@ -209,7 +209,8 @@ void read_logit_bias(FieldReader& r, SamplingParams& p) {
 // structured_outputs.json_object (vLLM's), the output is one JSON object; structured_outputs.disable_any_whitespace
 // makes it compact. structured_outputs' other constraints (json, regex, grammar, structural_tag) are refused, as is
 // a response_format with a schema; an object that sets none (vLLM takes {}) asks for nothing.
-void read_structured_outputs(FieldReader& r, SamplingParams& p) {
+void read_structured_outputs(FieldReader& r, GenerationCall& call) {
+  SamplingParams& p = call.params;
   const json* guided = r.get("guided_choice");
   if (guided != nullptr && guided->is_null()) guided = nullptr;
   const json* choice = guided;
@@ -261,8 +262,10 @@ void read_structured_outputs(FieldReader& r, SamplingParams& p) {
       return r.fail(json_field, json_field + " and " + field + " cannot both be given: the output is either one of the "
                                 "choices or a JSON object");
     p.json_object = true;
+    call.constraint_field = json_field;
   }
   if (choice == nullptr) return;
+  call.constraint_field = field;
   if (!choice->is_array() || !std::all_of(choice->begin(), choice->end(), [](const json& c) { return c.is_string(); }))
     return r.fail(field, field + " must be a list of strings");
   SamplingParams checked;  // SamplingParams::validate holds the rules; the error names this field
@@ -342,7 +345,7 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
       p.n = best_of;
   }
   if (r.get("suffix") != nullptr) r.fail("suffix", "suffix is not supported");
-  read_structured_outputs(r, p);
+  read_structured_outputs(r, call);
   if ((p.choice.has_value() || p.json_object) && p.min_tokens > 0)  // named here: the engine's would name no field
     r.fail("min_tokens", std::string("min_tokens cannot be combined with ") + (p.json_object ? "json_object" : "choice") +
                              " (the output ends once it is complete): leave min_tokens out");

@@ -72,6 +72,10 @@ struct GenerationCall {
   // Whether the response needs the prompt's logprobs (echo with logprobs, or prompt_logprobs).
   bool wants_prompt_logprobs() const { return echo_logprobs() || prompt_logprobs >= 0; }
   std::string cache_salt;
+  // The field that asked for a choice or JSON mode (guided_choice, structured_outputs.choice, response_format,
+  // structured_outputs.json_object), named by a 400 when the engine refuses the constraint for this model's
+  // vocabulary (a choice it cannot spell, a vocabulary that cannot write JSON); "" without one.
+  std::string constraint_field;
 };
 
 // Parses a request body. `chat` picks the endpoint's fields. Errors name the field and say what is valid.

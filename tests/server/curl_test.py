@@ -523,13 +523,22 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(whole["choices"][0]["text"], streamed)
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "guided_choice": []}), 400, "guided_choice",
                           contains="guided_choice must hold at least one string")
+        # A choice this model's tokens cannot spell ("{" is not in its vocabulary): the engine's refusal names the
+        # field as it was given.
+        for field, constraint in [("guided_choice", {"guided_choice": ["{x}"]}),
+                                  ("structured_outputs.choice", {"structured_outputs": {"choice": ["{x}"]}})]:
+            self.assert_error(self.post("/v1/completions", dict({"prompt": ["a", "b"]}, **constraint)), 400, field,
+                              contains="cannot be spelled")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "guided_choice": ["a"], "min_tokens": 2}), 400,
                           "min_tokens", contains="min_tokens cannot be combined with choice")
 
     def test_json_mode(self):
-        # This test model's vocabulary has no "{" token: refused, saying so.
+        # This test model's vocabulary has no "{" token: refused, saying so and naming the field as it was given.
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "response_format": {"type": "json_object"}}),
-                          400, None, contains="has no token for: {")
+                          400, "response_format", contains="has no token for: {")
+        self.assert_error(self.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                                                             "structured_outputs": {"json_object": True}}),
+                          400, "structured_outputs.json_object", contains="has no token for: {")
         # stories260K writes any byte. The reply is a JSON object, on both endpoints, in OpenAI's and vLLM's
         # spellings; streamed equals whole. A few tokens only ({ } " : 1), so that the tiny model closes its objects:
         # each that stops parses.
