@@ -156,6 +156,9 @@ done <<'LINES'
 [1, 2, 3]
 {"prompt": "x", "stop_token_ids": "3", "ignore_eos": 1}
 {"prompt": "Is it? Answer:", "max_tokens": 1, "allowed_token_ids": [3, 4], "skip_special_tokens": false, "truncate_prompt_tokens": 4, "bad_words": ["darn", " heck it"]}
+{"prompt": "Review: fine. Sentiment:", "guided_choice": ["positive", "negative", "caf\u00e9"], "n": 2, "temperature": 0.7}
+{"prompt_token_ids": [5, 6], "structured_outputs": {"choice": ["yes", "yes, sir"], "json": null}, "ignore_eos": true}
+{"prompt": "As JSON:", "response_format": {"type": "json_object"}, "structured_outputs": {"disable_any_whitespace": true}, "max_tokens": 64}
 LINES
 
 # JSON mode's texts: whole objects, starts of objects, and near misses.
