@@ -664,19 +664,21 @@ TEST_F(CliTest, BatchLinesTakeJsonMode) {
     EXPECT_EQ(outs[5 + i].value("finish_reason", ""), "error");
     EXPECT_TRUE(contains(outs[5 + i].value("error", ""), want[i]));
   }
-  // --json-object for every line; a line's {"type": "text"} or own choices replace it.
+  // --json-object for every line; a line's {"type": "text"}, json_object false or own choices replace it.
   write_file(scratch() + "/mixed.jsonl", "{\"prompt\": \"x\"}\n"
                                          "{\"prompt\": \"x\", \"response_format\": {\"type\": \"text\"}}\n"
-                                         "{\"prompt\": \"x\", \"guided_choice\": [\"zq\"]}\n");
+                                         "{\"prompt\": \"x\", \"guided_choice\": [\"zq\"]}\n"
+                                         "{\"prompt\": \"x\", \"structured_outputs\": {\"json_object\": false}}\n");
   const CliRun mixed = kvshare({"generate", "--model", model_, "--input", scratch() + "/mixed.jsonl", "--output",
                                 scratch() + "/mixed-out.jsonl", "--no-progress", "--json-object",
                                 "--disable-any-whitespace", "--max-tokens", "6", "--temperature", "0"});
   expect_success(mixed);
   const std::vector<json> m = read_jsonl(scratch() + "/mixed-out.jsonl");
-  ASSERT_EQ(m.size(), 3u) << mixed;
+  ASSERT_EQ(m.size(), 4u) << mixed;
   EXPECT_TRUE(m[0].value("text", "").starts_with("{")) << m[0].dump();
   EXPECT_FALSE(m[1].value("text", "").starts_with("{")) << m[1].dump();
   EXPECT_EQ(m[2].value("text", ""), "zq") << m[2].dump();
+  EXPECT_EQ(m[3].value("text", ""), m[1].value("text", "")) << m[3].dump();  // free text, greedy: the same
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "x", "--disable-any-whitespace"}),
                        {"--disable-any-whitespace applies to JSON: give --json-object too"});
 }

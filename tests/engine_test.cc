@@ -978,6 +978,14 @@ TEST_F(EngineBehaviour, ChoiceEndsWithEosWhereAnotherGoesOnAndOtherStopsStillApp
   out = engine->generate({r})[0];
   EXPECT_EQ(out.finish_reason, FinishReason::kLength);
   EXPECT_TRUE(std::string("mixed feelings about it").starts_with(out.text) && !out.text.empty()) << out.text;
+  // A choice completed by the last token allowed is complete (it said length).
+  r.params.choice = std::vector<std::string>{"ab"};
+  r.params.allowed_token_ids = std::vector<int32_t>{64, 65};  // "a", "b"
+  out = engine->generate({r})[0];
+  EXPECT_EQ(out.text, "ab");
+  EXPECT_EQ(out.finish_reason, FinishReason::kStop);
+  r.params.allowed_token_ids.reset();
+  r.params.choice = std::vector<std::string>{"mixed feelings about it"};
   r.params.max_tokens = 16;
   r.params.stop = {"feel"};
   out = engine->generate({r})[0];
@@ -1121,9 +1129,12 @@ TEST_F(EngineBehaviour, JsonObjectTextIsJsonAndEachTokenTheLikeliestThatKeepsItS
   // It ends at the brace that closes the object: with "{" and "}" the only tokens allowed, "{}".
   r.prompt = "x";
   r.params.allowed_token_ids = std::vector<int32_t>{90, 92};
-  const Output out = engine->generate({r})[0];
-  EXPECT_EQ(out.text, "{}");
-  EXPECT_EQ(out.finish_reason, FinishReason::kStop);
+  for (int32_t max_tokens : {32, 2}) {  // also when the brace is the last token allowed (it said length)
+    r.params.max_tokens = max_tokens;
+    const Output out = engine->generate({r})[0];
+    EXPECT_EQ(out.text, "{}");
+    EXPECT_EQ(out.finish_reason, FinishReason::kStop);
+  }
 }
 
 // Sampled, n = 16: every completion is the start of a JSON object (whole ones parse), the same alone and beside

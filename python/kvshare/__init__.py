@@ -55,7 +55,7 @@ class StructuredOutputsParams:
             if flag is not None and not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, not {type(flag).__name__}")
         self.json_object = bool(json_object)
-        self.disable_any_whitespace = disable_any_whitespace
+        self.disable_any_whitespace = bool(disable_any_whitespace)
         if self.json_object and choice is not None:
             raise ValueError("StructuredOutputsParams takes choice=[...] or json_object=True, not both")
         if choice is None and not self.json_object:
@@ -194,8 +194,16 @@ class SamplingParams:
         if name == "structured_outputs":
             if value is not None and not isinstance(value, StructuredOutputsParams):
                 raise bad("a StructuredOutputsParams or None")
-            if value is not None and value.choice is not None:  # its list may have changed in place
-                for c in value.choice:
+            if value is not None:  # its fields may have changed since it was made
+                for flag in ("json_object", "disable_any_whitespace"):
+                    if not isinstance(getattr(value, flag), bool):
+                        raise TypeError(f"structured_outputs.{flag} must be True or False, not "
+                                        f"{type(getattr(value, flag)).__name__}")
+                if value.choice is not None and value.json_object:
+                    raise ValueError("structured_outputs takes choice=[...] or json_object=True, not both")
+                if value.choice is None and not value.json_object:
+                    raise ValueError("structured_outputs needs choice=[...] or json_object=True")
+                for c in value.choice or []:
                     if not isinstance(c, str):
                         raise TypeError(f"structured_outputs.choice must be a list of str, got a list holding "
                                         f"{type(c).__name__}")
@@ -232,7 +240,7 @@ class SamplingParams:
         choice = None if structured is None or structured.choice is None else list(structured.choice)
         json_object = structured is not None and structured.json_object
         return _SamplingParams(**values, choice=choice, json_object=json_object,
-                               disable_any_whitespace=json_object and bool(structured.disable_any_whitespace))
+                               disable_any_whitespace=json_object and structured.disable_any_whitespace)
 
     def clone(self) -> "SamplingParams":
         """A deep copy (its lists and dict are its own), as vLLM's clone()."""

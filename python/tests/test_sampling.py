@@ -222,6 +222,15 @@ def test_structured_outputs_json_object(stories):
         StructuredOutputsParams(choice=["a"], json_object=True)
     with pytest.raises(TypeError, match="json_object must be True or False"):
         StructuredOutputsParams(json_object="yes")
+    # Changed after it was made: checked again when a request is made (it gave pybind11's constructor dump).
+    so = StructuredOutputsParams(json_object=True)
+    for field, value, error in [("json_object", "x", TypeError), ("disable_any_whitespace", "yes", TypeError),
+                                ("json_object", False, ValueError)]:
+        setattr(so, field, value)
+        with pytest.raises(error, match=f"structured_outputs"):
+            stories.generate("x", SamplingParams(structured_outputs=so))
+        so = StructuredOutputsParams(json_object=True)
+    assert StructuredOutputsParams(json_object=True, disable_any_whitespace=None) == StructuredOutputsParams(json_object=True)
 
 
 def test_truncate_prompt_tokens_keeps_the_last_tokens(stories):

@@ -108,7 +108,8 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
   // Constrained output, with the server's fields: one of a list of strings (guided_choice, or
   // structured_outputs.choice), or one JSON object (response_format {"type": "json_object"}, or
   // structured_outputs.json_object). A line's own constraint replaces the job's (--choice, --json-object);
-  // guided_choice null and response_format {"type": "text"} ask for free text whatever those say.
+  // guided_choice null and response_format {"type": "text"} ask for free text whatever those say, and
+  // structured_outputs.json_object false for no JSON.
   const json* choice = present("guided_choice") ? &j["guided_choice"] : nullptr;
   const char* json_field = nullptr;  // the field that asked for JSON mode
   bool free_text = j.contains("guided_choice") && j["guided_choice"].is_null();
@@ -140,6 +141,7 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
       return invalid_argument("\"structured_outputs\": " + key + " is not supported, only choice (a list of strings) "
                               "and json_object (true)");
     }
+    if (auto it = so.find("json_object"); it != so.end() && *it == false) p.json_object = false;
     if (auto it = so.find("disable_any_whitespace"); it != so.end() && !it->is_null()) {
       if (!it->is_boolean())
         return invalid_argument("\"structured_outputs\".disable_any_whitespace must be true or false");

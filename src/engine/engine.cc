@@ -545,8 +545,8 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     const TokenStop by_token = s.num_generated() >= s.params.min_tokens ? token_stop(s.params, token) : TokenStop::kNone;
     if (by_token == TokenStop::kNone || s.params.include_stop_str_in_output) s.text += decoders[s.id]->push(token);
     FinishReason reason = stop_check(s, token, checked, by_token);
-    if (reason == FinishReason::kNone && s.guide != nullptr && s.guide->complete())
-      reason = FinishReason::kStop;  // a whole choice that no other one goes on from, a closed JSON object
+    // A whole choice that no other one goes on from, a closed JSON object: complete, also on the last token allowed.
+    if (reason != FinishReason::kStop && s.guide != nullptr && s.guide->complete()) reason = FinishReason::kStop;
     if (reason != FinishReason::kNone) {
       finish(s, reason, out);
     } else {

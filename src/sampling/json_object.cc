@@ -86,6 +86,8 @@ bool JsonPrefix::feed(uint8_t b) {
       if (!escape_can_end_well(hex_, hex_count_, low_surrogate_)) return false;
       if (hex_count_ < 4) return true;
       const bool high = hex_ >= 0xD800 && hex_ <= 0xDBFF;
+      hex_ = 0;  // places that differ only in what came before compare equal (the memo's key)
+      hex_count_ = 0;
       low_surrogate_ = high;  // a high surrogate's pair must follow at once
       mode_ = high ? Mode::kLowBackslash : Mode::kString;
       return true;
@@ -103,7 +105,11 @@ bool JsonPrefix::feed(uint8_t b) {
     case Mode::kLiteral: {
       const std::string_view word = kLiterals[literal_];
       if (b != static_cast<uint8_t>(word[hex_count_])) return false;
-      if (++hex_count_ == word.size()) mode_ = Mode::kAfterValue;
+      if (++hex_count_ == word.size()) {
+        mode_ = Mode::kAfterValue;
+        hex_count_ = 0;
+        literal_ = 0;
+      }
       return true;
     }
     case Mode::kMinus: case Mode::kZero: case Mode::kInt: case Mode::kDot: case Mode::kFrac:
@@ -236,13 +242,21 @@ bool JsonPrefix::number_byte(uint8_t b) {
 }
 
 Result<std::shared_ptr<const JsonObjectRules>> JsonObjectRules::make(const TokenTexts& vocab, bool whitespace) {
+  // What a completion may need next from some place, one byte at a time: JSON's punctuation, the letters of the
+  // literals (after "fa", say), '\\' and 'u' (after a high surrogate's escape, its pair's), a digit (after '-', '.',
+  // 'e', or within a \\u escape) and 'D' (a low surrogate, \\uDD00). Other bytes only ever offer a second way on.
   std::string missing;
-  for (char c : std::string_view("{}[]\":,0123456789-.eE+truefalsn\\/bfnrtuABCDEFabcdef")) {
-    if (vocab.ids_of(std::string_view(&c, 1)).empty() && missing.find(c) == std::string::npos) {
-      missing += missing.empty() ? "" : " ";
-      missing += c;
-    }
+  auto has = [&](char c) { return !vocab.ids_of(std::string_view(&c, 1)).empty(); };
+  auto note = [&](const std::string& what) { missing += (missing.empty() ? "" : " ") + what; };
+  std::string seen;
+  for (char c : std::string_view("{}[]\":,truefalsn\\")) {
+    if (!has(c) && seen.find(c) == std::string::npos) note(std::string(1, c));
+    seen += c;
   }
+  bool digit = false;
+  for (char c = '0'; c <= '9'; ++c) digit = digit || has(c);
+  if (!digit) note("a digit");
+  if (!has('D') && !has('d')) note("D or d");
   // A token that ends inside a character (a byte-level piece): its next bytes must each be some token's text.
   bool splits_characters = false;
   for (int32_t id = 0; id < vocab.size() && !splits_characters; ++id) {
@@ -258,8 +272,7 @@ Result<std::shared_ptr<const JsonObjectRules>> JsonObjectRules::make(const Token
   for (int b = 0x80; splits_characters && b <= 0xBF; ++b) {
     const char c = static_cast<char>(b);
     if (vocab.ids_of(std::string_view(&c, 1)).empty()) {
-      missing += missing.empty() ? "" : " ";
-      missing += "the byte 0x" + std::string(1, "0123456789ABCDEF"[b >> 4]) + "0123456789ABCDEF"[b & 15];
+      note("the byte 0x" + std::string(1, "0123456789ABCDEF"[b >> 4]) + "0123456789ABCDEF"[b & 15]);
       break;
     }
   }

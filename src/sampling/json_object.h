@@ -95,8 +95,8 @@ class JsonPrefix {
 // every request in JSON mode (the engine keeps one of each).
 class JsonObjectRules {
  public:
-  // An error when the vocabulary cannot write JSON: a character JSON's structure needs ({ } [ ] " : , digits, the
-  // letters of true, false, null and of escapes) that no token writes alone, or a token that ends inside a UTF-8
+  // An error when the vocabulary cannot write JSON: a character a completion may need next ({ } [ ] " : , \\, the
+  // letters of true, false, null, a digit, D or d) that no token writes alone, or a token that ends inside a UTF-8
   // character whose next bytes no token writes alone. Either could leave a completion with no token to go on.
   static Result<std::shared_ptr<const JsonObjectRules>> make(const TokenTexts& vocab, bool whitespace);
   JsonObjectRules(const TokenTexts& vocab, bool whitespace);  // unchecked (make checks)
