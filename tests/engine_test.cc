@@ -884,18 +884,23 @@ bool starts_a_choice(const std::vector<std::string>& choices, const std::string&
   return std::any_of(choices.begin(), choices.end(), [&](const std::string& c) { return c.starts_with(text); });
 }
 
+// Each token's raw bytes (part of a character, maybe); none for special tokens, which the text leaves out.
+std::vector<std::string> raw_pieces(const Engine& engine) {
+  const Tokenizer& tok = engine.tokenizer();
+  std::vector<std::string> piece(static_cast<size_t>(engine.model_config().vocab_size));
+  for (int32_t t = 0; t < static_cast<int32_t>(piece.size()); ++t)
+    if (!tok.decode({t}, /*skip_special=*/true).empty()) piece[static_cast<size_t>(t)] = tok.token_piece(t);
+  return piece;
+}
+
 // choice (vLLM's structured_outputs.choice): the text is one of the choices. Greedy, each token is the first
 // likeliest of those that keep the text the start of a choice (and EOS where the text is a choice that another one
 // continues), found here by brute force over the vocabulary against the raw logits.
 TEST_F(EngineBehaviour, ChoiceTextIsOneOfTheChoicesAndEachTokenTheLikeliestThatKeepsItSo) {
   const std::string model = tiny_model("gpt2");
   auto engine = make_engine(model, true);
-  const Tokenizer& tok = engine->tokenizer();
   const int64_t vocab = engine->model_config().vocab_size;
-  std::vector<std::string> piece(static_cast<size_t>(vocab));
-  // Each token's raw bytes (part of a character, maybe); none for special tokens, which the text leaves out.
-  for (int32_t t = 0; t < vocab; ++t)
-    if (!tok.decode({t}, /*skip_special=*/true).empty()) piece[static_cast<size_t>(t)] = tok.token_piece(t);
+  const std::vector<std::string> piece = raw_pieces(*engine);
   const std::vector<std::string> choices = {"positive", "negative", "neutral", "mixed", "mixed feelings", "n/a"};
   const std::vector<std::string> characters = {"caf\xc3\xa9 cr\xc3\xa8me", "\xe6\x97\xa5\xe6\x9c\xac"};  // split by tokens
   Request r;
@@ -1092,11 +1097,8 @@ bool starts_json_object(const std::string& text, bool whitespace = true) {
 TEST_F(EngineBehaviour, JsonObjectTextIsJsonAndEachTokenTheLikeliestThatKeepsItSo) {
   const std::string model = tiny_model("gpt2");
   auto engine = make_engine(model, true);
-  const Tokenizer& tok = engine->tokenizer();
   const int64_t vocab = engine->model_config().vocab_size;
-  std::vector<std::string> piece(static_cast<size_t>(vocab));
-  for (int32_t t = 0; t < vocab; ++t)
-    if (!tok.decode({t}, /*skip_special=*/true).empty()) piece[static_cast<size_t>(t)] = tok.token_piece(t);
+  const std::vector<std::string> piece = raw_pieces(*engine);
   Request r;
   r.params.temperature = 0;
   r.params.max_tokens = 32;

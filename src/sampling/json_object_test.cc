@@ -17,39 +17,13 @@ bool whole_object(std::string_view text, bool whitespace = true) {
   return p.feed(text) && p.complete();
 }
 
-// The reference: nlohmann's strict parser (RFC 8259, UTF-8 checked, surrogate pairs checked), through its SAX
-// interface. It refuses a number that a double cannot hold (1e400), which RFC 8259 leaves to the reader: such a
-// number is put as 0 and the text read again.
-struct Reference : nlohmann::json_sax<nlohmann::json> {
-  bool object = false, first = true, failed = false;
-  size_t error_byte = 0;
-  int error_id = 0;
-  bool value() { first = false; return true; }
-  bool null() override { return value(); }
-  bool boolean(bool) override { return value(); }
-  bool number_integer(number_integer_t) override { return value(); }
-  bool number_unsigned(number_unsigned_t) override { return value(); }
-  bool number_float(number_float_t, const string_t&) override { return value(); }
-  bool string(string_t&) override { return value(); }
-  bool binary(binary_t&) override { return value(); }
-  bool start_object(std::size_t) override { object = object || first; return value(); }
-  bool key(string_t&) override { return true; }
-  bool end_object() override { return true; }
-  bool start_array(std::size_t) override { return value(); }
-  bool end_array() override { return true; }
-  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& e) override {
-    failed = true;
-    error_byte = position;
-    error_id = e.id;
-    return false;
-  }
-};
-
+// The reference: nlohmann's strict parser (RFC 8259, UTF-8 checked, surrogate pairs checked). It refuses a number
+// that a double cannot hold (1e400), which RFC 8259 leaves to the reader: such a number is put as 0 and the text
+// read again.
 bool reference_object(std::string text) {
   for (;;) {
-    Reference r;
-    nlohmann::json::sax_parse(text, &r);
-    if (!r.failed) return r.object;
+    const NlohmannVerdict r = nlohmann_verdict(text);
+    if (r.error_id == 0) return r.object;
     if (r.error_id != 406 || r.error_byte == 0 || r.error_byte > text.size()) return false;  // 406: number overflow
     const std::string_view number_bytes = "0123456789+-.eE";
     size_t end = r.error_byte - 1, begin = end;
