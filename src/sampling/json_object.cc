@@ -282,20 +282,42 @@ Result<std::shared_ptr<const JsonObjectRules>> JsonObjectRules::make(const Token
   return std::make_shared<const JsonObjectRules>(vocab, whitespace);
 }
 
+namespace {
+
+// shared[i]: the bytes the text of tokens[i] shares with that of tokens[i - 1] (0 for the first).
+std::vector<uint16_t> shared_bytes(const TokenTexts& vocab, const std::vector<int32_t>& tokens) {
+  std::vector<uint16_t> shared(tokens.size(), 0);
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    const std::string& a = vocab.text(tokens[i - 1]);
+    const std::string& b = vocab.text(tokens[i]);
+    size_t k = 0;
+    while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
+    shared[i] = static_cast<uint16_t>(std::min<size_t>(k, UINT16_MAX));
+  }
+  return shared;
+}
+
+}  // namespace
+
 JsonObjectRules::JsonObjectRules(const TokenTexts& vocab, bool whitespace) : vocab_(vocab), whitespace_(whitespace) {
   for (int32_t id = 0; id < vocab.size(); ++id)
     if (!vocab.text(id).empty()) sorted_.push_back(id);
   std::sort(sorted_.begin(), sorted_.end(), [&](int32_t a, int32_t b) {
     return vocab.text(a) != vocab.text(b) ? vocab.text(a) < vocab.text(b) : a < b;
   });
-  shared_.assign(sorted_.size(), 0);
-  for (size_t i = 1; i < sorted_.size(); ++i) {
-    const std::string& a = vocab.text(sorted_[i - 1]);
-    const std::string& b = vocab.text(sorted_[i]);
-    size_t k = 0;
-    while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
-    shared_[i] = static_cast<uint16_t>(std::min<size_t>(k, UINT16_MAX));
+  shared_ = shared_bytes(vocab, sorted_);
+  // Text that never leaves the string does the same wherever it stands in one (a key or a value, at any depth).
+  // A token that leaves it and comes back (":\"\",\"") is not such text: where it lands depends on the place.
+  JsonPrefix in_string;
+  in_string.feed("{\"");
+  for (int32_t id : sorted_) {
+    JsonPrefix s = in_string;
+    bool stays = true;
+    for (char c : vocab.text(id)) stays = stays && s.feed(static_cast<uint8_t>(c)) && s.inside_string();
+    (stays && s == in_string ? string_text_ : string_other_).push_back(id);
   }
+  std::sort(string_text_.begin(), string_text_.end());
+  string_other_shared_ = shared_bytes(vocab, string_other_);
 }
 
 const std::vector<int32_t>& JsonObjectRules::allowed(const JsonPrefix& state, bool drop_first_space) const {
@@ -313,8 +335,6 @@ const std::vector<int32_t>& JsonObjectRules::allowed(const JsonPrefix& state, bo
   return memo_.front().tokens;
 }
 
-// In text order, each token's bytes are read on from the place its first bytes, shared with the token before,
-// reached: the vocabulary is walked as a trie, and the tokens below a refused prefix are passed over at once.
 void JsonObjectRules::compute(const JsonPrefix& state, bool drop_first_space, std::vector<int32_t>& out) const {
   out.clear();
   if (drop_first_space) {  // the first token of a completion whose text drops a leading space: each on its own
@@ -327,12 +347,28 @@ void JsonObjectRules::compute(const JsonPrefix& state, bool drop_first_space, st
     std::sort(out.begin(), out.end());
     return;
   }
+  if (!state.between_string_characters()) {
+    walk(state, sorted_, shared_, out);
+    std::sort(out.begin(), out.end());
+    return;
+  }
+  walk(state, string_other_, string_other_shared_, out);
+  std::sort(out.begin(), out.end());
+  const size_t others = out.size();
+  out.insert(out.end(), string_text_.begin(), string_text_.end());
+  std::inplace_merge(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(others), out.end());
+}
+
+// In text order, each token's bytes are read on from the place its first bytes, shared with the token before,
+// reached: the tokens are walked as a trie, and the tokens below a refused prefix are passed over at once.
+void JsonObjectRules::walk(const JsonPrefix& state, const std::vector<int32_t>& tokens,
+                           const std::vector<uint16_t>& shared_with_previous, std::vector<int32_t>& out) const {
   std::vector<JsonPrefix> at(vocab_.max_length() + 1, state);  // at[k]: the place after the first k bytes
   size_t known = 0;          // at[0..known] hold the previous token's places
   size_t refused = SIZE_MAX; // the previous token's byte that was refused (SIZE_MAX: none)
-  for (size_t i = 0; i < sorted_.size(); ++i) {
-    const std::string& t = vocab_.text(sorted_[i]);
-    const size_t shared = i == 0 ? 0 : shared_[i];
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::string& t = vocab_.text(tokens[i]);
+    const size_t shared = shared_with_previous[i];
     if (refused != SIZE_MAX && shared > refused) continue;  // it starts with the refused bytes too
     size_t k = std::min(shared, known);
     refused = SIZE_MAX;
@@ -344,9 +380,8 @@ void JsonObjectRules::compute(const JsonPrefix& state, bool drop_first_space, st
       }
     }
     known = k;
-    if (refused == SIZE_MAX) out.push_back(sorted_[i]);
+    if (refused == SIZE_MAX) out.push_back(tokens[i]);
   }
-  std::sort(out.begin(), out.end());
 }
 
 namespace {

@@ -36,6 +36,14 @@ class JsonPrefix {
   bool feed(std::string_view bytes);
   // Whether the text is one whole JSON object (the top-level object closed).
   bool complete() const { return mode_ == Mode::kDone; }
+  // Whether this is inside a string, between characters: where text that keeps it inside the string (whole
+  // characters and escapes, no '"') leaves it as it is.
+  bool between_string_characters() const { return mode_ == Mode::kString && utf8_need_ == 0; }
+  // Whether this is inside a string (also within an escape or a character).
+  bool inside_string() const {
+    return mode_ == Mode::kString || mode_ == Mode::kEscape || mode_ == Mode::kHex || mode_ == Mode::kLowBackslash ||
+           mode_ == Mode::kLowU;
+  }
 
   bool operator==(const JsonPrefix&) const = default;
 
@@ -112,11 +120,20 @@ class JsonObjectRules {
 
  private:
   void compute(const JsonPrefix& state, bool drop_first_space, std::vector<int32_t>& out) const;
+  // The tokens of `tokens` (in text order; shared[i]: bytes token i's text shares with token i - 1's) whose text
+  // `state` reads on, appended to `out`.
+  void walk(const JsonPrefix& state, const std::vector<int32_t>& tokens, const std::vector<uint16_t>& shared,
+            std::vector<int32_t>& out) const;
 
   const TokenTexts& vocab_;
   bool whitespace_;
   std::vector<int32_t> sorted_;  // the tokens with text, by text
   std::vector<uint16_t> shared_; // shared_[i]: bytes sorted_[i]'s text shares with sorted_[i - 1]'s
+  // Inside a string most tokens are text that leaves the place as it is (most of a 50,000-token vocabulary): those
+  // (by id) are taken at once, and only the others (by text, with their shared bytes) are walked.
+  std::vector<int32_t> string_text_;
+  std::vector<int32_t> string_other_;
+  std::vector<uint16_t> string_other_shared_;
   struct Memo {
     JsonPrefix state;
     bool drop_first_space = false;

@@ -214,7 +214,9 @@ TEST(JsonObjectRules, AllowedEqualsEveryTokenTriedAlone) {
                                     "D", "d", "C", "1", "12", "1e", "e", "-", ".", "0", "0.", "true", "tr", "ue",
                                     "null", "nul", "f", "alse", "a", "ab", "abc", " a", "\xc3", "\xa9", "\xc3\xa9",
                                     "\xe2\x82", "\xac", "\xed", "\xa0", "\x9f", "\xf0\x9f", "\x98\x80", "x\"", "\"x",
-                                    "\": \"", "\"a\":", "[1,", "{}", "{\"a\":1}", "\t", "\x01", "\\n", "n", "u"};
+                                    "\": \"", "\"a\":", "[1,", "{}", "{\"a\":1}", "\t", "\x01", "\\n", "n", "u",
+                                    // leaving a string and coming back into one: where they land depends on the place
+                                    "\":\"\",\"", "\",\"", "\"],[\"", "\"}]", "\":[\""};
   const size_t base = texts.size();
   for (size_t i = 0; i < base; ++i) texts.push_back(texts[i]);  // the same texts again: every id is offered
   for (bool spaces : {true, false}) {
