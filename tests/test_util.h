@@ -7,6 +7,7 @@
 #include <functional>
 #include <string>
 
+#include "core/mapped_file.h"  // file_exists, for KV_REQUIRE_SHARED
 #include "core/status.h"
 
 namespace kvshare::testing {

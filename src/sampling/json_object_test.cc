@@ -1,5 +1,7 @@
 #include "sampling/json_object.h"
 #include "sampling/json_object_test_util.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -307,6 +309,49 @@ TEST(JsonObjectRules, WhatMakeAsksForIsEnoughToGoOn) {
     ASSERT_TRUE(p.complete()) << "no end reached: " << text;
     EXPECT_TRUE(reference_object(text)) << text;
   }
+}
+
+// On real vocabularies (GPT-2's byte-level BPE, 50,257 tokens; Llama 3's, 128,256), at places of every kind, the
+// tokens allowed are exactly those whose bytes the place reads, each tried alone. The vocabulary's texts are
+// gathered as the engine gathers them (Engine::Impl::vocab_texts).
+void expect_allowed_is_every_token_tried_alone(const BpeTokenizer& tok) {
+  std::vector<std::string> texts(static_cast<size_t>(tok.vocab_size()));
+  for (int32_t id = 0; id < tok.vocab_size(); ++id)
+    if (!tok.is_special(id)) texts[static_cast<size_t>(id)] = tok.token_piece(id);
+  const TokenTexts vocab(std::move(texts), tok.strips_leading_space());
+  for (bool whitespace : {true, false}) {
+    auto rules = JsonObjectRules::make(vocab, whitespace);
+    ASSERT_TRUE(rules.ok()) << rules.status().to_string();
+    for (const char* text : {"", "{", "{\"", "{\"ab", "{\"a\"", "{\"a\":", "{\"a\":\"x", "{\"a\":[\"x\\",
+                             "{\"a\":\"\\u00", "{\"a\":\"\\ud83d", "{\"a\":\"\xe6\x97", "{\"a\":-",
+                             "{\"a\":1.5e", "{\"a\":12", "{\"a\":[1,", "{\"a\":{\"b\":[[\"x", "{\"a\":fa",
+                             "{\"a\":[]", "{\"a\":\"x\",\"b\":\"y"}) {
+      JsonPrefix p = (*rules)->start();
+      ASSERT_TRUE(p.feed(text)) << text;
+      for (bool drop : {false, true}) {
+        if (drop && *text != '\0') continue;  // only a completion's first token drops its space
+        std::vector<int32_t> want;
+        for (int32_t id = 0; id < vocab.size(); ++id) {
+          std::string_view t = vocab.text(id);
+          if (drop && vocab.strip_first_space() && !t.empty() && t[0] == ' ') t.remove_prefix(1);
+          JsonPrefix q = p;
+          if (!t.empty() && q.feed(t)) want.push_back(id);
+        }
+        ASSERT_EQ((*rules)->allowed(p, drop), want) << "after \"" << text << "\", whitespace " << whitespace;
+      }
+    }
+  }
+}
+
+TEST(JsonObjectRules, OnRealVocabulariesAllowedIsEveryTokenTriedAlone) {
+  KV_REQUIRE_GPT2_TOKENIZER();
+  auto gpt2 = BpeTokenizer::from_hf_dir(testing::gpt2_tokenizer_dir());
+  ASSERT_TRUE(gpt2.ok()) << gpt2.status().to_string();
+  expect_allowed_is_every_token_tried_alone(**gpt2);
+  KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
+  auto llama3 = BpeTokenizer::from_hf_dir(testing::shared_dir() + "/tokenizers/llama3");
+  ASSERT_TRUE(llama3.ok()) << llama3.status().to_string();
+  expect_allowed_is_every_token_tried_alone(**llama3);
 }
 
 TEST(JsonObjectGuide, FollowsTheTokensAndEndsWhenTheObjectCloses) {
