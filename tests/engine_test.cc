@@ -1013,8 +1013,13 @@ TEST_F(EngineBehaviour, ChoiceEndsWithEosWhereAnotherGoesOnAndOtherStopsStillApp
   p.min_tokens = 1;
   EXPECT_NE(error_of(p).find("min_tokens (1) cannot be combined with choice"), std::string::npos) << error_of(p);
   p.min_tokens = 0;
-  p.allowed_token_ids = std::vector<int32_t>{13};  // "." starts no choice
-  EXPECT_NE(error_of(p).find("allowed_token_ids, choice or json_object, bad_words and min_tokens together mask"),
+  p.allowed_token_ids = std::vector<int32_t>{13};  // "." starts no choice: refused before any work
+  EXPECT_NE(error_of(p).find("allowed_token_ids holds no token that can begin one of the choices"),
+            std::string::npos) << error_of(p);
+  p.allowed_token_ids = std::vector<int32_t>{13, 64};  // "a" does, but the next draw has only "."
+  p.choice = std::vector<std::string>{"ab"};
+  EXPECT_NE(error_of(p).find("no token can be generated after 1 tokens: allowed_token_ids, choice or json_object, "
+                             "bad_words and min_tokens together mask"),
             std::string::npos) << error_of(p);
 }
 
@@ -1186,6 +1191,11 @@ TEST_F(EngineBehaviour, JsonObjectSampledIsTheSameAloneInABatchAndPreempted) {
   r.params.choice.reset();
   r.params.min_tokens = 2;
   EXPECT_NE(engine->generate({r})[0].error.message().find("min_tokens (2) cannot be combined with json_object"),
+            std::string::npos);
+  r.params.min_tokens = 0;
+  r.params.allowed_token_ids = std::vector<int32_t>{64, 1};  // "a", '"': neither begins an object
+  EXPECT_NE(engine->generate({r})[0].error.message().find("allowed_token_ids holds no token that can begin a JSON "
+                                                          "object"),
             std::string::npos);
 }
 

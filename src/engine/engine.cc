@@ -334,6 +334,15 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   bool after_text = false;
   for (int32_t t : prompt) after_text = after_text || !loaded.tokenizer->is_special(t);
   KV_ASSIGN_OR_RETURN(GuideMaker make_guide, output_rules(r.params, after_text));
+  if (make_guide && r.params.allowed_token_ids.has_value()) {  // refused now, not at the first draw
+    const std::vector<int32_t>& first = make_guide()->allowed(loaded.eos_ids);
+    const std::vector<int32_t>& allowed = *r.params.allowed_token_ids;
+    if (std::none_of(allowed.begin(), allowed.end(),
+                     [&](int32_t t) { return std::binary_search(first.begin(), first.end(), t); }))
+      return invalid_argument(std::string("allowed_token_ids holds no token that can begin ") +
+                              (r.params.json_object ? "a JSON object" : "one of the choices") +
+                              ": allow one that can (for JSON, \"{\")");
+  }
   for (int32_t index = 0; index < n; ++index) {
     auto seq = std::make_unique<Sequence>(next_seq_id++, prompt, r.params, r.cache_salt, completion_seed(seed, index));
     seq->request_id = id;
