@@ -4,9 +4,9 @@
 #include "kvshare/engine.h"
 
 #include <algorithm>
-#include <functional>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <future>
 #include <map>
 #include <unordered_map>
@@ -335,7 +335,8 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
   for (int32_t t : prompt) after_text = after_text || !loaded.tokenizer->is_special(t);
   KV_ASSIGN_OR_RETURN(GuideMaker make_guide, output_rules(r.params, after_text));
   if (make_guide && r.params.allowed_token_ids.has_value()) {  // refused now, not at the first draw
-    const std::vector<int32_t>& first = make_guide()->allowed(loaded.eos_ids);
+    const std::unique_ptr<OutputGuide> probe = make_guide();
+    const std::vector<int32_t>& first = probe->allowed(loaded.eos_ids);
     const std::vector<int32_t>& allowed = *r.params.allowed_token_ids;
     if (std::none_of(allowed.begin(), allowed.end(),
                      [&](int32_t t) { return std::binary_search(first.begin(), first.end(), t); }))
