@@ -893,6 +893,16 @@ std::vector<std::string> raw_pieces(const Engine& engine) {
   return piece;
 }
 
+// A sampled request to batch beside the one under test (whose output must not change).
+Request another_sampled_request() {
+  Request other;
+  other.prompt = "Something else entirely";
+  other.params.temperature = 1.0f;
+  other.params.max_tokens = 9;
+  other.params.seed = 8;
+  return other;
+}
+
 // choice (vLLM's structured_outputs.choice): the text is one of the choices. Greedy, each token is the first
 // likeliest of those that keep the text the start of a choice (and EOS where the text is a choice that another one
 // continues), found here by brute force over the vocabulary against the raw logits.
@@ -939,11 +949,7 @@ TEST_F(EngineBehaviour, ChoiceTextIsOneOfTheChoicesAndEachTokenTheLikeliestThatK
   r.params.temperature = 1.5f;
   r.params.n = 16;
   r.params.seed = 7;
-  Request other;
-  other.prompt = "Something else entirely";
-  other.params.temperature = 1.0f;
-  other.params.max_tokens = 9;
-  other.params.seed = 8;
+  const Request other = another_sampled_request();
   const std::vector<Output> alone = engine->generate({r});
   const std::vector<Output> batched = engine->generate({other, r});
   ASSERT_EQ(alone.size(), 16u);
@@ -1160,11 +1166,7 @@ TEST_F(EngineBehaviour, JsonObjectSampledIsTheSameAloneInABatchAndPreempted) {
   // A few tokens only ({ } [ ] " : , 1 a), so that a random model closes strings and objects as often as not.
   r.params.allowed_token_ids = std::vector<int32_t>{90, 92, 58, 60, 1, 25, 11, 16, 64};
   r.params.logit_bias = {{92, -8.0f}};  // "}" less likely, so that the objects hold something
-  Request other;
-  other.prompt = "Something else entirely";
-  other.params.temperature = 1.0f;
-  other.params.max_tokens = 9;
-  other.params.seed = 8;
+  const Request other = another_sampled_request();
   const std::vector<Output> alone = engine->generate({r});
   const std::vector<Output> batched = engine->generate({other, r});
   const std::vector<Output> squeezed = tight->generate({r});
