@@ -281,12 +281,12 @@ Result<std::shared_ptr<const ChoiceSet>> Engine::Impl::make_choices(const Sampli
   for (size_t i = 0; i < p.choice->size(); ++i)
     if (sanitize_utf8((*p.choice)[i]) != (*p.choice)[i])
       return invalid_argument("choice[" + std::to_string(i) + "] is not valid UTF-8");
-  vocab_texts();
+  const TokenTexts& vocab = vocab_texts();
   auto known = std::find_if(known_choices.begin(), known_choices.end(), [&](const KnownChoices& k) {
     return k.after_text == after_text && k.choices == *p.choice;
   });
   if (known == known_choices.end()) {
-    KV_ASSIGN_OR_RETURN(ChoiceSet set, ChoiceSet::make(*p.choice, *token_texts, !after_text));
+    KV_ASSIGN_OR_RETURN(ChoiceSet set, ChoiceSet::make(*p.choice, vocab, !after_text));
     constexpr size_t kKnownChoices = 8;
     if (known_choices.size() < kKnownChoices) known_choices.emplace_back();
     known = known_choices.end() - 1;  // the least recent, replaced

@@ -124,9 +124,7 @@ void ChoiceSet::compute_allowed(const TokenTexts& vocab, std::string_view so_far
 }
 
 std::string_view ChoiceSet::added_text(const TokenTexts& vocab, int32_t token, bool at_start) const {
-  std::string_view t = vocab.text(token);
-  if (at_start && strip_first_space_ && !t.empty() && t[0] == ' ') t.remove_prefix(1);
-  return t;
+  return vocab.added_text(token, at_start && strip_first_space_);
 }
 
 bool ChoiceSet::complete(std::string_view so_far) const {

@@ -19,7 +19,8 @@
 namespace kvshare {
 
 // Whether `key` of vLLM's structured_outputs is one of its options for its grammar backends
-// (disable_any_whitespace, ...), which change nothing for a choice: the server and batch lines take them.
+// (disable_any_whitespace, ...): the server and batch lines take them. disable_any_whitespace makes JSON mode
+// compact; the others change nothing.
 bool is_structured_output_option(std::string_view key);
 
 // The vocabulary as text: which tokens add which bytes to the output. Built once per tokenizer.
@@ -35,6 +36,13 @@ class TokenTexts {
   // The ids whose text is exactly `bytes` (none for "").
   std::span<const int32_t> ids_of(std::string_view bytes) const;
   const std::string& text(int32_t id) const { return texts_[static_cast<size_t>(id)]; }
+  // The bytes token `id` adds: its text, less the leading space a completion's first token drops when
+  // `first_drops_space` and the vocabulary strips it (strip_first_space).
+  std::string_view added_text(int32_t id, bool first_drops_space) const {
+    std::string_view t = text(id);
+    if (first_drops_space && strip_first_space_ && !t.empty() && t[0] == ' ') t.remove_prefix(1);
+    return t;
+  }
   int32_t size() const { return static_cast<int32_t>(texts_.size()); }
   size_t max_length() const { return max_length_; }
   bool strip_first_space() const { return strip_first_space_; }

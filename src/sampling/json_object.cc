@@ -248,11 +248,8 @@ Result<std::shared_ptr<const JsonObjectRules>> JsonObjectRules::make(const Token
   std::string missing;
   auto has = [&](char c) { return !vocab.ids_of(std::string_view(&c, 1)).empty(); };
   auto note = [&](const std::string& what) { missing += (missing.empty() ? "" : " ") + what; };
-  std::string seen;
-  for (char c : std::string_view("{}[]\":,truefalsn\\")) {
-    if (!has(c) && seen.find(c) == std::string::npos) note(std::string(1, c));
-    seen += c;
-  }
+  for (char c : std::string_view("{}[]\":,truefalsn\\"))
+    if (!has(c)) note(std::string(1, c));
   bool digit = false;
   for (char c = '0'; c <= '9'; ++c) digit = digit || has(c);
   if (!digit) note("a digit");
@@ -270,8 +267,7 @@ Result<std::shared_ptr<const JsonObjectRules>> JsonObjectRules::make(const Token
     }
   }
   for (int b = 0x80; splits_characters && b <= 0xBF; ++b) {
-    const char c = static_cast<char>(b);
-    if (vocab.ids_of(std::string_view(&c, 1)).empty()) {
+    if (!has(static_cast<char>(b))) {
       note("the byte 0x" + std::string(1, "0123456789ABCDEF"[b >> 4]) + "0123456789ABCDEF"[b & 15]);
       break;
     }
@@ -339,8 +335,7 @@ void JsonObjectRules::compute(const JsonPrefix& state, bool drop_first_space, st
   out.clear();
   if (drop_first_space) {  // the first token of a completion whose text drops a leading space: each on its own
     for (int32_t id : sorted_) {
-      std::string_view t = vocab_.text(id);
-      if (t[0] == ' ') t.remove_prefix(1);
+      const std::string_view t = vocab_.added_text(id, true);
       JsonPrefix s = state;
       if (!t.empty() && s.feed(t)) out.push_back(id);
     }
@@ -395,9 +390,7 @@ class JsonObjectGuide final : public OutputGuide {
     return rules_->allowed(state_, at_start_ && strip_);
   }
   void advance(int32_t token) override {
-    std::string_view t = rules_->vocab().text(token);
-    if (at_start_ && strip_ && rules_->vocab().strip_first_space() && !t.empty() && t[0] == ' ') t.remove_prefix(1);
-    state_.feed(t);  // allowed() offered it: it reads on
+    state_.feed(rules_->vocab().added_text(token, at_start_ && strip_));  // allowed() offered it: it reads on
     at_start_ = false;
   }
   bool complete() const override { return state_.complete(); }
