@@ -67,9 +67,10 @@ struct SamplingParams {
   std::optional<std::vector<std::string>> choice;
   // When true (OpenAI's response_format {"type": "json_object"}, vLLM's structured_outputs.json_object), the
   // generated text is one JSON object (RFC 8259: valid UTF-8, escapes and surrogate pairs as strict parsers take
-  // them, at most 128 levels deep; between its tokens one space, or a newline and up to 20 spaces or tabs): each token is drawn among those that keep the text the start of one, and the
-  // request stops with kStop once the object closes. Other stops still apply (max_tokens: an object cut short ends
-  // with kLength, so leave room). Not with choice or min_tokens. Logprobs still come from the raw logits.
+  // them, at most 128 levels deep; between its tokens one space, or a newline and up to 20 spaces or tabs): each
+  // token is drawn among those that keep the text the start of one, and the request stops with kStop once the
+  // object closes. Other stops still apply (max_tokens: an object cut short ends with kLength, so leave room). Not
+  // with choice or min_tokens. Logprobs still come from the raw logits.
   bool json_object = false;
   // With json_object: no whitespace between JSON's tokens, the compact form (vLLM's
   // structured_outputs.disable_any_whitespace); a model that likes newlines cannot spend tokens on them.

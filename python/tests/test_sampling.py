@@ -217,7 +217,8 @@ def test_structured_outputs_json_object(stories):
     assert "json_object=True" in repr(params)
     assert StructuredOutputsParams(json_object=True) != params.structured_outputs  # whitespace matters to JSON
     with pytest.raises(ValueError, match=r"min_tokens \(1\) cannot be combined with json_object"):
-        stories.generate("x", SamplingParams(min_tokens=1, structured_outputs=StructuredOutputsParams(json_object=True)))
+        stories.generate("x", SamplingParams(min_tokens=1,
+                                             structured_outputs=StructuredOutputsParams(json_object=True)))
     with pytest.raises(ValueError, match="not both"):
         StructuredOutputsParams(choice=["a"], json_object=True)
     with pytest.raises(TypeError, match="json_object must be True or False"):
@@ -230,7 +231,8 @@ def test_structured_outputs_json_object(stories):
         with pytest.raises(error, match=f"structured_outputs"):
             stories.generate("x", SamplingParams(structured_outputs=so))
         so = StructuredOutputsParams(json_object=True)
-    assert StructuredOutputsParams(json_object=True, disable_any_whitespace=None) == StructuredOutputsParams(json_object=True)
+    assert StructuredOutputsParams(json_object=True, disable_any_whitespace=None) == \
+        StructuredOutputsParams(json_object=True)
 
 
 def test_truncate_prompt_tokens_keeps_the_last_tokens(stories):

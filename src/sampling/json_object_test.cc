@@ -265,7 +265,8 @@ TEST(JsonObjectRules, AVocabularyThatCannotWriteJsonIsRefused) {
   no_braces.push_back("{\"");  // "{" only inside a longer token: a completion could not always go on
   auto refused = JsonObjectRules::make(TokenTexts(no_braces, false), true);
   ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.status().message().find("has no token for: { ]"), std::string::npos) << refused.status().to_string();
+  EXPECT_NE(refused.status().message().find("has no token for: { ]"), std::string::npos)
+      << refused.status().to_string();
   texts.push_back("\xc3");  // ends inside a character, and no token writes a continuation byte alone
   refused = JsonObjectRules::make(TokenTexts(texts, false), true);
   ASSERT_FALSE(refused.ok());

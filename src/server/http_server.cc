@@ -748,7 +748,8 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
       ApiError e = from_status(stream.status());
       // The engine's refusal of a constraint for this vocabulary names it as "choice ..." or "json_object ...".
       const std::string& m = stream.status().message();
-      if (e.status == 400 && !call->api.constraint_field.empty() && (m.starts_with("choice") || m.starts_with("json_object")))
+      if (e.status == 400 && !call->api.constraint_field.empty() &&
+          (m.starts_with("choice") || m.starts_with("json_object")))
         e.param = call->api.constraint_field;
       if (call->api.prompts.size() > 1 && e.status == 400) e.message = "prompt " + std::to_string(i) + ": " + e.message;
       return send_error(res, e);

@@ -240,7 +240,8 @@ void read_structured_outputs(FieldReader& r, GenerationCall& call) {
         json_field = "structured_outputs.json_object";
         continue;
       }
-      if (key == "json_object") return r.fail("structured_outputs", "structured_outputs.json_object must be true or false");
+      if (key == "json_object")
+        return r.fail("structured_outputs", "structured_outputs.json_object must be true or false");
       return r.fail("structured_outputs", "structured_outputs." + key + " is not supported: this server constrains its "
                                           "output to a list of strings (choice) or to a JSON object (json_object: "
                                           "true)");
@@ -347,7 +348,8 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
   if (r.get("suffix") != nullptr) r.fail("suffix", "suffix is not supported");
   read_structured_outputs(r, call);
   if ((p.choice.has_value() || p.json_object) && p.min_tokens > 0)  // named here: the engine's would name no field
-    r.fail("min_tokens", std::string("min_tokens cannot be combined with ") + (p.json_object ? "json_object" : "choice") +
+    r.fail("min_tokens", std::string("min_tokens cannot be combined with ") +
+                             (p.json_object ? "json_object" : "choice") +
                              " (the output ends once it is complete): leave min_tokens out");
   // vLLM's other constrained decoding: refused, not ignored. A guided_json of {} is a schema, one that any JSON
   // value meets: vLLM constrains the output to JSON for it.

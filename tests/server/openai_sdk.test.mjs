@@ -189,7 +189,8 @@ test('JSON mode: response_format json_object gives a JSON object', { skip }, asy
   try {
     const few = [];
     for (const piece of ['{', '}', '"', ':', '1']) {
-      const r = await fetch(`${stories.url}/tokenize`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      const r = await fetch(`${stories.url}/tokenize`, { method: 'POST',
+        headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ prompt: piece, add_special_tokens: false }) });
       few.push((await r.json()).tokens.at(-1));  // after SentencePiece's "▁"
     }
