@@ -1,8 +1,8 @@
-// libFuzzer target: JSON mode's recognizer (JsonPrefix, src/sampling/json_object.h) against nlohmann's strict parser.
+// libFuzzer target: JSON mode's recognizer (JsonPrefix, src/sampling/json_guide.h) against nlohmann's strict parser.
 // A text the recognizer takes whole parses as an object; an object the parser takes (whitespace runs and nesting
 // inside the recognizer's limits) is taken whole; a text it takes in part can always go on with some byte.
 #include "fuzz_util.h"
-#include "sampling/json_object.h"
+#include "sampling/json_guide.h"
 #include "sampling/json_object_test_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -18,7 +18,7 @@
 #include "kvshare/engine.h"
 #include "model/config.h"
 #include "make_model/make_model.h"
-#include "sampling/json_object.h"
+#include "sampling/json_guide.h"
 #include "sampling/sampler.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -1024,7 +1024,7 @@ TEST_F(EngineBehaviour, ChoiceEndsWithEosWhereAnotherGoesOnAndOtherStopsStillApp
             std::string::npos) << error_of(p);
   p.allowed_token_ids = std::vector<int32_t>{13, 64};  // "a" does, but the next draw has only "."
   p.choice = std::vector<std::string>{"ab"};
-  EXPECT_NE(error_of(p).find("no token can be generated after 1 tokens: allowed_token_ids, choice or json_object, "
+  EXPECT_NE(error_of(p).find("no token can be generated after 1 tokens: allowed_token_ids, choice or JSON, "
                              "bad_words and min_tokens together mask"),
             std::string::npos) << error_of(p);
 }

@@ -3,7 +3,7 @@
 //
 // Each step, the processors run in vLLM's order on a copy of the model's logits:
 //   logprobs are taken first, from the raw logits (log-softmax, before any processor);
-//   allowed_token_ids (every other token masked) -> choice or json_object (tokens that break it masked) ->
+//   allowed_token_ids (every other token masked) -> choice, json_object or json_schema (tokens that break it masked) ->
 //   bad_words (the token that would complete one masked) ->
 //   min_tokens (EOS and stop tokens masked) -> logit_bias -> repetition, frequency, presence penalties;
 //   then greedy (temperature 0) takes the largest, or: temperature -> min_p -> top_k -> top_p -> draw.
@@ -70,9 +70,17 @@ struct SamplingParams {
   // them, at most 128 levels deep; between its tokens one space, or a newline and up to 20 spaces or tabs): each
   // token is drawn among those that keep the text the start of one, and the request stops with kStop once the
   // object closes. Other stops still apply (max_tokens: an object cut short ends with kLength, so leave room). Not
-  // with choice or min_tokens. Logprobs still come from the raw logits.
+  // with choice, json_schema or min_tokens. Logprobs still come from the raw logits.
   bool json_object = false;
-  // With json_object: no whitespace between JSON's tokens, the compact form (vLLM's
+  // When set (OpenAI's response_format {"type": "json_schema", "json_schema": {"schema": ...}}, vLLM's
+  // structured_outputs.json), a JSON Schema as JSON text: the generated text is one JSON value that follows it, as
+  // json_object's follows "any object", with the same whitespace and stops. Objects are written with their
+  // properties in the schema's order, and without keys it does not name. What a schema may say is listed in
+  // docs/limits.md (type, properties, required, items, enum, anyOf, $ref and others); a keyword beyond that, such as
+  // pattern or minimum, is refused when the request is added, as is a schema longer than kMaxJsonSchemaBytes. Not
+  // with choice, json_object or min_tokens.
+  std::optional<std::string> json_schema;
+  // With json_object or json_schema: no whitespace between JSON's tokens, the compact form (vLLM's
   // structured_outputs.disable_any_whitespace); a model that likes newlines cannot spend tokens on them.
   bool disable_any_whitespace = false;
   // When set, a longer prompt keeps only its last truncate_prompt_tokens tokens (vLLM's; -1: as many as the
@@ -100,6 +108,7 @@ struct SamplingParams {
   static constexpr size_t kMaxBadWordBytes = 1024;
   static constexpr size_t kMaxBadWordTokens = 1024;  // as vLLM's MAX_BAD_WORDS_TOTAL_TOKENS
   static constexpr size_t kMaxChoices = 1024;
+  static constexpr size_t kMaxJsonSchemaBytes = 65536;  // compiling a schema is linear in this
   static constexpr size_t kMaxChoiceBytes = 16384;  // all choices together: checking them is linear in this
 
   // The outputs Engine::generate gives a request with these parameters: n, or 1 (its error) when n is out of range.

@@ -22,7 +22,7 @@
 #include "kv/block_manager.h"
 #include "kv/kv_storage.h"
 #include "sampling/choice.h"
-#include "sampling/json_object.h"
+#include "sampling/json_guide.h"
 #include "sampling/stop_strings.h"
 #include "tokenizer/utf8.h"
 
@@ -76,7 +76,15 @@ struct Engine::Impl {
     std::shared_ptr<const ChoiceSet> set;
   };
   std::vector<KnownChoices> known_choices;
-  std::shared_ptr<const JsonObjectRules> json_rules[2];  // JSON mode without and with whitespace, made when needed
+  std::shared_ptr<const JsonVocabulary> json_vocab;  // the vocabulary read for JSON mode, made when first needed
+  // The last few requests' JSON rules (most recent first): a schema (its text; "" for json_object's any object) with
+  // a whitespace setting, compiled and checked, with the places its completions stood at (JsonRules' memo).
+  struct KnownJson {
+    std::string schema;
+    bool whitespace = false;
+    std::shared_ptr<const JsonRules> rules;
+  };
+  std::vector<KnownJson> known_json;
   std::vector<Output> pending;  // outputs produced while cache_prefix drove the loop, for the next step()
   int64_t next_id = 0;      // the next request's id
   int64_t next_seq_id = 0;  // the next sequence's (one per completion)
@@ -88,6 +96,7 @@ struct Engine::Impl {
   Status check_allowed_tokens(const SamplingParams& p, const std::vector<std::vector<int32_t>>& bad_words) const;
   const TokenTexts& vocab_texts();
   Result<std::shared_ptr<const ChoiceSet>> make_choices(const SamplingParams& p, bool after_text);
+  Result<std::shared_ptr<const JsonRules>> make_json_rules(const SamplingParams& p);
   using GuideMaker = std::function<std::unique_ptr<OutputGuide>()>;
   Result<GuideMaker> output_rules(const SamplingParams& p, bool after_text);
   Output make_output(Sequence& s) const;
@@ -296,20 +305,40 @@ Result<std::shared_ptr<const ChoiceSet>> Engine::Impl::make_choices(const Sampli
   return known_choices.front().set;
 }
 
-// What a request's output must follow (choice, json_object), checked once; each completion gets its own guide
-// from the maker (null without a constraint). `after_text`: the completion continues prompt text, so its first
-// token keeps a leading space.
+Result<std::shared_ptr<const JsonRules>> Engine::Impl::make_json_rules(const SamplingParams& p) {
+  const std::string schema = p.json_schema.value_or("");
+  const bool whitespace = !p.disable_any_whitespace;
+  auto known = std::find_if(known_json.begin(), known_json.end(),
+                            [&](const KnownJson& k) { return k.whitespace == whitespace && k.schema == schema; });
+  if (known == known_json.end()) {
+    if (json_vocab == nullptr) {
+      KV_ASSIGN_OR_RETURN(json_vocab, JsonVocabulary::make(vocab_texts()));
+    }
+    std::shared_ptr<const JsonSchema> compiled = JsonSchema::any_object();
+    if (p.json_schema.has_value()) {
+      KV_ASSIGN_OR_RETURN(compiled, JsonSchema::compile(*p.json_schema));
+    }
+    KV_ASSIGN_OR_RETURN(std::shared_ptr<const JsonRules> rules, JsonRules::make(json_vocab, compiled, whitespace));
+    constexpr size_t kKnownJson = 8;
+    if (known_json.size() < kKnownJson) known_json.emplace_back();
+    known = known_json.end() - 1;  // the least recent, replaced
+    *known = {schema, whitespace, std::move(rules)};
+  }
+  std::rotate(known_json.begin(), known, known + 1);
+  return known_json.front().rules;
+}
+
+// What a request's output must follow (choice, json_object, json_schema), checked once; each completion gets its
+// own guide from the maker (null without a constraint). `after_text`: the completion continues prompt text, so its
+// first token keeps a leading space.
 Result<Engine::Impl::GuideMaker> Engine::Impl::output_rules(const SamplingParams& p, bool after_text) {
   if (p.choice.has_value()) {
     KV_ASSIGN_OR_RETURN(std::shared_ptr<const ChoiceSet> set, make_choices(p, after_text));
     return GuideMaker([this, set] { return follow_choices(set, *token_texts); });
   }
-  if (p.json_object) {
-    std::shared_ptr<const JsonObjectRules>& rules = json_rules[p.disable_any_whitespace ? 0 : 1];
-    if (rules == nullptr) {
-      KV_ASSIGN_OR_RETURN(rules, JsonObjectRules::make(vocab_texts(), !p.disable_any_whitespace));
-    }
-    return GuideMaker([rules, after_text] { return follow_json_object(rules, !after_text); });
+  if (p.json_object || p.json_schema.has_value()) {
+    KV_ASSIGN_OR_RETURN(std::shared_ptr<const JsonRules> rules, make_json_rules(p));
+    return GuideMaker([rules, after_text] { return follow_json(rules, !after_text); });
   }
   return GuideMaker();
 }
@@ -341,7 +370,9 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
     if (std::none_of(allowed.begin(), allowed.end(),
                      [&](int32_t t) { return std::binary_search(first.begin(), first.end(), t); }))
       return invalid_argument(std::string("allowed_token_ids holds no token that can begin ") +
-                              (r.params.json_object ? "a JSON object" : "one of the choices") +
+                              (r.params.json_object    ? "a JSON object"
+                               : r.params.json_schema ? "JSON that follows the schema"
+                                                      : "one of the choices") +
                               ": allow one that can (for JSON, \"{\")");
   }
   for (int32_t index = 0; index < n; ++index) {
@@ -540,7 +571,7 @@ void Engine::Impl::sample_and_check_stops(const StepPlan& plan, std::vector<Outp
     if (token == Sampler::kNothingToSample) {
       finish(s, FinishReason::kError, out,
              invalid_argument("no token can be generated after " + std::to_string(s.num_generated()) +
-                              " tokens: allowed_token_ids, choice or json_object, bad_words and min_tokens together "
+                              " tokens: allowed_token_ids, choice or JSON, bad_words and min_tokens together "
                               "mask every token; allow more tokens or ban fewer"));
       continue;
     }

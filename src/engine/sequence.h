@@ -28,7 +28,7 @@ struct Sequence {
   int64_t num_prompt_tokens;
   SamplingParams params;
   std::vector<std::vector<int32_t>> bad_words;  // params.bad_words as token sequences (bad_word_tokens)
-  std::unique_ptr<OutputGuide> guide;  // params.choice or json_object: the tokens its draws may take
+  std::unique_ptr<OutputGuide> guide;  // params.choice, json_object or json_schema: the tokens its draws may take
   std::string salt;             // cache_salt: blocks are shared only between equal salts
   Rng rng;                      // advances only with this sequence's own samples
 

@@ -1,4 +1,4 @@
-#include "sampling/json_object.h"
+#include "sampling/json_guide.h"
 #include "sampling/json_object_test_util.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -12,6 +12,16 @@
 
 namespace kvshare {
 namespace {
+
+// JSON mode's rules for any object, unchecked, and checked as the engine checks them.
+std::shared_ptr<const JsonRules> object_rules(const TokenTexts& vocab, bool whitespace) {
+  return std::make_shared<const JsonRules>(std::make_shared<const JsonVocabulary>(vocab), JsonSchema::any_object(),
+                                           whitespace);
+}
+Result<std::shared_ptr<const JsonRules>> checked_object_rules(const TokenTexts& vocab, bool whitespace) {
+  KV_ASSIGN_OR_RETURN(std::shared_ptr<const JsonVocabulary> checked, JsonVocabulary::make(vocab));
+  return JsonRules::make(checked, JsonSchema::any_object(), whitespace);
+}
 
 // Whether the recognizer takes `text` as one whole JSON object.
 bool whole_object(std::string_view text, bool whitespace = true) {
@@ -210,7 +220,7 @@ TEST(JsonPrefix, NoPlaceIsADeadEnd) {
 }
 
 // The vocabulary walk gives exactly the tokens whose every byte the place takes, at places reached by random walks.
-TEST(JsonObjectRules, AllowedEqualsEveryTokenTriedAlone) {
+TEST(JsonRules, AllowedEqualsEveryTokenTriedAlone) {
   std::vector<std::string> texts = {"", "{", "}", "{\"", "\"}", "\":", "\"", " ", " {", "  ", "\n", ":", ",", ", \"",
                                     "[", "]", "]}", "}}", "}}}", "\\", "\\u", "\\ud83d", "\\ude00", "ude", "00",
                                     "D", "d", "C", "1", "12", "1e", "e", "-", ".", "0", "0.", "true", "tr", "ue",
@@ -223,7 +233,8 @@ TEST(JsonObjectRules, AllowedEqualsEveryTokenTriedAlone) {
   for (size_t i = 0; i < base; ++i) texts.push_back(texts[i]);  // the same texts again: every id is offered
   for (bool spaces : {true, false}) {
     const TokenTexts vocab(texts, true);
-    const JsonObjectRules rules(vocab, spaces);
+    const std::shared_ptr<const JsonRules> held = object_rules(vocab, spaces);
+    const JsonRules& rules = *held;
     std::mt19937 rng(spaces ? 3 : 4);
     for (int walk = 0; walk < 200; ++walk) {
       JsonPrefix p = rules.start();
@@ -248,37 +259,37 @@ TEST(JsonObjectRules, AllowedEqualsEveryTokenTriedAlone) {
 
 // A vocabulary that cannot write one of JSON's characters alone, or the rest of a character its tokens split, is
 // refused with the characters it lacks.
-TEST(JsonObjectRules, AVocabularyThatCannotWriteJsonIsRefused) {
+TEST(JsonRules, AVocabularyThatCannotWriteJsonIsRefused) {
   // What a completion may need next, and no more: no '+', '-', '.', 'E', '/', other digits or hex letters.
   std::vector<std::string> texts;
   for (char c : std::string_view("{}[]\":,truefalsn\\7D")) texts.emplace_back(1, c);
-  EXPECT_TRUE(JsonObjectRules::make(TokenTexts(texts, false), true).ok());
+  EXPECT_TRUE(checked_object_rules(TokenTexts(texts, false), true).ok());
   std::vector<std::string> no_digit;
   for (const std::string& t : texts)
     if (t != "7" && t != "D") no_digit.push_back(t);
-  EXPECT_NE(JsonObjectRules::make(TokenTexts(no_digit, false), true).status().message().find(
+  EXPECT_NE(checked_object_rules(TokenTexts(no_digit, false), true).status().message().find(
                 "has no token for: a digit D or d"),
             std::string::npos);
   std::vector<std::string> no_braces;
   for (const std::string& t : texts)
     if (t != "{" && t != "]") no_braces.push_back(t);
   no_braces.push_back("{\"");  // "{" only inside a longer token: a completion could not always go on
-  auto refused = JsonObjectRules::make(TokenTexts(no_braces, false), true);
+  auto refused = checked_object_rules(TokenTexts(no_braces, false), true);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("has no token for: { ]"), std::string::npos)
       << refused.status().to_string();
   texts.push_back("\xc3");  // ends inside a character, and no token writes a continuation byte alone
-  refused = JsonObjectRules::make(TokenTexts(texts, false), true);
+  refused = checked_object_rules(TokenTexts(texts, false), true);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("the byte 0x80"), std::string::npos) << refused.status().to_string();
   for (int b = 0x80; b <= 0xBF; ++b) texts.emplace_back(1, static_cast<char>(b));
-  EXPECT_TRUE(JsonObjectRules::make(TokenTexts(texts, false), true).ok());
+  EXPECT_TRUE(checked_object_rules(TokenTexts(texts, false), true).ok());
 }
 
 // A vocabulary with just what make() asks for, and tokens that lead into awkward places (a literal begun, a number
 // wanting a digit, an escape or a surrogate half-written, a character split): random walks over its tokens never
 // stand where no token goes on, and a walk that favours closing always ends in a whole object.
-TEST(JsonObjectRules, WhatMakeAsksForIsEnoughToGoOn) {
+TEST(JsonRules, WhatMakeAsksForIsEnoughToGoOn) {
   std::vector<std::string> texts;
   for (char c : std::string_view("{}[]\":,truefalsn\\7D ")) texts.emplace_back(1, c);
   for (int b = 0x80; b <= 0xBF; ++b) texts.emplace_back(1, static_cast<char>(b));
@@ -286,7 +297,7 @@ TEST(JsonObjectRules, WhatMakeAsksForIsEnoughToGoOn) {
                         "\"x", "x", ":[", "{\"", "\n  "})
     texts.emplace_back(t);
   const TokenTexts vocab(texts, false);
-  auto rules = JsonObjectRules::make(vocab, true);
+  auto rules = checked_object_rules(vocab, true);
   ASSERT_TRUE(rules.ok()) << rules.status().to_string();
   std::mt19937 rng(5);
   for (int walk = 0; walk < 400; ++walk) {
@@ -321,7 +332,7 @@ void expect_allowed_is_every_token_tried_alone(const BpeTokenizer& tok) {
     if (!tok.is_special(id)) texts[static_cast<size_t>(id)] = tok.token_piece(id);
   const TokenTexts vocab(std::move(texts), tok.strips_leading_space());
   for (bool whitespace : {true, false}) {
-    auto rules = JsonObjectRules::make(vocab, whitespace);
+    auto rules = checked_object_rules(vocab, whitespace);
     ASSERT_TRUE(rules.ok()) << rules.status().to_string();
     for (const char* text : {"", "{", "{\"", "{\"ab", "{\"a\"", "{\"a\":", "{\"a\":\"x", "{\"a\":[\"x\\",
                              "{\"a\":\"\\u00", "{\"a\":\"\\ud83d", "{\"a\":\"\xe6\x97", "{\"a\":-",
@@ -344,21 +355,50 @@ void expect_allowed_is_every_token_tried_alone(const BpeTokenizer& tok) {
   }
 }
 
-TEST(JsonObjectRules, OnRealVocabulariesAllowedIsEveryTokenTriedAlone) {
+// The same with a schema, at places inside strings of bounded length (where string text is taken by its characters),
+// keys and enums.
+void expect_schema_allowed_is_every_token_tried_alone(const BpeTokenizer& tok) {
+  std::vector<std::string> texts(static_cast<size_t>(tok.vocab_size()));
+  for (int32_t id = 0; id < tok.vocab_size(); ++id)
+    if (!tok.is_special(id)) texts[static_cast<size_t>(id)] = tok.token_piece(id);
+  const TokenTexts vocab(std::move(texts), tok.strips_leading_space());
+  auto schema = JsonSchema::compile(R"({"type": "object", "properties": {"s": {"type": "string", "minLength": 2,
+      "maxLength": 5}, "k": {"type": "array", "items": {"enum": ["red", "green", 12]}}, "t": {"type": "string",
+      "minLength": 3}}, "required": ["s"]})");
+  ASSERT_TRUE(schema.ok()) << schema.status().to_string();
+  auto rules = JsonRules::make(*JsonVocabulary::make(vocab), *schema, true);
+  ASSERT_TRUE(rules.ok()) << rules.status().to_string();
+  for (const char* text : {"", "{", "{\"", "{\"s\":\"", "{\"s\":\"a", "{\"s\":\"ab", "{\"s\":\"abcd",
+                           "{\"s\":\"abcde", "{\"s\":\"a\\u00", "{\"s\":\"\xe6\x97\xa5\xe6\x9c\xac",
+                           "{\"s\":\"ab\",\"k\":[\"gr", "{\"s\":\"ab\",\"k\":[1", "{\"s\":\"ab\", \"t\":\"x",
+                           "{\"s\":\"ab\", \"t\":\"xyz"}) {
+    JsonPrefix p = (*rules)->start();
+    ASSERT_TRUE(p.feed(text)) << text;
+    std::vector<int32_t> want;
+    for (int32_t id = 0; id < vocab.size(); ++id) {
+      JsonPrefix q = p;
+      if (!vocab.text(id).empty() && q.feed(vocab.text(id))) want.push_back(id);
+    }
+    ASSERT_EQ((*rules)->allowed(p, false), want) << "after \"" << text << "\"";
+  }
+}
+
+TEST(JsonRules, OnRealVocabulariesAllowedIsEveryTokenTriedAlone) {
   KV_REQUIRE_GPT2_TOKENIZER();
   auto gpt2 = BpeTokenizer::from_hf_dir(testing::gpt2_tokenizer_dir());
   ASSERT_TRUE(gpt2.ok()) << gpt2.status().to_string();
   expect_allowed_is_every_token_tried_alone(**gpt2);
+  expect_schema_allowed_is_every_token_tried_alone(**gpt2);
   KV_REQUIRE_SHARED("tokenizers/llama3/tokenizer.json");
   auto llama3 = BpeTokenizer::from_hf_dir(testing::shared_dir() + "/tokenizers/llama3");
   ASSERT_TRUE(llama3.ok()) << llama3.status().to_string();
   expect_allowed_is_every_token_tried_alone(**llama3);
 }
 
-TEST(JsonObjectGuide, FollowsTheTokensAndEndsWhenTheObjectCloses) {
+TEST(JsonGuide, FollowsTheTokensAndEndsWhenTheObjectCloses) {
   const TokenTexts vocab({"", " {", "\"a\"", ":", "1", "}", " "}, /*strip_first_space=*/true);
-  auto rules = std::make_shared<const JsonObjectRules>(vocab, /*whitespace=*/false);
-  auto guide = follow_json_object(rules, /*strip_first_space=*/true);
+  auto rules = object_rules(vocab, /*whitespace=*/false);
+  auto guide = follow_json(rules, /*strip_first_space=*/true);
   // The first token drops its space: " {" writes "{", which compact JSON takes; " " alone writes nothing.
   EXPECT_EQ(guide->allowed({}), std::vector<int32_t>({1}));
   guide->advance(1);
@@ -371,7 +411,7 @@ TEST(JsonObjectGuide, FollowsTheTokensAndEndsWhenTheObjectCloses) {
   guide->advance(5);
   EXPECT_TRUE(guide->complete());
   // Continuing prompt text, " {" keeps its space, which compact JSON refuses.
-  EXPECT_TRUE(follow_json_object(rules, false)->allowed({}).empty());
+  EXPECT_TRUE(follow_json(rules, false)->allowed({}).empty());
 }
 
 }  // namespace

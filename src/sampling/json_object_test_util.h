@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "sampling/json_object.h"
+#include "sampling/json_guide.h"
 
 namespace kvshare {
 

@@ -1,6 +1,6 @@
-// A completion's way through a constraint on its text (SamplingParams::choice, json_object): which tokens its next
+// A completion's way through a constraint on its text (SamplingParams::choice, JSON): which tokens its next
 // draw may take, and when the text is complete. Each completion has its own guide; the rules behind it (a
-// ChoiceSet, JsonObjectRules) are checked once and shared.
+// ChoiceSet, JsonRules) are checked once and shared.
 #pragma once
 
 #include <cstdint>

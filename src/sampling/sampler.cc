@@ -80,12 +80,22 @@ Status SamplingParams::validate() const {
                               "the output once it is complete): leave min_tokens out, and --min-tokens too in a batch "
                               "job");
   }
-  if (json_object && choice.has_value())
-    return invalid_argument("json_object and choice cannot both be given: the text is either one of the choices or "
-                            "a JSON object");
-  if (json_object && min_tokens > 0)
-    return invalid_argument("min_tokens (" + whole(min_tokens) + ") cannot be combined with json_object (the output "
-                            "ends once the object closes): leave min_tokens out, and --min-tokens too in a batch job");
+  if (json_object || json_schema.has_value()) {
+    const std::string json = json_object ? "json_object" : "json_schema";
+    if (json_object && json_schema.has_value())
+      return invalid_argument("json_object and json_schema cannot both be given: give the schema alone, or "
+                              "json_object for any JSON object");
+    if (choice.has_value())
+      return invalid_argument(json + " and choice cannot both be given: the text is either one of the choices or "
+                              "JSON");
+    if (min_tokens > 0)
+      return invalid_argument("min_tokens (" + whole(min_tokens) + ") cannot be combined with " + json + " (the "
+                              "output ends once the JSON closes): leave min_tokens out, and --min-tokens too in a "
+                              "batch job");
+    if (json_schema.has_value() && json_schema->size() > kMaxJsonSchemaBytes)
+      return invalid_argument("json_schema is " + whole(static_cast<int64_t>(json_schema->size())) +
+                              " bytes; at most " + whole(kMaxJsonSchemaBytes) + " are allowed");
+  }
   if (n < 1 || n > kMaxN)
     return invalid_argument("n (completions per prompt) must be in [1, " + whole(kMaxN) + "], got " + whole(n));
   if (logprobs.has_value() && (*logprobs < 0 || *logprobs > kMaxLogprobs))

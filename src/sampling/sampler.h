@@ -59,7 +59,8 @@ struct TokenHistory {
   size_t num_prompt_tokens = 0;
   std::span<const int32_t> eos_ids;  // the model's end-of-sequence tokens (masked by min_tokens unless ignore_eos)
   std::span<const std::vector<int32_t>> bad_words;  // the request's bad_words as token sequences (bad_word_tokens)
-  // SamplingParams::choice or json_object: the tokens this draw may take (OutputGuide::allowed); null otherwise.
+  // SamplingParams::choice, json_object or json_schema: the tokens this draw may take (OutputGuide::allowed); null
+  // otherwise.
   const std::vector<int32_t>* guide_tokens = nullptr;
   std::span<const int32_t> generated() const { return tokens.subspan(num_prompt_tokens); }
 };
@@ -70,9 +71,8 @@ struct TokenHistory {
 class Sampler {
  public:
   // `logprobs`, when given and params.logprobs is set, receives the chosen token's and the top tokens' raw
-  // log-probabilities. Returns kNothingToSample when the masks (allowed_token_ids, choice or json_object,
-  // bad_words, min_tokens)
-  // together left no token, as when the one allowed token completes a bad word.
+  // log-probabilities. Returns kNothingToSample when the masks (allowed_token_ids, choice or JSON, bad_words,
+  // min_tokens) together left no token, as when the one allowed token completes a bad word.
   static constexpr int32_t kNothingToSample = -1;
   int32_t sample(const float* logits, int64_t vocab, const SamplingParams& params, const TokenHistory& history,
                  Rng& rng, GeneratedTokenLogprobs* logprobs = nullptr);

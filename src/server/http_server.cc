@@ -746,10 +746,11 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
     if (!stream.ok()) {
       abort_call(*call);
       ApiError e = from_status(stream.status());
-      // The engine's refusal of a constraint for this vocabulary names it as "choice ..." or "json_object ...".
+      // The engine's refusal of a constraint (for this vocabulary, or a schema it cannot follow) begins "choice",
+      // "JSON mode" or "json_schema".
       const std::string& m = stream.status().message();
       if (e.status == 400 && !call->api.constraint_field.empty() &&
-          (m.starts_with("choice") || m.starts_with("json_object")))
+          (m.starts_with("choice") || m.starts_with("JSON mode") || m.starts_with("json_schema")))
         e.param = call->api.constraint_field;
       if (call->api.prompts.size() > 1 && e.status == 400) e.message = "prompt " + std::to_string(i) + ": " + e.message;
       return send_error(res, e);

@@ -1,0 +1,605 @@
+#include "sampling/json_guide.h"
+
+#include <algorithm>
+#include <string>
+
+namespace kvshare {
+
+namespace {
+
+int hex_digit(uint8_t b) {
+  if (b >= '0' && b <= '9') return b - '0';
+  if (b >= 'a' && b <= 'f') return b - 'a' + 10;
+  if (b >= 'A' && b <= 'F') return b - 'A' + 10;
+  return -1;
+}
+
+bool is_digit(uint8_t b) { return b >= '0' && b <= '9'; }
+
+std::string byte_name(uint8_t b) {
+  if (b > 0x20 && b < 0x7F) return std::string(1, static_cast<char>(b));
+  return std::string("the byte 0x") + "0123456789ABCDEF"[b >> 4] + "0123456789ABCDEF"[b & 15];
+}
+
+// Whether a \u escape whose first `count` digits are `value` can still end in a code unit it may be: a low
+// surrogate (DC00..DFFF) where one must follow a high one, else anything but a lone low surrogate. Checked at
+// every digit, so that no digit leads into an escape that no last digit can finish.
+bool escape_can_end_well(uint32_t value, int count, bool low) {
+  const int shift = 4 * (4 - count);
+  const uint32_t lo = value << shift, hi = lo + (1u << shift) - 1;
+  if (low) return hi >= 0xDC00 && lo <= 0xDFFF;
+  return lo < 0xDC00 || hi > 0xDFFF;
+}
+
+}  // namespace
+
+JsonPrefix& JsonPrefix::operator=(const JsonPrefix& other) {
+  schema_ = other.schema_;
+  whitespace_ = other.whitespace_;
+  done_ = other.done_;
+  spaces_ = other.spaces_;
+  number_ = other.number_;
+  string_ = other.string_;
+  depth_ = other.depth_;
+  containers_ = other.containers_;
+  std::copy(other.frames_, other.frames_ + other.depth_, frames_);
+  return *this;
+}
+
+bool JsonPrefix::operator==(const JsonPrefix& other) const {
+  return schema_ == other.schema_ && whitespace_ == other.whitespace_ && done_ == other.done_ &&
+         spaces_ == other.spaces_ && number_ == other.number_ && string_ == other.string_ &&
+         depth_ == other.depth_ && containers_ == other.containers_ &&
+         std::equal(frames_, frames_ + depth_, other.frames_);
+}
+
+std::optional<uint32_t> JsonPrefix::string_room() const {
+  if (depth_ == 0 || top().phase != Phase::kString || !string_.between_characters()) return std::nullopt;
+  if (top().node < 0) return UINT32_MAX;  // a key of any text
+  const JsonSchema::Node& n = node_of(top());
+  return n.max_length == UINT32_MAX ? UINT32_MAX : n.max_length - top().a;
+}
+
+uint32_t JsonPrefix::string_text_characters(std::string_view text) {
+  StringLexer lexer;
+  uint32_t characters = 0;
+  for (char c : text) characters += lexer.feed(static_cast<uint8_t>(c)) == StringLexer::Step::kCharacter;
+  return characters;
+}
+
+bool JsonPrefix::feed(std::string_view bytes) {
+  for (char c : bytes)
+    if (!feed(static_cast<uint8_t>(c))) return false;
+  return true;
+}
+
+bool JsonPrefix::feed(uint8_t b) {
+  if (!is_json_space(b)) spaces_ = 0;  // (whitespace inside a string neither counts nor is counted)
+  if (depth_ == 0) return done_ ? space(b) : space(b) || begin(schema_->root(), b);
+  Frame& f = top();
+  switch (f.phase) {
+    case Phase::kObjectFirst: case Phase::kKey: case Phase::kKeyText: case Phase::kColon: case Phase::kMemberValue:
+    case Phase::kObjectAfter:
+      return object_byte(f, b);
+    case Phase::kArrayFirst: case Phase::kItem: case Phase::kArrayAfter:
+      return array_byte(f, b);
+    case Phase::kString:
+      return string_byte(f, b);
+    case Phase::kNumber:
+      return number_byte(f, b);
+    case Phase::kLiteral:
+      return literal_byte(f, b);
+  }
+  return false;
+}
+
+bool JsonPrefix::begin(int32_t node, uint8_t b) {
+  const JsonSchema::Node* n = &schema_->node(node);
+  while (n->kind == JsonSchema::Kind::kUnion) {  // the alternative this byte begins (at most one: JsonSchema)
+    if (!n->first.test(b)) return false;
+    node = *std::find_if(n->alternatives.begin(), n->alternatives.end(),
+                         [&](int32_t alt) { return schema_->node(alt).first.test(b); });
+    n = &schema_->node(node);
+  }
+  if (!fits(node)) return false;  // (a string, number or literal always does)
+  switch (n->kind) {
+    case JsonSchema::Kind::kObject: return b == '{' && push(node, Phase::kObjectFirst);
+    case JsonSchema::Kind::kArray: return b == '[' && push(node, Phase::kArrayFirst);
+    case JsonSchema::Kind::kString: return b == '"' && push(node, Phase::kString);
+    case JsonSchema::Kind::kNumber: return push(node, Phase::kNumber) && number_byte(top(), b);
+    case JsonSchema::Kind::kLiteral: return push(node, Phase::kLiteral) && literal_byte(top(), b);
+    case JsonSchema::Kind::kUnion: break;
+  }
+  return false;
+}
+
+bool JsonPrefix::push(int32_t node, Phase phase) {
+  if (phase == Phase::kObjectFirst || phase == Phase::kArrayFirst) {
+    if (containers_ == kMaxDepth) return false;
+    ++containers_;
+  }
+  frames_[depth_++] = Frame{node, phase, 0, 0, 0};
+  return true;
+}
+
+void JsonPrefix::pop() {
+  const Phase phase = top().phase;
+  if (phase != Phase::kString && phase != Phase::kNumber && phase != Phase::kLiteral) --containers_;
+  --depth_;
+  done_ = depth_ == 0;
+  number_ = Number::kStart;  // places that differ only in what came before compare equal (the memo's key)
+  string_ = StringLexer();
+}
+
+bool JsonPrefix::pop_and_refeed(uint8_t b) {
+  pop();
+  return feed(b);
+}
+
+bool JsonPrefix::object_byte(Frame& f, uint8_t b) {
+  const JsonSchema::Node& n = node_of(f);
+  const bool any_keys = n.other_values >= 0;
+  // '}' may close it once no key it requires is still to come (keys are written in the schema's order)
+  auto may_close = [&] {
+    for (size_t i = f.next; i < n.properties.size(); ++i)
+      if (n.properties[i].required) return false;
+    return true;
+  };
+  switch (f.phase) {
+    case Phase::kObjectFirst:
+      if (space(b)) return true;
+      if (b == '}') {
+        if (!may_close()) return false;
+        pop();
+        return true;
+      }
+      [[fallthrough]];
+    case Phase::kKey:
+      if (space(b)) return true;
+      if (b != '"') return false;
+      f.phase = Phase::kColon;
+      if (any_keys) return push(-1, Phase::kString);  // a key of any text
+      f.phase = Phase::kKeyText;
+      f.a = next_key(n, f.next);  // every key's text begins with '"'
+      f.b = 1;
+      return f.a < n.properties.size();
+    case Phase::kKeyText:
+      return key_byte(f, b);
+    case Phase::kColon:
+      if (space(b)) return true;
+      if (b != ':') return false;
+      f.phase = Phase::kMemberValue;
+      return true;
+    case Phase::kMemberValue: {
+      if (space(b)) return true;
+      const int32_t value = any_keys ? n.other_values : n.properties[f.a].value;
+      f.phase = Phase::kObjectAfter;
+      f.a = 0;
+      return begin(value, b);
+    }
+    case Phase::kObjectAfter:
+      if (space(b)) return true;
+      if (b == ',') {
+        f.phase = Phase::kKey;
+        return any_keys || next_key(n, f.next) < n.properties.size();
+      }
+      if (b != '}' || !may_close()) return false;
+      pop();
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The first property from `from` whose key may be written here: up to the first required one, and whose value
+// can close within kMaxDepth (a required one always can: the object was begun only if they all fit).
+uint32_t JsonPrefix::next_key(const JsonSchema::Node& n, uint32_t from) const {
+  for (uint32_t j = from; j < n.properties.size(); ++j) {
+    if (fits(n.properties[j].value)) return j;
+    if (n.properties[j].required) break;
+  }
+  return static_cast<uint32_t>(n.properties.size());
+}
+
+// A key the schema names: one of the properties from the first not yet written up to the first required one.
+bool JsonPrefix::key_byte(Frame& f, uint8_t b) {
+  const std::vector<JsonSchema::Property>& properties = node_of(f).properties;
+  const std::string_view read = std::string_view(properties[f.a].key).substr(0, f.b);
+  for (size_t j = f.a; j < properties.size(); ++j) {
+    const std::string_view key = properties[j].key;
+    if (key.size() > read.size() && static_cast<uint8_t>(key[read.size()]) == b && key.starts_with(read) &&
+        fits(properties[j].value)) {
+      f.a = static_cast<uint32_t>(j);
+      if (++f.b == key.size()) {  // its closing quote (no key's text begins another's)
+        f.next = f.a + 1;
+        f.b = 0;
+        f.phase = Phase::kColon;
+      }
+      return true;
+    }
+    if (properties[j].required) break;
+  }
+  return false;
+}
+
+bool JsonPrefix::array_byte(Frame& f, uint8_t b) {
+  const JsonSchema::Node& n = node_of(f);
+  switch (f.phase) {
+    case Phase::kArrayFirst:
+      if (space(b)) return true;
+      if (b == ']') {
+        if (n.min_items > 0) return false;
+        pop();
+        return true;
+      }
+      [[fallthrough]];
+    case Phase::kItem:
+      if (space(b)) return true;
+      if (f.next >= n.max_items) return false;
+      // counted as far as the bounds need, so that places past minItems compare equal when there is no maximum
+      f.next = n.max_items == UINT32_MAX ? std::min(f.next + 1, n.min_items) : f.next + 1;
+      f.phase = Phase::kArrayAfter;
+      return begin(n.items, b);
+    case Phase::kArrayAfter:
+      if (space(b)) return true;
+      if (b == ',') {
+        f.phase = Phase::kItem;
+        return f.next < n.max_items && fits(n.items);
+      }
+      if (b != ']' || f.next < n.min_items) return false;
+      pop();
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool JsonPrefix::string_byte(Frame& f, uint8_t b) {
+  const uint32_t min_length = f.node < 0 ? 0 : node_of(f).min_length;
+  const uint32_t max_length = f.node < 0 ? UINT32_MAX : node_of(f).max_length;
+  if (string_.between_characters()) {
+    if (b == '"') {
+      if (f.a < min_length) return false;
+      pop();
+      return true;
+    }
+    if (f.a >= max_length) return false;
+  }
+  const StringLexer::Step step = string_.feed(b);
+  if (step == StringLexer::Step::kCharacter)  // counted as far as the lengths need (as items are)
+    f.a = max_length == UINT32_MAX ? std::min(f.a + 1, min_length) : f.a + 1;
+  return step != StringLexer::Step::kRefused;
+}
+
+JsonPrefix::StringLexer::Step JsonPrefix::StringLexer::feed(uint8_t b) {
+  switch (mode) {
+    case 0:
+      if (utf8_need > 0) {
+        if (b < utf8_lo || b > utf8_hi) return Step::kRefused;
+        utf8_lo = 0x80;
+        utf8_hi = 0xBF;
+        return --utf8_need == 0 ? Step::kCharacter : Step::kPending;
+      }
+      if (b == '\\') {
+        mode = 1;
+        return Step::kPending;
+      }
+      if (b < 0x20) return Step::kRefused;  // control characters must be escaped
+      if (b < 0x80) return Step::kCharacter;
+      if (b >= 0xC2 && b <= 0xDF) {
+        utf8_need = 1;
+      } else if (b >= 0xE0 && b <= 0xEF) {
+        utf8_need = 2;
+        if (b == 0xE0) utf8_lo = 0xA0;  // not overlong
+        if (b == 0xED) utf8_hi = 0x9F;  // not a surrogate
+      } else if (b >= 0xF0 && b <= 0xF4) {
+        utf8_need = 3;
+        if (b == 0xF0) utf8_lo = 0x90;  // not overlong
+        if (b == 0xF4) utf8_hi = 0x8F;  // not past U+10FFFF
+      } else {
+        return Step::kRefused;
+      }
+      return Step::kPending;
+    case 1:  // after '\'
+      if (b == 'u') {
+        mode = 2;
+        return Step::kPending;
+      }
+      if (b != '"' && b != '\\' && b != '/' && b != 'b' && b != 'f' && b != 'n' && b != 'r' && b != 't')
+        return Step::kRefused;
+      mode = 0;
+      return Step::kCharacter;
+    case 2: {  // \u's digits
+      const int d = hex_digit(b);
+      if (d < 0) return Step::kRefused;
+      hex = static_cast<uint16_t>(hex * 16 + d);
+      ++hex_count;
+      if (!escape_can_end_well(hex, hex_count, low_surrogate)) return Step::kRefused;
+      if (hex_count < 4) return Step::kPending;
+      const bool high = hex >= 0xD800 && hex <= 0xDBFF;
+      hex = 0;  // places that differ only in what came before compare equal (the memo's key)
+      hex_count = 0;
+      low_surrogate = high;  // a high surrogate's pair must follow at once
+      mode = high ? 3 : 0;
+      return high ? Step::kPending : Step::kCharacter;
+    }
+    case 3:  // a low surrogate's '\'
+      if (b != '\\') return Step::kRefused;
+      mode = 4;
+      return Step::kPending;
+    default:  // ... and its 'u'
+      if (b != 'u') return Step::kRefused;
+      mode = 2;
+      return Step::kPending;
+  }
+}
+
+// A number ends at the first byte that cannot continue it; that byte is then read by what holds the number.
+bool JsonPrefix::number_byte(Frame& f, uint8_t b) {
+  const bool digit = is_digit(b);
+  const bool fraction = !node_of(f).integer;
+  const bool exp_mark = fraction && (b == 'e' || b == 'E');
+  switch (number_) {
+    case Number::kStart:
+      if (b == '-') {
+        number_ = Number::kMinus;
+        return true;
+      }
+      [[fallthrough]];
+    case Number::kMinus:
+      if (!digit) return false;
+      number_ = b == '0' ? Number::kZero : Number::kInt;
+      return true;
+    case Number::kZero:
+    case Number::kInt:
+      if (digit) return number_ == Number::kInt;  // no leading zeros
+      if (fraction && b == '.') {
+        number_ = Number::kDot;
+        return true;
+      }
+      if (exp_mark) {
+        number_ = Number::kExpMark;
+        return true;
+      }
+      return pop_and_refeed(b);
+    case Number::kDot:
+      if (!digit) return false;
+      number_ = Number::kFrac;
+      return true;
+    case Number::kFrac:
+      if (digit) return true;
+      if (exp_mark) {
+        number_ = Number::kExpMark;
+        return true;
+      }
+      return pop_and_refeed(b);
+    case Number::kExpMark:
+      if (b == '+' || b == '-') {
+        number_ = Number::kExpSign;
+        return true;
+      }
+      [[fallthrough]];
+    case Number::kExpSign:
+      if (!digit) return false;
+      number_ = Number::kExp;
+      return true;
+    case Number::kExp:
+      return digit || pop_and_refeed(b);
+  }
+  return false;
+}
+
+// One of the texts of an enum, a const, true, false or null (sorted: those that begin with what was read are
+// together, the shortest first).
+bool JsonPrefix::literal_byte(Frame& f, uint8_t b) {
+  const std::vector<std::string>& texts = node_of(f).texts;
+  const std::string_view read = std::string_view(texts[f.a]).substr(0, f.b);
+  for (size_t j = f.a; j < texts.size() && std::string_view(texts[j]).starts_with(read); ++j) {
+    const std::string_view text = texts[j];
+    if (text.size() <= read.size() || static_cast<uint8_t>(text[read.size()]) != b) continue;
+    f.a = static_cast<uint32_t>(j);
+    ++f.b;
+    // whole, and no other text goes on from it ("1" in [1, 12] waits for the byte after it)
+    if (text.size() == f.b && !(j + 1 < texts.size() && std::string_view(texts[j + 1]).starts_with(text))) pop();
+    return true;
+  }
+  // no text goes on with this byte: the value ended before it, if a text is whole here (it sorts first)
+  return texts[f.a].size() == read.size() && pop_and_refeed(b);
+}
+
+Result<std::shared_ptr<const JsonVocabulary>> JsonVocabulary::make(const TokenTexts& vocab) {
+  // What a completion may need next from some place, one byte at a time: JSON's punctuation, the letters of the
+  // literals (after "fa", say), '\\' and 'u' (after a high surrogate's escape, its pair's), a digit (after '-', '.',
+  // 'e', or within a \\u escape) and 'D' (a low surrogate, \\uDD00). Other bytes only ever offer a second way on.
+  std::string missing;
+  auto has = [&](char c) { return !vocab.ids_of(std::string_view(&c, 1)).empty(); };  // (before there is a this)
+  auto note = [&](const std::string& what) { missing += (missing.empty() ? "" : " ") + what; };
+  for (char c : std::string_view("{}[]\":,truefalsn\\"))
+    if (!has(c)) note(std::string(1, c));
+  bool digit = false;
+  for (char c = '0'; c <= '9'; ++c) digit = digit || has(c);
+  if (!digit) note("a digit");
+  if (!has('D') && !has('d')) note("D or d");
+  // A token that ends inside a character (a byte-level piece): its next bytes must each be some token's text.
+  bool splits_characters = false;
+  for (int32_t id = 0; id < vocab.size() && !splits_characters; ++id) {
+    const std::string& t = vocab.text(id);
+    for (size_t i = t.size(), back = 0; i > 0 && back < 4; --i, ++back) {
+      const auto c = static_cast<uint8_t>(t[i - 1]);
+      if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+      const size_t length = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+      splits_characters = back + 1 < length;
+      break;
+    }
+  }
+  for (int b = 0x80; splits_characters && b <= 0xBF; ++b) {
+    if (!has(static_cast<char>(b))) {
+      note(byte_name(static_cast<uint8_t>(b)));
+      break;
+    }
+  }
+  if (!missing.empty())
+    return invalid_argument("JSON mode needs a vocabulary that writes each of JSON's characters as a token of its "
+                            "own, and this model's has no token for: " + missing + "; it cannot write JSON safely");
+  return std::make_shared<const JsonVocabulary>(vocab);
+}
+
+Status JsonVocabulary::check_spelled(const std::bitset<256>& spelled) const {
+  std::string missing;
+  for (int b = 0; b < 256; ++b)
+    if (spelled.test(static_cast<size_t>(b)) && !has(static_cast<uint8_t>(b)))
+      missing += (missing.empty() ? "" : " ") + byte_name(static_cast<uint8_t>(b));
+  if (missing.empty()) return Status::ok_status();
+  return invalid_argument("json_schema spells keys or values with characters this model's vocabulary has no token "
+                          "of their own for: " + missing + "; it cannot write them safely");
+}
+
+Result<std::shared_ptr<const JsonRules>> JsonRules::make(std::shared_ptr<const JsonVocabulary> vocab,
+                                                         std::shared_ptr<const JsonSchema> schema, bool whitespace) {
+  KV_RETURN_IF_ERROR(vocab->check_spelled(schema->spelled_bytes()));
+  return std::make_shared<const JsonRules>(std::move(vocab), std::move(schema), whitespace);
+}
+
+namespace {
+
+// shared[i]: the bytes the text of tokens[i] shares with that of tokens[i - 1] (0 for the first).
+std::vector<uint16_t> shared_bytes(const TokenTexts& vocab, const std::vector<int32_t>& tokens) {
+  std::vector<uint16_t> shared(tokens.size(), 0);
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    const std::string& a = vocab.text(tokens[i - 1]);
+    const std::string& b = vocab.text(tokens[i]);
+    size_t k = 0;
+    while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
+    shared[i] = static_cast<uint16_t>(std::min<size_t>(k, UINT16_MAX));
+  }
+  return shared;
+}
+
+}  // namespace
+
+JsonVocabulary::JsonVocabulary(const TokenTexts& vocab) : vocab_(vocab) {
+  for (int32_t id = 0; id < vocab.size(); ++id)
+    if (!vocab.text(id).empty()) sorted_.push_back(id);
+  std::sort(sorted_.begin(), sorted_.end(), [&](int32_t a, int32_t b) {
+    return vocab.text(a) != vocab.text(b) ? vocab.text(a) < vocab.text(b) : a < b;
+  });
+  shared_ = shared_bytes(vocab, sorted_);
+  // Text that never leaves the string does the same wherever it stands in one (a key or a value, at any depth), but
+  // for the characters it adds to a string of bounded length. A token that leaves it and comes back (":\"\",\"") is
+  // not such text: where it lands depends on the place.
+  JsonPrefix in_string;
+  in_string.feed("{\"");
+  for (int32_t id : sorted_) {
+    JsonPrefix s = in_string;
+    bool stays = true;
+    for (char c : vocab.text(id)) stays = stays && s.feed(static_cast<uint8_t>(c)) && s.inside_string();
+    (stays && s == in_string ? string_text_ : string_other_).push_back(id);
+  }
+  std::sort(string_text_.begin(), string_text_.end());
+  for (int32_t id : string_text_) {
+    string_text_characters_.push_back(JsonPrefix::string_text_characters(vocab.text(id)));
+    string_text_most_characters_ = std::max(string_text_most_characters_, string_text_characters_.back());
+  }
+  string_other_shared_ = shared_bytes(vocab, string_other_);
+}
+
+const std::vector<int32_t>& JsonRules::allowed(const JsonPrefix& state, bool drop_first_space) const {
+  drop_first_space = drop_first_space && vocab().strip_first_space();
+  auto it = std::find_if(memo_.begin(), memo_.end(),
+                         [&](const Memo& m) { return m.state == state && m.drop_first_space == drop_first_space; });
+  if (it == memo_.end()) {
+    if (memo_.size() < kMemo) memo_.emplace_back();
+    it = memo_.end() - 1;  // the least recent, replaced
+    it->state = state;
+    it->drop_first_space = drop_first_space;
+    compute(state, drop_first_space, it->tokens);
+  }
+  std::rotate(memo_.begin(), it, it + 1);
+  return memo_.front().tokens;
+}
+
+void JsonRules::compute(const JsonPrefix& state, bool drop_first_space, std::vector<int32_t>& out) const {
+  const JsonVocabulary& v = *vocab_;
+  out.clear();
+  if (drop_first_space) {  // the first token of a completion whose text drops a leading space: each on its own
+    for (int32_t id : v.sorted_) {
+      const std::string_view t = vocab().added_text(id, true);
+      JsonPrefix s = state;
+      if (!t.empty() && s.feed(t)) out.push_back(id);
+    }
+    std::sort(out.begin(), out.end());
+    return;
+  }
+  const std::optional<uint32_t> room = state.string_room();
+  if (!room.has_value()) {
+    walk(state, v.sorted_, v.shared_, out);
+    std::sort(out.begin(), out.end());
+    return;
+  }
+  walk(state, v.string_other_, v.string_other_shared_, out);
+  std::sort(out.begin(), out.end());
+  const size_t others = out.size();
+  if (*room >= v.string_text_most_characters_) {
+    out.insert(out.end(), v.string_text_.begin(), v.string_text_.end());
+  } else {  // a string of bounded length: the string text that still fits
+    for (size_t i = 0; i < v.string_text_.size(); ++i)
+      if (v.string_text_characters_[i] <= *room) out.push_back(v.string_text_[i]);
+  }
+  std::inplace_merge(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(others), out.end());
+}
+
+// In text order, each token's bytes are read on from the place its first bytes, shared with the token before,
+// reached: the tokens are walked as a trie, and the tokens below a refused prefix are passed over at once.
+void JsonRules::walk(const JsonPrefix& state, const std::vector<int32_t>& tokens,
+                     const std::vector<uint16_t>& shared_with_previous, std::vector<int32_t>& out) const {
+  std::vector<JsonPrefix> at(vocab().max_length() + 1, state);  // at[k]: the place after the first k bytes
+  size_t known = 0;          // at[0..known] hold the previous token's places
+  size_t refused = SIZE_MAX; // the previous token's byte that was refused (SIZE_MAX: none)
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::string& t = vocab().text(tokens[i]);
+    const size_t shared = shared_with_previous[i];
+    if (refused != SIZE_MAX && shared > refused) continue;  // it starts with the refused bytes too
+    size_t k = std::min(shared, known);
+    refused = SIZE_MAX;
+    for (; k < t.size(); ++k) {
+      at[k + 1] = at[k];
+      if (!at[k + 1].feed(static_cast<uint8_t>(t[k]))) {
+        refused = k;
+        break;
+      }
+    }
+    known = k;
+    if (refused == SIZE_MAX) out.push_back(tokens[i]);
+  }
+}
+
+namespace {
+
+class JsonGuide final : public OutputGuide {
+ public:
+  JsonGuide(std::shared_ptr<const JsonRules> rules, bool strip_first_space)
+      : rules_(std::move(rules)), state_(rules_->start()), strip_(strip_first_space) {}
+
+  const std::vector<int32_t>& allowed(std::span<const int32_t> /*end_ids: it ends when the value closes*/) override {
+    return rules_->allowed(state_, at_start_ && strip_);
+  }
+  void advance(int32_t token) override {
+    state_.feed(rules_->vocab().added_text(token, at_start_ && strip_));  // allowed() offered it: it reads on
+    at_start_ = false;
+  }
+  bool complete() const override { return state_.complete(); }
+
+ private:
+  std::shared_ptr<const JsonRules> rules_;
+  JsonPrefix state_;
+  bool strip_;
+  bool at_start_ = true;
+};
+
+}  // namespace
+
+std::unique_ptr<OutputGuide> follow_json(std::shared_ptr<const JsonRules> rules, bool strip_first_space) {
+  return std::make_unique<JsonGuide>(std::move(rules), strip_first_space);
+}
+
+}  // namespace kvshare

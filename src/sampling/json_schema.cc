@@ -1,0 +1,441 @@
+#include "sampling/json_schema.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/json_limits.h"
+
+namespace kvshare {
+
+namespace {
+
+using json = nlohmann::ordered_json;  // properties in the order the schema gives them
+
+// Keywords that say nothing of the text (JSON Schema's annotations and vocabulary markers).
+const std::set<std::string, std::less<>> kAnnotations = {
+    "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly",
+    "writeOnly", "$defs", "definitions"};
+// Keywords that shape the text by the value's type.
+const std::set<std::string, std::less<>> kTypeKeywords = {
+    "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
+    "maxLength"};
+// Keywords that make the schema one of several others, or a reference to one.
+const std::set<std::string, std::less<>> kCombinators = {"$ref", "anyOf", "oneOf", "allOf", "enum", "const"};
+
+std::string pointer_token(std::string_view name) {
+  std::string out;
+  for (char c : name) out += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
+  return out;
+}
+
+std::string at(const std::string& where) { return " (at " + (where.empty() ? std::string("the top") : where) + ")"; }
+
+Status refused(const std::string& what, const std::string& where) {
+  return invalid_argument("json_schema: " + what + at(where));
+}
+
+}  // namespace
+
+class JsonSchema::Compiler {
+ public:
+  explicit Compiler(const json& doc) : doc_(doc) {}
+
+  // Compiles `s` into node `id` (already added).
+  Status compile_into(int32_t id, const json& s, const std::string& where) {
+    if (s.is_boolean()) {
+      if (!s.get<bool>()) return refused("the schema false accepts no value", where);
+      set(id, union_of({any_value()}), where);
+      return Status::ok_status();
+    }
+    if (!s.is_object()) return refused("a schema must be a JSON object or a boolean", where);
+    std::string combinator;
+    for (const auto& [key, value] : s.items()) {
+      if (kAnnotations.count(key) != 0 || kTypeKeywords.count(key) != 0) continue;
+      if (kCombinators.count(key) == 0)
+        return refused("the keyword \"" + key + "\" is not supported; docs/limits.md lists what is", where);
+      if (!combinator.empty())
+        return refused("\"" + combinator + "\" and \"" + key + "\" together are not supported", where);
+      combinator = key;
+    }
+    if (!combinator.empty()) {
+      for (const auto& [key, value] : s.items()) {
+        const bool typed_enum = key == "type" && (combinator == "enum" || combinator == "const");
+        if (kTypeKeywords.count(key) != 0 && !typed_enum)
+          return refused("\"" + key + "\" beside \"" + combinator + "\" is not supported", where);
+      }
+    }
+    if (combinator == "$ref") return compile_ref(id, s["$ref"], where);
+    if (combinator == "anyOf" || combinator == "oneOf" || combinator == "allOf") {
+      const json& list = s[combinator];
+      const std::string here = where + "/" + combinator;
+      if (!list.is_array() || list.empty()) return refused(combinator + " must be a non-empty array", here);
+      if (combinator == "allOf" && list.size() != 1)
+        return refused("allOf of more than one schema is not supported", here);
+      // oneOf's alternatives are disjoint here: they must begin with different characters (checked at the end).
+      Node u = union_of({});
+      for (size_t i = 0; i < list.size(); ++i) {
+        KV_ASSIGN_OR_RETURN(int32_t alt, compile_new(list[i], here + "/" + std::to_string(i)));
+        u.alternatives.push_back(alt);
+      }
+      set(id, std::move(u), where);
+      return Status::ok_status();
+    }
+    std::vector<std::string> types;
+    KV_RETURN_IF_ERROR(read_types(s, where, types));
+    if (combinator == "enum" || combinator == "const") return compile_literal(id, s, combinator, types, where);
+    Node u = union_of({});
+    for (const std::string& type : types) {
+      Node n;
+      KV_RETURN_IF_ERROR(compile_type(type, s, where, n));
+      if (types.size() == 1) {
+        set(id, std::move(n), where);
+        return Status::ok_status();
+      }
+      u.alternatives.push_back(add(std::move(n), where));
+    }
+    set(id, std::move(u), where);
+    return Status::ok_status();
+  }
+
+  Result<int32_t> compile_new(const json& s, const std::string& where) {
+    const int32_t id = add(Node(), where);
+    KV_RETURN_IF_ERROR(compile_into(id, s, where));
+    return id;
+  }
+
+  // The bytes each node begins with, unions checked to be told apart by their first byte, and the top level checked
+  // to have a last byte.
+  Status finish() {
+    state_.assign(out.nodes_.size(), 0);
+    for (size_t id = 0; id < out.nodes_.size(); ++id) KV_RETURN_IF_ERROR(first_bytes(static_cast<int32_t>(id)));
+    const std::bitset<256>& top = out.nodes_[0].first;
+    bool number = top.test('-');
+    for (char c = '0'; c <= '9'; ++c) number = number || top.test(static_cast<uint8_t>(c));
+    if (number)
+      return refused("the output may not be a number alone: a number has no last character that ends it; put it "
+                     "in an object", "");
+    KV_RETURN_IF_ERROR(min_depths());
+    for (const Node& n : out.nodes_) {
+      for (const Property& p : n.properties)
+        for (char c : p.key) out.spelled_.set(static_cast<uint8_t>(c));
+      for (const std::string& t : n.texts)
+        for (char c : t) out.spelled_.set(static_cast<uint8_t>(c));
+    }
+    return Status::ok_status();
+  }
+
+  JsonSchema out;
+
+ private:
+  int32_t add(Node n, const std::string& where) {
+    out.nodes_.push_back(std::move(n));
+    where_.push_back(where);
+    return static_cast<int32_t>(out.nodes_.size() - 1);
+  }
+  void set(int32_t id, Node n, const std::string& where) {
+    out.nodes_[static_cast<size_t>(id)] = std::move(n);
+    where_[static_cast<size_t>(id)] = where;
+  }
+  static Node union_of(std::vector<int32_t> alternatives) {
+    Node n;
+    n.kind = Kind::kUnion;
+    n.alternatives = std::move(alternatives);
+    return n;
+  }
+
+  // Any JSON value: an object with keys of any text and values of any kind, an array of any values, a string, a
+  // number, true, false or null. One node, made when first needed.
+  int32_t any_value() {
+    if (any_ >= 0) return any_;
+    any_ = add(union_of({}), "");
+    Node object, array, string, number, literal;
+    object.kind = Kind::kObject;
+    object.other_values = any_;
+    array.kind = Kind::kArray;
+    array.items = any_;
+    string.kind = Kind::kString;
+    number.kind = Kind::kNumber;
+    literal.kind = Kind::kLiteral;
+    literal.texts = {"false", "null", "true"};
+    Node u = union_of({});
+    for (Node* n : {&object, &array, &string, &number, &literal}) u.alternatives.push_back(add(std::move(*n), ""));
+    set(any_, std::move(u), "");
+    return any_;
+  }
+
+  Status read_types(const json& s, const std::string& where, std::vector<std::string>& types) {
+    static const std::vector<std::string> kAll = {"object", "array", "string", "number", "boolean", "null"};
+    auto it = s.find("type");
+    if (it == s.end()) {
+      types = kAll;
+      return Status::ok_status();
+    }
+    const json list = it->is_array() ? *it : json::array({*it});
+    for (const json& t : list) {
+      const bool known = t.is_string() && (std::find(kAll.begin(), kAll.end(), t.get<std::string>()) != kAll.end() ||
+                                           t.get<std::string>() == "integer");
+      if (!known)
+        return refused("type must be object, array, string, number, integer, boolean or null, or a list of them",
+                       where + "/type");
+      if (std::find(types.begin(), types.end(), t.get<std::string>()) != types.end())
+        return refused("type lists " + t.dump() + " twice", where + "/type");
+      types.push_back(t.get<std::string>());
+    }
+    if (types.empty()) return refused("type is an empty list: no value has none of the types", where + "/type");
+    // number takes in every integer: with both, integer says nothing more
+    auto number = std::find(types.begin(), types.end(), "number");
+    auto integer = std::find(types.begin(), types.end(), "integer");
+    if (number != types.end() && integer != types.end()) types.erase(integer);
+    return Status::ok_status();
+  }
+
+  static Result<uint32_t> count(const json& s, const char* key, uint32_t absent, const std::string& where) {
+    auto it = s.find(key);
+    if (it == s.end()) return absent;
+    if (!it->is_number_unsigned()) return refused(std::string(key) + " must be a non-negative integer", where);
+    return static_cast<uint32_t>(std::min<uint64_t>(it->get<uint64_t>(), UINT32_MAX - 1));
+  }
+
+  Status compile_type(const std::string& type, const json& s, const std::string& where, Node& n) {
+    if (type == "object") return compile_object(s, where, n);
+    if (type == "array") {
+      n.kind = Kind::kArray;
+      auto items = s.find("items");
+      if (items == s.end()) {
+        n.items = any_value();
+      } else {
+        if (items->is_array()) return refused("items as a list (tuple validation) is not supported", where + "/items");
+        KV_ASSIGN_OR_RETURN(n.items, compile_new(*items, where + "/items"));
+      }
+      KV_ASSIGN_OR_RETURN(n.min_items, count(s, "minItems", 0, where + "/minItems"));
+      KV_ASSIGN_OR_RETURN(n.max_items, count(s, "maxItems", UINT32_MAX, where + "/maxItems"));
+      if (n.min_items > n.max_items) return refused("minItems is more than maxItems: no array follows it", where);
+      return Status::ok_status();
+    }
+    if (type == "string") {
+      n.kind = Kind::kString;
+      KV_ASSIGN_OR_RETURN(n.min_length, count(s, "minLength", 0, where + "/minLength"));
+      KV_ASSIGN_OR_RETURN(n.max_length, count(s, "maxLength", UINT32_MAX, where + "/maxLength"));
+      if (n.min_length > n.max_length) return refused("minLength is more than maxLength: no string follows it", where);
+      return Status::ok_status();
+    }
+    if (type == "number" || type == "integer") {
+      n.kind = Kind::kNumber;
+      n.integer = type == "integer";
+      return Status::ok_status();
+    }
+    n.kind = Kind::kLiteral;
+    n.texts = type == "boolean" ? std::vector<std::string>{"false", "true"} : std::vector<std::string>{"null"};
+    return Status::ok_status();
+  }
+
+  Status compile_object(const json& s, const std::string& where, Node& n) {
+    n.kind = Kind::kObject;
+    auto properties = s.find("properties");
+    if (properties != s.end()) {
+      if (!properties->is_object()) return refused("properties must be an object", where + "/properties");
+      for (const auto& [name, sub] : properties->items()) {
+        Property p;
+        p.key = json(name).dump(-1, ' ', false, json::error_handler_t::strict);
+        KV_ASSIGN_OR_RETURN(p.value, compile_new(sub, where + "/properties/" + pointer_token(name)));
+        n.properties.push_back(std::move(p));
+      }
+    }
+    auto required = s.find("required");
+    if (required != s.end()) {
+      if (!required->is_array()) return refused("required must be an array of names", where + "/required");
+      for (const json& name : *required) {
+        auto p = std::find_if(n.properties.begin(), n.properties.end(), [&](const Property& q) {
+          return name.is_string() && q.key == name.dump(-1, ' ', false, json::error_handler_t::strict);
+        });
+        if (p == n.properties.end())
+          return refused("required names " + name.dump() + ", which properties does not define (other keys are "
+                         "not supported beside properties)", where + "/required");
+        p->required = true;
+      }
+    }
+    auto other = s.find("additionalProperties");
+    if (other == s.end()) {
+      n.other_values = n.properties.empty() ? any_value() : -1;
+    } else if (other->is_boolean() && !other->get<bool>()) {
+      n.other_values = -1;
+    } else if (!n.properties.empty()) {
+      return refused("additionalProperties other than false beside properties is not supported (leave it out or "
+                     "set it to false: no other keys)", where + "/additionalProperties");
+    } else {
+      KV_ASSIGN_OR_RETURN(n.other_values, compile_new(*other, where + "/additionalProperties"));
+    }
+    return Status::ok_status();
+  }
+
+  Status compile_literal(int32_t id, const json& s, const std::string& combinator,
+                         const std::vector<std::string>& types, const std::string& where) {
+    const json& values = combinator == "const" ? json::array({s["const"]}) : s["enum"];
+    if (!values.is_array() || values.empty()) return refused("enum must be a non-empty array", where + "/enum");
+    Node n;
+    n.kind = Kind::kLiteral;
+    for (const json& v : values) {
+      const std::string type = v.is_object() ? "object" : v.is_array() ? "array" : v.is_string() ? "string"
+                               : v.is_boolean() ? "boolean" : v.is_null() ? "null" : "number";
+      const bool whole = v.is_number_integer() || v.is_number_unsigned() ||
+                         (v.is_number_float() && std::isfinite(v.get<double>()) &&
+                          std::trunc(v.get<double>()) == v.get<double>());  // 2.0 is an integer
+      auto listed = [&](const std::string& t) { return std::find(types.begin(), types.end(), t) != types.end(); };
+      if (!listed(type) && !(type == "number" && whole && listed("integer")))
+        return refused(combinator + " holds " + v.dump() + ", which type does not allow", where);
+      n.texts.push_back(v.dump(-1, ' ', false, json::error_handler_t::strict));
+    }
+    std::sort(n.texts.begin(), n.texts.end());
+    n.texts.erase(std::unique(n.texts.begin(), n.texts.end()), n.texts.end());
+    set(id, std::move(n), where);
+    return Status::ok_status();
+  }
+
+  // "#" (the whole schema) or a JSON pointer into it ("#/$defs/Name"); each target is compiled once, so that a
+  // schema may refer to itself (a tree).
+  Status compile_ref(int32_t id, const json& ref, const std::string& where) {
+    if (!ref.is_string() || ref.get<std::string>().empty() || ref.get<std::string>()[0] != '#')
+      return refused("$ref must point into this schema (\"#\" or \"#/$defs/Name\"); other documents are not "
+                     "read", where + "/$ref");
+    const std::string pointer = ref.get<std::string>().substr(1);
+    auto known = refs_.find(pointer);
+    if (known == refs_.end()) {
+      const json* target = &doc_;
+      for (size_t i = 0; i < pointer.size();) {
+        if (pointer[i] != '/') return refused("$ref " + ref.dump() + " is not a JSON pointer", where + "/$ref");
+        size_t end = pointer.find('/', i + 1);
+        if (end == std::string::npos) end = pointer.size();
+        std::string token;
+        for (size_t k = i + 1; k < end; ++k) {
+          if (pointer[k] == '~' && k + 1 < end && (pointer[k + 1] == '0' || pointer[k + 1] == '1')) {
+            token += pointer[++k] == '0' ? '~' : '/';
+          } else {
+            token += pointer[k];
+          }
+        }
+        auto next = target->is_object() ? target->find(token) : target->end();
+        if (!target->is_object() || next == target->end())
+          return refused("$ref " + ref.dump() + " points to nothing in this schema", where + "/$ref");
+        target = &*next;
+        i = end;
+      }
+      const int32_t target_id = pointer.empty() ? 0 : add(Node(), pointer);
+      known = refs_.emplace(pointer, target_id).first;
+      if (!pointer.empty()) KV_RETURN_IF_ERROR(compile_into(target_id, *target, pointer));
+    }
+    set(id, union_of({known->second}), where);
+    return Status::ok_status();
+  }
+
+  // Each node's min_depth, from "unbounded" down until nothing changes. A node left unbounded has no finite value (an
+  // array of at least one of itself): refused, as a value too deep for the recognizer is.
+  Status min_depths() {
+    constexpr uint32_t kUnbounded = UINT32_MAX;
+    for (Node& n : out.nodes_) n.min_depth = kUnbounded;
+    auto depth = [&](int32_t id) { return out.nodes_[static_cast<size_t>(id)].min_depth; };
+    auto nested = [](uint32_t d) { return d == kUnbounded ? kUnbounded : d + 1; };
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (Node& n : out.nodes_) {
+        uint32_t d = 0;
+        switch (n.kind) {
+          case Kind::kObject:
+            for (const Property& p : n.properties)
+              if (p.required) d = std::max(d, depth(p.value));
+            d = nested(d);
+            break;
+          case Kind::kArray:
+            d = n.min_items == 0 ? 1 : nested(depth(n.items));
+            break;
+          case Kind::kUnion:
+            d = kUnbounded;
+            for (int32_t alt : n.alternatives) d = std::min(d, depth(alt));
+            break;
+          default:
+            break;
+        }
+        if (d < n.min_depth) {
+          n.min_depth = d;
+          changed = true;
+        }
+      }
+    }
+    for (size_t id = 0; id < out.nodes_.size(); ++id) {
+      if (out.nodes_[id].min_depth == kUnbounded)
+        return refused("no value can follow this: it requires a value of itself inside it, without end", where_[id]);
+    }
+    if (out.nodes_[0].min_depth > kMaxNesting)
+      return refused("no value of it nests fewer than " + std::to_string(out.nodes_[0].min_depth) +
+                     " objects and arrays; at most " + std::to_string(kMaxNesting) + " are written", "");
+    return Status::ok_status();
+  }
+
+  Status first_bytes(int32_t id) {
+    Node& n = out.nodes_[static_cast<size_t>(id)];
+    if (state_[static_cast<size_t>(id)] == 2) return Status::ok_status();
+    if (state_[static_cast<size_t>(id)] == 1)
+      return refused("the schema refers to itself with no object or array in between: no value can follow it",
+                     where_[static_cast<size_t>(id)]);
+    state_[static_cast<size_t>(id)] = 1;
+    switch (n.kind) {
+      case Kind::kObject: n.first.set('{'); break;
+      case Kind::kArray: n.first.set('['); break;
+      case Kind::kString: n.first.set('"'); break;
+      case Kind::kNumber:
+        n.first.set('-');
+        for (char c = '0'; c <= '9'; ++c) n.first.set(static_cast<uint8_t>(c));
+        break;
+      case Kind::kLiteral:
+        for (const std::string& t : n.texts) n.first.set(static_cast<uint8_t>(t[0]));
+        break;
+      case Kind::kUnion: {
+        std::bitset<256> seen;
+        for (int32_t alt : n.alternatives) {
+          KV_RETURN_IF_ERROR(first_bytes(alt));
+          const std::bitset<256>& f = out.nodes_[static_cast<size_t>(alt)].first;
+          if ((seen & f).any()) {
+            int b = 0;
+            while (!(seen & f).test(static_cast<size_t>(b))) ++b;
+            return refused("alternatives (anyOf, oneOf or a list of types) that can both begin with '" +
+                           std::string(1, static_cast<char>(b)) + "' are not supported: the output must show by "
+                           "its first character which one it follows", where_[static_cast<size_t>(id)]);
+          }
+          seen |= f;
+        }
+        out.nodes_[static_cast<size_t>(id)].first = seen;
+        break;
+      }
+    }
+    state_[static_cast<size_t>(id)] = 2;
+    return Status::ok_status();
+  }
+
+  const json& doc_;
+  int32_t any_ = -1;
+  std::map<std::string, int32_t> refs_;
+  std::vector<std::string> where_;  // each node's place in the schema, for errors
+  std::vector<uint8_t> state_;      // first_bytes: 0 not seen, 1 being computed, 2 done
+};
+
+Result<std::shared_ptr<const JsonSchema>> JsonSchema::compile(std::string_view text) {
+  if (text.size() > kMaxBytes)
+    return invalid_argument("json_schema is " + std::to_string(text.size()) + " bytes, more than the limit of " +
+                            std::to_string(kMaxBytes));
+  KV_RETURN_IF_ERROR(check_json_limits(text, "json_schema"));
+  const json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return invalid_argument("json_schema is not valid JSON");
+  Compiler c(doc);
+  KV_RETURN_IF_ERROR(c.compile_new(doc, "").status());  // node 0, the root
+  KV_RETURN_IF_ERROR(c.finish());
+  return std::make_shared<const JsonSchema>(std::move(c.out));
+}
+
+std::shared_ptr<const JsonSchema> JsonSchema::any_object() {
+  static const std::shared_ptr<const JsonSchema> schema = *compile(R"({"type": "object"})");
+  return schema;
+}
+
+}  // namespace kvshare

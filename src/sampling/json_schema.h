@@ -1,0 +1,81 @@
+// A JSON Schema (OpenAI's response_format {"type": "json_schema"}, vLLM's structured_outputs.json), compiled to the
+// nodes that JSON mode's recognizer (JsonPrefix, src/sampling/json_guide.h) follows a byte at a time. JSON mode
+// without a schema (json_object) follows the schema of any object.
+//
+// What a schema may say (docs/limits.md lists it for users); anything else is refused with the keyword named, so
+// that no output is ever written that the schema does not accept:
+// - type: object, array, string, number, integer, boolean, null, or a list of them; without one, any type;
+// - objects: properties (written in the order given; those not in `required` may be left out), required, and
+//   additionalProperties: false, or absent where properties are given (no other keys: OpenAI's strict mode), or any
+//   schema where no properties are given (keys of any text, values that follow it);
+// - arrays: items, minItems, maxItems; strings: minLength, maxLength (in characters, as JSON Schema counts them);
+// - enum and const (of any JSON values, written compactly), anyOf and oneOf (alternatives that begin with
+//   different characters, such as a string or null), allOf of one schema, $ref into $defs or definitions, or "#";
+// - annotations, which say nothing of the text: title, description, default, examples, $schema, $id, $comment,
+//   deprecated, readOnly, writeOnly.
+#pragma once
+
+#include <bitset>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "kvshare/sampling_params.h"
+
+namespace kvshare {
+
+class JsonSchema {
+ public:
+  static constexpr size_t kMaxBytes = SamplingParams::kMaxJsonSchemaBytes;  // compiling is linear in this
+  static constexpr uint32_t kMaxNesting = 128;  // objects and arrays in one another (JsonPrefix::kMaxDepth)
+
+  enum class Kind : uint8_t { kObject, kArray, kString, kNumber, kLiteral, kUnion };
+  struct Property {
+    std::string key;  // the key as the output writes it: a JSON string, quotes included
+    int32_t value = 0;
+    bool required = false;
+  };
+  struct Node {
+    Kind kind = Kind::kUnion;
+    // kObject: the keys, in the order they are written; `other_values`: the schema of the values of keys of any
+    // text (only where no properties are given), -1 for no other keys.
+    std::vector<Property> properties;
+    int32_t other_values = -1;
+    // kArray
+    int32_t items = -1;
+    uint32_t min_items = 0, max_items = UINT32_MAX;
+    // kString: characters (code points, an escape one)
+    uint32_t min_length = 0, max_length = UINT32_MAX;
+    // kNumber
+    bool integer = false;
+    // kLiteral: the values it may be, as compact JSON texts, sorted
+    std::vector<std::string> texts;
+    // kUnion: the alternatives (a value follows the one its first byte begins)
+    std::vector<int32_t> alternatives;
+    std::bitset<256> first;  // the bytes a value of this node can begin with
+    // The fewest objects and arrays a value of it nests (0 for a string; 1 for an object with no required keys),
+    // so that no value is begun that cannot close within JsonPrefix::kMaxDepth.
+    uint32_t min_depth = 0;
+  };
+
+  // The schema in `text` (a JSON object or boolean), checked and compiled; an error names what is not supported or
+  // not valid, and where (a JSON pointer into the schema).
+  static Result<std::shared_ptr<const JsonSchema>> compile(std::string_view text);
+  // Any JSON object (json_object).
+  static std::shared_ptr<const JsonSchema> any_object();
+
+  int32_t root() const { return 0; }
+  const Node& node(int32_t id) const { return nodes_[static_cast<size_t>(id)]; }
+  // The bytes the output must write as the schema spells them (in keys and enum or const values).
+  const std::bitset<256>& spelled_bytes() const { return spelled_; }
+
+ private:
+  class Compiler;
+  std::vector<Node> nodes_;
+  std::bitset<256> spelled_;
+};
+
+}  // namespace kvshare

@@ -1,0 +1,316 @@
+#include "sampling/json_schema.h"
+
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "sampling/json_guide.h"
+
+namespace kvshare {
+namespace {
+
+std::shared_ptr<const JsonSchema> compiled(const std::string& schema) {
+  auto s = JsonSchema::compile(schema);
+  EXPECT_TRUE(s.ok()) << schema << ": " << s.status().to_string();
+  return s.ok() ? *s : nullptr;
+}
+
+std::string refusal(const std::string& schema) {
+  auto s = JsonSchema::compile(schema);
+  return s.ok() ? "(compiled)" : s.status().message();
+}
+
+// Whether the recognizer takes `text` whole under `schema`.
+bool takes(const JsonSchema& schema, std::string_view text, bool whitespace = true) {
+  JsonPrefix p(schema, whitespace);
+  return p.feed(text) && p.complete();
+}
+
+// What a schema may not say is refused with the keyword and the place named; a schema no value follows is refused.
+TEST(JsonSchema, WhatItCannotFollowIsRefusedByName) {
+  EXPECT_EQ(refusal(R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}})"),
+            "json_schema: the keyword \"pattern\" is not supported; docs/limits.md lists what is (at /properties/a)");
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})")
+                .find("\"minimum\" is not supported"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"a/b": {"format": "date"}}})").find("(at /properties/a~1b)"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "array", "minItems": 3, "maxItems": 2})").find("minItems is more than maxItems"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "string", "minLength": 3, "maxLength": 2})").find("minLength is more"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"anyOf": [{"type": "string"}, {"enum": ["a"]}]})").find("can both begin with '\"'"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"type": ["object", "object"]})").find("twice"), std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "integer"})").find("a number alone"), std::string::npos);
+  EXPECT_NE(refusal(R"({"enum": ["a", 1]})").find("a number alone"), std::string::npos);
+  EXPECT_NE(refusal(R"({"$ref": "#/$defs/missing"})").find("points to nothing"), std::string::npos);
+  EXPECT_NE(refusal(R"({"$ref": "other.json#/a"})").find("must point into this schema"), std::string::npos);
+  EXPECT_NE(refusal(R"({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"})")
+                .find("refers to itself"),
+            std::string::npos);
+  EXPECT_NE(refusal("false").find("accepts no value"), std::string::npos);
+  EXPECT_NE(refusal("[1]").find("must be a JSON object or a boolean"), std::string::npos);
+  EXPECT_NE(refusal("{\"type\": ").find("not valid JSON"), std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"a": {}}, "required": ["b"]})")
+                .find("required names \"b\", which properties does not define"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"properties": {"a": {}}, "additionalProperties": true})").find("additionalProperties"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "string", "enum": ["a", 2]})").find("holds 2, which type does not allow"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"allOf": [{}, {}]})").find("allOf of more than one"), std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "array", "items": [{}]})").find("tuple validation"), std::string::npos);
+  EXPECT_NE(refusal(std::string(JsonSchema::kMaxBytes + 1, ' ')).find("more than the limit"), std::string::npos);
+  std::string deep = "1";
+  for (int i = 0; i < 300; ++i) deep = "[" + deep + "]";
+  EXPECT_FALSE(JsonSchema::compile("{\"enum\": " + deep + "}").ok());
+}
+
+// A schema whose every value holds another of itself has no value; one whose values nest too deep has none the
+// recognizer writes. A value that could not close within the nesting limit is never begun: no dead end there.
+TEST(JsonSchema, ValuesCloseWithinTheNestingLimit) {
+  EXPECT_NE(refusal(R"({"type": "array", "items": {"$ref": "#"}, "minItems": 1})").find("without end"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"a": {"$ref": "#"}}, "required": ["a"]})")
+                .find("without end"),
+            std::string::npos);
+  std::string deep = R"({"type": "array", "minItems": 1, "items": {"type": "string"}})";
+  for (int i = 1; i < 130; ++i) deep = R"({"type": "array", "minItems": 1, "items": )" + deep + "}";
+  EXPECT_NE(refusal(deep).find("no value of it nests fewer than 130"), std::string::npos);
+  // An optional key whose value nests three deep is offered only where three more levels fit.
+  const auto s = compiled(R"({"type": "object", "properties": {"k": {"$ref": "#"}, "z": {"type": "array",
+      "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "array"}}}}})");
+  ASSERT_NE(s, nullptr);
+  auto at_depth = [&](int objects) {
+    JsonPrefix p(*s, false);
+    std::string text;
+    for (int i = 1; i < objects; ++i) text += "{\"k\":";
+    EXPECT_TRUE(p.feed(text + "{")) << objects;
+    return p;
+  };
+  JsonPrefix fits = at_depth(JsonPrefix::kMaxDepth - 3);
+  EXPECT_TRUE(fits.feed("\"z\":[[[]]]}"));
+  JsonPrefix too_deep = at_depth(JsonPrefix::kMaxDepth - 2);
+  EXPECT_FALSE(too_deep.feed("\"z"));
+  too_deep = at_depth(JsonPrefix::kMaxDepth - 2);
+  EXPECT_TRUE(too_deep.feed("\"k\":{}}"));
+  JsonPrefix last = at_depth(JsonPrefix::kMaxDepth);
+  EXPECT_FALSE(last.feed("\"k"));  // another object would be one too many: only "}" closes it
+  last = at_depth(JsonPrefix::kMaxDepth);
+  EXPECT_TRUE(last.feed("}"));
+}
+
+// An object: its keys in the schema's order, the required ones always, no others; values of their schemas.
+TEST(JsonSchema, ObjectsWriteTheirPropertiesInOrder) {
+  const auto s = compiled(R"({"type": "object", "title": "Person",
+      "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "tags": {"type": "array",
+                     "items": {"type": "string"}}, "ok": {"type": "boolean"}},
+      "required": ["name", "ok"], "additionalProperties": false})");
+  ASSERT_NE(s, nullptr);
+  EXPECT_TRUE(takes(*s, R"({"name":"Ann","age":31,"tags":["a","b"],"ok":true})"));
+  EXPECT_TRUE(takes(*s, R"({"name": "Ann", "ok": false})"));
+  EXPECT_TRUE(takes(*s, "{\n  \"name\": \"\",\n  \"tags\": [],\n  \"ok\": true\n}"));
+  EXPECT_FALSE(takes(*s, R"({"ok":true,"name":"Ann"})"));            // out of order
+  EXPECT_FALSE(takes(*s, R"({"name":"Ann"})"));                      // "ok" is required
+  EXPECT_FALSE(takes(*s, R"({"name":"Ann","ok":true,"x":1})"));      // no other keys
+  EXPECT_FALSE(takes(*s, R"({"name":"Ann","age":31.5,"ok":true})")); // an integer
+  EXPECT_FALSE(takes(*s, R"({"name":"Ann","age":"31","ok":true})"));
+  EXPECT_FALSE(takes(*s, R"({"name":"Ann","name":"Bob","ok":true})"));
+  EXPECT_FALSE(takes(*s, R"({"nam":"Ann","ok":true})"));
+  EXPECT_FALSE(takes(*s, R"({})"));
+  EXPECT_FALSE(takes(*s, R"({"name":"Ann","ok":true},)"));
+  EXPECT_FALSE(takes(*s, R"({"name": "Ann","ok":true})", /*whitespace=*/false));
+  // Keys with characters JSON escapes are written as nlohmann writes them.
+  const auto esc = compiled(R"({"type": "object", "properties": {"a\"b\u00e9\n": {"const": 1}},
+                                 "required": ["a\"b\u00e9\n"]})");
+  ASSERT_NE(esc, nullptr);
+  EXPECT_TRUE(takes(*esc, "{\"a\\\"b\xc3\xa9\\n\":1}"));
+  EXPECT_FALSE(takes(*esc, "{\"a\\\"b\\u00e9\\n\":1}"));
+}
+
+TEST(JsonSchema, ObjectsWithoutPropertiesTakeAnyKeys) {
+  const auto s = compiled(R"({"type": "object", "additionalProperties": {"type": "number"}})");
+  ASSERT_NE(s, nullptr);
+  EXPECT_TRUE(takes(*s, R"({"a":1,"b":-2.5e3,"":0})"));
+  EXPECT_TRUE(takes(*s, "{}"));
+  EXPECT_FALSE(takes(*s, R"({"a":"1"})"));
+  const auto none = compiled(R"({"type": "object", "additionalProperties": false})");
+  EXPECT_TRUE(takes(*none, "{}"));
+  EXPECT_FALSE(takes(*none, R"({"a":1})"));
+  const auto any = compiled(R"({"type": "object"})");
+  EXPECT_TRUE(takes(*any, R"({"a":[1,{"b":null}],"c":"x"})"));
+}
+
+// Lengths count characters as JSON Schema does: a UTF-8 character, an escape or a surrogate pair is one.
+TEST(JsonSchema, StringLengthsCountCharacters) {
+  const auto s = compiled(R"({"type": "object", "properties": {"s": {"type": "string", "minLength": 2, "maxLength": 3}},
+                              "required": ["s"]})");
+  ASSERT_NE(s, nullptr);
+  for (const char* ok :
+       {"ab", "abc", "\xc3\xa9\xc3\xa9", "\\n\\t", "\\ud83d\\ude00x", "\xf0\x9f\x98\x80\xf0\x9f\x98\x80"})
+    EXPECT_TRUE(takes(*s, std::string("{\"s\":\"") + ok + "\"}")) << ok;
+  for (const char* bad : {"", "a", "abcd", "\xc3\xa9", "\\ud83d\\ude00", "ab\\u0041c"})
+    EXPECT_FALSE(takes(*s, std::string("{\"s\":\"") + bad + "\"}")) << bad;
+}
+
+TEST(JsonSchema, ArraysCountTheirItems) {
+  const auto s = compiled(R"({"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3})");
+  ASSERT_NE(s, nullptr);
+  EXPECT_TRUE(takes(*s, "[1]"));
+  EXPECT_TRUE(takes(*s, "[1, -2, 30]"));
+  EXPECT_FALSE(takes(*s, "[]"));
+  EXPECT_FALSE(takes(*s, "[1,2,3,4]"));
+  EXPECT_FALSE(takes(*s, "[1.5]"));
+  EXPECT_FALSE(takes(*s, "[01]"));
+  const auto many = compiled(R"({"type": "array", "minItems": 2})");
+  EXPECT_TRUE(takes(*many, R"([1,"a",{},[],true,null])"));
+  EXPECT_FALSE(takes(*many, "[1]"));
+}
+
+// enum and const values are written compactly; one that another continues ends where the next byte says so.
+TEST(JsonSchema, EnumsAndConsts) {
+  const auto s = compiled(R"({"type": "object", "properties": {
+      "mood": {"enum": ["happy", "sad", "so-so"]}, "n": {"enum": [1, 12, 1.5, null]},
+      "v": {"const": {"a": [1, 2]}}}, "required": ["mood", "n", "v"]})");
+  ASSERT_NE(s, nullptr);
+  EXPECT_TRUE(takes(*s, R"({"mood":"happy","n":1,"v":{"a":[1,2]}})"));
+  EXPECT_TRUE(takes(*s, R"({"mood":"so-so", "n":12 , "v":{"a":[1,2]}})"));
+  EXPECT_TRUE(takes(*s, R"({"mood":"sad","n":null,"v":{"a":[1,2]}})"));
+  EXPECT_TRUE(takes(*s, R"({"mood":"sad","n":1.5,"v":{"a":[1,2]}})"));
+  EXPECT_FALSE(takes(*s, R"({"mood":"glad","n":1,"v":{"a":[1,2]}})"));
+  EXPECT_FALSE(takes(*s, R"({"mood":"happy","n":2,"v":{"a":[1,2]}})"));
+  EXPECT_FALSE(takes(*s, R"({"mood":"happy","n":123,"v":{"a":[1,2]}})"));
+  EXPECT_FALSE(takes(*s, R"({"mood":"happy","n":1,"v":{"a": [1,2]}})"));
+  // An integer's enum may hold 2.0 and 3e86 (whole numbers), not 2.5.
+  EXPECT_NE(compiled(R"({"type": "object", "properties": {"n": {"type": "integer", "enum": [2.0, 3e86]}}})"), nullptr);
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"n": {"type": "integer", "enum": [2.5]}}})")
+                .find("holds 2.5, which type does not allow"),
+            std::string::npos);
+  const auto top = compiled(R"({"enum": ["x", true]})");
+  EXPECT_TRUE(takes(*top, "\"x\""));
+  EXPECT_TRUE(takes(*top, "true"));
+  EXPECT_FALSE(takes(*top, "false"));
+}
+
+// anyOf, a list of types, $ref into $defs (a tree that refers to itself), allOf of one.
+TEST(JsonSchema, AlternativesAndReferences) {
+  const auto s = compiled(R"({
+      "$defs": {"Node": {"type": "object", "properties": {"name": {"type": "string"},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}, "required": ["name"]}},
+      "type": "object",
+      "properties": {"root": {"$ref": "#/$defs/Node"}, "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                     "id": {"type": ["integer", "string"]}, "wrapped": {"allOf": [{"$ref": "#/$defs/Node"}]}},
+      "required": ["root", "note", "id"]})");
+  ASSERT_NE(s, nullptr);
+  EXPECT_TRUE(
+      takes(*s, R"({"root":{"name":"a","children":[{"name":"b","children":[]},{"name":"c"}]},"note":null,"id":7})"));
+  EXPECT_TRUE(takes(*s, R"({"root":{"name":"a"},"note":"x","id":"7","wrapped":{"name":"w"}})"));
+  EXPECT_FALSE(takes(*s, R"({"root":{"name":"a","children":[{}]},"note":null,"id":7})"));
+  EXPECT_FALSE(takes(*s, R"({"root":{"name":"a"},"note":1,"id":7})"));
+  EXPECT_FALSE(takes(*s, R"({"root":{"name":"a"},"note":null,"id":true})"));
+  const auto tree = compiled(R"({"type": "array", "items": {"$ref": "#"}})");
+  EXPECT_TRUE(takes(*tree, "[[],[[]]]"));
+  EXPECT_FALSE(takes(*tree, "[1]"));
+}
+
+// A schema without a type takes any value, and the keywords of each type apply to values of that type.
+TEST(JsonSchema, WithoutATypeAnyValueWithEachTypesKeywords) {
+  const auto s =
+      compiled(R"({"type": "object", "properties": {"x": {"maxLength": 1, "maxItems": 1}}, "required": ["x"]})");
+  ASSERT_NE(s, nullptr);
+  for (const char* ok : {"1", "\"a\"", "[2]", "{\"k\":[1,2]}", "null", "-0.5"})
+    EXPECT_TRUE(takes(*s, std::string("{\"x\":") + ok + "}")) << ok;
+  for (const char* bad : {"\"ab\"", "[1,2]", "nul", "01"}) EXPECT_FALSE(takes(*s, std::string("{\"x\":") + bad + "}"));
+}
+
+// `text` with the exponents of its numbers left out, so that a parser that holds numbers as doubles takes those
+// past a double's range ("1E400", which JSON allows) as it takes the others.
+std::string without_exponents(const std::string& text) {
+  std::string out;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string && c == '\\') {
+      out += text.substr(i++, 2);
+      continue;
+    }
+    if (c == '"') in_string = !in_string;
+    if (!in_string && (c == 'e' || c == 'E') && i > 0 && std::isdigit(static_cast<unsigned char>(text[i - 1]))) {
+      auto exponent_byte = [](char b) { return b == '+' || b == '-' || std::isdigit(static_cast<unsigned char>(b)); };
+      while (i + 1 < text.size() && exponent_byte(text[i + 1])) ++i;
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+// Random walks byte by byte among the bytes each place takes, then towards closing: no place a schema reaches is a
+// dead end, and every walk ends in JSON that parses and has the schema's required keys.
+TEST(JsonSchema, NoPlaceIsADeadEnd) {
+  const std::vector<std::string> schemas = {
+      R"({"type": "object", "properties": {"name": {"type": "string", "maxLength": 4}, "age": {"type": "integer"},
+          "tags": {"type": "array", "items": {"enum": ["a", "ab", "b"]}, "minItems": 1, "maxItems": 3},
+          "x": {"anyOf": [{"type": "number"}, {"type": "null"}, {"type": "string", "minLength": 2}]}},
+          "required": ["name", "tags"]})",
+      R"({"$defs": {"T": {"type": "object", "properties": {"v": {"enum": [1, 12, 123]}, "kids": {"type": "array",
+          "items": {"$ref": "#/$defs/T"}, "maxItems": 2}}, "required": ["v"]}}, "$ref": "#/$defs/T"})",
+      R"({"type": "array", "items": {"type": "object", "additionalProperties": {"type": ["boolean", "string"]}}})",
+      R"({"type": "object", "properties": {"a": {}, "b": {"const": "\u00e9\"x"}}, "required": ["b"]})",
+  };
+  std::mt19937 rng(17);
+  for (const std::string& text : schemas) {
+    const auto s = compiled(text);
+    ASSERT_NE(s, nullptr);
+    const nlohmann::json doc = nlohmann::json::parse(text);
+    for (int walk = 0; walk < 150; ++walk) {
+      JsonPrefix p(*s, walk % 2 == 0);
+      std::string out;
+      for (int step = 0; step < 3000 && !p.complete(); ++step) {
+        std::vector<uint8_t> next;
+        for (int b = 0; b < 256; ++b) {
+          JsonPrefix q = p;
+          if (q.feed(static_cast<uint8_t>(b))) next.push_back(static_cast<uint8_t>(b));
+        }
+        ASSERT_FALSE(next.empty()) << "dead end after " << out << " under " << text;
+        uint8_t b = next[rng() % next.size()];
+        if (step > 40) {  // then close where it can: the first of these bytes it takes
+          const std::string_view closing = "\"}]n,1ab";
+          for (size_t best = closing.size(); uint8_t c : next) {
+            const size_t rank = closing.find(static_cast<char>(c));
+            if (rank < best) best = rank, b = c;
+          }
+        }
+        out += static_cast<char>(b);
+        ASSERT_TRUE(p.feed(b));
+      }
+      ASSERT_TRUE(p.complete()) << "no end reached: " << out;
+      const nlohmann::json value = nlohmann::json::parse(without_exponents(out), nullptr, false);
+      ASSERT_FALSE(value.is_discarded()) << out;
+      if (doc.contains("required"))
+        for (const auto& key : doc["required"]) EXPECT_TRUE(value.contains(key.get<std::string>())) << out;
+    }
+  }
+}
+
+// The vocabulary must write each byte the schema spells (its keys, its enum and const values) with a token alone.
+TEST(JsonRules, AVocabularyThatCannotSpellTheSchemaIsRefused) {
+  std::vector<std::string> texts;
+  for (char c : std::string_view("{}[]\":,truefalsn\\7D")) texts.emplace_back(1, c);
+  const TokenTexts vocab(texts, false);
+  auto v = JsonVocabulary::make(vocab);
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  EXPECT_TRUE(JsonRules::make(*v, compiled(R"({"type": "object", "properties": {"a": {}}})"), true).ok());
+  auto refused = JsonRules::make(*v, compiled(R"({"type": "object", "properties": {"key": {"enum": ["x"]}}})"), true);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("no token of their own for: k x y"), std::string::npos)
+      << refused.status().to_string();
+}
+
+}  // namespace
+}  // namespace kvshare
