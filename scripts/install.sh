@@ -12,9 +12,9 @@ packages+=(libcpp-httplib-dev curl)
 # The Python module (python/; README, "Python"): headers, pybind11, pytest for its tests, and what
 # `pip install --no-build-isolation --no-index .` needs in a venv (venv, pip, setuptools, wheel); tqdm draws
 # LLM.generate's progress bar; numpy, for the tests that pass numpy values as vLLM users do (the module itself
-# does not need it).
+# does not need it); jsonschema, the reference validator the JSON-schema tests check outputs with.
 packages+=(python3-dev pybind11-dev python3-pybind11 python3-pytest python3-venv python3-pip python3-setuptools
-  python3-wheel python3-tqdm python3-numpy)
+  python3-wheel python3-tqdm python3-numpy python3-jsonschema)
 # The sanitizer build and the fuzz targets (scripts/build_asan.sh, fuzz/): clang with libFuzzer, its sanitizer
 # runtimes and its OpenMP.
 packages+=(clang-14 libfuzzer-14-dev libclang-rt-14-dev libomp-14-dev)

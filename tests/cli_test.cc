@@ -622,7 +622,11 @@ TEST_F(CliTest, BatchLinesTakeJsonMode) {
              {"n", 4}, {"seed", 1}, {"logit_bias", {{std::to_string(close_brace), -2}}}}.dump() + "\n";
   in += json{{"prompt", "As JSON:"}, {"structured_outputs", {{"json_object", true}, {"disable_any_whitespace", true}}},
              {"temperature", 0}}.dump() + "\n";
+  in += R"({"prompt": "As JSON:", "temperature": 0, "response_format": {"type": "json_schema", "json_schema": {)"
+        R"("name": "x", "schema": {"type": "object", "properties": {"b": {"enum": [1, 22]}, "a": {"type": "boolean"}},)"
+        R"( "required": ["b", "a"]}}}})" "\n";
   in += "{\"prompt\": \"x\", \"response_format\": {\"type\": \"json_schema\", \"json_schema\": {}}}\n";
+  in += "{\"prompt\": \"x\", \"structured_outputs\": {\"json\": {\"type\": \"object\", \"minProperties\": 1}}}\n";
   in += "{\"prompt\": \"x\", \"response_format\": {\"type\": \"json_object\"}, \"guided_choice\": [\"a\"]}\n";
   in += "{\"prompt\": \"x\", \"structured_outputs\": {\"json_object\": 1}}\n";
   in += "{\"prompt\": \"x\", \"response_format\": {\"type\": \"json_object\"}, \"min_tokens\": 2}\n";
@@ -633,7 +637,7 @@ TEST_F(CliTest, BatchLinesTakeJsonMode) {
   EXPECT_EQ(r.signal, 0) << r;
   EXPECT_EQ(r.exit_code, 1) << r;
   const std::vector<json> outs = read_jsonl(out_path);
-  ASSERT_EQ(outs.size(), 9u) << r;
+  ASSERT_EQ(outs.size(), 11u) << r;
   int whole = 0;
   for (size_t i = 0; i < 5; ++i) {
     SCOPED_TRACE(outs[i].dump());
@@ -657,12 +661,19 @@ TEST_F(CliTest, BatchLinesTakeJsonMode) {
     else if (!in_string && c == '"') in_string = true;
     escaped = in_string && !escaped && c == '\\';
   }
-  const std::vector<std::string> want = {"of type \"json_schema\" is not supported", "cannot both be given",
+  // The schema's keys in the order the line gives them ("b" first), with values it allows.
+  const json follows = json::parse(outs[5].value("text", ""), nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(follows.is_object()) << outs[5].dump();
+  EXPECT_EQ(outs[5].value("finish_reason", ""), "stop");
+  EXPECT_TRUE(outs[5].value("text", "").find("\"b\"") < outs[5].value("text", "").find("\"a\"")) << outs[5].dump();
+  EXPECT_TRUE(follows["a"].is_boolean() && (follows["b"] == 1 || follows["b"] == 22)) << outs[5].dump();
+  const std::vector<std::string> want = {"needs \"json_schema\": {\"name\"",
+                                         "the keyword \"minProperties\" is not supported", "cannot both be given",
                                          "json_object must be true or false", "cannot be combined with json_object"};
   for (size_t i = 0; i < want.size(); ++i) {
-    SCOPED_TRACE(outs[5 + i].dump());
-    EXPECT_EQ(outs[5 + i].value("finish_reason", ""), "error");
-    EXPECT_TRUE(contains(outs[5 + i].value("error", ""), want[i]));
+    SCOPED_TRACE(outs[6 + i].dump());
+    EXPECT_EQ(outs[6 + i].value("finish_reason", ""), "error");
+    EXPECT_TRUE(contains(outs[6 + i].value("error", ""), want[i]));
   }
   // --json-object for every line; a line's {"type": "text"}, json_object false or own choices replace it.
   write_file(scratch() + "/mixed.jsonl", "{\"prompt\": \"x\"}\n"
@@ -680,7 +691,29 @@ TEST_F(CliTest, BatchLinesTakeJsonMode) {
   EXPECT_EQ(m[2].value("text", ""), "zq") << m[2].dump();
   EXPECT_EQ(m[3].value("text", ""), m[1].value("text", "")) << m[3].dump();  // free text, greedy: the same
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "x", "--disable-any-whitespace"}),
-                       {"--disable-any-whitespace applies to JSON: give --json-object too"});
+                       {"--disable-any-whitespace applies to JSON: give --json-object or --json-schema too"});
+  // --json-schema FILE for every line; a line's own constraint replaces it. A schema it cannot follow fails the job
+  // at its first line with the keyword named; a missing file is named too.
+  write_file(scratch() + "/schema.json", R"({"type": "array", "items": {"enum": ["yes", "no"]}, "minItems": 1,
+                                           "maxItems": 2})");
+  const CliRun with_schema = kvshare({"generate", "--model", model_, "--input", scratch() + "/mixed.jsonl",
+                                      "--output", scratch() + "/schema-out.jsonl", "--no-progress", "--json-schema",
+                                      scratch() + "/schema.json", "--max-tokens", "12", "--temperature", "0"});
+  expect_success(with_schema);
+  const std::vector<json> sm = read_jsonl(scratch() + "/schema-out.jsonl");
+  ASSERT_EQ(sm.size(), 4u) << with_schema;
+  const json list = json::parse(sm[0].value("text", ""), nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(list.is_array() && !list.empty() && list.size() <= 2) << sm[0].dump();
+  for (const json& v : list) EXPECT_TRUE(v == "yes" || v == "no") << sm[0].dump();
+  EXPECT_EQ(sm[1].value("text", ""), sm[3].value("text", "")) << sm[1].dump();  // free text, greedy: the same
+  EXPECT_EQ(sm[2].value("text", ""), "zq") << sm[2].dump();
+  write_file(scratch() + "/bad-schema.json", R"({"type": "string", "format": "email"})");
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "x", "--json-schema",
+                                scratch() + "/bad-schema.json"}),
+                       {"the keyword \"format\" is not supported"});
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "x", "--json-schema",
+                                scratch() + "/no-such-schema.json"}),
+                       {"--json-schema: ", "no-such-schema.json"});
 }
 
 // A completion that fails alone fails its line: counted, reported on stderr, exit 1. Here a completion fails when

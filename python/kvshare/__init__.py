@@ -29,15 +29,28 @@ PromptType = Union[str, Sequence[int], Dict[str, Any]]
 Conversation = Sequence[Dict[str, Any]]
 
 
+def _schema_text(schema: Any) -> str:
+    """A JSON schema's text, from a dict, a JSON string, or a class with pydantic's model_json_schema()."""
+    if hasattr(schema, "model_json_schema"):
+        schema = schema.model_json_schema()
+    if isinstance(schema, str):
+        return schema
+    if isinstance(schema, (dict, bool)):
+        return json.dumps(schema)  # the order of its properties kept: the output writes them in that order
+    raise TypeError(f"json must be a JSON schema (a dict, its JSON text, or a pydantic model), not "
+                    f"{type(schema).__name__}")
+
+
 class StructuredOutputsParams:
-    """What the output must be, as vLLM's StructuredOutputsParams, of which kvshare does `choice` and
+    """What the output must be, as vLLM's StructuredOutputsParams, of which kvshare does `choice`, `json` and
     `json_object`. choice=[...]: the generated text is one of these strings (a label, a class), each token drawn
     among those that keep it the start of one; it ends once the text is a choice that no other one continues (where
-    one does, the model's EOS may end it there). json_object=True: the text is one JSON object, ended when the
-    object closes; disable_any_whitespace=True writes it compactly. vLLM's other constraints (json, regex, grammar,
-    structural_tag) raise ValueError."""
+    one does, the model's EOS may end it there). json=schema (a dict, its JSON text, or a pydantic model): the text
+    is JSON that follows the schema (what a schema may say: docs/limits.md), its properties in the schema's order.
+    json_object=True: the text is one JSON object. Either ends when the JSON closes; disable_any_whitespace=True
+    writes it compactly. vLLM's other constraints (regex, grammar, structural_tag) raise ValueError."""
 
-    _CONSTRAINTS = ("json", "regex", "grammar", "structural_tag")
+    _CONSTRAINTS = ("regex", "grammar", "structural_tag")
 
     def __init__(self, *, choice: Optional[Sequence[str]] = None, json: Any = None, regex: Optional[str] = None,
                  grammar: Optional[str] = None, json_object: Optional[bool] = None,
@@ -46,21 +59,19 @@ class StructuredOutputsParams:
                  whitespace_pattern: Optional[str] = None) -> None:
         # disable_fallback, disable_additional_properties, whitespace_pattern: vLLM's options for its grammar
         # backends; they change nothing here.
-        given = {"json": json, "regex": regex, "grammar": grammar, "structural_tag": structural_tag}
+        given = {"regex": regex, "grammar": grammar, "structural_tag": structural_tag}
         for name in self._CONSTRAINTS:
             if given[name] is not None and given[name] is not False:
                 raise ValueError(f"StructuredOutputsParams({name}=...) is not supported: kvshare constrains the "
-                                 "output to a list of strings (choice=[...]) or to a JSON object (json_object=True)")
+                                 "output to a list of strings (choice=[...]), a JSON schema (json=...) or any JSON "
+                                 "object (json_object=True)")
         for name, flag in (("json_object", json_object), ("disable_any_whitespace", disable_any_whitespace)):
             if flag is not None and not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, not {type(flag).__name__}")
         self.json_object = bool(json_object)
+        self.json = None if json is None else _schema_text(json)
         self.disable_any_whitespace = bool(disable_any_whitespace)
-        if self.json_object and choice is not None:
-            raise ValueError("StructuredOutputsParams takes choice=[...] or json_object=True, not both")
-        if choice is None and not self.json_object:
-            raise ValueError("StructuredOutputsParams needs choice=[...] (the strings the output may be) or "
-                             "json_object=True")
+        self._check(choice)
         self.choice = None
         if choice is not None:
             if isinstance(choice, (str, bytes, dict)) or not isinstance(choice, Iterable):
@@ -70,19 +81,32 @@ class StructuredOutputsParams:
                 if not isinstance(c, str):
                     raise TypeError(f"choice must be a list of str, got a list holding {type(c).__name__}")
 
+    def _check(self, choice: Any = None, prefix: str = "StructuredOutputsParams") -> None:
+        asked = [n for n, v in (("choice=[...]", choice), ("json=...", self.json),
+                               ("json_object=True", self.json_object or None)) if v is not None]
+        if len(asked) > 1:
+            raise ValueError(f"{prefix} takes one of choice=[...], json=... and json_object=True, got "
+                             + " and ".join(asked))
+        if not asked:
+            raise ValueError(f"{prefix} needs choice=[...] (the strings the output may be), json=... (a JSON "
+                             "schema) or json_object=True")
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StructuredOutputsParams):
             return NotImplemented
         # Equal when they constrain the same way (whitespace matters to JSON only).
-        return (self.choice, self.json_object, self.json_object and self.disable_any_whitespace) == \
-            (other.choice, other.json_object, other.json_object and other.disable_any_whitespace)
+        json_mode = self.json_object or self.json is not None
+        other_json_mode = other.json_object or other.json is not None
+        return (self.choice, self.json, self.json_object, json_mode and self.disable_any_whitespace) == \
+            (other.choice, other.json, other.json_object, other_json_mode and other.disable_any_whitespace)
 
     __hash__ = None
 
     def __repr__(self) -> str:
         if self.choice is not None:
             return f"StructuredOutputsParams(choice={self.choice!r})"
-        return f"StructuredOutputsParams(json_object=True, disable_any_whitespace={self.disable_any_whitespace!r})"
+        what = f"json={self.json!r}" if self.json is not None else "json_object=True"
+        return f"StructuredOutputsParams({what}, disable_any_whitespace={self.disable_any_whitespace!r})"
 
 
 class SamplingParams:
@@ -102,8 +126,8 @@ class SamplingParams:
     holds); n completions per prompt; logprobs k (0 to 20) returns each
     token's Logprob and the k likeliest; prompt_logprobs k the same for the prompt's tokens
     (RequestOutput.prompt_logprobs); structured_outputs=StructuredOutputsParams(choice=[...]): the text is one of
-    these strings, or StructuredOutputsParams(json_object=True): the text is one JSON object (neither with
-    min_tokens).
+    these strings, StructuredOutputsParams(json=schema): JSON that follows the schema, or
+    StructuredOutputsParams(json_object=True): one JSON object (none of them with min_tokens).
 
     The constructor raises ValueError for a value out of range and TypeError for a value of the wrong type, naming
     the field. Fields may be set later, and stop, stop_token_ids, bad_words and logit_bias changed in place
@@ -199,10 +223,9 @@ class SamplingParams:
                     if not isinstance(getattr(value, flag), bool):
                         raise TypeError(f"structured_outputs.{flag} must be True or False, not "
                                         f"{type(getattr(value, flag)).__name__}")
-                if value.choice is not None and value.json_object:
-                    raise ValueError("structured_outputs takes choice=[...] or json_object=True, not both")
-                if value.choice is None and not value.json_object:
-                    raise ValueError("structured_outputs needs choice=[...] or json_object=True")
+                if value.json is not None and not isinstance(value.json, str):
+                    value.json = _schema_text(value.json)
+                value._check(value.choice, "structured_outputs")
                 for c in value.choice or []:
                     if not isinstance(c, str):
                         raise TypeError(f"structured_outputs.choice must be a list of str, got a list holding "
@@ -239,8 +262,10 @@ class SamplingParams:
         structured = values.pop("structured_outputs")
         choice = None if structured is None or structured.choice is None else list(structured.choice)
         json_object = structured is not None and structured.json_object
-        return _SamplingParams(**values, choice=choice, json_object=json_object,
-                               disable_any_whitespace=json_object and structured.disable_any_whitespace)
+        json_schema = None if structured is None else structured.json
+        json_mode = json_object or json_schema is not None
+        return _SamplingParams(**values, choice=choice, json_object=json_object, json_schema=json_schema,
+                               disable_any_whitespace=json_mode and structured.disable_any_whitespace)
 
     def clone(self) -> "SamplingParams":
         """A deep copy (its lists and dict are its own), as vLLM's clone()."""

@@ -14,7 +14,8 @@ class _SamplingParams:  # built by kvshare.SamplingParams._native(); every argum
                  include_stop_str_in_output: bool, n: int, logprobs: Optional[int],
                  prompt_logprobs: Optional[int], allowed_token_ids: Optional[Sequence[int]],
                  skip_special_tokens: bool, truncate_prompt_tokens: Optional[int],
-                 bad_words: Sequence[str], choice: Optional[Sequence[str]]) -> None: ...
+                 bad_words: Sequence[str], choice: Optional[Sequence[str]], json_object: bool,
+                 json_schema: Optional[str], disable_any_whitespace: bool) -> None: ...
 
 class _Tokenizer:
     @staticmethod

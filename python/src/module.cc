@@ -126,7 +126,7 @@ SamplingParams make_sampling_params(double temperature, double top_p, std::optio
                                     std::optional<std::vector<int64_t>> allowed_token_ids, bool skip_special_tokens,
                                     std::optional<int64_t> truncate_prompt_tokens, std::vector<std::string> bad_words,
                                     std::optional<std::vector<std::string>> choice, bool json_object,
-                                    bool disable_any_whitespace) {
+                                    std::optional<std::string> json_schema, bool disable_any_whitespace) {
   SamplingParams p;
   p.min_p = static_cast<float>(min_p);
   p.presence_penalty = static_cast<float>(presence_penalty);
@@ -151,6 +151,7 @@ SamplingParams make_sampling_params(double temperature, double top_p, std::optio
   p.bad_words = std::move(bad_words);
   p.choice = std::move(choice);
   p.json_object = json_object;
+  p.json_schema = std::move(json_schema);
   p.disable_any_whitespace = disable_any_whitespace;
   p.ignore_eos = ignore_eos;
   if (Status st = p.validate(); !st.ok()) raise(st);
@@ -276,7 +277,8 @@ PYBIND11_MODULE(_kvshare, m) {
            py::arg("repetition_penalty"), py::arg("logit_bias"), py::arg("min_tokens"), py::arg("stop"),
            py::arg("include_stop_str_in_output"), py::arg("n"), py::arg("logprobs"), py::arg("prompt_logprobs"),
            py::arg("allowed_token_ids"), py::arg("skip_special_tokens"), py::arg("truncate_prompt_tokens"),
-           py::arg("bad_words"), py::arg("choice"), py::arg("json_object"), py::arg("disable_any_whitespace"))
+           py::arg("bad_words"), py::arg("choice"), py::arg("json_object"), py::arg("json_schema"),
+           py::arg("disable_any_whitespace"))
       .def_readonly("n", &SamplingParams::n)
       .def_readonly("prompt_logprobs", &SamplingParams::prompt_logprobs);
 

@@ -185,8 +185,8 @@ def test_structured_outputs_choice(stories):
         stories.generate("x", params)
     with pytest.raises(ValueError, match=r"min_tokens \(1\) cannot be combined with choice"):
         stories.generate("x", SamplingParams(min_tokens=1, structured_outputs=StructuredOutputsParams(choice=["a"])))
-    with pytest.raises(ValueError, match=r"StructuredOutputsParams\(json=...\) is not supported"):
-        StructuredOutputsParams(json={"type": "object"})
+    with pytest.raises(ValueError, match=r"StructuredOutputsParams\(regex=...\) is not supported"):
+        StructuredOutputsParams(regex="[a-z]+")
     with pytest.raises(ValueError, match="needs choice=.* or json_object=True"):
         StructuredOutputsParams()
     with pytest.raises(TypeError, match="choice must be a list of str"):
@@ -219,7 +219,7 @@ def test_structured_outputs_json_object(stories):
     with pytest.raises(ValueError, match=r"min_tokens \(1\) cannot be combined with json_object"):
         stories.generate("x", SamplingParams(min_tokens=1,
                                              structured_outputs=StructuredOutputsParams(json_object=True)))
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match=r"takes one of .*, got choice=\[...\] and json_object=True"):
         StructuredOutputsParams(choice=["a"], json_object=True)
     with pytest.raises(TypeError, match="json_object must be True or False"):
         StructuredOutputsParams(json_object="yes")
@@ -233,6 +233,79 @@ def test_structured_outputs_json_object(stories):
         so = StructuredOutputsParams(json_object=True)
     assert StructuredOutputsParams(json_object=True, disable_any_whitespace=None) == \
         StructuredOutputsParams(json_object=True)
+
+
+# Schemas of each kind a schema may say (docs/limits.md): keys in order, required and optional, lengths, enums,
+# integers, arrays with bounds, anyOf, and a tree through $ref.
+JSON_SCHEMAS = [
+    {"type": "object", "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 8},
+                                      "age": {"type": "integer"}, "mood": {"enum": ["happy", "sad", 3]},
+                                      "pets": {"type": "array", "items": {"type": "string", "maxLength": 3},
+                                               "maxItems": 2}},
+     "required": ["name", "mood"]},
+    {"type": "array", "minItems": 1, "maxItems": 3,
+     "items": {"type": "object", "properties": {"x": {"type": "number"}, "ok": {"type": "boolean"}},
+               "required": ["ok"], "additionalProperties": False}},
+    {"$defs": {"T": {"type": "object", "properties": {
+        "v": {"anyOf": [{"type": "string", "maxLength": 4}, {"type": "null"}]},
+        "kids": {"type": "array", "items": {"$ref": "#/$defs/T"}, "maxItems": 2}}, "required": ["v"]}},
+     "$ref": "#/$defs/T"},
+]
+
+
+@pytest.mark.parametrize("schema", JSON_SCHEMAS, ids=["object", "array", "tree"])
+def test_structured_outputs_json_schema_is_followed(stories, schema):
+    # Every completion that stops is JSON the reference validator (the jsonschema package) takes, with the keys in
+    # the schema's order; sampled hot, so that the walks differ. The tiny model writes whatever the schema lets it.
+    import json
+    import jsonschema
+    params = SamplingParams(temperature=1.5, seed=11, n=12, max_tokens=160,
+                            structured_outputs=StructuredOutputsParams(json=schema))
+    whole = 0
+    for out in stories.generate(["Once upon a time", "The dog felt", ""], params):
+        for c in out.outputs:
+            if c.finish_reason == "length":
+                continue
+            assert c.finish_reason == "stop", c.finish_reason
+            value = json.loads(c.text)
+            jsonschema.validate(value, schema)
+            top = schema["$defs"]["T"] if "$ref" in schema else schema  # the tree's root is a T
+            objects = [(value, top)] if isinstance(value, dict) else [(v, schema["items"]) for v in value]
+            for obj, its_schema in objects:
+                assert list(obj) == [k for k in its_schema.get("properties", {}) if k in obj], c.text
+            whole += 1
+    assert whole >= 12, whole
+
+
+def test_structured_outputs_json_schema_fields(stories):
+    import json
+
+    class Person:  # pydantic's interface, without pydantic
+        @staticmethod
+        def model_json_schema():
+            return {"type": "object", "properties": {"b": {"const": 1}, "a": {"const": True}},
+                    "required": ["b", "a"]}
+
+    so = StructuredOutputsParams(json=Person, disable_any_whitespace=True)
+    assert so.json == '{"type": "object", "properties": {"b": {"const": 1}, "a": {"const": true}}, ' \
+                      '"required": ["b", "a"]}'
+    assert so == StructuredOutputsParams(json=so.json, disable_any_whitespace=True)
+    assert "json=" in repr(so)
+    out = stories.generate("x", SamplingParams(max_tokens=20, structured_outputs=so))[0].outputs[0]
+    assert (out.text, out.finish_reason) == ('{"b":1,"a":true}', "stop")
+    assert json.loads(out.text) == {"b": 1, "a": True}
+    with pytest.raises(ValueError,
+                       match=r"json_schema: the keyword \"pattern\" is not supported.*\(at /properties/s\)"):
+        stories.generate("x", SamplingParams(structured_outputs=StructuredOutputsParams(
+            json={"type": "object", "properties": {"s": {"type": "string", "pattern": "a+"}}})))
+    with pytest.raises(ValueError, match="json_schema is not valid JSON"):
+        stories.generate("x", SamplingParams(structured_outputs=StructuredOutputsParams(json="{")))
+    with pytest.raises(ValueError, match=r"takes one of .*, got json=... and json_object=True"):
+        StructuredOutputsParams(json={}, json_object=True)
+    with pytest.raises(TypeError, match="json must be a JSON schema"):
+        StructuredOutputsParams(json=3)
+    with pytest.raises(ValueError, match=r"min_tokens \(1\) cannot be combined with json_schema"):
+        stories.generate("x", SamplingParams(min_tokens=1, structured_outputs=StructuredOutputsParams(json={})))
 
 
 def test_truncate_prompt_tokens_keeps_the_last_tokens(stories):

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "core/mapped_file.h"
+
 namespace kvshare::cli {
 
 std::vector<FlagSpec> engine_flag_specs() {
@@ -63,7 +65,10 @@ std::vector<FlagSpec> sampling_flag_specs() {
        true},
       {"choice", true, "the text is one of these strings, as vLLM's guided_choice (give it once for each)", true},
       {"json-object", false, "the text is one JSON object, as OpenAI's response_format {\"type\": \"json_object\"}"},
-      {"disable-any-whitespace", false, "with --json-object: compact JSON, no whitespace between its tokens"},
+      {"json-schema", true, "the text is JSON that follows the JSON Schema in this file, as OpenAI's response_format "
+                            "{\"type\": \"json_schema\"} (docs/limits.md: what a schema may say)"},
+      {"disable-any-whitespace", false, "with --json-object or --json-schema: compact JSON, no whitespace between its "
+                                        "tokens"},
   };
 }
 
@@ -103,9 +108,14 @@ Result<SamplingParams> sampling_params_from(const Args& a) {
   }
   if (a.has("choice")) p.choice = a.get_all("choice");
   p.json_object = a.has("json-object");
+  if (a.has("json-schema")) {
+    Result<std::string> schema = read_text_file(*a.get("json-schema"), SamplingParams::kMaxJsonSchemaBytes);
+    if (!schema.ok()) return invalid_argument("--json-schema: " + schema.status().message());
+    p.json_schema = std::move(schema).value();
+  }
   p.disable_any_whitespace = a.has("disable-any-whitespace");
-  if (p.disable_any_whitespace && !p.json_object)
-    return invalid_argument("--disable-any-whitespace applies to JSON: give --json-object too");
+  if (p.disable_any_whitespace && !p.json_object && !p.json_schema.has_value())
+    return invalid_argument("--disable-any-whitespace applies to JSON: give --json-object or --json-schema too");
   KV_RETURN_IF_ERROR(p.validate());
   return p;
 }

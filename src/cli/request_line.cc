@@ -14,7 +14,7 @@
 
 namespace kvshare::cli {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // a JSON schema's properties in their order
 
 namespace {
 
@@ -106,42 +106,62 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
     p.bad_words = v.get<std::vector<std::string>>();
   }
   // Constrained output, with the server's fields: one of a list of strings (guided_choice, or
-  // structured_outputs.choice), or one JSON object (response_format {"type": "json_object"}, or
-  // structured_outputs.json_object). A line's own constraint replaces the job's (--choice, --json-object);
-  // guided_choice null and response_format {"type": "text"} ask for free text whatever those say, and
-  // structured_outputs.json_object false for no JSON.
+  // structured_outputs.choice), JSON that follows a schema (response_format {"type": "json_schema", "json_schema":
+  // {"schema": ...}}, structured_outputs.json or guided_json), or any JSON object (response_format {"type":
+  // "json_object"}, or structured_outputs.json_object). A line's own constraint replaces the job's (--choice,
+  // --json-object, --json-schema); guided_choice null and response_format {"type": "text"} ask for free text
+  // whatever those say, and structured_outputs.json_object false for no JSON.
   const json* choice = present("guided_choice") ? &j["guided_choice"] : nullptr;
   const char* json_field = nullptr;  // the field that asked for JSON mode
+  const json* schema = nullptr;      // and the schema it gave
+  auto ask_for_json = [&](const char* name, const json* given) -> Status {
+    if (json_field != nullptr)
+      return invalid_argument(std::string("ask for JSON once: ") + json_field + " and " + name + " were both given");
+    json_field = name;
+    schema = given;
+    return Status::ok_status();
+  };
   bool free_text = j.contains("guided_choice") && j["guided_choice"].is_null();
   if (present("response_format")) {
     const json& rf = j["response_format"];
     if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
       return invalid_argument("\"response_format\" must be an object such as {\"type\": \"json_object\"}");
     if (rf["type"] == "json_object") {
-      json_field = "\"response_format\"";
+      KV_RETURN_IF_ERROR(ask_for_json("\"response_format\"", nullptr));
+    } else if (rf["type"] == "json_schema") {
+      if (!rf.contains("json_schema") || !rf["json_schema"].is_object() || !rf["json_schema"].contains("schema"))
+        return invalid_argument("\"response_format\" of type \"json_schema\" needs \"json_schema\": {\"name\": ..., "
+                                "\"schema\": {...}}");
+      KV_RETURN_IF_ERROR(ask_for_json("\"response_format\"", &rf["json_schema"]["schema"]));
     } else if (rf["type"] == "text") {
       free_text = true;
     } else {
-      return invalid_argument("\"response_format\" of type " + rf["type"].dump() + " is not supported (a JSON schema "
-                              "is not enforced); use {\"type\": \"json_object\"} for any JSON object");
+      return invalid_argument("\"response_format\" of type " + rf["type"].dump() + " is not supported; use "
+                              "\"json_schema\", \"json_object\" or \"text\"");
     }
   }
+  if (present("guided_json")) KV_RETURN_IF_ERROR(ask_for_json("\"guided_json\"", &j["guided_json"]));
   if (present("structured_outputs")) {
     const json& so = j["structured_outputs"];
     if (!so.is_object()) return invalid_argument("\"structured_outputs\" must be an object such as {\"choice\": [...]}");
     for (const auto& [key, value] : so.items()) {
       if (key == "choice" || value.is_null() || value == false || is_structured_output_option(key)) continue;
       if (key == "json_object" && value == true) {
-        if (json_field != nullptr)
-          return invalid_argument("ask for JSON once: \"response_format\" or \"structured_outputs\".json_object");
-        json_field = "\"structured_outputs\".json_object";
+        KV_RETURN_IF_ERROR(ask_for_json("\"structured_outputs\".json_object", nullptr));
+        continue;
+      }
+      if (key == "json") {
+        KV_RETURN_IF_ERROR(ask_for_json("\"structured_outputs\".json", &value));
         continue;
       }
       if (key == "json_object") return invalid_argument("\"structured_outputs\".json_object must be true or false");
-      return invalid_argument("\"structured_outputs\": " + key + " is not supported, only choice (a list of strings) "
-                              "and json_object (true)");
+      return invalid_argument("\"structured_outputs\": " + key + " is not supported, only choice (a list of strings), "
+                              "json (a JSON schema) and json_object (true)");
     }
-    if (auto it = so.find("json_object"); it != so.end() && *it == false) p.json_object = false;
+    if (auto it = so.find("json_object"); it != so.end() && *it == false) {  // no JSON, whatever the job asks
+      p.json_object = false;
+      p.json_schema.reset();
+    }
     if (auto it = so.find("disable_any_whitespace"); it != so.end() && !it->is_null()) {
       if (!it->is_boolean())
         return invalid_argument("\"structured_outputs\".disable_any_whitespace must be true or false");
@@ -155,10 +175,20 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
   }
   if (json_field != nullptr && choice != nullptr)
     return invalid_argument(std::string(json_field) + " and the choices cannot both be given: the text is either one "
-                            "of the choices or a JSON object");
+                            "of the choices or JSON");
   if (free_text || choice != nullptr || json_field != nullptr) {  // the line's constraint, not the job's
     p.choice.reset();
-    p.json_object = json_field != nullptr;
+    p.json_object = json_field != nullptr && schema == nullptr;
+    p.json_schema.reset();
+  }
+  if (schema != nullptr) {
+    if (schema->is_string()) {
+      p.json_schema = schema->get<std::string>();
+    } else if (schema->is_object() || schema->is_boolean()) {
+      p.json_schema = schema->dump();
+    } else {
+      return invalid_argument(std::string(json_field) + ": a JSON schema must be an object (or its text)");
+    }
   }
   if (choice != nullptr) {
     if (!choice->is_array() || !std::all_of(choice->begin(), choice->end(), [](const json& e) { return e.is_string(); }))

@@ -206,9 +206,11 @@ void read_logit_bias(FieldReader& r, SamplingParams& p) {
 
 // Constrained output. A choice: guided_choice (vLLM's OpenAI field) or structured_outputs.choice (its newer form),
 // the output is one of these strings. JSON mode: response_format {"type": "json_object"} (OpenAI's) or
-// structured_outputs.json_object (vLLM's), the output is one JSON object; structured_outputs.disable_any_whitespace
-// makes it compact. structured_outputs' other constraints (json, regex, grammar, structural_tag) are refused, as is
-// a response_format with a schema; an object that sets none (vLLM takes {}) asks for nothing.
+// structured_outputs.json_object (vLLM's), the output is one JSON object; response_format {"type": "json_schema",
+// "json_schema": {"schema": ...}} (OpenAI's), structured_outputs.json or guided_json (vLLM's; a schema or its text),
+// the output follows the schema. structured_outputs.disable_any_whitespace makes JSON compact. structured_outputs'
+// other constraints (regex, grammar, structural_tag) are refused; an object that sets none (vLLM takes {}) asks
+// for nothing.
 void read_structured_outputs(FieldReader& r, GenerationCall& call) {
   SamplingParams& p = call.params;
   const json* guided = r.get("guided_choice");
@@ -216,18 +218,35 @@ void read_structured_outputs(FieldReader& r, GenerationCall& call) {
   const json* choice = guided;
   std::string field = "guided_choice";
   std::string json_field;  // the field that asked for JSON mode
+  const json* schema = nullptr;  // and the schema it gave
+  auto ask_for_json = [&](const std::string& name, const json* given) {
+    if (!json_field.empty()) {
+      r.fail(name, "ask for JSON once: " + json_field + " and " + name + " were both given");
+      return false;
+    }
+    json_field = name;
+    schema = given;
+    return true;
+  };
   if (const json* rf = r.get("response_format"); rf != nullptr && !rf->is_null()) {
     if (!rf->is_object() || !rf->contains("type") || !(*rf)["type"].is_string())
       return r.fail("response_format", "response_format must be an object such as {\"type\": \"json_object\"}");
     const std::string type = (*rf)["type"];
     if (type == "json_object") {
-      json_field = "response_format";
+      ask_for_json("response_format", nullptr);
+    } else if (type == "json_schema") {
+      const auto js = rf->find("json_schema");
+      if (js == rf->end() || !js->is_object() || !js->contains("schema"))
+        return r.fail("response_format", "response_format of type \"json_schema\" needs \"json_schema\": "
+                                         "{\"name\": ..., \"schema\": {...}}");
+      ask_for_json("response_format", &(*js)["schema"]);
     } else if (type != "text") {
-      return r.fail("response_format", "response_format of type \"" + type + "\" is not supported (a JSON schema is "
-                                       "not enforced); use {\"type\": \"json_object\"} for any JSON object, or "
-                                       "{\"type\": \"text\"}");
+      return r.fail("response_format", "response_format of type \"" + type + "\" is not supported; use "
+                                       "\"json_schema\", \"json_object\" or \"text\"");
     }
   }
+  if (const json* gj = r.get("guided_json"); gj != nullptr && !gj->is_null() && !ask_for_json("guided_json", gj))
+    return;
   if (const json* so = r.get("structured_outputs"); so != nullptr && !so->is_null()) {
     if (!so->is_object()) return r.fail("structured_outputs", "structured_outputs must be an object, such as "
                                                               "{\"choice\": [\"yes\", \"no\"]}");
@@ -235,16 +254,18 @@ void read_structured_outputs(FieldReader& r, GenerationCall& call) {
       // vLLM's options for its grammar backends: disable_any_whitespace applies to JSON, the others change nothing.
       if (key == "choice" || value.is_null() || value == false || is_structured_output_option(key)) continue;
       if (key == "json_object" && value == true) {
-        if (!json_field.empty())
-          return r.fail("structured_outputs", "ask for JSON once: response_format or structured_outputs.json_object");
-        json_field = "structured_outputs.json_object";
+        if (!ask_for_json("structured_outputs.json_object", nullptr)) return;
+        continue;
+      }
+      if (key == "json") {
+        if (!ask_for_json("structured_outputs.json", &value)) return;
         continue;
       }
       if (key == "json_object")
         return r.fail("structured_outputs", "structured_outputs.json_object must be true or false");
       return r.fail("structured_outputs", "structured_outputs." + key + " is not supported: this server constrains its "
-                                          "output to a list of strings (choice) or to a JSON object (json_object: "
-                                          "true)");
+                                          "output to a list of strings (choice), a JSON schema (json) or any JSON "
+                                          "object (json_object: true)");
     }
     if (const auto it = so->find("disable_any_whitespace"); it != so->end() && !it->is_null()) {
       if (!it->is_boolean())
@@ -261,9 +282,17 @@ void read_structured_outputs(FieldReader& r, GenerationCall& call) {
   if (!json_field.empty()) {
     if (choice != nullptr)
       return r.fail(json_field, json_field + " and " + field + " cannot both be given: the output is either one of the "
-                                "choices or a JSON object");
-    p.json_object = true;
+                                "choices or JSON");
     call.constraint_field = json_field;
+    if (schema == nullptr) {
+      p.json_object = true;
+    } else if (schema->is_string()) {  // vLLM takes a schema's text too
+      p.json_schema = schema->get<std::string>();
+    } else if (schema->is_object() || schema->is_boolean()) {
+      p.json_schema = schema->dump();  // the order of its properties kept (json is ordered_json); the engine checks
+    } else {                             // it, and its refusal names constraint_field (HttpServer)
+      return r.fail(json_field, json_field + ": a JSON schema must be an object (or its text)");
+    }
   }
   if (choice == nullptr) return;
   call.constraint_field = field;
@@ -347,18 +376,17 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
   }
   if (r.get("suffix") != nullptr) r.fail("suffix", "suffix is not supported");
   read_structured_outputs(r, call);
-  if ((p.choice.has_value() || p.json_object) && p.min_tokens > 0)  // named here: the engine's would name no field
+  if ((p.choice.has_value() || p.json_object || p.json_schema.has_value()) && p.min_tokens > 0)  // named here
     r.fail("min_tokens", std::string("min_tokens cannot be combined with ") +
-                             (p.json_object ? "json_object" : "choice") +
+                             (p.json_object ? "json_object" : p.json_schema.has_value() ? "json_schema" : "choice") +
                              " (the output ends once it is complete): leave min_tokens out");
-  // vLLM's other constrained decoding: refused, not ignored. A guided_json of {} is a schema, one that any JSON
-  // value meets: vLLM constrains the output to JSON for it.
-  for (const char* name : {"guided_json", "guided_regex", "guided_grammar"}) {
+  // vLLM's other constrained decoding: refused, not ignored.
+  for (const char* name : {"guided_regex", "guided_grammar"}) {
     const json* v = r.get(name);
     if (v != nullptr && !v->is_null())
       r.fail(name, std::string(name) + " is not supported: this server constrains its output to a list of strings "
-                                       "(guided_choice) or to a JSON object (response_format json_object); leave it "
-                                       "out");
+                                       "(guided_choice), a JSON schema (guided_json) or any JSON object "
+                                       "(response_format json_object); leave it out");
   }
   bool beam_search = false;
   r.boolean("use_beam_search", beam_search);

@@ -171,16 +171,22 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"prompt": "x", "structured_outputs": {"choice": ["a"], "json_object": true}})", false,
        "structured_outputs.json_object"},
       {R"({"prompt": "x", "structured_outputs": {"json_object": "yes"}})", false, "structured_outputs"},
-      {R"({"prompt": "x", "structured_outputs": {"json": {"type": "object"}}})", false, "structured_outputs"},
+      {R"({"prompt": "x", "structured_outputs": {"json": {"type": "object"}, "json_object": true}})", false,
+       "structured_outputs.json_object"},
+      {R"({"prompt": "x", "structured_outputs": {"json": 3}})", false, "structured_outputs.json"},
       {R"({"prompt": "x", "structured_outputs": {"json_object": true, "disable_any_whitespace": 1}})", false,
        "structured_outputs"},
       {R"({"prompt": "x", "response_format": {"type": "json_object"}, "guided_choice": ["a"]})", false,
        "response_format"},
       {R"({"prompt": "x", "response_format": {"type": "json_object"}, "structured_outputs": {"json_object": true}})",
-       false, "structured_outputs"},
+       false, "structured_outputs.json_object"},
       {R"({"prompt": "x", "response_format": {"type": "json_object"}, "min_tokens": 3})", false, "min_tokens"},
-      {R"({"prompt": "x", "guided_json": {"type": "object"}})", false, "guided_json"},
-      {R"({"prompt": "x", "guided_json": {}})", false, "guided_json"},  // the schema any JSON value meets
+      {R"({"prompt": "x", "guided_json": [1]})", false, "guided_json"},
+      {R"({"prompt": "x", "guided_json": {}, "guided_choice": ["a"]})", false, "guided_json"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})", false,
+       "response_format"},
+      {R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"schema": {}}},
+           "min_tokens": 2})", false, "min_tokens"},
       {R"({"prompt": "x", "guided_grammar": "root ::= \"a\""})", false, "guided_grammar"},
       {R"({"prompt": "x", "guided_regex": "a+"})", false, "guided_regex"},
       {R"({"messages": [{"role": "user", "content": "x"}], "structured_outputs": {"regex": "a+"}})", true,
@@ -265,8 +271,30 @@ TEST(OpenAiApi, JsonModeFromEitherSpelling) {
                            R"({"prompt": "x", "response_format": null, "structured_outputs": {"json_object": false}})"})
     EXPECT_FALSE(parse_ok(body).params.json_object) << body;
   EXPECT_NE(parse_error(R"({"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {}}})")
-                .message.find("use {\"type\": \"json_object\"}"),
+                .message.find("needs \"json_schema\": {\"name\": ..., \"schema\": {...}}"),
             std::string::npos);
+  EXPECT_NE(parse_error(R"({"prompt": "x", "response_format": {"type": "xml"}})").message.find(
+                "use \"json_schema\", \"json_object\" or \"text\""),
+            std::string::npos);
+}
+
+// A JSON schema: OpenAI's response_format json_schema, vLLM's structured_outputs.json and guided_json (a schema or
+// its text). It reaches the engine as text, its properties in the order the client gave them.
+TEST(OpenAiApi, JsonSchemaFromEachSpelling) {
+  GenerationCall c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type":
+      "json_schema", "json_schema": {"name": "p", "strict": true, "schema": {"type": "object",
+      "properties": {"z": {"type": "string"}, "a": {"type": "integer"}}}}}})", true);
+  EXPECT_EQ(c.params.json_schema, R"({"type":"object","properties":{"z":{"type":"string"},"a":{"type":"integer"}}})");
+  EXPECT_FALSE(c.params.json_object);
+  EXPECT_EQ(c.constraint_field, "response_format");
+  c = parse_ok(R"({"prompt": "x", "structured_outputs": {"json": "{\"type\": \"array\"}",
+                   "disable_any_whitespace": true}})");
+  EXPECT_EQ(c.params.json_schema, "{\"type\": \"array\"}");
+  EXPECT_TRUE(c.params.disable_any_whitespace);
+  EXPECT_EQ(c.constraint_field, "structured_outputs.json");
+  c = parse_ok(R"({"prompt": "x", "guided_json": true})");
+  EXPECT_EQ(c.params.json_schema, "true");
+  EXPECT_EQ(c.constraint_field, "guided_json");
 }
 
 // One range, one message: top_p 0 and top_p 2 used to be told different ranges.

@@ -366,8 +366,8 @@ class ServerTest(unittest.TestCase):
                                                      "add_special_tokens": False, "truncate_prompt_tokens": 20})[2])
         no_bos = json.loads(self.post("/tokenize", {"prompt": "word " * 100, "add_special_tokens": False})[2])["tokens"]
         self.assertEqual(r["choices"][0]["prompt_token_ids"], no_bos[-20:])
-        # Constrained decoding other than a choice, and beam search, are refused, not ignored.
-        for field, value in [("guided_json", {"type": "object"}), ("guided_regex", "a+"),
+        # Constrained decoding other than a choice or JSON, and beam search, are refused, not ignored.
+        for field, value in [("guided_grammar", "root ::= \"a\""), ("guided_regex", "a+"),
                              ("structured_outputs", {"regex": "a+"}), ("use_beam_search", True)]:
             self.assert_error(self.post("/v1/completions", {"prompt": "x", field: value}), 400, field,
                               contains="not supported")
@@ -516,7 +516,8 @@ class ServerTest(unittest.TestCase):
         code, _, text = self.post("/v1/completions", {"prompt": "Sentiment:", "guided_choice": choices, "stream": True,
                                                       "temperature": 0, "max_tokens": 20})
         self.assertEqual(code, 200, text)
-        streamed = "".join(e["choices"][0]["text"] for e in sse_events(text) if isinstance(e, dict) and e.get("choices"))
+        streamed = "".join(e["choices"][0]["text"] for e in sse_events(text)
+                           if isinstance(e, dict) and e.get("choices"))
         self.assertIn(streamed, choices)
         whole = json.loads(self.post("/v1/completions", {"prompt": "Sentiment:", "guided_choice": choices,
                                                          "temperature": 0, "max_tokens": 20})[2])
@@ -578,12 +579,65 @@ class ServerTest(unittest.TestCase):
                                if isinstance(e, dict) and e.get("choices"))
             self.assertEqual(json.loads(post("/v1/completions", body)[2])["choices"][0]["text"], streamed)
             self.assertTrue(streamed.startswith("{"), streamed)
+            self.check_json_schema(post)
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "response_format": {"type": "json_object"},
                                                         "guided_choice": ["a"]}), 400, "response_format",
                           contains="cannot both be given")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "response_format": {"type": "json_object"},
                                                         "min_tokens": 2}), 400,
                           "min_tokens", contains="min_tokens cannot be combined with json_object")
+
+    def check_json_schema(self, post):
+        # A JSON schema, in OpenAI's response_format and vLLM's structured_outputs.json and guided_json (a schema or
+        # its text): each reply that stops is JSON the reference validator (the jsonschema package) takes, with its
+        # keys in the schema's order. Streamed equals whole.
+        import jsonschema
+        schema = {"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 6}, "age": {"type": "integer"},
+            "mood": {"enum": ["happy", "sad"]}, "tags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2}},
+            "required": ["name", "mood"]}
+        valid = 0
+        for path, body, text_of in [
+                ("/v1/completions", {"prompt": "As JSON:"}, lambda c: c["text"]),
+                ("/v1/chat/completions", {"messages": [{"role": "user", "content": "As JSON?"}]},
+                 lambda c: c["message"]["content"])]:
+            for constraint in [{"response_format": {"type": "json_schema",
+                                                    "json_schema": {"name": "person", "schema": schema}}},
+                               {"structured_outputs": {"json": schema, "disable_any_whitespace": True}},
+                               {"guided_json": json.dumps(schema)}]:
+                code, _, out = post(path, dict(body, **constraint, n=4, temperature=1.0, seed=5, max_tokens=80))
+                self.assertEqual(code, 200, out)
+                for c in json.loads(out)["choices"]:
+                    if c["finish_reason"] != "stop":
+                        self.assertEqual(c["finish_reason"], "length")
+                        continue
+                    value = json.loads(text_of(c))
+                    jsonschema.validate(value, schema)
+                    self.assertEqual(list(value), [k for k in schema["properties"] if k in value])
+                    valid += 1
+        self.assertGreater(valid, 12)
+        body = {"prompt": "x", "structured_outputs": {"json": schema}, "temperature": 0, "max_tokens": 60}
+        code, _, text = post("/v1/completions", dict(body, stream=True))
+        self.assertEqual(code, 200, text)
+        streamed = "".join(e["choices"][0]["text"] for e in sse_events(text)
+                           if isinstance(e, dict) and e.get("choices"))
+        self.assertEqual(json.loads(post("/v1/completions", body)[2])["choices"][0]["text"], streamed)
+        # What a schema may not say: a 400 naming the field as given, the keyword and where it stands.
+        code, _, out = post("/v1/chat/completions", {
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_schema", "json_schema": {
+                "name": "n", "schema": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}}}})
+        self.assertEqual(code, 400, out)
+        error = json.loads(out)["error"]
+        self.assertEqual(error["param"], "response_format")
+        self.assertIn('the keyword "minimum" is not supported', error["message"])
+        self.assertIn("(at /properties/n)", error["message"])
+        code, _, out = post("/v1/completions", {"prompt": "x", "structured_outputs": {"json": "{"}})
+        self.assertEqual((code, json.loads(out)["error"]["param"]), (400, "structured_outputs.json"), out)
+        code, _, out = post("/v1/completions", {"prompt": "x", "guided_json": {"type": "string"},
+                                                "response_format": {"type": "json_object"}})
+        self.assertEqual(code, 400, out)
+        self.assertIn("ask for JSON once", json.loads(out)["error"]["message"])
 
     def test_streaming_completion(self):
         body = {"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0}
@@ -864,7 +918,7 @@ class ServerTest(unittest.TestCase):
                           "tool_choice", "not supported")
         self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "response_format":
                                                              {"type": "json_schema", "json_schema": {}}}), 400,
-                          "response_format", "not supported")
+                          "response_format", "needs \"json_schema\": {\"name\"")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "stop": ""}), 400, "stop")
         for top_p in [0, 2]:
             self.assert_error(self.post("/v1/completions", {"prompt": "x", "top_p": top_p}), 400, "top_p", "(0, 1]")

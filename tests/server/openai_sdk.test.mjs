@@ -179,7 +179,8 @@ test('vLLM\'s extra fields pass through the SDK unchanged, as with vLLM', { skip
   for (const ch of choice.choices) assert.ok(labels.includes(ch.message.content), ch.message.content);
 });
 
-test('JSON mode: response_format json_object gives a JSON object', { skip }, async () => {
+test('JSON mode: response_format json_object gives a JSON object, json_schema JSON that follows it',
+  { skip }, async () => {
   // This model's vocabulary has no "{" token: a typed 400 that says so.
   await assert.rejects(client.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'x' }],
     response_format: { type: 'json_object' } }),
@@ -210,6 +211,27 @@ test('JSON mode: response_format json_object gives a JSON object', { skip }, asy
       }
     }
     assert.ok(whole >= 2, `${whole} whole objects`);
+    // Structured outputs as the SDK's own helper asks for them (response_format json_schema, strict) and parses
+    // them (message.parsed; it throws on a reply cut short). Every value fits the schema, keys in its order.
+    const schema = { type: 'object', additionalProperties: false, required: ['mood', 'stars', 'name'],
+      properties: { mood: { enum: ['happy', 'sad'] }, stars: { enum: [1, 2, 3, 4, 5] },
+        name: { type: 'string', maxLength: 8 } } };
+    const parsed = await json.chat.completions.parse({ model: 'stories260K.gguf', n: 4, max_completion_tokens: 88,
+      temperature: 1, seed: 5, messages: [{ role: 'user', content: 'Review as JSON?' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'review', strict: true, schema } } });
+    assert.equal(parsed.choices.length, 4);
+    for (const ch of parsed.choices) {
+      const v = ch.message.parsed;
+      assert.deepEqual(Object.keys(v), ['mood', 'stars', 'name'], ch.message.content);
+      assert.ok(['happy', 'sad'].includes(v.mood) && [1, 2, 3, 4, 5].includes(v.stars), ch.message.content);
+      assert.ok(typeof v.name === 'string' && [...v.name].length <= 8, ch.message.content);
+    }
+    // A schema it cannot hold to: a typed 400 naming the field and the keyword.
+    await assert.rejects(json.chat.completions.create({ model: 'stories260K.gguf', messages: [{ role: 'user',
+      content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: 'n', schema: { type: 'object',
+      properties: { email: { type: 'string', format: 'email' } } } } } }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'response_format' &&
+      /"format" is not supported/.test(e.message));
   } finally {
     const exited = new Promise((resolve) => stories.proc.on('exit', resolve));
     stories.proc.kill('SIGTERM');
