@@ -158,7 +158,7 @@ bool JsonPrefix::object_byte(Frame& f, uint8_t b) {
       if (space(b)) return true;
       if (b != '"') return false;
       f.phase = Phase::kColon;
-      if (any_keys) return push(-1, Phase::kString);  // a key of any text
+      if (any_keys) return fits(n.other_values) && push(-1, Phase::kString);  // a key of any text
       f.phase = Phase::kKeyText;
       f.a = next_key(n, f.next);  // every key's text begins with '"'
       f.b = 1;
@@ -181,7 +181,7 @@ bool JsonPrefix::object_byte(Frame& f, uint8_t b) {
       if (space(b)) return true;
       if (b == ',') {
         f.phase = Phase::kKey;
-        return any_keys || next_key(n, f.next) < n.properties.size();
+        return any_keys ? fits(n.other_values) : next_key(n, f.next) < n.properties.size();
       }
       if (b != '}' || !may_close()) return false;
       pop();

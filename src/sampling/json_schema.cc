@@ -1,6 +1,7 @@
 #include "sampling/json_schema.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -51,6 +52,9 @@ class JsonSchema::Compiler {
       return Status::ok_status();
     }
     if (!s.is_object()) return refused("a schema must be a JSON object or a boolean", where);
+    if (!where.empty() && s.contains("$id"))  // (the top's "where" is empty)
+      return refused("$id below the top of the schema is not supported: it changes what the $refs inside it point "
+                     "to", where);
     std::string combinator;
     for (const auto& [key, value] : s.items()) {
       if (kAnnotations.count(key) != 0 || kTypeKeywords.count(key) != 0) continue;
@@ -195,8 +199,12 @@ class JsonSchema::Compiler {
   static Result<uint32_t> count(const json& s, const char* key, uint32_t absent, const std::string& where) {
     auto it = s.find(key);
     if (it == s.end()) return absent;
-    if (!it->is_number_unsigned()) return refused(std::string(key) + " must be a non-negative integer", where);
-    return static_cast<uint32_t>(std::min<uint64_t>(it->get<uint64_t>(), UINT32_MAX - 1));
+    const bool whole_float = it->is_number_float() && it->get<double>() >= 0 && std::isfinite(it->get<double>()) &&
+                             std::trunc(it->get<double>()) == it->get<double>();  // 2.0 counts as 2
+    if (!it->is_number_unsigned() && !whole_float)
+      return refused(std::string(key) + " must be a non-negative integer", where);
+    const double value = whole_float ? it->get<double>() : static_cast<double>(it->get<uint64_t>());
+    return static_cast<uint32_t>(std::min<double>(value, UINT32_MAX - 1));
   }
 
   Status compile_type(const std::string& type, const json& s, const std::string& where, Node& n) {
@@ -286,12 +294,37 @@ class JsonSchema::Compiler {
       auto listed = [&](const std::string& t) { return std::find(types.begin(), types.end(), t) != types.end(); };
       if (!listed(type) && !(type == "number" && whole && listed("integer")))
         return refused(combinator + " holds " + v.dump() + ", which type does not allow", where);
-      n.texts.push_back(v.dump(-1, ' ', false, json::error_handler_t::strict));
+      KV_ASSIGN_OR_RETURN(json written, exact_value(v, where));
+      n.texts.push_back(written.dump(-1, ' ', false, json::error_handler_t::strict));
     }
     std::sort(n.texts.begin(), n.texts.end());
     n.texts.erase(std::unique(n.texts.begin(), n.texts.end()), n.texts.end());
     set(id, std::move(n), where);
     return Status::ok_status();
+  }
+
+  // `v` as it is written out, with the same value to any reader: a whole number held as a double (2.0) is written
+  // as an integer (2), which every draft of JSON Schema counts as an integer. Refused: -0, which equals 0 (so that
+  // oneOf's alternatives 0 and -0.0, told apart by their first byte, cannot both match), and a whole number past
+  // 2^53 held as a double, which may be an integer too long for 64 bits that the parser rounded.
+  static Result<json> exact_value(const json& v, const std::string& where) {
+    if (v.is_structured()) {
+      json out = v.is_object() ? json::object() : json::array();
+      for (auto it = v.begin(); it != v.end(); ++it) {
+        KV_ASSIGN_OR_RETURN(json item, exact_value(*it, where));
+        if (v.is_object()) out[it.key()] = std::move(item);
+        else out.push_back(std::move(item));
+      }
+      return out;
+    }
+    if (!v.is_number_float()) return v;
+    const double d = v.get<double>();
+    if (d == 0 && std::signbit(d))
+      return refused("enum or const holds -0, which equals 0: write 0", where);
+    if (std::trunc(d) != d) return v;
+    if (std::fabs(d) >= 9007199254740992.0)  // 2^53
+      return refused("enum or const holds " + v.dump() + ", a whole number too large to write back exactly", where);
+    return json(static_cast<int64_t>(d));
   }
 
   // "#" (the whole schema) or a JSON pointer into it ("#/$defs/Name"); each target is compiled once, so that a
@@ -300,7 +333,22 @@ class JsonSchema::Compiler {
     if (!ref.is_string() || ref.get<std::string>().empty() || ref.get<std::string>()[0] != '#')
       return refused("$ref must point into this schema (\"#\" or \"#/$defs/Name\"); other documents are not "
                      "read", where + "/$ref");
-    const std::string pointer = ref.get<std::string>().substr(1);
+    // A URI fragment: %XX decoded first (a JSON pointer's own escapes, ~0 and ~1, after)
+    const std::string fragment = ref.get<std::string>().substr(1);
+    std::string pointer;
+    for (size_t i = 0; i < fragment.size(); ++i) {
+      if (fragment[i] != '%') {
+        pointer += fragment[i];
+        continue;
+      }
+      auto hex = [&](size_t k) { return k < fragment.size() ? std::string("0123456789abcdef").find(
+                                                                 static_cast<char>(std::tolower(fragment[k])))
+                                                           : std::string::npos; };
+      if (hex(i + 1) == std::string::npos || hex(i + 2) == std::string::npos)
+        return refused("$ref " + ref.dump() + " has a % that is not followed by two hex digits", where + "/$ref");
+      pointer += static_cast<char>(hex(i + 1) * 16 + hex(i + 2));
+      i += 2;
+    }
     auto known = refs_.find(pointer);
     if (known == refs_.end()) {
       const json* target = &doc_;
@@ -316,10 +364,17 @@ class JsonSchema::Compiler {
             token += pointer[k];
           }
         }
-        auto next = target->is_object() ? target->find(token) : target->end();
-        if (!target->is_object() || next == target->end())
+        const json* next = nullptr;
+        if (target->is_object() && target->contains(token)) {
+          next = &(*target)[token];
+        } else if (target->is_array() && !token.empty() && token.size() < 10 &&
+                   token.find_first_not_of("0123456789") == std::string::npos && (token == "0" || token[0] != '0') &&
+                   std::stoul(token) < target->size()) {
+          next = &(*target)[std::stoul(token)];
+        }
+        if (next == nullptr)
           return refused("$ref " + ref.dump() + " points to nothing in this schema", where + "/$ref");
-        target = &*next;
+        target = next;
         i = end;
       }
       const int32_t target_id = pointer.empty() ? 0 : add(Node(), pointer);

@@ -99,10 +99,65 @@ TEST(JsonSchema, ValuesCloseWithinTheNestingLimit) {
   EXPECT_FALSE(too_deep.feed("\"z"));
   too_deep = at_depth(JsonPrefix::kMaxDepth - 2);
   EXPECT_TRUE(too_deep.feed("\"k\":{}}"));
+  // Keys of any text too: a key is begun only where its value fits (found by a review helper: 128 objects deep, a
+  // key was begun whose value, an object, could not be).
+  const auto any_keys = compiled(R"({"type": "object", "additionalProperties": {"$ref": "#"}})");
+  ASSERT_NE(any_keys, nullptr);
+  std::string nested;
+  for (int i = 1; i < JsonPrefix::kMaxDepth; ++i) nested += "{\"\":";
+  JsonPrefix deepest(*any_keys, false);
+  ASSERT_TRUE(deepest.feed(nested + "{"));
+  JsonPrefix key = deepest;
+  EXPECT_FALSE(key.feed('"'));
+  EXPECT_TRUE(deepest.feed('}'));
+  const auto mixed = compiled(R"({"anyOf": [{"type": "array", "items": {"$ref": "#"}},
+                                            {"type": "object", "additionalProperties": {"$ref": "#"}}]})");
+  ASSERT_NE(mixed, nullptr);
+  JsonPrefix arrays(*mixed, false);
+  ASSERT_TRUE(arrays.feed(std::string(JsonPrefix::kMaxDepth - 1, '[') + "{"));
+  key = arrays;
+  EXPECT_FALSE(key.feed('"'));
+  EXPECT_TRUE(arrays.feed("}]"));
   JsonPrefix last = at_depth(JsonPrefix::kMaxDepth);
   EXPECT_FALSE(last.feed("\"k"));  // another object would be one too many: only "}" closes it
   last = at_depth(JsonPrefix::kMaxDepth);
   EXPECT_TRUE(last.feed("}"));
+}
+
+// What a review helper found the schema compiler took wrongly, each now followed as JSON Schema says or refused.
+TEST(JsonSchema, ValuesReferencesAndCountsAsJsonSchemaReadsThem) {
+  // An integer too long for 64 bits was parsed as a double and written back rounded; -0 equals 0, so oneOf's
+  // alternatives 0 and -0.0 both matched. Whole doubles are written as integers, which every draft takes.
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"v": {"const": 18446744073709551617}}})")
+                .find("too large to write back exactly"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"oneOf": [{"const": [0]}, {"const": [-0.0]}]})").find("holds -0"), std::string::npos);
+  const auto whole = compiled(R"({"type": "object", "properties": {"v": {"type": "integer", "enum": [2.0, 1e3]},
+                                  "w": {"const": {"a": [3.0, 0.5]}}}, "required": ["v", "w"]})");
+  ASSERT_NE(whole, nullptr);
+  EXPECT_TRUE(takes(*whole, R"({"v":2,"w":{"a":[3,0.5]}})"));
+  EXPECT_TRUE(takes(*whole, R"({"v":1000,"w":{"a":[3,0.5]}})"));
+  EXPECT_FALSE(takes(*whole, R"({"v":2.0,"w":{"a":[3,0.5]}})"));
+  // $id below the top changes what "#..." means inside it: refused, not read from the top.
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"c": {"$id": "c.json", "$defs": {"X": {"type": "null"}},
+                       "properties": {"x": {"$ref": "#/$defs/X"}}}}, "$defs": {"X": {"type": "boolean"}}})")
+                .find("$id below the top"),
+            std::string::npos);
+  // A $ref is a URI fragment: %20 is a space. It may point into an array (anyOf's alternatives).
+  const auto refs = compiled(R"({"$defs": {"a%20b": {"type": "string"}, "a b": {"type": "integer"}},
+      "type": "object", "properties": {"x": {"$ref": "#/$defs/a%20b"}, "y": {"anyOf": [{"type": "null"}]},
+      "z": {"$ref": "#/properties/y/anyOf/0"}}, "required": ["x", "z"]})");
+  ASSERT_NE(refs, nullptr);
+  EXPECT_TRUE(takes(*refs, R"({"x":12,"z":null})"));
+  EXPECT_FALSE(takes(*refs, R"({"x":"12","z":null})"));
+  EXPECT_NE(refusal(R"({"$ref": "#/$defs/a%2"})").find("two hex digits"), std::string::npos);
+  EXPECT_NE(refusal(R"({"$defs": {"a": [{}]}, "$ref": "#/$defs/a/1"})").find("points to nothing"), std::string::npos);
+  // Counts may be written as whole doubles.
+  const auto counts = compiled(R"({"type": "string", "minLength": 2.0, "maxLength": 3e0})");
+  ASSERT_NE(counts, nullptr);
+  EXPECT_TRUE(takes(*counts, "\"abc\""));
+  EXPECT_FALSE(takes(*counts, "\"abcd\""));
+  EXPECT_NE(refusal(R"({"type": "string", "minLength": 2.5})").find("non-negative integer"), std::string::npos);
 }
 
 // An object: its keys in the schema's order, the required ones always, no others; values of their schemas.
@@ -186,8 +241,8 @@ TEST(JsonSchema, EnumsAndConsts) {
   EXPECT_FALSE(takes(*s, R"({"mood":"happy","n":2,"v":{"a":[1,2]}})"));
   EXPECT_FALSE(takes(*s, R"({"mood":"happy","n":123,"v":{"a":[1,2]}})"));
   EXPECT_FALSE(takes(*s, R"({"mood":"happy","n":1,"v":{"a": [1,2]}})"));
-  // An integer's enum may hold 2.0 and 3e86 (whole numbers), not 2.5.
-  EXPECT_NE(compiled(R"({"type": "object", "properties": {"n": {"type": "integer", "enum": [2.0, 3e86]}}})"), nullptr);
+  // An integer's enum may hold 2.0 (a whole number), not 2.5.
+  EXPECT_NE(compiled(R"({"type": "object", "properties": {"n": {"type": "integer", "enum": [2.0, 3]}}})"), nullptr);
   EXPECT_NE(refusal(R"({"type": "object", "properties": {"n": {"type": "integer", "enum": [2.5]}}})")
                 .find("holds 2.5, which type does not allow"),
             std::string::npos);
