@@ -471,6 +471,24 @@ ApiError bad_request(std::string message, std::string param) {
   return e;
 }
 
+namespace {
+
+// The request field an engine refusal names first ("allowed_token_ids: token id 99999 is outside the vocabulary",
+// "every token of allowed_token_ids is a word of bad_words"), as the request spells it; "" for none. Constraints
+// (choice, JSON) are named by HttpServer as the client gave them (guided_choice, response_format, ...).
+std::string engine_refused_field(std::string_view message) {
+  if (message.starts_with("every token of allowed_token_ids")) return "allowed_token_ids";
+  for (std::string_view f : {"allowed_token_ids", "stop_token_ids", "logit_bias", "bad_words", "cache_salt",
+                              "min_tokens"}) {
+    if (message.starts_with(f) && message.size() > f.size() && std::string_view(" :[(").find(message[f.size()]) !=
+                                                                     std::string_view::npos)
+      return std::string(f);
+  }
+  return "";
+}
+
+}  // namespace
+
 ApiError from_status(const Status& st) {
   switch (st.code()) {
     case StatusCode::kOutOfRange:
@@ -480,8 +498,11 @@ ApiError from_status(const Status& st) {
     case StatusCode::kInternal:
     case StatusCode::kDataLoss:  // the model computed NaN or overflowed: not the client's doing
       return api_error(500, "server_error", st.message());
-    default:
-      return api_error(400, "invalid_request_error", st.message());
+    default: {
+      ApiError e = api_error(400, "invalid_request_error", st.message());
+      e.param = engine_refused_field(st.message());
+      return e;
+    }
   }
 }
 

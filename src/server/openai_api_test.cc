@@ -598,6 +598,18 @@ TEST(OpenAiApi, EngineFailuresMapToStatuses) {
   EXPECT_EQ(from_status(resource_exhausted("x")).status, 503);
   EXPECT_EQ(from_status(out_of_range("x")).code, "context_length_exceeded");
   EXPECT_EQ(from_status(invalid_argument("x")).status, 400);
+  // A refusal that names a request field first gives it as the error's param (it was null).
+  EXPECT_EQ(from_status(invalid_argument("allowed_token_ids: token id 99999 is outside the vocabulary")).param,
+            "allowed_token_ids");
+  EXPECT_EQ(from_status(invalid_argument("allowed_token_ids holds no token that can begin a JSON object")).param,
+            "allowed_token_ids");
+  EXPECT_EQ(from_status(invalid_argument("every token of allowed_token_ids is a word of bad_words")).param,
+            "allowed_token_ids");
+  EXPECT_EQ(from_status(invalid_argument("logit_bias token id 7 is outside the vocabulary")).param, "logit_bias");
+  EXPECT_EQ(from_status(invalid_argument("bad_words make 200 token sequences")).param, "bad_words");
+  EXPECT_EQ(from_status(invalid_argument("min_tokens (1) cannot be combined with choice")).param, "min_tokens");
+  EXPECT_EQ(from_status(invalid_argument("logit_biased")).param, "");
+  EXPECT_EQ(from_status(invalid_argument("the prompt is empty")).param, "");
 }
 
 // Logprobs name a token by its own bytes: a leading space stays (decoding " the" alone dropped it for

@@ -462,9 +462,9 @@ class ServerTest(unittest.TestCase):
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "allowed_token_ids": ["a"]}), 400,
                           "allowed_token_ids")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "allowed_token_ids": [99999]}), 400,
-                          contains="outside the vocabulary")
+                          "allowed_token_ids", contains="outside the vocabulary")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "allowed_token_ids": [2], "min_tokens": 1}),
-                          400, contains="min_tokens")
+                          400, "allowed_token_ids", contains="min_tokens")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "skip_special_tokens": "no"}), 400,
                           "skip_special_tokens")
 
