@@ -11,6 +11,7 @@
 #include "core/json_limits.h"
 #include "formats/json_error.h"
 #include "sampling/choice.h"
+#include "sampling/json_schema.h"
 
 namespace kvshare::cli {
 
@@ -182,13 +183,9 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
     p.json_schema.reset();
   }
   if (schema != nullptr) {
-    if (schema->is_string()) {
-      p.json_schema = schema->get<std::string>();
-    } else if (schema->is_object() || schema->is_boolean()) {
-      p.json_schema = schema->dump();
-    } else {
+    p.json_schema = JsonSchema::text_of(*schema);
+    if (!p.json_schema.has_value())
       return invalid_argument(std::string(json_field) + ": a JSON schema must be an object (or its text)");
-    }
   }
   if (choice != nullptr) {
     if (!choice->is_array() || !std::all_of(choice->begin(), choice->end(), [](const json& e) { return e.is_string(); }))

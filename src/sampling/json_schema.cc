@@ -488,6 +488,12 @@ Result<std::shared_ptr<const JsonSchema>> JsonSchema::compile(std::string_view t
   return std::make_shared<const JsonSchema>(std::move(c.out));
 }
 
+std::optional<std::string> JsonSchema::text_of(const nlohmann::ordered_json& given) {
+  if (given.is_string()) return given.get<std::string>();
+  if (given.is_object() || given.is_boolean()) return given.dump();
+  return std::nullopt;
+}
+
 std::shared_ptr<const JsonSchema> JsonSchema::any_object() {
   static const std::shared_ptr<const JsonSchema> schema = *compile(R"({"type": "object"})");
   return schema;

@@ -18,6 +18,8 @@
 #include <bitset>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,6 +68,10 @@ class JsonSchema {
   static Result<std::shared_ptr<const JsonSchema>> compile(std::string_view text);
   // Any JSON object (json_object).
   static std::shared_ptr<const JsonSchema> any_object();
+  // The text of a schema a request gives (the server's and a batch line's fields): an object or a boolean as
+  // compact JSON, its properties in their order; a string as it is (vLLM takes a schema's text); nullopt for
+  // anything else.
+  static std::optional<std::string> text_of(const nlohmann::ordered_json& given);
 
   int32_t root() const { return 0; }
   const Node& node(int32_t id) const { return nodes_[static_cast<size_t>(id)]; }

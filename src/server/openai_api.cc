@@ -9,6 +9,7 @@
 #include "core/json_limits.h"
 #include "formats/json_error.h"
 #include "sampling/choice.h"
+#include "sampling/json_schema.h"
 #include "tokenizer/utf8.h"
 
 namespace kvshare::server {
@@ -286,12 +287,10 @@ void read_structured_outputs(FieldReader& r, GenerationCall& call) {
     call.constraint_field = json_field;
     if (schema == nullptr) {
       p.json_object = true;
-    } else if (schema->is_string()) {  // vLLM takes a schema's text too
-      p.json_schema = schema->get<std::string>();
-    } else if (schema->is_object() || schema->is_boolean()) {
-      p.json_schema = schema->dump();  // the order of its properties kept (json is ordered_json); the engine checks
-    } else {                             // it, and its refusal names constraint_field (HttpServer)
-      return r.fail(json_field, json_field + ": a JSON schema must be an object (or its text)");
+    } else {  // the engine checks it, and its refusal names constraint_field (HttpServer)
+      p.json_schema = JsonSchema::text_of(*schema);
+      if (!p.json_schema.has_value())
+        return r.fail(json_field, json_field + ": a JSON schema must be an object (or its text)");
     }
   }
   if (choice == nullptr) return;
