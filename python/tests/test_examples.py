@@ -52,3 +52,25 @@ def test_translate_batch_example():
     assert sorted(on) == [0, int(m.group(1)), int(m.group(1))]
     assert cached_list(out, "reuse off:") == [0, 0, 0]
     assert out.count("Translate to French:") == 3
+
+
+def test_extract_records_example():
+    # Every answer that stops is a record the reference validator (jsonschema) takes under the example's schema.
+    import importlib.util
+    import json
+
+    import jsonschema
+    spec = importlib.util.spec_from_file_location("extract_records", EXAMPLES / "extract_records.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    model = str(shared_path(MODELS["stories260K"]))
+    out = run_example("extract_records.py", model, "--block-size", "4")
+    assert "outputs identical with reuse on and off: yes" in out
+    on = cached_list(out, "reuse on")
+    assert sorted(on)[0] == 0 and sorted(on)[1] >= 16 and len(set(sorted(on)[1:])) == 1
+    assert cached_list(out, "reuse off") == [0, 0, 0, 0]
+    records = [json.loads(line[len("record: "):]) for line in out.splitlines() if line.startswith("record: ")]
+    assert len(records) >= 2, out
+    for record in records:
+        jsonschema.validate(record, example.SCHEMA)
+        assert list(record) == [k for k in example.SCHEMA["properties"] if k in record]
