@@ -373,7 +373,7 @@ Result<int64_t> Engine::Impl::add(const Request& r, bool prefill_only) {
                               (r.params.json_object    ? "a JSON object"
                                : r.params.json_schema ? "JSON that follows the schema"
                                                       : "one of the choices") +
-                              ": allow one that can (for JSON, \"{\")");
+                              ": allow one that can (for a JSON object, \"{\")");
   }
   for (int32_t index = 0; index < n; ++index) {
     auto seq = std::make_unique<Sequence>(next_seq_id++, prompt, r.params, r.cache_salt, completion_seed(seed, index));
