@@ -140,8 +140,14 @@ std::string addr_of(const sockaddr_storage& a) {
 // `local_port`: the server's client connections, which cpp-httplib does not hand out. The peer is read with
 // SO_PEERNAME rather than getpeername(), which fails (ENOTCONN) once the peer has reset the connection: a
 // client that went away with an RST must still be found, to abort its requests.
+//
+// One scan at a time: a scan's own directory descriptor is among the ones another scan lists, so two at once had
+// one thread ask getsockname() of the descriptor the other was closing (a race ThreadSanitizer reported, under
+// test_json_mode's many requests).
 template <typename Fn>
 void for_each_connection(int local_port, Fn fn) {
+  static std::mutex scanning;
+  std::lock_guard<std::mutex> lock(scanning);
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return;
   while (dirent* entry = readdir(dir)) {

@@ -70,5 +70,7 @@ class Server:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.stop()
+    def __exit__(self, exc_type, *rest):
+        code = self.stop()
+        if exc_type is not None or code != 0:  # what the server said, for the failure's report (a sanitizer's, say)
+            sys.stderr.write(f"kvshare serve exited with {code}; the end of its stderr:\n" + "".join(self.log)[-20000:])
