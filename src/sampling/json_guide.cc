@@ -412,7 +412,7 @@ Result<std::shared_ptr<const JsonVocabulary>> JsonVocabulary::make(const TokenTe
   // literals (after "fa", say), '\\' and 'u' (after a high surrogate's escape, its pair's), a digit (after '-', '.',
   // 'e', or within a \\u escape) and 'D' (a low surrogate, \\uDD00). Other bytes only ever offer a second way on.
   std::string missing;
-  auto has = [&](char c) { return !vocab.ids_of(std::string_view(&c, 1)).empty(); };  // (before there is a this)
+  auto has = [&](char c) { return writes_alone(vocab, c); };
   auto note = [&](const std::string& what) { missing += (missing.empty() ? "" : " ") + what; };
   for (char c : std::string_view("{}[]\":,truefalsn\\"))
     if (!has(c)) note(std::string(1, c));
@@ -447,7 +447,7 @@ Result<std::shared_ptr<const JsonVocabulary>> JsonVocabulary::make(const TokenTe
 Status JsonVocabulary::check_spelled(const std::bitset<256>& spelled) const {
   std::string missing;
   for (int b = 0; b < 256; ++b)
-    if (spelled.test(static_cast<size_t>(b)) && !has(static_cast<uint8_t>(b)))
+    if (spelled.test(static_cast<size_t>(b)) && !writes_alone(vocab_, static_cast<char>(b)))
       missing += (missing.empty() ? "" : " ") + byte_name(static_cast<uint8_t>(b));
   if (missing.empty()) return Status::ok_status();
   return invalid_argument("json_schema spells keys or values with characters this model's vocabulary has no token "

@@ -155,8 +155,9 @@ class JsonVocabulary {
 
  private:
   friend class JsonRules;
-  bool has(uint8_t byte) const {
-    return !vocab_.ids_of(std::string_view(reinterpret_cast<const char*>(&byte), 1)).empty();
+  // Whether some token's text is `byte` alone.
+  static bool writes_alone(const TokenTexts& vocab, char byte) {
+    return !vocab.ids_of(std::string_view(&byte, 1)).empty();
   }
 
   const TokenTexts& vocab_;
