@@ -223,8 +223,8 @@ class SamplingParams:
                     if not isinstance(getattr(value, flag), bool):
                         raise TypeError(f"structured_outputs.{flag} must be True or False, not "
                                         f"{type(getattr(value, flag)).__name__}")
-                if value.json is not None and not isinstance(value.json, str):
-                    value.json = _schema_text(value.json)
+                if value.json is not None:
+                    _schema_text(value.json)  # TypeError for what is not a schema (it is not changed here)
                 value._check(value.choice, "structured_outputs")
                 for c in value.choice or []:
                     if not isinstance(c, str):
@@ -262,7 +262,7 @@ class SamplingParams:
         structured = values.pop("structured_outputs")
         choice = None if structured is None or structured.choice is None else list(structured.choice)
         json_object = structured is not None and structured.json_object
-        json_schema = None if structured is None else structured.json
+        json_schema = None if structured is None or structured.json is None else _schema_text(structured.json)
         json_mode = json_object or json_schema is not None
         return _SamplingParams(**values, choice=choice, json_object=json_object, json_schema=json_schema,
                                disable_any_whitespace=json_mode and structured.disable_any_whitespace)
