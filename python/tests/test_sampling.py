@@ -277,6 +277,54 @@ def test_structured_outputs_json_schema_is_followed(stories, schema):
     assert whole >= 12, whole
 
 
+# Pydantic's unions of models: Union[Cat, Dog] (anyOf of two models whose first keys are alike) and a discriminated
+# union (oneOf, told apart by a Literal written as const and enum both), as model_json_schema() writes them.
+_PET_DEFS = {
+    "Cat": {"properties": {"name": {"maxLength": 4, "title": "Name", "type": "string"},
+                           "meows": {"maximum": 99, "minimum": 0, "title": "Meows", "type": "integer"}},
+            "required": ["name", "meows"], "title": "Cat", "type": "object"},
+    "Dog": {"properties": {"name": {"maxLength": 4, "title": "Name", "type": "string"},
+                           "barks": {"title": "Barks", "type": "boolean"}},
+            "required": ["name", "barks"], "title": "Dog", "type": "object"},
+}
+UNION_SCHEMAS = [
+    {"$defs": _PET_DEFS, "properties": {"pets": {"items": {"anyOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}]},
+                                                 "minItems": 1, "maxItems": 2, "title": "Pets", "type": "array"}},
+     "required": ["pets"], "title": "Owner", "type": "object"},
+    {"$defs": {name: {**d, "properties": {"kind": {"const": name.lower(), "enum": [name.lower()], "title": "Kind",
+                                                   "type": "string"}, **d["properties"]},
+                      "required": ["kind", *d["required"]]} for name, d in _PET_DEFS.items()},
+     "properties": {"pets": {"items": {"discriminator": {"mapping": {"cat": "#/$defs/Cat", "dog": "#/$defs/Dog"},
+                                                         "propertyName": "kind"},
+                                       "oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}]},
+                             "minItems": 1, "maxItems": 2, "title": "Pets", "type": "array"}},
+     "required": ["pets"], "title": "Owner", "type": "object"},
+]
+
+
+@pytest.mark.parametrize("schema", UNION_SCHEMAS, ids=["anyOf", "discriminated"])
+def test_structured_outputs_unions_of_models_are_followed(stories, schema):
+    # Every completion that stops is JSON the reference validator takes, and both models are written: the
+    # alternatives begin alike, and each is followed until the text tells them apart.
+    import json
+    import jsonschema
+    params = SamplingParams(temperature=1.5, seed=5, n=12, max_tokens=120, structured_outputs=StructuredOutputsParams(
+        json=schema, disable_any_whitespace=True))
+    whole, keys = 0, set()
+    for out in stories.generate(["Once upon a time", "The cat and the dog", ""], params):
+        for c in out.outputs:
+            if c.finish_reason == "length":
+                continue
+            assert c.finish_reason == "stop", c.finish_reason
+            value = json.loads(c.text)
+            jsonschema.validate(value, schema)
+            for pet in value["pets"]:
+                keys |= set(pet)
+            whole += 1
+    assert whole >= 12, whole
+    assert {"meows", "barks"} <= keys, keys
+
+
 def test_structured_outputs_json_schema_fields(stories):
     import json
 

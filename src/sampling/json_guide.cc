@@ -33,12 +33,13 @@ bool escape_can_end_well(uint32_t value, int count, bool low) {
 
 }  // namespace
 
-JsonPrefix& JsonPrefix::operator=(const JsonPrefix& other) {
-  schema_ = other.schema_;
+JsonPath& JsonPath::operator=(const JsonPath& other) {
+  schema_ = other.schema_;  // (not forks_: it belongs to the feed() running)
   whitespace_ = other.whitespace_;
   done_ = other.done_;
   spaces_ = other.spaces_;
   number_ = other.number_;
+  number_text_ = other.number_text_;
   string_ = other.string_;
   depth_ = other.depth_;
   containers_ = other.containers_;
@@ -46,34 +47,36 @@ JsonPrefix& JsonPrefix::operator=(const JsonPrefix& other) {
   return *this;
 }
 
-bool JsonPrefix::operator==(const JsonPrefix& other) const {
+bool JsonPath::operator==(const JsonPath& other) const {
   return schema_ == other.schema_ && whitespace_ == other.whitespace_ && done_ == other.done_ &&
-         spaces_ == other.spaces_ && number_ == other.number_ && string_ == other.string_ &&
+         spaces_ == other.spaces_ && number_ == other.number_ && number_text_ == other.number_text_ &&
+         string_ == other.string_ &&
          depth_ == other.depth_ && containers_ == other.containers_ &&
          std::equal(frames_, frames_ + depth_, other.frames_);
 }
 
-std::optional<uint32_t> JsonPrefix::string_room() const {
+std::optional<uint32_t> JsonPath::string_room() const {
   if (depth_ == 0 || top().phase != Phase::kString || !string_.between_characters()) return std::nullopt;
   if (top().node < 0) return UINT32_MAX;  // a key of any text
   const JsonSchema::Node& n = node_of(top());
   return n.max_length == UINT32_MAX ? UINT32_MAX : n.max_length - top().a;
 }
 
-uint32_t JsonPrefix::string_text_characters(std::string_view text) {
+uint32_t JsonPath::string_text_characters(std::string_view text) {
   StringLexer lexer;
   uint32_t characters = 0;
   for (char c : text) characters += lexer.feed(static_cast<uint8_t>(c)) == StringLexer::Step::kCharacter;
   return characters;
 }
 
-bool JsonPrefix::feed(std::string_view bytes) {
-  for (char c : bytes)
-    if (!feed(static_cast<uint8_t>(c))) return false;
-  return true;
+bool JsonPath::feed(uint8_t b, std::vector<JsonPath>& forks) {
+  forks_ = &forks;
+  const bool ok = read(b);
+  forks_ = nullptr;
+  return ok;
 }
 
-bool JsonPrefix::feed(uint8_t b) {
+bool JsonPath::read(uint8_t b) {
   if (!is_json_space(b)) spaces_ = 0;  // (whitespace inside a string neither counts nor is counted)
   if (depth_ == 0) return done_ ? space(b) : space(b) || begin(schema_->root(), b);
   Frame& f = top();
@@ -93,14 +96,52 @@ bool JsonPrefix::feed(uint8_t b) {
   return false;
 }
 
-bool JsonPrefix::begin(int32_t node, uint8_t b) {
+bool JsonPath::begin(int32_t node, uint8_t b) {
   const JsonSchema::Node* n = &schema_->node(node);
-  while (n->kind == JsonSchema::Kind::kUnion) {  // the alternative this byte begins (at most one: JsonSchema)
+  while (n->kind == JsonSchema::Kind::kUnion) {  // the alternative this byte begins, while there is one
     if (!n->first.test(b)) return false;
-    node = *std::find_if(n->alternatives.begin(), n->alternatives.end(),
-                         [&](int32_t alt) { return schema_->node(alt).first.test(b); });
+    auto begins = [&](int32_t alt) { return schema_->node(alt).first.test(b); };
+    auto first = std::find_if(n->alternatives.begin(), n->alternatives.end(), begins);
+    if (std::find_if(first + 1, n->alternatives.end(), begins) != n->alternatives.end()) return fork(node, b);
+    node = *first;
     n = &schema_->node(node);
   }
+  return begin_value(node, b);
+}
+
+// Each alternative `b` may begin is begun on a copy of the place before it: the first to take it goes on here, the
+// others are forks.
+bool JsonPath::fork(int32_t node, uint8_t b) {
+  std::vector<int32_t> alternatives;
+  alternatives_of(node, b, alternatives);
+  const JsonPath before = *this;
+  bool begun = false;
+  for (int32_t alt : alternatives) {
+    JsonPath p = before;
+    if (!p.begin_value(alt, b)) continue;
+    if (!begun) {
+      *this = p;
+      begun = true;
+    } else if (forks_ != nullptr) {
+      forks_->push_back(p);
+    }
+  }
+  return begun;
+}
+
+// The alternatives of `node` that may begin with `b`, unions within it taken apart, in the schema's order.
+void JsonPath::alternatives_of(int32_t node, uint8_t b, std::vector<int32_t>& out) const {
+  const JsonSchema::Node& n = schema_->node(node);
+  if (n.kind != JsonSchema::Kind::kUnion) {
+    out.push_back(node);
+    return;
+  }
+  for (int32_t alt : n.alternatives)
+    if (schema_->node(alt).first.test(b)) alternatives_of(alt, b, out);
+}
+
+bool JsonPath::begin_value(int32_t node, uint8_t b) {
+  const JsonSchema::Node* n = &schema_->node(node);
   if (!fits(node)) return false;  // (a string, number or literal always does)
   switch (n->kind) {
     case JsonSchema::Kind::kObject: return b == '{' && push(node, Phase::kObjectFirst);
@@ -113,7 +154,7 @@ bool JsonPrefix::begin(int32_t node, uint8_t b) {
   return false;
 }
 
-bool JsonPrefix::push(int32_t node, Phase phase) {
+bool JsonPath::push(int32_t node, Phase phase) {
   if (phase == Phase::kObjectFirst || phase == Phase::kArrayFirst) {
     if (containers_ == kMaxDepth) return false;
     ++containers_;
@@ -122,21 +163,22 @@ bool JsonPrefix::push(int32_t node, Phase phase) {
   return true;
 }
 
-void JsonPrefix::pop() {
+void JsonPath::pop() {
   const Phase phase = top().phase;
   if (phase != Phase::kString && phase != Phase::kNumber && phase != Phase::kLiteral) --containers_;
   --depth_;
   done_ = depth_ == 0;
   number_ = Number::kStart;  // places that differ only in what came before compare equal (the memo's key)
+  number_text_.clear();
   string_ = StringLexer();
 }
 
-bool JsonPrefix::pop_and_refeed(uint8_t b) {
+bool JsonPath::pop_and_refeed(uint8_t b) {
   pop();
-  return feed(b);
+  return read(b);
 }
 
-bool JsonPrefix::object_byte(Frame& f, uint8_t b) {
+bool JsonPath::object_byte(Frame& f, uint8_t b) {
   const JsonSchema::Node& n = node_of(f);
   const bool any_keys = n.other_values >= 0;
   // '}' may close it once no key it requires is still to come (keys are written in the schema's order)
@@ -193,7 +235,7 @@ bool JsonPrefix::object_byte(Frame& f, uint8_t b) {
 
 // The first property from `from` whose key may be written here: up to the first required one, and whose value
 // can close within kMaxDepth (a required one always can: the object was begun only if they all fit).
-uint32_t JsonPrefix::next_key(const JsonSchema::Node& n, uint32_t from) const {
+uint32_t JsonPath::next_key(const JsonSchema::Node& n, uint32_t from) const {
   for (uint32_t j = from; j < n.properties.size(); ++j) {
     if (fits(n.properties[j].value)) return j;
     if (n.properties[j].required) break;
@@ -202,7 +244,7 @@ uint32_t JsonPrefix::next_key(const JsonSchema::Node& n, uint32_t from) const {
 }
 
 // A key the schema names: one of the properties from the first not yet written up to the first required one.
-bool JsonPrefix::key_byte(Frame& f, uint8_t b) {
+bool JsonPath::key_byte(Frame& f, uint8_t b) {
   const std::vector<JsonSchema::Property>& properties = node_of(f).properties;
   const std::string_view read = std::string_view(properties[f.a].key).substr(0, f.b);
   for (size_t j = f.a; j < properties.size(); ++j) {
@@ -222,7 +264,7 @@ bool JsonPrefix::key_byte(Frame& f, uint8_t b) {
   return false;
 }
 
-bool JsonPrefix::array_byte(Frame& f, uint8_t b) {
+bool JsonPath::array_byte(Frame& f, uint8_t b) {
   const JsonSchema::Node& n = node_of(f);
   switch (f.phase) {
     case Phase::kArrayFirst:
@@ -254,7 +296,7 @@ bool JsonPrefix::array_byte(Frame& f, uint8_t b) {
   }
 }
 
-bool JsonPrefix::string_byte(Frame& f, uint8_t b) {
+bool JsonPath::string_byte(Frame& f, uint8_t b) {
   const uint32_t min_length = f.node < 0 ? 0 : node_of(f).min_length;
   const uint32_t max_length = f.node < 0 ? UINT32_MAX : node_of(f).max_length;
   if (string_.between_characters()) {
@@ -271,7 +313,7 @@ bool JsonPrefix::string_byte(Frame& f, uint8_t b) {
   return step != StringLexer::Step::kRefused;
 }
 
-JsonPrefix::StringLexer::Step JsonPrefix::StringLexer::feed(uint8_t b) {
+JsonPath::StringLexer::Step JsonPath::StringLexer::feed(uint8_t b) {
   switch (mode) {
     case 0:
       if (utf8_need > 0) {
@@ -334,64 +376,75 @@ JsonPrefix::StringLexer::Step JsonPrefix::StringLexer::feed(uint8_t b) {
   }
 }
 
-// A number ends at the first byte that cannot continue it; that byte is then read by what holds the number.
-bool JsonPrefix::number_byte(Frame& f, uint8_t b) {
+// A number ends at the first byte that cannot continue it; that byte is then read by what holds the number. A
+// bounded one is read on only where some number within its range begins with its text, and ends only within it.
+bool JsonPath::number_byte(Frame& f, uint8_t b) {
+  const JsonSchema::Node& n = node_of(f);
+  const std::optional<NumberRange>& range = n.range;
+  Number next = number_;
+  switch (number_step(next, b, !n.integer, !range.has_value())) {
+    case NumberStep::kRefused:
+      return false;
+    case NumberStep::kEnd:
+      if (range.has_value() && f.b == 0 && !range->holds(number_text_)) return false;
+      return pop_and_refeed(b);
+    case NumberStep::kOn:
+      break;
+  }
+  number_ = next;
+  if (!range.has_value()) return true;
+  if (next == Number::kFrac && ++f.a > range->fraction_digits()) return false;
+  if (f.b == 1) return true;  // every number it may become lies within
+  number_text_ += static_cast<char>(b);
+  if (!range->reachable(number_text_)) return false;
+  if (range->covers(number_text_)) {
+    f.b = 1;
+    number_text_.clear();
+  }
+  return true;
+}
+
+// -? (0|[1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?: `number` after `b`.
+JsonPath::NumberStep JsonPath::number_step(Number& number, uint8_t b, bool fraction, bool exponent) {
   const bool digit = is_digit(b);
-  const bool fraction = !node_of(f).integer;
-  const bool exp_mark = fraction && (b == 'e' || b == 'E');
-  switch (number_) {
+  const bool exp_mark = fraction && exponent && (b == 'e' || b == 'E');
+  auto to = [&](Number next) {
+    number = next;
+    return NumberStep::kOn;
+  };
+  switch (number) {
     case Number::kStart:
-      if (b == '-') {
-        number_ = Number::kMinus;
-        return true;
-      }
+      if (b == '-') return to(Number::kMinus);
       [[fallthrough]];
     case Number::kMinus:
-      if (!digit) return false;
-      number_ = b == '0' ? Number::kZero : Number::kInt;
-      return true;
+      if (!digit) return NumberStep::kRefused;
+      return to(b == '0' ? Number::kZero : Number::kInt);
     case Number::kZero:
     case Number::kInt:
-      if (digit) return number_ == Number::kInt;  // no leading zeros
-      if (fraction && b == '.') {
-        number_ = Number::kDot;
-        return true;
-      }
-      if (exp_mark) {
-        number_ = Number::kExpMark;
-        return true;
-      }
-      return pop_and_refeed(b);
+      if (digit) return number == Number::kInt ? to(Number::kInt) : NumberStep::kRefused;  // no leading zeros
+      if (fraction && b == '.') return to(Number::kDot);
+      if (exp_mark) return to(Number::kExpMark);
+      return NumberStep::kEnd;
     case Number::kDot:
-      if (!digit) return false;
-      number_ = Number::kFrac;
-      return true;
+      return digit ? to(Number::kFrac) : NumberStep::kRefused;
     case Number::kFrac:
-      if (digit) return true;
-      if (exp_mark) {
-        number_ = Number::kExpMark;
-        return true;
-      }
-      return pop_and_refeed(b);
+      if (digit) return to(Number::kFrac);
+      if (exp_mark) return to(Number::kExpMark);
+      return NumberStep::kEnd;
     case Number::kExpMark:
-      if (b == '+' || b == '-') {
-        number_ = Number::kExpSign;
-        return true;
-      }
+      if (b == '+' || b == '-') return to(Number::kExpSign);
       [[fallthrough]];
     case Number::kExpSign:
-      if (!digit) return false;
-      number_ = Number::kExp;
-      return true;
+      return digit ? to(Number::kExp) : NumberStep::kRefused;
     case Number::kExp:
-      return digit || pop_and_refeed(b);
+      return digit ? to(Number::kExp) : NumberStep::kEnd;
   }
-  return false;
+  return NumberStep::kRefused;
 }
 
 // One of the texts of an enum, a const, true, false or null (sorted: those that begin with what was read are
 // together, the shortest first).
-bool JsonPrefix::literal_byte(Frame& f, uint8_t b) {
+bool JsonPath::literal_byte(Frame& f, uint8_t b) {
   const std::vector<std::string>& texts = node_of(f).texts;
   const std::string_view read = std::string_view(texts[f.a]).substr(0, f.b);
   for (size_t j = f.a; j < texts.size() && std::string_view(texts[j]).starts_with(read); ++j) {
@@ -405,6 +458,54 @@ bool JsonPrefix::literal_byte(Frame& f, uint8_t b) {
   }
   // no text goes on with this byte: the value ended before it, if a text is whole here (it sorts first)
   return texts[f.a].size() == read.size() && pop_and_refeed(b);
+}
+
+bool JsonPrefix::feed(uint8_t b) {
+  std::vector<JsonPath> forks;  // (no allocation unless a union's alternatives begin alike)
+  size_t kept = 0;
+  for (size_t i = 0; i < paths_.size(); ++i) {
+    if (!paths_[i].feed(b, forks)) continue;
+    if (kept != i) paths_[kept] = paths_[i];
+    ++kept;
+  }
+  paths_.erase(paths_.begin() + static_cast<std::ptrdiff_t>(kept), paths_.end());
+  if (forks.empty() && paths_.size() <= 1) return !paths_.empty();
+  // Ways that meet again (the alternatives' values closed alike) are one.
+  for (JsonPath& p : forks) paths_.push_back(std::move(p));
+  kept = 0;
+  for (size_t i = 0; i < paths_.size() && kept < kMaxPaths; ++i) {
+    if (std::find(paths_.begin(), paths_.begin() + static_cast<std::ptrdiff_t>(kept), paths_[i]) !=
+        paths_.begin() + static_cast<std::ptrdiff_t>(kept))
+      continue;
+    if (kept != i) paths_[kept] = paths_[i];
+    ++kept;
+  }
+  paths_.erase(paths_.begin() + static_cast<std::ptrdiff_t>(kept), paths_.end());
+  return true;
+}
+
+bool JsonPrefix::feed(std::string_view bytes) {
+  for (char c : bytes)
+    if (!feed(static_cast<uint8_t>(c))) return false;
+  return true;
+}
+
+bool JsonPrefix::complete() const {
+  return std::any_of(paths_.begin(), paths_.end(), [](const JsonPath& p) { return p.complete(); });
+}
+
+std::optional<uint32_t> JsonPrefix::string_room() const {
+  std::optional<uint32_t> room;
+  for (const JsonPath& p : paths_) {
+    const std::optional<uint32_t> r = p.string_room();
+    if (!r.has_value()) return std::nullopt;
+    room = std::max(room.value_or(0), *r);
+  }
+  return room;
+}
+
+bool JsonPrefix::inside_string() const {
+  return std::all_of(paths_.begin(), paths_.end(), [](const JsonPath& p) { return p.inside_string(); });
 }
 
 Result<std::shared_ptr<const JsonVocabulary>> JsonVocabulary::make(const TokenTexts& vocab) {
@@ -489,8 +590,9 @@ JsonVocabulary::JsonVocabulary(const TokenTexts& vocab) : vocab_(vocab) {
   // not such text: where it lands depends on the place.
   JsonPrefix in_string;
   in_string.feed("{\"");
+  JsonPrefix s = in_string;
   for (int32_t id : sorted_) {
-    JsonPrefix s = in_string;
+    s = in_string;  // (assigned: no allocation)
     bool stays = true;
     for (char c : vocab.text(id)) stays = stays && s.feed(static_cast<uint8_t>(c)) && s.inside_string();
     (stays && s == in_string ? string_text_ : string_other_).push_back(id);
@@ -522,9 +624,10 @@ void JsonRules::compute(const JsonPrefix& state, bool drop_first_space, std::vec
   const JsonVocabulary& v = *vocab_;
   out.clear();
   if (drop_first_space) {  // the first token of a completion whose text drops a leading space: each on its own
+    JsonPrefix s = state;
     for (int32_t id : v.sorted_) {
       const std::string_view t = vocab().added_text(id, true);
-      JsonPrefix s = state;
+      s = state;  // (assigned: no allocation)
       if (!t.empty() && s.feed(t)) out.push_back(id);
     }
     std::sort(out.begin(), out.end());

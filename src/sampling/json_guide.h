@@ -20,10 +20,11 @@
 
 namespace kvshare {
 
-// Where a text stands in the grammar of one JSON value that follows a schema (JsonSchema), read a byte at a time.
-// A value copied freely: the open objects, arrays and the value being read are a stack of small frames, and a copy
-// copies the open ones only.
-class JsonPrefix {
+// One way of reading a text as the start of one JSON value that follows a schema (JsonSchema), a byte at a time:
+// where alternatives of a union may begin alike, each is a JsonPath of its own (JsonPrefix holds them). A value
+// copied freely: the open objects, arrays and the value being read are a stack of small frames, and a copy copies the
+// open ones only.
+class JsonPath {
  public:
   // nesting deeper than this is refused (nlohmann and Python take it)
   static constexpr int kMaxDepth = static_cast<int>(JsonSchema::kMaxNesting);
@@ -32,19 +33,16 @@ class JsonPrefix {
   // object (vLLM's users met that where any whitespace goes).
   static constexpr int kMaxIndent = 20;
 
-  // whitespace: whether spaces, tabs and newlines may stand between tokens of JSON (vLLM's default); without
-  // it (its disable_any_whitespace), the value is written compactly. Whitespace inside strings is text.
-  // `schema` must outlive the place and its copies.
-  JsonPrefix(const JsonSchema& schema, bool whitespace) : schema_(&schema), whitespace_(whitespace) {}
-  // Any JSON object (json_object).
-  explicit JsonPrefix(bool whitespace = true) : JsonPrefix(*JsonSchema::any_object(), whitespace) {}
-  JsonPrefix(const JsonPrefix& other) { *this = other; }
-  JsonPrefix& operator=(const JsonPrefix& other);
+  // (as JsonPrefix's)
+  JsonPath(const JsonSchema& schema, bool whitespace) : schema_(&schema), whitespace_(whitespace) {}
+  JsonPath(const JsonPath& other) { *this = other; }
+  JsonPath& operator=(const JsonPath& other);  // (copies the open frames only)
 
-  // Reads one byte: true when the text with it can still become a value that follows the schema. On false the
-  // state is left unspecified (copy it first to try a byte).
-  bool feed(uint8_t byte);
-  bool feed(std::string_view bytes);
+  // Reads one byte: true when the text with it can still become a value that follows the schema this way. Where the
+  // byte begins a union's value that more than one alternative may begin, this path follows the first, and a path
+  // for each other one is appended to `forks`. On false the state is left unspecified (copy it first to try a
+  // byte).
+  bool feed(uint8_t byte, std::vector<JsonPath>& forks);
   // Whether the text is one whole value (the top-level value closed).
   bool complete() const { return done_; }
   // Inside a string, between characters: how many more characters it may hold (UINT32_MAX: no bound). There, text
@@ -56,7 +54,7 @@ class JsonPrefix {
   // Whether this is inside a string (also within an escape or a character).
   bool inside_string() const { return depth_ > 0 && top().phase == Phase::kString; }
 
-  bool operator==(const JsonPrefix& other) const;
+  bool operator==(const JsonPath& other) const;
 
  private:
   enum class Phase : uint8_t {
@@ -70,7 +68,7 @@ class JsonPrefix {
     kItem,         // after ',' in an array
     kArrayAfter,   // after an item: ',' or ']'
     kString,       // inside a string: `a` the characters read (counted only as far as the schema's lengths need)
-    kNumber,       // inside a number (number_)
+    kNumber,       // inside a number (number_): `a` the fraction's digits, `b` 1 once a range covers it (bounded)
     kLiteral,      // inside an enum, const, true, false or null: `a` the first text it may still be, `b` bytes read
   };
   struct Frame {
@@ -98,10 +96,14 @@ class JsonPrefix {
   // -? (0|[1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?, without the fraction and exponent for an integer.
   enum class Number : uint8_t { kStart, kMinus, kZero, kInt, kDot, kFrac, kExpMark, kExpSign, kExp };
 
+  bool read(uint8_t byte);  // feed() once `forks_` is set
   const Frame& top() const { return frames_[depth_ - 1]; }
   Frame& top() { return frames_[depth_ - 1]; }
   const JsonSchema::Node& node_of(const Frame& f) const { return schema_->node(f.node); }
   bool begin(int32_t node, uint8_t byte);  // a value of `node` begins with `byte`
+  bool begin_value(int32_t node, uint8_t byte);  // ... `node` not a union
+  bool fork(int32_t node, uint8_t byte);   // ... a union more than one of whose alternatives may begin with it
+  void alternatives_of(int32_t node, uint8_t byte, std::vector<int32_t>& out) const;
   // Whether a value of `node` begun here can close within kMaxDepth.
   bool fits(int32_t node) const { return containers_ + schema_->node(node).min_depth <= kMaxDepth; }
   uint32_t next_key(const JsonSchema::Node& n, uint32_t from) const;
@@ -113,6 +115,8 @@ class JsonPrefix {
   bool array_byte(Frame& f, uint8_t byte);
   bool string_byte(Frame& f, uint8_t byte);
   bool number_byte(Frame& f, uint8_t byte);
+  enum class NumberStep : uint8_t { kOn, kEnd, kRefused };  // `byte` goes on with the number, ends it, or cannot
+  static NumberStep number_step(Number& number, uint8_t byte, bool fraction, bool exponent);
   bool literal_byte(Frame& f, uint8_t byte);
   static bool is_json_space(uint8_t b) { return b == ' ' || b == '\t' || b == '\n' || b == '\r'; }
   // Whether `byte` is whitespace that may stand here: it starts a run (' ' or '\n') or indents after a newline.
@@ -128,14 +132,58 @@ class JsonPrefix {
   }
 
   const JsonSchema* schema_ = nullptr;
+  std::vector<JsonPath>* forks_ = nullptr;  // while feed() runs (not copied)
   bool whitespace_ = true;
   bool done_ = false;
   uint8_t spaces_ = 0;         // the whitespace just read: 0 none, 1 a space, 2 + k a newline and k indentation
   Number number_ = Number::kStart;  // the number on top
+  // A bounded number on top (its node's range): its text read, until the range covers all it may become (frame.b 1)
+  std::string number_text_;
   StringLexer string_;         // the string on top
   int16_t depth_ = 0;          // frames open
   int16_t containers_ = 0;     // objects and arrays open
   Frame frames_[kMaxDepth + 1];  // the containers, and a string, number or literal above them
+};
+
+// Where a text stands in the grammar of one JSON value that follows a schema (JsonSchema), read a byte at a time: the
+// ways of reading it (JsonPaths) still open. There is one, but where alternatives of a union (anyOf, a list of types)
+// may begin alike: each is then followed until the text tells them apart, and the text may go on as any of them
+// allows. At most kMaxPaths are followed at once: past that, the last ones begun are given up (the text still
+// follows the schema; it may take fewer of the values the schema allows).
+class JsonPrefix {
+ public:
+  static constexpr int kMaxDepth = JsonPath::kMaxDepth;
+  static constexpr int kMaxIndent = JsonPath::kMaxIndent;
+  static constexpr size_t kMaxPaths = 64;
+
+  // whitespace: whether spaces, tabs and newlines may stand between tokens of JSON (vLLM's default); without
+  // it (its disable_any_whitespace), the value is written compactly. Whitespace inside strings is text.
+  // `schema` must outlive the place and its copies.
+  JsonPrefix(const JsonSchema& schema, bool whitespace) : paths_{JsonPath(schema, whitespace)} {}
+  // Any JSON object (json_object).
+  explicit JsonPrefix(bool whitespace = true) : JsonPrefix(*JsonSchema::any_object(), whitespace) {}
+
+  // Reads one byte: true when the text with it can still become a value that follows the schema. On false the
+  // state is left unspecified (copy it first to try a byte).
+  bool feed(uint8_t byte);
+  bool feed(std::string_view bytes);
+  // Whether the text is one whole value (the top-level value closed), read some way.
+  bool complete() const;
+  // Inside strings, between characters, every way it is read: how many more characters a string may hold, the most
+  // of any way (UINT32_MAX: no bound). There, text that keeps it inside the string (whole characters and escapes, no
+  // '"') leaves each way as it is but for the count, and ends the ways it does not fit. nullopt elsewhere.
+  std::optional<uint32_t> string_room() const;
+  // The characters string text (whole characters and escapes) adds to a string.
+  static uint32_t string_text_characters(std::string_view text) { return JsonPath::string_text_characters(text); }
+  // Whether this is inside a string (also within an escape or a character), every way it is read.
+  bool inside_string() const;
+  // How many ways it is read (1 but after the start of a union's value that alternatives may begin alike).
+  size_t paths() const { return paths_.size(); }
+
+  bool operator==(const JsonPrefix& other) const { return paths_ == other.paths_; }
+
+ private:
+  std::vector<JsonPath> paths_;  // in the order they were begun
 };
 
 // A vocabulary read once for JSON mode: its tokens in text order, to be walked as a trie, and which of them are

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -18,11 +19,11 @@ using json = nlohmann::ordered_json;  // properties in the order the schema give
 // Keywords that say nothing of the text (JSON Schema's annotations and vocabulary markers).
 const std::set<std::string, std::less<>> kAnnotations = {
     "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly",
-    "writeOnly", "$defs", "definitions"};
+    "writeOnly", "$defs", "definitions", "discriminator"};  // (OpenAPI's discriminator names a property: a hint)
 // Keywords that shape the text by the value's type.
 const std::set<std::string, std::less<>> kTypeKeywords = {
     "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
-    "maxLength"};
+    "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
 // Keywords that make the schema one of several others, or a reference to one.
 const std::set<std::string, std::less<>> kCombinators = {"$ref", "anyOf", "oneOf", "allOf", "enum", "const"};
 
@@ -60,9 +61,10 @@ class JsonSchema::Compiler {
       if (kAnnotations.count(key) != 0 || kTypeKeywords.count(key) != 0) continue;
       if (kCombinators.count(key) == 0)
         return refused("the keyword \"" + key + "\" is not supported; docs/limits.md lists what is", where);
-      if (!combinator.empty())
+      const bool enum_and_const = (combinator == "enum" && key == "const") || (combinator == "const" && key == "enum");
+      if (!combinator.empty() && !enum_and_const)  // (Pydantic writes a Literal's value as both)
         return refused("\"" + combinator + "\" and \"" + key + "\" together are not supported", where);
-      combinator = key;
+      if (combinator.empty() || key == "const") combinator = key;
     }
     if (!combinator.empty()) {
       for (const auto& [key, value] : s.items()) {
@@ -78,8 +80,9 @@ class JsonSchema::Compiler {
       if (!list.is_array() || list.empty()) return refused(combinator + " must be a non-empty array", here);
       if (combinator == "allOf" && list.size() != 1)
         return refused("allOf of more than one schema is not supported", here);
-      // oneOf's alternatives are disjoint here: they must begin with different characters (checked at the end).
+      // oneOf's alternatives must be told apart (checked at the end)
       Node u = union_of({});
+      u.one_of = combinator == "oneOf";
       for (size_t i = 0; i < list.size(); ++i) {
         KV_ASSIGN_OR_RETURN(int32_t alt, compile_new(list[i], here + "/" + std::to_string(i)));
         u.alternatives.push_back(alt);
@@ -233,10 +236,54 @@ class JsonSchema::Compiler {
     if (type == "number" || type == "integer") {
       n.kind = Kind::kNumber;
       n.integer = type == "integer";
-      return Status::ok_status();
+      return compile_range(s, where, n);
     }
     n.kind = Kind::kLiteral;
     n.texts = type == "boolean" ? std::vector<std::string>{"false", "true"} : std::vector<std::string>{"null"};
+    return Status::ok_status();
+  }
+
+  // minimum, maximum, and their exclusive forms: a number (drafts 6 on), or a boolean that makes minimum or maximum
+  // exclusive (draft 4). Each bound is read as the double a reader compares with; an exclusive one is the next double
+  // inward (NumberRange).
+  Status compile_range(const json& s, const std::string& where, Node& n) {
+    struct Bound {
+      const char* key;
+      bool lower, exclusive;
+    };
+    std::optional<double> lo, hi;
+    for (const Bound& k : {Bound{"minimum", true, false}, Bound{"maximum", false, false},
+                           Bound{"exclusiveMinimum", true, true}, Bound{"exclusiveMaximum", false, true}}) {
+      auto it = s.find(k.key);
+      if (it == s.end()) continue;
+      const std::string here = where + "/" + k.key;
+      const std::string plain = k.lower ? "minimum" : "maximum";
+      if (k.exclusive && it->is_boolean()) {  // draft 4's: it makes the plain bound exclusive (read with that)
+        if (it->get<bool>() && !s.contains(plain))
+          return refused(std::string(k.key) + ": true needs " + plain + " beside it", here);
+        continue;
+      }
+      if (!it->is_number() || !std::isfinite(it->get<double>()))
+        return refused(std::string(k.key) + " must be a number", here);
+      const bool exact = it->is_number_unsigned()  ? it->get<uint64_t>() <= (uint64_t{1} << 53)
+                         : it->is_number_integer() ? std::llabs(it->get<int64_t>()) <= (int64_t{1} << 53)
+                                                   : std::fabs(it->get<double>()) <= 9007199254740992.0;
+      if (!exact)
+        return refused(std::string(k.key) + " is " + it->dump() + ", past 2^53: too large to compare exactly", here);
+      bool exclusive = k.exclusive;
+      if (!exclusive) {
+        auto e = s.find(k.lower ? "exclusiveMinimum" : "exclusiveMaximum");
+        exclusive = e != s.end() && e->is_boolean() && e->get<bool>();
+      }
+      double bound = it->get<double>();
+      if (exclusive) bound = std::nextafter(bound, k.lower ? INFINITY : -INFINITY);
+      std::optional<double>& b = k.lower ? lo : hi;
+      b = !b.has_value() ? bound : k.lower ? std::max(*b, bound) : std::min(*b, bound);
+    }
+    if (!lo.has_value() && !hi.has_value()) return Status::ok_status();
+    auto range = NumberRange::make(lo, hi, n.integer);
+    if (!range.ok()) return refused(range.status().message() + ": no value follows it", where);
+    n.range = *range;
     return Status::ok_status();
   }
 
@@ -282,7 +329,11 @@ class JsonSchema::Compiler {
   Status compile_literal(int32_t id, const json& s, const std::string& combinator,
                          const std::vector<std::string>& types, const std::string& where) {
     const json& values = combinator == "const" ? json::array({s["const"]}) : s["enum"];
-    if (!values.is_array() || values.empty()) return refused("enum must be a non-empty array", where + "/enum");
+    if (s.contains("enum") && (!s["enum"].is_array() || s["enum"].empty()))
+      return refused("enum must be a non-empty array", where + "/enum");
+    if (combinator == "const" && s.contains("enum") &&
+        std::find(s["enum"].begin(), s["enum"].end(), s["const"]) == s["enum"].end())
+      return refused("const is not one of enum's values: no value follows both", where);
     Node n;
     n.kind = Kind::kLiteral;
     for (const json& v : values) {
@@ -450,22 +501,60 @@ class JsonSchema::Compiler {
         std::bitset<256> seen;
         for (int32_t alt : n.alternatives) {
           KV_RETURN_IF_ERROR(first_bytes(alt));
-          const std::bitset<256>& f = out.nodes_[static_cast<size_t>(alt)].first;
-          if ((seen & f).any()) {
-            int b = 0;
-            while (!(seen & f).test(static_cast<size_t>(b))) ++b;
-            return refused("alternatives (anyOf, oneOf or a list of types) that can both begin with '" +
-                           std::string(1, static_cast<char>(b)) + "' are not supported: the output must show by "
-                           "its first character which one it follows", where_[static_cast<size_t>(id)]);
-          }
-          seen |= f;
+          seen |= out.nodes_[static_cast<size_t>(alt)].first;
         }
         out.nodes_[static_cast<size_t>(id)].first = seen;
+        if (n.one_of) KV_RETURN_IF_ERROR(told_apart(id));
         break;
       }
     }
     state_[static_cast<size_t>(id)] = 2;
     return Status::ok_status();
+  }
+
+  // oneOf accepts a value that follows exactly one of its alternatives, so no value may follow two: each two begin
+  // with different characters, or are objects that require a property whose const or enum values differ (a
+  // discriminator, as Pydantic writes a union of models).
+  Status told_apart(int32_t id) const {
+    const Node& n = out.nodes_[static_cast<size_t>(id)];
+    for (size_t i = 0; i < n.alternatives.size(); ++i) {
+      for (size_t j = i + 1; j < n.alternatives.size(); ++j) {
+        const Node& a = resolved(n.alternatives[i]);
+        const Node& b = resolved(n.alternatives[j]);
+        const std::bitset<256> both = a.first & b.first;
+        if (both.none() || discriminated(a, b)) continue;
+        int c = 0;
+        while (!both.test(static_cast<size_t>(c))) ++c;
+        return refused("oneOf's alternatives " + std::to_string(i) + " and " + std::to_string(j) + " can both begin "
+                       "with '" + std::string(1, static_cast<char>(c)) + "', and no required property with different "
+                       "const or enum values tells them apart: a value might follow both, which oneOf refuses. Use "
+                       "anyOf, or give each object such a property", where_[static_cast<size_t>(id)]);
+      }
+    }
+    return Status::ok_status();
+  }
+  // A $ref (a union of one) as what it points to.
+  const Node& resolved(int32_t id) const {
+    const Node* n = &out.nodes_[static_cast<size_t>(id)];
+    for (size_t hops = 0; n->kind == Kind::kUnion && n->alternatives.size() == 1 && hops < out.nodes_.size(); ++hops)
+      n = &out.nodes_[static_cast<size_t>(n->alternatives[0])];
+    return *n;
+  }
+  bool discriminated(const Node& a, const Node& b) const {
+    if (a.kind != Kind::kObject || b.kind != Kind::kObject) return false;
+    for (const Property& p : a.properties) {
+      for (const Property& q : b.properties) {
+        if (!p.required || !q.required || p.key != q.key) continue;
+        const Node& x = resolved(p.value);
+        const Node& y = resolved(q.value);
+        if (x.kind != Kind::kLiteral || y.kind != Kind::kLiteral) continue;
+        std::vector<std::string> common;
+        std::set_intersection(x.texts.begin(), x.texts.end(), y.texts.begin(), y.texts.end(),
+                              std::back_inserter(common));
+        if (common.empty()) return true;
+      }
+    }
+    return false;
   }
 
   const json& doc_;

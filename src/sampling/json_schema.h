@@ -9,10 +9,12 @@
 //   additionalProperties: false, or absent where properties are given (no other keys: OpenAI's strict mode), or any
 //   schema where no properties are given (keys of any text, values that follow it);
 // - arrays: items, minItems, maxItems; strings: minLength, maxLength (in characters, as JSON Schema counts them);
-// - enum and const (of any JSON values, written compactly), anyOf and oneOf (alternatives that begin with
-//   different characters, such as a string or null), allOf of one schema, $ref into $defs or definitions, or "#";
+// - numbers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (a number, or draft 4's boolean) (NumberRange);
+// - enum and const (of any JSON values, written compactly; both together, as Pydantic writes a Literal), anyOf, oneOf
+//   (whose alternatives begin with different characters, or are objects told apart by a required property's const or
+//   enum values: a discriminator), allOf of one schema, $ref into $defs or definitions, or "#";
 // - annotations, which say nothing of the text: title, description, default, examples, $schema, $id, $comment,
-//   deprecated, readOnly, writeOnly.
+//   deprecated, readOnly, writeOnly, discriminator.
 #pragma once
 
 #include <bitset>
@@ -26,6 +28,7 @@
 
 #include "core/status.h"
 #include "kvshare/sampling_params.h"
+#include "sampling/json_number.h"
 
 namespace kvshare {
 
@@ -51,12 +54,15 @@ class JsonSchema {
     uint32_t min_items = 0, max_items = UINT32_MAX;
     // kString: characters (code points, an escape one)
     uint32_t min_length = 0, max_length = UINT32_MAX;
-    // kNumber
+    // kNumber; `range`: its bounds (written then without an exponent), none for any number
     bool integer = false;
+    std::optional<NumberRange> range;
     // kLiteral: the values it may be, as compact JSON texts, sorted
     std::vector<std::string> texts;
-    // kUnion: the alternatives (a value follows the one its first byte begins)
+    // kUnion: the alternatives, a value follows one or more of them; `one_of`: exactly one (oneOf), so they are
+    // told apart by their first byte or a discriminating property (checked when compiled)
     std::vector<int32_t> alternatives;
+    bool one_of = false;
     std::bitset<256> first;  // the bytes a value of this node can begin with
     // The fewest objects and arrays a value of it nests (0 for a string; 1 for an object with no required keys),
     // so that no value is begun that cannot close within JsonPrefix::kMaxDepth.

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -34,8 +36,8 @@ bool takes(const JsonSchema& schema, std::string_view text, bool whitespace = tr
 TEST(JsonSchema, WhatItCannotFollowIsRefusedByName) {
   EXPECT_EQ(refusal(R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}})"),
             "json_schema: the keyword \"pattern\" is not supported; docs/limits.md lists what is (at /properties/a)");
-  EXPECT_NE(refusal(R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}})")
-                .find("\"minimum\" is not supported"),
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}})")
+                .find("\"multipleOf\" is not supported"),
             std::string::npos);
   EXPECT_NE(refusal(R"({"type": "object", "properties": {"a/b": {"format": "date"}}})").find("(at /properties/a~1b)"),
             std::string::npos);
@@ -43,7 +45,11 @@ TEST(JsonSchema, WhatItCannotFollowIsRefusedByName) {
             std::string::npos);
   EXPECT_NE(refusal(R"({"type": "string", "minLength": 3, "maxLength": 2})").find("minLength is more"),
             std::string::npos);
-  EXPECT_NE(refusal(R"({"anyOf": [{"type": "string"}, {"enum": ["a"]}]})").find("can both begin with '\"'"),
+  EXPECT_EQ(refusal(R"({"properties": {"v": {"oneOf": [{"type": "string"}, {"enum": ["a"]}]}}})"),
+            "json_schema: oneOf's alternatives 0 and 1 can both begin with '\"', and no required property with "
+            "different const or enum values tells them apart: a value might follow both, which oneOf refuses. Use "
+            "anyOf, or give each object such a property (at /properties/v)");
+  EXPECT_NE(refusal(R"({"enum": ["a", "b"], "const": "c"})").find("const is not one of enum's values"),
             std::string::npos);
   EXPECT_NE(refusal(R"({"type": ["object", "object"]})").find("twice"), std::string::npos);
   EXPECT_NE(refusal(R"({"type": "integer"})").find("a number alone"), std::string::npos);
@@ -122,6 +128,150 @@ TEST(JsonSchema, ValuesCloseWithinTheNestingLimit) {
   EXPECT_FALSE(last.feed("\"k"));  // another object would be one too many: only "}" closes it
   last = at_depth(JsonPrefix::kMaxDepth);
   EXPECT_TRUE(last.feed("}"));
+}
+
+// Alternatives that begin alike (anyOf, Pydantic's unions of models) are each followed until the text tells them
+// apart: the text may be any value one of them takes, and nothing else.
+TEST(JsonSchema, AlternativesThatBeginAlikeAreEachFollowed) {
+  const auto strings = compiled(R"({"type": "array", "items": {"anyOf": [{"type": "string", "maxLength": 2},
+      {"enum": ["abcd", 7]}, {"type": "integer"}]}})");
+  ASSERT_NE(strings, nullptr);
+  for (const char* ok : {"[\"ab\"]", "[\"abcd\"]", "[\"\",\"abcd\",\"x\"]", "[7]", "[71]", "[-3]"})
+    EXPECT_TRUE(takes(*strings, ok)) << ok;
+  for (const char* bad : {"[\"abc\"]", "[\"abcde\"]", "[\"abd\"]", "[7.5]", "[\"ab\"\"]"})
+    EXPECT_FALSE(takes(*strings, bad)) << bad;
+  // Two ways until the text tells them apart; one again once the strings close (the ways meet in the array).
+  const auto lengths = compiled(R"({"type": "array", "items": {"anyOf": [{"type": "string", "maxLength": 2},
+      {"type": "string", "minLength": 4, "maxLength": 5}]}})");
+  ASSERT_NE(lengths, nullptr);
+  JsonPrefix p(*lengths, false);
+  ASSERT_TRUE(p.feed("[\"ab"));
+  EXPECT_EQ(p.paths(), 2u);
+  EXPECT_EQ(p.string_room(), std::optional<uint32_t>(3));  // the most of either
+  JsonPrefix closed = p;
+  ASSERT_TRUE(closed.feed("\","));
+  EXPECT_EQ(closed.paths(), 1u);
+  ASSERT_TRUE(p.feed("cd\","));
+  EXPECT_EQ(p.paths(), 1u);
+  EXPECT_TRUE(p == closed);
+
+  // Pydantic's Union[Cat, Dog] without a discriminator: anyOf of two models whose first keys are alike.
+  const auto pets = compiled(R"({"$defs": {
+      "Cat": {"properties": {"name": {"type": "string"}, "meows": {"type": "integer"}}, "required": ["name", "meows"],
+              "title": "Cat", "type": "object"},
+      "Dog": {"properties": {"name": {"type": "string"}, "barks": {"type": "boolean"}}, "required": ["name"],
+              "title": "Dog", "type": "object"}},
+      "properties": {"pet": {"anyOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}], "title": "Pet"}},
+      "required": ["pet"], "title": "Owner", "type": "object"})");
+  ASSERT_NE(pets, nullptr);
+  for (const char* ok : {R"({"pet": {"name": "a", "meows": 2}})", R"({"pet": {"name": "a", "barks": true}})",
+                         R"({"pet": {"name": "a"}})"})
+    EXPECT_TRUE(takes(*pets, ok)) << ok;
+  for (const char* bad : {R"({"pet": {"name": "a", "meows": true}})", R"({"pet": {"name": "a", "barks": 2}})",
+                          R"({"pet": {"name": "a", "meows": 2, "barks": true}})", R"({"pet": {"meows": 2}})"})
+    EXPECT_FALSE(takes(*pets, bad)) << bad;
+
+  // Pydantic's discriminated union: oneOf, told apart by pet_type (a Literal, written as const and enum both).
+  const auto tagged = compiled(R"({"$defs": {
+      "Cat": {"properties": {"pet_type": {"const": "cat", "enum": ["cat"], "title": "Pet Type", "type": "string"},
+              "lives": {"type": "integer"}}, "required": ["pet_type", "lives"], "type": "object"},
+      "Dog": {"properties": {"pet_type": {"const": "dog", "title": "Pet Type", "type": "string"},
+              "lives": {"type": "string"}}, "required": ["pet_type", "lives"], "type": "object"}},
+      "properties": {"pet": {"discriminator": {"mapping": {"cat": "#/$defs/Cat", "dog": "#/$defs/Dog"},
+                                               "propertyName": "pet_type"},
+                             "oneOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}]}},
+      "required": ["pet"], "type": "object"})");
+  ASSERT_NE(tagged, nullptr);
+  EXPECT_TRUE(takes(*tagged, R"({"pet": {"pet_type": "cat", "lives": 9}})"));
+  EXPECT_TRUE(takes(*tagged, R"({"pet": {"pet_type": "dog", "lives": "one"}})"));
+  EXPECT_FALSE(takes(*tagged, R"({"pet": {"pet_type": "cat", "lives": "one"}})"));
+  EXPECT_FALSE(takes(*tagged, R"({"pet": {"pet_type": "cow", "lives": 1}})"));
+  // The same property with a value both may take does not tell them apart; nor does an optional one.
+  EXPECT_NE(refusal(R"({"oneOf": [{"type": "object", "properties": {"t": {"enum": ["a", "b"]}}, "required": ["t"]},
+                                  {"type": "object", "properties": {"t": {"enum": ["b", "c"]}}, "required": ["t"]}]})")
+                .find("oneOf's alternatives 0 and 1 can both begin with '{'"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"oneOf": [{"type": "object", "properties": {"t": {"const": "a"}}},
+                                  {"type": "object", "properties": {"t": {"const": "b"}}}]})")
+                .find("can both begin with '{'"),
+            std::string::npos);
+
+  // Past kMaxPaths ways at once, the last begun are given up: the text still follows the schema.
+  std::string many = R"({"type": "array", "items": {"anyOf": [)";
+  for (int i = 0; i < 100; ++i) many += (i ? ", " : "") + std::string(R"({"const": "k)") + std::to_string(i) + "\"}";
+  const auto wide = compiled(many + "]}}");
+  ASSERT_NE(wide, nullptr);
+  JsonPrefix w(*wide, false);
+  ASSERT_TRUE(w.feed("[\""));
+  EXPECT_EQ(w.paths(), JsonPrefix::kMaxPaths);
+  EXPECT_TRUE(takes(*wide, "[\"k0\",\"k63\"]"));
+  EXPECT_FALSE(takes(*wide, "[\"k64\"]"));
+}
+
+// minimum, maximum and their exclusive forms (draft 4's booleans too): the number written lies within them, and is
+// written without an exponent.
+TEST(JsonSchema, NumbersStayWithinTheirBounds) {
+  const auto rating = compiled(R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1,
+      "maximum": 5}, "p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+      "t": {"type": ["number", "null"], "minimum": -2.5, "exclusiveMinimum": true}}})");
+  ASSERT_NE(rating, nullptr);
+  for (const char* ok : {R"({"n": 1})", R"({"n": 5})", R"({"p": 0.5})", R"({"p": 0.0001})", R"({"t": -2.4})",
+                         R"({"t": null})", R"({"t": 300})", R"({"n": 3, "p": 0.999, "t": 0})"})
+    EXPECT_TRUE(takes(*rating, ok)) << ok;
+  for (const char* bad : {R"({"n": 0})", R"({"n": 6})", R"({"n": 10})", R"({"n": -1})", R"({"n": 1.0})",
+                          R"({"p": 0})", R"({"p": 1})", R"({"p": 0.0})", R"({"p": 1e-3})", R"({"t": -2.5})",
+                          R"({"t": -3})"})
+    EXPECT_FALSE(takes(*rating, bad)) << bad;
+  // Digits are offered only where a number within the bounds still begins with them.
+  JsonPrefix p(*rating, false);
+  ASSERT_TRUE(p.feed("{\"n\":"));
+  for (char c : std::string("-0123456789")) {
+    JsonPrefix q = p;
+    EXPECT_EQ(q.feed(static_cast<uint8_t>(c)), c >= '1' && c <= '5') << c;
+  }
+  EXPECT_NE(refusal(R"({"type": "integer", "minimum": "1"})").find("minimum must be a number (at /minimum)"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "number", "exclusiveMaximum": true})").find("true needs maximum beside it"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"properties": {"n": {"type": "integer", "minimum": 6, "maximum": 5}}})")
+                .find("no integer lies within the bounds: no value follows it (at /properties/n)"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"properties": {"n": {"type": "integer", "exclusiveMinimum": 5, "maximum": 5.5}}})")
+                .find("no integer lies within"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"properties": {"n": {"type": "integer", "maximum": 9007199254740993}}})").find("past 2^53"),
+            std::string::npos);
+}
+
+// Random walks through bounded numbers (alternatives that begin alike among them) end in numbers within bounds.
+TEST(JsonSchema, RandomWalksThroughBoundedNumbersEndWithinThem) {
+  const auto s = compiled(R"({"type": "array", "items": {"anyOf": [{"type": "integer", "minimum": -20, "maximum": 7},
+      {"type": "number", "exclusiveMinimum": 99.5, "maximum": 100.25}, {"type": "integer", "minimum": 1000}]}})");
+  ASSERT_NE(s, nullptr);
+  std::mt19937 rng(3);
+  for (int walk = 0; walk < 300; ++walk) {
+    JsonPrefix p(*s, false);
+    std::string out;
+    for (int step = 0; step < 400 && !p.complete(); ++step) {
+      std::vector<uint8_t> next;
+      for (int b = 0; b < 256; ++b) {
+        JsonPrefix q = p;
+        if (q.feed(static_cast<uint8_t>(b))) next.push_back(static_cast<uint8_t>(b));
+      }
+      ASSERT_FALSE(next.empty()) << "dead end after " << out;
+      uint8_t b = next[rng() % next.size()];
+      if (step > 30) b = std::find(next.begin(), next.end(), ']') != next.end() ? ']' : b;
+      out += static_cast<char>(b);
+      ASSERT_TRUE(p.feed(b));
+    }
+    ASSERT_TRUE(p.complete()) << out;
+    const nlohmann::json value = nlohmann::json::parse(out);
+    for (const auto& v : value) {
+      const double x = v.get<double>();
+      const bool whole = std::trunc(x) == x;  // (integers past 64 bits are read as doubles)
+      EXPECT_TRUE((whole && x >= -20 && x <= 7) || (x > 99.5 && x <= 100.25) || (whole && x >= 1000)) << out;
+    }
+  }
 }
 
 // What a review helper found the schema compiler took wrongly, each now followed as JSON Schema says or refused.
@@ -317,6 +467,14 @@ TEST(JsonSchema, NoPlaceIsADeadEnd) {
           "items": {"$ref": "#/$defs/T"}, "maxItems": 2}}, "required": ["v"]}}, "$ref": "#/$defs/T"})",
       R"({"type": "array", "items": {"type": "object", "additionalProperties": {"type": ["boolean", "string"]}}})",
       R"({"type": "object", "properties": {"a": {}, "b": {"const": "\u00e9\"x"}}, "required": ["b"]})",
+      // alternatives that begin alike: objects, strings of different lengths, enums, integers and numbers
+      R"({"type": "array", "items": {"anyOf": [
+          {"type": "object", "properties": {"k": {"type": "string", "maxLength": 3}, "a": {"type": "integer"}},
+           "required": ["k", "a"]},
+          {"type": "object", "properties": {"k": {"enum": ["ab", "abcd", 1]}, "b": {"type": "array"}},
+           "required": ["k"]},
+          {"type": "string", "minLength": 2, "maxLength": 3}, {"enum": ["abcdef", 12, 123]}, {"type": "number"},
+          {"type": "integer"}]}})",
   };
   std::mt19937 rng(17);
   for (const std::string& text : schemas) {

@@ -593,7 +593,7 @@ class ServerTest(unittest.TestCase):
         # keys in the schema's order. Streamed equals whole.
         import jsonschema
         schema = {"type": "object", "properties": {
-            "name": {"type": "string", "maxLength": 6}, "age": {"type": "integer"},
+            "name": {"type": "string", "maxLength": 6}, "age": {"type": "integer", "minimum": 0, "maximum": 120},
             "mood": {"enum": ["happy", "sad"]}, "tags": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2}},
             "required": ["name", "mood"]}
         valid = 0
@@ -626,11 +626,11 @@ class ServerTest(unittest.TestCase):
         code, _, out = post("/v1/chat/completions", {
             "messages": [{"role": "user", "content": "x"}],
             "response_format": {"type": "json_schema", "json_schema": {
-                "name": "n", "schema": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}}}})
+                "name": "n", "schema": {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}}}})
         self.assertEqual(code, 400, out)
         error = json.loads(out)["error"]
         self.assertEqual(error["param"], "response_format")
-        self.assertIn('the keyword "minimum" is not supported', error["message"])
+        self.assertIn('the keyword "multipleOf" is not supported', error["message"])
         self.assertIn("(at /properties/n)", error["message"])
         code, _, out = post("/v1/completions", {"prompt": "x", "structured_outputs": {"json": "{"}})
         self.assertEqual((code, json.loads(out)["error"]["param"]), (400, "structured_outputs.json"), out)
