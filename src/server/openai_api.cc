@@ -10,6 +10,7 @@
 #include "formats/json_error.h"
 #include "sampling/choice.h"
 #include "sampling/json_schema.h"
+#include "server/tool_calls.h"
 #include "tokenizer/utf8.h"
 
 namespace kvshare::server {
@@ -394,8 +395,8 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
 }
 
 // tools and documents reach the chat template as Hugging Face's apply_chat_template passes them (a list of
-// objects each); the server does not parse tool calls out of the reply, so tool_choice can only leave the
-// choice to the model ("auto") or say none.
+// objects each). tool_choice "none" and "auto" leave the reply text (no parser reads tool calls out of a model's own
+// format); "required" and a named function force tool calls (force_tool_calls).
 void read_tools(FieldReader& r, GenerationCall& call) {
   auto list_of_objects = [&r](const char* name, json& out) {
     const json* v = r.get(name);
@@ -407,9 +408,40 @@ void read_tools(FieldReader& r, GenerationCall& call) {
   };
   list_of_objects("tools", call.tools);
   list_of_objects("documents", call.documents);
-  if (const json* v = r.get("tool_choice"); v != nullptr && !(v->is_string() && (*v == "none" || *v == "auto")))
-    r.fail("tool_choice", "tool_choice " + v->dump() +
-                              " is not supported: only \"none\" and \"auto\" (this server does not force tool calls)");
+  const json* v = r.get("tool_choice");
+  if (v == nullptr || v->is_null() || (v->is_string() && (*v == "none" || *v == "auto"))) return;
+  if (v->is_string() && *v == "required") {
+    call.tool_choice = GenerationCall::ToolChoice::kRequired;
+    return;
+  }
+  const json* fn = v->is_object() && v->value("type", json()) == "function" && v->contains("function")
+                       ? &(*v)["function"] : nullptr;
+  if (fn == nullptr || !fn->is_object() || !fn->contains("name") || !(*fn)["name"].is_string())
+    return r.fail("tool_choice", "tool_choice must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+                                 "\"function\": {\"name\": ...}}");
+  call.tool_choice = GenerationCall::ToolChoice::kNamed;
+  call.tool_name = (*fn)["name"].get<std::string>();
+}
+
+// Forced tool calls constrain the output to a schema of the tools' parameters, so they take the place of the other
+// constraints; the engine's refusal of the schema names `tools`.
+void force_tool_calls(FieldReader& r, GenerationCall& call) {
+  if (call.tool_choice == GenerationCall::ToolChoice::kText) return;
+  SamplingParams& p = call.params;
+  if (p.choice.has_value() || p.json_object || p.json_schema.has_value())
+    return r.fail("tool_choice", "tool_choice " + std::string(call.tool_choice == GenerationCall::ToolChoice::kNamed
+                                                                  ? "naming a function" : "\"required\"") +
+                                     " constrains the reply to tool calls, so it cannot be combined with " +
+                                     call.constraint_field);
+  if (p.min_tokens > 0)
+    return r.fail("min_tokens", "min_tokens cannot be combined with a tool_choice that forces tool calls (the reply "
+                                "ends once the calls are complete): leave min_tokens out");
+  std::string schema, message;
+  const bool named = call.tool_choice == GenerationCall::ToolChoice::kNamed;
+  if (!tool_call_schema(call.tools, named ? &call.tool_name : nullptr, schema, message))
+    return r.fail(message.starts_with("tool_choice") ? "tool_choice" : "tools", message);
+  p.json_schema = std::move(schema);
+  call.constraint_field = "tools";
 }
 
 // Chat messages: a non-empty list of objects with a string role. Content that is a list of parts keeps its
@@ -565,6 +597,7 @@ bool parse_generation_call(const std::string& body, bool chat, GenerationCall& c
     if (r.integer32("logprobs", logprobs, 0, SamplingParams::kMaxLogprobs)) call.top_logprobs = logprobs;
   }
   read_sampling(r, call);
+  if (chat) force_tool_calls(r, call);
   // vLLM's: whether the tokenizer adds its special tokens (BOS) to the prompt's text; a chat's template writes its
   // own, so there the default is no.
   call.add_special_tokens = !chat;
@@ -763,6 +796,21 @@ double cumulative_logprob(const ChoiceState& state) {
 
 namespace {
 
+// The tool calls a chat choice's text makes where tool_choice forces them (tool_calls_of), with ids unique in the
+// response: "call_" and the response's id, the choice's index and the call's.
+json forced_tool_calls(const ResponseContext& ctx, const GenerationCall& call, int32_t index, const std::string& text) {
+  const std::string id = "call_" + ctx.id.substr(ctx.id.find('-') + 1) + "_" + std::to_string(index) + "_";
+  return tool_calls_of(text, call.tool_choice == GenerationCall::ToolChoice::kNamed ? &call.tool_name : nullptr, id);
+}
+
+// OpenAI's finish_reason, "tool_calls" where a required list of calls closed (a named function's call ends with
+// "stop", as OpenAI's forced function calls do).
+json choice_finish_reason(const GenerationCall& call, const Output& o, bool made_calls) {
+  json reason = finish_reason_json(o);
+  if (call.tool_choice == GenerationCall::ToolChoice::kRequired && made_calls && reason == "stop") return "tool_calls";
+  return reason;
+}
+
 json envelope(const ResponseContext& ctx, const GenerationCall& call, bool chunk) {
   const char* object = call.chat ? (chunk ? "chat.completion.chunk" : "chat.completion")
                                  : "text_completion";
@@ -778,7 +826,13 @@ json completion_response(const ResponseContext& ctx, const GenerationCall& call,
   for (const auto& [choice_state, o] : choices) {
     ChoiceState state = choice_state;  // its text offset advances as the logprobs are written
     json choice = {{"index", state.index}};
-    if (call.chat) {
+    bool made_calls = false;
+    if (call.chat && call.tool_choice != GenerationCall::ToolChoice::kText) {
+      json calls = forced_tool_calls(ctx, call, state.index, o.text);
+      made_calls = !calls.empty();
+      choice["message"] = {{"role", "assistant"}, {"content", made_calls ? json(nullptr) : json(o.text)}};
+      if (made_calls) choice["message"]["tool_calls"] = std::move(calls);
+    } else if (call.chat) {
       choice["message"] = {{"role", "assistant"}, {"content", o.text}};
     } else {
       choice["text"] = state.echo_text + o.text;
@@ -789,7 +843,7 @@ json completion_response(const ResponseContext& ctx, const GenerationCall& call,
       if (!call.chat) choice["prompt_token_ids"] = o.prompt_token_ids;
       choice["token_ids"] = o.token_ids;
     }
-    choice["finish_reason"] = finish_reason_json(o);
+    choice["finish_reason"] = choice_finish_reason(call, o, made_calls);
     if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
     else if (o.stop_token_id >= 0) choice["stop_reason"] = o.stop_token_id;
     else choice["stop_reason"] = nullptr;
@@ -814,6 +868,8 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   if (!call.chat && !state.sent_first) delta = state.echo_text;
   const size_t text_end = o.text.size();
   if (text_end > state.sent_text) delta += o.text.substr(state.sent_text);
+  const bool required_calls = call.chat && call.tool_choice == GenerationCall::ToolChoice::kRequired;
+  if (required_calls) delta = o.finished ? o.text : "";  // the calls are read once their list is whole
   const bool new_logprobs = call.top_logprobs >= 0 && (!state.logprobs.empty() || with_prompt);
   const bool first_chat_chunk = call.chat && !state.sent_role;
   const bool new_tokens = call.return_token_ids && o.token_ids.size() > state.sent_tokens;
@@ -822,10 +878,37 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   state.sent_first = true;
 
   json choice = {{"index", state.index}};
+  bool made_calls = false;
   if (call.chat) {
     json d = json::object();
     if (!state.sent_role) d["role"] = "assistant";
-    if (!delta.empty() || !state.sent_role) d["content"] = delta;
+    if (call.tool_choice == GenerationCall::ToolChoice::kText) {
+      if (!delta.empty() || !state.sent_role) d["content"] = delta;
+    } else if (call.tool_choice == GenerationCall::ToolChoice::kNamed) {
+      // the call's id, type and name first, then its arguments as they come
+      if (!delta.empty() || !state.sent_role) {
+        json tc = forced_tool_calls(ctx, call, state.index, delta)[0];
+        json named = {{"index", 0}};
+        if (!state.sent_role) {
+          named["id"] = tc["id"];
+          named["type"] = "function";
+          named["function"] = tc["function"];
+        } else {
+          named["function"] = {{"arguments", delta}};
+        }
+        d["tool_calls"] = json::array({std::move(named)});
+      }
+    } else if (!delta.empty()) {  // required, finished: every call at once, or the text where the list was cut short
+      json calls = json::array();
+      for (json& tc : forced_tool_calls(ctx, call, state.index, delta)) {
+        json indexed = {{"index", calls.size()}};
+        for (auto& [key, value] : tc.items()) indexed[key] = std::move(value);
+        calls.push_back(std::move(indexed));
+      }
+      made_calls = !calls.empty();
+      if (made_calls) d["tool_calls"] = std::move(calls);
+      else d["content"] = delta;
+    }
     choice["delta"] = std::move(d);
     state.sent_role = true;
   } else {
@@ -840,7 +923,7 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
     if (first_chunk && !call.chat) choice["prompt_token_ids"] = o.prompt_token_ids;
     state.sent_tokens = std::max(state.sent_tokens, o.token_ids.size());
   }
-  choice["finish_reason"] = finish_reason_json(o);
+  choice["finish_reason"] = choice_finish_reason(call, o, made_calls);
   if (o.finished) {
     if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
     else if (o.stop_token_id >= 0) choice["stop_reason"] = o.stop_token_id;

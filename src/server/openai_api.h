@@ -52,6 +52,12 @@ struct GenerationCall {
   json chat_template_kwargs = json::object();  // further variables for the template (enable_thinking, ...)
   json tools;      // chat: the function definitions the template lists (null: none), as HF's apply_chat_template
   json documents;  // chat: documents for retrieval-augmented templates (null: none), likewise
+  // chat: tool_choice that forces tool calls (server/tool_calls.h). kNamed: one call of `tool_name`, the output its
+  // arguments; kRequired: one or more calls of the tools. The reply then carries tool_calls, not content; "auto"
+  // and "none" leave it text (kText).
+  enum class ToolChoice : uint8_t { kText, kNamed, kRequired };
+  ToolChoice tool_choice = ToolChoice::kText;
+  std::string tool_name;
   bool max_tokens_given = false;    // chat: without it, generation may fill the context
   SamplingParams params;            // params.n: completions the engine runs per prompt (best_of of them)
   int32_t n = 1;                    // choices returned per prompt: the n of the best_of with the highest

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include "sampling/json_guide.h"
+#include "sampling/json_schema.h"
+#include "server/tool_calls.h"
+
 namespace kvshare::server {
 namespace {
 
@@ -242,6 +246,19 @@ TEST(OpenAiApi, ErrorsNameTheField) {
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", true, "tool_choice"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "function",
           "function": {"name": "f"}}})", true, "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"})", true, "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "g"}}],
+          "tool_choice": {"type": "function", "function": {"name": "f"}}})", true, "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {}}],
+          "tool_choice": "required"})", true, "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "code_interpreter"}],
+          "tool_choice": "required"})", true, "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f",
+          "parameters": 3}}], "tool_choice": "required"})", true, "tools"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}],
+          "tool_choice": "required", "response_format": {"type": "json_object"}})", true, "tool_choice"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}],
+          "tool_choice": "required", "min_tokens": 2})", true, "min_tokens"},
       {R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema"}})", true,
        "response_format"},
       {R"({"messages": [{"role": "user", "content": "x"}], "response_format": "text"})", true, "response_format"},
@@ -330,7 +347,115 @@ TEST(OpenAiApi, ToolsAndDocumentsAreKeptForTheTemplate) {
   EXPECT_TRUE(c.tools.is_null());
   EXPECT_TRUE(c.documents.is_null());
   const ApiError e = parse_error(R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", true);
-  EXPECT_NE(e.message.find("not supported"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("needs tools"), std::string::npos) << e.message;
+}
+
+// tool_choice "required" and a named function force tool calls: the output follows a schema made of the tools'
+// parameters (vLLM's), which the engine compiles, and its refusal names `tools`.
+TEST(OpenAiApi, ForcedToolCallsFollowTheToolsParameters) {
+  const std::string tools = R"("tools": [
+      {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object",
+       "properties": {"city": {"$ref": "#/$defs/City"}}, "required": ["city"], "$defs": {"City": {"type": "string"}}}}},
+      {"type": "function", "function": {"name": "now"}}])";
+  GenerationCall c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], )" + tools +
+                                  R"(, "tool_choice": {"type": "function", "function": {"name": "now"}}})", true);
+  EXPECT_EQ(c.tool_choice, GenerationCall::ToolChoice::kNamed);
+  EXPECT_EQ(c.tool_name, "now");
+  EXPECT_EQ(c.params.json_schema, R"({"type":"object","properties":{}})");  // no parameters: {}
+  EXPECT_EQ(c.constraint_field, "tools");
+  c = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], )" + tools + R"(, "tool_choice": "required"})",
+               true);
+  EXPECT_EQ(c.tool_choice, GenerationCall::ToolChoice::kRequired);
+  ASSERT_TRUE(c.params.json_schema.has_value());
+  EXPECT_EQ(*c.params.json_schema,
+            R"({"type":"array","minItems":1,"items":{"anyOf":[{"type":"object","properties":{"name":)"
+            R"({"const":"get_weather"},"parameters":{"type":"object","properties":{"city":{"$ref":"#/$defs/City"}},)"
+            R"("required":["city"]}},"required":["name","parameters"]},{"type":"object","properties":{"name":)"
+            R"({"const":"now"},"parameters":{"type":"object","properties":{}}},"required":["name","parameters"]}]},)"
+            R"("$defs":{"City":{"type":"string"}}})");
+  auto schema = JsonSchema::compile(*c.params.json_schema);
+  ASSERT_TRUE(schema.ok()) << schema.status().to_string();
+  JsonPrefix p(**schema, true);
+  EXPECT_TRUE(p.feed(R"([{"name": "get_weather", "parameters": {"city": "Oslo"}}, {"name": "now", "parameters": {}}])"));
+  EXPECT_TRUE(p.complete());
+  // A $ref that would point elsewhere once the tools are put together, and two different $defs of one name.
+  ApiError e = parse_error(R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+      "function": {"name": "tree", "parameters": {"type": "object", "properties": {"kids": {"type": "array",
+      "items": {"$ref": "#"}}}}}}], "tool_choice": "required"})", true);
+  EXPECT_EQ(e.param, "tools");
+  EXPECT_NE(e.message.find("hold the $ref \"#\""), std::string::npos) << e.message;
+  e = parse_error(R"({"messages": [{"role": "user", "content": "x"}], "tools": [
+      {"type": "function", "function": {"name": "a", "parameters": {"$defs": {"X": {"type": "string"}}}}},
+      {"type": "function", "function": {"name": "b", "parameters": {"$defs": {"X": {"type": "integer"}}}}}],
+      "tool_choice": "required"})", true);
+  EXPECT_NE(e.message.find("two different $defs named \"X\""), std::string::npos) << e.message;
+}
+
+// The reply's message carries tool_calls (content null) read from the output: a named function's arguments as
+// generated; a required list's calls, each one's arguments as written (a number past a double's precision kept),
+// "tool_calls" as finish_reason; a list cut short stays text. Streamed: the name first, then the arguments; a
+// required list at once when it closes.
+TEST(OpenAiApi, RepliesCarryTheToolCalls) {
+  const std::string text = R"([{"name": "f", "parameters": {"n": 123456789012345678901234567890, "s": "a\"}"}},)"
+                           R"( {"name": "parameters", "parameters": {}}])";
+  json calls = tool_calls_of(text, nullptr, "call_x_0_");
+  ASSERT_EQ(calls.size(), 2u);
+  EXPECT_EQ(calls[0]["id"], "call_x_0_0");
+  EXPECT_EQ(calls[0]["function"]["name"], "f");
+  EXPECT_EQ(calls[0]["function"]["arguments"], R"({"n": 123456789012345678901234567890, "s": "a\"}"})");
+  EXPECT_EQ(calls[1]["function"]["name"], "parameters");
+  EXPECT_EQ(calls[1]["function"]["arguments"], "{}");
+  EXPECT_TRUE(tool_calls_of(R"([{"name": "f", "parameters": {"n": 1)", nullptr, "c").empty());
+  const std::string name = "f";
+  EXPECT_EQ(tool_calls_of("{\"n\": 1", &name, "c")[0]["function"]["arguments"], "{\"n\": 1");
+
+  const std::string tools = R"("tools": [{"type": "function", "function": {"name": "f"}}])";
+  ResponseContext ctx{"chatcmpl-abc", 1, "m", [](int32_t) { return std::string(); }};
+  Output o;
+  o.text = R"([{"name": "f", "parameters": {}}])";
+  o.finished = true;
+  o.finish_reason = FinishReason::kStop;
+  GenerationCall required = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], )" + tools +
+                                         R"(, "tool_choice": "required"})", true);
+  json r = completion_response(ctx, required, {{ChoiceState{}, o}}, Usage{});
+  const json& choice = r["choices"][0];
+  EXPECT_TRUE(choice["message"]["content"].is_null());
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["id"], "call_abc_0_0");
+  EXPECT_EQ(choice["message"]["tool_calls"][0]["function"]["arguments"], "{}");
+  EXPECT_EQ(choice["finish_reason"], "tool_calls");
+  Output cut = o;
+  cut.text = R"([{"name": "f", "par)";
+  cut.finish_reason = FinishReason::kLength;
+  r = completion_response(ctx, required, {{ChoiceState{}, cut}}, Usage{});
+  EXPECT_EQ(r["choices"][0]["message"]["content"], cut.text);
+  EXPECT_FALSE(r["choices"][0]["message"].contains("tool_calls"));
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+  // Streamed, required: nothing until the list closes, then every call with its index.
+  ChoiceState state;
+  Output partial = o;
+  partial.text = R"([{"name": "f")";
+  partial.finished = false;
+  json chunk = stream_chunk(ctx, required, state, partial);  // the role
+  EXPECT_FALSE(chunk["choices"][0]["delta"].contains("content"));
+  EXPECT_TRUE(stream_chunk(ctx, required, state, partial).is_null());
+  chunk = stream_chunk(ctx, required, state, o);
+  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
+  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");
+  EXPECT_EQ(chunk["choices"][0]["finish_reason"], "tool_calls");
+  // Streamed, named: the call's id, type and name first, then the arguments' pieces.
+  GenerationCall named = parse_ok(R"({"messages": [{"role": "user", "content": "x"}], )" + tools +
+                                      R"(, "tool_choice": {"type": "function", "function": {"name": "f"}}})", true);
+  state = ChoiceState{};
+  partial.text = "{\"a\"";
+  chunk = stream_chunk(ctx, named, state, partial);
+  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");
+  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "{\"a\"");
+  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["id"], "call_abc_0_0");
+  o.text = "{\"a\": 1}";
+  chunk = stream_chunk(ctx, named, state, o);
+  EXPECT_FALSE(chunk["choices"][0]["delta"]["tool_calls"][0].contains("id"));
+  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], ": 1}");
+  EXPECT_EQ(chunk["choices"][0]["finish_reason"], "stop");
 }
 
 TEST(OpenAiApi, MalformedBodies) {

@@ -580,12 +580,74 @@ class ServerTest(unittest.TestCase):
             self.assertEqual(json.loads(post("/v1/completions", body)[2])["choices"][0]["text"], streamed)
             self.assertTrue(streamed.startswith("{"), streamed)
             self.check_json_schema(post)
+            self.check_tool_choice(post)
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "response_format": {"type": "json_object"},
                                                         "guided_choice": ["a"]}), 400, "response_format",
                           contains="cannot both be given")
         self.assert_error(self.post("/v1/completions", {"prompt": "x", "response_format": {"type": "json_object"},
                                                         "min_tokens": 2}), 400,
                           "min_tokens", contains="min_tokens cannot be combined with json_object")
+
+    def check_tool_choice(self, post):
+        # tool_choice naming a function, or "required": the reply's tool_calls hold arguments the reference validator
+        # takes under the function's parameters (a Pydantic-style $defs among them), content is null; streamed, the
+        # name comes first and the argument pieces add up to the whole reply's. Refusals name tools or tool_choice.
+        import jsonschema
+        weather = {"type": "object", "properties": {"city": {"$ref": "#/$defs/City"},
+                                                    "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+                   "required": ["city", "days"], "$defs": {"City": {"type": "string", "maxLength": 8}}}
+        zone = {"type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"]}
+        tools = [{"type": "function", "function": {"name": "get_weather", "parameters": weather}},
+                 {"type": "function", "function": {"name": "get_time", "parameters": zone}}]
+        body = {"messages": [{"role": "user", "content": "Weather?"}], "tools": tools, "max_tokens": 80,
+                "temperature": 1.0, "seed": 3, "structured_outputs": {"disable_any_whitespace": True},
+                "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+        code, _, out = post("/v1/chat/completions", dict(body, n=4))
+        self.assertEqual(code, 200, out)
+        for c in json.loads(out)["choices"]:
+            self.assertEqual((c["finish_reason"], c["message"]["content"]), ("stop", None), c)
+            [call] = c["message"]["tool_calls"]
+            self.assertEqual((call["type"], call["function"]["name"]), ("function", "get_weather"))
+            self.assertTrue(call["id"].startswith("call_"))
+            jsonschema.validate(json.loads(call["function"]["arguments"]), weather)
+        whole = json.loads(post("/v1/chat/completions", body)[2])["choices"][0]["message"]["tool_calls"][0]
+        code, _, text = post("/v1/chat/completions", dict(body, stream=True))
+        deltas = [e["choices"][0]["delta"] for e in sse_events(text) if isinstance(e, dict) and e.get("choices")]
+        calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+        self.assertTrue(calls[0]["id"].startswith("call_"))  # (the first delta: id, type, name)
+        self.assertEqual((calls[0]["type"], calls[0]["function"]["name"]), ("function", "get_weather"))
+        self.assertTrue(all(list(c) == ["index", "function"] for c in calls[1:]), calls)
+        self.assertEqual("".join(c["function"]["arguments"] for c in calls), whole["function"]["arguments"])
+        # "required", with "]" made likely so that the tiny model closes its list of calls.
+        close = json.loads(post("/tokenize", {"prompt": "]", "add_special_tokens": False})[2])["tokens"][-1]
+        required = dict(body, tool_choice="required", logit_bias={str(close): 30}, n=4, seed=7)
+        code, _, out = post("/v1/chat/completions", required)
+        self.assertEqual(code, 200, out)
+        made = 0
+        for c in json.loads(out)["choices"]:
+            self.assertEqual(c["finish_reason"], "tool_calls", c)
+            for call in c["message"]["tool_calls"]:
+                schema = weather if call["function"]["name"] == "get_weather" else zone
+                jsonschema.validate(json.loads(call["function"]["arguments"]), schema)
+                made += 1
+        self.assertGreaterEqual(made, 4)
+        code, _, text = post("/v1/chat/completions", dict(required, n=1, stream=True))
+        events = [e for e in sse_events(text) if isinstance(e, dict) and e.get("choices")]
+        self.assertEqual(events[-1]["choices"][0]["finish_reason"], "tool_calls")
+        self.assertEqual(events[-1]["choices"][0]["delta"]["tool_calls"][0]["index"], 0)
+        for bad, param, words in [
+                (dict(body, tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice",
+                 '"nope", which tools does not list'),
+                (dict(body, tool_choice="required", tools=[]), "tool_choice", "needs tools"),
+                (dict(body, tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {
+                    "type": "object", "properties": {"s": {"type": "string", "pattern": "x"}}}}}]), "tools",
+                 'the keyword "pattern" is not supported'),
+                (dict(body, response_format={"type": "json_object"}), "tool_choice", "cannot be combined")]:
+            code, _, out = post("/v1/chat/completions", bad)
+            self.assertEqual(code, 400, out)
+            error = json.loads(out)["error"]
+            self.assertEqual(error["param"], param, error)
+            self.assertIn(words, error["message"])
 
     def check_json_schema(self, post):
         # A JSON schema, in OpenAI's response_format and vLLM's structured_outputs.json and guided_json (a schema or
@@ -915,7 +977,9 @@ class ServerTest(unittest.TestCase):
         self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "tools": 5}), 400, "tools")
         self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "tools": "xyz"}), 400, "tools")
         self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "tool_choice": "required"}), 400,
-                          "tool_choice", "not supported")
+                          "tool_choice", "needs tools")
+        self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "tool_choice": "always"}), 400,
+                          "tool_choice", 'must be "none", "auto", "required" or')
         self.assert_error(self.post("/v1/chat/completions", {"messages": msgs, "response_format":
                                                              {"type": "json_schema", "json_schema": {}}}), 400,
                           "response_format", "needs \"json_schema\": {\"name\"")

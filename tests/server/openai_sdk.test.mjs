@@ -239,6 +239,69 @@ test('JSON mode: response_format json_object gives a JSON object, json_schema JS
   }
 });
 
+test('tool_choice: a named function and "required" give tool_calls the SDK parses, whole and streamed',
+  { skip }, async () => {
+  const stories = await startServer([], path.join(shared, 'models', 'stories260K', 'stories260K.gguf'));
+  try {
+    const c = new OpenAI({ apiKey: 'none', baseURL: `${stories.url}/v1`, maxRetries: 0 });
+    const tools = [
+      { type: 'function', function: { name: 'get_weather', strict: true, parameters: { type: 'object',
+        additionalProperties: false, required: ['city', 'days'],
+        properties: { city: { type: 'string', maxLength: 8 }, days: { type: 'integer', minimum: 1, maximum: 7 } } } } },
+      { type: 'function', function: { name: 'get_time', strict: true, parameters: { type: 'object',
+        additionalProperties: false, required: ['zone'], properties: { zone: { enum: ['UTC', 'CET'] } } } } }];
+    const request = { model: 'stories260K.gguf', max_completion_tokens: 80, temperature: 1, seed: 2, tools,
+      messages: [{ role: 'user', content: 'Weather in Oslo?' }], structured_outputs: { disable_any_whitespace: true },
+      tool_choice: { type: 'function', function: { name: 'get_weather' } } };
+    // The SDK's parse() reads strict tools' arguments into parsed_arguments (and throws on a reply cut short).
+    const named = await c.chat.completions.parse({ ...request, n: 3 });
+    assert.equal(named.choices.length, 3);
+    for (const ch of named.choices) {
+      assert.equal(ch.finish_reason, 'stop');
+      assert.equal(ch.message.content, null);
+      assert.equal(ch.message.tool_calls.length, 1);
+      const call = ch.message.tool_calls[0];
+      assert.equal(call.type, 'function');
+      assert.equal(call.function.name, 'get_weather');
+      const args = call.function.parsed_arguments;
+      assert.deepEqual(Object.keys(args), ['city', 'days'], call.function.arguments);
+      assert.ok([...args.city].length <= 8 && Number.isInteger(args.days) && args.days >= 1 && args.days <= 7,
+        call.function.arguments);
+    }
+    // Streamed, the SDK's stream helper puts the call together from its deltas: the same call as a whole reply.
+    const whole = await c.chat.completions.create(request);
+    const final = await c.chat.completions.stream(request).finalChatCompletion();
+    assert.equal(final.choices[0].message.tool_calls[0].function.name, 'get_weather');
+    assert.equal(final.choices[0].message.tool_calls[0].function.arguments,
+      whole.choices[0].message.tool_calls[0].function.arguments);
+    // "required": one or more calls of the tools. "]" made likely, so that the tiny model closes its list.
+    const r = await fetch(`${stories.url}/tokenize`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: ']', add_special_tokens: false }) });
+    const close = (await r.json()).tokens.at(-1);
+    const required = await c.chat.completions.create({ ...request, n: 4, seed: 7, tool_choice: 'required',
+      logit_bias: { [close]: 30 } });
+    let calls = 0;
+    for (const ch of required.choices) {
+      assert.equal(ch.finish_reason, 'tool_calls');
+      for (const call of ch.message.tool_calls) {
+        const args = JSON.parse(call.function.arguments);
+        if (call.function.name === 'get_time') assert.ok(['UTC', 'CET'].includes(args.zone), call.function.arguments);
+        else assert.equal(call.function.name, 'get_weather');
+        calls += 1;
+      }
+    }
+    assert.ok(calls >= 4, `${calls} calls`);
+    // A tool_choice that names no listed function: a typed 400 naming tool_choice.
+    await assert.rejects(c.chat.completions.create({ ...request, tool_choice: { type: 'function',
+      function: { name: 'nope' } } }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'tool_choice' && /"nope"/.test(e.message));
+  } finally {
+    const exited = new Promise((resolve) => stories.proc.on('exit', resolve));
+    stories.proc.kill('SIGTERM');
+    await exited;
+  }
+});
+
 test('errors arrive as the SDK\'s typed errors', { skip }, async () => {
   await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'x', temperature: 5 }),
     (e) => e instanceof OpenAI.BadRequestError && e.status === 400 && /temperature/.test(e.message));
