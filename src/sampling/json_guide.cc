@@ -110,34 +110,40 @@ bool JsonPath::begin(int32_t node, uint8_t b) {
 }
 
 // Each alternative `b` may begin is begun on a copy of the place before it: the first to take it goes on here, the
-// others are forks.
+// others are forks, while there is room for them (a schema's union of unions, each alternative twice, would
+// otherwise fork 2^n ways on one byte).
 bool JsonPath::fork(int32_t node, uint8_t b) {
   std::vector<int32_t> alternatives;
-  alternatives_of(node, b, alternatives);
+  std::vector<bool> seen(schema_->size());
+  alternatives_of(node, b, alternatives, seen);
   const JsonPath before = *this;
   bool begun = false;
   for (int32_t alt : alternatives) {
+    if (begun && (forks_ == nullptr || forks_->size() >= kMaxForks)) break;
     JsonPath p = before;
     if (!p.begin_value(alt, b)) continue;
     if (!begun) {
       *this = p;
       begun = true;
-    } else if (forks_ != nullptr) {
+    } else {
       forks_->push_back(p);
     }
   }
   return begun;
 }
 
-// The alternatives of `node` that may begin with `b`, unions within it taken apart, in the schema's order.
-void JsonPath::alternatives_of(int32_t node, uint8_t b, std::vector<int32_t>& out) const {
+// The alternatives of `node` that may begin with `b`, unions within it taken apart, in the schema's order, each
+// once (a node reached by two ways, such as one $ref'd twice, is one alternative).
+void JsonPath::alternatives_of(int32_t node, uint8_t b, std::vector<int32_t>& out, std::vector<bool>& seen) const {
+  if (seen[static_cast<size_t>(node)]) return;
+  seen[static_cast<size_t>(node)] = true;
   const JsonSchema::Node& n = schema_->node(node);
   if (n.kind != JsonSchema::Kind::kUnion) {
     out.push_back(node);
     return;
   }
   for (int32_t alt : n.alternatives)
-    if (schema_->node(alt).first.test(b)) alternatives_of(alt, b, out);
+    if (schema_->node(alt).first.test(b)) alternatives_of(alt, b, out, seen);
 }
 
 bool JsonPath::begin_value(int32_t node, uint8_t b) {

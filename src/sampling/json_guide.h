@@ -28,6 +28,8 @@ class JsonPath {
  public:
   // nesting deeper than this is refused (nlohmann and Python take it)
   static constexpr int kMaxDepth = static_cast<int>(JsonSchema::kMaxNesting);
+  // the most ways a text is read at once (JsonPrefix): a byte forks no more than this many
+  static constexpr size_t kMaxForks = 64;
   // Whitespace between JSON's tokens is one space, or a newline and at most this many spaces or tabs of indentation
   // (llama.cpp's JSON grammar's rule), so that a model cannot spend its tokens on whitespace before or inside the
   // object (vLLM's users met that where any whitespace goes).
@@ -40,8 +42,8 @@ class JsonPath {
 
   // Reads one byte: true when the text with it can still become a value that follows the schema this way. Where the
   // byte begins a union's value that more than one alternative may begin, this path follows the first, and a path
-  // for each other one is appended to `forks`. On false the state is left unspecified (copy it first to try a
-  // byte).
+  // for each other one is appended to `forks` while it holds fewer than kMaxForks. On false the state is left
+  // unspecified (copy it first to try a byte).
   bool feed(uint8_t byte, std::vector<JsonPath>& forks);
   // Whether the text is one whole value (the top-level value closed).
   bool complete() const { return done_; }
@@ -103,7 +105,7 @@ class JsonPath {
   bool begin(int32_t node, uint8_t byte);  // a value of `node` begins with `byte`
   bool begin_value(int32_t node, uint8_t byte);  // ... `node` not a union
   bool fork(int32_t node, uint8_t byte);   // ... a union more than one of whose alternatives may begin with it
-  void alternatives_of(int32_t node, uint8_t byte, std::vector<int32_t>& out) const;
+  void alternatives_of(int32_t node, uint8_t byte, std::vector<int32_t>& out, std::vector<bool>& seen) const;
   // Whether a value of `node` begun here can close within kMaxDepth.
   bool fits(int32_t node) const { return containers_ + schema_->node(node).min_depth <= kMaxDepth; }
   uint32_t next_key(const JsonSchema::Node& n, uint32_t from) const;
@@ -154,7 +156,7 @@ class JsonPrefix {
  public:
   static constexpr int kMaxDepth = JsonPath::kMaxDepth;
   static constexpr int kMaxIndent = JsonPath::kMaxIndent;
-  static constexpr size_t kMaxPaths = 64;
+  static constexpr size_t kMaxPaths = JsonPath::kMaxForks;
 
   // whitespace: whether spaces, tabs and newlines may stand between tokens of JSON (vLLM's default); without
   // it (its disable_any_whitespace), the value is written compactly. Whitespace inside strings is text.

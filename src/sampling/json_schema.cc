@@ -130,6 +130,8 @@ class JsonSchema::Compiler {
         for (char c : p.key) out.spelled_.set(static_cast<uint8_t>(c));
       for (const std::string& t : n.texts)
         for (char c : t) out.spelled_.set(static_cast<uint8_t>(c));
+      if (n.range.has_value())  // (a range may leave one digit the only way on: [7, 7] takes "7" alone)
+        for (char c : std::string_view("0123456789-.")) out.spelled_.set(static_cast<uint8_t>(c));
     }
     return Status::ok_status();
   }
@@ -265,9 +267,10 @@ class JsonSchema::Compiler {
       }
       if (!it->is_number() || !std::isfinite(it->get<double>()))
         return refused(std::string(k.key) + " must be a number", here);
-      const bool exact = it->is_number_unsigned()  ? it->get<uint64_t>() <= (uint64_t{1} << 53)
-                         : it->is_number_integer() ? std::llabs(it->get<int64_t>()) <= (int64_t{1} << 53)
-                                                   : std::fabs(it->get<double>()) <= 9007199254740992.0;
+      constexpr int64_t kExact = int64_t{1} << 53;  // every integer up to it is a double
+      const bool exact = it->is_number_unsigned()  ? it->get<uint64_t>() <= uint64_t{kExact}
+                         : it->is_number_integer() ? it->get<int64_t>() >= -kExact && it->get<int64_t>() <= kExact
+                                                   : std::fabs(it->get<double>()) <= static_cast<double>(kExact);
       if (!exact)
         return refused(std::string(k.key) + " is " + it->dump() + ", past 2^53: too large to compare exactly", here);
       bool exclusive = k.exclusive;
@@ -548,13 +551,20 @@ class JsonSchema::Compiler {
         const Node& x = resolved(p.value);
         const Node& y = resolved(q.value);
         if (x.kind != Kind::kLiteral || y.kind != Kind::kLiteral) continue;
+        const std::set<std::string> xs = values_of(x), ys = values_of(y);
         std::vector<std::string> common;
-        std::set_intersection(x.texts.begin(), x.texts.end(), y.texts.begin(), y.texts.end(),
-                              std::back_inserter(common));
+        std::set_intersection(xs.begin(), xs.end(), ys.begin(), ys.end(), std::back_inserter(common));
         if (common.empty()) return true;
       }
     }
     return false;
+  }
+  // A literal's values as texts that are equal where the values are: objects' keys sorted ({"a":1,"b":2} and
+  // {"b":2,"a":1} are one value, written in their schema's order).
+  static std::set<std::string> values_of(const Node& literal) {
+    std::set<std::string> out;
+    for (const std::string& t : literal.texts) out.insert(nlohmann::json::parse(t).dump());
+    return out;
   }
 
   const json& doc_;

@@ -81,7 +81,9 @@ class JsonSchema {
 
   int32_t root() const { return 0; }
   const Node& node(int32_t id) const { return nodes_[static_cast<size_t>(id)]; }
-  // The bytes the output must write as the schema spells them (in keys and enum or const values).
+  size_t size() const { return nodes_.size(); }
+  // The bytes the output must write as the schema spells them (in keys and enum or const values), and those a
+  // bounded number may need (its digits, '-' and '.').
   const std::bitset<256>& spelled_bytes() const { return spelled_; }
 
  private:
