@@ -535,7 +535,8 @@ TEST_F(CliTest, BatchLineNumbersOutOfRangeAreRefusedNotWrapped) {
   ASSERT_EQ(outs.size(), 20u) << r;
   const std::vector<std::string> want = {"token id", "max_tokens", "max_tokens", "max_tokens", "seed",
                                          "stop_token_ids", "stop token id", "vocabulary",
-                                         "unknown field \"max_token\"", "not both",
+                                         "unknown field \"max_token\"",
+                                         "holds one of \"prompt\", \"prompt_token_ids\" and \"messages\"",
                                          "stop_token_ids: token id 999999 is outside the vocabulary",
                                          "\"temperature\" is 1e+308, which a 32-bit float cannot hold",
                                          "\"top_p\" is 1e-300, which a 32-bit float cannot hold",
@@ -598,6 +599,62 @@ TEST_F(CliTest, BatchLinesTakeChoices) {
     EXPECT_EQ(outs[5 + i].value("finish_reason", ""), "error");
     EXPECT_TRUE(contains(outs[5 + i].value("error", ""), want[i]));
   }
+}
+
+// Chat lines: {"messages": [...]} rendered with the chat template (--chat-template here: the tiny model has none)
+// and tokenized as a chat is (no BOS added), so a line answers as the prompt the template makes; conversations
+// that share a system prompt share its blocks; a line the template refuses fails alone.
+TEST_F(CliTest, BatchLinesTakeChatMessages) {
+  const std::string chat_template = scratch() + "/chat.jinja";
+  write_file(chat_template, "{% if boom %}{{ raise_exception('boom was asked for') }}{% endif %}"
+                            "{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}"
+                            "{% if add_generation_prompt %}<assistant>{% endif %}");
+  std::string system;
+  for (int i = 0; i < 10; ++i) system += "You are a helpful assistant. ";
+  auto line = [](const json& j) { return j.dump() + "\n"; };
+  auto chat = [&](const std::string& question) {
+    return json::array({{{"role", "system"}, {"content", system}}, {{"role", "user"}, {"content", question}}});
+  };
+  std::string in;
+  in += line({{"messages", chat("What is one?")}, {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true}});
+  in += line({{"messages", chat("What is two?")}, {"max_tokens", 4}, {"temperature", 0}, {"ignore_eos", true}});
+  // the same prompt as line 2's, written out (GPT-2's tokenizer adds no BOS to text either)
+  in += line({{"prompt", "<system> " + system + "\n<user> What is two?\n<assistant>"}, {"max_tokens", 4},
+              {"temperature", 0}, {"ignore_eos", true}});
+  in += line({{"messages", json::array({{{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "a"}},
+                                                                                    {{"type", "text"}, {"text", "b"}}})}}})},
+              {"add_generation_prompt", false}, {"max_tokens", 2}});
+  in += line({{"messages", chat("x")}, {"chat_template_kwargs", {{"boom", true}}}});  // line 5
+  in += line({{"messages", json::array({{{"content", "no role"}}})}});                   // line 6
+  in += line({{"prompt", "x"}, {"add_generation_prompt", false}});                     // line 7
+  in += line({{"prompt", "x"}, {"messages", chat("x")}});                              // line 8
+  const std::string in_path = scratch() + "/chat.jsonl", out_path = scratch() + "/chat-out.jsonl";
+  write_file(in_path, in);
+  const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
+                            "--chat-template", chat_template});
+  EXPECT_EQ(r.signal, 0) << r;
+  EXPECT_EQ(r.exit_code, 1) << r;
+  const std::vector<json> outs = read_jsonl(out_path);
+  ASSERT_EQ(outs.size(), 8u) << r;
+  for (size_t i = 0; i < 4; ++i) EXPECT_FALSE(outs[i].contains("error")) << outs[i].dump();
+  EXPECT_EQ(outs[1].value("text", "?"), outs[2].value("text", "!"));
+  EXPECT_EQ(outs[1]["prompt_tokens"], outs[2]["prompt_tokens"]);
+  EXPECT_GE(outs[1].value("cached_tokens", 0), 48) << "the system prompt's blocks are shared";
+  const std::vector<std::string> want = {"boom was asked for", "messages[0].role must be a string",
+                                         "\"add_generation_prompt\" belongs to a chat line", "one of \"prompt\""};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(outs[4 + i].value("finish_reason", ""), "error") << outs[4 + i].dump();
+    EXPECT_TRUE(contains(outs[4 + i].value("error", ""), want[i])) << outs[4 + i].dump();
+  }
+  EXPECT_TRUE(contains(r.err, "line 5: template error")) << r;
+  // Without --chat-template, a model that has none: each chat line says how to give one, the others run.
+  const CliRun none = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path,
+                               "--no-progress"});
+  EXPECT_EQ(none.exit_code, 1) << none;
+  const std::vector<json> plain = read_jsonl(out_path);
+  ASSERT_EQ(plain.size(), 8u) << none;
+  EXPECT_TRUE(contains(plain[0].value("error", ""), "give one with --chat-template FILE")) << plain[0].dump();
+  EXPECT_EQ(plain[2].value("text", "?"), outs[2].value("text", "!"));
 }
 
 // JSON mode in a batch job: response_format {"type": "json_object"} or structured_outputs.json_object on a line,

@@ -14,6 +14,7 @@
 #include "cli/engine_flags.h"
 #include "cli/progress.h"
 #include "cli/request_line.h"
+#include "core/mapped_file.h"
 #include "kvshare/engine.h"
 
 namespace kvshare::cli {
@@ -27,10 +28,13 @@ std::vector<FlagSpec> generate_specs() {
   for (auto& s : sampling_flag_specs()) specs.push_back(s);
   specs.push_back({"prompt", true, "the prompt text (an empty prompt starts from BOS alone)"});
   specs.push_back({"json", false, "print one JSON object {text, token_ids, prompt_token_ids, finish_reason} (and stop_reason)"});
-  specs.push_back({"input", true, "a JSONL file of requests: {\"prompt\": ...} or {\"prompt_token_ids\": [...]} per line"});
+  specs.push_back({"input", true, "a JSONL file of requests: {\"prompt\": ...}, {\"prompt_token_ids\": [...]} or "
+                                  "{\"messages\": [...]} per line"});
   specs.push_back({"output", true,
                    "where to write the results, one JSON line per input line in input order (n lines for a line "
                    "asking n completions)"});
+  specs.push_back({"chat-template", true,
+                   "a Jinja chat template file for the lines that hold \"messages\", instead of the model's own"});
   specs.push_back({"no-progress", false, "no progress bar on stderr"});
   specs.push_back({"dump-logits", true,
                    "write the float32 logits each generated token was sampled from to FILE: raw little-endian rows "
@@ -133,6 +137,48 @@ Status check_batch_paths(const Args& args) {
   return {};
 }
 
+// Each chat line's prompt: its conversation rendered with the model's chat template and tokenized as vLLM tokenizes
+// a chat (special tokens read, no BOS added: the template writes its own). A line whose rendering fails (no
+// template, a template error, raise_exception) becomes a bad line: reported with its line number, answered with
+// the error, taken out of `requests`.
+void render_chat_lines(const Tokenizer& tokenizer, const std::vector<std::optional<ChatLine>>& chats,
+                       std::vector<Request>& requests, std::vector<int64_t>& request_of_line,
+                       std::vector<std::string>& errors, const std::string& in_path, size_t& bad) {
+  std::vector<size_t> line_of(requests.size());
+  for (size_t line = 0; line < request_of_line.size(); ++line)
+    if (request_of_line[line] >= 0) line_of[static_cast<size_t>(request_of_line[line])] = line;
+  std::vector<int64_t> new_index(requests.size(), -1);
+  std::vector<Request> kept;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (chats[i].has_value()) {
+      Result<std::string> prompt =
+          !tokenizer.has_chat_template() && chats[i]->options.chat_template.empty()
+              ? invalid_argument("the model has no chat template for the lines that hold \"messages\"; give one with "
+                                 "--chat-template FILE")
+              : tokenizer.apply_chat_template(chats[i]->conversation, chats[i]->options);
+      if (prompt.ok()) {
+        requests[i].prompt_token_ids = tokenizer.encode(*prompt, /*add_special=*/false);
+        if (requests[i].prompt_token_ids.empty())
+          prompt = invalid_argument("the chat template made an empty prompt of these messages");
+      }
+      if (!prompt.ok()) {
+        const size_t line = line_of[i];
+        std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), line + 1,
+                     printable(prompt.status().message()).c_str());
+        request_of_line[line] = -1;
+        errors[line] = "line " + std::to_string(line + 1) + ": " + prompt.status().message();
+        ++bad;
+        continue;
+      }
+    }
+    new_index[i] = static_cast<int64_t>(kept.size());
+    kept.push_back(std::move(requests[i]));
+  }
+  for (int64_t& r : request_of_line)
+    if (r >= 0) r = new_index[static_cast<size_t>(r)];
+  requests = std::move(kept);
+}
+
 int run_batch(const Args& args, const SamplingParams& defaults) {
   const std::string in_path = *args.get("input");
   auto out_path = args.get("output");
@@ -140,11 +186,17 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   if (Status st = check_batch_paths(args); !st.ok()) return fail("generate", st);
   std::ifstream in(in_path);
   if (!in) return fail("generate", not_found("cannot open the input file " + in_path));
+  std::string chat_template;  // --chat-template: the chat lines' template instead of the model's
+  if (auto path = args.get("chat-template")) {
+    Result<std::string> source = read_text_file(*path);
+    if (!source.ok()) return fail("generate", source.status().with_context("--chat-template " + *path));
+    chat_template = std::move(source).value();
+  }
 
   // Parse every line first; bad lines are reported with their line number and answered with an error.
   std::vector<std::string> errors;
   std::vector<Request> requests;
-  std::vector<size_t> line_of_request;
+  std::vector<std::optional<ChatLine>> chats;  // per request: its conversation, for a chat line
   std::string line;
   size_t line_no = 0, bad = 0;
   std::vector<int64_t> request_of_line;  // -1 for a bad or blank line
@@ -155,7 +207,8 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
       errors.emplace_back();
       continue;
     }
-    auto r = parse_request_line(line, defaults);
+    std::optional<ChatLine> chat;
+    auto r = parse_request_line(line, defaults, &chat);
     if (!r.ok()) {
       std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), line_no,
                    printable(r.status().message()).c_str());
@@ -167,6 +220,8 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
     request_of_line.push_back(static_cast<int64_t>(requests.size()));
     errors.emplace_back();
     requests.push_back(std::move(r).value());
+    if (chat.has_value() && !chat_template.empty()) chat->options.chat_template = chat_template;
+    chats.push_back(std::move(chat));
   }
 
   // Opened before the work, so an unwritable path fails at once rather than after the whole job.
@@ -179,6 +234,8 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   if (!config.ok()) return fail("generate", config.status());
   auto engine = Engine::create(*config);
   if (!engine.ok()) return fail("generate", engine.status());
+  // Chat lines: rendered with the model's chat template; one that fails is a bad line, the others run.
+  render_chat_lines((*engine)->tokenizer(), chats, requests, request_of_line, errors, in_path, bad);
 
   // One output per completion: n adjacent ones (completion 0..n-1) for a request with n > 1, each an output line.
   std::vector<size_t> first_output(requests.size());

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "chat/messages.h"
 #include "core/json_limits.h"
 #include "formats/json_error.h"
 #include "sampling/choice.h"
@@ -26,7 +27,11 @@ constexpr const char* kRequestFields[] = {
     "cache_salt", "stop", "stop_token_ids", "include_stop_str_in_output", "presence_penalty", "frequency_penalty",
     "repetition_penalty", "logit_bias", "min_tokens", "n", "logprobs", "prompt_logprobs", "allowed_token_ids",
     "skip_special_tokens", "bad_words", "truncate_prompt_tokens", "guided_choice", "structured_outputs",
-    "response_format"};
+    "response_format", "messages", "add_generation_prompt", "continue_final_message", "chat_template_kwargs", "tools",
+    "documents"};
+// A chat line's fields besides its messages.
+constexpr const char* kChatFields[] = {"add_generation_prompt", "continue_final_message", "chat_template_kwargs",
+                                       "tools", "documents"};
 
 // A JSON number as the 32-bit float the sampler uses: a value a float cannot hold (1e308 would become inf,
 // 1e-300 would become 0) is an error naming the field, not a different value.
@@ -230,7 +235,42 @@ Status parse_sampling_extras(const json& j, SamplingParams& p) {
 
 }  // namespace
 
-Result<Request> parse_request_line(const std::string& line, const SamplingParams& defaults) {
+// A chat line's conversation and template options (render them with the model's template later).
+Result<ChatLine> read_chat_line(const json& j) {
+  json conversation = json::object();
+  std::string error;
+  if (!read_chat_messages(j["messages"], conversation["messages"], error)) return invalid_argument(error);
+  ChatLine chat;
+  for (auto [key, field] : {std::pair<const char*, bool*>{"add_generation_prompt", &chat.options.add_generation_prompt},
+                            {"continue_final_message", &chat.options.continue_final_message}}) {
+    if (!j.contains(key)) continue;
+    if (!j[key].is_boolean()) return invalid_argument(std::string("\"") + key + "\" must be true or false");
+    *field = j[key].get<bool>();
+  }
+  if (chat.options.continue_final_message) {
+    if (j.contains("add_generation_prompt") && chat.options.add_generation_prompt)
+      return invalid_argument("\"continue_final_message\" and \"add_generation_prompt\" cannot both be true");
+    chat.options.add_generation_prompt = false;
+  }
+  for (const char* key : {"tools", "documents"}) {
+    if (!j.contains(key) || j[key].is_null()) continue;
+    const json& list = j[key];
+    if (!list.is_array() || !std::all_of(list.begin(), list.end(), [](const json& v) { return v.is_object(); }))
+      return invalid_argument(std::string("\"") + key + "\" must be a list of objects");
+    conversation[key] = list;
+  }
+  if (j.contains("chat_template_kwargs")) {  // more variables for the template; they win over tools, as in vLLM
+    if (!j["chat_template_kwargs"].is_object())
+      return invalid_argument("\"chat_template_kwargs\" must be an object");
+    for (const auto& [key, value] : j["chat_template_kwargs"].items())
+      if (key != "messages") conversation[key] = value;
+  }
+  chat.conversation = conversation.dump(-1, ' ', false, json::error_handler_t::strict);
+  return chat;
+}
+
+Result<Request> parse_request_line(const std::string& line, const SamplingParams& defaults,
+                                   std::optional<ChatLine>* chat) {
   if (line.size() > kMaxRequestLineBytes)
     return invalid_argument("the line is " + std::to_string(line.size()) + " bytes, more than a request line may have (" +
                             std::to_string(kMaxRequestLineBytes >> 20) + " MiB); split the prompt or send token ids");
@@ -242,14 +282,21 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
     const std::string& key = item.key();  // (clang 14 cannot capture a structured binding in a lambda)
     if (std::find_if(std::begin(kRequestFields), std::end(kRequestFields),
                      [&](const char* f) { return key == f; }) == std::end(kRequestFields))
-      return invalid_argument("unknown field \"" + key + "\" (a line holds \"prompt\" or \"prompt_token_ids\" and "
-                              "sampling fields: max_tokens, temperature, top_p, top_k, min_p, seed, stop, n, ...)");
+      return invalid_argument("unknown field \"" + key + "\" (a line holds \"prompt\", \"prompt_token_ids\" or "
+                              "\"messages\" and sampling fields: max_tokens, temperature, top_p, top_k, min_p, seed, "
+                              "stop, n, ...)");
   }
-  if (j.contains("prompt") && j.contains("prompt_token_ids"))
-    return invalid_argument("a line holds \"prompt\" or \"prompt_token_ids\", not both");
+  if (j.contains("prompt") + j.contains("prompt_token_ids") + j.contains("messages") > 1)
+    return invalid_argument("a line holds one of \"prompt\", \"prompt_token_ids\" and \"messages\"");
+  for (const char* key : kChatFields)
+    if (j.contains(key) && !j.contains("messages"))
+      return invalid_argument(std::string("\"") + key + "\" belongs to a chat line, one with \"messages\"");
   Request r;
   r.params = defaults;
-  if (j.contains("prompt_token_ids")) {
+  if (j.contains("messages")) {
+    KV_ASSIGN_OR_RETURN(ChatLine c, read_chat_line(j));
+    if (chat != nullptr) *chat = std::move(c);
+  } else if (j.contains("prompt_token_ids")) {
     const json& ids = j["prompt_token_ids"];
     if (!ids.is_array() || ids.empty()) return invalid_argument("\"prompt_token_ids\" must be a non-empty array of integers");
     for (const json& v : ids) {
@@ -260,7 +307,7 @@ Result<Request> parse_request_line(const std::string& line, const SamplingParams
     if (!j["prompt"].is_string()) return invalid_argument("\"prompt\" must be a string");
     r.prompt = j["prompt"].get<std::string>();
   } else {
-    return invalid_argument("a line needs \"prompt\" or \"prompt_token_ids\"");
+    return invalid_argument("a line needs \"prompt\", \"prompt_token_ids\" or \"messages\"");
   }
   for (auto [key, field] : {std::pair<const char*, int32_t*>{"max_tokens", &r.params.max_tokens},
                             {"top_k", &r.params.top_k}}) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <utility>
 
+#include "chat/messages.h"
 #include "core/json_limits.h"
 #include "formats/json_error.h"
 #include "sampling/choice.h"
@@ -23,7 +24,6 @@ constexpr size_t kMaxPrompts = 1024;      // prompts in one /v1/completions requ
 constexpr size_t kMaxStopStrings = 64;
 constexpr size_t kMaxStopStringBytes = 1024;
 constexpr size_t kMaxLogitBias = 4096;
-constexpr size_t kMaxMessages = 4096;
 
 // Reads a request's fields, recording the first error. A field that is absent or null keeps its default.
 class FieldReader {
@@ -449,33 +449,8 @@ void force_tool_calls(FieldReader& r, GenerationCall& call) {
 void read_messages(FieldReader& r, GenerationCall& call) {
   const json* v = r.get("messages");
   if (v == nullptr) return r.fail("messages", "messages is required: a list of {\"role\", \"content\"} objects");
-  if (!v->is_array() || v->empty()) return r.fail("messages", "messages must be a non-empty list");
-  if (v->size() > kMaxMessages)
-    return r.fail("messages", "a conversation holds at most " + std::to_string(kMaxMessages) + " messages");
-  call.messages = json::array();
-  for (size_t i = 0; i < v->size(); ++i) {
-    const json& m = (*v)[i];
-    const std::string where = "messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) return r.fail("messages", where + " must be an object");
-    auto role = m.find("role");
-    if (role == m.end() || !role->is_string()) return r.fail("messages", where + ".role must be a string");
-    json msg = m;
-    auto content = m.find("content");
-    if (content != m.end() && content->is_array()) {
-      std::string text;
-      for (const json& part : *content) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-            !part["text"].is_string())
-          return r.fail("messages", where + ".content: only parts of type \"text\" are supported by this model");
-        if (!text.empty()) text += "\n";
-        text += part["text"].get<std::string>();
-      }
-      msg["content"] = text;
-    } else if (content != m.end() && !content->is_string() && !content->is_null()) {
-      return r.fail("messages", where + ".content must be a string or a list of text parts");
-    }
-    call.messages.push_back(std::move(msg));
-  }
+  std::string error;
+  if (!read_chat_messages(*v, call.messages, error)) r.fail("messages", error);
 }
 
 }  // namespace
