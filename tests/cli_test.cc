@@ -621,9 +621,9 @@ TEST_F(CliTest, BatchLinesTakeChatMessages) {
   // the same prompt as line 2's, written out (GPT-2's tokenizer adds no BOS to text either)
   in += line({{"prompt", "<system> " + system + "\n<user> What is two?\n<assistant>"}, {"max_tokens", 4},
               {"temperature", 0}, {"ignore_eos", true}});
-  in += line({{"messages", json::array({{{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "a"}},
-                                                                                    {{"type", "text"}, {"text", "b"}}})}}})},
-              {"add_generation_prompt", false}, {"max_tokens", 2}});
+  const json parts = json::array({{{"type", "text"}, {"text", "a"}}, {{"type", "text"}, {"text", "b"}}});
+  in += line({{"messages", json::array({{{"role", "user"}, {"content", parts}}})}, {"add_generation_prompt", false},
+              {"max_tokens", 2}});
   in += line({{"messages", chat("x")}, {"chat_template_kwargs", {{"boom", true}}}});  // line 5
   in += line({{"messages", json::array({{{"content", "no role"}}})}});                   // line 6
   in += line({{"prompt", "x"}, {"add_generation_prompt", false}});                     // line 7
