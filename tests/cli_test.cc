@@ -767,7 +767,7 @@ TEST_F(CliTest, BatchLinesTakeJsonMode) {
   write_file(scratch() + "/bad-schema.json", R"({"type": "string", "format": "email"})");
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "x", "--json-schema",
                                 scratch() + "/bad-schema.json"}),
-                       {"the keyword \"format\" is not supported"});
+                       {"the format \"email\" is not supported"});
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "x", "--json-schema",
                                 scratch() + "/no-such-schema.json"}),
                        {"--json-schema: ", "no-such-schema.json"});

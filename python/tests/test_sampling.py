@@ -308,8 +308,8 @@ def test_structured_outputs_unions_of_models_are_followed(stories, schema):
     # alternatives begin alike, and each is followed until the text tells them apart.
     import json
     import jsonschema
-    params = SamplingParams(temperature=1.5, seed=5, n=12, max_tokens=120, structured_outputs=StructuredOutputsParams(
-        json=schema, disable_any_whitespace=True))
+    so = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+    params = SamplingParams(temperature=1.5, seed=5, n=12, max_tokens=120, structured_outputs=so)
     whole, keys = 0, set()
     for out in stories.generate(["Once upon a time", "The cat and the dog", ""], params):
         for c in out.outputs:
@@ -323,6 +323,31 @@ def test_structured_outputs_unions_of_models_are_followed(stories, schema):
             whole += 1
     assert whole >= 12, whole
     assert {"meows", "barks"} <= keys, keys
+
+
+def test_structured_outputs_string_formats_parse(stories):
+    # Dates, date-times, times and UUIDs (Pydantic's date, datetime, time and UUID fields): every one written parses
+    # with Python's own readers (datetime's fromisoformat, uuid.UUID), the independent reference.
+    import datetime
+    import json
+    import uuid
+    readers = {"date": datetime.date.fromisoformat, "date-time": datetime.datetime.fromisoformat,
+               "time": datetime.time.fromisoformat, "uuid": uuid.UUID}
+    whole = 0
+    for formats in [("date", "date-time"), ("time", "uuid")]:  # (two at a time: the tiny model's context is short)
+        schema = {"type": "object", "properties": {f: {"type": "string", "format": f} for f in formats},
+                  "required": list(formats)}
+        so = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+        params = SamplingParams(temperature=1.5, seed=3, n=8, max_tokens=110, structured_outputs=so)
+        for out in stories.generate(["Once upon a time", ""], params):
+            for c in out.outputs:
+                if c.finish_reason == "length":
+                    continue
+                value = json.loads(c.text)
+                for f in formats:
+                    readers[f](value[f])
+                whole += 1
+    assert whole >= 4, whole
 
 
 def test_structured_outputs_json_schema_fields(stories):

@@ -39,7 +39,7 @@ JsonPath& JsonPath::operator=(const JsonPath& other) {
   done_ = other.done_;
   spaces_ = other.spaces_;
   number_ = other.number_;
-  number_text_ = other.number_text_;
+  value_text_ = other.value_text_;
   string_ = other.string_;
   depth_ = other.depth_;
   containers_ = other.containers_;
@@ -49,7 +49,7 @@ JsonPath& JsonPath::operator=(const JsonPath& other) {
 
 bool JsonPath::operator==(const JsonPath& other) const {
   return schema_ == other.schema_ && whitespace_ == other.whitespace_ && done_ == other.done_ &&
-         spaces_ == other.spaces_ && number_ == other.number_ && number_text_ == other.number_text_ &&
+         spaces_ == other.spaces_ && number_ == other.number_ && value_text_ == other.value_text_ &&
          string_ == other.string_ &&
          depth_ == other.depth_ && containers_ == other.containers_ &&
          std::equal(frames_, frames_ + depth_, other.frames_);
@@ -59,6 +59,7 @@ std::optional<uint32_t> JsonPath::string_room() const {
   if (depth_ == 0 || top().phase != Phase::kString || !string_.between_characters()) return std::nullopt;
   if (top().node < 0) return UINT32_MAX;  // a key of any text
   const JsonSchema::Node& n = node_of(top());
+  if (n.format != StringFormat::kNone) return std::nullopt;  // (not any text: each character is checked)
   return n.max_length == UINT32_MAX ? UINT32_MAX : n.max_length - top().a;
 }
 
@@ -175,7 +176,7 @@ void JsonPath::pop() {
   --depth_;
   done_ = depth_ == 0;
   number_ = Number::kStart;  // places that differ only in what came before compare equal (the memo's key)
-  number_text_.clear();
+  value_text_.clear();
   string_ = StringLexer();
 }
 
@@ -303,6 +304,7 @@ bool JsonPath::array_byte(Frame& f, uint8_t b) {
 }
 
 bool JsonPath::string_byte(Frame& f, uint8_t b) {
+  if (f.node >= 0 && node_of(f).format != StringFormat::kNone) return formatted_byte(f, b);
   const uint32_t min_length = f.node < 0 ? 0 : node_of(f).min_length;
   const uint32_t max_length = f.node < 0 ? UINT32_MAX : node_of(f).max_length;
   if (string_.between_characters()) {
@@ -317,6 +319,20 @@ bool JsonPath::string_byte(Frame& f, uint8_t b) {
   if (step == StringLexer::Step::kCharacter)  // counted as far as the lengths need (as items are)
     f.a = max_length == UINT32_MAX ? std::min(f.a + 1, min_length) : f.a + 1;
   return step != StringLexer::Step::kRefused;
+}
+
+// A string of a format (a date, a time, a UUID): its characters alone, no escapes, each one where some text of the
+// format still begins with what was read; it closes once it is a whole one. (Its lengths fit the format's: the
+// compiler refuses others.)
+bool JsonPath::formatted_byte(Frame& f, uint8_t b) {
+  const StringFormat format = node_of(f).format;
+  if (b == '"') {
+    if (!format_complete(format, value_text_)) return false;
+    pop();
+    return true;
+  }
+  value_text_ += static_cast<char>(b);
+  return format_reachable(format, value_text_);
 }
 
 JsonPath::StringLexer::Step JsonPath::StringLexer::feed(uint8_t b) {
@@ -392,7 +408,7 @@ bool JsonPath::number_byte(Frame& f, uint8_t b) {
     case NumberStep::kRefused:
       return false;
     case NumberStep::kEnd:
-      if (range.has_value() && f.b == 0 && !range->holds(number_text_)) return false;
+      if (range.has_value() && f.b == 0 && !range->holds(value_text_)) return false;
       return pop_and_refeed(b);
     case NumberStep::kOn:
       break;
@@ -401,11 +417,11 @@ bool JsonPath::number_byte(Frame& f, uint8_t b) {
   if (!range.has_value()) return true;
   if (next == Number::kFrac && ++f.a > range->fraction_digits()) return false;
   if (f.b == 1) return true;  // every number it may become lies within
-  number_text_ += static_cast<char>(b);
-  if (!range->reachable(number_text_)) return false;
-  if (range->covers(number_text_)) {
+  value_text_ += static_cast<char>(b);
+  if (!range->reachable(value_text_)) return false;
+  if (range->covers(value_text_)) {
     f.b = 1;
-    number_text_.clear();
+    value_text_.clear();
   }
   return true;
 }

@@ -23,7 +23,7 @@ const std::set<std::string, std::less<>> kAnnotations = {
 // Keywords that shape the text by the value's type.
 const std::set<std::string, std::less<>> kTypeKeywords = {
     "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
-    "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+    "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "format"};
 // Keywords that make the schema one of several others, or a reference to one.
 const std::set<std::string, std::less<>> kCombinators = {"$ref", "anyOf", "oneOf", "allOf", "enum", "const"};
 
@@ -132,6 +132,7 @@ class JsonSchema::Compiler {
         for (char c : t) out.spelled_.set(static_cast<uint8_t>(c));
       if (n.range.has_value())  // (a range may leave one digit the only way on: [7, 7] takes "7" alone)
         for (char c : std::string_view("0123456789-.")) out.spelled_.set(static_cast<uint8_t>(c));
+      for (char c : format_characters(n.format)) out.spelled_.set(static_cast<uint8_t>(c));
     }
     return Status::ok_status();
   }
@@ -233,7 +234,7 @@ class JsonSchema::Compiler {
       KV_ASSIGN_OR_RETURN(n.min_length, count(s, "minLength", 0, where + "/minLength"));
       KV_ASSIGN_OR_RETURN(n.max_length, count(s, "maxLength", UINT32_MAX, where + "/maxLength"));
       if (n.min_length > n.max_length) return refused("minLength is more than maxLength: no string follows it", where);
-      return Status::ok_status();
+      return compile_format(s, where, n);
     }
     if (type == "number" || type == "integer") {
       n.kind = Kind::kNumber;
@@ -242,6 +243,28 @@ class JsonSchema::Compiler {
     }
     n.kind = Kind::kLiteral;
     n.texts = type == "boolean" ? std::vector<std::string>{"false", "true"} : std::vector<std::string>{"null"};
+    return Status::ok_status();
+  }
+
+  // A string's format: one held to (json_format.h), with lengths that leave every text of it (a time is 9 to 21
+  // characters, a date-time 20 to 32), or refused.
+  Status compile_format(const json& s, const std::string& where, Node& n) {
+    auto it = s.find("format");
+    if (it == s.end()) return Status::ok_status();
+    if (!it->is_string()) return refused("format must be a string", where + "/format");
+    const std::optional<StringFormat> format = string_format(it->get<std::string>());
+    if (!format.has_value())
+      return refused("the format " + it->dump() + " is not supported; date, time, date-time and uuid are",
+                     where + "/format");
+    const auto [shortest, longest] = *format == StringFormat::kDate   ? std::pair{10u, 10u}
+                                     : *format == StringFormat::kTime ? std::pair{9u, 21u}
+                                     : *format == StringFormat::kUuid ? std::pair{36u, 36u}
+                                                                      : std::pair{20u, 32u};
+    if (n.min_length > shortest || n.max_length < longest)
+      return refused("minLength or maxLength beside the format " + it->dump() + " would leave out some of its "
+                     "texts (" + std::to_string(shortest) + " to " + std::to_string(longest) + " characters); leave "
+                     "them out", where);
+    n.format = *format;
     return Status::ok_status();
   }
 

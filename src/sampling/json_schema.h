@@ -10,6 +10,8 @@
 //   schema where no properties are given (keys of any text, values that follow it);
 // - arrays: items, minItems, maxItems; strings: minLength, maxLength (in characters, as JSON Schema counts them);
 // - numbers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (a number, or draft 4's boolean) (NumberRange);
+// - strings: format date, time, date-time or uuid (json_format.h; other formats are refused, a format on another
+//   type says nothing);
 // - enum and const (of any JSON values, written compactly; both together, as Pydantic writes a Literal), anyOf, oneOf
 //   (whose alternatives begin with different characters, or are objects told apart by a required property's const or
 //   enum values: a discriminator), allOf of one schema, $ref into $defs or definitions, or "#";
@@ -28,6 +30,7 @@
 
 #include "core/status.h"
 #include "kvshare/sampling_params.h"
+#include "sampling/json_format.h"
 #include "sampling/json_number.h"
 
 namespace kvshare {
@@ -52,8 +55,9 @@ class JsonSchema {
     // kArray
     int32_t items = -1;
     uint32_t min_items = 0, max_items = UINT32_MAX;
-    // kString: characters (code points, an escape one)
+    // kString: characters (code points, an escape one), and a format its text follows (json_format.h)
     uint32_t min_length = 0, max_length = UINT32_MAX;
+    StringFormat format = StringFormat::kNone;
     // kNumber; `range`: its bounds (written then without an exponent), none for any number
     bool integer = false;
     std::optional<NumberRange> range;

@@ -39,7 +39,8 @@ TEST(JsonSchema, WhatItCannotFollowIsRefusedByName) {
   EXPECT_NE(refusal(R"({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}})")
                 .find("\"multipleOf\" is not supported"),
             std::string::npos);
-  EXPECT_NE(refusal(R"({"type": "object", "properties": {"a/b": {"format": "date"}}})").find("(at /properties/a~1b)"),
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"a/b": {"format": "email"}}})")
+                .find("(at /properties/a~1b/format)"),
             std::string::npos);
   EXPECT_NE(refusal(R"({"type": "array", "minItems": 3, "maxItems": 2})").find("minItems is more than maxItems"),
             std::string::npos);
@@ -306,6 +307,29 @@ TEST(JsonSchema, RandomWalksThroughBoundedNumbersEndWithinThem) {
       EXPECT_TRUE((whole && x >= -20 && x <= 7) || (x > 99.5 && x <= 100.25) || (whole && x >= 1000)) << out;
     }
   }
+}
+
+// format: a date, a time, a date-time or a UUID is written as such (json_format.h); a format on another type says
+// nothing; other formats, and lengths that would leave out some of a format's texts, are refused.
+TEST(JsonSchema, StringFormatsAreHeldTo) {
+  const auto s = compiled(R"({"type": "object", "properties": {"day": {"type": "string", "format": "date"},
+      "at": {"type": ["string", "null"], "format": "date-time"}, "id": {"format": "uuid"},
+      "n": {"type": "integer", "format": "int64"}}})");
+  ASSERT_NE(s, nullptr);
+  for (const char* ok : {R"({"day": "2024-02-29"})", R"({"at": "2024-01-01T00:00:00Z"})", R"({"at": null})",
+                         R"({"id": "123e4567-e89b-12d3-a456-426614174000"})", R"({"id": 5})", R"({"n": 3})"})
+    EXPECT_TRUE(takes(*s, ok)) << ok;
+  for (const char* bad : {R"({"day": "2023-02-29"})", R"({"day": "2024-1-01"})", R"({"day": "2024-01-0\u0031"})",
+                          R"({"at": "2024-01-01T00:00:00"})", R"({"id": "123e4567"})"})
+    EXPECT_FALSE(takes(*s, bad)) << bad;
+  JsonPrefix p(*s, false);
+  ASSERT_TRUE(p.feed("{\"day\":\"2023-02-"));
+  EXPECT_EQ(p.string_room(), std::nullopt);  // (no string text taken at once: each character is checked)
+  EXPECT_NE(refusal(R"({"type": "string", "format": "email"})").find("the format \"email\" is not supported"),
+            std::string::npos);
+  EXPECT_NE(refusal(R"({"type": "string", "format": "time", "maxLength": 12})").find("would leave out"),
+            std::string::npos);
+  EXPECT_TRUE(JsonSchema::compile(R"({"type": "string", "format": "date", "maxLength": 10})").ok());
 }
 
 // What a review helper found the schema compiler took wrongly, each now followed as JSON Schema says or refused.

@@ -231,7 +231,7 @@ test('JSON mode: response_format json_object gives a JSON object, json_schema JS
       content: 'x' }], response_format: { type: 'json_schema', json_schema: { name: 'n', schema: { type: 'object',
       properties: { email: { type: 'string', format: 'email' } } } } } }),
     (e) => e instanceof OpenAI.BadRequestError && e.param === 'response_format' &&
-      /"format" is not supported/.test(e.message));
+      /the format "email" is not supported/.test(e.message));
   } finally {
     const exited = new Promise((resolve) => stories.proc.on('exit', resolve));
     stories.proc.kill('SIGTERM');
