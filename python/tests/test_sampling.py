@@ -350,6 +350,27 @@ def test_structured_outputs_string_formats_parse(stories):
     assert whole >= 4, whole
 
 
+def test_structured_outputs_patterns_match(stories):
+    # Strings under a pattern (Pydantic's Field(pattern=...)) match it as Python's re does (the jsonschema package
+    # validates pattern with re.search): anchors, classes, counts, groups and alternatives.
+    import json
+    import jsonschema
+    schema = {"type": "object", "properties": {
+        "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{2,3}$"},
+        "slug": {"type": "string", "pattern": "^[a-z]{1,6}(?:_[a-z]{1,4})?$"},
+        "note": {"type": "string", "pattern": "^[a-z ]{0,8}(cat|dog)$"}}, "required": ["code", "slug", "note"]}
+    so = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+    params = SamplingParams(temperature=1.2, seed=2, n=8, max_tokens=100, structured_outputs=so)
+    whole = 0
+    for out in stories.generate(["Once upon a time", ""], params):
+        for c in out.outputs:
+            if c.finish_reason == "length":
+                continue
+            jsonschema.validate(json.loads(c.text), schema)
+            whole += 1
+    assert whole >= 4, whole
+
+
 def test_structured_outputs_json_schema_fields(stories):
     import json
 
@@ -368,9 +389,9 @@ def test_structured_outputs_json_schema_fields(stories):
     assert (out.text, out.finish_reason) == ('{"b":1,"a":true}', "stop")
     assert json.loads(out.text) == {"b": 1, "a": True}
     with pytest.raises(ValueError,
-                       match=r"json_schema: the keyword \"pattern\" is not supported.*\(at /properties/s\)"):
+                       match=r"json_schema: the keyword \"patternProperties\" is not supported.*\(at /properties/s\)"):
         stories.generate("x", SamplingParams(structured_outputs=StructuredOutputsParams(
-            json={"type": "object", "properties": {"s": {"type": "string", "pattern": "a+"}}})))
+            json={"type": "object", "properties": {"s": {"type": "string", "patternProperties": {}}}})))
     with pytest.raises(ValueError, match="json_schema is not valid JSON"):
         stories.generate("x", SamplingParams(structured_outputs=StructuredOutputsParams(json="{")))
     with pytest.raises(ValueError, match=r"takes one of .*, got json=... and json_object=True"):

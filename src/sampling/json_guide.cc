@@ -59,7 +59,7 @@ std::optional<uint32_t> JsonPath::string_room() const {
   if (depth_ == 0 || top().phase != Phase::kString || !string_.between_characters()) return std::nullopt;
   if (top().node < 0) return UINT32_MAX;  // a key of any text
   const JsonSchema::Node& n = node_of(top());
-  if (n.format != StringFormat::kNone) return std::nullopt;  // (not any text: each character is checked)
+  if (n.format != StringFormat::kNone || n.pattern) return std::nullopt;  // (not any text: each character is checked)
   return n.max_length == UINT32_MAX ? UINT32_MAX : n.max_length - top().a;
 }
 
@@ -153,7 +153,10 @@ bool JsonPath::begin_value(int32_t node, uint8_t b) {
   switch (n->kind) {
     case JsonSchema::Kind::kObject: return b == '{' && push(node, Phase::kObjectFirst);
     case JsonSchema::Kind::kArray: return b == '[' && push(node, Phase::kArrayFirst);
-    case JsonSchema::Kind::kString: return b == '"' && push(node, Phase::kString);
+    case JsonSchema::Kind::kString:
+      if (b != '"' || !push(node, Phase::kString)) return false;
+      if (n->pattern) value_text_ = n->pattern->start();
+      return true;
     case JsonSchema::Kind::kNumber: return push(node, Phase::kNumber) && number_byte(top(), b);
     case JsonSchema::Kind::kLiteral: return push(node, Phase::kLiteral) && literal_byte(top(), b);
     case JsonSchema::Kind::kUnion: break;
@@ -304,7 +307,7 @@ bool JsonPath::array_byte(Frame& f, uint8_t b) {
 }
 
 bool JsonPath::string_byte(Frame& f, uint8_t b) {
-  if (f.node >= 0 && node_of(f).format != StringFormat::kNone) return formatted_byte(f, b);
+  if (f.node >= 0 && (node_of(f).format != StringFormat::kNone || node_of(f).pattern)) return checked_byte(f, b);
   const uint32_t min_length = f.node < 0 ? 0 : node_of(f).min_length;
   const uint32_t max_length = f.node < 0 ? UINT32_MAX : node_of(f).max_length;
   if (string_.between_characters()) {
@@ -321,18 +324,22 @@ bool JsonPath::string_byte(Frame& f, uint8_t b) {
   return step != StringLexer::Step::kRefused;
 }
 
-// A string of a format (a date, a time, a UUID): its characters alone, no escapes, each one where some text of the
-// format still begins with what was read; it closes once it is a whole one. (Its lengths fit the format's: the
-// compiler refuses others.)
-bool JsonPath::formatted_byte(Frame& f, uint8_t b) {
-  const StringFormat format = node_of(f).format;
-  if (b == '"') {
-    if (!format_complete(format, value_text_)) return false;
-    pop();
-    return true;
+// A string of a format (a date, a time, a UUID) or a pattern: its characters alone, no escapes, each one where some
+// text of the format or that the pattern matches still begins with what was read; it closes once it is a whole one.
+// (Its lengths fit the format's, and a pattern has none beside it: the compiler refuses others.)
+bool JsonPath::checked_byte(Frame& f, uint8_t b) {
+  const JsonSchema::Node& n = node_of(f);
+  if (n.pattern) {  // value_text_: the pattern's states (set when the string began)
+    if (b != '"') return n.pattern->step(value_text_, static_cast<char>(b));
+    if (!n.pattern->matches(value_text_)) return false;
+  } else if (b != '"') {  // value_text_: the text read
+    value_text_ += static_cast<char>(b);
+    return format_reachable(n.format, value_text_);
+  } else if (!format_complete(n.format, value_text_)) {
+    return false;
   }
-  value_text_ += static_cast<char>(b);
-  return format_reachable(format, value_text_);
+  pop();
+  return true;
 }
 
 JsonPath::StringLexer::Step JsonPath::StringLexer::feed(uint8_t b) {

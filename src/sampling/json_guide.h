@@ -116,7 +116,7 @@ class JsonPath {
   bool key_byte(Frame& f, uint8_t byte);
   bool array_byte(Frame& f, uint8_t byte);
   bool string_byte(Frame& f, uint8_t byte);
-  bool formatted_byte(Frame& f, uint8_t byte);
+  bool checked_byte(Frame& f, uint8_t byte);
   bool number_byte(Frame& f, uint8_t byte);
   enum class NumberStep : uint8_t { kOn, kEnd, kRefused };  // `byte` goes on with the number, ends it, or cannot
   static NumberStep number_step(Number& number, uint8_t byte, bool fraction, bool exponent);
@@ -140,8 +140,8 @@ class JsonPath {
   bool done_ = false;
   uint8_t spaces_ = 0;         // the whitespace just read: 0 none, 1 a space, 2 + k a newline and k indentation
   Number number_ = Number::kStart;  // the number on top
-  // The text read of a bounded number on top (until its range covers all it may become: frame.b 1), or of a
-  // formatted string (JsonSchema::Node::format)
+  // The text read of a bounded number on top (until its range covers all it may become: frame.b 1) or of a
+  // formatted string (JsonSchema::Node::format); a string under a pattern's states (Pattern::step)
   std::string value_text_;
   StringLexer string_;         // the string on top
   int16_t depth_ = 0;          // frames open

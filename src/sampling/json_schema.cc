@@ -23,7 +23,7 @@ const std::set<std::string, std::less<>> kAnnotations = {
 // Keywords that shape the text by the value's type.
 const std::set<std::string, std::less<>> kTypeKeywords = {
     "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
-    "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "format"};
+    "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "format", "pattern"};
 // Keywords that make the schema one of several others, or a reference to one.
 const std::set<std::string, std::less<>> kCombinators = {"$ref", "anyOf", "oneOf", "allOf", "enum", "const"};
 
@@ -133,6 +133,7 @@ class JsonSchema::Compiler {
       if (n.range.has_value())  // (a range may leave one digit the only way on: [7, 7] takes "7" alone)
         for (char c : std::string_view("0123456789-.")) out.spelled_.set(static_cast<uint8_t>(c));
       for (char c : format_characters(n.format)) out.spelled_.set(static_cast<uint8_t>(c));
+      if (n.pattern) out.spelled_ |= n.pattern->forced();
     }
     return Status::ok_status();
   }
@@ -234,7 +235,8 @@ class JsonSchema::Compiler {
       KV_ASSIGN_OR_RETURN(n.min_length, count(s, "minLength", 0, where + "/minLength"));
       KV_ASSIGN_OR_RETURN(n.max_length, count(s, "maxLength", UINT32_MAX, where + "/maxLength"));
       if (n.min_length > n.max_length) return refused("minLength is more than maxLength: no string follows it", where);
-      return compile_format(s, where, n);
+      KV_RETURN_IF_ERROR(compile_format(s, where, n));
+      return compile_pattern(s, where, n);
     }
     if (type == "number" || type == "integer") {
       n.kind = Kind::kNumber;
@@ -265,6 +267,25 @@ class JsonSchema::Compiler {
                      "texts (" + std::to_string(shortest) + " to " + std::to_string(longest) + " characters); leave "
                      "them out", where);
     n.format = *format;
+    return Status::ok_status();
+  }
+
+  // A string's pattern (json_pattern.h); alone: lengths or a format beside it are refused. At most
+  // kMaxPatternStates states in all the schema's patterns.
+  Status compile_pattern(const json& s, const std::string& where, Node& n) {
+    auto it = s.find("pattern");
+    if (it == s.end()) return Status::ok_status();
+    if (!it->is_string()) return refused("pattern must be a string", where + "/pattern");
+    if (n.format != StringFormat::kNone || n.min_length > 0 || n.max_length != UINT32_MAX)
+      return refused("pattern beside format, minLength or maxLength is not supported (put the lengths in the "
+                     "pattern: ^.{2,8}$)", where);
+    auto pattern = Pattern::compile(it->get<std::string>());
+    if (!pattern.ok()) return refused(pattern.status().message(), where + "/pattern");
+    pattern_states_ += (*pattern)->size();
+    if (pattern_states_ > kMaxPatternStates)
+      return refused("the schema's patterns need more than " + std::to_string(kMaxPatternStates) + " states in all; "
+                     "simplify them", where + "/pattern");
+    n.pattern = *pattern;
     return Status::ok_status();
   }
 
@@ -590,6 +611,8 @@ class JsonSchema::Compiler {
     return out;
   }
 
+  static constexpr size_t kMaxPatternStates = 4 * Pattern::kMaxStates;
+  size_t pattern_states_ = 0;
   const json& doc_;
   int32_t any_ = -1;
   std::map<std::string, int32_t> refs_;

@@ -11,7 +11,7 @@
 // - arrays: items, minItems, maxItems; strings: minLength, maxLength (in characters, as JSON Schema counts them);
 // - numbers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (a number, or draft 4's boolean) (NumberRange);
 // - strings: format date, time, date-time or uuid (json_format.h; other formats are refused, a format on another
-//   type says nothing);
+//   type says nothing); pattern (json_pattern.h), without lengths or a format beside it;
 // - enum and const (of any JSON values, written compactly; both together, as Pydantic writes a Literal), anyOf, oneOf
 //   (whose alternatives begin with different characters, or are objects told apart by a required property's const or
 //   enum values: a discriminator), allOf of one schema, $ref into $defs or definitions, or "#";
@@ -32,6 +32,7 @@
 #include "kvshare/sampling_params.h"
 #include "sampling/json_format.h"
 #include "sampling/json_number.h"
+#include "sampling/json_pattern.h"
 
 namespace kvshare {
 
@@ -58,6 +59,7 @@ class JsonSchema {
     // kString: characters (code points, an escape one), and a format its text follows (json_format.h)
     uint32_t min_length = 0, max_length = UINT32_MAX;
     StringFormat format = StringFormat::kNone;
+    std::shared_ptr<const Pattern> pattern;  // a pattern the text matches (json_pattern.h)
     // kNumber; `range`: its bounds (written then without an exponent), none for any number
     bool integer = false;
     std::optional<NumberRange> range;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -34,8 +35,12 @@ bool takes(const JsonSchema& schema, std::string_view text, bool whitespace = tr
 
 // What a schema may not say is refused with the keyword and the place named; a schema no value follows is refused.
 TEST(JsonSchema, WhatItCannotFollowIsRefusedByName) {
-  EXPECT_EQ(refusal(R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "^x"}}})"),
-            "json_schema: the keyword \"pattern\" is not supported; docs/limits.md lists what is (at /properties/a)");
+  EXPECT_EQ(refusal(R"({"type": "object", "properties": {"a": {"type": "string", "patternProperties": {}}}})"),
+            "json_schema: the keyword \"patternProperties\" is not supported; docs/limits.md lists what is "
+            "(at /properties/a)");
+  EXPECT_EQ(refusal(R"j({"type": "object", "properties": {"a": {"type": "string", "pattern": "(?=x)"}}})j"),
+            "json_schema: pattern: lookahead or lookbehind at character 2 is not supported; docs/limits.md lists what "
+            "is (at /properties/a/pattern)");
   EXPECT_NE(refusal(R"({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}})")
                 .find("\"multipleOf\" is not supported"),
             std::string::npos);
@@ -330,6 +335,56 @@ TEST(JsonSchema, StringFormatsAreHeldTo) {
   EXPECT_NE(refusal(R"({"type": "string", "format": "time", "maxLength": 12})").find("would leave out"),
             std::string::npos);
   EXPECT_TRUE(JsonSchema::compile(R"({"type": "string", "format": "date", "maxLength": 10})").ok());
+}
+
+// pattern: the string is one the pattern matches (searched, as JSON Schema's pattern is), written in printable
+// ASCII without escapes; lengths or a format beside it are refused.
+TEST(JsonSchema, PatternsAreMatched) {
+  const auto s = compiled(R"({"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}-\\d+$"},
+      "tag": {"type": ["string", "null"], "pattern": "ok"}}})");
+  ASSERT_NE(s, nullptr);
+  for (const char* ok : {R"({"code": "ABC-1"})", R"({"code": "XYZ-007"})", R"({"tag": "looks ok!"})",
+                         R"({"tag": null})"})
+    EXPECT_TRUE(takes(*s, ok)) << ok;
+  for (const char* bad : {R"({"code": "AB-1"})", R"({"code": "ABC-"})", R"({"code": "abc-1"})", R"({"tag": "no"})",
+                          R"({"code": "ABC-\u0031"})", R"({"tag": "ok\n"})"})
+    EXPECT_FALSE(takes(*s, bad)) << bad;
+  JsonPrefix p(*s, false);
+  ASSERT_TRUE(p.feed("{\"code\":\"AB"));
+  EXPECT_EQ(p.string_room(), std::nullopt);
+  EXPECT_NE(refusal(R"({"type": "string", "pattern": "a", "maxLength": 3})").find("pattern beside"),
+            std::string::npos);
+  // Random walks end in texts the pattern matches (std::regex, searched).
+  std::mt19937 rng(4);
+  const std::regex code("^[A-Z]{3}-\\d+$");
+  for (int walk = 0; walk < 100; ++walk) {
+    JsonPrefix w(*s, false);
+    std::string out;
+    for (int step = 0; step < 200 && !w.complete(); ++step) {
+      std::vector<uint8_t> next;
+      for (int b = 0; b < 256; ++b) {
+        JsonPrefix q = w;
+        if (q.feed(static_cast<uint8_t>(b))) next.push_back(static_cast<uint8_t>(b));
+      }
+      ASSERT_FALSE(next.empty()) << "dead end after " << out;
+      uint8_t b = next[rng() % next.size()];
+      if (step > 20) {  // then towards the end, the first allowed of: close the string, "ok", '}', '1', 'A', '-'
+        const char o = !out.empty() && out.back() == 'o' ? 'k' : 'o';
+        for (char c : std::string("\"") + o + "}1A-") {
+          if (std::find(next.begin(), next.end(), static_cast<uint8_t>(c)) != next.end()) {
+            b = static_cast<uint8_t>(c);
+            break;
+          }
+        }
+      }
+      out += static_cast<char>(b);
+      ASSERT_TRUE(w.feed(b));
+    }
+    ASSERT_TRUE(w.complete()) << out;
+    const nlohmann::json v = nlohmann::json::parse(out);
+    if (v.contains("code")) EXPECT_TRUE(std::regex_search(v["code"].get<std::string>(), code)) << out;
+    if (v.contains("tag") && v["tag"].is_string()) EXPECT_NE(v["tag"].get<std::string>().find("ok"), std::string::npos);
+  }
 }
 
 // What a review helper found the schema compiler took wrongly, each now followed as JSON Schema says or refused.

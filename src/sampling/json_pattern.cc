@@ -1,0 +1,475 @@
+#include "sampling/json_pattern.h"
+
+#include <algorithm>
+
+namespace kvshare {
+
+namespace {
+
+using Chars = std::bitset<128>;
+
+Chars writable_chars() {
+  Chars c;
+  for (int i = 0x20; i < 0x7F; ++i) c.set(static_cast<size_t>(i));
+  c.reset('"');
+  c.reset('\\');
+  return c;
+}
+
+Chars range(char lo, char hi) {
+  Chars c;
+  for (int i = lo; i <= hi; ++i) c.set(static_cast<size_t>(i));
+  return c;
+}
+
+Chars digits() { return range('0', '9'); }
+Chars word() { return range('a', 'z') | range('A', 'Z') | digits() | Chars().set('_'); }
+Chars space() {
+  Chars c;
+  for (char s : std::string_view(" \t\n\v\f\r")) c.set(static_cast<size_t>(s));
+  return c;
+}
+
+// The regular expression as a tree.
+struct Node {
+  enum class Kind { kChars, kConcat, kAlt, kRepeat, kCaret, kDollar } kind = Kind::kConcat;
+  Chars chars;
+  std::vector<Node> children;
+  int min = 0, max = -1;  // kRepeat; max -1: no bound
+};
+
+constexpr int kMaxGroupDepth = 64;
+constexpr int kMaxCount = 1000;
+
+}  // namespace
+
+class Pattern::Parser {
+ public:
+  explicit Parser(std::string_view re) : re_(re) {}
+
+  Result<Node> parse() {
+    KV_ASSIGN_OR_RETURN(Node n, alternation(0));
+    if (at_ < re_.size()) return error("an unmatched ')'");
+    return n;
+  }
+
+ private:
+  Status error(const std::string& what) const {
+    return invalid_argument("pattern: " + what + " at character " + std::to_string(at_ + 1) +
+                            " is not supported; docs/limits.md lists what is");
+  }
+  bool more() const { return at_ < re_.size(); }
+  char peek() const { return re_[at_]; }
+
+  Result<Node> alternation(int depth) {
+    Node alt;
+    alt.kind = Node::Kind::kAlt;
+    while (true) {
+      KV_ASSIGN_OR_RETURN(Node seq, sequence(depth));
+      alt.children.push_back(std::move(seq));
+      if (!more() || peek() != '|') break;
+      ++at_;
+    }
+    return alt;
+  }
+
+  Result<Node> sequence(int depth) {
+    Node seq;
+    while (more() && peek() != '|' && peek() != ')') {
+      KV_ASSIGN_OR_RETURN(Node atom, this->atom(depth));
+      if (atom.kind == Node::Kind::kCaret || atom.kind == Node::Kind::kDollar) {
+        seq.children.push_back(std::move(atom));
+        continue;
+      }
+      KV_ASSIGN_OR_RETURN(atom, quantified(std::move(atom)));
+      seq.children.push_back(std::move(atom));
+    }
+    return seq;
+  }
+
+  Result<Node> quantified(Node atom) {
+    while (more()) {
+      int min = 0, max = -1;
+      const char c = peek();
+      if (c == '*') {
+        ++at_;
+      } else if (c == '+') {
+        min = 1;
+        ++at_;
+      } else if (c == '?') {
+        max = 1;
+        ++at_;
+      } else if (c == '{' && counted(min, max)) {
+      } else {
+        break;
+      }
+      if (more() && peek() == '?') ++at_;  // lazy: the same language
+      Node r;
+      r.kind = Node::Kind::kRepeat;
+      r.min = min;
+      r.max = max;
+      r.children.push_back(std::move(atom));
+      atom = std::move(r);
+    }
+    return atom;
+  }
+
+  // {n}, {n,} or {n,m} at `at_`; false (and nothing read) for a '{' that is a literal, as ECMA's annex B takes it.
+  bool counted(int& min, int& max) {
+    size_t i = at_ + 1;
+    auto number = [&](int& out) {
+      const size_t begin = i;
+      out = 0;
+      while (i < re_.size() && re_[i] >= '0' && re_[i] <= '9' && i - begin < 5) out = out * 10 + (re_[i++] - '0');
+      return i > begin;
+    };
+    if (!number(min)) return false;
+    max = min;
+    if (i < re_.size() && re_[i] == ',') {
+      ++i;
+      if (!number(max)) max = -1;
+    }
+    if (i >= re_.size() || re_[i] != '}') return false;
+    at_ = i + 1;
+    return true;
+  }
+
+  Result<Node> atom(int depth) {
+    const char c = re_[at_++];
+    Node n;
+    n.kind = Node::Kind::kChars;
+    switch (c) {
+      case '^':
+        n.kind = Node::Kind::kCaret;
+        return n;
+      case '$':
+        n.kind = Node::Kind::kDollar;
+        return n;
+      case '.':
+        n.chars = ~Chars().set('\n').set('\r');
+        return n;
+      case '[':
+        return char_class();
+      case '(': {
+        if (depth + 1 > kMaxGroupDepth) return error("groups nested more than 64 deep");
+        if (more() && peek() == '?') {
+          const std::string_view rest = re_.substr(at_);
+          if (rest.starts_with("?:")) {
+            at_ += 2;
+          } else if (rest.starts_with("?<") && !rest.starts_with("?<=") && !rest.starts_with("?<!")) {
+            const size_t close = re_.find('>', at_);
+            if (close == std::string_view::npos) return error("a group name without '>'");
+            at_ = close + 1;
+          } else {
+            return error("lookahead or lookbehind");
+          }
+        }
+        KV_ASSIGN_OR_RETURN(Node inner, alternation(depth + 1));
+        if (!more() || peek() != ')') return error("a '(' without its ')'");
+        ++at_;
+        return inner;
+      }
+      case ')':
+        return error("an unmatched ')'");
+      case '*': case '+': case '?':
+        return error("a quantifier with nothing before it");
+      case '\\':
+        return escape(false);
+      default:
+        if (static_cast<unsigned char>(c) >= 0x80) {
+          n.chars.reset();  // (a character past ASCII: no text written here has it)
+          return n;
+        }
+        n.chars.set(static_cast<size_t>(c));
+        return n;
+    }
+  }
+
+  // After '\': a class (\d \w \s and negations) or one character. In a class, \b is a backspace.
+  Result<Node> escape(bool in_class) {
+    if (!more()) return error("a '\\' at the end");
+    const char c = re_[at_++];
+    Node n;
+    n.kind = Node::Kind::kChars;
+    auto hex = [&](int count) -> Result<int> {
+      int v = 0;
+      for (int k = 0; k < count; ++k) {
+        if (!more()) return error("a short \\x or \\u escape");
+        const char h = re_[at_++];
+        const int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                      : h >= 'A' && h <= 'F' ? h - 'A' + 10 : -1;
+        if (d < 0) return error("a \\x or \\u escape without hex digits");
+        v = v * 16 + d;
+      }
+      return v;
+    };
+    switch (c) {
+      case 'd': n.chars = digits(); return n;
+      case 'D': n.chars = ~digits(); return n;
+      case 'w': n.chars = word(); return n;
+      case 'W': n.chars = ~word(); return n;
+      case 's': n.chars = space(); return n;
+      case 'S': n.chars = ~space(); return n;
+      case 't': n.chars.set('\t'); return n;
+      case 'n': n.chars.set('\n'); return n;
+      case 'r': n.chars.set('\r'); return n;
+      case 'f': n.chars.set('\f'); return n;
+      case 'v': n.chars.set('\v'); return n;
+      case 'x': case 'u': {
+        KV_ASSIGN_OR_RETURN(int v, hex(c == 'x' ? 2 : 4));
+        if (v < 0x80) n.chars.set(static_cast<size_t>(v));
+        return n;
+      }
+      case 'b':
+        if (in_class) {
+          n.chars.set('\b');
+          return n;
+        }
+        return error("\\b (a word boundary)");
+      default:
+        if ((c >= '0' && c <= '9') || c == 'B' || c == 'k' || c == 'p' || c == 'P' || c == 'c')
+          return error(std::string("\\") + c);
+        if (static_cast<unsigned char>(c) >= 0x80 || ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
+          return error(std::string("the escape \\") + c);
+        n.chars.set(static_cast<size_t>(c));  // an escaped punctuation character stands for itself
+        return n;
+    }
+  }
+
+  // After '[': [^...], ranges a-z, escapes.
+  Result<Node> char_class() {
+    Node n;
+    n.kind = Node::Kind::kChars;
+    bool negated = false;
+    if (more() && peek() == '^') {
+      negated = true;
+      ++at_;
+    }
+    bool first = true;
+    while (true) {
+      if (!more()) return error("a '[' without its ']'");
+      if (peek() == ']' && !first) break;
+      first = false;
+      // one member: a character, or a class escape (which cannot start a range)
+      Chars member;
+      int lo = -1;
+      if (peek() == '\\') {
+        ++at_;
+        KV_ASSIGN_OR_RETURN(Node e, escape(true));
+        member = e.chars;
+        if (member.count() == 1)  // (a single character may start a range: [\x20-\x7e])
+          for (int i = 0; i < 128; ++i)
+            if (member.test(static_cast<size_t>(i))) lo = i;
+      } else {
+        const auto c = static_cast<unsigned char>(re_[at_++]);
+        lo = c;
+        if (c < 0x80) member.set(c);
+      }
+      if (lo >= 0 && at_ + 1 < re_.size() && peek() == '-' && re_[at_ + 1] != ']') {
+        ++at_;  // a range lo-hi
+        int hi = -1;
+        if (peek() == '\\') {
+          ++at_;
+          KV_ASSIGN_OR_RETURN(Node e, escape(true));
+          if (e.chars.count() != 1) return error("a range that ends in a class");
+          for (int i = 0; i < 128; ++i)
+            if (e.chars.test(static_cast<size_t>(i))) hi = i;
+        } else {
+          hi = static_cast<unsigned char>(re_[at_++]);
+        }
+        if (hi < lo) return error("a range whose end comes before its start");
+        for (int i = lo; i <= hi && i < 128; ++i) member.set(static_cast<size_t>(i));
+      }
+      n.chars |= member;
+    }
+    ++at_;  // ']'
+    if (negated) n.chars = ~n.chars;
+    return n;
+  }
+
+  std::string_view re_;
+  size_t at_ = 0;
+};
+
+namespace {
+
+// Thompson's construction, back to front: `next` is the state a match of `n` goes on to.
+class Builder {
+ public:
+  explicit Builder(std::vector<Pattern::State>& states) : states_(states) {}
+  bool too_large() const { return states_.size() > Pattern::kMaxStates; }
+
+  int32_t build(const Node& n, int32_t next) {
+    if (too_large()) return next;
+    switch (n.kind) {
+      case Node::Kind::kChars: {
+        Pattern::State s;
+        s.chars = n.chars & writable_chars();
+        s.next = next;
+        return add(s);
+      }
+      case Node::Kind::kConcat:
+        for (size_t i = n.children.size(); i > 0; --i) next = build(n.children[i - 1], next);
+        return next;
+      case Node::Kind::kAlt: {
+        int32_t entry = build(n.children.back(), next);
+        for (size_t i = n.children.size() - 1; i > 0; --i) entry = split(build(n.children[i - 1], next), entry);
+        return entry;
+      }
+      case Node::Kind::kRepeat: {
+        const Node& body = n.children[0];
+        int32_t entry = next;
+        if (n.max < 0) {  // body* : a split that loops through the body
+          const int32_t loop = split(-1, next);
+          states_[static_cast<size_t>(loop)].next = build(body, loop);
+          entry = loop;
+        } else {
+          for (int k = n.min; k < n.max && !too_large(); ++k) entry = split(build(body, entry), next);
+        }
+        for (int k = 0; k < n.min && !too_large(); ++k) entry = build(body, entry);
+        return entry;
+      }
+      case Node::Kind::kCaret: case Node::Kind::kDollar:
+        return next;  // (placed and checked before building)
+    }
+    return next;
+  }
+
+  int32_t split(int32_t a, int32_t b) {
+    Pattern::State s;
+    s.split = true;
+    s.next = a;
+    s.alt = b;
+    return add(s);
+  }
+  int32_t add(const Pattern::State& s) {
+    states_.push_back(s);
+    return static_cast<int32_t>(states_.size() - 1);
+  }
+
+ private:
+  std::vector<Pattern::State>& states_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<const Pattern>> Pattern::compile(std::string_view regex) {
+  Parser parser(regex);
+  KV_ASSIGN_OR_RETURN(Node root, parser.parse());
+  // A search, as JSON Schema's pattern is: each top-level alternative matches anywhere, unless ^ or $ pins it.
+  Node any;
+  any.kind = Node::Kind::kRepeat;
+  any.children.push_back(Node{Node::Kind::kChars, writable_chars(), {}, 0, -1});
+  for (Node& seq : root.children) {
+    std::vector<Node>& items = seq.children;
+    const bool caret = !items.empty() && items.front().kind == Node::Kind::kCaret;
+    const bool dollar = !items.empty() && items.back().kind == Node::Kind::kDollar && (items.size() > 1 || !caret);
+    for (size_t i = 0; i < items.size(); ++i) {
+      const bool placed = (i == 0 && caret) || (i + 1 == items.size() && dollar);
+      if ((items[i].kind == Node::Kind::kCaret || items[i].kind == Node::Kind::kDollar) && !placed)
+        return invalid_argument("pattern: ^ and $ are supported only at the start and end of the pattern (or of one "
+                                "of its top-level alternatives)");
+    }
+    if (!caret) items.insert(items.begin(), any);
+    if (!dollar) items.push_back(any);
+  }
+  // Anchors inside groups were parsed as items of inner sequences: refuse them.
+  std::vector<const Node*> stack;
+  for (const Node& seq : root.children)
+    for (const Node& item : seq.children) stack.push_back(&item);
+  while (!stack.empty()) {
+    const Node* n = stack.back();
+    stack.pop_back();
+    for (const Node& c : n->children) {
+      if (c.kind == Node::Kind::kCaret || c.kind == Node::Kind::kDollar)
+        return invalid_argument("pattern: ^ and $ are supported only at the start and end of the pattern (or of one "
+                                "of its top-level alternatives)");
+      stack.push_back(&c);
+    }
+  }
+  auto p = std::make_shared<Pattern>();
+  p->states_.push_back(State{});  // state 0: the match state
+  p->match_ = 0;
+  Builder b(p->states_);
+  p->entry_ = b.build(root, p->match_);
+  if (b.too_large())
+    return invalid_argument("pattern: it needs more than " + std::to_string(kMaxStates) + " states (counted "
+                            "repetitions are written out); simplify it");
+  p->finish();
+  if (std::all_of(p->start_.begin(), p->start_.end(), [](char c) { return c == 0; }))
+    return invalid_argument("pattern: no text this server writes matches it (a string under a pattern is written "
+                            "in printable ASCII, without '\"' or '\\')");
+  return std::shared_ptr<const Pattern>(std::move(p));
+}
+
+void Pattern::add_closure(int32_t s, std::vector<bool>& seen, std::vector<int32_t>& out) const {
+  std::vector<int32_t> stack = {s};
+  while (!stack.empty()) {
+    const int32_t t = stack.back();
+    stack.pop_back();
+    if (t < 0 || seen[static_cast<size_t>(t)]) continue;
+    seen[static_cast<size_t>(t)] = true;
+    const State& st = states_[static_cast<size_t>(t)];
+    if (st.split) {
+      stack.push_back(st.alt);
+      stack.push_back(st.next);
+    } else {
+      out.push_back(t);
+    }
+  }
+}
+
+void Pattern::finish() {
+  const size_t n = states_.size();
+  closure_.assign(n, {});
+  for (size_t s = 0; s < n; ++s) {
+    std::vector<bool> seen(n);
+    add_closure(static_cast<int32_t>(s), seen, closure_[s]);
+  }
+  // Live: the match state, and each character state from which a character leads to a live state.
+  live_.assign(n, false);
+  live_[static_cast<size_t>(match_)] = true;
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (size_t s = 0; s < n; ++s) {
+      const State& st = states_[s];
+      if (live_[s] || st.split || st.chars.none()) continue;
+      for (int32_t t : closure_[static_cast<size_t>(st.next)]) {
+        if (live_[static_cast<size_t>(t)]) {
+          live_[s] = true;
+          changed = true;
+          break;
+        }
+      }
+    }
+  }
+  start_.assign((n + 7) / 8, '\0');
+  for (int32_t t : closure_[static_cast<size_t>(entry_)])
+    if (live_[static_cast<size_t>(t)]) start_[static_cast<size_t>(t) >> 3] |= static_cast<char>(1 << (t & 7));
+  for (size_t s = 0; s < n; ++s)
+    if (live_[s] && !states_[s].split && states_[s].chars.count() == 1)
+      for (int c = 0; c < 128; ++c)
+        if (states_[s].chars.test(static_cast<size_t>(c))) forced_.set(static_cast<size_t>(c));
+}
+
+bool Pattern::step(std::string& set, char c) const {
+  if (!writable(c)) return false;
+  char next[kMaxStates / 8 + 1] = {};
+  bool any = false;
+  for (size_t s = 0; s < states_.size(); ++s) {
+    if (!((set[s >> 3] >> (s & 7)) & 1)) continue;
+    const State& st = states_[s];
+    if (st.split || !st.chars.test(static_cast<size_t>(c))) continue;
+    for (int32_t t : closure_[static_cast<size_t>(st.next)]) {
+      if (!live_[static_cast<size_t>(t)]) continue;
+      next[static_cast<size_t>(t) >> 3] |= static_cast<char>(1 << (t & 7));
+      any = true;
+    }
+  }
+  set.assign(next, set.size());
+  return any;
+}
+
+bool Pattern::matches(const std::string& set) const { return (set[static_cast<size_t>(match_) >> 3] >> (match_ & 7)) & 1; }
+
+}  // namespace kvshare

@@ -1,0 +1,102 @@
+#include "sampling/json_pattern.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace kvshare {
+namespace {
+
+std::shared_ptr<const Pattern> compiled(const std::string& re) {
+  auto p = Pattern::compile(re);
+  EXPECT_TRUE(p.ok()) << re << ": " << p.status().to_string();
+  return p.ok() ? *p : nullptr;
+}
+
+// The states after `text`, or nullopt where a character is refused.
+std::optional<std::string> run(const Pattern& p, const std::string& text) {
+  std::string set = p.start();
+  for (char c : text)
+    if (!p.step(set, c)) return std::nullopt;
+  return set;
+}
+
+const std::vector<std::string> kPatterns = {
+    "^[a-c]+$", "ab|cd", "^(ab)*$", "^a{2,3}b?$", "\\d{2}-\\d", "^[^a]b.$", "^(?:x|y)+z$", "a.c", "^$",
+    "^\\w+@\\w+\\.c$", "[A-Z]{2}\\d", "^-?\\d+(\\.\\d+)?$", "(a|ab)(c|bcd)(d*)", "^(a|b)c{0,2}$", "^a|b$",
+    "^[\\d\\-x]{1,3}$", "^[.-]*$", "b+?c"};
+
+// Against std::regex (ECMAScript, searched as JSON Schema's pattern is) over every text of up to six characters
+// of a small alphabet: a whole text matches exactly when std::regex finds the pattern in it, and every start of a
+// matching text goes on.
+TEST(Pattern, AgreesWithStdRegexOnEveryShortText) {
+  const std::string alphabet = "abcd1-.x";
+  for (const std::string& re : kPatterns) {
+    const auto p = compiled(re);
+    ASSERT_NE(p, nullptr);
+    const std::regex reference(re, std::regex::ECMAScript);
+    std::vector<std::string> texts = {""};
+    for (size_t len = 1; len <= 5; ++len) {
+      const size_t before = texts.size();
+      for (size_t i = 0; i < before; ++i)
+        if (texts[i].size() == len - 1)
+          for (char c : alphabet) texts.push_back(texts[i] + c);
+    }
+    for (const std::string& t : texts) {
+      const bool want = std::regex_search(t, reference);
+      const std::optional<std::string> set = run(*p, t);
+      EXPECT_EQ(set.has_value() && p->matches(*set), want) << re << " on \"" << t << "\"";
+      if (want)  // each start of it goes on
+        for (size_t k = 0; k <= t.size(); ++k) EXPECT_TRUE(run(*p, t.substr(0, k)).has_value()) << re << " " << t;
+    }
+  }
+}
+
+// No dead ends: random walks over every character written take only characters after which a match is still
+// possible, and end in texts std::regex finds the pattern in.
+TEST(Pattern, RandomWalksEndInMatches) {
+  std::mt19937 rng(7);
+  for (const std::string& re : kPatterns) {
+    const auto p = compiled(re);
+    ASSERT_NE(p, nullptr);
+    const std::regex reference(re, std::regex::ECMAScript);
+    for (int walk = 0; walk < 200; ++walk) {
+      std::string set = p->start(), text;
+      for (int step = 0; step < 60; ++step) {
+        std::vector<char> next;
+        for (int c = 0x20; c < 0x7F; ++c) {
+          std::string s = set;
+          if (p->step(s, static_cast<char>(c))) next.push_back(static_cast<char>(c));
+        }
+        if (p->matches(set) && (next.empty() || step > 12 || rng() % 4 == 0)) break;
+        ASSERT_FALSE(next.empty()) << re << ": dead end after \"" << text << "\"";
+        const char c = next[rng() % next.size()];
+        ASSERT_TRUE(p->step(set, c));
+        text += c;
+      }
+      if (p->matches(set)) EXPECT_TRUE(std::regex_search(text, reference)) << re << " on \"" << text << "\"";
+    }
+  }
+}
+
+TEST(Pattern, WhatItCannotFollowIsRefused) {
+  for (const char* re : {"(a)\\1", "(?=a)b", "a(?!b)", "\\bword", "a^b", "(^a)", "(a$)b", "[z-a]", "(a", "a)", "*a",
+                         "\\p{L}", "^\"$", "^\\\\$"}) {
+    auto p = Pattern::compile(re);
+    EXPECT_FALSE(p.ok()) << re;
+  }
+  EXPECT_NE(Pattern::compile("^[a-z]{600}$").status().message().find("more than 512 states"), std::string::npos);
+  EXPECT_TRUE(Pattern::compile("^(?<name>a|b)c$").ok());  // a named group is a group
+  EXPECT_NE(Pattern::compile("^\"$").status().message().find("no text this server writes matches it"),
+            std::string::npos);
+  // The characters a match cannot do without, for the vocabulary check.
+  const auto p = compiled("^A[0-9]b$");
+  ASSERT_NE(p, nullptr);
+  EXPECT_TRUE(p->forced().test('A') && p->forced().test('b') && !p->forced().test('0'));
+}
+
+}  // namespace
+}  // namespace kvshare
