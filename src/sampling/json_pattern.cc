@@ -87,51 +87,60 @@ class Pattern::Parser {
     return seq;
   }
 
+  // One quantifier (and its lazy '?'); another right after it is refused, as ECMA and Python refuse a** and
+  // a{2}{2}.
   Result<Node> quantified(Node atom) {
-    while (more()) {
-      int min = 0, max = -1;
-      const char c = peek();
-      if (c == '*') {
-        ++at_;
-      } else if (c == '+') {
-        min = 1;
-        ++at_;
-      } else if (c == '?') {
-        max = 1;
-        ++at_;
-      } else if (c == '{' && counted(min, max)) {
-      } else {
-        break;
-      }
-      if (more() && peek() == '?') ++at_;  // lazy: the same language
-      Node r;
-      r.kind = Node::Kind::kRepeat;
-      r.min = min;
-      r.max = max;
-      r.children.push_back(std::move(atom));
-      atom = std::move(r);
+    if (!more()) return atom;
+    int min = 0, max = -1;
+    const char c = peek();
+    if (c == '*') {
+      ++at_;
+    } else if (c == '+') {
+      min = 1;
+      ++at_;
+    } else if (c == '?') {
+      max = 1;
+      ++at_;
+    } else if (c == '{') {
+      KV_RETURN_IF_ERROR(counted(min, max));
+    } else {
+      return atom;
     }
-    return atom;
+    if (more() && peek() == '?') ++at_;  // lazy: the same language
+    if (more() && (peek() == '*' || peek() == '+' || peek() == '?' || peek() == '{'))
+      return error("a quantifier right after another");
+    Node r;
+    r.kind = Node::Kind::kRepeat;
+    r.min = min;
+    r.max = max;
+    r.children.push_back(std::move(atom));
+    return r;
   }
 
-  // {n}, {n,} or {n,m} at `at_`; false (and nothing read) for a '{' that is a literal, as ECMA's annex B takes it.
-  bool counted(int& min, int& max) {
+  // {n}, {n,} or {n,m} at `at_`. A '{' that is not one is refused: ECMA takes it as the character and Python reads
+  // {,m} as a count, so a validator might read the pattern either way (write \{ for the character).
+  Status counted(int& min, int& max) {
     size_t i = at_ + 1;
     auto number = [&](int& out) {
       const size_t begin = i;
-      out = 0;
-      while (i < re_.size() && re_[i] >= '0' && re_[i] <= '9' && i - begin < 5) out = out * 10 + (re_[i++] - '0');
+      int64_t v = 0;
+      while (i < re_.size() && re_[i] >= '0' && re_[i] <= '9')
+        v = std::min<int64_t>(v * 10 + (re_[i++] - '0'), int64_t{1} << 30);
+      out = static_cast<int>(v);
       return i > begin;
     };
-    if (!number(min)) return false;
+    bool ok = number(min);
     max = min;
-    if (i < re_.size() && re_[i] == ',') {
+    if (ok && i < re_.size() && re_[i] == ',') {
       ++i;
       if (!number(max)) max = -1;
     }
-    if (i >= re_.size() || re_[i] != '}') return false;
+    ok = ok && i < re_.size() && re_[i] == '}';
+    if (!ok) return error("a '{' that is not a count ({n}, {n,} or {n,m}); write \\{ for the character");
+    if (max >= 0 && max < min) return error("a count {n,m} with m under n");
+    if (min > kMaxCount || max > kMaxCount) return error("a count over " + std::to_string(kMaxCount));
     at_ = i + 1;
-    return true;
+    return Status::ok_status();
   }
 
   Result<Node> atom(int depth) {
@@ -154,15 +163,10 @@ class Pattern::Parser {
         if (depth + 1 > kMaxGroupDepth) return error("groups nested more than 64 deep");
         if (more() && peek() == '?') {
           const std::string_view rest = re_.substr(at_);
-          if (rest.starts_with("?:")) {
-            at_ += 2;
-          } else if (rest.starts_with("?<") && !rest.starts_with("?<=") && !rest.starts_with("?<!")) {
-            const size_t close = re_.find('>', at_);
-            if (close == std::string_view::npos) return error("a group name without '>'");
-            at_ = close + 1;
-          } else {
-            return error("lookahead or lookbehind");
-          }
+          if (!rest.starts_with("?:"))  // (a named group too: Python spells it (?P<name>...), ECMA (?<name>...))
+            return error(rest.starts_with("?<") && !rest.starts_with("?<=") && !rest.starts_with("?<!")
+                             ? "a named group (write (...))" : "lookahead or lookbehind");
+          at_ += 2;
         }
         KV_ASSIGN_OR_RETURN(Node inner, alternation(depth + 1));
         if (!more() || peek() != ')') return error("a '(' without its ')'");
@@ -171,26 +175,30 @@ class Pattern::Parser {
       }
       case ')':
         return error("an unmatched ')'");
-      case '*': case '+': case '?':
-        return error("a quantifier with nothing before it");
+      case '*': case '+': case '?': case '{':
+        return error("a quantifier with nothing before it, or a '{' (write \\{ for the character)");
       case '\\':
         return escape(false);
       default:
-        if (static_cast<unsigned char>(c) >= 0x80) {
-          n.chars.reset();  // (a character past ASCII: no text written here has it)
-          return n;
-        }
+        if (static_cast<unsigned char>(c) >= 0x80) return error("a character past ASCII");
         n.chars.set(static_cast<size_t>(c));
         return n;
     }
   }
 
-  // After '\': a class (\d \w \s and negations) or one character. In a class, \b is a backspace.
-  Result<Node> escape(bool in_class) {
+  // After '\': a class (\d \w \s and negations) or one character, whose code point goes to `code` (-1 for a
+  // class). In a class, \b is a backspace. A character past ASCII matches nothing written here.
+  Result<Node> escape(bool in_class, int* code = nullptr) {
     if (!more()) return error("a '\\' at the end");
     const char c = re_[at_++];
     Node n;
     n.kind = Node::Kind::kChars;
+    if (code != nullptr) *code = -1;
+    auto one = [&](int v) {
+      if (code != nullptr) *code = v;
+      if (v < 0x80) n.chars.set(static_cast<size_t>(v));
+      return n;
+    };
     auto hex = [&](int count) -> Result<int> {
       int v = 0;
       for (int k = 0; k < count; ++k) {
@@ -210,33 +218,28 @@ class Pattern::Parser {
       case 'W': n.chars = ~word(); return n;
       case 's': n.chars = space(); return n;
       case 'S': n.chars = ~space(); return n;
-      case 't': n.chars.set('\t'); return n;
-      case 'n': n.chars.set('\n'); return n;
-      case 'r': n.chars.set('\r'); return n;
-      case 'f': n.chars.set('\f'); return n;
-      case 'v': n.chars.set('\v'); return n;
+      case 't': return one('\t');
+      case 'n': return one('\n');
+      case 'r': return one('\r');
+      case 'f': return one('\f');
+      case 'v': return one('\v');
       case 'x': case 'u': {
         KV_ASSIGN_OR_RETURN(int v, hex(c == 'x' ? 2 : 4));
-        if (v < 0x80) n.chars.set(static_cast<size_t>(v));
-        return n;
+        return one(v);
       }
       case 'b':
-        if (in_class) {
-          n.chars.set('\b');
-          return n;
-        }
+        if (in_class) return one('\b');
         return error("\\b (a word boundary)");
       default:
         if ((c >= '0' && c <= '9') || c == 'B' || c == 'k' || c == 'p' || c == 'P' || c == 'c')
           return error(std::string("\\") + c);
         if (static_cast<unsigned char>(c) >= 0x80 || ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
           return error(std::string("the escape \\") + c);
-        n.chars.set(static_cast<size_t>(c));  // an escaped punctuation character stands for itself
-        return n;
+        return one(static_cast<unsigned char>(c));  // an escaped punctuation character stands for itself
     }
   }
 
-  // After '[': [^...], ranges a-z, escapes.
+  // After '[': [^...], ranges a-z, escapes. "[]" and "[^]" are refused (ECMA reads an empty class, Python a ']').
   Result<Node> char_class() {
     Node n;
     n.kind = Node::Kind::kChars;
@@ -245,42 +248,38 @@ class Pattern::Parser {
       negated = true;
       ++at_;
     }
-    bool first = true;
-    while (true) {
+    if (more() && peek() == ']') return error("an empty class or a ']' first in one (write \\] for the character)");
+    // one member: a character, or a class escape (which cannot bound a range); its code point, -1 for a class
+    auto member = [&](Chars& chars, int& code) -> Status {
       if (!more()) return error("a '[' without its ']'");
-      if (peek() == ']' && !first) break;
-      first = false;
-      // one member: a character, or a class escape (which cannot start a range)
-      Chars member;
-      int lo = -1;
       if (peek() == '\\') {
         ++at_;
-        KV_ASSIGN_OR_RETURN(Node e, escape(true));
-        member = e.chars;
-        if (member.count() == 1)  // (a single character may start a range: [\x20-\x7e])
-          for (int i = 0; i < 128; ++i)
-            if (member.test(static_cast<size_t>(i))) lo = i;
-      } else {
-        const auto c = static_cast<unsigned char>(re_[at_++]);
-        lo = c;
-        if (c < 0x80) member.set(c);
+        KV_ASSIGN_OR_RETURN(Node e, escape(true, &code));
+        chars = e.chars;
+        return Status::ok_status();
       }
-      if (lo >= 0 && at_ + 1 < re_.size() && peek() == '-' && re_[at_ + 1] != ']') {
+      const auto c = static_cast<unsigned char>(re_[at_++]);
+      if (c >= 0x80) return error("a character past ASCII");
+      code = c;
+      chars.set(c);
+      return Status::ok_status();
+    };
+    while (true) {
+      if (!more()) return error("a '[' without its ']'");
+      if (peek() == ']') break;
+      Chars chars;
+      int lo = -1;
+      KV_RETURN_IF_ERROR(member(chars, lo));
+      if (at_ + 1 < re_.size() && peek() == '-' && re_[at_ + 1] != ']') {
         ++at_;  // a range lo-hi
+        Chars end;
         int hi = -1;
-        if (peek() == '\\') {
-          ++at_;
-          KV_ASSIGN_OR_RETURN(Node e, escape(true));
-          if (e.chars.count() != 1) return error("a range that ends in a class");
-          for (int i = 0; i < 128; ++i)
-            if (e.chars.test(static_cast<size_t>(i))) hi = i;
-        } else {
-          hi = static_cast<unsigned char>(re_[at_++]);
-        }
+        KV_RETURN_IF_ERROR(member(end, hi));
+        if (lo < 0 || hi < 0) return error("a range that starts or ends with a class");
         if (hi < lo) return error("a range whose end comes before its start");
-        for (int i = lo; i <= hi && i < 128; ++i) member.set(static_cast<size_t>(i));
+        for (int i = lo; i <= hi && i < 128; ++i) chars.set(static_cast<size_t>(i));
       }
-      n.chars |= member;
+      n.chars |= chars;
     }
     ++at_;  // ']'
     if (negated) n.chars = ~n.chars;
@@ -396,6 +395,12 @@ Result<std::shared_ptr<const Pattern>> Pattern::compile(std::string_view regex) 
     return invalid_argument("pattern: it needs more than " + std::to_string(kMaxStates) + " states (counted "
                             "repetitions are written out); simplify it");
   p->finish();
+  size_t closure = 0;
+  for (const auto& c : p->closure_) closure += c.size();
+  if (closure > kMaxClosure)
+    return invalid_argument("pattern: a character may lead to too many places in it (" + std::to_string(closure) +
+                            " closure entries, at most " + std::to_string(kMaxClosure) + "; optional pieces in a row "
+                            "such as (?:.?){250} make this grow): simplify it, e.g. .{0,250}");
   if (std::all_of(p->start_.begin(), p->start_.end(), [](char c) { return c == 0; }))
     return invalid_argument("pattern: no text this server writes matches it (a string under a pattern is written "
                             "in printable ASCII, without '\"' or '\\')");
@@ -454,6 +459,15 @@ void Pattern::finish() {
 
 bool Pattern::step(std::string& set, char c) const {
   if (!writable(c)) return false;
+  std::string key = set;
+  key += c;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (auto it = cache_.find(key); it != cache_.end()) {
+      set.assign(it->second);
+      return set.find_first_not_of('\0') != std::string::npos;
+    }
+  }
   char next[kMaxStates / 8 + 1] = {};
   bool any = false;
   for (size_t s = 0; s < states_.size(); ++s) {
@@ -467,6 +481,9 @@ bool Pattern::step(std::string& set, char c) const {
     }
   }
   set.assign(next, set.size());
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  if (cache_.size() >= kMaxCached) cache_.clear();
+  cache_.emplace(std::move(key), set);
   return any;
 }
 

@@ -4,16 +4,19 @@
 // could match is refused.
 //
 // The subset: literals; '.'; classes [a-z0-9_] and [^...]; \d \w \s and their negations; escapes of punctuation,
-// \xHH and \uHHHH; groups (...), (?:...) and (?<name>...); alternation |; quantifiers * + ? {n} {n,} {n,m} and their
+// \xHH and \uHHHH; groups (...) and (?:...); alternation |; quantifiers * + ? {n} {n,} {n,m} and their
 // lazy forms (the same language); ^ at the start and $ at the end of the pattern or of one of its top-level
-// alternatives. Refused, with what and where: backreferences, lookaround, \b, anchors elsewhere, and patterns over
-// kMaxStates states (counted repetitions are expanded).
+// alternatives. Refused, with what and where: backreferences, lookaround, \b, named groups (Python and ECMA spell
+// them differently), a '{' that is not a count, quantifiers right after quantifiers, characters past ASCII, and
+// patterns over kMaxStates states (counted repetitions are expanded) or kMaxClosure closure entries.
 #pragma once
 
 #include <bitset>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "core/status.h"
@@ -23,6 +26,9 @@ namespace kvshare {
 class Pattern {
  public:
   static constexpr size_t kMaxStates = 512;
+  // The states a character may lead to, summed over the states (the work of one step at most): optional pieces in a
+  // row ((?:.?){250}) make this grow with the square of the states, and each token inside the string pays it.
+  static constexpr size_t kMaxClosure = 4096;
 
   // An error says what is not supported, or that no text written as above matches.
   static Result<std::shared_ptr<const Pattern>> compile(std::string_view regex);
@@ -60,6 +66,11 @@ class Pattern {
   std::vector<bool> live_;                     // a character state from which the match state is reachable
   std::string start_;
   std::bitset<256> forced_;
+  // Steps already taken, (set, character) -> set: a token walk meets the same few sets again and again, and a step
+  // costs up to kMaxClosure. Bounded (cleared when full); guarded, as a schema may be shared.
+  static constexpr size_t kMaxCached = 16384;
+  mutable std::mutex cache_mutex_;
+  mutable std::unordered_map<std::string, std::string> cache_;
 };
 
 }  // namespace kvshare

@@ -384,6 +384,11 @@ TEST(OpenAiApi, ForcedToolCallsFollowTheToolsParameters) {
       "items": {"$ref": "#"}}}}}}], "tool_choice": "required"})", true);
   EXPECT_EQ(e.param, "tools");
   EXPECT_NE(e.message.find("hold the $ref \"#\""), std::string::npos) << e.message;
+  // ... in its $defs too (found by a review helper: "#" there came to mean the whole list of calls).
+  e = parse_error(R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function",
+      "function": {"name": "f", "parameters": {"$defs": {"N": {"type": "object", "properties": {"c": {"$ref": "#"}}}},
+      "type": "object", "properties": {"n": {"$ref": "#/$defs/N"}}}}}], "tool_choice": "required"})", true);
+  EXPECT_NE(e.message.find("hold the $ref \"#\""), std::string::npos) << e.message;
   e = parse_error(R"({"messages": [{"role": "user", "content": "x"}], "tools": [
       {"type": "function", "function": {"name": "a", "parameters": {"$defs": {"X": {"type": "string"}}}}},
       {"type": "function", "function": {"name": "b", "parameters": {"$defs": {"X": {"type": "integer"}}}}}],
@@ -406,6 +411,14 @@ TEST(OpenAiApi, RepliesCarryTheToolCalls) {
   EXPECT_EQ(calls[1]["function"]["name"], "parameters");
   EXPECT_EQ(calls[1]["function"]["arguments"], "{}");
   EXPECT_TRUE(tool_calls_of(R"([{"name": "f", "parameters": {"n": 1)", nullptr, "c").empty());
+  // Found by a review helper: parameters that are not objects ran to the end of the text ("5}]"), and a number
+  // nlohmann cannot hold (1e999, which JSON allows) lost every call.
+  calls = tool_calls_of(R"([{"name":"f","parameters":5},{"name":"g","parameters":true}, {"name": "h",)"
+                        R"( "parameters": {"x": 1e999}}])", nullptr, "c");
+  ASSERT_EQ(calls.size(), 3u) << calls.dump();
+  EXPECT_EQ(calls[0]["function"]["arguments"], "5");
+  EXPECT_EQ(calls[1]["function"]["arguments"], "true");
+  EXPECT_EQ(calls[2]["function"]["arguments"], R"({"x": 1e999})");
   const std::string name = "f";
   EXPECT_EQ(tool_calls_of("{\"n\": 1", &name, "c")[0]["function"]["arguments"], "{\"n\": 1");
 

@@ -65,24 +65,8 @@ bool tool_call_schema(const json& tools, const std::string* name, std::string& s
   for (const json* fn : functions) {
     json parameters = parameters_of(*fn);
     const std::string fname = (*fn)["name"].get<std::string>();
-    // $defs and definitions move to the top, where "#/$defs/..." points once the tools are put together.
-    for (auto [key, gathered] : {std::pair<const char*, json*>{"$defs", &defs}, {"definitions", &definitions}}) {
-      const auto d = parameters.find(key);
-      if (d == parameters.end()) continue;
-      if (!d->is_object()) {
-        error = "the parameters of function \"" + fname + "\": " + key + " must be an object";
-        return false;
-      }
-      for (const auto& [k, v] : d->items()) {
-        if (gathered->contains(k) && (*gathered)[k] != v) {
-          error = "the parameters of functions hold two different " + std::string(key) + " named \"" + k +
-                  "\"; tool_choice \"required\" puts the tools together, so give them different names";
-          return false;
-        }
-        (*gathered)[k] = v;
-      }
-      parameters.erase(key);
-    }
+    // Every $ref (in its $defs too) must point into $defs or definitions, which move to the top, where
+    // "#/$defs/..." points once the tools are put together.
     std::string bad_ref;
     std::function<void(const json&)> check_refs = [&](const json& v) {
       if (v.is_object()) {
@@ -100,6 +84,23 @@ bool tool_call_schema(const json& tools, const std::string* name, std::string& s
               "\"required\" puts the tools together, where only $refs into $defs or definitions keep their meaning";
       return false;
     }
+    for (auto [key, gathered] : {std::pair<const char*, json*>{"$defs", &defs}, {"definitions", &definitions}}) {
+      const auto d = parameters.find(key);
+      if (d == parameters.end()) continue;
+      if (!d->is_object()) {
+        error = "the parameters of function \"" + fname + "\": " + key + " must be an object";
+        return false;
+      }
+      for (const auto& [k, v] : d->items()) {
+        if (gathered->contains(k) && (*gathered)[k] != v) {
+          error = "the parameters of functions hold two different " + std::string(key) + " named \"" + k +
+                  "\"; tool_choice \"required\" puts the tools together, so give them different names";
+          return false;
+        }
+        (*gathered)[k] = v;
+      }
+      parameters.erase(key);
+    }
     alternatives.push_back(json{{"type", "object"},
                                 {"properties", {{"name", {{"const", fname}}}, {"parameters", std::move(parameters)}}},
                                 {"required", {"name", "parameters"}}});
@@ -113,26 +114,95 @@ bool tool_call_schema(const json& tools, const std::string* name, std::string& s
 
 namespace {
 
-// The end of the JSON value that begins at `at` in `text` (a value the parser took whole), past its last byte.
-size_t value_end(std::string_view text, size_t at) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = at; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
-      if (!in_string && depth == 0) return i + 1;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '{' || c == '[') ++depth;
-    else if (c == '}' || c == ']') --depth;
-    else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) return i;
-    if (depth == 0 && (c == '}' || c == ']')) return i + 1;
+// A reader of a required list of calls as the output writes it (it follows tool_call_schema's schema):
+// [{"name": "...", "parameters": VALUE}, ...], with JSON's whitespace. Not a JSON parser: VALUE's text is kept as
+// written (a parser would round a number past a double's range, or refuse 1e999 outright).
+class CallsReader {
+ public:
+  explicit CallsReader(std::string_view text) : t_(text) {}
+
+  // The calls, or false when the text is not a whole list (cut short).
+  bool read(std::vector<std::pair<std::string, std::string>>& calls) {
+    if (!take('[')) return false;
+    do {
+      std::string name;
+      std::string_view arguments;
+      if (!take('{') || !key("name") || !string(name) || !take(',') || !key("parameters") || !value(arguments) ||
+          !take('}'))
+        return false;
+      calls.emplace_back(std::move(name), std::string(arguments));
+    } while (take(','));
+    return take(']') && (skip_space(), at_ == t_.size());
   }
-  return text.size();
-}
+
+ private:
+  void skip_space() {
+    while (at_ < t_.size() && (t_[at_] == ' ' || t_[at_] == '\t' || t_[at_] == '\n' || t_[at_] == '\r')) ++at_;
+  }
+  bool take(char c) {
+    skip_space();
+    if (at_ >= t_.size() || t_[at_] != c) return false;
+    ++at_;
+    return true;
+  }
+  bool key(const char* name) {
+    std::string k;
+    return string(k) && k == name && take(':');
+  }
+  // A string's end past `at_` (which is its opening quote), or npos.
+  size_t string_end() const {
+    for (size_t i = at_ + 1; i < t_.size(); ++i) {
+      if (t_[i] == '\\') ++i;
+      else if (t_[i] == '"') return i + 1;
+    }
+    return std::string_view::npos;
+  }
+  bool string(std::string& out) {
+    skip_space();
+    if (at_ >= t_.size() || t_[at_] != '"') return false;
+    const size_t end = string_end();
+    if (end == std::string_view::npos) return false;
+    const json s = json::parse(t_.substr(at_, end - at_), nullptr, /*allow_exceptions=*/false);
+    if (!s.is_string()) return false;
+    out = s.get<std::string>();
+    at_ = end;
+    return true;
+  }
+  // Any value: a string, an object or array (brackets counted outside strings), or a number or literal.
+  bool value(std::string_view& out) {
+    skip_space();
+    const size_t begin = at_;
+    if (at_ >= t_.size()) return false;
+    if (t_[at_] == '"') {
+      const size_t end = string_end();
+      if (end == std::string_view::npos) return false;
+      at_ = end;
+    } else if (t_[at_] == '{' || t_[at_] == '[') {
+      int depth = 0;
+      for (; at_ < t_.size(); ++at_) {
+        const char c = t_[at_];
+        if (c == '"') {
+          const size_t end = string_end();
+          if (end == std::string_view::npos) return false;
+          at_ = end - 1;
+        } else if (c == '{' || c == '[') {
+          ++depth;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+          ++at_;
+          break;
+        }
+      }
+      if (depth != 0) return false;
+    } else {
+      while (at_ < t_.size() && std::string_view(",}] \t\n\r").find(t_[at_]) == std::string_view::npos) ++at_;
+    }
+    out = t_.substr(begin, at_ - begin);
+    return !out.empty();
+  }
+
+  std::string_view t_;
+  size_t at_ = 0;
+};
 
 }  // namespace
 
@@ -143,28 +213,10 @@ json tool_calls_of(const std::string& text, const std::string* name, const std::
                 {"function", {{"name", fname}, {"arguments", std::move(arguments)}}}};
   };
   if (name != nullptr) return json::array({call(0, *name, text)});
+  std::vector<std::pair<std::string, std::string>> read;
   json calls = json::array();
-  const json list = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!list.is_array()) return calls;  // cut short (the schema allows nothing else)
-  // The arguments as written (a parse and dump would round numbers past a double's precision): each item is
-  // {"name": ..., "parameters": ...} in that order (the schema's), so the text after each "parameters" key's colon
-  // is the next item's arguments.
-  size_t at = 0;
-  auto value_after = [&](const char* key) {  // the place of the value of `key`, the next key from `at`
-    at = text.find(key, at);
-    if (at == std::string::npos) return false;
-    at = text.find(':', at) + 1;
-    while (at < text.size() && (text[at] == ' ' || text[at] == '\t' || text[at] == '\n' || text[at] == '\r')) ++at;
-    return true;
-  };
-  for (const json& item : list) {
-    if (!item.contains("name") || !item["name"].is_string() || !value_after("\"name\"")) return json::array();
-    at = value_end(text, at);  // past the name's string, whatever it holds
-    if (!value_after("\"parameters\"")) return json::array();
-    const size_t end = value_end(text, at);
-    calls.push_back(call(calls.size(), item["name"].get<std::string>(), text.substr(at, end - at)));
-    at = end;
-  }
+  if (!CallsReader(text).read(read)) return calls;  // cut short (the schema allows nothing else)
+  for (auto& [fname, arguments] : read) calls.push_back(call(calls.size(), fname, std::move(arguments)));
   return calls;
 }
 
