@@ -253,27 +253,32 @@ JSON_SCHEMAS = [
 ]
 
 
-@pytest.mark.parametrize("schema", JSON_SCHEMAS, ids=["object", "array", "tree"])
-def test_structured_outputs_json_schema_is_followed(stories, schema):
-    # Every completion that stops is JSON the reference validator (the jsonschema package) takes, with the keys in
-    # the schema's order; sampled hot, so that the walks differ. The tiny model writes whatever the schema lets it.
+def stopped_values(outputs):
+    """The JSON value of each completion that stopped (one cut short by max_tokens is passed over)."""
     import json
-    import jsonschema
-    params = SamplingParams(temperature=1.5, seed=11, n=12, max_tokens=160,
-                            structured_outputs=StructuredOutputsParams(json=schema))
-    whole = 0
-    for out in stories.generate(["Once upon a time", "The dog felt", ""], params):
+    for out in outputs:
         for c in out.outputs:
             if c.finish_reason == "length":
                 continue
             assert c.finish_reason == "stop", c.finish_reason
-            value = json.loads(c.text)
-            jsonschema.validate(value, schema)
-            top = schema["$defs"]["T"] if "$ref" in schema else schema  # the tree's root is a T
-            objects = [(value, top)] if isinstance(value, dict) else [(v, schema["items"]) for v in value]
-            for obj, its_schema in objects:
-                assert list(obj) == [k for k in its_schema.get("properties", {}) if k in obj], c.text
-            whole += 1
+            yield c, json.loads(c.text)
+
+
+@pytest.mark.parametrize("schema", JSON_SCHEMAS, ids=["object", "array", "tree"])
+def test_structured_outputs_json_schema_is_followed(stories, schema):
+    # Every completion that stops is JSON the reference validator (the jsonschema package) takes, with the keys in
+    # the schema's order; sampled hot, so that the walks differ. The tiny model writes whatever the schema lets it.
+    import jsonschema
+    params = SamplingParams(temperature=1.5, seed=11, n=12, max_tokens=160,
+                            structured_outputs=StructuredOutputsParams(json=schema))
+    whole = 0
+    for c, value in stopped_values(stories.generate(["Once upon a time", "The dog felt", ""], params)):
+        jsonschema.validate(value, schema)
+        top = schema["$defs"]["T"] if "$ref" in schema else schema  # the tree's root is a T
+        objects = [(value, top)] if isinstance(value, dict) else [(v, schema["items"]) for v in value]
+        for obj, its_schema in objects:
+            assert list(obj) == [k for k in its_schema.get("properties", {}) if k in obj], c.text
+        whole += 1
     assert whole >= 12, whole
 
 
@@ -306,21 +311,15 @@ UNION_SCHEMAS = [
 def test_structured_outputs_unions_of_models_are_followed(stories, schema):
     # Every completion that stops is JSON the reference validator takes, and both models are written: the
     # alternatives begin alike, and each is followed until the text tells them apart.
-    import json
     import jsonschema
     so = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
     params = SamplingParams(temperature=1.5, seed=5, n=12, max_tokens=120, structured_outputs=so)
     whole, keys = 0, set()
-    for out in stories.generate(["Once upon a time", "The cat and the dog", ""], params):
-        for c in out.outputs:
-            if c.finish_reason == "length":
-                continue
-            assert c.finish_reason == "stop", c.finish_reason
-            value = json.loads(c.text)
-            jsonschema.validate(value, schema)
-            for pet in value["pets"]:
-                keys |= set(pet)
-            whole += 1
+    for _, value in stopped_values(stories.generate(["Once upon a time", "The cat and the dog", ""], params)):
+        jsonschema.validate(value, schema)
+        for pet in value["pets"]:
+            keys |= set(pet)
+        whole += 1
     assert whole >= 12, whole
     assert {"meows", "barks"} <= keys, keys
 
@@ -329,7 +328,6 @@ def test_structured_outputs_string_formats_parse(stories):
     # Dates, date-times, times and UUIDs (Pydantic's date, datetime, time and UUID fields): every one written parses
     # with Python's own readers (datetime's fromisoformat, uuid.UUID), the independent reference.
     import datetime
-    import json
     import uuid
     readers = {"date": datetime.date.fromisoformat, "date-time": datetime.datetime.fromisoformat,
                "time": datetime.time.fromisoformat, "uuid": uuid.UUID}
@@ -339,21 +337,16 @@ def test_structured_outputs_string_formats_parse(stories):
                   "required": list(formats)}
         so = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
         params = SamplingParams(temperature=1.5, seed=3, n=8, max_tokens=110, structured_outputs=so)
-        for out in stories.generate(["Once upon a time", ""], params):
-            for c in out.outputs:
-                if c.finish_reason == "length":
-                    continue
-                value = json.loads(c.text)
-                for f in formats:
-                    readers[f](value[f])
-                whole += 1
+        for _, value in stopped_values(stories.generate(["Once upon a time", ""], params)):
+            for f in formats:
+                readers[f](value[f])
+            whole += 1
     assert whole >= 4, whole
 
 
 def test_structured_outputs_patterns_match(stories):
     # Strings under a pattern (Pydantic's Field(pattern=...)) match it as Python's re does (the jsonschema package
     # validates pattern with re.search): anchors, classes, counts, groups and alternatives.
-    import json
     import jsonschema
     schema = {"type": "object", "properties": {
         "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{2,3}$"},
@@ -362,12 +355,9 @@ def test_structured_outputs_patterns_match(stories):
     so = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
     params = SamplingParams(temperature=1.2, seed=2, n=8, max_tokens=100, structured_outputs=so)
     whole = 0
-    for out in stories.generate(["Once upon a time", ""], params):
-        for c in out.outputs:
-            if c.finish_reason == "length":
-                continue
-            jsonschema.validate(json.loads(c.text), schema)
-            whole += 1
+    for _, value in stopped_values(stories.generate(["Once upon a time", ""], params)):
+        jsonschema.validate(value, schema)
+        whole += 1
     assert whole >= 4, whole
 
 

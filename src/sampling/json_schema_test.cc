@@ -27,6 +27,16 @@ std::string refusal(const std::string& schema) {
   return s.ok() ? "(compiled)" : s.status().message();
 }
 
+// The bytes `p` reads on with.
+std::vector<uint8_t> bytes_taken(const JsonPrefix& p) {
+  std::vector<uint8_t> next;
+  for (int b = 0; b < 256; ++b) {
+    JsonPrefix q = p;
+    if (q.feed(static_cast<uint8_t>(b))) next.push_back(static_cast<uint8_t>(b));
+  }
+  return next;
+}
+
 // Whether the recognizer takes `text` whole under `schema`.
 bool takes(const JsonSchema& schema, std::string_view text, bool whitespace = true) {
   JsonPrefix p(schema, whitespace);
@@ -293,11 +303,7 @@ TEST(JsonSchema, RandomWalksThroughBoundedNumbersEndWithinThem) {
     JsonPrefix p(*s, false);
     std::string out;
     for (int step = 0; step < 400 && !p.complete(); ++step) {
-      std::vector<uint8_t> next;
-      for (int b = 0; b < 256; ++b) {
-        JsonPrefix q = p;
-        if (q.feed(static_cast<uint8_t>(b))) next.push_back(static_cast<uint8_t>(b));
-      }
+      const std::vector<uint8_t> next = bytes_taken(p);
       ASSERT_FALSE(next.empty()) << "dead end after " << out;
       uint8_t b = next[rng() % next.size()];
       if (step > 30) b = std::find(next.begin(), next.end(), ']') != next.end() ? ']' : b;
@@ -361,11 +367,7 @@ TEST(JsonSchema, PatternsAreMatched) {
     JsonPrefix w(*s, false);
     std::string out;
     for (int step = 0; step < 200 && !w.complete(); ++step) {
-      std::vector<uint8_t> next;
-      for (int b = 0; b < 256; ++b) {
-        JsonPrefix q = w;
-        if (q.feed(static_cast<uint8_t>(b))) next.push_back(static_cast<uint8_t>(b));
-      }
+      const std::vector<uint8_t> next = bytes_taken(w);
       ASSERT_FALSE(next.empty()) << "dead end after " << out;
       uint8_t b = next[rng() % next.size()];
       if (step > 20) {  // then towards the end, the first allowed of: close the string, "ok", '}', '1', 'A', '-'
@@ -598,11 +600,7 @@ TEST(JsonSchema, NoPlaceIsADeadEnd) {
       JsonPrefix p(*s, walk % 2 == 0);
       std::string out;
       for (int step = 0; step < 3000 && !p.complete(); ++step) {
-        std::vector<uint8_t> next;
-        for (int b = 0; b < 256; ++b) {
-          JsonPrefix q = p;
-          if (q.feed(static_cast<uint8_t>(b))) next.push_back(static_cast<uint8_t>(b));
-        }
+        const std::vector<uint8_t> next = bytes_taken(p);
         ASSERT_FALSE(next.empty()) << "dead end after " << out << " under " << text;
         uint8_t b = next[rng() % next.size()];
         if (step > 40) {  // then close where it can: the first of these bytes it takes
