@@ -362,20 +362,14 @@ Result<std::shared_ptr<const Pattern>> Pattern::compile(std::string_view regex) 
   for (Node& seq : root.children) {
     std::vector<Node>& items = seq.children;
     const bool caret = !items.empty() && items.front().kind == Node::Kind::kCaret;
-    const bool dollar = !items.empty() && items.back().kind == Node::Kind::kDollar && (items.size() > 1 || !caret);
-    for (size_t i = 0; i < items.size(); ++i) {
-      const bool placed = (i == 0 && caret) || (i + 1 == items.size() && dollar);
-      if ((items[i].kind == Node::Kind::kCaret || items[i].kind == Node::Kind::kDollar) && !placed)
-        return invalid_argument("pattern: ^ and $ are supported only at the start and end of the pattern (or of one "
-                                "of its top-level alternatives)");
-    }
+    if (caret) items.erase(items.begin());
+    const bool dollar = !items.empty() && items.back().kind == Node::Kind::kDollar;
+    if (dollar) items.pop_back();
     if (!caret) items.insert(items.begin(), any);
     if (!dollar) items.push_back(any);
   }
-  // Anchors inside groups were parsed as items of inner sequences: refuse them.
-  std::vector<const Node*> stack;
-  for (const Node& seq : root.children)
-    for (const Node& item : seq.children) stack.push_back(&item);
+  // Every other anchor (inside a sequence, or in a group) is refused.
+  std::vector<const Node*> stack = {&root};
   while (!stack.empty()) {
     const Node* n = stack.back();
     stack.pop_back();
@@ -459,7 +453,8 @@ void Pattern::finish() {
 
 bool Pattern::step(std::string& set, char c) const {
   if (!writable(c)) return false;
-  std::string key = set;
+  thread_local std::string key;  // (the set and the character: assigned, so no allocation per step)
+  key.assign(set);
   key += c;
   {
     std::lock_guard<std::mutex> lock(cache_mutex_);
@@ -483,7 +478,7 @@ bool Pattern::step(std::string& set, char c) const {
   set.assign(next, set.size());
   std::lock_guard<std::mutex> lock(cache_mutex_);
   if (cache_.size() >= kMaxCached) cache_.clear();
-  cache_.emplace(std::move(key), set);
+  cache_.emplace(key, set);
   return any;
 }
 
