@@ -1,7 +1,10 @@
 // libFuzzer target: the body of a /v1/completions or /v1/chat/completions request (server/openai_api.h), as an
-// HTTP thread of `kvshare serve` parses it. The first byte picks the endpoint. A body is either refused with an
+// HTTP thread of `kvshare serve` parses it. The first byte picks the endpoint; a model's reply may follow the body
+// after fuzz_util's separator. A body is either refused with an
 // OpenAI error (status 400, a message, the field when one is at fault) or gives a call whose sampling parameters
-// validate; then every response shape is written from made-up outputs, and must serialize as JSON.
+// validate; then every response shape is written from made-up outputs, and must serialize as JSON. The second and
+// third bits of the first byte pick the server's tool-call parser: a chat reply streamed in pieces then says what the
+// whole reply says (content, tool calls, finish_reason).
 #include <algorithm>
 
 #include "fuzz_util.h"
@@ -12,7 +15,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kvshare::server;
   if (size == 0) return 0;
   const bool chat = (data[0] & 1) != 0;
-  const std::string body(reinterpret_cast<const char*>(data + 1), size - 1);
+  const std::vector<std::string_view> parts = fuzz::split_parts(data + 1, size - 1, 2);
+  const std::string body(parts[0]);
+  const std::string reply(parts.back());  // a model's reply: what follows a separator, else the body
   GenerationCall call;
   ApiError error;
   if (!parse_generation_call(body, chat, call, error)) {
@@ -64,5 +69,36 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)dump(completion_response(ctx, call, {{ChoiceState{}, o}}, Usage{3, 3, 1}));
   (void)dump(completion_response(ctx, call, {{state, o}}, Usage{3, 3, 1}));  // with the prompt's logprobs
   (void)dump(usage_chunk(ctx, call, Usage{}));
+
+  // A chat reply, streamed in three pieces, against the whole.
+  ctx.tool_parser = static_cast<ToolCallParser>((data[0] >> 1) % 3);
+  if (!chat || call.best_of() || call.tool_choice == GenerationCall::ToolChoice::kNamed) return 0;
+  Output whole;
+  whole.text = reply;
+  whole.finished = true;
+  whole.finish_reason = FinishReason::kStop;
+  const json message = completion_response(ctx, call, {{ChoiceState{}, whole}}, Usage{})["choices"][0]["message"];
+  ChoiceState streamed;
+  std::string content;
+  json calls = json::array(), finish;
+  for (size_t end : {reply.size() / 3, reply.size() * 2 / 3, reply.size()}) {
+    Output piece = whole;
+    piece.text = reply.substr(0, end);
+    piece.finished = end == reply.size();
+    const json chunk = stream_chunk(ctx, call, streamed, piece);
+    if (chunk.is_null()) continue;
+    const json& delta = chunk["choices"][0]["delta"];
+    if (delta.contains("content") && delta["content"].is_string()) content += delta["content"].get<std::string>();
+    for (const json& c : delta.value("tool_calls", json::array())) {
+      calls.push_back(c);
+      calls.back().erase("index");
+    }
+    finish = chunk["choices"][0]["finish_reason"];
+  }
+  fuzz::check(content == (message["content"].is_string() ? message["content"].get<std::string>() : ""),
+              "streamed content differs from the whole reply's");
+  fuzz::check(calls == message.value("tool_calls", json::array()), "streamed tool calls differ from the whole reply's");
+  const json reason = completion_response(ctx, call, {{ChoiceState{}, whole}}, Usage{})["choices"][0]["finish_reason"];
+  fuzz::check(finish == reason, "a streamed finish_reason differs from the whole reply's");
   return 0;
 }

@@ -21,6 +21,10 @@ int run_serve(const std::vector<std::string>& argv) {
       {"api-key", true, "require 'Authorization: Bearer KEY' on /v1/* (default: no key)"},
       {"served-model-name", true, "the model's name in the API (default: the model path's last part)"},
       {"chat-template", true, "a Jinja chat template file to use instead of the model's own"},
+      {"tool-call-parser", true, "read the tool calls a model writes of its own choosing (tool_choice \"auto\") into "
+                                 "replies' tool_calls, in its format: hermes (<tool_call> blocks: Qwen2.5, Qwen3, "
+                                 "Hermes) or llama3_json (Llama 3.x); without it, such replies stay text"},
+      {"enable-auto-tool-choice", false, "accepted for vLLM's command lines: --tool-call-parser alone turns it on"},
       {"max-waiting-requests", true, "answer 503 (Retry-After) when more requests than this wait (1024)"},
       {"max-body-bytes", true, "largest request body accepted, in bytes, at least 1024 (33554432)"},
       {"http-threads", true, "connections served at once, one thread each, started as needed (512)"},
@@ -48,6 +52,13 @@ int run_serve(const std::vector<std::string>& argv) {
   sc.api_key = args->get_or("api-key", "");
   sc.served_model_name = args->get_or("served-model-name", "");
   sc.chat_template_path = args->get_or("chat-template", "");
+  if (args->has("tool-call-parser") &&
+      !server::tool_call_parser_named(args->get_or("tool-call-parser", ""), sc.tool_call_parser))
+    return fail("serve", invalid_argument("--tool-call-parser must be one of: " +
+                                          std::string(server::kToolCallParserNames)));
+  if (args->has("enable-auto-tool-choice") && !args->has("tool-call-parser"))
+    return fail("serve", invalid_argument("--enable-auto-tool-choice needs --tool-call-parser NAME (" +
+                                          std::string(server::kToolCallParserNames) + "), the model's format"));
   auto port = args->get_int("port", sc.port);
   auto waiting = args->get_int("max-waiting-requests", sc.max_waiting_requests);
   auto body = args->get_int("max-body-bytes", sc.max_body_bytes);

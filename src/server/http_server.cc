@@ -721,6 +721,10 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
   ApiError error;
   if (!parse_generation_call(body, chat, call->api, error)) return send_error(res, error);
   if (!check_model(call->api.model, res)) return;
+  // <tool_call> is a special token in some hermes models' vocabularies (Hermes 2 Pro): kept in the text, where the
+  // parser looks for it, as vLLM keeps it.
+  if (config.tool_call_parser == ToolCallParser::kHermes && call->api.tool_choice == GenerationCall::ToolChoice::kAuto)
+    call->api.params.skip_special_tokens = false;
   // The queue limit counts sequences, not calls: 1000 prompts with n 128 are 128,000 sequences, which took
   // the queue far beyond its limit and had every other client refused until they were done. A chat is one
   // prompt (its messages become one when rendered; counted as none before, chats passed every queue limit).
@@ -741,6 +745,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
   call->ctx.created = std::time(nullptr);
   call->ctx.model = config.served_model_name;
   call->ctx.token_piece = [this](int32_t id) { return tokenizer().token_piece(id); };
+  call->ctx.tool_parser = config.tool_call_parser;
   const int32_t n = call->n();
   for (size_t i = 0; i < call->api.prompts.size(); ++i) {
     const PromptInput& p = call->api.prompts[i];

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "kvshare/engine.h"
+#include "server/tool_calls.h"
 
 namespace kvshare::server {
 
@@ -20,6 +21,9 @@ struct ServerConfig {
   std::string api_key;                  // when set, /v1/* needs "Authorization: Bearer KEY"
   std::string served_model_name;        // the model's name in the API; default: the model path's last part
   std::string chat_template_path;       // a Jinja file overriding the model's own chat template
+  // How the model writes tool calls of its own choosing (tool_choice "auto"), read into replies' tool_calls;
+  // kNone: such replies stay text.
+  ToolCallParser tool_call_parser = ToolCallParser::kNone;
   // Sequences (prompts × n, or × best_of) allowed to wait for the engine: a request that would take the queue
   // beyond this gets 503 with Retry-After; one that alone asks for more gets 400.
   int64_t max_waiting_requests = 1024;

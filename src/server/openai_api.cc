@@ -395,8 +395,8 @@ void read_sampling(FieldReader& r, GenerationCall& call) {
 }
 
 // tools and documents reach the chat template as Hugging Face's apply_chat_template passes them (a list of
-// objects each). tool_choice "none" and "auto" leave the reply text (no parser reads tool calls out of a model's own
-// format); "required" and a named function force tool calls (force_tool_calls).
+// objects each). tool_choice "auto" (the default with tools) lets the model choose, and the server's tool-call
+// parser, if any, reads its calls; "required" and a named function force tool calls (force_tool_calls).
 void read_tools(FieldReader& r, GenerationCall& call) {
   auto list_of_objects = [&r](const char* name, json& out) {
     const json* v = r.get(name);
@@ -409,7 +409,12 @@ void read_tools(FieldReader& r, GenerationCall& call) {
   list_of_objects("tools", call.tools);
   list_of_objects("documents", call.documents);
   const json* v = r.get("tool_choice");
-  if (v == nullptr || v->is_null() || (v->is_string() && (*v == "none" || *v == "auto"))) return;
+  const bool tools = call.tools.is_array() && !call.tools.empty();
+  if (v == nullptr || v->is_null() || (v->is_string() && *v == "auto")) {
+    if (tools) call.tool_choice = GenerationCall::ToolChoice::kAuto;
+    return;
+  }
+  if (v->is_string() && *v == "none") return;
   if (v->is_string() && *v == "required") {
     call.tool_choice = GenerationCall::ToolChoice::kRequired;
     return;
@@ -426,7 +431,7 @@ void read_tools(FieldReader& r, GenerationCall& call) {
 // Forced tool calls constrain the output to a schema of the tools' parameters, so they take the place of the other
 // constraints; the engine's refusal of the schema names `tools`.
 void force_tool_calls(FieldReader& r, GenerationCall& call) {
-  if (call.tool_choice == GenerationCall::ToolChoice::kText) return;
+  if (!call.forces_tool_calls()) return;
   SamplingParams& p = call.params;
   if (p.choice.has_value() || p.json_object || p.json_schema.has_value())
     return r.fail("tool_choice", "tool_choice " + std::string(call.tool_choice == GenerationCall::ToolChoice::kNamed
@@ -771,18 +776,46 @@ double cumulative_logprob(const ChoiceState& state) {
 
 namespace {
 
-// The tool calls a chat choice's text makes where tool_choice forces them (tool_calls_of), with ids unique in the
-// response: "call_" and the response's id, the choice's index and the call's.
-json forced_tool_calls(const ResponseContext& ctx, const GenerationCall& call, int32_t index, const std::string& text) {
+// A chat choice's message as the reply carries it: tool calls, where tool_choice forces them (tool_calls_of) or the
+// server's parser reads the model's own (parse_tool_calls), and the content beside them (null when none); else the
+// text. Call ids are unique in the response: "call_", the response's id, the choice's index and the call's.
+struct ChatReply {
+  json content;
+  json calls = json::array();
+};
+ChatReply chat_reply(const ResponseContext& ctx, const GenerationCall& call, int32_t index, const std::string& text) {
   const std::string id = "call_" + ctx.id.substr(ctx.id.find('-') + 1) + "_" + std::to_string(index) + "_";
-  return tool_calls_of(text, call.tool_choice == GenerationCall::ToolChoice::kNamed ? &call.tool_name : nullptr, id);
+  ChatReply reply;
+  std::string content = text;
+  if (call.forces_tool_calls()) {
+    const bool named = call.tool_choice == GenerationCall::ToolChoice::kNamed;
+    reply.calls = tool_calls_of(text, named ? &call.tool_name : nullptr, id);
+    if (!reply.calls.empty()) content.clear();
+  } else if (ctx.reads_tool_calls(call)) {
+    ParsedReply parsed = parse_tool_calls(ctx.tool_parser, text, id);
+    reply.calls = std::move(parsed.calls);
+    content = std::move(parsed.content);
+  }
+  reply.content = reply.calls.empty() || !content.empty() ? json(std::move(content)) : json(nullptr);
+  return reply;
 }
 
-// OpenAI's finish_reason, "tool_calls" where a required list of calls closed (a named function's call ends with
-// "stop", as OpenAI's forced function calls do).
+// Calls as a stream's delta lists them: each with its index.
+json indexed_calls(json calls) {
+  json out = json::array();
+  for (json& tc : calls) {
+    json indexed = {{"index", out.size()}};
+    for (auto& [key, value] : tc.items()) indexed[key] = std::move(value);
+    out.push_back(std::move(indexed));
+  }
+  return out;
+}
+
+// OpenAI's finish_reason, "tool_calls" where the reply's calls closed (a named function's call ends with "stop",
+// as OpenAI's forced function calls do).
 json choice_finish_reason(const GenerationCall& call, const Output& o, bool made_calls) {
   json reason = finish_reason_json(o);
-  if (call.tool_choice == GenerationCall::ToolChoice::kRequired && made_calls && reason == "stop") return "tool_calls";
+  if (made_calls && reason == "stop" && call.tool_choice != GenerationCall::ToolChoice::kNamed) return "tool_calls";
   return reason;
 }
 
@@ -802,13 +835,11 @@ json completion_response(const ResponseContext& ctx, const GenerationCall& call,
     ChoiceState state = choice_state;  // its text offset advances as the logprobs are written
     json choice = {{"index", state.index}};
     bool made_calls = false;
-    if (call.chat && call.tool_choice != GenerationCall::ToolChoice::kText) {
-      json calls = forced_tool_calls(ctx, call, state.index, o.text);
-      made_calls = !calls.empty();
-      choice["message"] = {{"role", "assistant"}, {"content", made_calls ? json(nullptr) : json(o.text)}};
-      if (made_calls) choice["message"]["tool_calls"] = std::move(calls);
-    } else if (call.chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", o.text}};
+    if (call.chat) {
+      ChatReply reply = chat_reply(ctx, call, state.index, o.text);
+      made_calls = !reply.calls.empty();
+      choice["message"] = {{"role", "assistant"}, {"content", std::move(reply.content)}};
+      if (made_calls) choice["message"]["tool_calls"] = std::move(reply.calls);
     } else {
       choice["text"] = state.echo_text + o.text;
     }
@@ -841,8 +872,21 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   if (with_prompt && state.prompt == nullptr && !o.finished) return nullptr;
   std::string delta;
   if (!call.chat && !state.sent_first) delta = state.echo_text;
-  const size_t text_end = o.text.size();
-  if (text_end > state.sent_text) delta += o.text.substr(state.sent_text);
+  // A parser reading the model's tool calls holds back the text that may belong to a call until the reply ends;
+  // then the calls come, with the content the whole reply gives that was not sent yet.
+  const bool reads_calls = ctx.reads_tool_calls(call);
+  size_t text_end = o.text.size();
+  if (reads_calls && !o.finished) text_end = std::max(state.sent_text, settled_content(ctx.tool_parser, o.text));
+  if (text_end > state.sent_text) delta += o.text.substr(state.sent_text, text_end - state.sent_text);
+  json read_calls = json::array();
+  if (reads_calls && o.finished) {
+    ChatReply reply = chat_reply(ctx, call, state.index, o.text);
+    if (!reply.calls.empty()) {
+      const std::string content = reply.content.is_string() ? reply.content.get<std::string>() : "";
+      delta = content.size() > state.sent_text ? content.substr(state.sent_text) : "";
+      read_calls = indexed_calls(std::move(reply.calls));
+    }
+  }
   const bool required_calls = call.chat && call.tool_choice == GenerationCall::ToolChoice::kRequired;
   if (required_calls) delta = o.finished ? o.text : "";  // the calls are read once their list is whole
   const bool new_logprobs = call.top_logprobs >= 0 && (!state.logprobs.empty() || with_prompt);
@@ -857,12 +901,10 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   if (call.chat) {
     json d = json::object();
     if (!state.sent_role) d["role"] = "assistant";
-    if (call.tool_choice == GenerationCall::ToolChoice::kText) {
-      if (!delta.empty() || !state.sent_role) d["content"] = delta;
-    } else if (call.tool_choice == GenerationCall::ToolChoice::kNamed) {
+    if (call.tool_choice == GenerationCall::ToolChoice::kNamed) {
       // the call's id, type and name first, then its arguments as they come
       if (!delta.empty() || !state.sent_role) {
-        json tc = forced_tool_calls(ctx, call, state.index, delta)[0];
+        json tc = chat_reply(ctx, call, state.index, delta).calls[0];
         json named = {{"index", 0}};
         if (!state.sent_role) {
           named["id"] = tc["id"];
@@ -873,16 +915,17 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
         }
         d["tool_calls"] = json::array({std::move(named)});
       }
-    } else if (!delta.empty()) {  // required, finished: every call at once, or the text where the list was cut short
-      json calls = json::array();
-      for (json& tc : forced_tool_calls(ctx, call, state.index, delta)) {
-        json indexed = {{"index", calls.size()}};
-        for (auto& [key, value] : tc.items()) indexed[key] = std::move(value);
-        calls.push_back(std::move(indexed));
+    } else if (required_calls) {
+      if (!delta.empty()) {  // finished: every call at once, or the text where the list was cut short
+        json calls = indexed_calls(chat_reply(ctx, call, state.index, delta).calls);
+        made_calls = !calls.empty();
+        if (made_calls) d["tool_calls"] = std::move(calls);
+        else d["content"] = delta;
       }
-      made_calls = !calls.empty();
-      if (made_calls) d["tool_calls"] = std::move(calls);
-      else d["content"] = delta;
+    } else {  // text, and the calls read out of it once it ended
+      if (!delta.empty() || !state.sent_role) d["content"] = delta;
+      made_calls = !read_calls.empty();
+      if (made_calls) d["tool_calls"] = std::move(read_calls);
     }
     choice["delta"] = std::move(d);
     state.sent_role = true;
@@ -903,7 +946,7 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
     if (!o.stop_str.empty()) choice["stop_reason"] = o.stop_str;
     else if (o.stop_token_id >= 0) choice["stop_reason"] = o.stop_token_id;
   }
-  state.sent_text = std::max(state.sent_text, text_end);
+  state.sent_text = std::max(state.sent_text, o.finished ? o.text.size() : text_end);
   state.finished = o.finished;
   json chunk = envelope(ctx, call, true);
   if (first_chunk && call.chat && call.return_token_ids) chunk["prompt_token_ids"] = o.prompt_token_ids;

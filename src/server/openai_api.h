@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kvshare/engine.h"
+#include "server/tool_calls.h"
 
 namespace kvshare::server {
 
@@ -52,12 +53,14 @@ struct GenerationCall {
   json chat_template_kwargs = json::object();  // further variables for the template (enable_thinking, ...)
   json tools;      // chat: the function definitions the template lists (null: none), as HF's apply_chat_template
   json documents;  // chat: documents for retrieval-augmented templates (null: none), likewise
-  // chat: tool_choice that forces tool calls (server/tool_calls.h). kNamed: one call of `tool_name`, the output its
-  // arguments; kRequired: one or more calls of the tools. The reply then carries tool_calls, not content; "auto"
-  // and "none" leave it text (kText).
-  enum class ToolChoice : uint8_t { kText, kNamed, kRequired };
+  // chat: tool_choice (server/tool_calls.h). kNamed: one call of `tool_name`, the output its arguments; kRequired:
+  // one or more calls of the tools; the reply then carries tool_calls, not content. kAuto ("auto", or no
+  // tool_choice with tools): the model chooses, and a server with a tool-call parser reads its calls out of its
+  // text (ResponseContext::tool_parser); without one, the reply is text. "none", or no tools: kText.
+  enum class ToolChoice : uint8_t { kText, kAuto, kNamed, kRequired };
   ToolChoice tool_choice = ToolChoice::kText;
   std::string tool_name;
+  bool forces_tool_calls() const { return tool_choice == ToolChoice::kNamed || tool_choice == ToolChoice::kRequired; }
   bool max_tokens_given = false;    // chat: without it, generation may fill the context
   SamplingParams params;            // params.n: completions the engine runs per prompt (best_of of them)
   int32_t n = 1;                    // choices returned per prompt: the n of the best_of with the highest
@@ -96,6 +99,12 @@ struct ResponseContext {
   int64_t created = 0;  // Unix seconds
   std::string model;
   std::function<std::string(int32_t)> token_piece;  // a token's raw bytes (Tokenizer::token_piece), for logprobs
+  // How the model writes tool calls of its own choosing (kvshare serve --tool-call-parser): chats with tool_choice
+  // "auto" have their calls read out of their text. kNone: their text is the reply.
+  ToolCallParser tool_parser = ToolCallParser::kNone;
+  bool reads_tool_calls(const GenerationCall& call) const {
+    return call.chat && call.tool_choice == GenerationCall::ToolChoice::kAuto && tool_parser != ToolCallParser::kNone;
+  }
 };
 
 // A prompt's tokens and their logprobs (the first token has none), for echo with logprobs and prompt_logprobs.

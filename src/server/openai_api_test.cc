@@ -471,6 +471,82 @@ TEST(OpenAiApi, RepliesCarryTheToolCalls) {
   EXPECT_EQ(chunk["choices"][0]["finish_reason"], "stop");
 }
 
+// tool_choice "auto" (the default with tools) lets the model choose; a server with a tool-call parser reads the
+// calls the model writes in its own format, the text before them as content, "tool_calls" as finish_reason.
+// Streamed, the text that may belong to a call is held back, and the calls come when the reply ends: the deltas
+// put together are the whole reply's message. Without a parser, or with tool_choice "none", the reply is text.
+TEST(OpenAiApi, AutoToolChoiceReadsTheModelsOwnCalls) {
+  const std::string messages = R"({"messages": [{"role": "user", "content": "x"}], )";
+  const std::string tools = R"("tools": [{"type": "function", "function": {"name": "get_weather"}}])";
+  EXPECT_EQ(parse_ok(messages + tools + "}", true).tool_choice, GenerationCall::ToolChoice::kAuto);
+  const GenerationCall automatic = parse_ok(messages + tools + R"(, "tool_choice": "auto"})", true);
+  EXPECT_EQ(automatic.tool_choice, GenerationCall::ToolChoice::kAuto);
+  EXPECT_FALSE(automatic.params.json_schema.has_value());  // the model may answer in text
+  const GenerationCall none = parse_ok(messages + tools + R"(, "tool_choice": "none"})", true);
+  EXPECT_EQ(none.tool_choice, GenerationCall::ToolChoice::kText);
+  EXPECT_EQ(parse_ok(messages + R"("tool_choice": "auto"})", true).tool_choice, GenerationCall::ToolChoice::kText);
+  EXPECT_EQ(parse_ok(messages + R"("tools": [], "tool_choice": "auto"})", true).tool_choice,
+            GenerationCall::ToolChoice::kText);
+
+  ResponseContext ctx{"chatcmpl-abc", 1, "m", [](int32_t) { return std::string(); }};
+  ctx.tool_parser = ToolCallParser::kHermes;
+  const std::string text = "Checking.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+                           "\"Oslo\"}}\n</tool_call>";
+  Output o;
+  o.text = text;
+  o.finished = true;
+  o.finish_reason = FinishReason::kStop;
+  json message = completion_response(ctx, automatic, {{ChoiceState{}, o}}, Usage{})["choices"][0]["message"];
+  EXPECT_EQ(message["content"], "Checking.");
+  ASSERT_EQ(message["tool_calls"].size(), 1u) << message.dump();
+  EXPECT_EQ(message["tool_calls"][0]["id"], "call_abc_0_0");
+  EXPECT_EQ(message["tool_calls"][0]["function"]["arguments"], R"({"city": "Oslo"})");
+  EXPECT_EQ(completion_response(ctx, automatic, {{ChoiceState{}, o}}, Usage{})["choices"][0]["finish_reason"],
+            "tool_calls");
+  for (const GenerationCall* text_call : {&none, &automatic}) {
+    ResponseContext plain = ctx;
+    if (text_call == &automatic) plain.tool_parser = ToolCallParser::kNone;
+    json choice = completion_response(plain, *text_call, {{ChoiceState{}, o}}, Usage{})["choices"][0];
+    EXPECT_EQ(choice["message"]["content"], text);
+    EXPECT_FALSE(choice["message"].contains("tool_calls"));
+    EXPECT_EQ(choice["finish_reason"], "stop");
+  }
+
+  // Streamed a byte at a time: content until the call may begin, then the call in the last chunk.
+  auto stream = [&](const std::string& reply, json& calls, std::string& finish) {
+    ChoiceState state;
+    std::string content;
+    for (size_t end = 0; end <= reply.size(); ++end) {
+      Output partial = o;
+      partial.text = reply.substr(0, end);
+      partial.finished = end == reply.size();
+      const json chunk = stream_chunk(ctx, automatic, state, partial);
+      if (chunk.is_null()) continue;
+      const json& delta = chunk["choices"][0]["delta"];
+      if (delta.contains("content")) content += delta["content"].get<std::string>();
+      if (delta.contains("tool_calls")) calls = delta["tool_calls"];
+      if (partial.finished) finish = chunk["choices"][0]["finish_reason"];
+      else EXPECT_FALSE(delta.contains("tool_calls"));
+    }
+    return content;
+  };
+  json calls;
+  std::string finish;
+  EXPECT_EQ(stream(text, calls, finish), "Checking.");
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0]["index"], 0);
+  EXPECT_EQ(calls[0]["id"], "call_abc_0_0");
+  EXPECT_EQ(calls[0]["function"]["name"], "get_weather");
+  EXPECT_EQ(calls[0]["function"]["arguments"], R"({"city": "Oslo"})");
+  EXPECT_EQ(finish, "tool_calls");
+  // A reply whose call does not read is text, all of it, also what was held back.
+  const std::string broken = "I would call <tool_call>{\"name\": \"get_weather\", \"arguments\": {]}</tool_call>";
+  calls = json();
+  EXPECT_EQ(stream(broken, calls, finish), broken);
+  EXPECT_TRUE(calls.is_null());
+  EXPECT_EQ(finish, "stop");
+}
+
 TEST(OpenAiApi, MalformedBodies) {
   for (const char* body : {"", "{", "[1, 2]", "\"x\"", "null", "{\"prompt\": \"x\",}"}) {
     ApiError e = parse_error(body);

@@ -114,14 +114,17 @@ bool tool_call_schema(const json& tools, const std::string* name, std::string& s
 
 namespace {
 
-// A reader of a required list of calls as the output writes it (it follows tool_call_schema's schema):
-// [{"name": "...", "parameters": VALUE}, ...], with JSON's whitespace. Not a JSON parser: VALUE's text is kept as
-// written (a parser would round a number past a double's range, or refuse 1e999 outright).
-class CallsReader {
- public:
-  explicit CallsReader(std::string_view text) : t_(text) {}
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-  // The calls, or false when the text is not a whole list (cut short).
+// A reader of JSON as tool calls write it, with JSON's whitespace: a required list of calls (it follows
+// tool_call_schema's schema), [{"name": "...", "parameters": VALUE}, ...], and the calls models write of their own
+// choosing. A VALUE's text is kept as written (a JSON parser would round a number past a double's range, or refuse
+// 1e999 outright).
+class JsonTextReader {
+ public:
+  explicit JsonTextReader(std::string_view text) : t_(text) {}
+
+  // A required list's calls, or false when the text is not a whole list (cut short).
   bool read(std::vector<std::pair<std::string, std::string>>& calls) {
     if (!take('[')) return false;
     do {
@@ -132,18 +135,45 @@ class CallsReader {
         return false;
       calls.emplace_back(std::move(name), std::string(arguments));
     } while (take(','));
-    return take(']') && (skip_space(), at_ == t_.size());
+    return take(']') && at_end();
   }
 
- private:
-  void skip_space() {
-    while (at_ < t_.size() && (t_[at_] == ' ' || t_[at_] == '\t' || t_[at_] == '\n' || t_[at_] == '\r')) ++at_;
+  // One call as a model writes it: an object with a non-empty string "name" and an object "arguments" (hermes) or
+  // "parameters" (llama3_json), in any order, other members ignored; no arguments is {}. False when the text here
+  // is not such an object, or not JSON.
+  bool call(std::string& name, std::string& arguments) {
+    name.clear();
+    arguments = "{}";
+    if (!take('{')) return false;
+    do {
+      std::string k;
+      std::string_view v;
+      if (!string(k) || !take(':') || !value(v)) return false;
+      if (k == "name") {
+        JsonTextReader n(v);
+        if (!n.string(name)) return false;
+      } else if (k == "arguments" || k == "parameters") {
+        if (v[0] != '{') return false;
+        arguments = std::string(v);
+      }
+    } while (take(','));
+    return take('}') && !name.empty();
   }
+
   bool take(char c) {
     skip_space();
     if (at_ >= t_.size() || t_[at_] != c) return false;
     ++at_;
     return true;
+  }
+  bool at_end() {
+    skip_space();
+    return at_ == t_.size();
+  }
+
+ private:
+  void skip_space() {
+    while (at_ < t_.size() && is_space(t_[at_])) ++at_;
   }
   bool key(const char* name) {
     std::string k;
@@ -168,56 +198,168 @@ class CallsReader {
     at_ = end;
     return true;
   }
-  // Any value: a string, an object or array (brackets counted outside strings), or a number or literal.
-  bool value(std::string_view& out) {
+  // Any JSON value, its text kept as written; false where the text here is not one (or nests past kMaxDepth).
+  bool value(std::string_view& out, int depth = 0) {
     skip_space();
     const size_t begin = at_;
-    if (at_ >= t_.size()) return false;
-    if (t_[at_] == '"') {
-      const size_t end = string_end();
-      if (end == std::string_view::npos) return false;
-      at_ = end;
-    } else if (t_[at_] == '{' || t_[at_] == '[') {
-      int depth = 0;
-      for (; at_ < t_.size(); ++at_) {
-        const char c = t_[at_];
-        if (c == '"') {
-          const size_t end = string_end();
-          if (end == std::string_view::npos) return false;
-          at_ = end - 1;
-        } else if (c == '{' || c == '[') {
-          ++depth;
-        } else if ((c == '}' || c == ']') && --depth == 0) {
-          ++at_;
-          break;
-        }
+    if (at_ >= t_.size() || depth > kMaxDepth) return false;
+    std::string s;
+    std::string_view v;
+    if (t_[at_] == '{') {
+      ++at_;
+      if (!take('}')) {
+        do {
+          if (!string(s) || !take(':') || !value(v, depth + 1)) return false;
+        } while (take(','));
+        if (!take('}')) return false;
       }
-      if (depth != 0) return false;
-    } else {
-      while (at_ < t_.size() && std::string_view(",}] \t\n\r").find(t_[at_]) == std::string_view::npos) ++at_;
+    } else if (t_[at_] == '[') {
+      ++at_;
+      if (!take(']')) {
+        do {
+          if (!value(v, depth + 1)) return false;
+        } while (take(','));
+        if (!take(']')) return false;
+      }
+    } else if (t_[at_] == '"') {
+      if (!string(s)) return false;
+    } else if (!literal() && !number()) {
+      return false;
     }
     out = t_.substr(begin, at_ - begin);
-    return !out.empty();
+    return true;
+  }
+  bool literal() {
+    for (std::string_view word : {"true", "false", "null"}) {
+      if (t_.substr(at_).starts_with(word)) {
+        at_ += word.size();
+        return true;
+      }
+    }
+    return false;
+  }
+  // -? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?, any size (1e999 too: JSON allows it).
+  bool number() {
+    auto digits = [this] {
+      const size_t from = at_;
+      while (at_ < t_.size() && t_[at_] >= '0' && t_[at_] <= '9') ++at_;
+      return at_ > from;
+    };
+    auto next_is = [this](std::string_view chars) {
+      return at_ < t_.size() && chars.find(t_[at_]) != std::string_view::npos;
+    };
+    if (next_is("-")) ++at_;
+    if (next_is("0")) ++at_;
+    else if (!digits()) return false;
+    if (next_is(".") && (++at_, !digits())) return false;
+    if (next_is("eE")) {
+      ++at_;
+      if (next_is("+-")) ++at_;
+      if (!digits()) return false;
+    }
+    return true;
   }
 
+  static constexpr int kMaxDepth = 256;
   std::string_view t_;
   size_t at_ = 0;
 };
 
+json call_json(const std::string& id_prefix, size_t index, const std::string& name, std::string arguments) {
+  return json{{"id", id_prefix + std::to_string(index)},
+              {"type", "function"},
+              {"function", {{"name", name}, {"arguments", std::move(arguments)}}}};
+}
+
+constexpr std::string_view kHermesOpen = "<tool_call>", kHermesClose = "</tool_call>";
+constexpr std::string_view kPythonTag = "<|python_tag|>";
+
+// hermes: every <tool_call> block (the last may be left open, where the model stopped without closing it).
+bool read_hermes(std::string_view text, size_t first, const std::string& id_prefix, ParsedReply& out) {
+  for (size_t at = first; at != std::string_view::npos;) {
+    const size_t body = at + kHermesOpen.size();
+    const size_t close = text.find(kHermesClose, body);
+    JsonTextReader r(text.substr(body, close == std::string_view::npos ? close : close - body));
+    std::string name, arguments;
+    if (!r.call(name, arguments) || !r.at_end()) return false;
+    out.calls.push_back(call_json(id_prefix, out.calls.size(), name, std::move(arguments)));
+    at = close == std::string_view::npos ? close : text.find(kHermesOpen, close + kHermesClose.size());
+  }
+  size_t end = first;
+  while (end > 0 && is_space(text[end - 1])) --end;
+  out.content = text.substr(0, end);
+  return true;
+}
+
+// llama3_json: the reply is calls separated by ';' (vLLM's writes "; "), after <|python_tag|> or not.
+bool read_llama3_json(std::string_view text, const std::string& id_prefix, ParsedReply& out) {
+  size_t at = 0;
+  while (at < text.size() && is_space(text[at])) ++at;
+  if (text.substr(at).starts_with(kPythonTag)) at += kPythonTag.size();
+  else if (at == text.size() || text[at] != '{') return false;
+  JsonTextReader r(text.substr(at));
+  do {
+    std::string name, arguments;
+    if (!r.call(name, arguments)) return false;
+    out.calls.push_back(call_json(id_prefix, out.calls.size(), name, std::move(arguments)));
+  } while (r.take(';'));
+  return r.at_end();
+}
+
 }  // namespace
 
 json tool_calls_of(const std::string& text, const std::string* name, const std::string& id_prefix) {
-  auto call = [&](size_t index, const std::string& fname, std::string arguments) {
-    return json{{"id", id_prefix + std::to_string(index)},
-                {"type", "function"},
-                {"function", {{"name", fname}, {"arguments", std::move(arguments)}}}};
-  };
-  if (name != nullptr) return json::array({call(0, *name, text)});
+  if (name != nullptr) return json::array({call_json(id_prefix, 0, *name, text)});
   std::vector<std::pair<std::string, std::string>> read;
   json calls = json::array();
-  if (!CallsReader(text).read(read)) return calls;  // cut short (the schema allows nothing else)
-  for (auto& [fname, arguments] : read) calls.push_back(call(calls.size(), fname, std::move(arguments)));
+  if (!JsonTextReader(text).read(read)) return calls;  // cut short (the schema allows nothing else)
+  for (auto& [fname, arguments] : read)
+    calls.push_back(call_json(id_prefix, calls.size(), fname, std::move(arguments)));
   return calls;
+}
+
+bool tool_call_parser_named(std::string_view name, ToolCallParser& parser) {
+  if (name == "hermes") parser = ToolCallParser::kHermes;
+  else if (name == "llama3_json") parser = ToolCallParser::kLlama3Json;
+  else return false;
+  return true;
+}
+
+ParsedReply parse_tool_calls(ToolCallParser parser, std::string_view text, const std::string& id_prefix) {
+  ParsedReply out;
+  bool read = false;
+  if (parser == ToolCallParser::kHermes) {
+    const size_t first = text.find(kHermesOpen);
+    read = first != std::string_view::npos && read_hermes(text, first, id_prefix, out);
+  } else if (parser == ToolCallParser::kLlama3Json) {
+    read = read_llama3_json(text, id_prefix, out);
+  }
+  if (!read) return ParsedReply{std::string(text), json::array()};
+  return out;
+}
+
+size_t settled_content(ToolCallParser parser, std::string_view text) {
+  if (parser == ToolCallParser::kLlama3Json) {  // a reply that begins as a call may be one until it ends
+    size_t at = 0;
+    while (at < text.size() && is_space(text[at])) ++at;
+    const std::string_view rest = text.substr(at);
+    const bool may_call =
+        rest.empty() || rest[0] == '{' || rest.starts_with(kPythonTag) || kPythonTag.starts_with(rest);
+    return may_call ? 0 : text.size();
+  }
+  if (parser != ToolCallParser::kHermes) return text.size();
+  size_t end = text.find(kHermesOpen);
+  if (end == std::string_view::npos) {  // a tail that may still become <tool_call> waits
+    end = text.size();
+    for (size_t k = std::min(kHermesOpen.size() - 1, text.size()); k > 0; --k) {
+      if (kHermesOpen.starts_with(text.substr(text.size() - k))) {
+        end = text.size() - k;
+        break;
+      }
+    }
+  }
+  while (end > 0 && is_space(text[end - 1])) --end;
+  return end;
 }
 
 }  // namespace kvshare::server

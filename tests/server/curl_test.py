@@ -1030,6 +1030,73 @@ class ServerTest(unittest.TestCase):
                     self.assertEqual(code, 200, out)
                     self.assertEqual(json.loads(out)["usage"]["prompt_tokens"], len(tokens))
 
+    def test_tool_call_parser_reads_the_models_own_calls(self):
+        # tool_choice "auto" (the default with tools) on a server started with --tool-call-parser hermes: the calls
+        # the model writes in <tool_call> blocks come back as tool_calls, the text before them as content, and
+        # finish_reason "tool_calls"; a reply without calls stays text. stories260K cannot choose to call, so a choice
+        # constraint writes what a model that chose would. Streamed, the deltas add up to the whole reply.
+        call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo", "days": 2}}\n</tool_call>'
+        tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+        msgs = [{"role": "user", "content": "Weather in Oslo?"}]
+        gguf = os.path.join(serve_util.SHARED, "models", "stories260K", "stories260K.gguf")
+        for bad in [["--tool-call-parser", "nope"], ["--enable-auto-tool-choice"]]:
+            proc = subprocess.run([serve_util.kvshare_bin(), "serve", "--model", gguf, "--port", "0"] + bad,
+                                  capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(proc.returncode, 0)
+            self.assertIn("hermes, llama3_json", proc.stderr)
+        # A template that writes calls as Hugging Face's do, arguments with tojson.
+        template = ("{%- for m in messages -%}{{- m.role + ': ' -}}{%- for c in m.tool_calls or [] -%}"
+                    "{{- c.function.name + c.function.arguments | tojson -}}{%- endfor -%}{{- m.content or '' -}}"
+                    "{{- ' | ' -}}{%- endfor -%}assistant: ")
+        with tempfile.NamedTemporaryFile("w", suffix=".jinja") as f:
+            f.write(template)
+            f.flush()
+            with serve_util.Server("--tool-call-parser", "hermes", "--chat-template", f.name, model=gguf) as s:
+                def chat(reply, **extra):
+                    body = dict({"messages": msgs, "tools": tools, "max_tokens": 90,
+                                 "structured_outputs": {"choice": [reply]}}, **extra)
+                    code, _, out = curl(s.url + "/v1/chat/completions", body)
+                    self.assertEqual(code, 200, out)
+                    whole = json.loads(out)["choices"][0]
+                    code, _, text = curl(s.url + "/v1/chat/completions", dict(body, stream=True))
+                    self.assertEqual(code, 200, text)
+                    content, calls, finish = "", [], None
+                    for e in sse_events(text):
+                        if isinstance(e, dict) and e.get("choices"):
+                            delta = e["choices"][0]["delta"]
+                            content += delta.get("content") or ""
+                            calls += delta.get("tool_calls", [])
+                            finish = e["choices"][0]["finish_reason"] or finish
+                    self.assertEqual(content, whole["message"]["content"] or "")
+                    made = whole["message"].get("tool_calls", [])  # (ids are each response's)
+                    self.assertEqual([(c["index"], c["type"], c["function"]) for c in calls],
+                                     [(i, c["type"], c["function"]) for i, c in enumerate(made)])
+                    self.assertEqual(finish, whole["finish_reason"])
+                    return whole
+
+                c = chat(call)
+                self.assertEqual((c["finish_reason"], c["message"]["content"]), ("tool_calls", None), c)
+                [made] = c["message"]["tool_calls"]
+                self.assertEqual((made["type"], made["function"]["name"]), ("function", "get_weather"))
+                self.assertTrue(made["id"].startswith("call_"))
+                self.assertEqual(json.loads(made["function"]["arguments"]), {"city": "Oslo", "days": 2})
+                c = chat("OK.\n" + call.replace(', "days": 2', ""))
+                self.assertEqual(c["message"]["content"], "OK.")
+                self.assertEqual(len(c["message"]["tool_calls"]), 1)
+                for reply, extra in [("It is <b>sunny</b>.", {}), (call, {"tool_choice": "none"}),
+                                     ("<tool_call>\n{\"name\": \"get_weather\", \"argu", {})]:
+                    c = chat(reply, **extra)
+                    self.assertEqual((c["finish_reason"], c["message"]["content"]), ("stop", reply), c)
+                    self.assertNotIn("tool_calls", c["message"])
+                # The conversation goes on: the call sent back as the client got it (its arguments JSON text), and the
+                # tool's answer. The template writes the arguments as the model did, not as a quoted string.
+                follow = msgs + [{"role": "assistant", "content": None, "tool_calls": [made]},
+                                 {"role": "tool", "tool_call_id": made["id"], "content": "-3 C"}]
+                code, _, out = curl(s.url + "/tokenize", {"messages": follow, "tools": tools})
+                self.assertEqual(code, 200, out)
+                prompt = json.loads(curl(s.url + "/detokenize", {"tokens": json.loads(out)["tokens"]})[2])["prompt"]
+                self.assertIn('assistant: get_weather{"city": "Oslo", "days": 2} | tool: -3 C | assistant: ', prompt)
+
     def test_continue_final_message_cuts_as_hugging_face_does(self):
         # The server looked for the final message's text unstripped: a template that trims it (as Llama 3's does)
         # hid "Sure:\n", nothing was cut, and the model was given a closed turn to follow, without an error.

@@ -302,6 +302,49 @@ test('tool_choice: a named function and "required" give tool_calls the SDK parse
   }
 });
 
+test('--tool-call-parser hermes: calls the model writes itself arrive as tool_calls the SDK parses, and go back',
+  { skip }, async () => {
+  const stories = await startServer(['--tool-call-parser', 'hermes'],
+    path.join(shared, 'models', 'stories260K', 'stories260K.gguf'));
+  try {
+    const c = new OpenAI({ apiKey: 'none', baseURL: `${stories.url}/v1`, maxRetries: 0 });
+    const tools = [{ type: 'function', function: { name: 'get_weather', strict: true, parameters: { type: 'object',
+      additionalProperties: false, required: ['city'], properties: { city: { type: 'string' } } } } }];
+    // tool_choice "auto" is the default with tools. stories260K cannot choose to call, so a choice constraint writes
+    // what a model that chose would, in the hermes format.
+    const written = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>';
+    const request = { model: 'stories260K.gguf', max_completion_tokens: 90, tools,
+      messages: [{ role: 'user', content: 'Weather in Oslo?' }], structured_outputs: { choice: [written] } };
+    const parsed = await c.chat.completions.parse(request);
+    const ch = parsed.choices[0];
+    assert.equal(ch.finish_reason, 'tool_calls');
+    assert.equal(ch.message.content, null);
+    assert.equal(ch.message.tool_calls.length, 1);
+    assert.equal(ch.message.tool_calls[0].function.name, 'get_weather');
+    assert.deepEqual(ch.message.tool_calls[0].function.parsed_arguments, { city: 'Oslo' });
+    // Streamed, the SDK's helper puts the same call together.
+    const final = await c.chat.completions.stream(request).finalChatCompletion();
+    assert.equal(final.choices[0].finish_reason, 'tool_calls');
+    const fn = (t) => [t.function.name, t.function.arguments];
+    assert.deepEqual(final.choices[0].message.tool_calls.map(fn), ch.message.tool_calls.map(fn));
+    // The reply goes back into the conversation as the SDK gives it, with the tool's answer.
+    const call = ch.message.tool_calls[0];
+    const next = await c.chat.completions.create({ model: 'stories260K.gguf', max_completion_tokens: 4, tools,
+      messages: [...request.messages, { role: 'assistant', content: null, tool_calls: [{ id: call.id, type: 'function',
+        function: { name: call.function.name, arguments: call.function.arguments } }] },
+      { role: 'tool', tool_call_id: call.id, content: '-3 C' }] });
+    assert.ok(next.usage.prompt_tokens > parsed.usage.prompt_tokens);
+    // A reply without calls is text.
+    const text = await c.chat.completions.create({ ...request, structured_outputs: { choice: ['Sunny.'] } });
+    assert.equal(text.choices[0].message.content, 'Sunny.');
+    assert.equal(text.choices[0].message.tool_calls, undefined);
+  } finally {
+    const exited = new Promise((resolve) => stories.proc.on('exit', resolve));
+    stories.proc.kill('SIGTERM');
+    await exited;
+  }
+});
+
 test('errors arrive as the SDK\'s typed errors', { skip }, async () => {
   await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'x', temperature: 5 }),
     (e) => e instanceof OpenAI.BadRequestError && e.status === 400 && /temperature/.test(e.message));
