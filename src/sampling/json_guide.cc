@@ -1,6 +1,7 @@
 #include "sampling/json_guide.h"
 
 #include <algorithm>
+#include <bit>
 #include <string>
 
 namespace kvshare {
@@ -592,6 +593,17 @@ Result<std::shared_ptr<const JsonRules>> JsonRules::make(std::shared_ptr<const J
 
 namespace {
 
+// Orders distinct token ids in O(vocabulary / 64 + ids): inside a string the walk finds most of a 50,000-token
+// vocabulary, which std::sort took a third of the place's time to order.
+void sort_ids(std::vector<int32_t>& ids, int32_t vocab_size) {
+  if (ids.size() < 256) return std::sort(ids.begin(), ids.end());
+  std::vector<uint64_t> bits((static_cast<size_t>(vocab_size) + 63) / 64, 0);
+  for (int32_t id : ids) bits[static_cast<size_t>(id) / 64] |= uint64_t{1} << (id % 64);
+  ids.clear();
+  for (size_t w = 0; w < bits.size(); ++w)
+    for (uint64_t b = bits[w]; b != 0; b &= b - 1) ids.push_back(static_cast<int32_t>(w * 64 + std::countr_zero(b)));
+}
+
 // shared[i]: the bytes the text of tokens[i] shares with that of tokens[i - 1] (0 for the first).
 std::vector<uint16_t> shared_bytes(const TokenTexts& vocab, const std::vector<int32_t>& tokens) {
   std::vector<uint16_t> shared(tokens.size(), 0);
@@ -659,17 +671,15 @@ void JsonRules::compute(const JsonPrefix& state, bool drop_first_space, std::vec
       s = state;  // (assigned: no allocation)
       if (!t.empty() && s.feed(t)) out.push_back(id);
     }
-    std::sort(out.begin(), out.end());
-    return;
+    return sort_ids(out, vocab().size());
   }
   const std::optional<uint32_t> room = state.string_room();
   if (!room.has_value()) {
     walk(state, v.sorted_, v.shared_, out);
-    std::sort(out.begin(), out.end());
-    return;
+    return sort_ids(out, vocab().size());
   }
   walk(state, v.string_other_, v.string_other_shared_, out);
-  std::sort(out.begin(), out.end());
+  sort_ids(out, vocab().size());
   const size_t others = out.size();
   if (*room >= v.string_text_most_characters_) {
     out.insert(out.end(), v.string_text_.begin(), v.string_text_.end());
