@@ -1,5 +1,7 @@
 #include "sampling/json_guide.h"
 
+#include "sampling/json_pattern.h"
+
 #include <algorithm>
 #include <bit>
 #include <string>
@@ -62,6 +64,12 @@ std::optional<uint32_t> JsonPath::string_room() const {
   const JsonSchema::Node& n = node_of(top());
   if (n.format != StringFormat::kNone || n.pattern) return std::nullopt;  // (not any text: each character is checked)
   return n.max_length == UINT32_MAX ? UINT32_MAX : n.max_length - top().a;
+}
+
+const std::bitset<128>* JsonPath::pattern_safe_characters() const {
+  if (depth_ == 0 || top().phase != Phase::kString || top().node < 0) return nullptr;
+  const JsonSchema::Node& n = node_of(top());
+  return n.pattern ? &n.pattern->safe_characters(value_text_) : nullptr;
 }
 
 uint32_t JsonPath::string_text_characters(std::string_view text) {
@@ -534,6 +542,11 @@ std::optional<uint32_t> JsonPrefix::string_room() const {
   return room;
 }
 
+void JsonPrefix::pattern_safe_characters(std::vector<const std::bitset<128>*>& out) const {
+  for (const JsonPath& p : paths_)
+    if (const std::bitset<128>* safe = p.pattern_safe_characters(); safe != nullptr && safe->any()) out.push_back(safe);
+}
+
 bool JsonPrefix::inside_string() const {
   return std::all_of(paths_.begin(), paths_.end(), [](const JsonPath& p) { return p.inside_string(); });
 }
@@ -626,6 +639,11 @@ JsonVocabulary::JsonVocabulary(const TokenTexts& vocab) : vocab_(vocab) {
     return vocab.text(a) != vocab.text(b) ? vocab.text(a) < vocab.text(b) : a < b;
   });
   shared_ = shared_bytes(vocab, sorted_);
+  for (int32_t id : sorted_) {
+    std::bitset<128> chars;
+    for (char c : vocab.text(id)) chars.set(Pattern::writable(c) ? static_cast<size_t>(c) : size_t{'"'});
+    sorted_chars_.push_back(chars);
+  }
   // Text that never leaves the string does the same wherever it stands in one (a key or a value, at any depth), but
   // for the characters it adds to a string of bounded length. A token that leaves it and comes back (":\"\",\"") is
   // not such text: where it lands depends on the place.
@@ -675,7 +693,9 @@ void JsonRules::compute(const JsonPrefix& state, bool drop_first_space, std::vec
   }
   const std::optional<uint32_t> room = state.string_room();
   if (!room.has_value()) {
-    walk(state, v.sorted_, v.shared_, out);
+    std::vector<const std::bitset<128>*> safe;
+    state.pattern_safe_characters(safe);
+    walk(state, v.sorted_, v.shared_, out, safe.empty() ? nullptr : v.sorted_chars_.data(), safe);
     return sort_ids(out, vocab().size());
   }
   walk(state, v.string_other_, v.string_other_shared_, out);
@@ -693,14 +713,22 @@ void JsonRules::compute(const JsonPrefix& state, bool drop_first_space, std::vec
 // In text order, each token's bytes are read on from the place its first bytes, shared with the token before,
 // reached: the tokens are walked as a trie, and the tokens below a refused prefix are passed over at once.
 void JsonRules::walk(const JsonPrefix& state, const std::vector<int32_t>& tokens,
-                     const std::vector<uint16_t>& shared_with_previous, std::vector<int32_t>& out) const {
+                     const std::vector<uint16_t>& shared_with_previous, std::vector<int32_t>& out,
+                     const std::bitset<128>* chars, const std::vector<const std::bitset<128>*>& safe) const {
   std::vector<JsonPrefix> at(vocab().max_length() + 1, state);  // at[k]: the place after the first k bytes
-  size_t known = 0;          // at[0..known] hold the previous token's places
-  size_t refused = SIZE_MAX; // the previous token's byte that was refused (SIZE_MAX: none)
+  size_t known = 0;          // at[0..known] hold the places of the last token read
+  size_t refused = SIZE_MAX; // the last token's byte that was refused (SIZE_MAX: none)
   for (size_t i = 0; i < tokens.size(); ++i) {
     const std::string& t = vocab().text(tokens[i]);
     const size_t shared = shared_with_previous[i];
     if (refused != SIZE_MAX && shared > refused) continue;  // it starts with the refused bytes too
+    if (chars != nullptr &&
+        std::any_of(safe.begin(), safe.end(), [&](const std::bitset<128>* s) { return (chars[i] & ~*s).none(); })) {
+      out.push_back(tokens[i]);  // unread: at[] holds the last token read's places, as far as this one shares them
+      known = std::min(known, shared);
+      refused = SIZE_MAX;
+      continue;
+    }
     size_t k = std::min(shared, known);
     refused = SIZE_MAX;
     for (; k < t.size(); ++k) {

@@ -53,6 +53,9 @@ class JsonPath {
   std::optional<uint32_t> string_room() const;
   // The characters string text (whole characters and escapes) adds to a string.
   static uint32_t string_text_characters(std::string_view text);
+  // Inside a string under a pattern: the characters text made of them alone may add, unread
+  // (Pattern::safe_characters). nullptr elsewhere.
+  const std::bitset<128>* pattern_safe_characters() const;
   // Whether this is inside a string (also within an escape or a character).
   bool inside_string() const { return depth_ > 0 && top().phase == Phase::kString; }
 
@@ -179,6 +182,8 @@ class JsonPrefix {
   std::optional<uint32_t> string_room() const;
   // The characters string text (whole characters and escapes) adds to a string.
   static uint32_t string_text_characters(std::string_view text) { return JsonPath::string_text_characters(text); }
+  // The ways that stand inside a string under a pattern: text made of one's safe characters alone goes on that way.
+  void pattern_safe_characters(std::vector<const std::bitset<128>*>& out) const;
   // Whether this is inside a string (also within an escape or a character), every way it is read.
   bool inside_string() const;
   // How many ways it is read (1 but after the start of a union's value that alternatives may begin alike).
@@ -215,6 +220,9 @@ class JsonVocabulary {
   const TokenTexts& vocab_;
   std::vector<int32_t> sorted_;  // the tokens with text, by text
   std::vector<uint16_t> shared_; // shared_[i]: bytes sorted_[i]'s text shares with sorted_[i - 1]'s
+  // sorted_chars_[i]: the characters of sorted_[i]'s text, where it is written in a string under a pattern alone
+  // (printable ASCII but '"' and '\\'); else '"', which no pattern's safe characters hold.
+  std::vector<std::bitset<128>> sorted_chars_;
   // Inside a string most tokens are text that leaves the place as it is (most of a 50,000-token vocabulary): those
   // (by id) are taken at once, and only the others (by text, with their shared bytes) are walked.
   std::vector<int32_t> string_text_;
@@ -247,9 +255,11 @@ class JsonRules {
  private:
   void compute(const JsonPrefix& state, bool drop_first_space, std::vector<int32_t>& out) const;
   // The tokens of `tokens` (in text order; shared[i]: bytes token i's text shares with token i - 1's) whose text
-  // `state` reads on, appended to `out`.
+  // `state` reads on, appended to `out`. With `chars` (token i's characters, JsonVocabulary::sorted_chars_), a token
+  // whose characters are all safe for one of `safe` is taken unread.
   void walk(const JsonPrefix& state, const std::vector<int32_t>& tokens, const std::vector<uint16_t>& shared,
-            std::vector<int32_t>& out) const;
+            std::vector<int32_t>& out, const std::bitset<128>* chars = nullptr,
+            const std::vector<const std::bitset<128>*>& safe = {}) const;
 
   std::shared_ptr<const JsonVocabulary> vocab_;
   std::shared_ptr<const JsonSchema> schema_;

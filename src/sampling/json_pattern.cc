@@ -1,6 +1,7 @@
 #include "sampling/json_pattern.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace kvshare {
 
@@ -395,7 +396,7 @@ Result<std::shared_ptr<const Pattern>> Pattern::compile(std::string_view regex) 
     return invalid_argument("pattern: a character may lead to too many places in it (" + std::to_string(closure) +
                             " closure entries, at most " + std::to_string(kMaxClosure) + "; optional pieces in a row "
                             "such as (?:.?){250} make this grow): simplify it, e.g. .{0,250}");
-  if (std::all_of(p->start_.begin(), p->start_.end(), [](char c) { return c == 0; }))
+  if (std::all_of(p->start_set_.begin(), p->start_set_.end(), [](char c) { return c == 0; }))
     return invalid_argument("pattern: no text this server writes matches it (a string under a pattern is written "
                             "in printable ASCII, without '\"' or '\\')");
   return std::shared_ptr<const Pattern>(std::move(p));
@@ -442,27 +443,31 @@ void Pattern::finish() {
       }
     }
   }
-  start_.assign((n + 7) / 8, '\0');
+  start_set_.assign((n + 7) / 8, '\0');
   for (int32_t t : closure_[static_cast<size_t>(entry_)])
-    if (live_[static_cast<size_t>(t)]) start_[static_cast<size_t>(t) >> 3] |= static_cast<char>(1 << (t & 7));
+    if (live_[static_cast<size_t>(t)]) start_set_[static_cast<size_t>(t) >> 3] |= static_cast<char>(1 << (t & 7));
+  std::lock_guard<std::mutex> lock(mutex_);
+  start_ = place_of(state_of(start_set_));  // state 0
   for (size_t s = 0; s < n; ++s)
     if (live_[s] && !states_[s].split && states_[s].chars.count() == 1)
       for (int c = 0; c < 128; ++c)
         if (states_[s].chars.test(static_cast<size_t>(c))) forced_.set(static_cast<size_t>(c));
 }
 
-bool Pattern::step(std::string& set, char c) const {
-  if (!writable(c)) return false;
-  thread_local std::string key;  // (the set and the character: assigned, so no allocation per step)
-  key.assign(set);
-  key += c;
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (auto it = cache_.find(key); it != cache_.end()) {
-      set.assign(it->second);
-      return set.find_first_not_of('\0') != std::string::npos;
-    }
-  }
+Pattern::DfaState::DfaState() {
+  for (std::atomic<int32_t>& n : next) n.store(kUnknown, std::memory_order_relaxed);
+}
+
+std::string Pattern::place_of(int32_t id) { return std::string(reinterpret_cast<const char*>(&id), sizeof id); }
+
+int32_t Pattern::id_of(const std::string& place) {
+  if (place.size() != sizeof(int32_t)) return -1;
+  int32_t id;
+  std::memcpy(&id, place.data(), sizeof id);
+  return id;
+}
+
+std::string Pattern::next_set(const std::string& set, char c) const {
   char next[kMaxStates / 8 + 1] = {};
   bool any = false;
   for (size_t s = 0; s < states_.size(); ++s) {
@@ -475,13 +480,106 @@ bool Pattern::step(std::string& set, char c) const {
       any = true;
     }
   }
-  set.assign(next, set.size());
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  if (cache_.size() >= kMaxCached) cache_.clear();
-  cache_.emplace(key, set);
-  return any;
+  return any ? std::string(next, set.size()) : std::string();
 }
 
-bool Pattern::matches(const std::string& set) const { return (set[static_cast<size_t>(match_) >> 3] >> (match_ & 7)) & 1; }
+int32_t Pattern::state_of(const std::string& set) const {
+  if (auto it = ids_.find(set); it != ids_.end()) return it->second;
+  if (dfa_size_ == kMaxDfaStates) return kNoRoom;
+  const int32_t id = dfa_size_++;
+  if (id % kDfaChunk == 0) {
+    owned_.push_back(std::make_unique<DfaState[]>(kDfaChunk));
+    chunks_[static_cast<size_t>(id / kDfaChunk)].store(owned_.back().get(), std::memory_order_release);
+  }
+  DfaState& d = dfa(id);
+  d.set = set;
+  d.matches = (set[static_cast<size_t>(match_) >> 3] >> (match_ & 7)) & 1;
+  ids_.emplace(set, id);
+  return id;
+}
+
+int32_t Pattern::add_step(int32_t from, char c) const {
+  std::atomic<int32_t>& slot = dfa(from).next[static_cast<size_t>(c - 0x20)];
+  if (const int32_t known = slot.load(std::memory_order_acquire); known != kUnknown) return known;
+  const std::string set = next_set(dfa(from).set, c);
+  const int32_t to = set.empty() ? kDead : state_of(set);
+  if (to != kNoRoom) slot.store(to, std::memory_order_release);
+  return to;
+}
+
+bool Pattern::step(std::string& place, char c) const {
+  if (!writable(c)) return false;
+  const int32_t id = id_of(place);
+  if (id >= 0) {
+    int32_t to = dfa(id).next[static_cast<size_t>(c - 0x20)].load(std::memory_order_acquire);
+    if (to == kUnknown) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      to = add_step(id, c);
+    }
+    if (to == kDead) return false;
+    if (to >= 0) {
+      std::memcpy(place.data(), &to, sizeof to);
+      return true;
+    }
+  }
+  // A set the DFA has no room for (or one step past the DFA's last state): the NFA's step, not kept.
+  const std::string set = next_set(id >= 0 ? dfa(id).set : place.substr(1, start_set_.size()), c);
+  if (set.empty()) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (const auto it = ids_.find(set); it != ids_.end()) {
+    place = place_of(it->second);
+  } else {
+    place = kRawPlace + set;
+    if (place.size() == sizeof(int32_t)) place += '\0';  // (a raw place is never as long as a state's)
+  }
+  return true;
+}
+
+bool Pattern::matches(const std::string& place) const {
+  const int32_t id = id_of(place);
+  if (id >= 0) return dfa(id).matches;
+  return (place[1 + (static_cast<size_t>(match_) >> 3)] >> (match_ & 7)) & 1;
+}
+
+const std::bitset<128>& Pattern::safe_characters(const std::string& place) const {
+  static const std::bitset<128> none;
+  const int32_t id = id_of(place);
+  if (id < 0) return none;
+  DfaState& d = dfa(id);
+  if (d.has_safe.load(std::memory_order_acquire)) return d.safe;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (d.has_safe.load(std::memory_order_relaxed)) return d.safe;
+  // From all written characters, take away those that lead some state reachable with the rest to no live state,
+  // until none does; give up (none) where the region outgrows the DFA.
+  std::bitset<128> safe;
+  for (int c = 0x20; c < 0x7F; ++c)
+    if (writable(static_cast<char>(c))) safe.set(static_cast<size_t>(c));
+  for (bool changed = true; changed && safe.any();) {
+    changed = false;
+    std::vector<int32_t> region = {id};
+    std::vector<bool> seen(static_cast<size_t>(kMaxDfaStates));
+    seen[static_cast<size_t>(id)] = true;
+    for (size_t i = 0; i < region.size() && !changed; ++i) {
+      for (int c = 0x20; c < 0x7F; ++c) {
+        if (!safe.test(static_cast<size_t>(c))) continue;
+        const int32_t to = add_step(region[i], static_cast<char>(c));
+        if (to == kNoRoom) {
+          safe.reset();
+          break;
+        }
+        if (to == kDead) {
+          safe.reset(static_cast<size_t>(c));
+          changed = true;
+        } else if (!seen[static_cast<size_t>(to)]) {
+          seen[static_cast<size_t>(to)] = true;
+          region.push_back(to);
+        }
+      }
+    }
+  }
+  d.safe = safe;
+  d.has_safe.store(true, std::memory_order_release);
+  return d.safe;
+}
 
 }  // namespace kvshare

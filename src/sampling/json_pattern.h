@@ -1,5 +1,5 @@
 // A JSON schema's "pattern" (an ECMA-262 regular expression that a string must match somewhere, unless anchored),
-// compiled to a Thompson NFA that JSON mode follows a character at a time. A string under a pattern is written in
+// compiled to a Thompson NFA, which JSON mode follows a character at a time as a DFA built as it is walked. A string under a pattern is written in
 // printable ASCII without '"' or '\' (no escapes), so its text is its value; a pattern that only other characters
 // could match is refused.
 //
@@ -11,6 +11,8 @@
 // patterns over kMaxStates states (counted repetitions are expanded) or kMaxClosure closure entries.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <bitset>
 #include <memory>
 #include <mutex>
@@ -33,13 +35,18 @@ class Pattern {
   // An error says what is not supported, or that no text written as above matches.
   static Result<std::shared_ptr<const Pattern>> compile(std::string_view regex);
 
-  // The NFA's live states as a set (bytes of a bitset), before any character.
+  // A place in the pattern, before any character: a state of its DFA (built as it is walked, a state per set of
+  // the NFA's live states met), held in a short string so that a JSON path copies and compares it cheaply.
   const std::string& start() const { return start_; }
-  // The set after character `c`; false when no state that can still reach a match remains (the text can no
+  // The place after character `c`; false when no state that can still reach a match remains (the text can no
   // longer match however it goes on) or `c` is not written under a pattern.
-  bool step(std::string& set, char c) const;
-  // Whether the text read to `set` matches.
-  bool matches(const std::string& set) const;
+  bool step(std::string& place, char c) const;
+  // Whether the text read to `place` matches.
+  bool matches(const std::string& place) const;
+  // The characters that can follow `place` in any number and order without the text losing every way to a match
+  // (at "the big ca" under cat|dog: all written ones; under ^[a-z]+@[a-z]+$ after "ab": a to z): a token of these
+  // characters alone may follow, unread. None where the DFA grew past kMaxDfaStates.
+  const std::bitset<128>& safe_characters(const std::string& place) const;
   // The characters some text needs at a place where nothing else will do ("A" in ^A[0-9]$): the vocabulary must
   // write each alone.
   const std::bitset<256>& forced() const { return forced_; }
@@ -64,13 +71,38 @@ class Pattern {
   int32_t entry_ = -1, match_ = -1;
   std::vector<std::vector<int32_t>> closure_;  // per state: the character and match states its splits lead to
   std::vector<bool> live_;                     // a character state from which the match state is reachable
-  std::string start_;
   std::bitset<256> forced_;
-  // Steps already taken, (set, character) -> set: a token walk meets the same few sets again and again, and a step
-  // costs up to kMaxClosure. Bounded (cleared when full); guarded, as a schema may be shared.
-  static constexpr size_t kMaxCached = 16384;
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::string> cache_;
+  // The DFA, built as it is walked. A state's steps are filled in as they are first taken (under the mutex) and read
+  // without it; its set and match bit never change once made. Past kMaxDfaStates states (sets such as .*a.{20}'s
+  // grow with 2^20), a place is its NFA set itself (kRawPlace and the set's bytes), and steps from it are not kept.
+  static constexpr int32_t kMaxDfaStates = 4096, kDfaChunk = 64;
+  static constexpr int32_t kUnknown = -2, kDead = -1, kNoRoom = -3;
+  static constexpr char kRawPlace = '\xff';
+  static constexpr int kWritable = 0x7F - 0x20;  // the characters a step may take: 0x20 to 0x7E
+  struct DfaState {
+    DfaState();
+    std::string set;
+    bool matches = false;
+    std::array<std::atomic<int32_t>, kWritable> next;  // per character - 0x20: a state, kDead or kUnknown
+    std::atomic<bool> has_safe{false};
+    std::bitset<128> safe;  // safe_characters, once has_safe
+  };
+  std::string next_set(const std::string& set, char c) const;  // the NFA's step (empty: no live state)
+  DfaState& dfa(int32_t id) const {
+    return chunks_[static_cast<size_t>(id / kDfaChunk)].load(std::memory_order_acquire)[id % kDfaChunk];
+  }
+  int32_t add_step(int32_t from, char c) const;   // (under the mutex) the step's target, kDead or kNoRoom
+  int32_t state_of(const std::string& set) const; // (under the mutex) its state, made if there is room; kNoRoom
+  static std::string place_of(int32_t id);
+  static int32_t id_of(const std::string& place);  // -1 for a raw place
+
+  std::string start_;  // the start set's place
+  std::string start_set_;
+  mutable std::mutex mutex_;
+  mutable std::unordered_map<std::string, int32_t> ids_;
+  mutable std::vector<std::unique_ptr<DfaState[]>> owned_;
+  mutable std::array<std::atomic<DfaState*>, kMaxDfaStates / kDfaChunk> chunks_{};
+  mutable int32_t dfa_size_ = 0;
 };
 
 }  // namespace kvshare

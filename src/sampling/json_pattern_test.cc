@@ -82,6 +82,65 @@ TEST(Pattern, RandomWalksEndInMatches) {
   }
 }
 
+// A pattern whose DFA outgrows kMaxDfaStates (the last 14 characters of a text of a and b are each a state of its
+// own): past the room, places are the NFA's sets themselves, and they still agree with std::regex.
+TEST(Pattern, PlacesPastTheDfasRoomStillAgree) {
+  const std::string re = "^(?:a|b)*a(?:a|b){13}$";
+  const auto p = compiled(re);
+  ASSERT_NE(p, nullptr);
+  const std::regex reference(re, std::regex::ECMAScript);
+  std::mt19937 rng(11);
+  int raw = 0;
+  for (int walk = 0; walk < 120; ++walk) {
+    std::string place = p->start(), text;
+    for (int step = 0; step < 80; ++step) {
+      const char c = "ab"[rng() % 2];
+      ASSERT_TRUE(p->step(place, c));
+      text += c;
+      raw += place.size() != sizeof(int32_t);
+      EXPECT_EQ(p->matches(place), std::regex_search(text, reference)) << text;
+    }
+    std::string dead = place;
+    EXPECT_FALSE(p->step(dead, 'c'));
+  }
+  EXPECT_GT(raw, 100);  // the room was outgrown
+}
+
+// The safe characters of a place: any text of them alone goes on (checked on random texts), and each other
+// written character ends every way to a match after some text of safe ones (here: at once or after one).
+TEST(Pattern, SafeCharactersNeverLeadToADeadEnd) {
+  struct Case {
+    std::string re, text, safe;  // safe: the expected characters, "*" for all written ones
+  };
+  std::string written;
+  for (int c = 0x20; c < 0x7F; ++c)
+    if (Pattern::writable(static_cast<char>(c))) written += static_cast<char>(c);
+  for (const Case& k : std::vector<Case>{{"cat|dog", "the big ca", "*"},
+                                         {"^[a-z]+@[a-z]+$", "ab", "abcdefghijklmnopqrstuvwxyz"},
+                                         {"^[a-z]+@[a-z]+$", "ab@c", "abcdefghijklmnopqrstuvwxyz"},
+                                         {"^.{0,5}$", "ab", ""},
+                                         {"^(ab)*$", "", ""},
+                                         {"x", "", "*"},
+                                         {"^x", "", "x"},  // once x is read, anything may follow
+                                         {"^x", "x", "*"}}) {
+    const auto p = compiled(k.re);
+    ASSERT_NE(p, nullptr);
+    const std::optional<std::string> place = run(*p, k.text);
+    ASSERT_TRUE(place.has_value()) << k.re << " " << k.text;
+    const std::bitset<128>& safe = p->safe_characters(*place);
+    std::string got;
+    for (char c : written)
+      if (safe.test(static_cast<size_t>(c))) got += c;
+    EXPECT_EQ(got, k.safe == "*" ? written : k.safe) << k.re << " at \"" << k.text << "\"";
+    std::mt19937 rng(5);
+    for (int t = 0; t < 200 && !got.empty(); ++t) {
+      std::string text = k.text;
+      for (int i = 0; i < 30; ++i) text += got[rng() % got.size()];
+      EXPECT_TRUE(run(*p, text).has_value()) << k.re << " on \"" << text << "\"";
+    }
+  }
+}
+
 TEST(Pattern, WhatItCannotFollowIsRefused) {
   for (const char* re : {"(a)\\1", "(?=a)b", "a(?!b)", "\\bword", "a^b", "(^a)", "(a$)b", "[z-a]", "(a", "a)", "*a",
                          "\\p{L}", "^\"$", "^\\\\$"}) {

@@ -644,3 +644,49 @@ TEST(JsonRules, AVocabularyThatCannotSpellTheSchemaIsRefused) {
 
 }  // namespace
 }  // namespace kvshare
+
+namespace kvshare {
+namespace {
+
+// Inside strings under patterns, tokens whose characters are all safe at the place are taken unread
+// (Pattern::safe_characters): the vocabulary walk still gives exactly the tokens whose every byte the place takes, at
+// places reached by random walks, for patterns whose places are safe for all, some or no characters, and for one
+// whose DFA outgrows its room.
+TEST(JsonRules, AllowedUnderPatternsEqualsEveryTokenTriedAlone) {
+  std::vector<std::string> texts = {"{", "}", "\"", "\":", ":", ",", " ", "\"text\"", "\"t", "ext", "\": \"",
+                                    "c", "ca", "cat", "at", "d", "dog", "og", "the", " big", "a", "b", "ab", "ba",
+                                    "abab", "bbbb", "@", "@x", "x@", "x", "xy", "z", "Z", "-", "1", "12", ".",
+                                    "cat\"", "\"}", "a\"}", "é", "\xc3", "\\", "\\n", "a b", "  "};
+  const size_t base = texts.size();
+  for (size_t i = 0; i < base; ++i) texts.push_back(texts[i]);  // the same texts again: every id is offered
+  const TokenTexts vocab(texts, false);
+  auto vocabulary = std::make_shared<const JsonVocabulary>(vocab);
+  for (const std::string pattern : {"cat|dog", "^[a-z]+@[a-z]+$", "^.{0,3}$", "^(?:a|b)*a(?:a|b){13}$", "^x", "b$"}) {
+    const nlohmann::json schema_json = {{"type", "object"},
+                                        {"properties", {{"text", {{"type", "string"}, {"pattern", pattern}}}}},
+                                        {"required", {"text"}}, {"additionalProperties", false}};
+    const auto schema = compiled(schema_json.dump());
+    ASSERT_NE(schema, nullptr) << pattern;
+    const JsonRules rules(vocabulary, schema, false);
+    std::mt19937 rng(9);
+    int in_string = 0;
+    for (int walk = 0; walk < 60; ++walk) {
+      JsonPrefix p = rules.start();
+      for (int step = 0; step < 40 && !p.complete(); ++step) {
+        std::vector<int32_t> expected;
+        for (int32_t id = 0; id < vocab.size(); ++id) {
+          JsonPrefix q = p;
+          if (q.feed(vocab.text(id))) expected.push_back(id);
+        }
+        ASSERT_EQ(rules.allowed(p, false), expected) << pattern << ", step " << step;
+        in_string += p.inside_string();
+        if (expected.empty()) break;
+        ASSERT_TRUE(p.feed(vocab.text(expected[rng() % expected.size()])));
+      }
+    }
+    EXPECT_GT(in_string, 40) << pattern;
+  }
+}
+
+}  // namespace
+}  // namespace kvshare
