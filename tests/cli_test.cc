@@ -657,6 +657,34 @@ TEST_F(CliTest, BatchLinesTakeChatMessages) {
   EXPECT_EQ(plain[2].value("text", "?"), outs[2].value("text", "!"));
 }
 
+// A chat line's tool call, its arguments JSON text as OpenAI's clients write them, reaches the template as the
+// object, as vLLM's chat passes it: tojson writes the call as the model wrote it, not as a quoted string.
+TEST_F(CliTest, BatchChatLinesPassToolCallArgumentsAsObjects) {
+  const std::string chat_template = scratch() + "/tools.jinja";
+  write_file(chat_template, "{% for m in messages %}{% if m.tool_calls %}"
+                            "{{ m.tool_calls[0].function.arguments | tojson }}{% else %}{{ m.content }}{% endif %}"
+                            "{{ '|' }}{% endfor %}");
+  const json call = {{"id", "c1"}, {"type", "function"},
+                     {"function", {{"name", "get_weather"}, {"arguments", "{\"city\": \"Oslo\"}"}}}};
+  const json messages = json::array({{{"role", "user"}, {"content", "Hi"}},
+                                     {{"role", "assistant"}, {"content", nullptr}, {"tool_calls", {call}}},
+                                     {{"role", "tool"}, {"tool_call_id", "c1"}, {"content", "-3 C"}}});
+  const json sampling = {{"max_tokens", 3}, {"temperature", 0}, {"ignore_eos", true}};
+  json chat_line = sampling, prompt_line = sampling;
+  chat_line["messages"] = messages;
+  chat_line["add_generation_prompt"] = false;
+  prompt_line["prompt"] = "Hi|{\"city\": \"Oslo\"}|-3 C|";
+  const std::string in_path = scratch() + "/tools.jsonl", out_path = scratch() + "/tools-out.jsonl";
+  write_file(in_path, chat_line.dump() + "\n" + prompt_line.dump() + "\n");
+  const CliRun r = kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path, "--no-progress",
+                            "--chat-template", chat_template});
+  EXPECT_EQ(r.exit_code, 0) << r;
+  const std::vector<json> outs = read_jsonl(out_path);
+  ASSERT_EQ(outs.size(), 2u) << r;
+  EXPECT_EQ(outs[0]["prompt_tokens"], outs[1]["prompt_tokens"]);
+  EXPECT_EQ(outs[0].value("text", "?"), outs[1].value("text", "!"));
+}
+
 // JSON mode in a batch job: response_format {"type": "json_object"} or structured_outputs.json_object on a line,
 // --json-object for every line (a line's {"type": "text"} asks for free text); bad requests fail their own line.
 TEST_F(CliTest, BatchLinesTakeJsonMode) {

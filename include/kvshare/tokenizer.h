@@ -33,6 +33,10 @@ struct ChatTemplateOptions {
   // ({} so that a designated initializer that leaves it out, {.add_generation_prompt = false}, draws no
   // -Wmissing-field-initializers warning.)
   std::string chat_template{};
+  // Tool calls' arguments in the messages given as JSON text (as OpenAI's clients send them) reach the template as
+  // objects, as vLLM's chat (and kvshare's server and batch chat lines) pass them; off, they stay as given, as Hugging
+  // Face's apply_chat_template leaves them.
+  bool tool_arguments_as_objects = false;
 };
 
 class Tokenizer {

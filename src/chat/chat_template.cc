@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include "core/json_limits.h"
 #include "core/mapped_file.h"
 #include "formats/gguf.h"
@@ -192,8 +194,52 @@ Result<const ChatTemplate*> ModelChatTemplates::pick(const std::string& name, bo
   return not_found("the model's chat templates (" + names + ") include none named 'default'; name one");
 }
 
+namespace {
+
+// Whether `j` writes back as the same JSON from a template's value (see tool_arguments_as_objects), within `depth`.
+bool writes_back(const nlohmann::ordered_json& j, int depth) {
+  if (depth < 0) return false;
+  if (j.is_number_integer() || j.is_number_unsigned()) {
+    constexpr uint64_t kExact = uint64_t{1} << 53;
+    return j.is_number_unsigned() ? j.get<uint64_t>() <= kExact
+                                  : j.get<int64_t>() <= int64_t{kExact} && j.get<int64_t>() >= -int64_t{kExact};
+  }
+  if (j.is_array())
+    return std::all_of(j.begin(), j.end(), [&](const nlohmann::ordered_json& e) { return writes_back(e, depth - 1); });
+  if (!j.is_object()) return true;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    const bool index_like = !key.empty() && key.size() <= 10 && (key == "0" || key[0] != '0') &&
+                            std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (index_like || !writes_back(it.value(), depth - 1)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void tool_arguments_as_objects(jinja::Value& messages) {
+  if (!messages.is_array()) return;
+  auto member = [](jinja::Value& v, const char* key) { return v.is_mapping() ? v.obj->map.find(key) : nullptr; };
+  for (jinja::Value& message : messages.arr->items) {
+    jinja::Value* calls = member(message, "tool_calls");
+    if (calls == nullptr || !calls->is_array()) continue;
+    for (jinja::Value& call : calls->arr->items) {
+      jinja::Value* fn = member(call, "function");
+      jinja::Value* arguments = fn != nullptr ? member(*fn, "arguments") : nullptr;
+      if (arguments == nullptr || !arguments->is_string() || !check_json_limits(arguments->str, "arguments").ok())
+        continue;
+      const auto parsed = nlohmann::ordered_json::parse(arguments->str, nullptr, /*allow_exceptions=*/false);
+      if (!parsed.is_object() || !writes_back(parsed, 64)) continue;
+      jinja::Value object = jinja::Value::from_json(parsed);
+      object.obj->text = std::move(arguments->str);
+      *arguments = std::move(object);
+    }
+  }
+}
+
 Result<std::string> ChatTemplate::apply(const nlohmann::ordered_json& conversation, bool add_generation_prompt,
-                                        const jinja::RenderOptions& options) const {
+                                        const jinja::RenderOptions& options, bool tool_arguments_as_objects) const {
   // Converting the conversation is recursive: a document nested deeper than any JSON kvshare reads is refused.
   if (json_depth_exceeds(conversation, kMaxJsonDepth))
     return invalid_argument("the conversation nests lists and objects more than " + std::to_string(kMaxJsonDepth) +
@@ -211,6 +257,9 @@ Result<std::string> ChatTemplate::apply(const nlohmann::ordered_json& conversati
   } else {
     return invalid_argument("the conversation must be a list of messages or an object with \"messages\"");
   }
+  if (tool_arguments_as_objects)
+    for (auto& [name, value] : vars)
+      if (name == "messages") kvshare::tool_arguments_as_objects(value);
   vars.emplace_back("add_generation_prompt", jinja::Value::boolean(add_generation_prompt));
   vars.emplace_back("bos_token", jinja::Value::string(bos_token_));
   vars.emplace_back("eos_token", jinja::Value::string(eos_token_));

@@ -27,8 +27,11 @@ class ChatTemplate {
   // "messages" and any other variables the template reads ("tools", "documents", "enable_thinking", ...).
   // add_generation_prompt, bos_token and eos_token are set from the arguments and this template.
   // Template errors (raise_exception included) are invalid_argument with the line and column.
+  // `tool_arguments_as_objects`: the messages' tool calls' arguments given as JSON text, as OpenAI's clients send
+  // them, reach the template as objects, as vLLM passes them (tool_arguments_as_objects below); off, as Hugging
+  // Face's apply_chat_template, they stay as given.
   Result<std::string> apply(const nlohmann::ordered_json& conversation, bool add_generation_prompt,
-                            const jinja::RenderOptions& options = {}) const;
+                            const jinja::RenderOptions& options = {}, bool tool_arguments_as_objects = false) const;
 
   const std::string& source() const { return source_; }
   const std::string& bos_token() const { return bos_token_; }
@@ -41,6 +44,14 @@ class ChatTemplate {
   jinja::Template template_;
   std::string bos_token_, eos_token_;
 };
+
+// Where `messages` (the template's variable) holds tool calls whose function.arguments is text holding a JSON
+// object, the object takes its place: templates write arguments with tojson or walk them as a mapping (Hugging
+// Face's convention), and vLLM parses the text OpenAI's clients send. The object keeps its text, which it is where a
+// template makes it a string ('```json\n' + arguments, as DeepSeek's templates write it). The text stays text where
+// the object would not write back the same JSON (integers past 2^53, which a double rounds; keys such as "0", which
+// JavaScript's order, and so the reference's, puts first) or nests more than 64 levels.
+void tool_arguments_as_objects(jinja::Value& messages);
 
 // A model's chat templates. Most models have one; some list several by name (tokenizer_config.json's
 // [{"name": "default", "template": ...}, {"name": "tool_use", ...}, {"name": "rag", ...}], as Command-R and Hermes 2

@@ -216,5 +216,63 @@ TEST(ChatTemplate, ConversationMustHaveMessages) {
   EXPECT_EQ(*tpl->apply(ordered_json::parse(R"({"messages": [1, 2]})"), true), "2");
 }
 
+// A conversation whose tool call's arguments are the JSON text OpenAI's clients send.
+ordered_json tool_call_conversation(const std::string& arguments) {
+  return {{"messages",
+           {{{"role", "user"}, {"content", "Weather in Oslo?"}},
+            {{"role", "assistant"},
+             {"content", nullptr},
+             {"tool_calls", {{{"id", "call_1"}, {"type", "function"},
+                              {"function", {{"name", "get_weather"}, {"arguments", arguments}}}}}}},
+            {{"role", "tool"}, {"tool_call_id", "call_1"}, {"content", "-3 C"}}}}};
+}
+
+// Arguments given as JSON text reach the template as the object (tojson writes it, items walks it), which is its
+// text where the template makes it a string; text that would not write back the same stays text. Off (Hugging
+// Face's apply_chat_template), the text stays text.
+TEST(ChatTemplate, ToolCallArgumentsBecomeObjects) {
+  auto tpl = ChatTemplate::from_string(
+      "{%- set a = messages[1].tool_calls[0].function.arguments -%}"
+      "{{ a | tojson }}|{{ a is mapping }}|{{ '<' + a + '>' }}|{{ a }}|"
+      "{%- if a is mapping %}{% for k, v in a | items %}{{ k }}={{ v }};{% endfor %}{% endif %}");
+  ASSERT_TRUE(tpl.ok()) << tpl.status().message();
+  auto render = [&](const std::string& arguments, bool convert) {
+    auto r = tpl->apply(tool_call_conversation(arguments), false, {}, convert);
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    return r.ok() ? *r : "";
+  };
+  const std::string oslo = R"({"city":  "Oslo", "days": 2})";
+  EXPECT_EQ(render(oslo, true), R"({"city": "Oslo", "days": 2}|true|<{"city":  "Oslo", "days": 2}>|)"
+                                R"({"city":  "Oslo", "days": 2}|city=Oslo;days=2;)");
+  EXPECT_EQ(render(oslo, false), R"("{\"city\":  \"Oslo\", \"days\": 2}"|false|<{"city":  "Oslo", "days": 2}>|)"
+                                 R"({"city":  "Oslo", "days": 2}|)");
+  // Stays text: not an object, not JSON, an integer a double rounds, a key JavaScript's order moves, deep nesting.
+  const std::string deep = std::string(70, '[') + std::string(70, ']');
+  for (const std::string& text : {std::string("[1, 2]"), std::string("not json"),
+                                  std::string("{\"id\": 12345678901234567}"), std::string("{\"b\": 1, \"0\": 2}"),
+                                  "{\"a\": " + deep + "}"})
+    EXPECT_EQ(render(text, true), render(text, false)) << text;
+  EXPECT_NE(render("{\"id\": 9007199254740992, \"k\": \"01\"}", true),
+            render("{\"id\": 9007199254740992, \"k\": \"01\"}", false));  // 2^53 and "01" write back
+}
+
+// Real templates: Llama 3.1 writes arguments with tojson (a string came out quoted), DeepSeek-R1-Distill-Llama adds
+// them to a string (an object came out "[object Map]"): both write the call as the client sent it.
+TEST(ChatTemplateGoldens, ToolCallArgumentsSentBackRenderAsWritten) {
+  KV_REQUIRE_SHARED("chat-templates/README.md");
+  const std::string arguments = R"({"city": "Oslo"})";
+  for (const auto& [name, written] : std::vector<std::pair<std::string, std::string>>{
+           {"meta-llama-Llama-3.1-8B-Instruct", R"({"name": "get_weather", "parameters": {"city": "Oslo"}})"},
+           {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B", "get_weather\n```json\n{\"city\": \"Oslo\"}\n```"}}) {
+    auto tpl = ChatTemplate::from_string(slurp(testing::shared_dir() + "/chat-templates/" + name + ".jinja"), "<s>",
+                                         "</s>");
+    ASSERT_TRUE(tpl.ok()) << name << ": " << tpl.status().message();
+    auto text = tpl->apply(tool_call_conversation(arguments), true, {}, true);
+    ASSERT_TRUE(text.ok()) << name << ": " << text.status().message();
+    EXPECT_NE(text->find(written), std::string::npos) << name << ":\n" << *text;
+    EXPECT_EQ(text->find("[object Map]"), std::string::npos) << name;
+  }
+}
+
 }  // namespace
 }  // namespace kvshare

@@ -303,8 +303,8 @@ std::string to_output(const Value& v, size_t limit) {
     case Kind::kInt: return text::js_number(v.num);
     case Kind::kFloat: return text::js_float(v.num);
     case Kind::kString: return v.str;
-    case Kind::kArray:
-    case Kind::kObject: return to_json(v, {}, 0, false, limit);
+    case Kind::kArray: return to_json(v, {}, 0, false, limit);
+    case Kind::kObject: return v.obj->text.empty() ? to_json(v, {}, 0, false, limit) : v.obj->text;
     case Kind::kFunction: return "[function]";
   }
   return "";
@@ -325,7 +325,7 @@ std::string raw_string(const Value& v, size_t limit) {
       }
       return out;
     }
-    case Kind::kObject: return "[object Map]";
+    case Kind::kObject: return v.obj->text.empty() ? "[object Map]" : v.obj->text;
     default: return to_output(v, limit);
   }
 }

@@ -100,6 +100,9 @@ struct ArrayData {
 struct ObjectData {
   OrderedMap map;
   ObjectKind kind = ObjectKind::kObject;
+  // The JSON text the object was read from, where the caller keeps it (ChatTemplate::apply's tool-call arguments):
+  // made a string ({{ }}, "+", "~", join), the object is that text; "" for others ("[object Map]", as the reference).
+  std::string text;
 };
 
 inline bool Value::is_mapping() const { return kind == Kind::kObject && obj->kind != ObjectKind::kNamespace; }

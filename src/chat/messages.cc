@@ -1,29 +1,6 @@
 #include "chat/messages.h"
 
-#include "core/json_limits.h"
-
 namespace kvshare {
-
-namespace {
-
-// OpenAI's clients send a call's arguments as JSON text; chat templates write them with `tojson` or walk them as a
-// mapping (Hugging Face's convention), so text that holds a JSON object becomes the object, as vLLM does.
-void arguments_as_objects(nlohmann::ordered_json& msg) {
-  const auto calls = msg.find("tool_calls");
-  if (calls == msg.end() || !calls->is_array()) return;
-  for (nlohmann::ordered_json& call : *calls) {
-    if (!call.is_object() || !call.contains("function") || !call["function"].is_object()) continue;
-    nlohmann::ordered_json& fn = call["function"];
-    const auto arguments = fn.find("arguments");
-    if (arguments == fn.end() || !arguments->is_string()) continue;
-    const std::string& text = arguments->get_ref<const std::string&>();
-    if (!check_json_limits(text, "arguments").ok()) continue;  // the template's nesting limit refuses it whole
-    nlohmann::ordered_json object = nlohmann::ordered_json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (object.is_object()) *arguments = std::move(object);
-  }
-}
-
-}  // namespace
 
 bool read_chat_messages(const nlohmann::ordered_json& given, nlohmann::ordered_json& messages, std::string& error) {
   if (!given.is_array() || given.empty()) {
@@ -65,7 +42,6 @@ bool read_chat_messages(const nlohmann::ordered_json& given, nlohmann::ordered_j
       error = where + ".content must be a string or a list of text parts";
       return false;
     }
-    arguments_as_objects(msg);
     messages.push_back(std::move(msg));
   }
   return true;

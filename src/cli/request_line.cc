@@ -241,6 +241,7 @@ Result<ChatLine> read_chat_line(const json& j) {
   std::string error;
   if (!read_chat_messages(j["messages"], conversation["messages"], error)) return invalid_argument(error);
   ChatLine chat;
+  chat.options.tool_arguments_as_objects = true;  // as vLLM's chat, and the server
   for (auto [key, field] : {std::pair<const char*, bool*>{"add_generation_prompt", &chat.options.add_generation_prompt},
                             {"continue_final_message", &chat.options.continue_final_message}}) {
     if (!j.contains(key)) continue;

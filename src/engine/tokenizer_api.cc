@@ -84,7 +84,8 @@ Result<std::string> Tokenizer::apply_chat_template(std::string_view conversation
   } else {
     KV_ASSIGN_OR_RETURN(tpl, own->pick(options.chat_template, has_tools));
   }
-  KV_ASSIGN_OR_RETURN(std::string prompt, tpl->apply(json, options.add_generation_prompt));
+  KV_ASSIGN_OR_RETURN(std::string prompt, tpl->apply(json, options.add_generation_prompt, {},
+                                                              options.tool_arguments_as_objects));
   if (!options.continue_final_message) return prompt;
   return cut_after_final_message(std::move(prompt), json);
 }

@@ -619,7 +619,8 @@ Result<std::string> HttpServer::Impl::render_chat(const GenerationCall& call) co
   render_options.cancel = &stopping;  // shutdown does not wait for a long render
   // The model's "tool_use" template for a request with tools, where it lists one (as transformers and vLLM pick).
   KV_ASSIGN_OR_RETURN(const ChatTemplate* chat_template, chat_templates->pick("", !call.tools.is_null()));
-  KV_ASSIGN_OR_RETURN(std::string text, chat_template->apply(conversation, call.add_generation_prompt, render_options));
+  KV_ASSIGN_OR_RETURN(std::string text, chat_template->apply(conversation, call.add_generation_prompt, render_options,
+                                                                   /*tool_arguments_as_objects=*/true));
   if (call.continue_final_message) return cut_after_final_message(std::move(text), conversation);
   return text;
 }

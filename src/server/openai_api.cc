@@ -876,7 +876,8 @@ json stream_chunk(const ResponseContext& ctx, const GenerationCall& call, Choice
   // then the calls come, with the content the whole reply gives that was not sent yet.
   const bool reads_calls = ctx.reads_tool_calls(call);
   size_t text_end = o.text.size();
-  if (reads_calls && !o.finished) text_end = std::max(state.sent_text, settled_content(ctx.tool_parser, o.text));
+  if (reads_calls && !o.finished)
+    text_end = std::max(state.sent_text, settled_content(ctx.tool_parser, o.text, state.sent_text));
   if (text_end > state.sent_text) delta += o.text.substr(state.sent_text, text_end - state.sent_text);
   json read_calls = json::array();
   if (reads_calls && o.finished) {

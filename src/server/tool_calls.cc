@@ -139,11 +139,11 @@ class JsonTextReader {
   }
 
   // One call as a model writes it: an object with a non-empty string "name" and an object "arguments" (hermes) or
-  // "parameters" (llama3_json), in any order, other members ignored; no arguments is {}. False when the text here
-  // is not such an object, or not JSON.
+  // "parameters" (llama3_json), in any order, other members ignored. False when the text here is not such an object
+  // (a JSON answer with a "name" is not a call), or not JSON.
   bool call(std::string& name, std::string& arguments) {
     name.clear();
-    arguments = "{}";
+    arguments.clear();
     if (!take('{')) return false;
     do {
       std::string k;
@@ -157,7 +157,7 @@ class JsonTextReader {
         arguments = std::string(v);
       }
     } while (take(','));
-    return take('}') && !name.empty();
+    return take('}') && !name.empty() && !arguments.empty();
   }
 
   bool take(char c) {
@@ -338,7 +338,7 @@ ParsedReply parse_tool_calls(ToolCallParser parser, std::string_view text, const
   return out;
 }
 
-size_t settled_content(ToolCallParser parser, std::string_view text) {
+size_t settled_content(ToolCallParser parser, std::string_view text, size_t from) {
   if (parser == ToolCallParser::kLlama3Json) {  // a reply that begins as a call may be one until it ends
     size_t at = 0;
     while (at < text.size() && is_space(text[at])) ++at;
@@ -348,7 +348,7 @@ size_t settled_content(ToolCallParser parser, std::string_view text) {
     return may_call ? 0 : text.size();
   }
   if (parser != ToolCallParser::kHermes) return text.size();
-  size_t end = text.find(kHermesOpen);
+  size_t end = text.find(kHermesOpen, std::min(from, text.size()));
   if (end == std::string_view::npos) {  // a tail that may still become <tool_call> waits
     end = text.size();
     for (size_t k = std::min(kHermesOpen.size() - 1, text.size()); k > 0; --k) {

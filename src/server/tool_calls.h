@@ -43,7 +43,8 @@ inline constexpr const char* kToolCallParserNames = "hermes, llama3_json";
 // A finished reply as its model's format reads: the calls ([{"id", "type": "function", "function": {"name",
 // "arguments"}}], ids `id_prefix` and the call's index, arguments as the model wrote them) and the text beside
 // them, or the whole text as content with no calls when the text holds no calls or a call that does not read (a
-// call's JSON must be an object with a string "name" and object "arguments" or "parameters"; no arguments is {}).
+// call's JSON must be an object with a string "name" and an object "arguments" or "parameters", as vLLM's parsers
+// need: a JSON answer with a "name" is not a call).
 // hermes: the content is the text before the first <tool_call> (whitespace at its end taken off); the text
 // between and after the calls is dropped, as vLLM does. llama3_json: calls leave no content.
 struct ParsedReply {
@@ -55,6 +56,8 @@ ParsedReply parse_tool_calls(ToolCallParser parser, std::string_view text, const
 // Streaming: the bytes at the start of an unfinished reply that are content whatever the model writes next. Held
 // back are a call and what follows it, text that may still begin a call's opening, and the whitespace before it
 // (which a reply with calls does not keep). A prefix of what parse_tool_calls finds once the reply is finished.
-size_t settled_content(ToolCallParser parser, std::string_view text);
+// `from`: where the last call, on a start of this text, settled (the search resumes there: a stream's work stays
+// linear in its length).
+size_t settled_content(ToolCallParser parser, std::string_view text, size_t from = 0);
 
 }  // namespace kvshare::server

@@ -37,8 +37,9 @@ TEST(ToolCallParser, HermesReadsEveryBlock) {
   EXPECT_EQ(r.calls[1]["id"], "call_7_1");
   EXPECT_EQ(r.calls[1]["function"]["name"], "now");
   EXPECT_EQ(r.calls[1]["function"]["arguments"], "{}");
-  // No content; no arguments ({}); the last block left open where the model stopped; a name with escapes.
-  r = hermes("<tool_call>{\"name\": \"a\\\"b\"}</tool_call><tool_call>{\"name\": \"f\", \"arguments\": {\"x\": [1]}}");
+  // No content; the last block left open where the model stopped; a name with escapes.
+  r = hermes(R"(<tool_call>{"name": "a\"b", "arguments": {}}</tool_call>)"
+             R"(<tool_call>{"name": "f", "arguments": {"x": [1]}})");
   EXPECT_EQ(r.content, "");
   ASSERT_EQ(r.calls.size(), 2u) << r.calls.dump();
   EXPECT_EQ(r.calls[0]["function"]["name"], "a\"b");
@@ -53,6 +54,7 @@ TEST(ToolCallParser, HermesLeavesWhatDoesNotReadAsText) {
            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": tru}}\n</tool_call>",
            "<tool_call>\n{\"name\": \"f\", \"argu",                                           // cut short
            "<tool_call>{\"arguments\": {}}</tool_call>",                                      // no name
+           "<tool_call>{\"name\": \"f\"}</tool_call>",                                         // no arguments
            "<tool_call>{\"name\": \"\", \"arguments\": {}}</tool_call>",                      // an empty name
            "<tool_call>{\"name\": 5}</tool_call>",
            "<tool_call>{\"name\": \"f\", \"arguments\": \"{}\"}</tool_call>",                 // arguments a string
@@ -84,8 +86,13 @@ TEST(ToolCallParser, Llama3JsonReadsTheReplyAsCalls) {
   ASSERT_EQ(r.calls.size(), 2u) << r.calls.dump();
   EXPECT_EQ(r.calls[1]["id"], "call_7_1");
   EXPECT_EQ(r.calls[1]["function"]["arguments"], R"({"n": -2.5e3})");
-  r = llama3("\n {\"name\": \"a\"}");
+  r = llama3("\n {\"name\": \"a\", \"parameters\": {}}");
   ASSERT_EQ(r.calls.size(), 1u);
+  // A JSON answer that has a "name" is not a call (found by a review helper: it became a call of "Alice", its
+  // other members lost).
+  r = llama3(R"({"name": "Alice", "age": 30, "city": "Oslo"})");
+  EXPECT_TRUE(r.calls.empty());
+  EXPECT_EQ(r.content, R"({"name": "Alice", "age": 30, "city": "Oslo"})");
   for (const std::string text : {"The answer is {\"name\": \"a\"}", "{\"name\": \"a\"} is what I would call",
                                  "{\"name\": \"a\"};", "{\"city\": \"Oslo\"}", "{\"name\": \"a\"", "",
                                  "<|python_tag|>"}) {
@@ -135,6 +142,8 @@ TEST(ToolCallParser, StreamedContentIsAPrefixOfTheFinishedReplys) {
       size_t settled = 0;
       for (size_t end = 0; end <= text.size(); ++end) {
         const size_t s = settled_content(parser, std::string_view(text).substr(0, end));
+        // resuming where the last prefix settled finds the same (a stream's work stays linear)
+        ASSERT_EQ(settled_content(parser, std::string_view(text).substr(0, end), settled), s) << text << " " << end;
         ASSERT_GE(s, settled) << text << " at " << end;
         ASSERT_LE(s, finished.content.size()) << text << " at " << end;
         ASSERT_EQ(text.compare(0, s, finished.content, 0, s), 0) << text << " at " << end;
