@@ -1,7 +1,8 @@
 // libFuzzer target: a chat template (ChatTemplate::from_string: the Jinja parser) rendered over a conversation
 // (ChatTemplate::apply: the renderer). The input is up to two parts cut at "\n--8<--\n": the template and the
 // conversation JSON (a list of messages, or an object with "messages", "tools", ...); without a second part, or
-// when it is not JSON, a fixed two-turn conversation is used. Errors must be Statuses; limits are lowered so
+// when it is not JSON, a fixed two-turn conversation is used. It renders as the CLI does, then as the server does
+// (tool calls' arguments given as JSON text passed as objects). Errors must be Statuses; limits are lowered so
 // that one input runs in milliseconds (the limits themselves are tested in jinja_test).
 #include "chat/chat_template.h"
 #include "fuzz_util.h"
@@ -34,8 +35,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     t.tm_mday = 1;
     return t;
   };
-  for (bool add_generation_prompt : {false, true}) {
-    auto text = tpl->apply(conversation, add_generation_prompt, options);
+  for (bool add_generation_prompt : {false, true}) {  // the second as the server renders: tool_arguments_as_objects
+    auto text = tpl->apply(conversation, add_generation_prompt, options, add_generation_prompt);
     if (!text.ok()) fuzz::check_error(text.status(), "ChatTemplate::apply");
   }
   return 0;

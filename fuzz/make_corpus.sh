@@ -203,5 +203,12 @@ chatml = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\
 for case in sorted(os.listdir(f"{src}/cases")):
     conv = open(f"{src}/cases/{case}").read()
     open(f"{out}/chat_template/case_{os.path.splitext(case)[0]}", "w").write(chatml + sep + conv)
+# Tool calls' arguments written every way a template writes them (as objects that keep their text, when the
+# target renders with tool_arguments_as_objects).
+calls = ("{% for m in messages %}{% for c in m.tool_calls or [] %}{% set a = c.function.arguments %}"
+         "{{ a | tojson }}{{ '+' + a }}{{ a }}{% if a is mapping %}{% for k, v in a | items %}{{ k }}={{ v }}"
+         "{% endfor %}{% endif %}{% endfor %}{% endfor %}")
+conv = open(f"{src}/cases/tool_calls_string_args.json").read()
+open(f"{out}/chat_template/tool_call_arguments", "w").write(calls + sep + conv)
 PY
 du -sh "$out"/*
