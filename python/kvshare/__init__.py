@@ -426,7 +426,7 @@ class Tokenizer:
 
     def _render_one(self, conversation: Conversation, tools: Any, documents: Any, chat_template: Optional[str],
                     add_generation_prompt: bool, continue_final_message: bool, tokenize: bool,
-                    kwargs: Dict[str, Any]) -> Union[str, List[int]]:
+                    kwargs: Dict[str, Any], tool_arguments_as_objects: bool = False) -> Union[str, List[int]]:
         if chat_template is not None and not isinstance(chat_template, str):
             raise TypeError("chat_template must be the template's Jinja source as a str")
         variables = dict(kwargs)
@@ -444,7 +444,7 @@ class Tokenizer:
         except (TypeError, ValueError) as e:
             raise TypeError(f"the conversation and the template's variables must be JSON values: {e}") from None
         text = self._tok.apply_chat_template(payload, bool(add_generation_prompt), bool(continue_final_message),
-                                             chat_template)
+                                             chat_template, tool_arguments_as_objects)
         return self._tok.encode(text, False, True) if tokenize else text
 
     def _checked_ids(self, token_ids: Union[int, Sequence[int]]) -> List[int]:
@@ -783,9 +783,11 @@ class LLM:
         when given, exactly as Hugging Face renders it (Tokenizer.apply_chat_template). tools (JSON schemas:
         [{"type": "function", "function": {"name", "description", "parameters"}}]) reach the template as
         `tools`; chat_template_kwargs are more variables ("documents", "enable_thinking", ...), and win over tools
-        as in vLLM. continue_final_message ends the prompt inside the final message (a partly written
-        assistant reply) so the model continues it; it needs add_generation_prompt=False. The prompt is then
-        tokenized as vLLM does, without adding BOS/EOS (the template writes the special tokens it wants).
+        as in vLLM. Tool calls' arguments given as JSON text (as OpenAI's clients write them) reach the template
+        as objects, as vLLM's chat passes them. continue_final_message ends the prompt inside the final message
+        (a partly written assistant reply) so the model continues it; it needs add_generation_prompt=False. The
+        prompt is then tokenized as vLLM does, without adding BOS/EOS (the template writes the special tokens it
+        wants).
         sampling_params and use_tqdm are as in generate().
 
         Raises ValueError when the model has no chat template and none is given, or when the template fails
@@ -806,7 +808,13 @@ class LLM:
                 raise ValueError(f"chat_template_kwargs may not hold \"{name}\"; pass the conversation as messages")
         prompts = []
         for i, conversation in enumerate(conversations):
-            text = self._tokenizer.apply_chat_template(conversation, tokenize=False, **options)
+            # As apply_chat_template(tokenize=False), but for tool calls' arguments given as JSON text (as OpenAI's
+            # clients write them), which reach the template as objects, as vLLM's chat passes them.
+            variables = dict(options)
+            text = self._tokenizer._render_one(
+                conversation, variables.pop("tools", None), variables.pop("documents", None),
+                variables.pop("chat_template", None), variables.pop("add_generation_prompt"),
+                variables.pop("continue_final_message"), False, variables, tool_arguments_as_objects=True)
             ids = self._tokenizer.encode(text, add_special_tokens=False)
             if not ids:
                 raise ValueError(f"conversation {i}: the chat template rendered an empty prompt")

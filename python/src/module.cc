@@ -377,10 +377,11 @@ PYBIND11_MODULE(_kvshare, m) {
       .def(
           "apply_chat_template",
           [](const Tokenizer& t, const std::string& conversation, bool add_generation_prompt,
-             bool continue_final_message, std::optional<std::string> chat_template) {
+             bool continue_final_message, std::optional<std::string> chat_template, bool tool_arguments_as_objects) {
             ChatTemplateOptions options;
             options.add_generation_prompt = add_generation_prompt;
             options.continue_final_message = continue_final_message;
+            options.tool_arguments_as_objects = tool_arguments_as_objects;
             if (chat_template) options.chat_template = *chat_template;
             Result<std::string> prompt = Status();
             {
@@ -391,7 +392,7 @@ PYBIND11_MODULE(_kvshare, m) {
             return to_str(*prompt);
           },
           py::arg("conversation"), py::arg("add_generation_prompt"), py::arg("continue_final_message"),
-          py::arg("chat_template"));
+          py::arg("chat_template"), py::arg("tool_arguments_as_objects") = false);
 
   py::class_<PyEngine>(m, "_Engine")
       .def(py::init([](const std::string& model, int64_t kv_cache_bytes, double kv_cache_fraction, int64_t block_size,

@@ -161,6 +161,21 @@ def test_tools_reach_the_template(tmp_path):
         llm.chat(c["messages"], GREEDY, tools="search")
 
 
+def test_tool_call_arguments_sent_as_text_reach_the_template_as_objects(stories):
+    # OpenAI's clients give a call's arguments as JSON text; chat() passes them to the template as the object, as
+    # vLLM's chat does (tojson writes the call as the model wrote it), while apply_chat_template leaves them as
+    # Hugging Face does.
+    template = ("{% for m in messages %}{% if m.tool_calls %}{{ m.tool_calls[0].function.arguments | tojson }}"
+                "{% else %}{{ m.content }}{% endif %}|{% endfor %}")
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "-3 C"}]
+    [out] = stories.chat(chat, GREEDY, chat_template=template, add_generation_prompt=False, use_tqdm=False)
+    assert out.prompt == 'Hi|{"city": "Oslo"}|-3 C|'
+    assert stories.get_tokenizer().apply_chat_template(chat, chat_template=template, tokenize=False) == \
+        'Hi|"{\\"city\\": \\"Oslo\\"}"|-3 C|'
+
+
 def test_named_templates(tmp_path):
     # A model listing several templates (Command-R, Hermes 2 Pro: "default", "tool_use", ...): only "default" was
     # read, so tools reached a template without a place for them, and chat_template="tool_use" was taken as the
