@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/json_limits.h"
 #include "core/mapped_file.h"
@@ -199,10 +200,14 @@ namespace {
 // Whether `j` writes back as the same JSON from a template's value (see tool_arguments_as_objects), within `depth`.
 bool writes_back(const nlohmann::ordered_json& j, int depth) {
   if (depth < 0) return false;
+  constexpr uint64_t kExact = uint64_t{1} << 53;
   if (j.is_number_integer() || j.is_number_unsigned()) {
-    constexpr uint64_t kExact = uint64_t{1} << 53;
     return j.is_number_unsigned() ? j.get<uint64_t>() <= kExact
                                   : j.get<int64_t>() <= int64_t{kExact} && j.get<int64_t>() >= -int64_t{kExact};
+  }
+  if (j.is_number_float()) {  // an integer past 64 bits is read as a double: written back, it would be rounded
+    const double d = j.get<double>();
+    return std::floor(d) != d || std::fabs(d) <= static_cast<double>(kExact);
   }
   if (j.is_array())
     return std::all_of(j.begin(), j.end(), [&](const nlohmann::ordered_json& e) { return writes_back(e, depth - 1); });

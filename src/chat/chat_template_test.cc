@@ -250,6 +250,7 @@ TEST(ChatTemplate, ToolCallArgumentsBecomeObjects) {
   const std::string deep = std::string(70, '[') + std::string(70, ']');
   for (const std::string& text : {std::string("[1, 2]"), std::string("not json"),
                                   std::string("{\"id\": 12345678901234567}"), std::string("{\"b\": 1, \"0\": 2}"),
+                                  std::string("{\"id\": -123456789012345678901}"),  // past 64 bits: a double
                                   "{\"a\": " + deep + "}"})
     EXPECT_EQ(render(text, true), render(text, false)) << text;
   EXPECT_NE(render("{\"id\": 9007199254740992, \"k\": \"01\"}", true),

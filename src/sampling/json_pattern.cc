@@ -467,7 +467,7 @@ int32_t Pattern::id_of(const std::string& place) {
   return id;
 }
 
-std::string Pattern::next_set(const std::string& set, char c) const {
+std::string Pattern::next_set(std::string_view set, char c) const {
   char next[kMaxStates / 8 + 1] = {};
   bool any = false;
   for (size_t s = 0; s < states_.size(); ++s) {
@@ -522,16 +522,31 @@ bool Pattern::step(std::string& place, char c) const {
       return true;
     }
   }
-  // A set the DFA has no room for (or one step past the DFA's last state): the NFA's step, not kept.
-  const std::string set = next_set(id >= 0 ? dfa(id).set : place.substr(1, start_set_.size()), c);
-  if (set.empty()) return false;
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (const auto it = ids_.find(set); it != ids_.end()) {
-    place = place_of(it->second);
-  } else {
-    place = kRawPlace + set;
-    if (place.size() == sizeof(int32_t)) place += '\0';  // (a raw place is never as long as a state's)
+  // A set the DFA has no room for (or one step past the DFA's last state): the NFA's step, kept in a bounded cache.
+  thread_local std::string key;  // (assigned: no allocation per step)
+  key.assign(id >= 0 ? dfa(id).set : place.substr(1, start_set_.size()));
+  key += c;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (const auto it = raw_steps_.find(key); it != raw_steps_.end()) {
+      if (it->second.empty()) return false;
+      place = it->second;
+      return true;
+    }
   }
+  const std::string set = next_set(std::string_view(key).substr(0, key.size() - 1), c);
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::string to;
+  if (const auto it = ids_.find(set); !set.empty() && it != ids_.end()) {
+    to = place_of(it->second);
+  } else if (!set.empty()) {
+    to = kRawPlace + set;
+    if (to.size() == sizeof(int32_t)) to += '\0';  // (a raw place is never as long as a state's)
+  }
+  if (raw_steps_.size() >= kMaxRawSteps) raw_steps_.clear();
+  raw_steps_.emplace(key, to);
+  if (to.empty()) return false;
+  place = std::move(to);
   return true;
 }
 
@@ -539,6 +554,11 @@ bool Pattern::matches(const std::string& place) const {
   const int32_t id = id_of(place);
   if (id >= 0) return dfa(id).matches;
   return (place[1 + (static_cast<size_t>(match_) >> 3)] >> (match_ & 7)) & 1;
+}
+
+size_t Pattern::dfa_states() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return static_cast<size_t>(dfa_size_);
 }
 
 const std::bitset<128>& Pattern::safe_characters(const std::string& place) const {
@@ -550,10 +570,13 @@ const std::bitset<128>& Pattern::safe_characters(const std::string& place) const
   std::lock_guard<std::mutex> lock(mutex_);
   if (d.has_safe.load(std::memory_order_relaxed)) return d.safe;
   // From all written characters, take away those that lead some state reachable with the rest to no live state,
-  // until none does; give up (none) where the region outgrows the DFA.
+  // until none does. Given up (none) where the region holds more than kMaxSafeRegion states, or the DFA is half
+  // full: the search must not take the room the walk's own places need ((?:.?){62}a.{14} filled all 4,096 states
+  // from its first place, and then its places were raw).
   std::bitset<128> safe;
-  for (int c = 0x20; c < 0x7F; ++c)
-    if (writable(static_cast<char>(c))) safe.set(static_cast<size_t>(c));
+  if (dfa_size_ <= kMaxDfaStates / 2)
+    for (int c = 0x20; c < 0x7F; ++c)
+      if (writable(static_cast<char>(c))) safe.set(static_cast<size_t>(c));
   for (bool changed = true; changed && safe.any();) {
     changed = false;
     std::vector<int32_t> region = {id};
@@ -573,6 +596,10 @@ const std::bitset<128>& Pattern::safe_characters(const std::string& place) const
         } else if (!seen[static_cast<size_t>(to)]) {
           seen[static_cast<size_t>(to)] = true;
           region.push_back(to);
+          if (region.size() > kMaxSafeRegion) {
+            safe.reset();
+            break;
+          }
         }
       }
     }

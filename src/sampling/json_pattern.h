@@ -31,6 +31,8 @@ class Pattern {
   // The states a character may lead to, summed over the states (the work of one step at most): optional pieces in a
   // row ((?:.?){250}) make this grow with the square of the states, and each token inside the string pays it.
   static constexpr size_t kMaxClosure = 4096;
+  // The DFA states safe_characters' search may visit from one place (more: none are safe).
+  static constexpr size_t kMaxSafeRegion = 64;
 
   // An error says what is not supported, or that no text written as above matches.
   static Result<std::shared_ptr<const Pattern>> compile(std::string_view regex);
@@ -45,12 +47,14 @@ class Pattern {
   bool matches(const std::string& place) const;
   // The characters that can follow `place` in any number and order without the text losing every way to a match
   // (at "the big ca" under cat|dog: all written ones; under ^[a-z]+@[a-z]+$ after "ab": a to z): a token of these
-  // characters alone may follow, unread. None where the DFA grew past kMaxDfaStates.
+  // characters alone may follow, unread. None where finding them would take more than kMaxSafeRegion states, or
+  // the DFA is half full.
   const std::bitset<128>& safe_characters(const std::string& place) const;
   // The characters some text needs at a place where nothing else will do ("A" in ^A[0-9]$): the vocabulary must
   // write each alone.
   const std::bitset<256>& forced() const { return forced_; }
   size_t size() const { return states_.size(); }  // states
+  size_t dfa_states() const;                        // the DFA's states made so far
 
   // Whether `c` may stand in a string under a pattern: printable ASCII but '"' and '\'.
   static bool writable(char c) { return c >= 0x20 && c < 0x7F && c != '"' && c != '\\'; }
@@ -74,8 +78,9 @@ class Pattern {
   std::bitset<256> forced_;
   // The DFA, built as it is walked. A state's steps are filled in as they are first taken (under the mutex) and read
   // without it; its set and match bit never change once made. Past kMaxDfaStates states (sets such as .*a.{20}'s
-  // grow with 2^20), a place is its NFA set itself (kRawPlace and the set's bytes), and steps from it are not kept.
+  // grow with 2^20), a place is its NFA set itself (kRawPlace and the set's bytes), and its steps are kept in a bounded cache.
   static constexpr int32_t kMaxDfaStates = 4096, kDfaChunk = 64;
+  static constexpr size_t kMaxRawSteps = 16384;  // raw places' steps kept (cleared when full)
   static constexpr int32_t kUnknown = -2, kDead = -1, kNoRoom = -3;
   static constexpr char kRawPlace = '\xff';
   static constexpr int kWritable = 0x7F - 0x20;  // the characters a step may take: 0x20 to 0x7E
@@ -87,7 +92,7 @@ class Pattern {
     std::atomic<bool> has_safe{false};
     std::bitset<128> safe;  // safe_characters, once has_safe
   };
-  std::string next_set(const std::string& set, char c) const;  // the NFA's step (empty: no live state)
+  std::string next_set(std::string_view set, char c) const;  // the NFA's step (empty: no live state)
   DfaState& dfa(int32_t id) const {
     return chunks_[static_cast<size_t>(id / kDfaChunk)].load(std::memory_order_acquire)[id % kDfaChunk];
   }
@@ -103,6 +108,7 @@ class Pattern {
   mutable std::vector<std::unique_ptr<DfaState[]>> owned_;
   mutable std::array<std::atomic<DfaState*>, kMaxDfaStates / kDfaChunk> chunks_{};
   mutable int32_t dfa_size_ = 0;
+  mutable std::unordered_map<std::string, std::string> raw_steps_;  // (raw set, character) -> place ("": none)
 };
 
 }  // namespace kvshare
