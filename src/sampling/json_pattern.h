@@ -78,7 +78,8 @@ class Pattern {
   std::bitset<256> forced_;
   // The DFA, built as it is walked. A state's steps are filled in as they are first taken (under the mutex) and read
   // without it; its set and match bit never change once made. Past kMaxDfaStates states (sets such as .*a.{20}'s
-  // grow with 2^20), a place is its NFA set itself (kRawPlace and the set's bytes), and its steps are kept in a bounded cache.
+  // grow with 2^20), a place is its NFA set itself (kRawPlace and the set's bytes), its steps kept in a bounded
+  // cache.
   static constexpr int32_t kMaxDfaStates = 4096, kDfaChunk = 64;
   static constexpr size_t kMaxRawSteps = 16384;  // raw places' steps kept (cleared when full)
   static constexpr int32_t kUnknown = -2, kDead = -1, kNoRoom = -3;
