@@ -243,6 +243,11 @@ void tool_arguments_as_objects(jinja::Value& messages) {
   }
 }
 
+bool ModelChatTemplates::mention(std::string_view text) const {
+  return std::any_of(templates_.begin(), templates_.end(),
+                     [&](const auto& t) { return t.second.source().find(text) != std::string::npos; });
+}
+
 Result<std::string> ChatTemplate::apply(const nlohmann::ordered_json& conversation, bool add_generation_prompt,
                                         const jinja::RenderOptions& options, bool tool_arguments_as_objects) const {
   // Converting the conversation is recursive: a document nested deeper than any JSON kvshare reads is refused.

@@ -68,6 +68,8 @@ class ModelChatTemplates {
   // model's only template). not_found naming the model's templates when there is none to pick.
   Result<const ChatTemplate*> pick(const std::string& name, bool has_tools) const;
   bool has(const std::string& name) const;
+  // Whether one of the templates' sources holds `text`.
+  bool mention(std::string_view text) const;
 
  private:
   const ChatTemplate* find(const std::string& name) const;  // the template of that name (never the unnamed one)

@@ -93,6 +93,12 @@ int run_serve(const std::vector<std::string>& argv) {
                  "kvshare serve: warning: no chat template (%s); /v1/chat/completions will answer 400 until the "
                  "server is started with --chat-template FILE; /v1/completions works\n",
                  printable((*server)->chat_template_problem()).c_str());
+  if (const server::ToolCallParser suggested = (*server)->suggested_tool_call_parser();
+      sc.tool_call_parser == server::ToolCallParser::kNone && suggested != server::ToolCallParser::kNone)
+    std::fprintf(stderr,
+                 "kvshare serve: note: the chat template asks the model for tool calls in the %s format; start with "
+                 "--tool-call-parser %s so that replies to tool_choice \"auto\" carry them as tool_calls\n",
+                 server::tool_call_parser_name(suggested), server::tool_call_parser_name(suggested));
   std::fprintf(stderr, "kvshare serve: serving '%s' on http://%s:%d (Ctrl-C stops)\n", (*server)->model_name().c_str(),
                sc.host.c_str(), (*server)->port());
   std::fflush(stderr);

@@ -393,6 +393,10 @@ Status HttpServer::bind() {
 int HttpServer::port() const { return impl_->bound_port; }
 const std::string& HttpServer::model_name() const { return impl_->config.served_model_name; }
 const std::string& HttpServer::chat_template_problem() const { return impl_->chat_template_problem; }
+ToolCallParser HttpServer::suggested_tool_call_parser() const {
+  if (!impl_->chat_templates) return ToolCallParser::kNone;
+  return tool_call_parser_suggested([this](std::string_view text) { return impl_->chat_templates->mention(text); });
+}
 
 void HttpServer::run() {
   if (impl_->stopping.load()) return;  // stopped before it ran (see stop())

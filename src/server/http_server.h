@@ -46,6 +46,8 @@ class HttpServer {
   // Why chat requests cannot be served ("" when a chat template is loaded): the model has none, or its template
   // does not parse. kvshare serve prints it at start, rather than on the first chat request.
   const std::string& chat_template_problem() const;
+  // The tool-call parser the model's chat template suggests (tool_call_parser_suggested), kNone without one.
+  ToolCallParser suggested_tool_call_parser() const;
   // Serves until stop(). Returns when every connection's handler has returned.
   void run();
   // Graceful stop, from any thread: refuses new requests, cancels the ones in flight (their streams end with

@@ -325,6 +325,21 @@ bool tool_call_parser_named(std::string_view name, ToolCallParser& parser) {
   return true;
 }
 
+const char* tool_call_parser_name(ToolCallParser parser) {
+  switch (parser) {
+    case ToolCallParser::kHermes: return "hermes";
+    case ToolCallParser::kLlama3Json: return "llama3_json";
+    case ToolCallParser::kNone: break;
+  }
+  return "none";
+}
+
+ToolCallParser tool_call_parser_suggested(const std::function<bool(std::string_view)>& template_mentions) {
+  if (template_mentions(kHermesOpen)) return ToolCallParser::kHermes;
+  if (template_mentions("{\"name\": function name, \"parameters\"")) return ToolCallParser::kLlama3Json;
+  return ToolCallParser::kNone;
+}
+
 ParsedReply parse_tool_calls(ToolCallParser parser, std::string_view text, const std::string& id_prefix) {
   ParsedReply out;
   bool read = false;

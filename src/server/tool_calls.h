@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -38,7 +39,13 @@ json tool_calls_of(const std::string& text, const std::string* name, const std::
 enum class ToolCallParser : uint8_t { kNone, kHermes, kLlama3Json };
 // The parser named `name`, or false.
 bool tool_call_parser_named(std::string_view name, ToolCallParser& parser);
+const char* tool_call_parser_name(ToolCallParser parser);  // "hermes", "llama3_json" ("none" for kNone)
 inline constexpr const char* kToolCallParserNames = "hermes, llama3_json";
+
+// The parser whose format a chat template asks its model to write tool calls in (<tool_call> tags: hermes; Llama
+// 3.x's {"name": function name, "parameters": ...}: llama3_json), judged from the template's text; kNone when it names
+// neither. For a hint: the choice stays the user's (--tool-call-parser), as in vLLM.
+ToolCallParser tool_call_parser_suggested(const std::function<bool(std::string_view)>& template_mentions);
 
 // A finished reply as its model's format reads: the calls ([{"id", "type": "function", "function": {"name",
 // "arguments"}}], ids `id_prefix` and the call's index, arguments as the model wrote them) and the text beside

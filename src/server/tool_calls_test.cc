@@ -4,7 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <random>
+#include <sstream>
+
+#include "test_util.h"
 
 namespace kvshare::server {
 namespace {
@@ -20,6 +24,27 @@ TEST(ToolCallParser, Names) {
   EXPECT_EQ(p, ToolCallParser::kLlama3Json);
   EXPECT_FALSE(tool_call_parser_named("Hermes", p));
   EXPECT_FALSE(tool_call_parser_named("", p));
+}
+
+// The real templates that ask for tool calls name their format; the others none.
+TEST(ToolCallParser, SuggestedByRealTemplates) {
+  KV_REQUIRE_SHARED("chat-templates/README.md");
+  for (const auto& [name, want] : std::vector<std::pair<std::string, ToolCallParser>>{
+           {"Qwen-Qwen2.5-7B-Instruct", ToolCallParser::kHermes},
+           {"Qwen-Qwen3-0.6B", ToolCallParser::kHermes},
+           {"meta-llama-Llama-3.1-8B-Instruct", ToolCallParser::kLlama3Json},
+           {"meta-llama-Llama-3.2-3B-Instruct", ToolCallParser::kLlama3Json},
+           {"mistralai-Mistral-Nemo-Instruct-2407", ToolCallParser::kNone},
+           {"microsoft-Phi-3.5-mini-instruct", ToolCallParser::kNone}}) {
+    std::ifstream in(testing::shared_dir() + "/chat-templates/" + name + ".jinja");
+    std::stringstream source;
+    source << in.rdbuf();
+    ASSERT_FALSE(source.str().empty()) << name;
+    const std::string text = source.str();
+    EXPECT_EQ(tool_call_parser_suggested([&](std::string_view t) { return text.find(t) != std::string::npos; }), want)
+        << name;
+  }
+  EXPECT_STREQ(tool_call_parser_name(ToolCallParser::kLlama3Json), "llama3_json");
 }
 
 // Qwen2.5's and Hermes 2 Pro's form: content before the calls, each call a <tool_call> block of

@@ -1039,6 +1039,8 @@ class ServerTest(unittest.TestCase):
         tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
         msgs = [{"role": "user", "content": "Weather in Oslo?"}]
         gguf = os.path.join(serve_util.SHARED, "models", "stories260K", "stories260K.gguf")
+        # This class's server has no parser, and its template (chatml.jinja) writes <tool_call>: it says so at start.
+        self.assertIn("start with --tool-call-parser hermes", "".join(self.server.log))
         for bad in [["--tool-call-parser", "nope"], ["--enable-auto-tool-choice"]]:
             proc = subprocess.run([serve_util.kvshare_bin(), "serve", "--model", gguf, "--port", "0"] + bad,
                                   capture_output=True, text=True, timeout=60)
