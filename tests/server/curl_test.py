@@ -993,17 +993,14 @@ class ServerTest(unittest.TestCase):
         template = ("{{- bos_token -}}{%- for t in tools -%}{{- 'TOOL ' + t['function']['name'] + '\\n' -}}"
                     "{%- endfor -%}{%- for d in documents -%}{{- 'DOC ' + d['title'] + '\\n' -}}{%- endfor -%}"
                     "{%- for m in messages -%}{{- m['role'] + ': ' + m['content'] + '\\n' -}}{%- endfor -%}")
-        with tempfile.NamedTemporaryFile("w", suffix=".jinja") as f:
-            f.write(template)
-            f.flush()
-            with serve_util.Server("--chat-template", f.name) as s:
-                body = {"messages": msgs, "tools": tools, "documents": [{"title": "Notes", "text": "..."}]}
-                tokens = json.loads(curl(s.url + "/tokenize", body)[2])["tokens"]
-                text = json.loads(curl(s.url + "/detokenize", {"tokens": tokens})[2])["prompt"]
-                self.assertIn("TOOL get_weather\nDOC Notes\nuser: Hi", text)
-                code, _, out = curl(s.url + "/v1/chat/completions", dict(body, max_tokens=2, tool_choice="auto"))
-                self.assertEqual(code, 200, out)
-                self.assertEqual(json.loads(out)["usage"]["prompt_tokens"], len(tokens))
+        with serve_util.server_with_template(template) as s:
+            body = {"messages": msgs, "tools": tools, "documents": [{"title": "Notes", "text": "..."}]}
+            tokens = json.loads(curl(s.url + "/tokenize", body)[2])["tokens"]
+            text = json.loads(curl(s.url + "/detokenize", {"tokens": tokens})[2])["prompt"]
+            self.assertIn("TOOL get_weather\nDOC Notes\nuser: Hi", text)
+            code, _, out = curl(s.url + "/v1/chat/completions", dict(body, max_tokens=2, tool_choice="auto"))
+            self.assertEqual(code, 200, out)
+            self.assertEqual(json.loads(out)["usage"]["prompt_tokens"], len(tokens))
 
     def test_tools_pick_the_models_tool_use_template(self):
         # A model listing named templates: a request with tools gets its "tool_use" one, as vLLM and transformers
@@ -1050,76 +1047,70 @@ class ServerTest(unittest.TestCase):
         template = ("{%- for m in messages -%}{{- m.role + ': ' -}}{%- for c in m.tool_calls or [] -%}"
                     "{{- c.function.name + c.function.arguments | tojson -}}{%- endfor -%}{{- m.content or '' -}}"
                     "{{- ' | ' -}}{%- endfor -%}assistant: ")
-        with tempfile.NamedTemporaryFile("w", suffix=".jinja") as f:
-            f.write(template)
-            f.flush()
-            with serve_util.Server("--tool-call-parser", "hermes", "--chat-template", f.name, model=gguf) as s:
-                def chat(reply, **extra):
-                    body = dict({"messages": msgs, "tools": tools, "max_tokens": 90,
-                                 "structured_outputs": {"choice": [reply]}}, **extra)
-                    code, _, out = curl(s.url + "/v1/chat/completions", body)
-                    self.assertEqual(code, 200, out)
-                    whole = json.loads(out)["choices"][0]
-                    code, _, text = curl(s.url + "/v1/chat/completions", dict(body, stream=True))
-                    self.assertEqual(code, 200, text)
-                    content, calls, finish = "", [], None
-                    for e in sse_events(text):
-                        if isinstance(e, dict) and e.get("choices"):
-                            delta = e["choices"][0]["delta"]
-                            content += delta.get("content") or ""
-                            calls += delta.get("tool_calls", [])
-                            finish = e["choices"][0]["finish_reason"] or finish
-                    self.assertEqual(content, whole["message"]["content"] or "")
-                    made = whole["message"].get("tool_calls", [])  # (ids are each response's)
-                    self.assertEqual([(c["index"], c["type"], c["function"]) for c in calls],
-                                     [(i, c["type"], c["function"]) for i, c in enumerate(made)])
-                    self.assertEqual(finish, whole["finish_reason"])
-                    return whole
-
-                c = chat(call)
-                self.assertEqual((c["finish_reason"], c["message"]["content"]), ("tool_calls", None), c)
-                [made] = c["message"]["tool_calls"]
-                self.assertEqual((made["type"], made["function"]["name"]), ("function", "get_weather"))
-                self.assertTrue(made["id"].startswith("call_"))
-                self.assertEqual(json.loads(made["function"]["arguments"]), {"city": "Oslo", "days": 2})
-                c = chat("OK.\n" + call.replace(', "days": 2', ""))
-                self.assertEqual(c["message"]["content"], "OK.")
-                self.assertEqual(len(c["message"]["tool_calls"]), 1)
-                for reply, extra in [("It is <b>sunny</b>.", {}), (call, {"tool_choice": "none"}),
-                                     ("<tool_call>\n{\"name\": \"get_weather\", \"argu", {})]:
-                    c = chat(reply, **extra)
-                    self.assertEqual((c["finish_reason"], c["message"]["content"]), ("stop", reply), c)
-                    self.assertNotIn("tool_calls", c["message"])
-                # The conversation goes on: the call sent back as the client got it (its arguments JSON text), and the
-                # tool's answer. The template writes the arguments as the model did, not as a quoted string.
-                follow = msgs + [{"role": "assistant", "content": None, "tool_calls": [made]},
-                                 {"role": "tool", "tool_call_id": made["id"], "content": "-3 C"}]
-                code, _, out = curl(s.url + "/tokenize", {"messages": follow, "tools": tools})
+        with serve_util.server_with_template(template, "--tool-call-parser", "hermes", model=gguf) as s:
+            def chat(reply, **extra):
+                body = dict({"messages": msgs, "tools": tools, "max_tokens": 90,
+                             "structured_outputs": {"choice": [reply]}}, **extra)
+                code, _, out = curl(s.url + "/v1/chat/completions", body)
                 self.assertEqual(code, 200, out)
-                prompt = json.loads(curl(s.url + "/detokenize", {"tokens": json.loads(out)["tokens"]})[2])["prompt"]
-                self.assertIn('assistant: get_weather{"city": "Oslo", "days": 2} | tool: -3 C | assistant: ', prompt)
+                whole = json.loads(out)["choices"][0]
+                code, _, text = curl(s.url + "/v1/chat/completions", dict(body, stream=True))
+                self.assertEqual(code, 200, text)
+                content, calls, finish = "", [], None
+                for e in sse_events(text):
+                    if isinstance(e, dict) and e.get("choices"):
+                        delta = e["choices"][0]["delta"]
+                        content += delta.get("content") or ""
+                        calls += delta.get("tool_calls", [])
+                        finish = e["choices"][0]["finish_reason"] or finish
+                self.assertEqual(content, whole["message"]["content"] or "")
+                made = whole["message"].get("tool_calls", [])  # (ids are each response's)
+                self.assertEqual([(c["index"], c["type"], c["function"]) for c in calls],
+                                 [(i, c["type"], c["function"]) for i, c in enumerate(made)])
+                self.assertEqual(finish, whole["finish_reason"])
+                return whole
+
+            c = chat(call)
+            self.assertEqual((c["finish_reason"], c["message"]["content"]), ("tool_calls", None), c)
+            [made] = c["message"]["tool_calls"]
+            self.assertEqual((made["type"], made["function"]["name"]), ("function", "get_weather"))
+            self.assertTrue(made["id"].startswith("call_"))
+            self.assertEqual(json.loads(made["function"]["arguments"]), {"city": "Oslo", "days": 2})
+            c = chat("OK.\n" + call.replace(', "days": 2', ""))
+            self.assertEqual(c["message"]["content"], "OK.")
+            self.assertEqual(len(c["message"]["tool_calls"]), 1)
+            for reply, extra in [("It is <b>sunny</b>.", {}), (call, {"tool_choice": "none"}),
+                                 ("<tool_call>\n{\"name\": \"get_weather\", \"argu", {})]:
+                c = chat(reply, **extra)
+                self.assertEqual((c["finish_reason"], c["message"]["content"]), ("stop", reply), c)
+                self.assertNotIn("tool_calls", c["message"])
+            # The conversation goes on: the call sent back as the client got it (its arguments JSON text), and the
+            # tool's answer. The template writes the arguments as the model did, not as a quoted string.
+            follow = msgs + [{"role": "assistant", "content": None, "tool_calls": [made]},
+                             {"role": "tool", "tool_call_id": made["id"], "content": "-3 C"}]
+            code, _, out = curl(s.url + "/tokenize", {"messages": follow, "tools": tools})
+            self.assertEqual(code, 200, out)
+            prompt = json.loads(curl(s.url + "/detokenize", {"tokens": json.loads(out)["tokens"]})[2])["prompt"]
+            self.assertIn('assistant: get_weather{"city": "Oslo", "days": 2} | tool: -3 C | assistant: ', prompt)
 
     def test_continue_final_message_cuts_as_hugging_face_does(self):
         # The server looked for the final message's text unstripped: a template that trims it (as Llama 3's does)
         # hid "Sure:\n", nothing was cut, and the model was given a closed turn to follow, without an error.
         template = "{%- for m in messages -%}{{- '<|' + m['role'] + '|>' + m['content'] | trim + '<|end|>' -}}{%- endfor -%}"
         msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Sure:\n"}]
-        with tempfile.NamedTemporaryFile("w", suffix=".jinja") as f:
-            f.write(template)
-            f.flush()
-            with serve_util.Server("--chat-template", f.name) as s:
-                code, _, out = curl(s.url + "/tokenize", {"messages": msgs, "continue_final_message": True,
-                                                          "add_generation_prompt": False})
-                self.assertEqual(code, 200, out)
-                tokens = json.loads(out)["tokens"]
-                text = json.loads(curl(s.url + "/detokenize", {"tokens": tokens})[2])["prompt"]
-                self.assertTrue(text.endswith("<|assistant|>Sure:"), text)
-                # A final message whose text the prompt does not show is an error, not a silent closed turn.
-                code, _, out = curl(s.url + "/v1/chat/completions",
-                                    {"messages": msgs[:1] + [{"role": "assistant", "content": "  "}],
-                                     "continue_final_message": True, "add_generation_prompt": False})
-                self.assertEqual(code, 400, out)
-                self.assertIn("continue_final_message", json.loads(out)["error"]["message"])
+        with serve_util.server_with_template(template) as s:
+            code, _, out = curl(s.url + "/tokenize", {"messages": msgs, "continue_final_message": True,
+                                                      "add_generation_prompt": False})
+            self.assertEqual(code, 200, out)
+            tokens = json.loads(out)["tokens"]
+            text = json.loads(curl(s.url + "/detokenize", {"tokens": tokens})[2])["prompt"]
+            self.assertTrue(text.endswith("<|assistant|>Sure:"), text)
+            # A final message whose text the prompt does not show is an error, not a silent closed turn.
+            code, _, out = curl(s.url + "/v1/chat/completions",
+                                {"messages": msgs[:1] + [{"role": "assistant", "content": "  "}],
+                                 "continue_final_message": True, "add_generation_prompt": False})
+            self.assertEqual(code, 400, out)
+            self.assertIn("continue_final_message", json.loads(out)["error"]["message"])
 
 
 class LimitsTest(unittest.TestCase):

@@ -1,9 +1,11 @@
 """Starts `kvshare serve` on a free port for the end-to-end tests, and stops it."""
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,3 +76,13 @@ class Server:
         code = self.stop()
         if exc_type is not None or code != 0:  # what the server said, for the failure's report (a sanitizer's, say)
             sys.stderr.write(f"kvshare serve exited with {code}; the end of its stderr:\n" + "".join(self.log)[-20000:])
+
+
+@contextlib.contextmanager
+def server_with_template(template, *flags, **kw):
+    """A Server whose chat template (--chat-template) is `template`, a Jinja source written to a scratch file."""
+    with tempfile.NamedTemporaryFile("w", suffix=".jinja") as f:
+        f.write(template)
+        f.flush()
+        with Server("--chat-template", f.name, *flags, **kw) as s:
+            yield s
