@@ -792,10 +792,10 @@ TEST_F(CliTest, BatchLinesTakeJsonMode) {
   for (const json& v : list) EXPECT_TRUE(v == "yes" || v == "no") << sm[0].dump();
   EXPECT_EQ(sm[1].value("text", ""), sm[3].value("text", "")) << sm[1].dump();  // free text, greedy: the same
   EXPECT_EQ(sm[2].value("text", ""), "zq") << sm[2].dump();
-  write_file(scratch() + "/bad-schema.json", R"({"type": "string", "format": "email"})");
+  write_file(scratch() + "/bad-schema.json", R"({"type": "string", "format": "uri"})");
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "x", "--json-schema",
                                 scratch() + "/bad-schema.json"}),
-                       {"the format \"email\" is not supported"});
+                       {"the format \"uri\" is not supported"});
   expect_clean_failure(kvshare({"generate", "--model", model_, "--prompt", "x", "--json-schema",
                                 scratch() + "/no-such-schema.json"}),
                        {"--json-schema: ", "no-such-schema.json"});

@@ -344,6 +344,31 @@ def test_structured_outputs_string_formats_parse(stories):
     assert whole >= 4, whole
 
 
+def test_structured_outputs_email_addresses(stories):
+    # format "email" (Pydantic's EmailStr): every address written is a valid e-mail address by the WHATWG's
+    # definition (HTML's input type=email), the independent reference, with no empty dot-separated part before the
+    # '@' and a dotted domain whose last label is letters, as email-validator wants.
+    import re
+    whatwg = re.compile(r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+                        r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
+    schema = {"type": "object", "properties": {"to": {"type": "string", "format": "email"}}, "required": ["to"]}
+    so = StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+    # '@' and '"' made likely (this tiny model writes neither of its own): each at the first place it may stand.
+    tok = stories.get_tokenizer()
+    names = tok.convert_ids_to_tokens(list(range(tok.vocab_size)))
+    at, quote = (next(i for i, n in enumerate(names) if n in (c, "<0x%02X>" % ord(c))) for c in '@"')
+    params = SamplingParams(temperature=1.0, seed=4, n=8, max_tokens=60, structured_outputs=so,
+                            logit_bias={at: 30, quote: 30})
+    whole = 0
+    for _, value in stopped_values(stories.generate(["Once upon a time", ""], params)):
+        address = value["to"]
+        assert whatwg.fullmatch(address), address
+        local, domain = address.split("@")
+        assert "" not in local.split(".") and "." in domain and domain.rsplit(".", 1)[1].isalpha(), address
+        whole += 1
+    assert whole >= 8, whole
+
+
 def test_structured_outputs_patterns_match(stories):
     # Strings under a pattern (Pydantic's Field(pattern=...)) match it as Python's re does (the jsonschema package
     # validates pattern with re.search): anchors, classes, counts, groups and alternatives.

@@ -112,6 +112,12 @@ bool format_reachable(StringFormat format, std::string_view prefix) { return ver
 
 bool format_complete(StringFormat format, std::string_view text) { return verdict(format, text).complete; }
 
+std::shared_ptr<const Pattern> email_pattern() {
+  static const std::shared_ptr<const Pattern> email = *Pattern::compile(
+      "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{2,24}$");
+  return email;
+}
+
 std::string_view format_characters(StringFormat format) {
   switch (format) {
     case StringFormat::kDate: return "0123456789-";

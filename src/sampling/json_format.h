@@ -6,10 +6,14 @@
 //   date-time  a date, T, a time
 //   uuid       8-4-4-4-12 hexadecimal digits
 // Only these characters are written (no escapes), so a formatted string's text is its value.
+//   email      held to as a pattern (email_pattern), not a StringFormat
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string_view>
+
+#include "sampling/json_pattern.h"
 
 namespace kvshare {
 
@@ -24,5 +28,13 @@ bool format_reachable(StringFormat format, std::string_view prefix);
 bool format_complete(StringFormat format, std::string_view text);
 // The characters a text of `format` may hold (for the vocabulary check: each must be some token alone).
 std::string_view format_characters(StringFormat format);
+
+// "email": an address as Pydantic's EmailStr (email-validator) takes it, in the common form: a local part of
+// letters, digits and _%+- in dot-separated runs, '@', then a domain of dot-separated labels (letters, digits and
+// inner hyphens, at most 63 characters each) ending in a top-level domain of 2 to 24 letters. One compiled pattern,
+// shared (its DFA grows once for every schema). Not written: quoted local parts, IP-address domains, other
+// characters email-validator takes (!#$&'*/=?^`{|}~ and non-ASCII). Not held to: the local part's 64 characters,
+// and the special-use domains email-validator refuses (.test, .local, ...).
+std::shared_ptr<const Pattern> email_pattern();
 
 }  // namespace kvshare

@@ -254,9 +254,16 @@ class JsonSchema::Compiler {
     auto it = s.find("format");
     if (it == s.end()) return Status::ok_status();
     if (!it->is_string()) return refused("format must be a string", where + "/format");
+    if (*it == "email") {  // held to as a pattern (email_pattern)
+      if (n.min_length > 0 || n.max_length != UINT32_MAX || s.contains("pattern"))
+        return refused("minLength, maxLength or pattern beside the format \"email\" is not supported; leave them out",
+                       where);
+      n.pattern = email_pattern();
+      return Status::ok_status();
+    }
     const std::optional<StringFormat> format = string_format(it->get<std::string>());
     if (!format.has_value())
-      return refused("the format " + it->dump() + " is not supported; date, time, date-time and uuid are",
+      return refused("the format " + it->dump() + " is not supported; date, time, date-time, uuid and email are",
                      where + "/format");
     const auto [shortest, longest] = *format == StringFormat::kDate   ? std::pair{10u, 10u}
                                      : *format == StringFormat::kTime ? std::pair{9u, 21u}

@@ -54,7 +54,7 @@ TEST(JsonSchema, WhatItCannotFollowIsRefusedByName) {
   EXPECT_NE(refusal(R"({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}})")
                 .find("\"multipleOf\" is not supported"),
             std::string::npos);
-  EXPECT_NE(refusal(R"({"type": "object", "properties": {"a/b": {"format": "email"}}})")
+  EXPECT_NE(refusal(R"({"type": "object", "properties": {"a/b": {"format": "uri"}}})")
                 .find("(at /properties/a~1b/format)"),
             std::string::npos);
   EXPECT_NE(refusal(R"({"type": "array", "minItems": 3, "maxItems": 2})").find("minItems is more than maxItems"),
@@ -336,7 +336,7 @@ TEST(JsonSchema, StringFormatsAreHeldTo) {
   JsonPrefix p(*s, false);
   ASSERT_TRUE(p.feed("{\"day\":\"2023-02-"));
   EXPECT_EQ(p.string_room(), std::nullopt);  // (no string text taken at once: each character is checked)
-  EXPECT_NE(refusal(R"({"type": "string", "format": "email"})").find("the format \"email\" is not supported"),
+  EXPECT_NE(refusal(R"({"type": "string", "format": "uri"})").find("the format \"uri\" is not supported"),
             std::string::npos);
   EXPECT_NE(refusal(R"({"type": "string", "format": "time", "maxLength": 12})").find("would leave out"),
             std::string::npos);
@@ -345,6 +345,80 @@ TEST(JsonSchema, StringFormatsAreHeldTo) {
 
 // pattern: the string is one the pattern matches (searched, as JSON Schema's pattern is), written in printable
 // ASCII without escapes; lengths or a format beside it are refused.
+// An independent reading of the email addresses format "email" writes (json_format.h's email_pattern): dot-separated
+// runs of [A-Za-z0-9_%+-], '@', dot-separated labels of 1 to 63 letters, digits and inner hyphens, the last 2 to 24
+// letters.
+bool reads_as_email(const std::string& a) {
+  const size_t at = a.find('@');
+  if (at == std::string::npos || a.find('@', at + 1) != std::string::npos) return false;
+  auto split = [](const std::string& s) {
+    std::vector<std::string> parts(1);
+    for (char c : s) {
+      if (c == '.') parts.emplace_back();
+      else parts.back().push_back(c);
+    }
+    return parts;
+  };
+  for (const std::string& run : split(a.substr(0, at)))
+    if (run.empty() || !std::all_of(run.begin(), run.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("_%+-").find(c) != std::string::npos;
+        }))
+      return false;
+  const std::vector<std::string> labels = split(a.substr(at + 1));
+  if (labels.size() < 2) return false;
+  for (const std::string& l : labels)
+    if (l.empty() || l.size() > 63 || l.front() == '-' || l.back() == '-' ||
+        !std::all_of(l.begin(), l.end(),
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; }))
+      return false;
+  const std::string& tld = labels.back();
+  return tld.size() >= 2 && tld.size() <= 24 &&
+         std::all_of(tld.begin(), tld.end(), [](char c) { return std::isalpha(static_cast<unsigned char>(c)); });
+}
+
+// format "email" is held to as a pattern (Pydantic's EmailStr writes it): addresses in the common form are taken,
+// others refused; random walks end in addresses the independent reading takes.
+TEST(JsonSchema, EmailAddressesAreWrittenInTheCommonForm) {
+  const auto s = compiled(R"({"type": "object", "properties": {"to": {"type": "string", "format": "email"}},
+                              "required": ["to"]})");
+  ASSERT_NE(s, nullptr);
+  for (const char* ok : {"john.doe@mail.example.com", "a@b.co", "x_y+tag%1@sub-domain.example.org", "A1@B2.NET"}) {
+    EXPECT_TRUE(takes(*s, std::string(R"({"to": ")") + ok + "\"}")) << ok;
+    EXPECT_TRUE(reads_as_email(ok)) << ok;
+  }
+  for (const char* bad : {"a..b@x.com", ".a@x.com", "a.@x.com", "@x.com", "a@-x.com", "a@x-.com", "a@x.c0m",
+                          "a@x", "a@x.c", "a@@x.com", "a b@x.com", "a@x..com", "a@.x.com", "a@x.com.",
+                          "a@xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.com"}) {  // 64 x
+    EXPECT_FALSE(takes(*s, std::string(R"({"to": ")") + bad + "\"}")) << bad;
+    EXPECT_FALSE(reads_as_email(bad)) << bad;
+  }
+  EXPECT_NE(refusal(R"({"type": "string", "format": "email", "maxLength": 40})").find("beside the format \"email\""),
+            std::string::npos);
+  std::mt19937 rng(5);
+  for (int walk = 0; walk < 200; ++walk) {
+    JsonPrefix p(*s, false);
+    ASSERT_TRUE(p.feed(R"({"to":")"));
+    std::string address;
+    for (int step = 0; step < 300 && !p.complete(); ++step) {
+      const std::vector<uint8_t> next = bytes_taken(p);
+      ASSERT_FALSE(next.empty()) << "dead end after " << address;
+      auto offered = [&](char c) { return std::find(next.begin(), next.end(), static_cast<uint8_t>(c)) != next.end(); };
+      uint8_t b = next[rng() % next.size()];
+      if (step > 30) {  // close it: '"' and '}' once they may come, else '@', then a label and two letters
+        const bool letters = address.size() >= 2 && std::isalpha(static_cast<unsigned char>(address.back())) &&
+                             std::isalpha(static_cast<unsigned char>(address[address.size() - 2]));
+        for (char c : {'"', '}', '@'})
+          if (offered(c)) b = static_cast<uint8_t>(c);
+        if (b != '"' && b != '}' && b != '@') b = letters && offered('.') ? '.' : 'b';
+      }
+      ASSERT_TRUE(p.feed(b)) << address;
+      if (b != '"' && b != '}') address += static_cast<char>(b);
+    }
+    ASSERT_TRUE(p.complete()) << address;
+    EXPECT_TRUE(reads_as_email(address)) << address;
+  }
+}
+
 TEST(JsonSchema, PatternsAreMatched) {
   const auto s = compiled(R"({"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}-\\d+$"},
       "tag": {"type": ["string", "null"], "pattern": "ok"}}})");

@@ -640,8 +640,8 @@ class ServerTest(unittest.TestCase):
                  '"nope", which tools does not list'),
                 (dict(body, tool_choice="required", tools=[]), "tool_choice", "needs tools"),
                 (dict(body, tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {
-                    "type": "object", "properties": {"s": {"type": "string", "format": "email"}}}}}]), "tools",
-                 'the format "email" is not supported'),
+                    "type": "object", "properties": {"s": {"type": "string", "format": "uri"}}}}}]), "tools",
+                 'the format "uri" is not supported'),
                 (dict(body, response_format={"type": "json_object"}), "tool_choice", "cannot be combined")]:
             code, _, out = post("/v1/chat/completions", bad)
             self.assertEqual(code, 400, out)
