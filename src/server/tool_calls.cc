@@ -115,6 +115,17 @@ bool tool_call_schema(const json& tools, const std::string* name, std::string& s
 namespace {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+// Where the whitespace before `end` begins; where the text after its leading whitespace begins. A reply's content
+// and a stream's settled part end alike (settled_content's promise: a prefix of the finished reply's content).
+size_t trim_back(std::string_view text, size_t end) {
+  while (end > 0 && is_space(text[end - 1])) --end;
+  return end;
+}
+size_t skip_front(std::string_view text) {
+  size_t at = 0;
+  while (at < text.size() && is_space(text[at])) ++at;
+  return at;
+}
 
 // A reader of JSON as tool calls write it, with JSON's whitespace: a required list of calls (it follows
 // tool_call_schema's schema), [{"name": "...", "parameters": VALUE}, ...], and the calls models write of their own
@@ -285,16 +296,13 @@ bool read_hermes(std::string_view text, size_t first, const std::string& id_pref
     out.calls.push_back(call_json(id_prefix, out.calls.size(), name, std::move(arguments)));
     at = close == std::string_view::npos ? close : text.find(kHermesOpen, close + kHermesClose.size());
   }
-  size_t end = first;
-  while (end > 0 && is_space(text[end - 1])) --end;
-  out.content = text.substr(0, end);
+  out.content = text.substr(0, trim_back(text, first));
   return true;
 }
 
 // llama3_json: the reply is calls separated by ';' (vLLM's writes "; "), after <|python_tag|> or not.
 bool read_llama3_json(std::string_view text, const std::string& id_prefix, ParsedReply& out) {
-  size_t at = 0;
-  while (at < text.size() && is_space(text[at])) ++at;
+  size_t at = skip_front(text);
   if (text.substr(at).starts_with(kPythonTag)) at += kPythonTag.size();
   else if (at == text.size() || text[at] != '{') return false;
   JsonTextReader r(text.substr(at));
@@ -355,9 +363,7 @@ ParsedReply parse_tool_calls(ToolCallParser parser, std::string_view text, const
 
 size_t settled_content(ToolCallParser parser, std::string_view text, size_t from) {
   if (parser == ToolCallParser::kLlama3Json) {  // a reply that begins as a call may be one until it ends
-    size_t at = 0;
-    while (at < text.size() && is_space(text[at])) ++at;
-    const std::string_view rest = text.substr(at);
+    const std::string_view rest = text.substr(skip_front(text));
     const bool may_call =
         rest.empty() || rest[0] == '{' || rest.starts_with(kPythonTag) || kPythonTag.starts_with(rest);
     return may_call ? 0 : text.size();
@@ -373,8 +379,7 @@ size_t settled_content(ToolCallParser parser, std::string_view text, size_t from
       }
     }
   }
-  while (end > 0 && is_space(text[end - 1])) --end;
-  return end;
+  return trim_back(text, end);
 }
 
 }  // namespace kvshare::server
