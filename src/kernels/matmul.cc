@@ -21,8 +21,8 @@ namespace {
 // but every slice stores and reloads the sums and starts cold: on AMD EPYC Zen 5, 2 threads, M 64-512 of
 // GPT-2-small's GEMMs, slices of 1024 ran at 87-93% of the FMA peak against 76-88% (qkv, fc; proj 73-80%
 // against 67-77%; AVX-512, and likewise on AVX2), and the 512-token prefill 7% faster (kernel_bench --only gemm
-// and bench control 4 × 512, three interleaved rounds each; bench/README.md). Zen 3's L2 is half as large; it
-// was not measured there again.
+// and bench control 4 × 512, three interleaved rounds each; bench/README.md). On Zen 3, whose L2 is half as large,
+// slices of 1024 held 89-93% at the median and 512 no more (AVX2, 2026-12-07; bench/README.md).
 constexpr int64_t kMcRows = 96;
 // Below this many multiply-adds a call runs on one thread (a parallel region costs a few microseconds).
 constexpr int64_t kParallelMinFmas = int64_t{1} << 18;
@@ -136,20 +136,26 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
   // Work items are (panel range, M block) pairs that threads take as they come free: ranges of a multiple of 8
   // panels (the microkernel's panel groups, up to 8 at once, stay whole), about four per thread. With at least
   // two M blocks per thread, a thread takes all the ranges of an M block at once, so that each block is packed
-  // by one thread and stays in its cache; with fewer, one item at a time, so that the threads finish together
-  // (with one M block, every thread packs all of x, as one thread alone did before). Each item runs its K
-  // slices in ascending order: every chain continues where it stopped.
+  // by one thread and stays in its cache, except in the last `threads` blocks, whose ranges go one at a time: a
+  // thread that falls behind (on a shared machine one core may run slower) then leaves a tail of one range, not
+  // of a whole block. With fewer blocks, one item at a time, so that the threads finish together (with one M
+  // block, every thread packs all of x, as one thread alone did before). Each item runs its K slices in
+  // ascending order: every chain continues where it stopped.
   const int64_t threads = parallel ? omp_get_max_threads() : 1;
   const int64_t range = (std::max<int64_t>(1, num_panels / (4 * threads)) + 7) / 8 * 8;
   const int64_t num_ranges = (num_panels + range - 1) / range;
-  const int64_t chunk = m_blocks >= 2 * threads ? num_ranges : 1;
+  const int64_t whole_blocks = m_blocks >= 2 * threads ? m_blocks - threads : 0;  // taken with all their ranges
+  const int64_t num_items = whole_blocks + (m_blocks - whole_blocks) * num_ranges;
   thread_local std::vector<PackedX> packed_x;
   if (packed_x.size() < static_cast<size_t>(threads)) packed_x.resize(static_cast<size_t>(threads));
   for (int64_t t = 0; t < threads; ++t) packed_x[t].reserve(m * k_dim, m_blocks);
   PackedX* const bufs = packed_x.data();  // (inside the region, packed_x would name each thread's own)
-#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads) if (parallel)
-  for (int64_t item = 0; item < num_ranges * m_blocks; ++item) {
-    const int64_t mb = item / num_ranges, p0 = item % num_ranges * range, p1 = std::min(num_panels, p0 + range);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (parallel)
+  for (int64_t item = 0; item < num_items; ++item) {
+    // The item's M block mb and its ranges [r0, r1).
+    const int64_t split = item - whole_blocks;  // >= 0: one range of a block of the tail
+    const int64_t mb = split < 0 ? item : whole_blocks + split / num_ranges;
+    const int64_t r0 = split < 0 ? 0 : split % num_ranges, r1 = split < 0 ? num_ranges : r0 + 1;
     const int64_t i0 = block_start(mb), i1 = block_start(mb + 1), rows = i1 - i0;
     PackedX& own = bufs[omp_get_thread_num()];
     if (own.tag[mb] != call) {
@@ -160,7 +166,10 @@ void Linear::forward(const float* x, int64_t m, float* y) const {
       own.tag[mb] = call;
     }
     const GemmArgs g{own.data.get(), packed_, bias_, y, packed_.n};
-    for (int64_t k0 = 0; k0 < k_dim; k0 += kc) kt.gemm(g, i0, i1, p0, p1, k0, std::min(k_dim, k0 + kc));
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t p0 = r * range, p1 = std::min(num_panels, p0 + range);
+      for (int64_t k0 = 0; k0 < k_dim; k0 += kc) kt.gemm(g, i0, i1, p0, p1, k0, std::min(k_dim, k0 + kc));
+    }
   }
 }
 
