@@ -50,16 +50,17 @@ void RequestStream::merge_untaken(Output& older, Output& output) {
 }
 
 void RequestStream::publish(Output output, bool& all_finished) {
+  const bool finished = output.finished;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (output.finished) ++num_finished_;
+    if (finished) ++num_finished_;
     const int32_t index = output.index;
     if (auto it = latest_.find(index); it != latest_.end()) merge_untaken(it->second, output);
     latest_[index] = std::move(output);
     all_finished_ = num_finished_ >= num_completions_;
     all_finished = all_finished_;
   }
-  if (notifier_) notifier_->notify();
+  if (notifier_ && (finished || notifier_->each_step())) notifier_->notify();
 }
 
 EngineLoop::EngineLoop(Engine& engine, std::function<void(const RequestTimes&)> on_finished)

@@ -38,14 +38,19 @@ struct RequestTimes {
 };
 
 // Wakes a waiting HTTP thread when any of the requests it follows made progress (one per API call, shared by
-// the engine requests of its prompts).
+// the engine requests of its prompts): at every step that advanced one (a stream), or only when a completion
+// finished (`each_step` false: a reply sent whole, whose thread has nothing to do before then; each wake-up
+// takes a core from the engine's threads for a moment).
 class Notifier {
  public:
+  explicit Notifier(bool each_step = true) : each_step_(each_step) {}
+  bool each_step() const { return each_step_; }
   void notify();
   // Waits until notify() was called since the version `seen`, or `timeout` passed; updates `seen`.
   void wait(uint64_t& seen, std::chrono::milliseconds timeout);
 
  private:
+  const bool each_step_;
   std::mutex mu_;
   std::condition_variable cv_;
   uint64_t version_ = 0;

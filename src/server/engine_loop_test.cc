@@ -185,6 +185,31 @@ TEST(EngineLoop, SubmitsRacingShutdownAllReturn) {
   EXPECT_GT(refused, 0);
 }
 
+// A reply sent whole is woken once, when its completion finishes; a stream at every step that advanced it.
+TEST(EngineLoop, AWholeReplyWakesWhenDoneAStreamAtEveryStep) {
+  KV_REQUIRE_SHARED(kModel);
+  auto engine = make_engine();
+  ASSERT_NE(engine, nullptr);
+  EngineLoop loop(*engine);
+  for (bool each_step : {false, true}) {
+    Request r = greedy("Once upon a time, there was a cat", 8);
+    r.params.ignore_eos = true;
+    auto notifier = std::make_shared<Notifier>(each_step);
+    auto stream = loop.submit(r, notifier).value();
+    std::vector<Output> outs;
+    uint64_t seen = 0;  // becomes the number of notifications (wait() takes their count)
+    while (!stream->snapshot(outs)) notifier->wait(seen, std::chrono::milliseconds(50));
+    notifier->wait(seen, std::chrono::milliseconds(0));
+    ASSERT_EQ(outs.size(), 1u);
+    EXPECT_EQ(outs[0].token_ids.size(), 8u);
+    if (each_step) {
+      EXPECT_GE(seen, 8u) << "a stream is woken at each of its 8 tokens' steps";
+    } else {
+      EXPECT_EQ(seen, 1u) << "a whole reply is woken once, when it is done";
+    }
+  }
+}
+
 // A client reading a stream with logprobs now and then (many steps between two reads, or none) receives each
 // token's logprobs once, in order, with nothing copied twice: put together they are those of a run alone.
 TEST(EngineLoop, StreamHandsOverEachLogprobOnce) {

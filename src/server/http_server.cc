@@ -195,7 +195,7 @@ struct Call {
   std::vector<std::shared_ptr<RequestStream>> streams;  // one per prompt
   std::vector<std::vector<ChoiceState>> states;         // [prompt][completion]
   std::vector<int64_t> prompt_tokens;                    // per prompt
-  std::shared_ptr<Notifier> notifier = std::make_shared<Notifier>();
+  std::shared_ptr<Notifier> notifier;  // made once `api` is read: a stream wakes at every step, a reply when done
   uint64_t seen = 0;
   bool finished = false;
   int socket = -1;
@@ -751,6 +751,7 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
   call->ctx.model = config.served_model_name;
   call->ctx.token_piece = [this](int32_t id) { return tokenizer().token_piece(id); };
   call->ctx.tool_parser = config.tool_call_parser;
+  call->notifier = std::make_shared<Notifier>(call->api.stream);
   const int32_t n = call->n();
   for (size_t i = 0; i < call->api.prompts.size(); ++i) {
     const PromptInput& p = call->api.prompts[i];
