@@ -72,16 +72,32 @@ EngineLoop::EngineLoop(Engine& engine, std::function<void(const RequestTimes&)> 
 EngineLoop::~EngineLoop() { shutdown(); }
 
 Result<std::shared_ptr<RequestStream>> EngineLoop::submit(Request request, std::shared_ptr<Notifier> notifier) {
+  std::vector<Request> one;
+  one.push_back(std::move(request));
+  Submitted s = submit(std::move(one), std::move(notifier));
+  if (!s.refusal.ok()) return s.refusal;
+  return s.streams[0];
+}
+
+namespace {
+int64_t sequences_of(const std::vector<Request>& requests) {
+  int64_t n = 0;
+  for (const Request& r : requests) n += std::max<int32_t>(1, r.params.n);
+  return n;
+}
+}  // namespace
+
+EngineLoop::Submitted EngineLoop::submit(std::vector<Request> requests, std::shared_ptr<Notifier> notifier) {
   Command c;
   c.kind = Command::kSubmit;
-  c.request = std::move(request);
+  c.requests = std::move(requests);
   c.notifier = std::move(notifier);
-  c.submitted = std::make_shared<std::promise<Result<std::shared_ptr<RequestStream>>>>();
+  c.submitted = std::make_shared<std::promise<Submitted>>();
   auto verdict = c.submitted->get_future();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return resource_exhausted("the server is shutting down");
-    queued_sequences_ += std::max<int32_t>(1, c.request.params.n);
+    if (stopping_) return {{}, resource_exhausted("the server is shutting down"), 0};
+    queued_sequences_ += sequences_of(c.requests);
     queue_.push_back(std::move(c));
   }
   cv_.notify_all();
@@ -173,23 +189,33 @@ void EngineLoop::execute(Command& c) {
       bool stopping;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        queued_sequences_ -= std::max<int32_t>(1, c.request.params.n);
+        queued_sequences_ -= sequences_of(c.requests);
         stopping = stopping_;
       }
       if (stopping) {
-        c.submitted->set_value(resource_exhausted("the server is shutting down"));
+        c.submitted->set_value({{}, resource_exhausted("the server is shutting down"), 0});
         return;
       }
-      Result<int64_t> id = engine_.add_request(c.request);
-      if (!id.ok()) {
-        c.submitted->set_value(id.status());
-        return;
+      std::vector<int64_t> ids;
+      for (size_t i = 0; i < c.requests.size(); ++i) {
+        Result<int64_t> id = engine_.add_request(c.requests[i]);
+        if (!id.ok()) {
+          for (int64_t added : ids) engine_.abort(added);  // untracked: their aborted outputs go nowhere
+          c.submitted->set_value({{}, id.status(), i});
+          return;
+        }
+        ids.push_back(*id);
       }
-      auto stream = std::make_shared<RequestStream>(*id, std::max<int32_t>(1, c.request.params.n), c.notifier);
-      Tracked& t = tracked_[*id];
-      t.stream = stream;
-      t.submitted = Clock::now();
-      c.submitted->set_value(stream);
+      Submitted verdict;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        auto stream =
+            std::make_shared<RequestStream>(ids[i], std::max<int32_t>(1, c.requests[i].params.n), c.notifier);
+        Tracked& t = tracked_[ids[i]];
+        t.stream = stream;
+        t.submitted = Clock::now();
+        verdict.streams.push_back(std::move(stream));
+      }
+      c.submitted->set_value(std::move(verdict));
       return;
     }
     case Command::kAbort:

@@ -7,7 +7,7 @@
 // prefix cache.
 //
 //   HTTP thread                      engine thread
-//   submit(request) ── queue ──────▶ engine.add_request()  ─▶ verdict back to submit()
+//   submit(requests) ── queue ─────▶ engine.add_request()  ─▶ verdict back to submit()  (a call's prompts at once)
 //   stream->wait()  ◀── outputs ──── engine.step()          (repeated while anything is unfinished)
 //   abort(id)       ── queue ──────▶ engine.abort(id)       (a client that hung up)
 #pragma once
@@ -95,8 +95,18 @@ class EngineLoop {
 
   // Queues `request` for the engine thread and waits for its verdict: the request's stream, or why the
   // engine refused it (a bad parameter, a prompt longer than the context, the loop shutting down).
-  // `notifier` is told of every step that advanced the request.
+  // `notifier` is told of the request's progress (Notifier: at every step, or when a completion finished).
   Result<std::shared_ptr<RequestStream>> submit(Request request, std::shared_ptr<Notifier> notifier);
+  // The requests of one API call (a list of prompts), queued as one command: the engine thread adds them all
+  // before its next step, so they join one step (one at a time, each waited for its own step). All or none:
+  // the streams in order, or the first refusal, with the index of the request refused, and none of them runs
+  // (those added before it are aborted before any step).
+  struct Submitted {
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    Status refusal;     // ok when every request was queued
+    size_t refused = 0;  // the request `refusal` is about
+  };
+  Submitted submit(std::vector<Request> requests, std::shared_ptr<Notifier> notifier);
   // Stops a request (its blocks are freed; its stream finishes with kAbort). Unknown ids are ignored.
   void abort(int64_t request_id);
   // Runs `fn` on the engine thread between steps and waits for it (reset_prefix_cache, cache_prefix).
@@ -115,12 +125,12 @@ class EngineLoop {
   struct Command {
     enum Kind { kSubmit, kAbort, kCall };
     Kind kind = kSubmit;
-    Request request;             // kSubmit
+    std::vector<Request> requests;  // kSubmit
     std::shared_ptr<Notifier> notifier;
     int64_t request_id = -1;     // kAbort
     std::function<void(Engine&)> fn;  // kCall
     // The verdict of kSubmit and the completion of kCall, given on the engine thread.
-    std::shared_ptr<std::promise<Result<std::shared_ptr<RequestStream>>>> submitted;
+    std::shared_ptr<std::promise<Submitted>> submitted;
     std::shared_ptr<std::promise<void>> done;
   };
   struct Tracked {
@@ -143,7 +153,7 @@ class EngineLoop {
   std::deque<Command> queue_;
   bool stopping_ = false;
   EngineMetrics metrics_;
-  int64_t queued_sequences_ = 0;  // the n of each kSubmit in queue_
+  int64_t queued_sequences_ = 0;  // the n of each request of each kSubmit in queue_
 
   std::map<int64_t, Tracked> tracked_;  // engine thread only
   std::thread thread_;

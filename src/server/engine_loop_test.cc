@@ -107,6 +107,44 @@ TEST(EngineLoop, RefusalsComeBackAndAbortFreesBlocks) {
   EXPECT_EQ(used, 0);
 }
 
+// A call's prompts go to the engine thread as one command: they join one step (one at a time, each had waited for
+// a step of its own, so that a list of 512 prompts took 512 steps to start). All or none: a refused request
+// (here the third) comes back with its index, and the others never run.
+TEST(EngineLoop, AListOfPromptsJoinsOneStepAllOrNone) {
+  KV_REQUIRE_SHARED(kModel);
+  auto engine = make_engine();
+  ASSERT_NE(engine, nullptr);
+  EngineLoop loop(*engine);
+  std::vector<Request> requests;
+  for (int i = 0; i < 16; ++i) {
+    requests.push_back(greedy("Once upon a time " + std::to_string(i), 4));
+    requests.back().params.ignore_eos = true;
+  }
+  std::vector<Request> with_a_bad_one = requests;
+  with_a_bad_one[2].params.top_p = 7;
+  EngineLoop::Submitted refused = loop.submit(with_a_bad_one, nullptr);
+  EXPECT_FALSE(refused.refusal.ok());
+  EXPECT_NE(refused.refusal.message().find("top_p"), std::string::npos) << refused.refusal.to_string();
+  EXPECT_EQ(refused.refused, 2u);
+  EXPECT_TRUE(refused.streams.empty());
+
+  auto notifier = std::make_shared<Notifier>();
+  EngineLoop::Submitted submitted = loop.submit(requests, notifier);
+  ASSERT_TRUE(submitted.refusal.ok()) << submitted.refusal.to_string();
+  ASSERT_EQ(submitted.streams.size(), requests.size());
+  for (const auto& stream : submitted.streams) {
+    std::vector<Output> outs = wait_all(*stream, *notifier);
+    ASSERT_EQ(outs.size(), 1u);
+    EXPECT_EQ(outs[0].token_ids.size(), 4u);
+  }
+  EngineMetrics m;
+  loop.call([&](Engine& e) { m = e.metrics(); });
+  EXPECT_EQ(m.generated_tokens, 16 * 4) << "the refused list generated nothing";
+  // The step that aborted the refused list's first two, then 4 steps of all 16 together.
+  EXPECT_LE(m.steps, 5);
+  EXPECT_EQ(m.blocks_used, 0);
+}
+
 // The waiting-queue limit is in sequences: a request with n completions counts n from the moment it is queued
 // to the engine thread (a request with n 128 once counted 1 there), and still n once the engine holds it.
 TEST(EngineLoop, WaitingCountsEachCompletion) {

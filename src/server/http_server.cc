@@ -752,27 +752,31 @@ void HttpServer::Impl::generate(const httplib::Request& req, const std::string& 
   call->ctx.token_piece = [this](int32_t id) { return tokenizer().token_piece(id); };
   call->ctx.tool_parser = config.tool_call_parser;
   call->notifier = std::make_shared<Notifier>(call->api.stream);
-  const int32_t n = call->n();
-  for (size_t i = 0; i < call->api.prompts.size(); ++i) {
-    const PromptInput& p = call->api.prompts[i];
-    Request r;
+  std::vector<Request> requests;
+  for (const PromptInput& p : call->api.prompts) {
+    Request& r = requests.emplace_back();
     r.prompt_token_ids = p.token_ids;  // never empty: an empty prompt is BOS alone
     r.params = call->api.params;
     r.cache_salt = call->api.cache_salt;
-    Result<std::shared_ptr<RequestStream>> stream = loop->submit(std::move(r), call->notifier);
-    if (!stream.ok()) {
-      abort_call(*call);
-      ApiError e = from_status(stream.status());
-      // The engine's refusal of a constraint (for this vocabulary, or a schema it cannot follow) begins "choice",
-      // "JSON mode" or "json_schema".
-      const std::string& m = stream.status().message();
-      if (e.status == 400 && !call->api.constraint_field.empty() &&
-          (m.starts_with("choice") || m.starts_with("JSON mode") || m.starts_with("json_schema")))
-        e.param = call->api.constraint_field;
-      if (call->api.prompts.size() > 1 && e.status == 400) e.message = "prompt " + std::to_string(i) + ": " + e.message;
-      return send_error(res, e);
-    }
-    call->streams.push_back(std::move(stream).value());
+  }
+  EngineLoop::Submitted submitted = loop->submit(std::move(requests), call->notifier);  // all or none
+  if (!submitted.refusal.ok()) {
+    const Status& refusal = submitted.refusal;
+    ApiError e = from_status(refusal);
+    // The engine's refusal of a constraint (for this vocabulary, or a schema it cannot follow) begins "choice",
+    // "JSON mode" or "json_schema".
+    const std::string& m = refusal.message();
+    if (e.status == 400 && !call->api.constraint_field.empty() &&
+        (m.starts_with("choice") || m.starts_with("JSON mode") || m.starts_with("json_schema")))
+      e.param = call->api.constraint_field;
+    if (call->api.prompts.size() > 1 && e.status == 400)
+      e.message = "prompt " + std::to_string(submitted.refused) + ": " + e.message;
+    return send_error(res, e);
+  }
+  call->streams = std::move(submitted.streams);
+  const int32_t n = call->n();
+  for (size_t i = 0; i < call->api.prompts.size(); ++i) {
+    const PromptInput& p = call->api.prompts[i];
     call->prompt_tokens.push_back(static_cast<int64_t>(p.token_ids.size()));
     std::vector<ChoiceState> states(n);
     for (int32_t j = 0; j < n; ++j) {
