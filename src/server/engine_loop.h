@@ -98,9 +98,9 @@ class EngineLoop {
   // `notifier` is told of the request's progress (Notifier: at every step, or when a completion finished).
   Result<std::shared_ptr<RequestStream>> submit(Request request, std::shared_ptr<Notifier> notifier);
   // The requests of one API call (a list of prompts), queued as one command: the engine thread adds them all
-  // before its next step, so they join one step (one at a time, each waited for its own step). All or none:
-  // the streams in order, or the first refusal, with the index of the request refused, and none of them runs
-  // (those added before it are aborted before any step).
+  // before its next step, so they join one step (submitted one at a time, each had waited for a step of its own).
+  // All or none: the streams in order, or the first refusal, with the index of the request refused, and none of
+  // them runs (those added before it are aborted before any step).
   struct Submitted {
     std::vector<std::shared_ptr<RequestStream>> streams;
     Status refusal;     // ok when every request was queued
