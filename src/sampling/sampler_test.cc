@@ -2,11 +2,33 @@
 
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <limits>
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <map>
+#include <new>
 #include <vector>
+
+#if defined(__GNUC__) && !defined(__clang__)
+// The replaced delete below frees what the replaced new took from malloc; g++ cannot see that pairing.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+// Counts this thread's operator new calls while `counting` is set: a warmed-up draw must allocate nothing
+// (Sampler.DrawsAllocateNothingOnceWarm). Replacing the global operator new is the one way to see allocations
+// made anywhere below the call, a std::vector's inside the library included.
+namespace {
+thread_local bool counting = false;
+thread_local int64_t news = 0;
+}  // namespace
+void* operator new(std::size_t n) {
+  if (counting) ++news;
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace kvshare {
 namespace {
@@ -153,6 +175,59 @@ TEST(Sampler, PlainTemperatureIsInverseCdfInTokenOrder) {
     const auto want = static_cast<int32_t>(std::upper_bound(cdf.begin(), cdf.end(), r) - cdf.begin());
     ASSERT_EQ(draw_token(logits.data(), 3000, p, a, weights, scratch), want) << "draw " << i;
   }
+}
+
+// A draw keeps its scratch between calls: once warm, no token allocates, whatever the sampling fields.
+TEST(Sampler, DrawsAllocateNothingOnceWarm) {
+  const std::vector<float> logits = wavy_logits(8000);
+  const std::vector<int32_t> tokens = {5, 7, 7, 9, 11, 5, 13};
+  const std::vector<int32_t> eos = {2};
+  const TokenHistory h{tokens, 3, eos, {}};
+  auto with = [](auto set) {
+    SamplingParams p;
+    p.temperature = 0.8f;
+    set(p);
+    return p;
+  };
+  const std::vector<std::pair<const char*, SamplingParams>> cases = {
+      {"temperature", with([](SamplingParams&) {})},
+      {"greedy", with([](SamplingParams& p) { p.temperature = 0; })},
+      {"min_p", with([](SamplingParams& p) { p.min_p = 0.05f; })},
+      {"top_p", with([](SamplingParams& p) { p.top_p = 0.9f; })},
+      {"top_k", with([](SamplingParams& p) { p.top_k = 40; })},
+      {"penalties", with([](SamplingParams& p) {
+         p.repetition_penalty = 1.3f;
+         p.frequency_penalty = 0.5f;
+         p.presence_penalty = 0.5f;
+       })},
+      {"logit_bias and min_tokens", with([](SamplingParams& p) {
+         p.logit_bias = {{11, 2.0f}, {300, -1.0f}};
+         p.min_tokens = 8;
+       })},
+  };
+  for (const auto& [name, p] : cases) {
+    Sampler sampler;
+    Rng rng(3);
+    std::vector<double> weights;
+    std::vector<std::pair<float, int32_t>> candidates;
+    sampler.sample(logits.data(), 8000, p, h, rng);  // warm: the scratch takes its size
+    draw_token(logits.data(), 8000, p, rng, weights, candidates);
+    news = 0;
+    counting = true;
+    for (int i = 0; i < 20; ++i) {
+      sampler.sample(logits.data(), 8000, p, h, rng);
+      draw_token(logits.data(), 8000, p, rng, weights, candidates);
+    }
+    counting = false;
+    EXPECT_EQ(news, 0) << name << ": allocations in 40 warm draws";
+  }
+  // The counter sees an allocation (a direct call: a new-expression's pair may be elided).
+  news = 0;
+  counting = true;
+  void* q = ::operator new(16);
+  counting = false;
+  ::operator delete(q);
+  EXPECT_EQ(news, 1);
 }
 
 TEST(Sampler, MinPLeavesOnlyTokensNearTheLikeliest) {

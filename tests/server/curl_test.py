@@ -796,6 +796,85 @@ class ServerTest(unittest.TestCase):
         r = json.loads(self.post("/v1/completions", {"prompt": shared + "Why?", "max_tokens": 2})[2])
         self.assertEqual(r["usage"]["prompt_tokens_details"]["cached_tokens"], 0)
 
+    def test_metrics_count_what_was_served(self):
+        def idle_metrics():  # nothing left over from an earlier test still running
+            deadline = time.time() + 30
+            while True:
+                text = self.get("/metrics")[2]
+                model = '{model_name="tiny"}'
+                if (metric(text, "kvshare_num_requests_running" + model) == 0
+                        and metric(text, "kvshare_num_requests_waiting" + model) == 0) or time.time() > deadline:
+                    return text
+                time.sleep(0.1)
+
+        def counts(text):
+            m = '{model_name="tiny"}'
+            names = ["kvshare_prompt_tokens_total" + m, "kvshare_generation_tokens_total" + m,
+                     "kvshare_request_success_total{model_name=\"tiny\",finished_reason=\"length\"}",
+                     "kvshare_time_to_first_token_seconds_count", "kvshare_time_per_output_token_seconds_count",
+                     "kvshare_e2e_request_latency_seconds_count"]
+            return [metric(text, n) for n in names]
+
+        before = counts(idle_metrics())
+        prompt = ("Once upon a time there was a girl who had a red ball. She liked to play with it in the park "
+                  "every day with her friends, and the ball went high.")
+        n_prompt = json.loads(self.post("/tokenize", {"prompt": prompt})[2])["count"]
+        r = json.loads(self.post("/v1/completions", {"prompt": prompt, "max_tokens": 5, "ignore_eos": True,
+                                                      "temperature": 0})[2])
+        self.assertEqual(r["usage"]["completion_tokens"], 5)
+        text = idle_metrics()
+        after = counts(text)
+        # One request of n_prompt tokens that generated 5: each counter moved by exactly that.
+        self.assertEqual([a - b for a, b in zip(after, before)], [n_prompt, 5, 1, 1, 1, 1])
+        self.assertGreater(metric(text, "kvshare_time_per_output_token_seconds_sum"), 0)
+        # Every block is used, cached or free; with nothing running, none is used (the prompt's full blocks stay
+        # cached).
+        m = 'model_name="tiny"'
+        used, cached, free = (metric(text, 'kvshare_kv_blocks{%s,state="%s"}' % (m, s))
+                              for s in ["used", "cached", "free"])
+        self.assertEqual(used, 0)
+        self.assertGreater(cached, 0)
+        self.assertEqual(used + cached + free, metric(text, "kvshare_kv_blocks_total{%s}" % m))
+
+    def test_cache_salt_keeps_prefixes_apart(self):
+        shared = "A little fox found a shiny key under the old oak tree near the river bank. " * 6
+
+        def cached(salt, question):
+            body = {"prompt": shared + question, "max_tokens": 1}
+            if salt is not None:
+                body["cache_salt"] = salt
+            code, _, text = self.post("/v1/completions", body)
+            self.assertEqual(code, 200, text)
+            return json.loads(text)["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+        self.assertEqual(cached("a", " Then?"), 0)  # computed and cached under salt "a"
+        self.assertGreaterEqual(cached("a", " Why?"), 64)  # the same salt finds it
+        self.assertEqual(cached("b", " Who?"), 0)  # another salt does not
+        self.assertEqual(cached(None, " How?"), 0)  # nor does no salt
+        self.assertGreaterEqual(cached("b", " When?"), 64)
+
+    def test_add_generation_prompt_reaches_the_template(self):
+        msgs = [{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "A story"}]
+        # What chatml.jinja renders for these messages; the generation prompt adds "<|assistant|>\n".
+        rendered = "<|start_story|><|system|>\nYou tell stories.\n<|user|>\nA story\n"
+
+        def tokens(body):
+            code, _, text = self.post("/tokenize", body)
+            self.assertEqual(code, 200, text)
+            return json.loads(text)["tokens"]
+
+        with_prompt = tokens({"messages": msgs})
+        without = tokens({"messages": msgs, "add_generation_prompt": False})
+        self.assertEqual(with_prompt, tokens({"prompt": rendered + "<|assistant|>\n", "add_special_tokens": False}))
+        self.assertEqual(without, tokens({"prompt": rendered, "add_special_tokens": False}))
+        self.assertLess(len(without), len(with_prompt))
+        # The chat endpoint renders the same way: its prompt is those tokens, its greedy text their completion's.
+        r = json.loads(self.post("/v1/chat/completions", {"messages": msgs, "add_generation_prompt": False,
+                                                           "max_tokens": 6, "temperature": 0})[2])
+        self.assertEqual(r["usage"]["prompt_tokens"], len(without))
+        c = json.loads(self.post("/v1/completions", {"prompt": without, "max_tokens": 6, "temperature": 0})[2])
+        self.assertEqual(r["choices"][0]["message"]["content"], c["choices"][0]["text"])
+
     # --- errors ------------------------------------------------------------------------------------------
 
     def test_errors(self):
@@ -1147,6 +1226,34 @@ class LimitsTest(unittest.TestCase):
                 self.assertEqual(json.loads(body)["usage"]["completion_tokens"], 2)
             code, _, body = curl(s.url + "/no-such-path", raw=small, headers=chunked)
             self.assertEqual(code, 404, body)
+
+    def test_host_and_a_template_that_raises(self):
+        with tempfile.TemporaryDirectory() as d:
+            template = os.path.join(d, "user_first.jinja")
+            with open(template, "w") as f:
+                f.write("{%- if messages[0]['role'] != 'user' -%}"
+                        "{{ raise_exception('Conversations must start with a user message') }}{%- endif -%}"
+                        "{%- for m in messages -%}{{ m['role'] + ': ' + m['content'] + '\\n' }}{%- endfor -%}")
+            # --host: it listens there and nowhere else (all of 127.0.0.0/8 is the loopback on Linux).
+            with serve_util.Server("--host", "127.0.0.2", "--chat-template", template) as s:
+                self.assertTrue(s.url.startswith("http://127.0.0.2:"), s.url)
+                with self.assertRaises(ConnectionRefusedError):
+                    socket.create_connection(("127.0.0.1", int(s.url.rsplit(":", 1)[1])), timeout=5).close()
+                user_first = [{"role": "user", "content": "Hi"}]
+                code, _, body = curl(s.url + "/v1/chat/completions", {"messages": user_first, "max_tokens": 2})
+                self.assertEqual(code, 200, body)
+                # The template's raise_exception is the client's error: 400 with its message, on each route
+                # that renders, and the server goes on.
+                system_first = [{"role": "system", "content": "Be brief."}] + user_first
+                for path in ["/v1/chat/completions", "/tokenize"]:
+                    code, _, body = curl(s.url + path, {"messages": system_first, "max_tokens": 2})
+                    self.assertEqual(code, 400, body)
+                    err = json.loads(body)["error"]
+                    self.assertIn("Conversations must start with a user message", err["message"])
+                    self.assertEqual(err["param"], "messages")
+                    self.assertEqual(err["type"], "invalid_request_error")
+                code, _, body = curl(s.url + "/v1/chat/completions", {"messages": user_first, "max_tokens": 2})
+                self.assertEqual(code, 200, body)
 
     def test_text_far_over_the_context_is_refused_before_tokenizing(self):
         # 4 MB of text is refused from its length, before BPE (a 30 MB body held an HTTP thread for 30 s), by
