@@ -329,6 +329,22 @@ class ServerTest(unittest.TestCase):
         plain = json.loads(self.post("/v1/completions", {"prompt": prompt, "max_tokens": 2})[2])
         self.assertNotIn("token_ids", plain["choices"][0])
 
+    def test_stop_token_ids(self):
+        body = {"prompt": "Once upon a time", "max_tokens": 10, "temperature": 0, "ignore_eos": True,
+                "return_token_ids": True}
+        whole = json.loads(self.post("/v1/completions", body)[2])["choices"][0]
+        ids = whole["token_ids"]
+        stop = ids[3]
+        first = ids.index(stop)  # the greedy run stops at the first time it draws the stop token
+        r = json.loads(self.post("/v1/completions", dict(body, stop_token_ids=[stop]))[2])
+        c = r["choices"][0]
+        self.assertEqual(c["finish_reason"], "stop")
+        self.assertEqual(c["stop_reason"], stop)
+        self.assertEqual(c["token_ids"], ids[:first + 1])  # as vLLM: the stop token is generated ...
+        self.assertEqual(r["usage"]["completion_tokens"], first + 1)
+        # ... but not written
+        self.assertEqual(c["text"], json.loads(self.post("/detokenize", {"tokens": ids[:first]})[2])["prompt"])
+
     def test_add_special_tokens_and_unsupported_vllm_fields(self):
         # vLLM's add_special_tokens: a completion's text gets the tokenizer's BOS unless false; a chat's rendered
         # prompt gets none (its template writes what it wants) unless true.
