@@ -655,6 +655,25 @@ TEST_F(CliTest, BatchLinesTakeChatMessages) {
   ASSERT_EQ(plain.size(), 8u) << none;
   EXPECT_TRUE(contains(plain[0].value("error", ""), "give one with --chat-template FILE")) << plain[0].dump();
   EXPECT_EQ(plain[2].value("text", "?"), outs[2].value("text", "!"));
+  // A model whose own template does not parse: each chat line gives the template's error and where it is (it said
+  // that the model had no template), the others run.
+  const std::string broken = copy_of_tiny("broken-template");
+  json tc = parse_json(read_file(broken + "/tokenizer_config.json"));
+  tc["chat_template"] = "{% for m in messages %}{{ m.content }";
+  write_file(broken + "/tokenizer_config.json", tc.dump());
+  const CliRun bad = kvshare({"generate", "--model", broken, "--input", in_path, "--output", out_path,
+                              "--no-progress"});
+  EXPECT_EQ(bad.exit_code, 1) << bad;
+  const std::vector<json> bad_outs = read_jsonl(out_path);
+  ASSERT_EQ(bad_outs.size(), 8u) << bad;
+  for (const char* part : {"tokenizer_config.json's chat_template", "template syntax error at line 1"})
+    EXPECT_TRUE(contains(bad_outs[0].value("error", ""), part)) << part << " not in " << bad_outs[0].dump();
+  EXPECT_FALSE(bad_outs[2].contains("error")) << bad_outs[2].dump();
+  // An empty --chat-template file is refused: it would have left the model's template (or none) in use.
+  write_file(scratch() + "/empty.jinja", "");
+  expect_clean_failure(kvshare({"generate", "--model", model_, "--input", in_path, "--output", out_path,
+                                "--chat-template", scratch() + "/empty.jinja"}),
+                       {"--chat-template", "empty.jinja is empty"});
 }
 
 // A chat line's tool call, its arguments JSON text as OpenAI's clients write them, reaches the template as the
@@ -888,6 +907,45 @@ TEST_F(CliTest, BatchInputAndOutputProblemsFailClearly) {
                        {"--dump-logits", "same file as --output"});
   expect_clean_failure(kvshare({"generate", "--model", model_, "--input", in_path, "--output", scratch()}),
                        {"--output", "is a folder"});
+  // Nor may an output be any other file the run reads: a file of the model folder, the model file, the chat
+  // template, the JSON schema. It was emptied before the model was loaded, and the error then blamed that file.
+  const std::string m = copy_of_tiny("outputs-over-inputs");
+  const std::string config = read_file(m + "/config.json"), weights = read_file(m + "/model.safetensors");
+  write_file(scratch() + "/t.jinja", "{% for m in messages %}{{ m.content }}{% endfor %}");
+  write_file(scratch() + "/s.json", R"({"type": "object"})");
+  const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> over = {
+      {{"--input", in_path, "--output", m + "/config.json"}, {"--output", "is a file of the model folder"}},
+      {{"--input", in_path, "--output", scratch() + "/o.jsonl", "--dump-logits", m + "/model.safetensors"},
+       {"--dump-logits", "is a file of the model folder"}},
+      {{"--input", in_path, "--output", scratch() + "/t.jinja", "--chat-template", scratch() + "/t.jinja"},
+       {"--output", "is the --chat-template file"}},
+      {{"--prompt", "hi", "--json-schema", scratch() + "/s.json", "--dump-logits", scratch() + "/s.json"},
+       {"--dump-logits", "is the --json-schema file"}},
+      {{"--prompt", "hi", "--dump-logits", tiny_model("llama") + "/model.gguf"}, {"--dump-logits", "model file"}},
+  };
+  for (const auto& [flags, want] : over) {
+    std::vector<std::string> argv = {"generate", "--model", m, "--no-progress"};
+    if (flags.back().ends_with(".gguf")) argv[2] = flags.back();
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    expect_clean_failure(kvshare(argv), want);
+  }
+  EXPECT_EQ(read_file(m + "/config.json"), config);
+  EXPECT_EQ(read_file(m + "/model.safetensors"), weights);
+  EXPECT_EQ(read_file(scratch() + "/t.jinja"), "{% for m in messages %}{{ m.content }}{% endfor %}");
+  EXPECT_EQ(read_file(scratch() + "/s.json"), R"({"type": "object"})");
+  EXPECT_GT(fs::file_size(tiny_model("llama") + "/model.gguf"), 0u);
+  // A new file in the model folder is fine: outputs are opened once the model is loaded.
+  expect_success(kvshare({"generate", "--model", m, "--input", in_path, "--output", m + "/tokenizer.json.out",
+                          "--no-progress", "--kv-cache-memory", "64MiB"}));
+  // An input whose line never ends (a device, a binary file) is refused after a bounded read, not read into
+  // memory until the process dies.
+  if (fs::exists("/dev/zero")) {
+    const CliRun endless = kvshare({"generate", "--model", model_, "--input", "/dev/zero", "--output",
+                                    scratch() + "/o.jsonl", "--no-progress", "--kv-cache-memory", "64MiB"});
+    EXPECT_EQ(endless.exit_code, 1) << endless;
+    EXPECT_EQ(endless.signal, 0) << endless;
+    EXPECT_TRUE(contains(endless.err, "line 1: the line has no end within 1 GiB")) << endless;
+  }
   // A write that fails (disk full) is an error, not a silent success.
   if (fs::exists("/dev/full")) {
     const CliRun full = kvshare({"generate", "--model", model_, "--input", in_path, "--output", "/dev/full",

@@ -76,6 +76,9 @@ class Tokenizer {
   // Whether the model has a chat template (tokenizer_config.json's chat_template, chat_template.jinja or
   // .json beside it, or the GGUF's tokenizer.chat_template).
   bool has_chat_template() const;
+  // Why has_chat_template() is false: not_found when the model has none, else the error its template gave when it
+  // was read (a syntax error with its line and column, a chat_template that is not text). OK when it has one.
+  Status chat_template_status() const;
   // The prompt the chat template makes of `conversation`, a JSON text: a list of messages
   // ([{"role": "user", "content": "..."}]) or an object holding "messages" and any other variables the template
   // reads ("tools", "documents", "enable_thinking", ...), rendered exactly as Hugging Face renders it.

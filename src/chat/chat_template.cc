@@ -73,20 +73,24 @@ Result<ModelChatTemplates> from_hf_dir(const std::string& dir) {
     if (!config.is_object()) return invalid_argument(config_path + " is not a JSON object");
   }
   NamedSources sources;
+  std::string where;  // the file the template came from, for its errors
   if (config.contains("chat_template") && !config.at("chat_template").is_null()) {
     KV_ASSIGN_OR_RETURN(sources, template_sources(config.at("chat_template"), config_path));
+    where = config_path + "'s chat_template";
   } else if (path_entry_exists(dir + "/chat_template.jinja")) {
     KV_ASSIGN_OR_RETURN(std::string source, read_model_text_file(dir + "/chat_template.jinja"));
     sources.emplace_back("", std::move(source));
+    where = dir + "/chat_template.jinja";
   } else if (path_entry_exists(dir + "/chat_template.json")) {
     KV_ASSIGN_OR_RETURN(auto j, read_json(dir + "/chat_template.json"));
     if (j.is_object() && j.contains("chat_template")) {
       KV_ASSIGN_OR_RETURN(sources, template_sources(j.at("chat_template"), dir + "/chat_template.json"));
     }
+    where = dir + "/chat_template.json's chat_template";
   }
   if (sources.empty())
     return not_found(dir + " has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja)");
-  return parse_all(sources, config_token(config, "bos_token"), config_token(config, "eos_token"), dir);
+  return parse_all(sources, config_token(config, "bos_token"), config_token(config, "eos_token"), where);
 }
 
 Result<ModelChatTemplates> from_gguf(const std::string& path) {
@@ -150,6 +154,13 @@ Result<ChatTemplate> ChatTemplate::from_model(const std::string& path) {
   KV_ASSIGN_OR_RETURN(ModelChatTemplates all, ModelChatTemplates::from_model(path));
   KV_ASSIGN_OR_RETURN(const ChatTemplate* t, all.pick("", /*has_tools=*/false));
   return *t;
+}
+
+Result<std::string> read_chat_template_file(const std::string& path) {
+  Result<std::string> source = read_text_file(path, jinja::Limits{}.max_template_bytes);
+  if (!source.ok()) return source.status();
+  if (source->empty()) return invalid_argument(path + " is empty; give a chat template's Jinja source");
+  return source;
 }
 
 Result<ModelChatTemplates> ModelChatTemplates::from_model(const std::string& path) {

@@ -45,6 +45,11 @@ class ChatTemplate {
   std::string bos_token_, eos_token_;
 };
 
+// The source of a chat template named on a command line (--chat-template, --template): read up to the template
+// limit (jinja::Limits::max_template_bytes), so a device or a large file mistaken for a template stops there. An
+// empty file is refused: it would silently leave the model's own template (or none) in use.
+Result<std::string> read_chat_template_file(const std::string& path);
+
 // Where `messages` (the template's variable) holds tool calls whose function.arguments is text holding a JSON
 // object, the object takes its place: templates write arguments with tojson or walk them as a mapping (Hugging
 // Face's convention), and vLLM parses the text OpenAI's clients send. The object keeps its text, which it is where a

@@ -43,7 +43,7 @@ int run_chat_template(const std::vector<std::string>& argv) {
 
   auto load = [&]() -> Result<ModelChatTemplates> {
     if (model) return ModelChatTemplates::from_model(*model);
-    KV_ASSIGN_OR_RETURN(std::string source, read_text_file(*tpl_file));
+    KV_ASSIGN_OR_RETURN(std::string source, read_chat_template_file(*tpl_file));
     auto t = ChatTemplate::from_string(source);
     if (!t.ok()) return t.status().with_context(*tpl_file);
     return ModelChatTemplates::single(std::move(t).value());

@@ -4,12 +4,16 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdint>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
+#include "chat/chat_template.h"
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
 #include "cli/progress.h"
@@ -43,7 +47,7 @@ std::vector<FlagSpec> generate_specs() {
   return specs;
 }
 
-// --dump-logits: the file is opened before the run, so an unwritable path fails at once.
+// --dump-logits: opened once the model is loaded (check_paths has checked the path before), before the run.
 class LogitsDump {
  public:
   Status open(const Args& args) {
@@ -112,27 +116,78 @@ bool same_file(const std::string& a, const std::string& b) {
   return !ec && ca == cb;
 }
 
-// The batch job's paths, checked before anything is read or written: the input must be a file, not a folder,
-// and no file the job writes may be the input (it would be emptied before it is read) or another output.
-Status check_batch_paths(const Args& args) {
-  const std::string in_path = *args.get("input");
+// Every file a generate run reads, with what it is: the input, the chat template, the JSON schema, and the model
+// (its file, or each file in its folder).
+std::vector<std::pair<std::string, std::string>> files_read(const Args& args) {
+  std::vector<std::pair<std::string, std::string>> read;
+  if (auto p = args.get("input")) read.emplace_back("the input file", *p);
+  if (auto p = args.get("chat-template")) read.emplace_back("the --chat-template file", *p);
+  if (auto p = args.get("json-schema")) read.emplace_back("the --json-schema file", *p);
+  if (auto p = args.get("model")) {
+    std::error_code ec;
+    if (!fs::is_directory(*p, ec)) {
+      read.emplace_back("the model file", *p);
+    } else {
+      // A model folder holds a few files (shards, configs, tokenizer); the walk is bounded all the same.
+      int entries = 0;
+      for (fs::recursive_directory_iterator it(*p, fs::directory_options::skip_permission_denied, ec), end;
+           !ec && it != end && ++entries <= 10000; it.increment(ec)) {
+        std::error_code file_ec;
+        if (it->is_regular_file(file_ec)) read.emplace_back("a file of the model folder " + *p, it->path().string());
+      }
+    }
+  }
+  return read;
+}
+
+// Whether `path` can be written, without creating or truncating it.
+Status check_writable(const std::string& what, const std::string& path) {
   std::error_code ec;
-  if (fs::is_directory(in_path, ec))
-    return invalid_argument("--input " + in_path + " is a folder; give a JSONL file of requests, one per line");
-  std::vector<std::pair<std::string, std::string>> written = {{"--output", *args.get("output")}};
+  if (fs::exists(path, ec)) {
+    if (::access(path.c_str(), W_OK) != 0)
+      return invalid_argument("cannot write " + what + " " + path + ": " + std::strerror(errno));
+    return {};
+  }
+  fs::path folder = fs::path(path).parent_path();
+  if (folder.empty()) folder = ".";
+  if (!fs::is_directory(folder, ec))
+    return invalid_argument("cannot write " + what + " " + path + ": the folder " + folder.string() +
+                            " does not exist");
+  if (::access(folder.c_str(), W_OK) != 0)
+    return invalid_argument("cannot write " + what + " " + path + ": the folder " + folder.string() + " is not " +
+                            "writable (" + std::strerror(errno) + ")");
+  return {};
+}
+
+// The files a run writes (--output, --dump-logits), checked before anything is read or written: each must be a
+// writable file, not a folder, not another output, and none of the files the run reads (an output is emptied when
+// it is opened: the input's requests, a model file, a template would be lost). The input must be a file, not a
+// folder. The outputs are opened only once the model is loaded.
+Status check_paths(const Args& args) {
+  std::error_code ec;
+  if (auto in = args.get("input"); in && fs::is_directory(*in, ec))
+    return invalid_argument("--input " + *in + " is a folder; give a JSONL file of requests, one per line");
+  std::vector<std::pair<std::string, std::string>> written;
+  if (auto out = args.get("output")) written.emplace_back("--output", *out);
   if (auto dump = args.get("dump-logits")) written.emplace_back("--dump-logits", *dump);
+  if (written.empty()) return {};
+  const auto read = files_read(args);
   for (size_t i = 0; i < written.size(); ++i) {
     const auto& [flag, path] = written[i];
     if (fs::is_directory(path, ec))
       return invalid_argument(flag + " " + path + " is a folder; give the path of a file to write");
-    if (same_file(path, in_path))
-      return invalid_argument(flag + " " + path + " is the input file " + in_path +
-                              "; writing it would destroy the requests: give another path");
+    for (const auto& [what, file] : read) {
+      if (!same_file(path, file)) continue;
+      const std::string lost = what == "the input file" ? "the requests" : "it";
+      return invalid_argument(flag + " " + path + " is " + what + (file == path ? "" : " (" + file + ")") +
+                              "; writing it would destroy " + lost + ": give another path");
+    }
     for (size_t j = 0; j < i; ++j) {
       if (same_file(path, written[j].second))
         return invalid_argument(flag + " " + path + " is the same file as " + written[j].first + " " +
                                 written[j].second + "; give each its own path");
     }
+    KV_RETURN_IF_ERROR(check_writable(flag == "--output" ? "the output file" : "the logits file", path));
   }
   return {};
 }
@@ -151,8 +206,9 @@ void render_chat_lines(const Tokenizer& tokenizer, const std::vector<std::option
   std::vector<Request> kept;
   for (size_t i = 0; i < requests.size(); ++i) {
     if (chats[i].has_value()) {
+      const Status own = tokenizer.chat_template_status();
       Result<std::string> prompt =
-          !tokenizer.has_chat_template() && chats[i]->options.chat_template.empty()
+          own.code() == StatusCode::kNotFound && chats[i]->options.chat_template.empty()
               ? invalid_argument("the model has no chat template for the lines that hold \"messages\"; give one with "
                                  "--chat-template FILE")
               : tokenizer.apply_chat_template(chats[i]->conversation, chats[i]->options);
@@ -183,12 +239,12 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   const std::string in_path = *args.get("input");
   auto out_path = args.get("output");
   if (!out_path) return fail("generate", invalid_argument("--input needs --output FILE for the results"));
-  if (Status st = check_batch_paths(args); !st.ok()) return fail("generate", st);
+  if (Status st = check_paths(args); !st.ok()) return fail("generate", st);
   std::ifstream in(in_path);
   if (!in) return fail("generate", not_found("cannot open the input file " + in_path));
   std::string chat_template;  // --chat-template: the chat lines' template instead of the model's
   if (auto path = args.get("chat-template")) {
-    Result<std::string> source = read_text_file(*path);
+    Result<std::string> source = read_chat_template_file(*path);
     if (!source.ok()) return fail("generate", source.status().with_context("--chat-template " + *path));
     chat_template = std::move(source).value();
   }
@@ -200,15 +256,26 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
   std::string line;
   size_t line_no = 0, bad = 0;
   std::vector<int64_t> request_of_line;  // -1 for a bad or blank line
-  while (std::getline(in, line)) {
+  uint64_t bytes = 0;
+  for (LineRead read; (read = read_request_line(in, line, bytes)) != LineRead::kEnd;) {
     ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+    if (read == LineRead::kEndless) {  // not a JSONL file: the lines before this one still run
+      const std::string error = "the line has no end within " + std::to_string(kMaxSkippedLineBytes >> 30) +
+                                " GiB; the input is not a JSONL file of requests, and nothing after it was read";
+      std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), line_no, error.c_str());
+      request_of_line.push_back(-1);
+      errors.push_back("line " + std::to_string(line_no) + ": " + error);
+      ++bad;
+      break;
+    }
+    if (bytes <= kMaxRequestLineBytes && line.find_first_not_of(" \t\r") == std::string::npos) {
       request_of_line.push_back(-2);
       errors.emplace_back();
       continue;
     }
     std::optional<ChatLine> chat;
-    auto r = parse_request_line(line, defaults, &chat);
+    const Status size = check_request_line_size(bytes);
+    Result<Request> r = size.ok() ? parse_request_line(line, defaults, &chat) : Result<Request>(size);
     if (!r.ok()) {
       std::fprintf(stderr, "kvshare generate: %s line %zu: %s\n", in_path.c_str(), line_no,
                    printable(r.status().message()).c_str());
@@ -224,16 +291,16 @@ int run_batch(const Args& args, const SamplingParams& defaults) {
     chats.push_back(std::move(chat));
   }
 
-  // Opened before the work, so an unwritable path fails at once rather than after the whole job.
+  auto config = engine_config_from(args);
+  if (!config.ok()) return fail("generate", config.status());
+  auto engine = Engine::create(*config);
+  if (!engine.ok()) return fail("generate", engine.status());
+  // Opened once the model is loaded (check_paths has made sure they can be written), before the work.
   std::ofstream out(*out_path);
   if (!out) return fail("generate", invalid_argument("cannot write the output file " + *out_path));
   LogitsDump dump;
   if (Status st = dump.open(args); !st.ok()) return fail("generate", st);
   for (Request& r : requests) r.keep_logits = dump.wanted();
-  auto config = engine_config_from(args);
-  if (!config.ok()) return fail("generate", config.status());
-  auto engine = Engine::create(*config);
-  if (!engine.ok()) return fail("generate", engine.status());
   // Chat lines: rendered with the model's chat template; one that fails is a bad line, the others run.
   render_chat_lines((*engine)->tokenizer(), chats, requests, request_of_line, errors, in_path, bad);
 
@@ -338,10 +405,11 @@ int run_generate(const std::vector<std::string>& argv) {
   if (!config.ok()) return fail("generate", config.status());
   // One prompt needs little KV memory: size the cache for it rather than taking a share of the machine.
   if (!args->has("kv-cache-memory")) config->kv_cache_bytes = int64_t{256} << 20;
-  LogitsDump dump;
-  if (Status st = dump.open(*args); !st.ok()) return fail("generate", st);
+  if (Status st = check_paths(*args); !st.ok()) return fail("generate", st);
   auto engine = Engine::create(*config);
   if (!engine.ok()) return fail("generate", engine.status());
+  LogitsDump dump;
+  if (Status st = dump.open(*args); !st.ok()) return fail("generate", st);
   Request r;
   r.prompt = *args->get("prompt");
   r.params = *defaults;

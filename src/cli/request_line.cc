@@ -270,11 +270,35 @@ Result<ChatLine> read_chat_line(const json& j) {
   return chat;
 }
 
+Status check_request_line_size(uint64_t bytes) {
+  if (bytes <= kMaxRequestLineBytes) return {};
+  return invalid_argument("the line is " + std::to_string(bytes) + " bytes, more than a request line may have (" +
+                          std::to_string(kMaxRequestLineBytes >> 20) + " MiB); split the prompt or send token ids");
+}
+
+LineRead read_request_line(std::istream& in, std::string& line, uint64_t& bytes) {
+  line.clear();
+  bytes = 0;
+  char buffer[1 << 16];
+  for (bool any = false;; any = true) {
+    in.getline(buffer, sizeof buffer);
+    const auto got = static_cast<uint64_t>(in.gcount());
+    const bool newline = !in.fail() && !in.eof();  // the newline was taken (and counted in gcount), not kept
+    const bool full = in.fail() && !in.eof();      // the buffer filled before a newline: the line goes on
+    const uint64_t kept = newline ? got - 1 : got;
+    if (bytes + kept <= kMaxRequestLineBytes) line.append(buffer, kept);
+    else std::string().swap(line);  // too long: what was kept goes, the length is still counted
+    bytes += kept;
+    if (newline) return LineRead::kLine;
+    if (!full) return any || got > 0 ? LineRead::kLine : LineRead::kEnd;  // the end of the input
+    if (bytes > kMaxSkippedLineBytes) return LineRead::kEndless;
+    in.clear();
+  }
+}
+
 Result<Request> parse_request_line(const std::string& line, const SamplingParams& defaults,
                                    std::optional<ChatLine>* chat) {
-  if (line.size() > kMaxRequestLineBytes)
-    return invalid_argument("the line is " + std::to_string(line.size()) + " bytes, more than a request line may have (" +
-                            std::to_string(kMaxRequestLineBytes >> 20) + " MiB); split the prompt or send token ids");
+  KV_RETURN_IF_ERROR(check_request_line_size(line.size()));
   KV_RETURN_IF_ERROR(check_json_limits(line, "the line", kMaxRequestJsonValues));
   json j = json::parse(line, nullptr, false);
   if (j.is_discarded()) return invalid_argument("not valid JSON" + json_syntax_error(line));

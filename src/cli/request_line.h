@@ -1,6 +1,8 @@
 // One line of a batch job's JSONL input (`kvshare generate --input`) as a Request.
 #pragma once
 
+#include <cstdint>
+#include <istream>
 #include <optional>
 #include <string>
 
@@ -10,6 +12,18 @@ namespace kvshare::cli {
 
 // The longest request line accepted; a longer one is an error naming this limit.
 constexpr size_t kMaxRequestLineBytes = 64u << 20;
+// The longest line read to its end: past it, a line with no newline (a device such as /dev/zero, a binary file)
+// ends the reading.
+constexpr uint64_t kMaxSkippedLineBytes = uint64_t{1} << 30;
+
+// The error for a line of `bytes` bytes: over kMaxRequestLineBytes, invalid_argument naming the limit.
+Status check_request_line_size(uint64_t bytes);
+
+// Reads the next line of `in` (its newline dropped) into `line`, keeping at most kMaxRequestLineBytes of it: a
+// longer line is read to its end but not kept, so no line fills memory. `bytes` is the line's whole length.
+// kEnd at the end of the input; kEndless for a line with no newline within kMaxSkippedLineBytes.
+enum class LineRead { kLine, kEnd, kEndless };
+LineRead read_request_line(std::istream& in, std::string& line, uint64_t& bytes);
 
 // A chat line's conversation, rendered with the model's chat template once the engine is up (the batch job does it
 // with Tokenizer::apply_chat_template, then tokenizes as vLLM tokenizes a chat: no BOS added, the template writes its

@@ -52,6 +52,9 @@ std::vector<int32_t> Tokenizer::eos_ids() const { return impl_->tok->eos_ids(); 
 bool Tokenizer::adds_bos() const { return impl_->tok->adds_bos(); }
 
 bool Tokenizer::has_chat_template() const { return impl_->chat_template.ok(); }
+Status Tokenizer::chat_template_status() const {
+  return impl_->chat_template.ok() ? Status() : impl_->chat_template.status();
+}
 
 Result<std::string> Tokenizer::apply_chat_template(std::string_view conversation,
                                                    const ChatTemplateOptions& options) const {

@@ -344,7 +344,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::create(std::unique_ptr<Engine> e
   const Tokenizer& tok = engine->tokenizer();
   auto piece = [&](int32_t id) { return id >= 0 ? tok.token_piece(id) : std::string(); };
   if (!config.chat_template_path.empty()) {
-    KV_ASSIGN_OR_RETURN(std::string source, read_text_file(config.chat_template_path));
+    KV_ASSIGN_OR_RETURN(std::string source, read_chat_template_file(config.chat_template_path));
     Result<ChatTemplate> t = ChatTemplate::from_string(source, piece(tok.bos_id()), piece(tok.eos_id()));
     if (!t.ok()) return t.status().with_context(config.chat_template_path);
     s.chat_templates = ModelChatTemplates::single(std::move(t).value());
