@@ -18,6 +18,7 @@
 #include "model/model.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace kvshare {
 namespace {
@@ -166,7 +167,11 @@ TEST(RequestLines, MoreValuesThanTheLimitAreRefusedBeforeParsing) {
 
 TEST(GenerationConfig, EosIdsOutsideTheTokenRangeAreErrorsNotWrapped) {
   const std::string dir = testing::temp_dir("limits_generation_config");
-  write(dir + "/vocab.json", "{\"a\": 0, \"b\": 1, \"ab\": 2}");
+  // A byte-level vocabulary holds its 256 byte symbols (ids 0-255 here), then "ab".
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_level_chars()[b]] = b;
+  vocab["ab"] = 256;
+  write(dir + "/vocab.json", vocab.dump());
   write(dir + "/merges.txt", "#version: 0.2\na b\n");
   // 2^32 + 1 once became token 1.
   write(dir + "/generation_config.json", "{\"eos_token_id\": [2, 4294967297]}");

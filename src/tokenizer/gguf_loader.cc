@@ -70,6 +70,7 @@ Result<std::unique_ptr<TokenizerModel>> load_gguf(const GgufFile& gguf) {
   }
   auto m = std::make_unique<TokenizerModel>();
   KV_ASSIGN_OR_RETURN(m->pieces, gguf.get_string_array("tokenizer.ggml.tokens"));
+  m->vocab_source = "tokenizer.ggml.tokens";
   const size_t n = m->pieces.size();
   if (gguf.contains("tokenizer.ggml.token_type")) {
     KV_ASSIGN_OR_RETURN(std::vector<int32_t> types, gguf.get_int_array("tokenizer.ggml.token_type"));

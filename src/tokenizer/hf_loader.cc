@@ -541,6 +541,7 @@ Status load_gpt2_files(const std::string& vocab_path, const std::string& merges_
                                {"decoder", {{"type", "ByteLevel"}}}};
   Template unused;
   KV_RETURN_IF_ERROR(parse_tokenizer_json(tokenizer_json, tables, m, unused).with_context(vocab_path));
+  m.vocab_source = vocab_path.substr(vocab_path.rfind('/') + 1);
   // GPT-2's only special token: in the vocabulary, but never produced by merges of ordinary text.
   const int32_t end_of_text = find_token(m, "<|endoftext|>");
   if (end_of_text >= 0) {
@@ -652,6 +653,7 @@ Result<std::unique_ptr<TokenizerModel>> read_hf_tokenizer(const std::string& dir
       BpeTables tables;
       KV_ASSIGN_OR_RETURN(Json j, parse_tokenizer_file(tokenizer_path, tables));
       KV_RETURN_IF_ERROR(parse_tokenizer_json(j, tables, *m, post).with_context(tokenizer_path));
+      m->vocab_source = "model.vocab of tokenizer.json";
     } else if (file_exists(join_path(dir, "vocab.json")) && file_exists(join_path(dir, "merges.txt"))) {
       KV_RETURN_IF_ERROR(load_gpt2_files(join_path(dir, "vocab.json"), join_path(dir, "merges.txt"), *m));
     } else if (file_exists(join_path(dir, "encoder.json")) && file_exists(join_path(dir, "vocab.bpe"))) {

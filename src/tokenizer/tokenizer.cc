@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <queue>
 
@@ -109,6 +110,41 @@ double text_bytes_per_token_bound(const TokenizerModel& m) {
   return longest * shrink;
 }
 
+// Whether text holds byte `b`: tab, newline, carriage return, printable ASCII, and the bytes of the UTF-8
+// characters there are (continuation bytes; lead bytes 0xC2-0xF0, of planes 0-3, and 0xF3-0xF4, of the
+// special-purpose and private-use planes). Not the other ASCII control characters or DEL, not the bytes UTF-8
+// never holds (0xC0, 0xC1, 0xF5-0xFF), and not 0xF1-0xF2, which lead only planes 4-11, where no character is
+// assigned. Real byte-level vocabularies lack some of those: GPT-NeoX's and MPT's 0xC0, 0xC1 and 0xF5-0xFF,
+// StarCoder's also 0xF1, Falcon's also 0xF2 and 14 control characters.
+bool text_holds_byte(int b) {
+  if (b < 0x80) return b == '\t' || b == '\n' || b == '\r' || (b >= 0x20 && b < 0x7F);
+  return b <= 0xBF || (b >= 0xC2 && b <= 0xF0) || b == 0xF3 || b == 0xF4;
+}
+
+// A byte-level vocabulary spells text with the tokens of its byte symbols; a byte without one is dropped from
+// the text, without a word (a vocab.json with no single-character token encoded "Once upon a time" to nothing).
+// Refused when a byte that text holds has no token (text_holds_byte).
+Status check_byte_alphabet(const TokenizerModel& m) {
+  int missing = 0, missing_in_text = 0, example = -1;
+  for (int i = 0; i < 256; ++i) {
+    const int b = (i + 0x20) % 256;  // the example: printable ASCII first
+    if (m.byte_level_ids[b] >= 0) continue;
+    ++missing;
+    if (!text_holds_byte(b)) continue;
+    ++missing_in_text;
+    if (example < 0) example = b;
+  }
+  if (missing_in_text == 0) return Status::ok_status();
+  char hex[8];
+  std::snprintf(hex, sizeof(hex), "0x%02X", example);
+  const std::string source = m.vocab_source.empty() ? "" : " (" + m.vocab_source + ")";
+  return invalid_argument("the byte-level vocabulary" + source + " has no token for " + std::to_string(missing) +
+                          " of the 256 byte symbols, " + std::to_string(missing_in_text) +
+                          " of them for bytes that text holds, e.g. byte " + hex + " (symbol \"" +
+                          byte_level_chars()[example] + "\"): encoding would drop those bytes from the text without a "
+                          "word. A byte-level BPE vocabulary needs a token for each byte's symbol");
+}
+
 }  // namespace
 
 Status finalize_model(TokenizerModel& m) {
@@ -160,6 +196,7 @@ Status finalize_model(TokenizerModel& m) {
     for (int b = 0; b < 256; ++b) {
       m.byte_level_ids[b] = m.piece_to_id.find(chars[b]);
     }
+    KV_RETURN_IF_ERROR(check_byte_alphabet(m));
   }
   for (size_t id = 0; id < n; ++id) {
     const TokenType type = m.types[id];

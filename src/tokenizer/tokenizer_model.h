@@ -51,6 +51,7 @@ struct NormalizerStep {
 struct TokenizerModel {
   // ---- filled in by a loader ----
   std::vector<std::string> pieces;  // as the vocabulary spells them (byte-level alphabet, "▁", "<0x0A>")
+  std::string vocab_source;  // where `pieces` were read, for errors: "model.vocab of tokenizer.json", "vocab.json"
   std::vector<TokenType> types;
   std::vector<float> scores;        // kScore only
   std::vector<std::pair<std::string, std::string>> merge_list;  // kRank, in rank order; freed by finalize

@@ -798,6 +798,87 @@ TEST(TokenizerErrors, Gguf) {
   }
 }
 
+// The byte-level alphabet as the members of a JSON object ("symbol": id), ids from `first_id` in byte order, for
+// every byte but those in `without`.
+std::string byte_vocab_members(const std::vector<int>& without, int first_id = 0) {
+  std::string out;
+  int id = first_id;
+  for (int b = 0; b < 256; ++b) {
+    if (std::find(without.begin(), without.end(), b) != without.end()) continue;
+    std::string symbol = byte_level_chars()[b];
+    if (symbol == "\"" || symbol == "\\") symbol = "\\" + symbol;
+    out += (out.empty() ? "\"" : ", \"") + symbol + "\": " + std::to_string(id++);
+  }
+  return out;
+}
+
+// A byte-level vocabulary spells text with the tokens of its 256 byte symbols. One without those of the bytes
+// text is made of loaded, and encoded text to nothing: a vocab.json with no single-character token made "Once upon
+// a time" []. Each is refused, naming how many bytes lack a token and one of them; real vocabularies lack only
+// bytes that text does not hold (GPT-NeoX, StarCoder, Falcon: 0xC0, 0xC1, 0xF5-0xFF, 0xF1 or 0xF2, rare control
+// characters) and still load.
+TEST(TokenizerErrors, ByteLevelVocabularyWithoutTheByteAlphabetIsRefused) {
+  // tokenizer.json with a ByteLevel pre-tokenizer (and decoder): every byte but "O".
+  const std::string byte_level = R"(, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false},
+                                     "decoder": {"type": "ByteLevel"}})";
+  std::string message;
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "merges": [], "vocab": {)" + byte_vocab_members({'O'}) + "}}" +
+                          byte_level,
+                      &message),
+            StatusCode::kInvalidArgument);
+  EXPECT_NE(message.find("tokenizer.json"), std::string::npos) << message;
+  EXPECT_NE(message.find("1 of the 256 byte symbols"), std::string::npos) << message;
+  EXPECT_NE(message.find("byte 0x4F (symbol \"O\")"), std::string::npos) << message;
+  // Only the decoder says ByteLevel: the same.
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "merges": [], "vocab": {)" + byte_vocab_members({'O', ' '}) +
+                          R"(}}, "decoder": {"type": "ByteLevel"}})",
+                      &message),
+            StatusCode::kInvalidArgument);
+  EXPECT_NE(message.find("2 of the 256 byte symbols"), std::string::npos) << message;
+  EXPECT_NE(message.find("byte 0x20 (symbol \"\xC4\xA0\")"), std::string::npos) << message;  // "Ġ"
+
+  // GPT-2's files with every single-character token removed.
+  auto gpt2 = BpeTokenizer::from_hf_dir(write_dir(
+      "tokenizer_no_bytes",
+      {{"vocab.json", "{\"On\": 0, \"ce\": 1, \"Once\": 2, \"\xC4\xA0upon\": 3, \"\xC4\xA0" "a\": 4, "
+                      "\"\xC4\xA0time\": 5, \"<|endoftext|>\": 6}"},
+       {"merges.txt", "#version: 0.2\nOn ce\n"}}));
+  ASSERT_FALSE(gpt2.ok()) << "encodes \"Once upon a time\" to" << ids_to_string((*gpt2)->encode("Once upon a time"));
+  EXPECT_EQ(gpt2.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(gpt2.status().message().find("vocab.json"), std::string::npos) << gpt2.status().message();
+  EXPECT_NE(gpt2.status().message().find("256 of the 256 byte symbols"), std::string::npos)
+      << gpt2.status().message();
+
+  // A GGUF "gpt2" vocabulary.
+  EXPECT_EQ(gguf_code({{"tokenizer.ggml.model", "gpt2"}, {"tokenizer.ggml.pre", "gpt-2"}}, {"a", "b", "ab"}, {}, {},
+                      {"a b"}, &message),
+            StatusCode::kInvalidArgument);
+  EXPECT_NE(message.find("tokenizer.ggml.tokens"), std::string::npos) << message;
+  EXPECT_NE(message.find("254 of the 256 byte symbols"), std::string::npos) << message;
+
+  // What real vocabularies lack between them loads, and encodes text with the bytes it has.
+  std::vector<int> rare = {0xC0, 0xC1, 0xF1, 0xF2, 0x7F};
+  for (int b = 0; b < 0x20; ++b) {
+    if (b != '\t' && b != '\n' && b != '\r') rare.push_back(b);
+  }
+  for (int b = 0xF5; b < 256; ++b) rare.push_back(b);
+  auto real_like = BpeTokenizer::from_hf_dir(write_dir(
+      "tokenizer_rare_bytes_missing",
+      {{"tokenizer.json", R"({"model": {"type": "BPE", "merges": [], "vocab": {)" + byte_vocab_members(rare) + "}}" +
+                              byte_level}}));
+  ASSERT_TRUE(real_like.ok()) << real_like.status().to_string();
+  EXPECT_EQ((*real_like)->decode((*real_like)->encode("Once upon a time,\n\tcaf\xC3\xA9 \xF0\x9F\xA6\x8A")),
+            "Once upon a time,\n\tcaf\xC3\xA9 \xF0\x9F\xA6\x8A");
+  for (const char* name : {"gpt-2", "gpt-neox", "mpt", "falcon", "starcoder", "refact"}) {
+    const std::string path = shared(std::string("tokenizers/vectors/ggml-vocab-") + name + ".gguf");
+    if (!file_exists(path)) continue;
+    auto gguf = GgufFile::open(path);
+    ASSERT_TRUE(gguf.ok()) << gguf.status().to_string();
+    auto tok = BpeTokenizer::from_gguf(*gguf);
+    EXPECT_TRUE(tok.ok()) << tok.status().to_string();
+  }
+}
+
 // ---- speed ----
 
 TEST(TokenizerSpeed, LoadAndEncode) {
