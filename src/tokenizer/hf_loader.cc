@@ -31,9 +31,20 @@ const Json* member(const Json& obj, const char* key) {
   return &*it;
 }
 
-bool bool_member(const Json& obj, const char* key, bool fallback) {
+// A value for an error message, shortened.
+std::string shown(const Json& v) {
+  std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return s.size() <= 40 ? s : s.substr(0, 40) + "...";
+}
+
+// The boolean member `key` of `obj`: `fallback` when it is absent or null, an error naming it (after `where`,
+// such as "model.") when it is anything but true or false: "true" or 1 was read as the fallback.
+Result<bool> bool_member(const Json& obj, const char* key, bool fallback, const std::string& where) {
   const Json* v = member(obj, key);
-  return v != nullptr && v->is_boolean() ? v->get<bool>() : fallback;
+  if (v == nullptr) return fallback;
+  if (!v->is_boolean())
+    return invalid_argument(where + key + " must be true or false, not a " + v->type_name() + " (" + shown(*v) + ")");
+  return v->get<bool>();
 }
 
 std::string string_member(const Json& obj, const char* key, const std::string& fallback = "") {
@@ -243,9 +254,10 @@ Status add_added_token(TokenizerModel& m, const Json& t, std::unordered_map<int3
   AddedToken added;
   added.id = static_cast<int32_t>(raw_id);
   added.content = content->get<std::string>();
-  added.special = bool_member(t, "special", false);
-  added.lstrip = bool_member(t, "lstrip", false);
-  added.rstrip = bool_member(t, "rstrip", false);
+  const std::string where = "added token " + shown(*content) + ": ";
+  KV_ASSIGN_OR_RETURN(added.special, bool_member(t, "special", false, where));
+  KV_ASSIGN_OR_RETURN(added.lstrip, bool_member(t, "lstrip", false, where));
+  KV_ASSIGN_OR_RETURN(added.rstrip, bool_member(t, "rstrip", false, where));
   set_piece(m, added.id, added.content, added.special ? TokenType::kControl : TokenType::kUserDefined);
   if (auto same = index.find(added.id); same != index.end()) {
     m.added_tokens[same->second] = std::move(added);
@@ -305,15 +317,18 @@ Status parse_pre_tokenizer(const Json& p, TokenizerModel& m, bool& byte_level) {
     for (const Json& inner : *list) KV_RETURN_IF_ERROR(parse_pre_tokenizer(inner, m, byte_level));
     return Status::ok_status();
   }
+  const std::string where = "pre_tokenizer " + type + ": ";
   if (type == "ByteLevel") {
     byte_level = true;
-    if (bool_member(p, "add_prefix_space", false)) {
+    KV_ASSIGN_OR_RETURN(const bool prefix_space, bool_member(p, "add_prefix_space", false, where));
+    if (prefix_space) {
       if (!m.pre_tokenizer.empty()) {
         return unimplemented("pre_tokenizer ByteLevel with add_prefix_space after a Split is not supported");
       }
       m.prefix_space = true;
     }
-    if (bool_member(p, "use_regex", true)) {
+    KV_ASSIGN_OR_RETURN(const bool use_regex, bool_member(p, "use_regex", true, where));
+    if (use_regex) {
       KV_RETURN_IF_ERROR(add_splitter(m, kGpt2Pattern, false, SplitBehavior::kIsolated, false));
     }
     return Status::ok_status();
@@ -325,22 +340,25 @@ Status parse_pre_tokenizer(const Json& p, TokenizerModel& m, bool& byte_level) {
     const Json* text = regex != nullptr ? regex : literal;
     if (text == nullptr || !text->is_string()) return invalid_argument("pre_tokenizer Split without a pattern");
     KV_ASSIGN_OR_RETURN(SplitBehavior behavior, parse_behavior(string_member(p, "behavior", "Isolated")));
-    return add_splitter(m, text->get<std::string>(), regex == nullptr, behavior, bool_member(p, "invert", false));
+    KV_ASSIGN_OR_RETURN(const bool invert, bool_member(p, "invert", false, where));
+    return add_splitter(m, text->get<std::string>(), regex == nullptr, behavior, invert);
   }
   if (type == "Metaspace") {
     if (!m.pre_tokenizer.empty()) return unimplemented("pre_tokenizer Metaspace after a Split is not supported");
     const std::string replacement = string_member(p, "replacement", kMetaSpace);
     std::string scheme = string_member(p, "prepend_scheme", "");
-    if (scheme.empty()) scheme = bool_member(p, "add_prefix_space", true) ? "always" : "never";
+    KV_ASSIGN_OR_RETURN(const bool prefix_space, bool_member(p, "add_prefix_space", true, where));
+    if (scheme.empty()) scheme = prefix_space ? "always" : "never";
     m.normalizer.push_back({NormalizerStep::kReplace, " ", replacement});
     if (scheme != "never") m.normalizer.push_back({NormalizerStep::kPrependUnlessPresent, "", replacement});
-    if (bool_member(p, "split", true)) {
+    KV_ASSIGN_OR_RETURN(const bool split, bool_member(p, "split", true, where));
+    if (split) {
       KV_RETURN_IF_ERROR(add_splitter(m, replacement, true, SplitBehavior::kMergedWithNext, false));
     }
     return Status::ok_status();
   }
   if (type == "Digits") {
-    const bool individual = bool_member(p, "individual_digits", false);
+    KV_ASSIGN_OR_RETURN(const bool individual, bool_member(p, "individual_digits", false, where));
     return add_splitter(m, individual ? R"(\p{N})" : R"(\p{N}+)", false, SplitBehavior::kIsolated, false);
   }
   if (type == "Whitespace") return add_splitter(m, R"(\w+|[^\w\s]+)", false, SplitBehavior::kRemoved, true);
@@ -386,7 +404,8 @@ Status parse_decoder(const Json& d, TokenizerModel& m, bool& byte_level) {
   if (type == "Metaspace") {
     m.decode_meta_as_space = true;
     std::string scheme = string_member(d, "prepend_scheme", "");
-    if (scheme.empty()) scheme = bool_member(d, "add_prefix_space", true) ? "always" : "never";
+    KV_ASSIGN_OR_RETURN(const bool prefix_space, bool_member(d, "add_prefix_space", true, "decoder Metaspace: "));
+    if (scheme.empty()) scheme = prefix_space ? "always" : "never";
     if (scheme != "never") m.decode_strip_space = true;
     return Status::ok_status();
   }
@@ -466,9 +485,9 @@ Status parse_tokenizer_json(const Json& j, BpeTables& tables, TokenizerModel& m,
   if (!tables.has_merges) return invalid_argument("model has no \"merges\" list");
 
   m.merge_mode = MergeMode::kRank;
-  m.byte_fallback = bool_member(*model, "byte_fallback", false);
-  m.fuse_unk = bool_member(*model, "fuse_unk", false);
-  m.ignore_merges = bool_member(*model, "ignore_merges", false);
+  KV_ASSIGN_OR_RETURN(m.byte_fallback, bool_member(*model, "byte_fallback", false, "model."));
+  KV_ASSIGN_OR_RETURN(m.fuse_unk, bool_member(*model, "fuse_unk", false, "model."));
+  KV_ASSIGN_OR_RETURN(m.ignore_merges, bool_member(*model, "ignore_merges", false, "model."));
 
   int64_t max_id = -1;
   for (const auto& entry : tables.vocab) max_id = std::max(max_id, entry.second);

@@ -879,6 +879,47 @@ TEST(TokenizerErrors, ByteLevelVocabularyWithoutTheByteAlphabetIsRefused) {
   }
 }
 
+// Boolean fields given as another type ("byte_fallback": "true") were read as false without a word.
+TEST(TokenizerErrors, BooleanFieldsOfAnotherTypeAreRefused) {
+  const std::string vocab = R"("vocab": {"a": 0, "b": 1, "ab": 2, "<unk>": 3}, "merges": [["a", "b"]])";
+  const std::vector<std::pair<std::string, std::vector<const char*>>> cases = {
+      {R"({"model": {"type": "BPE", "byte_fallback": "true", )" + vocab + "}}",
+       {"model.byte_fallback must be true or false, not a string (\"true\")"}},
+      {R"({"model": {"type": "BPE", "fuse_unk": 1, )" + vocab + "}}",
+       {"model.fuse_unk must be true or false, not a number (1)"}},
+      {R"({"model": {"type": "BPE", "ignore_merges": "false", )" + vocab + "}}",
+       {"model.ignore_merges must be true or false"}},
+      {R"({"model": {"type": "BPE", )" + vocab +
+           R"(}, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": "true"}})",
+       {"pre_tokenizer ByteLevel: add_prefix_space must be true or false, not a string"}},
+      {R"({"model": {"type": "BPE", )" + vocab + R"(}, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [)" +
+           R"({"type": "Digits", "individual_digits": 1}]}})",
+       {"pre_tokenizer Digits: individual_digits must be true or false"}},
+      {R"({"model": {"type": "BPE", )" + vocab +
+           R"(}, "added_tokens": [{"id": 4, "content": "<s>", "special": "yes"}]})",
+       {"added token \"<s>\": special must be true or false, not a string"}},
+  };
+  for (const auto& [json, words] : cases) {
+    std::string message;
+    EXPECT_EQ(load_code(json, &message), StatusCode::kInvalidArgument) << json;
+    EXPECT_NE(message.find("tokenizer.json"), std::string::npos) << message;
+    for (const char* w : words) EXPECT_NE(message.find(w), std::string::npos) << json << ": " << message;
+  }
+  // In tokenizer_config.json's added_tokens_decoder, the file is named.
+  auto config = BpeTokenizer::from_hf_dir(write_dir(
+      "tokenizer_bool_config", {{"tokenizer.json", R"({"model": {"type": "BPE", )" + vocab + "}}"},
+                                {"tokenizer_config.json",
+                                 R"({"added_tokens_decoder": {"4": {"content": "<s>", "special": "true"}}})"}}));
+  ASSERT_FALSE(config.ok());
+  EXPECT_NE(config.status().message().find("tokenizer_config.json"), std::string::npos) << config.status().message();
+  EXPECT_NE(config.status().message().find("special must be true or false"), std::string::npos)
+      << config.status().message();
+  // true, false and null (the default) load.
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "byte_fallback": false, "fuse_unk": null, "ignore_merges": true, )" +
+                      vocab + "}}"),
+            StatusCode::kOk);
+}
+
 // ---- speed ----
 
 TEST(TokenizerSpeed, LoadAndEncode) {
