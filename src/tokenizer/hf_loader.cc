@@ -75,14 +75,31 @@ struct BpeTables {
   std::vector<std::pair<std::string, int64_t>> vocab;
   std::vector<std::pair<std::string, std::string>> merges;
   std::string error;  // the first malformed entry
+  // merges.txt (GPT-2's files): its path and the line of each merge, for errors; empty for tokenizer.json.
+  std::string merges_file;
+  std::vector<uint32_t> merge_lines;
 };
 
-// Splits a merge "a b" at its first space after the first character.
+// Splits a merge "a b" at its space. As the tokenizers library reads it, a merge holds exactly one: "a b c" is
+// not a merge (it was read as "a" + "b c"); pieces with spaces are written as pairs ["a b", "c"].
 bool split_merge(std::string_view merge, BpeTables& tables) {
-  const size_t space = merge.find(' ', 1);
-  if (space == std::string_view::npos) return false;
+  const size_t space = merge.find(' ');
+  if (space == std::string_view::npos || merge.find(' ', space + 1) != std::string_view::npos) return false;
   tables.merges.emplace_back(std::string(merge.substr(0, space)), std::string(merge.substr(space + 1)));
   return true;
+}
+
+constexpr const char* kNotTwoPieces = " is not two pieces with one space between them (\"a b\")";
+constexpr const char* kNeitherForm = " is neither \"a b\" nor [\"a\", \"b\"]";
+
+// `s` as a JSON string, for error messages (bytes that are not UTF-8 shown as U+FFFD).
+std::string json_quoted(const std::string& s) { return Json(s).dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+// A merge as a file spells it: "a b", or ["a b", "c"] when a piece holds a space.
+std::string merge_text(const std::string& left, const std::string& right) {
+  if (left.find(' ') == std::string::npos && right.find(' ') == std::string::npos)
+    return json_quoted(left + " " + right);
+  return "[" + json_quoted(left) + ", " + json_quoted(right) + "]";
 }
 
 // tokenizer.json's SAX handler: model.vocab and model.merges go into `tables` as they stream past instead of
@@ -115,7 +132,7 @@ class TokenizerFileBuilder final : public JsonBuilder {
     return JsonBuilder::key(k);
   }
   bool start_object(std::size_t size) override {
-    if (taken()) return start_skipped(in_merges_ && !in_pair_ ? "a merge is neither \"a b\" nor [\"a\", \"b\"]" : "");
+    if (taken()) return start_skipped(in_merges_ && !in_pair_ ? merge_name() + kNeitherForm : "");
     if (depth_ == 2 && key1_ == "model" && key2_ == "vocab") in_vocab_ = t_.has_vocab = true;
     ++depth_;
     return JsonBuilder::start_object(size);
@@ -154,8 +171,10 @@ class TokenizerFileBuilder final : public JsonBuilder {
         note("vocab entry \"" + piece_ + "\" has no valid id (ids are integers from 0 to " +
              std::to_string(kMaxTokenId - 1) + ", the vocabulary size limit)");
       }
-    } else if (!v.is_string() || !split_merge(v.get_ref<const std::string&>(), t_)) {
-      note("merge " + v.dump() + " is neither \"a b\" nor [\"a\", \"b\"]");
+    } else if (!v.is_string()) {
+      note(merge_name() + " " + shown(v) + kNeitherForm);
+    } else if (!split_merge(v.get_ref<const std::string&>(), t_)) {
+      note(merge_name() + " " + shown(v) + kNotTwoPieces);
     }
     return true;
   }
@@ -183,13 +202,15 @@ class TokenizerFileBuilder final : public JsonBuilder {
       if (pair_.size() == 2) {
         t_.merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
       } else {
-        note("a merge is neither \"a b\" nor [\"a\", \"b\"]");
+        note(merge_name() + kNeitherForm);
       }
       return true;
     }
     if (depth_ == 2) in_vocab_ = in_merges_ = false;
     return false;
   }
+  // The merge being read (the ones before it were all well formed, or an error is noted already).
+  std::string merge_name() const { return "model.merges[" + std::to_string(t_.merges.size()) + "]"; }
   void note(std::string message) {
     if (t_.error.empty()) t_.error = std::move(message);
   }
@@ -469,6 +490,37 @@ Status parse_post_processor(const Json& p, const TokenizerModel& m, Template& ou
   return Status::ok_status();  // ByteLevel (offsets only) and others add no tokens
 }
 
+// A merge whose pieces or result are not in the vocabulary can never apply: the tokenizers library refuses the
+// file (MergeTokenOutOfVocabulary), and so does this. Checked against the BPE vocabulary alone, before added
+// tokens, as there. Real vocabularies (GPT-2, Llama 3, Qwen2/3, TinyStories) hold every merge's result.
+Status check_merges(const TokenizerModel& m, const BpeTables& t) {
+  std::vector<bool> in_vocab(m.pieces.size());
+  for (size_t id = 0; id < m.pieces.size(); ++id) in_vocab[id] = m.types[id] == TokenType::kNormal;
+  PieceIndex index;
+  index.build(m.pieces, in_vocab);
+  const std::string vocab = t.merges_file.empty() ? "model.vocab" : "the vocabulary";
+  std::string joined;
+  for (size_t i = 0; i < m.merge_list.size(); ++i) {
+    const auto& [left, right] = m.merge_list[i];
+    std::string problem;
+    if (index.find(left) < 0) {
+      problem = json_quoted(left) + " is not in " + vocab;
+    } else if (index.find(right) < 0) {
+      problem = json_quoted(right) + " is not in " + vocab;
+    } else if (index.find(joined.assign(left).append(right)) < 0) {
+      problem = "it makes " + json_quoted(joined) + ", which is not in " + vocab;
+    } else {
+      continue;
+    }
+    const std::string where = t.merges_file.empty() ? "model.merges[" + std::to_string(i) + "]"
+                                                    : t.merges_file + " line " + std::to_string(t.merge_lines[i]) + ",";
+    return invalid_argument(where + " " + merge_text(left, right) + ": " + problem +
+                            ", so it can never apply (the tokenizers library refuses such a file too): correct or "
+                            "remove the merge");
+  }
+  return Status::ok_status();
+}
+
 Status parse_tokenizer_json(const Json& j, BpeTables& tables, TokenizerModel& m, Template& post) {
   if (!j.is_object()) return invalid_argument("the top level is not a JSON object");
   const Json* model = member(j, "model");
@@ -504,6 +556,7 @@ Status parse_tokenizer_json(const Json& j, BpeTables& tables, TokenizerModel& m,
   }
   std::vector<std::pair<std::string, int64_t>>().swap(tables.vocab);
   m.merge_list = std::move(tables.merges);
+  KV_RETURN_IF_ERROR(check_merges(m, tables));
 
   if (const Json* added = member(j, "added_tokens")) {
     if (!added->is_array()) return invalid_argument("\"added_tokens\" is not a list");
@@ -547,12 +600,18 @@ Status load_gpt2_files(const std::string& vocab_path, const std::string& merges_
     tables.vocab.emplace_back(piece, id.get<int64_t>());
   }
   KV_ASSIGN_OR_RETURN(std::string merges_text, read_model_text_file(merges_path));
+  tables.merges_file = merges_path;
   std::istringstream lines(merges_text);
   std::string line;
+  uint32_t line_number = 0;
   while (std::getline(lines, line)) {
+    ++line_number;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty() || line.starts_with("#version")) continue;
-    if (!split_merge(line, tables)) return invalid_argument(merges_path + ": line \"" + line + "\" is not a merge \"a b\"");
+    if (!split_merge(line, tables))
+      return invalid_argument(merges_path + " line " + std::to_string(line_number) + ", " + json_quoted(line) +
+                              kNotTwoPieces);
+    tables.merge_lines.push_back(line_number);
   }
   if (tables.merges.empty()) return invalid_argument(merges_path + " holds no merges");
   const Json tokenizer_json = {{"model", {{"type", "BPE"}}},

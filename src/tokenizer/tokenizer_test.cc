@@ -879,6 +879,57 @@ TEST(TokenizerErrors, ByteLevelVocabularyWithoutTheByteAlphabetIsRefused) {
   }
 }
 
+// The tokenizers library refuses a merge that names a piece outside the vocabulary, merges into one outside it,
+// or is not two pieces ("a b c"); such merges loaded here (never applying, or "a b c" read as "a" + "b c").
+TEST(TokenizerErrors, MergesOutsideTheVocabularyAreRefused) {
+  struct Case {
+    const char* merges;
+    std::vector<const char*> words;
+  };
+  const std::vector<Case> cases = {
+      {R"(["a b", "qqq zzz"])", {"model.merges[1] \"qqq zzz\"", "\"qqq\" is not in model.vocab"}},
+      {R"([["a", "b"], ["qqq", "zzz"]])", {"model.merges[1] \"qqq zzz\"", "\"qqq\" is not in model.vocab"}},
+      {R"(["a zzz"])", {"model.merges[0] \"a zzz\"", "\"zzz\" is not in model.vocab"}},
+      {R"([["a", "zzz"]])", {"model.merges[0] \"a zzz\"", "\"zzz\" is not in model.vocab"}},
+      {R"(["a b", "b c"])", {"model.merges[1] \"b c\"", "makes \"bc\", which is not in model.vocab"}},
+      {R"([["a", "b"], ["b", "c"]])", {"model.merges[1] \"b c\"", "makes \"bc\", which is not in model.vocab"}},
+      {R"(["a b", "a b c"])", {"model.merges[1] \"a b c\"", "not two pieces"}},
+      {R"(["a b", "a  b"])", {"model.merges[1] \"a  b\"", "not two pieces"}},
+      {R"(["a b", "ab"])", {"model.merges[1] \"ab\"", "not two pieces"}},
+  };
+  for (const Case& c : cases) {
+    std::string message;
+    EXPECT_EQ(load_code(std::string(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "c": 3},
+                                                  "merges": )") + c.merges + "}}",
+                        &message),
+              StatusCode::kInvalidArgument)
+        << c.merges;
+    EXPECT_NE(message.find("tokenizer.json"), std::string::npos) << c.merges << ": " << message;
+    for (const char* w : c.words) EXPECT_NE(message.find(w), std::string::npos) << c.merges << ": " << message;
+  }
+  // A pair's pieces may hold spaces (that is what the pair form is for).
+  EXPECT_EQ(load_code(R"({"model": {"type": "BPE", "vocab": {"a b": 0, "c": 1, "a bc": 2},
+                                    "merges": [["a b", "c"]]}})"),
+            StatusCode::kOk);
+
+  // merges.txt beside vocab.json: the line is named.
+  const std::string vocab = "{" + byte_vocab_members({}) + ", \"he\": 256}";
+  for (const auto& [merges, words] : std::vector<std::pair<std::string, std::vector<const char*>>>{
+           {"#version: 0.2\nh e\nqqq zzz\n", {"merges.txt line 3", "\"qqq zzz\"", "\"qqq\" is not in"}},
+           {"#version: 0.2\nh e\nt h\n", {"merges.txt line 3", "\"t h\"", "makes \"th\", which is not in"}},
+           {"#version: 0.2\nh e\nh e x\n", {"merges.txt line 3", "\"h e x\"", "not two pieces"}}}) {
+    auto t = BpeTokenizer::from_hf_dir(write_dir("tokenizer_bad_merges_txt", {{"vocab.json", vocab},
+                                                                              {"merges.txt", merges}}));
+    ASSERT_FALSE(t.ok()) << merges;
+    EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+    for (const char* w : words) EXPECT_NE(t.status().message().find(w), std::string::npos) << t.status().message();
+  }
+  auto good = BpeTokenizer::from_hf_dir(
+      write_dir("tokenizer_good_merges_txt", {{"vocab.json", vocab}, {"merges.txt", "#version: 0.2\nh e\n"}}));
+  ASSERT_TRUE(good.ok()) << good.status().to_string();
+  EXPECT_EQ((*good)->encode("hehe"), (std::vector<int32_t>{256, 256}));
+}
+
 // Boolean fields given as another type ("byte_fallback": "true") were read as false without a word.
 TEST(TokenizerErrors, BooleanFieldsOfAnotherTypeAreRefused) {
   const std::string vocab = R"("vocab": {"a": 0, "b": 1, "ab": 2, "<unk>": 3}, "merges": [["a", "b"]])";
