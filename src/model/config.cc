@@ -211,6 +211,18 @@ Result<double> get_positive_number(const json& j, const char* key, double fallba
   return v;
 }
 
+// A number a llama3 rope_scaling must hold: absent or null is an error naming it (it took a default, so a model
+// trained with another value ran with the wrong frequencies; transformers refuses such a config, "Missing required
+// keys in `rope_scaling`"), as is one of another type or not finite and greater than 0.
+Result<double> llama3_scaling_number(const json& rs, const char* key) {
+  auto it = rs.find(key);
+  if (it == rs.end() || it->is_null())
+    return invalid_argument(std::string("config.json: rope_scaling of type \"llama3\" has no \"") + key +
+                            "\"; it needs factor, low_freq_factor, high_freq_factor and "
+                            "original_max_position_embeddings (transformers refuses it too)");
+  return get_positive_number(rs, key, 0);
+}
+
 }  // namespace
 
 namespace {
@@ -296,13 +308,17 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
     if (rs != j.end() && rs->is_object()) {
       KV_ASSIGN_OR_RETURN(const std::string legacy_type, get_string_or(*rs, "type", ""));
       KV_ASSIGN_OR_RETURN(const std::string type, get_string_or(*rs, "rope_type", legacy_type));
+      if (type.empty())
+        return invalid_argument("config.json: rope_scaling has no \"rope_type\" (or \"type\"), got " + shown(*rs) +
+                                "; kvshare runs \"llama3\" and \"default\"");
       if (type == "llama3") {
+        // Every number is required (the "default" type needs none).
         c.rope_scaling.enabled = true;
-        KV_ASSIGN_OR_RETURN(c.rope_scaling.factor, get_positive_number(*rs, "factor", 8.0));
-        KV_ASSIGN_OR_RETURN(c.rope_scaling.low_freq_factor, get_positive_number(*rs, "low_freq_factor", 1.0));
-        KV_ASSIGN_OR_RETURN(c.rope_scaling.high_freq_factor, get_positive_number(*rs, "high_freq_factor", 4.0));
+        KV_ASSIGN_OR_RETURN(c.rope_scaling.factor, llama3_scaling_number(*rs, "factor"));
+        KV_ASSIGN_OR_RETURN(c.rope_scaling.low_freq_factor, llama3_scaling_number(*rs, "low_freq_factor"));
+        KV_ASSIGN_OR_RETURN(c.rope_scaling.high_freq_factor, llama3_scaling_number(*rs, "high_freq_factor"));
         KV_ASSIGN_OR_RETURN(c.rope_scaling.original_max_position_embeddings,
-                            get_positive_number(*rs, "original_max_position_embeddings", 8192));
+                            llama3_scaling_number(*rs, "original_max_position_embeddings"));
       } else if (type != "default") {
         return unimplemented("config.json: rope_scaling type '" + type + "' is not supported (only llama3)");
       }

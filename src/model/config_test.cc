@@ -121,7 +121,8 @@ TEST(ModelConfig, WrongJsonTypesNameTheField) {
   expect_config_error(j.dump(), {"\"factor\"", "must be a number"});
   j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", -8}};
   expect_config_error(j.dump(), {"\"factor\"", "greater than 0"});
-  j["rope_scaling"] = {{"rope_type", "llama3"}, {"low_freq_factor", 4}, {"high_freq_factor", 4}};
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8}, {"low_freq_factor", 4}, {"high_freq_factor", 4},
+                       {"original_max_position_embeddings", 32}};
   expect_config_error(j.dump(), {"high_freq_factor", "must be greater than", "low_freq_factor"});
   // rope_scaling of another JSON type was ignored (the model ran unscaled).
   j["rope_scaling"] = "linear";
@@ -130,6 +131,41 @@ TEST(ModelConfig, WrongJsonTypesNameTheField) {
   expect_config_error(j.dump(), {"rope_scaling must be an object", "[1,2]"});
   j["rope_scaling"] = nullptr;
   EXPECT_TRUE(parse_hf_config(j.dump()).ok());
+}
+
+// A llama3 rope_scaling without one of its numbers took a default (factor 8, low_freq_factor 1, high_freq_factor 4,
+// original_max_position_embeddings 8192) without a word, so a model trained with others ran with the wrong
+// frequencies; transformers refuses it ("Missing required keys in `rope_scaling`"). The "default" type needs no
+// other key; a rope_scaling naming no type at all is refused too.
+TEST(ModelConfig, Llama3RopeScalingWithoutOneOfItsKeysIsRefused) {
+  const Json full = {{"rope_type", "llama3"},      {"factor", 8.0},
+                     {"low_freq_factor", 1.0},     {"high_freq_factor", 4.0},
+                     {"original_max_position_embeddings", 32}};
+  Json j = llama_json();
+  j["rope_scaling"] = full;
+  Result<ModelConfig> ok = parse_hf_config(j.dump());
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->rope_scaling.original_max_position_embeddings, 32.0);
+  for (const char* key : {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}) {
+    j["rope_scaling"] = full;
+    j["rope_scaling"].erase(key);
+    const std::string missing = std::string("rope_scaling of type \"llama3\" has no \"") + key + "\"";
+    expect_config_error(j.dump(), {missing.c_str(), "transformers refuses it too"});
+    j["rope_scaling"][key] = nullptr;
+    expect_config_error(j.dump(), {missing.c_str()});
+    // The legacy "type" key names the type as well.
+    j["rope_scaling"].erase("rope_type");
+    j["rope_scaling"]["type"] = "llama3";
+    expect_config_error(j.dump(), {missing.c_str()});
+  }
+  j["rope_scaling"] = full;
+  j["rope_scaling"].erase("rope_type");
+  j["rope_scaling"]["type"] = "llama3";
+  EXPECT_TRUE(parse_hf_config(j.dump()).ok());
+  j["rope_scaling"] = {{"rope_type", "default"}};
+  EXPECT_TRUE(parse_hf_config(j.dump()).ok());
+  j["rope_scaling"] = {{"factor", 8.0}, {"low_freq_factor", 1.0}};
+  expect_config_error(j.dump(), {"rope_scaling has no \"rope_type\""});
 }
 
 // GPT-2 options that change the attention's arithmetic are refused, not ignored.
