@@ -292,6 +292,12 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
     if (j.contains("sliding_window") && !j["sliding_window"].is_null() && use_sliding_window)
       return unimplemented("config.json: sliding-window attention is not supported");
     KV_ASSIGN_OR_RETURN(c.rope_theta, get_positive_number(j, "rope_theta", 10000.0));
+    // transformers rotates the first head_dim * partial_rotary_factor dimensions of each head; kvshare rotates
+    // them all, so any other factor would run the model with the wrong positions.
+    KV_ASSIGN_OR_RETURN(const double rotary, get_number(j, "partial_rotary_factor", 1.0));
+    if (rotary != 1.0)
+      return unimplemented("config.json: partial_rotary_factor " + number_text(rotary) +
+                           " is not supported: kvshare rotates the whole head (partial_rotary_factor 1)");
     KV_ASSIGN_OR_RETURN(c.tie_embeddings, get_bool_or(j, "tie_word_embeddings", false));
     KV_ASSIGN_OR_RETURN(const bool attention_bias, get_bool_or(j, "attention_bias", false));
     c.qkv_bias = c.model_type == "qwen2" || attention_bias;

@@ -168,6 +168,29 @@ TEST(ModelConfig, Llama3RopeScalingWithoutOneOfItsKeysIsRefused) {
   expect_config_error(j.dump(), {"rope_scaling has no \"rope_type\""});
 }
 
+// partial_rotary_factor below 1 rotates only the first part of each head; kvshare rotates all of it, so such a
+// model ran with the wrong positions without a word. Refused, as GGUF's rope.dimension_count short of the head is.
+TEST(ModelConfig, PartialRotaryFactorIsRefused) {
+  for (const auto& [factor, text] : std::vector<std::pair<double, const char*>>{
+           {0.5, "0.5"}, {0.0, "0"}, {0.25, "0.25"}, {2.0, "2"}}) {
+    Json j = llama_json();
+    j["partial_rotary_factor"] = factor;
+    Result<ModelConfig> r = parse_hf_config(j.dump());
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented) << r.status().to_string();
+    const std::string words =
+        std::string("partial_rotary_factor ") + text + " is not supported: kvshare rotates the whole head";
+    EXPECT_NE(r.status().message().find(words), std::string::npos) << r.status().to_string();
+  }
+  Json j = llama_json();
+  j["partial_rotary_factor"] = "0.5";
+  expect_config_error(j.dump(), {"\"partial_rotary_factor\"", "must be a number"});
+  for (const Json& whole : {Json(1), Json(1.0), Json(nullptr)}) {
+    j["partial_rotary_factor"] = whole;
+    EXPECT_TRUE(parse_hf_config(j.dump()).ok()) << whole.dump();
+  }
+}
+
 // GPT-2 options that change the attention's arithmetic are refused, not ignored.
 TEST(ModelConfig, UnsupportedGpt2AttentionOptionsAreRefused) {
   for (const char* key : {"scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"}) {
