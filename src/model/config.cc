@@ -1,6 +1,8 @@
 #include "core/det_math.h"
 #include "model/config.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -223,6 +225,60 @@ Result<double> llama3_scaling_number(const json& rs, const char* key) {
   return get_positive_number(rs, key, 0);
 }
 
+// The class names transformers gives the models of each model_type kvshare runs: PREFIX + "For" + a task
+// ("LlamaForCausalLM", "GPT2ForSequenceClassification"), or PREFIX + "Model", "LMHeadModel", "DoubleHeadsModel".
+// ("LLaMA": the first Llama conversions' spelling.)
+struct ModelClasses {
+  const char* model_type;
+  const char* language_model;  // the class of the model with its language-modelling head
+  std::vector<const char*> prefixes;
+};
+const std::vector<ModelClasses>& model_classes() {
+  static const std::vector<ModelClasses> classes = {{"gpt2", "GPT2LMHeadModel", {"GPT2"}},
+                                                    {"llama", "LlamaForCausalLM", {"Llama", "LLaMA"}},
+                                                    {"qwen2", "Qwen2ForCausalLM", {"Qwen2"}},
+                                                    {"mistral", "MistralForCausalLM", {"Mistral"}}};
+  return classes;
+}
+
+bool is_class_of(const std::string& name, const ModelClasses& classes) {
+  for (const std::string prefix : classes.prefixes) {
+    if (!name.starts_with(prefix)) continue;
+    const std::string rest = name.substr(prefix.size());
+    if (rest == "Model" || rest == "LMHeadModel" || rest == "DoubleHeadsModel") return true;
+    if (rest.size() > 3 && rest.starts_with("For") && std::isupper(static_cast<unsigned char>(rest[3]))) return true;
+  }
+  return false;
+}
+
+// config.json's architectures (the model classes the checkpoint was saved from) must be classes of model_type.
+// kvshare picks the architecture by model_type, vLLM and llama.cpp's converter by architectures: a config whose
+// two disagree (GPT2LMHeadModel beside model_type "llama", or a variant's class such as Qwen2MoeForCausalLM beside
+// "qwen2") describes two different models, and loaded as model_type said without a word.
+Status check_architectures(const json& j, const std::string& model_type) {
+  auto own = std::find_if(model_classes().begin(), model_classes().end(),
+                          [&](const ModelClasses& c) { return model_type == c.model_type; });
+  auto it = j.find("architectures");
+  if (own == model_classes().end() || it == j.end() || it->is_null()) return {};
+  const bool strings =
+      it->is_array() && std::all_of(it->begin(), it->end(), [](const json& v) { return v.is_string(); });
+  if (!strings)
+    return invalid_argument("config.json: \"architectures\" must be a list of class names (such as "
+                            "[\"LlamaForCausalLM\"]), got " + shown(*it));
+  for (const json& v : *it) {
+    const std::string name = v.get<std::string>();
+    if (is_class_of(name, *own)) continue;
+    auto other = std::find_if(model_classes().begin(), model_classes().end(),
+                              [&](const ModelClasses& c) { return is_class_of(name, c); });
+    const std::string whose = other != model_classes().end() ? std::string("a ") + other->model_type + " class"
+                                                              : "not a class of " + model_type;
+    return invalid_argument("config.json: architectures names \"" + name + "\" (" + whose + ") but model_type is \"" +
+                            model_type + "\" (whose classes are " + own->language_model +
+                            " and the like): the two name different models; correct whichever is wrong");
+  }
+  return {};
+}
+
 }  // namespace
 
 namespace {
@@ -247,6 +303,7 @@ Result<ModelConfig> parse_hf_config_json(const json& j) {
   if (!j.contains("model_type") || !j["model_type"].is_string())
     return invalid_argument("config.json has no \"model_type\"; kvshare needs it to pick the architecture");
   c.model_type = j.at("model_type").get<std::string>();
+  KV_RETURN_IF_ERROR(check_architectures(j, c.model_type));
   if (c.model_type == "gpt2") {
     c.arch = Arch::kGpt2;
     KV_ASSIGN_OR_RETURN(c.vocab_size, get_int(j, {"vocab_size"}));

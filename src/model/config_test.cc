@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "formats/gguf.h"
@@ -189,6 +190,46 @@ TEST(ModelConfig, PartialRotaryFactorIsRefused) {
     j["partial_rotary_factor"] = whole;
     EXPECT_TRUE(parse_hf_config(j.dump()).ok()) << whole.dump();
   }
+}
+
+// architectures naming another model than model_type (GPT2LMHeadModel beside model_type "llama") loaded as
+// model_type says, while vLLM and llama.cpp's converter pick the model by architectures: the files contradict
+// themselves, and are refused naming both. A model_type's own classes (any task head) are accepted.
+TEST(ModelConfig, ArchitecturesThatContradictModelTypeAreRefused) {
+  auto config = [](const char* model_type, const Json& architectures) {
+    Json j = std::string(model_type) == "gpt2" ? gpt2_json() : llama_json();
+    j["model_type"] = model_type;
+    j["architectures"] = architectures;
+    return j.dump();
+  };
+  for (const auto& [type, arch] : std::vector<std::pair<const char*, Json>>{
+           {"llama", Json::array({"LlamaForCausalLM"})},
+           {"llama", Json::array({"LLaMAForCausalLM"})},
+           {"llama", Json::array({"LlamaForSequenceClassification"})},
+           {"qwen2", Json::array({"Qwen2ForCausalLM"})},
+           {"mistral", Json::array({"MistralForCausalLM"})},
+           {"gpt2", Json::array({"GPT2LMHeadModel"})},
+           {"gpt2", Json::array({"GPT2Model"})},
+           {"llama", Json::array()},
+           {"gpt2", Json(nullptr)}}) {
+    Result<ModelConfig> r = parse_hf_config(config(type, arch));
+    EXPECT_TRUE(r.ok()) << type << " " << arch.dump() << ": " << r.status().to_string();
+  }
+  for (const auto& [type, arch, named] : std::vector<std::tuple<const char*, Json, const char*>>{
+           {"llama", Json::array({"GPT2LMHeadModel"}), "GPT2LMHeadModel"},
+           {"gpt2", Json::array({"LlamaForCausalLM"}), "LlamaForCausalLM"},
+           {"qwen2", Json::array({"LlamaForCausalLM"}), "LlamaForCausalLM"},
+           {"llama", Json::array({"MistralForCausalLM"}), "MistralForCausalLM"},
+           {"llama", Json::array({"Qwen2ForCausalLM"}), "Qwen2ForCausalLM"},
+           {"qwen2", Json::array({"Qwen2MoeForCausalLM"}), "Qwen2MoeForCausalLM"},
+           {"mistral", Json::array({"MixtralForCausalLM"}), "MixtralForCausalLM"},
+           {"llama", Json::array({"LlamaForCausalLM", "GPT2LMHeadModel"}), "GPT2LMHeadModel"}}) {
+    const std::string words = std::string("architectures names \"") + named + "\"";
+    const std::string type_words = std::string("model_type is \"") + type + "\"";
+    expect_config_error(config(type, arch), {words.c_str(), type_words.c_str()});
+  }
+  expect_config_error(config("llama", "LlamaForCausalLM"), {"\"architectures\" must be a list of class names"});
+  expect_config_error(config("llama", Json::array({1})), {"\"architectures\" must be a list of class names", "[1]"});
 }
 
 // GPT-2 options that change the attention's arithmetic are refused, not ignored.
