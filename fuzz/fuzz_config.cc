@@ -6,23 +6,23 @@
 #include "fuzz_util.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace {
 
 using namespace kvshare;
 
-// A byte-level vocabulary of the 94 printable ASCII bytes plus one merge and <|endoftext|>, loaded once: each
-// input's generation_config.json is read against it as from_hf_dir reads the file beside the tokenizer's.
+// A byte-level vocabulary of the 256 byte symbols plus one merge and <|endoftext|>, loaded once: each input's
+// generation_config.json is read against it as from_hf_dir reads the file beside the tokenizer's.
 const BpeTokenizer& tokenizer() {
   static const std::unique_ptr<BpeTokenizer> tok = [] {
     auto d = fuzz::scratch_dir() / "config";
     std::filesystem::create_directories(d);
     std::string vocab = "{";
     int id = 0;
-    for (char c = '!'; c <= '~'; ++c) {
-      std::string piece(1, c);
-      if (c == '"' || c == '\\') piece = std::string("\\") + c;
-      vocab += "\"" + piece + "\": " + std::to_string(id++) + ", ";
+    for (const std::string& symbol : byte_level_chars()) {
+      const bool quote = symbol == "\"" || symbol == "\\";
+      vocab += "\"" + (quote ? "\\" + symbol : symbol) + "\": " + std::to_string(id++) + ", ";
     }
     vocab += "\"ab\": " + std::to_string(id) + ", ";
     vocab += "\"<|endoftext|>\": " + std::to_string(id + 1) + "}";
