@@ -204,9 +204,9 @@ void render_chat_lines(const Tokenizer& tokenizer, const std::vector<std::option
     if (request_of_line[line] >= 0) line_of[static_cast<size_t>(request_of_line[line])] = line;
   std::vector<int64_t> new_index(requests.size(), -1);
   std::vector<Request> kept;
+  const Status own = tokenizer.chat_template_status();  // the model's template: none, or why it did not load
   for (size_t i = 0; i < requests.size(); ++i) {
     if (chats[i].has_value()) {
-      const Status own = tokenizer.chat_template_status();
       Result<std::string> prompt =
           own.code() == StatusCode::kNotFound && chats[i]->options.chat_template.empty()
               ? invalid_argument("the model has no chat template for the lines that hold \"messages\"; give one with "
